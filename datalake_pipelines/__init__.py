@@ -1,0 +1,24 @@
+"""datalake_pipelines: a Dagster-orchestrated data lake for multimodal ML datasets."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import DatalakeClient
+    from .core.query import DuckDBClient
+
+__all__ = ["DatalakeClient", "DuckDBClient"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy imports keep `import datalake_pipelines` cheap for the CLI and the Dagster code location.
+    if name == "DatalakeClient":
+        from .client import DatalakeClient
+
+        return DatalakeClient
+    if name == "DuckDBClient":
+        from .core.query import DuckDBClient
+
+        return DuckDBClient
+    raise AttributeError(name)

@@ -1,0 +1,93 @@
+"""``DatalakeClient``: the Python API for putting data into the lake (and, later, taking it out)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .core.layout import RAW_TASK, LakeLayout
+from .core.processing import BatchResult, ProcessOptions, process_pending
+from .core.schema import SchemaConfig, load_schema
+from .core.staging import BatchStager, build_manifest
+
+NUM_PROC_ENV = "DATALAKE_NUM_PROC"
+BATCH_SIZE_ENV = "DATALAKE_BATCH_SIZE"
+
+
+def default_num_proc() -> int:
+    return int(os.environ.get(NUM_PROC_ENV) or max(1, os.cpu_count() or 1))
+
+
+def default_batch_size() -> int:
+    return int(os.environ.get(BATCH_SIZE_ENV) or 1000)
+
+
+class DatalakeClient:
+    """Stage raw and task data into ``staging/pending`` of a lake at ``base_path``."""
+
+    def __init__(
+        self,
+        base_path: str | os.PathLike | None = None,
+        num_proc: int | None = None,
+        batch_size: int | None = None,
+        progress: bool = True,
+    ):
+        self.layout = LakeLayout(base_path)
+        self.num_proc = num_proc or default_num_proc()
+        self.batch_size = batch_size or default_batch_size()
+        self.progress = progress
+
+    @property
+    def base_path(self) -> Path:
+        return self.layout.base
+
+    @property
+    def schema(self) -> SchemaConfig:
+        return load_schema(self.layout)
+
+    def _stager(self) -> BatchStager:
+        return BatchStager(self.layout, self.num_proc, self.batch_size, self.progress)
+
+    def upload_raw_data(
+        self,
+        data_file: Any,
+        provider: str,
+        dataset: str,
+        dataset_description: str = "",
+        image_columns: list[str] | None = None,
+        variant: str | None = None,
+        job_id: str | None = None,
+    ) -> tuple[str, str]:
+        """Stage raw data (``task=raw``); return ``(staging_dir, job_id)``.
+
+        ``variant`` defaults to ``image`` for a folder of images and ``mixed`` for tabular data.
+        """
+        if variant is None:
+            is_folder = not hasattr(data_file, "columns") and Path(str(data_file)).is_dir()
+            variant = "image" if is_folder else "mixed"
+        manifest = build_manifest("raw", provider, dataset, RAW_TASK, variant, {}, dataset_description, job_id)
+        staged = self._stager().stage(data_file, manifest, image_columns)
+        return str(staged.staging_dir), staged.job_id
+
+    def upload_task_data(
+        self,
+        data_file: Any,
+        provider: str,
+        dataset: str,
+        task: str,
+        variant: str,
+        meta: dict[str, Any] | None = None,
+        dataset_description: str = "",
+        image_columns: list[str] | None = None,
+        job_id: str | None = None,
+    ) -> tuple[str, str]:
+        """Stage task data; ``meta`` is validated against the schema before anything is written."""
+        manifest = build_manifest("task", provider, dataset, task, variant, meta, dataset_description, job_id)
+        staged = self._stager().stage(data_file, manifest, image_columns)
+        return str(staged.staging_dir), staged.job_id
+
+    def process_pending(self, **options: Any) -> list[BatchResult]:
+        """Process every pending batch in this process (no Dagster needed)."""
+        opts = ProcessOptions(num_proc=self.num_proc, batch_size=self.batch_size, **options)
+        return process_pending(self.layout, opts)

@@ -1,0 +1,226 @@
+"""Every path rule of a lake: staging folders, catalog partitions, sharded assets, index, logs.
+
+No other module builds a lake path by hand; they all ask a :class:`LakeLayout`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_BASE_DIRNAME = "lake"
+BASE_PATH_ENV = "DATALAKE_BASE_PATH"
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+PARTITION_LEVELS = ("provider", "dataset", "task", "variant")
+RAW_TASK = "raw"
+BATCH_MANIFEST = "_metadata.json"
+BATCH_DATA = "data.parquet"
+BATCH_FILES_DIR = "files"
+ERROR_FILE = "error.json"
+PARTITION_METADATA = "_metadata.json"
+COMPACTED_PART = "data.parquet"
+
+
+class InvalidNameError(ValueError):
+    """A provider, dataset, task or variant name that cannot be a path segment."""
+
+
+def check_name(kind: str, value: object) -> str:
+    """Return ``value`` if it is a valid lake name (``[a-z0-9_-]``, starting alphanumeric)."""
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise InvalidNameError(
+            f"invalid {kind} name {value!r}: use 1-64 characters from [a-z0-9_-], starting with a letter or digit"
+        )
+    return value
+
+
+@dataclass(frozen=True, order=True)
+class PartitionRef:
+    """One catalog partition: provider / dataset / task / variant."""
+
+    provider: str
+    dataset: str
+    task: str
+    variant: str
+
+    def __post_init__(self) -> None:
+        for level in PARTITION_LEVELS:
+            check_name(level, getattr(self, level))
+
+    @property
+    def key(self) -> str:
+        """The ``provider/dataset/task/variant`` string used as Dagster partition key."""
+        return "/".join(getattr(self, level) for level in PARTITION_LEVELS)
+
+    @classmethod
+    def parse(cls, key: str) -> PartitionRef:
+        parts = key.split("/")
+        if len(parts) != 4:
+            raise InvalidNameError(f"partition key {key!r} must look like provider/dataset/task/variant")
+        return cls(*parts)
+
+    def as_dict(self) -> dict[str, str]:
+        return {level: getattr(self, level) for level in PARTITION_LEVELS}
+
+    def __str__(self) -> str:
+        return self.key
+
+
+def resolve_base_path(base_path: str | os.PathLike | None = None) -> Path:
+    """The lake's base path: the argument, else ``$DATALAKE_BASE_PATH``, else ``./lake``."""
+    raw = base_path if base_path is not None else os.environ.get(BASE_PATH_ENV) or DEFAULT_BASE_DIRNAME
+    raw = str(raw)
+    if raw.startswith("s3://"):
+        raise ValueError("S3 base paths are not supported by this build; use a local or NAS folder")
+    return Path(raw).expanduser().resolve()
+
+
+class LakeLayout:
+    """Paths of one lake rooted at ``base``. Creates the top-level folders on first use."""
+
+    def __init__(self, base_path: str | os.PathLike | None = None, create: bool = True):
+        self.base = resolve_base_path(base_path)
+        if create:
+            self.ensure()
+
+    def ensure(self) -> None:
+        for folder in (
+            self.pending,
+            self.processing,
+            self.failed,
+            self.catalog_root,
+            self.assets_root,
+            self.config_dir,
+            self.logs_dir,
+            self.jobs_dir,
+            self.index_dir,
+        ):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    # staging -----------------------------------------------------------------
+    @property
+    def staging(self) -> Path:
+        return self.base / "staging"
+
+    @property
+    def pending(self) -> Path:
+        return self.staging / "pending"
+
+    @property
+    def processing(self) -> Path:
+        return self.staging / "processing"
+
+    @property
+    def failed(self) -> Path:
+        return self.staging / "failed"
+
+    def pending_batch(self, job_id: str) -> Path:
+        return self.pending / job_id
+
+    def pending_temp(self, job_id: str) -> Path:
+        """Hidden name a batch is written under before its atomic rename into ``pending/``."""
+        return self.pending / f".tmp-{job_id}"
+
+    def processing_batch(self, job_id: str) -> Path:
+        return self.processing / job_id
+
+    def failed_batch(self, job_id: str) -> Path:
+        return self.failed / job_id
+
+    def rejected_batch(self, job_id: str) -> Path:
+        """Where rows quarantined from an otherwise successful batch are kept, re-submittable."""
+        return self.failed / f"{job_id}-rejected"
+
+    # catalog -----------------------------------------------------------------
+    @property
+    def catalog_root(self) -> Path:
+        return self.base / "catalog"
+
+    def partition_dir(self, ref: PartitionRef) -> Path:
+        return (
+            self.catalog_root
+            / f"provider={ref.provider}"
+            / f"dataset={ref.dataset}"
+            / f"task={ref.task}"
+            / f"variant={ref.variant}"
+        )
+
+    def part_file(self, ref: PartitionRef, job_id: str) -> Path:
+        return self.partition_dir(ref) / f"part-{job_id}.parquet"
+
+    def compacted_file(self, ref: PartitionRef) -> Path:
+        return self.partition_dir(ref) / COMPACTED_PART
+
+    def partition_metadata(self, ref: PartitionRef) -> Path:
+        return self.partition_dir(ref) / PARTITION_METADATA
+
+    def list_partitions(self) -> list[PartitionRef]:
+        """Every partition folder present under ``catalog/``."""
+        refs = []
+        for path in sorted(self.catalog_root.glob("provider=*/dataset=*/task=*/variant=*")):
+            if not path.is_dir():
+                continue
+            values = [p.name.split("=", 1)[1] for p in path.relative_to(self.catalog_root).parts]
+            try:
+                refs.append(PartitionRef(*values))
+            except InvalidNameError:
+                continue
+        return refs
+
+    # assets ------------------------------------------------------------------
+    @property
+    def assets_root(self) -> Path:
+        return self.base / "assets"
+
+    def asset_relpath(self, provider: str, dataset: str, sha256: str, ext: str) -> str:
+        """Lake-relative, sharded path of a content-addressed file: ``assets/provider=P/dataset=D/ab/cd/<sha>.<ext>``."""
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        name = f"{sha256}.{ext}" if ext else sha256
+        return f"assets/provider={provider}/dataset={dataset}/{sha256[:2]}/{sha256[2:4]}/{name}"
+
+    def resolve(self, relpath: str) -> Path:
+        """Absolute path of a lake-relative path, refusing anything that escapes the lake."""
+        path = (self.base / relpath).resolve()
+        if self.base != path and self.base not in path.parents:
+            raise ValueError(f"path {relpath!r} escapes the lake")
+        return path
+
+    # index, config, logs, warehouse -------------------------------------------
+    @property
+    def index_dir(self) -> Path:
+        return self.base / "index"
+
+    @property
+    def hash_index(self) -> Path:
+        return self.index_dir / "hash_index.sqlite"
+
+    @property
+    def config_dir(self) -> Path:
+        return self.base / "config"
+
+    @property
+    def schema_file(self) -> Path:
+        return self.config_dir / "schema.yaml"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.base / "logs"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.logs_dir / "jobs"
+
+    def job_record(self, job_id: str) -> Path:
+        return self.jobs_dir / f"{job_id}.json"
+
+    @property
+    def duckdb_file(self) -> Path:
+        return self.base / "catalog.duckdb"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.base / "exports"

@@ -1,0 +1,121 @@
+"""A staged batch's ``_metadata.json``: what the batch is, for which partition, with which files.
+
+Two shapes are accepted. A full manifest written by :mod:`staging` lists ``data.parquet`` and every
+file. A *hand-drop* manifest names only ``provider`` and ``dataset`` (optionally ``task``, ``variant``,
+``meta``, ``description``); the batch folder then holds image files and one row is made per image.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ValidationError
+from .files import read_json, utc_now, utc_now_iso
+from .layout import BATCH_MANIFEST, RAW_TASK, PartitionRef, check_name
+from .schema import SchemaConfig
+
+FORMAT_VERSION = 1
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+DATA_TYPES = ("raw", "task")
+
+
+def new_job_id() -> str:
+    return f"{utc_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def check_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.match(job_id) or ".." in job_id:
+        raise ValidationError(f"invalid job id {job_id!r}: use letters, digits, '_', '-' and '.'")
+    return job_id
+
+
+@dataclass
+class BatchManifest:
+    job_id: str
+    data_type: str
+    provider: str
+    dataset: str
+    task: str
+    variant: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    created_at: str = field(default_factory=utc_now_iso)
+    row_count: int | None = None
+    image_columns: list[str] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    hand_drop: bool = False
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def partition(self) -> PartitionRef:
+        return PartitionRef(self.provider, self.dataset, self.task, self.variant)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self, schema: SchemaConfig) -> BatchManifest:
+        """Check names, provider, task and meta against the schema; raise :class:`ValidationError`."""
+        check_job_id(self.job_id)
+        if self.data_type not in DATA_TYPES:
+            raise ValidationError(f"data_type must be one of {DATA_TYPES}, not {self.data_type!r}")
+        try:
+            self.partition  # noqa: B018 - validates every name
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        schema.check_provider(self.provider)
+        if self.data_type == "raw" and self.task != RAW_TASK:
+            raise ValidationError(f"raw data must use task 'raw', not {self.task!r}")
+        if self.data_type == "task" and self.task == RAW_TASK:
+            raise ValidationError("task data needs a task other than 'raw'")
+        if not isinstance(self.meta, dict):
+            raise ValidationError("meta must be a mapping of field to value")
+        self.meta = schema.validate_meta(self.task, self.meta)
+        if not isinstance(self.image_columns, list) or not all(isinstance(c, str) for c in self.image_columns):
+            raise ValidationError("image_columns must be a list of column names")
+        return self
+
+
+def load_manifest(batch_dir: Path, job_id: str | None = None) -> BatchManifest:
+    """Read ``_metadata.json`` of a batch folder (full or hand-drop shape) or raise :class:`ValidationError`."""
+    path = batch_dir / BATCH_MANIFEST
+    if not path.is_file() or path.is_symlink():
+        raise ValidationError(f"{path}: the batch has no {BATCH_MANIFEST}")
+    try:
+        doc = read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValidationError(f"{path}: must be a JSON object")
+    for key in ("provider", "dataset"):
+        if not isinstance(doc.get(key), str):
+            raise ValidationError(f"{path}: missing {key!r}")
+    hand_drop = "format_version" not in doc
+    task = doc.get("task") or RAW_TASK
+    data_type = doc.get("data_type") or ("raw" if task == RAW_TASK else "task")
+    known = {f for f in BatchManifest.__dataclass_fields__}
+    unknown = set(doc) - known
+    if unknown:
+        raise ValidationError(f"{path}: unknown keys {sorted(unknown)}")
+    values = dict(doc)
+    values.update(
+        job_id=job_id or doc.get("job_id") or batch_dir.name,
+        data_type=data_type,
+        task=task,
+        variant=doc.get("variant") or ("image" if task == RAW_TASK else "default"),
+        hand_drop=hand_drop,
+    )
+    try:
+        manifest = BatchManifest(**values)
+    except TypeError as exc:
+        raise ValidationError(f"{path}: {exc}") from None
+    for key in ("provider", "dataset", "task", "variant"):
+        try:
+            check_name(key, getattr(manifest, key))
+        except ValueError as exc:
+            raise ValidationError(f"{path}: {exc}") from None
+    return manifest
