@@ -176,7 +176,7 @@ class LakeLayout:
         return self.base / "assets"
 
     def asset_relpath(self, provider: str, dataset: str, sha256: str, ext: str) -> str:
-        """Lake-relative, sharded path of a content-addressed file: ``assets/provider=P/dataset=D/ab/cd/<sha>.<ext>``."""
+        """Lake-relative sharded path of content: ``assets/provider=P/dataset=D/ab/cd/<sha>.<ext>``."""
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         name = f"{sha256}.{ext}" if ext else sha256
@@ -197,6 +197,14 @@ class LakeLayout:
     @property
     def hash_index(self) -> Path:
         return self.index_dir / "hash_index.sqlite"
+
+    def partition_lock(self, ref: PartitionRef) -> Path:
+        """Lock file held by the single writer of a catalog partition."""
+        return self.index_dir / "locks" / f"{ref.provider}.{ref.dataset}.{ref.task}.{ref.variant}.lock"
+
+    @property
+    def warehouse_lock(self) -> Path:
+        return self.index_dir / "locks" / "catalog.duckdb.lock"
 
     @property
     def config_dir(self) -> Path:

@@ -39,6 +39,7 @@ from .files import UnsafePathError, safe_join, utc_now, utc_now_iso, write_json_
 from .hash_index import HashIndex
 from .images import DEFAULT_MAX_PIXELS
 from .layout import BATCH_DATA, BATCH_MANIFEST, ERROR_FILE, LakeLayout
+from .locks import exclusive_lock
 from .manifest import BatchManifest, load_manifest
 from .schema import SchemaConfig, load_schema
 from .store import StoredFile, StoreOptions, store_file
@@ -159,16 +160,17 @@ class BatchProcessor:
                 raise BatchError(f"batch {job_id} is not in staging/processing")
             manifest = load_manifest(batch_dir, job_id).validate(self.schema)
             result.partition = manifest.partition.key
-            writer = PartWriter(self.layout.part_file(manifest.partition, job_id))
-            rejected_rows = self._ingest(batch_dir, manifest, writer, result)
-            self._check_thresholds(result)
-            published = writer.commit()
-            writer = None
-            result.part_file = str(published) if published else None
-            record_batch_in_partition(
-                self.layout, manifest.partition, job_id, result.rows_added, _schema_of(published),
-                manifest.to_json(),
-            )
+            with exclusive_lock(self.layout.partition_lock(manifest.partition)):
+                writer = PartWriter(self.layout.part_file(manifest.partition, job_id))
+                rejected_rows = self._ingest(batch_dir, manifest, writer, result)
+                self._check_thresholds(result)
+                published = writer.commit()
+                writer = None
+                result.part_file = str(published) if published else None
+                record_batch_in_partition(
+                    self.layout, manifest.partition, job_id, result.rows_added, _schema_of(published),
+                    manifest.to_json(),
+                )
             if rejected_rows:
                 result.rejected_dir = str(self._quarantine(batch_dir, manifest, rejected_rows, result))
             shutil.rmtree(batch_dir, ignore_errors=True)
@@ -291,10 +293,9 @@ class BatchProcessor:
                     errors.setdefault(i, []).append({"column": col, "file": value, "reason": str(exc)})
                     continue
                 jobs.append((i, path))
-            kind = "image"
             futures = pool.map(
                 lambda job: store_file(
-                    self.layout, self.index, job[1], manifest.provider, manifest.dataset, manifest.job_id, kind,
+                    self.layout, self.index, job[1], manifest.provider, manifest.dataset, manifest.job_id, "image",
                     self.store_options,
                 ),
                 jobs,

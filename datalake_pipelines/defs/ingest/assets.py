@@ -1,0 +1,134 @@
+"""``catalog_partition``: one catalog partition, materialized from the batches claimed for it."""
+
+
+import os
+from typing import Any
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from ...core.catalog import compact_partition, iter_partition_batches, partition_files
+from ...core.layout import PartitionRef
+from ...core.processing import BatchProcessor, BatchResult, fail_batch
+from ...core.queue import mark_running
+from ...lib.partitions import JOB_IDS_TAG, LakePartitionKey, lake_partitions
+from ...lib.resources import LakeResource
+
+PREVIEW_ROWS = 5
+
+
+def run_job_ids(context: dg.AssetExecutionContext) -> list[str]:
+    raw = context.run.tags.get(JOB_IDS_TAG, "")
+    return [j for j in raw.split(",") if j]
+
+
+@dg.asset(
+    partitions_def=lake_partitions,
+    group_name="ingest",
+    kinds={"parquet", "python"},
+    description=(
+        "One catalog partition (provider/dataset/task/variant). A run started by the staging sensor processes "
+        "the batches named in its `datalake/job_ids` tag; a run without it (UI, backfill, CLI) rebuilds the "
+        "partition from its stored part files: compaction and re-validation, idempotently."
+    ),
+)
+def catalog_partition(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    ref = LakePartitionKey.parse(context.partition_key).ref
+    layout = lake.layout
+    job_ids = run_job_ids(context)
+    if not job_ids:
+        result = compact_partition(layout, ref, lake.batch_size)
+        context.log.info(f"rebuilt {ref.key}: {result.rows} rows from {result.files_before} files")
+        return dg.MaterializeResult(
+            metadata={
+                "mode": "rebuild",
+                "files_compacted": result.files_before,
+                "duplicates_dropped": result.duplicates_dropped,
+                **partition_metadata(layout, ref),
+            }
+        )
+    processor = BatchProcessor(layout, lake.process_options())
+    results: list[BatchResult] = []
+    run_info = {"run_id": context.run.run_id, "step": context.op_handle.name if hasattr(context, "op_handle") else ""}
+    run_info["step"] = run_info["step"] or "catalog_partition"
+    try:
+        for job_id in job_ids:
+            if not layout.processing_batch(job_id).is_dir():
+                context.log.warning(f"batch {job_id} is no longer in staging/processing; skipped")
+                continue
+            mark_running(layout, job_id, context.run.run_id, os.getpid())
+            result = processor.process(job_id, run_info)
+            results.append(result)
+            log = context.log.info if result.status == "done" else context.log.error
+            log(f"batch {job_id}: {result.status}, {result.rows_added} rows added, {result.rows_rejected} rejected"
+                + (f": {result.error}" if result.error else ""))
+    except BaseException as exc:
+        # Anything unexpected (including a cancel): no batch of this run stays stranded in processing/.
+        for job_id in job_ids:
+            if layout.processing_batch(job_id).is_dir():
+                fail_batch(layout, job_id, {**run_info, "error": f"run aborted: {type(exc).__name__}: {exc}"})
+        raise
+    failed = [r for r in results if r.status != "done"]
+    metadata = {**run_metadata(results), **partition_metadata(layout, ref)}
+    if failed:
+        raise dg.Failure(
+            description="; ".join(f"batch {r.job_id} failed: {r.error}" for r in failed)
+            + " (originals kept in staging/failed/<job_id>/ with error.json)",
+            metadata=metadata,
+        )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def run_metadata(results: list[BatchResult]) -> dict[str, Any]:
+    images_new = sum(r.images_new for r in results)
+    images_dedup = sum(r.images_deduplicated for r in results)
+    images = images_new + images_dedup
+    rejected = [
+        {"job_id": r.job_id, **x} for r in results for x in r.rejected
+    ][:50]
+    return {
+        "batches": dg.MetadataValue.json([r.job_id for r in results]),
+        "rows_added": sum(r.rows_added for r in results),
+        "rows_duplicate": sum(r.rows_duplicate for r in results),
+        "rows_rejected": sum(r.rows_rejected for r in results),
+        "images_new": images_new,
+        "images_deduplicated": images_dedup,
+        "dedup_ratio": round(images_dedup / images, 4) if images else 0.0,
+        "bytes_stored": sum(r.bytes_stored for r in results),
+        "rejected_files": dg.MetadataValue.md(_md_table(rejected, ["job_id", "row", "column", "source", "reason"]))
+        if rejected
+        else "none",
+    }
+
+
+def partition_metadata(layout, ref: PartitionRef) -> dict[str, Any]:
+    files = partition_files(layout, ref)
+    meta: dict[str, Any] = {
+        "catalog_path": dg.MetadataValue.path(str(layout.partition_dir(ref))),
+        "part_files": len(files),
+    }
+    if not files:
+        meta["dagster/row_count"] = 0
+        return meta
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    meta["dagster/row_count"] = rows
+    first = next(iter_partition_batches(layout, ref, batch_size=PREVIEW_ROWS), None)
+    if first is not None:
+        schema = first.schema
+        meta["dagster/column_schema"] = dg.TableSchema(
+            columns=[dg.TableColumn(f.name, str(f.type)) for f in schema]
+        )
+        preview = first.slice(0, PREVIEW_ROWS).to_pylist()
+        meta["preview"] = dg.MetadataValue.md(_md_table(preview, schema.names))
+    return meta
+
+
+def _md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def cell(value: Any) -> str:
+        text = "" if value is None else str(value)
+        text = text.replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Warehouse domain: the DuckDB catalog database, refreshed after every catalog materialization."""

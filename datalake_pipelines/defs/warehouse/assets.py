@@ -1,0 +1,55 @@
+"""``duckdb_catalog``: ``<base>/catalog.duckdb`` with the ``catalog`` view and ``partitions``/``hash_index`` tables."""
+
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from ...core.locks import exclusive_lock
+from ...core.warehouse import refresh_duckdb
+from ...lib.resources import LakeResource
+from ..ingest.assets import catalog_partition
+
+WAREHOUSE_POOL = "catalog_warehouse"
+
+
+@dg.asset(
+    deps=[catalog_partition],
+    group_name="warehouse",
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+    description="DuckDB database over the Parquet catalog; rebuilt in a temp file and swapped in atomically.",
+)
+def duckdb_catalog(context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    layout = lake.layout
+    with exclusive_lock(layout.warehouse_lock):
+        summary = refresh_duckdb(layout, duckdb.database)
+    with duckdb.get_connection() as con:
+        partitions = con.execute("SELECT count(*), coalesce(sum(rows), 0) FROM partitions").fetchone()
+    context.log.info(f"catalog.duckdb refreshed: {summary}")
+    return dg.MaterializeResult(
+        metadata={
+            "database": dg.MetadataValue.path(str(duckdb.database)),
+            "partitions": int(partitions[0]),
+            "dagster/row_count": int(partitions[1]),
+            "summary": dg.MetadataValue.json(summary),
+        }
+    )
+
+
+refresh_job = dg.define_asset_job("refresh_catalog_db", selection=[duckdb_catalog])
+
+
+@dg.sensor(
+    job=refresh_job,
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Refreshes catalog.duckdb after new catalog_partition materializations (coalesced).",
+)
+def refresh_on_ingest(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    records = context.instance.fetch_materializations(catalog_partition.key, limit=1).records
+    if not records:
+        return dg.SkipReason("no catalog_partition materialization yet")
+    latest = records[0].storage_id
+    if context.cursor and int(context.cursor) >= latest:
+        return dg.SkipReason("catalog.duckdb is up to date")
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"refresh-{latest}")], cursor=str(latest))

@@ -1,0 +1,1 @@
+"""Shared Dagster-layer code: partitions, tags and resources used by every ``defs/`` domain."""

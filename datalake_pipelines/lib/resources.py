@@ -1,0 +1,41 @@
+"""``LakeResource``: the lake's base path and processing settings, configured from the environment."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from ..core.layout import BASE_PATH_ENV, LakeLayout
+from ..core.processing import ProcessOptions
+
+
+class LakeResource(dg.ConfigurableResource):
+    """Where the lake lives and how batches are processed. Empty base_path means ``$DATALAKE_BASE_PATH``/``./lake``."""
+
+    base_path: str = ""
+    num_proc: int = 2
+    batch_size: int = 1000
+    max_reject_ratio: float = 0.5
+
+    @property
+    def layout(self) -> LakeLayout:
+        return LakeLayout(self.base_path or None)
+
+    def process_options(self) -> ProcessOptions:
+        return ProcessOptions(
+            num_proc=self.num_proc, batch_size=self.batch_size, max_reject_ratio=self.max_reject_ratio
+        )
+
+
+def env_or(name: str, default: str) -> str | dg.EnvVar:
+    """``dg.EnvVar(name)`` when the variable is set (shown as such in the UI), else the default."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def lake_resource_from_env() -> LakeResource:
+    return LakeResource(
+        base_path=env_or(BASE_PATH_ENV, ""),
+        num_proc=dg.EnvVar.int("DATALAKE_NUM_PROC") if os.environ.get("DATALAKE_NUM_PROC") else 2,
+        batch_size=dg.EnvVar.int("DATALAKE_BATCH_SIZE") if os.environ.get("DATALAKE_BATCH_SIZE") else 1000,
+    )
