@@ -55,16 +55,28 @@ def run_request(ref: PartitionRef, job_ids: list[str], run_key: str) -> dg.RunRe
     )
 
 
-def triage(layout: LakeLayout, batch: PendingBatch, seen: dict, now: float, log) -> PartitionRef | None:
-    """Decide about one pending batch: ready (its partition), not yet (None), or unusable (moved to failed)."""
-    if not is_quiet(batch, seen, now, QUIET_SECONDS):
+def triage(
+    layout: LakeLayout,
+    batch: PendingBatch,
+    seen: dict,
+    now: float,
+    log,
+    quiet_seconds: float = QUIET_SECONDS,
+    grace_seconds: float = GRACE_SECONDS,
+) -> PartitionRef | None:
+    """Decide about one pending batch: ready (its partition), not yet (None), or unusable (moved to failed).
+
+    A folder without a readable ``_metadata.json`` waits in pending (a warning each tick) for
+    ``grace_seconds`` after it stopped changing, then goes to ``failed/`` with the reason.
+    """
+    if not is_quiet(batch, seen, now, quiet_seconds):
         return None
     if batch.problem:
         first_seen = seen.setdefault(f"problem:{batch.job_id}", now)
-        if now - first_seen < GRACE_SECONDS:
+        if now - first_seen < grace_seconds:
             log.warning(f"pending batch {batch.job_id} is not usable yet ({batch.problem}); waiting")
             return None
-        reject_pending(layout, batch.job_id, f"{batch.problem} (gave up after {GRACE_SECONDS:.0f} s)")
+        reject_pending(layout, batch.job_id, f"{batch.problem} (gave up after {grace_seconds:.0f} s)")
         return None
     try:
         manifest = load_manifest(layout.pending_batch(batch.job_id), batch.job_id).validate(load_schema(layout))
@@ -89,15 +101,8 @@ def staging_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
     state = json.loads(context.cursor) if context.cursor else {}
     seen: dict = state.get("seen", {})
     now = time.time()
-    groups: dict[PartitionRef, list[str]] = defaultdict(list)
     pending = scan_pending(layout)
-    for batch in pending:
-        ref = triage(layout, batch, seen, now, context.log)
-        if ref is None:
-            continue
-        run_key = run_key_for(batch.job_id, attempt_of(layout.pending_batch(batch.job_id)))
-        if claim(layout, batch.job_id, run_key, ref):
-            groups[ref].append(batch.job_id)
+    groups = claim_ready(layout, pending, seen, now, context.log)
     requests = [run_request(ref, ids, _group_key(layout, ids)) for ref, ids in groups.items()]
     claimed_now = {j for ids in groups.values() for j in ids}
     requests += recover_unlaunched(context, layout, claimed_now)
@@ -112,6 +117,21 @@ def staging_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
         dynamic_partitions_requests=[lake_partitions.build_add_request(new_keys)] if new_keys else [],
         cursor=json.dumps(state),
     )
+
+
+def claim_ready(
+    layout: LakeLayout, pending: list[PendingBatch], seen: dict, now: float, log, **triage_options
+) -> dict[PartitionRef, list[str]]:
+    """Claim every ready batch; return the claimed job ids grouped by partition."""
+    groups: dict[PartitionRef, list[str]] = defaultdict(list)
+    for batch in pending:
+        ref = triage(layout, batch, seen, now, log, **triage_options)
+        if ref is None:
+            continue
+        run_key = run_key_for(batch.job_id, attempt_of(layout.pending_batch(batch.job_id)))
+        if claim(layout, batch.job_id, run_key, ref):
+            groups[ref].append(batch.job_id)
+    return groups
 
 
 def _group_key(layout: LakeLayout, job_ids: list[str]) -> str:
