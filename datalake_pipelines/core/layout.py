@@ -163,7 +163,7 @@ class LakeLayout:
         for path in sorted(self.catalog_root.glob("provider=*/dataset=*/task=*/variant=*")):
             if not path.is_dir():
                 continue
-            values = [p.name.split("=", 1)[1] for p in path.relative_to(self.catalog_root).parts]
+            values = [part.split("=", 1)[1] for part in path.relative_to(self.catalog_root).parts]
             try:
                 refs.append(PartitionRef(*values))
             except InvalidNameError:

@@ -38,6 +38,7 @@ ingest_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(catalog_partition),
     partitions_def=lake_partitions,
     description="Processes claimed staging batches into one catalog partition.",
+    executor_def=dg.in_process_executor,
 )
 
 SENSOR_INTERVAL = int(os.environ.get("DATALAKE_SENSOR_INTERVAL", "30"))

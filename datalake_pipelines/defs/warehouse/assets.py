@@ -36,7 +36,9 @@ def duckdb_catalog(context: dg.AssetExecutionContext, lake: LakeResource, duckdb
     )
 
 
-refresh_job = dg.define_asset_job("refresh_catalog_db", selection=[duckdb_catalog])
+refresh_job = dg.define_asset_job(
+    "refresh_catalog_db", selection=[duckdb_catalog], executor_def=dg.in_process_executor
+)
 
 
 @dg.sensor(

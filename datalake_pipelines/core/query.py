@@ -1,0 +1,376 @@
+"""``DuckDBClient``: partition retrieval and text search over the Parquet catalog.
+
+Pruning: the partition folders are walked level by level (provider, dataset, task, variant) and only the
+filtered branches are listed, so a query reads exactly the Parquet files of the selected partitions
+(``read_parquet($files, ...)``); files of other partitions are never opened. Every user value is a bound
+parameter; column names are checked against the selection's schema and quoted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from .catalog import PARTITION_COLUMNS, CatalogError
+from .layout import LakeLayout, resolve_base_path
+from .warehouse import (
+    UnknownPartitionError,
+    catalog_files,
+    check_catalog_files,
+    parquet_scan,
+    partition_stats,
+    select_partitions,
+)
+
+__all__ = ["DuckDBClient", "QueryPlan", "UnknownPartitionError", "select_partitions"]
+
+SNIPPET_CONTEXT = 40
+SEARCH_MODES = ("contains", "regex")
+TEXT_TYPES = ("VARCHAR", "JSON")
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class QueryPlan:
+    """A parameterised query over an explicit list of catalog files."""
+
+    sql: str
+    params: dict[str, Any]
+    files: list[Path]
+    columns: list[str]
+    keep: set[str] = field(default_factory=set)  # columns never dropped as all-null
+
+    @property
+    def empty(self) -> bool:
+        return not self.files
+
+
+def drop_all_null_columns(table: pa.Table, keep: set[str] = frozenset()) -> pa.Table:
+    """Drop columns that are null in every row (they exist only because of ``union_by_name``)."""
+    if table.num_rows == 0:
+        return table
+    drop = [n for n in table.column_names if n not in keep and table.column(n).null_count == table.num_rows]
+    return table.drop_columns(drop) if drop else table
+
+
+def _finish(table: pa.Table, as_arrow: bool):
+    return table if as_arrow else table.to_pandas()
+
+
+class DuckDBClient:
+    """Read-only queries over a lake's catalog: ``with DuckDBClient(base) as duck: duck.retrieve_partitions()``.
+
+    ``db_path_or_base`` is the lake base folder or its ``catalog.duckdb``. If that file exists it is opened
+    (read-only by default, retrying with backoff while another process holds a write lock) so :meth:`sql`
+    sees its ``catalog`` view and ``partitions``/``hash_index`` tables; otherwise an in-memory database gets
+    equivalent ``catalog`` and ``partitions`` views. Retrieval and search always read the Parquet files of the
+    selected partitions directly, so they are never stale.
+    """
+
+    def __init__(
+        self,
+        db_path_or_base: str | Path | None = None,
+        *,
+        base_path: str | Path | None = None,
+        read_only: bool = True,
+        lock_timeout: float = 30.0,
+    ):
+        location = resolve_base_path(base_path if base_path is not None else db_path_or_base)
+        if location.suffix == ".duckdb" or location.is_file():
+            self.layout = LakeLayout(location.parent, create=False)
+            self.db_path = location
+        else:
+            self.layout = LakeLayout(location, create=False)
+            self.db_path = self.layout.duckdb_file
+        self.read_only = read_only
+        self.con = self._connect(lock_timeout)
+        self.con.execute("SET TimeZone = 'UTC'")
+        self._views_ready = self.db_path.exists()
+
+    def _connect(self, lock_timeout: float) -> duckdb.DuckDBPyConnection:
+        if not self.db_path.exists():
+            return duckdb.connect(":memory:")
+        deadline = time.monotonic() + lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.db_path), read_only=self.read_only)
+            except duckdb.IOException:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    # lifecycle ---------------------------------------------------------------
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> DuckDBClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # running -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _reading(self, files: list[Path]) -> Iterator[None]:
+        """Turn a DuckDB read failure into a ``CatalogError`` naming the unreadable file."""
+        try:
+            yield
+        except (duckdb.IOException, duckdb.InvalidInputException, pa.ArrowException) as exc:
+            message = str(exc).splitlines()[0]
+            named = [f for f in files if str(f) in message]
+            if named:
+                raise CatalogError(f"cannot read catalog file {named[0]}: {message}") from None
+            check_catalog_files(self.layout, files)
+            raise
+
+    def _relation(self, sql: str, params: dict[str, Any], files: list[Path]) -> duckdb.DuckDBPyRelation:
+        with self._reading(files):
+            return self.con.sql(sql, params=params)
+
+    def describe(self, files: list[Path]) -> dict[str, str]:
+        """Column name -> DuckDB type of the union of ``files`` (partition columns first)."""
+        if not files:
+            return {c: "VARCHAR" for c in PARTITION_COLUMNS}
+        rel = self._relation(f"SELECT * FROM {parquet_scan('$files')} LIMIT 0", _files_param(files), files)
+        with self._reading(files):
+            types = dict(zip(rel.columns, map(str, rel.types)))
+        ordered = {c: types.pop(c) for c in PARTITION_COLUMNS if c in types}
+        return {**ordered, **types}
+
+    def run(self, plan: QueryPlan) -> pa.Table:
+        """Execute a plan and return an Arrow table (empty plan: empty table with the plan's columns)."""
+        if plan.empty:
+            return pa.table({c: pa.array([], pa.string()) for c in plan.columns})
+        rel = self._relation(plan.sql, plan.params, plan.files)
+        with self._reading(plan.files):
+            return rel.to_arrow_table()
+
+    def stream(self, plan: QueryPlan, batch_size: int = 10_000) -> pa.RecordBatchReader:
+        """Execute a plan as a bounded-memory reader of record batches."""
+        if plan.empty:
+            schema = pa.schema([(c, pa.string()) for c in plan.columns])
+            return pa.RecordBatchReader.from_batches(schema, [])
+        rel = self._relation(plan.sql, plan.params, plan.files)
+        with self._reading(plan.files):
+            reader = rel.to_arrow_reader(batch_size)
+
+        def guarded() -> Iterator[pa.RecordBatch]:
+            with self._reading(plan.files):
+                yield from reader
+
+        return pa.RecordBatchReader.from_batches(reader.schema, guarded())
+
+    # planning ----------------------------------------------------------------
+    def _selection(self, providers, datasets, tasks, variants, columns):
+        refs = select_partitions(self.layout, providers, datasets, tasks, variants)
+        files = catalog_files(self.layout, refs)
+        schema = self.describe(files)
+        if columns is not None and files:
+            _check_columns(columns, schema)
+        selected = list(schema) if columns is None else list(dict.fromkeys(columns))
+        return files, schema, selected
+
+    def plan_retrieval(
+        self,
+        providers=None,
+        datasets=None,
+        tasks=None,
+        variants=None,
+        columns: Sequence[str] | None = None,
+        where: dict[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> QueryPlan:
+        files, schema, selected = self._selection(providers, datasets, tasks, variants, columns)
+        params = _files_param(files)
+        condition = _where_sql(where, schema, params) if files else ""
+        sql = (
+            f"SELECT {', '.join(map(quote_identifier, selected))} FROM {parquet_scan('$files')}"
+            f"{' WHERE ' + condition if condition else ''}{_limit_sql(limit)}"
+        )
+        return QueryPlan(sql, params, files, selected, keep=set(columns or PARTITION_COLUMNS))
+
+    def plan_search(
+        self,
+        column: str,
+        text: str,
+        json_path: str | None = None,
+        providers=None,
+        datasets=None,
+        tasks=None,
+        variants=None,
+        mode: str = "contains",
+        columns: Sequence[str] | None = None,
+        where: dict[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> QueryPlan:
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
+        if not isinstance(text, str) or not text:
+            raise ValueError("search text must be a non-empty string")
+        files, schema, selected = self._selection(providers, datasets, tasks, variants, columns)
+        out_columns = [*selected, "matched_snippet"]
+        if not files:
+            return QueryPlan("", {}, [], out_columns)
+        _check_columns([column], schema)
+        if schema[column] not in TEXT_TYPES:
+            raise ValueError(f"column {column!r} has type {schema[column]}; text search needs a text/JSON column")
+        params = _files_param(files)
+        if mode == "regex":
+            self._check_regex(text)
+            params["pattern"] = text
+
+            def matches(x: str) -> str:
+                return f"regexp_matches({x}, $pattern)"
+
+            locate = "strpos(__match, regexp_extract(__match, $pattern))", "length(regexp_extract(__match, $pattern))"
+        else:
+            params["needle"] = text.lower()
+
+            def matches(x: str) -> str:
+                return f"contains(lower({x}), $needle)"
+
+            locate = "strpos(lower(__match), $needle)", "length($needle)"
+        hay = quote_identifier(column)
+        if json_path:
+            params["json_path"] = json_path
+            values = f"try(json_extract_string({hay}, $json_path))"
+            if "*" not in json_path:
+                values = f"[{values}]"
+            match = f"list_filter({values}, lambda v: {matches('v')})[1]"
+        else:
+            match = f"CASE WHEN {matches(hay)} THEN {hay} END"
+        condition = _where_sql(where, schema, params)
+        start = f"greatest(__pos - {SNIPPET_CONTEXT}, 1)"
+        sql = f"""
+            SELECT * EXCLUDE (__match, __pos, __len),
+                   substr(__match, {start}, __pos - {start} + __len + {SNIPPET_CONTEXT}) AS matched_snippet
+            FROM (
+                SELECT *, {locate[0]} AS __pos, {locate[1]} AS __len FROM (
+                    SELECT {", ".join(map(quote_identifier, selected))}, {match} AS __match
+                    FROM {parquet_scan("$files")}
+                    WHERE {hay} IS NOT NULL{" AND " + condition if condition else ""}
+                ) WHERE __match IS NOT NULL
+            ){_limit_sql(limit)}"""
+        return QueryPlan(sql, params, files, out_columns, keep={*(columns or PARTITION_COLUMNS), "matched_snippet"})
+
+    def _check_regex(self, pattern: str) -> None:
+        try:
+            self.con.execute("SELECT regexp_matches('', $p)", {"p": pattern}).fetchall()
+        except duckdb.Error as exc:
+            raise ValueError(f"invalid regular expression {pattern!r}: {str(exc).splitlines()[0]}") from None
+
+    # public queries ----------------------------------------------------------
+    def retrieve_partitions(self, table: str = "catalog", as_arrow: bool = False):
+        """Every partition with files, rows (Parquet footers), bytes, last batch and its ingest time."""
+        if table != "catalog":
+            raise ValueError(f"unknown table {table!r}; the lake has one partitioned table, 'catalog'")
+        return _finish(partition_stats(self.layout), as_arrow)
+
+    def retrieve_with_existing_cols(
+        self,
+        providers=None,
+        datasets=None,
+        tasks=None,
+        variants=None,
+        columns: Sequence[str] | None = None,
+        where: dict[str, Any] | None = None,
+        limit: int | None = None,
+        as_arrow: bool = False,
+    ):
+        """Rows of the selected partitions, without columns that are null in every returned row."""
+        plan = self.plan_retrieval(providers, datasets, tasks, variants, columns, where, limit)
+        return _finish(drop_all_null_columns(self.run(plan), plan.keep), as_arrow)
+
+    def search_text(
+        self,
+        column: str,
+        text: str,
+        json_path: str | None = None,
+        providers=None,
+        datasets=None,
+        tasks=None,
+        variants=None,
+        mode: str = "contains",
+        limit: int | None = None,
+        as_arrow: bool = False,
+        columns: Sequence[str] | None = None,
+        where: dict[str, Any] | None = None,
+    ):
+        """Rows whose ``column`` (or its ``json_path`` values) contains ``text`` (case-insensitive) or matches
+        the RE2 pattern ``text`` (``mode="regex"``), with a ``matched_snippet`` around the first match."""
+        plan = self.plan_search(
+            column, text, json_path, providers, datasets, tasks, variants, mode, columns, where, limit
+        )
+        return _finish(drop_all_null_columns(self.run(plan), plan.keep), as_arrow)
+
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None, as_arrow: bool = False):
+        """Run any SQL; ``catalog`` (all partitions) and ``partitions`` are available as views."""
+        self._ensure_views()
+        result = self.con.sql(query, params=params)
+        if result is None:
+            return None
+        return result.to_arrow_table() if as_arrow else result.df()
+
+    def _ensure_views(self) -> None:
+        if self._views_ready:
+            return
+        files = catalog_files(self.layout)
+        if files:
+            glob = "'" + str(self.layout.catalog_root / "**" / "*.parquet").replace("'", "''") + "'"
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW catalog AS SELECT * FROM {parquet_scan(glob)}")
+        else:
+            empty = ", ".join(f"NULL::VARCHAR AS {c}" for c in PARTITION_COLUMNS)
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW catalog AS SELECT {empty} WHERE false")
+        self.con.register("partitions", partition_stats(self.layout))
+        self._views_ready = True
+
+
+def _files_param(files: list[Path]) -> dict[str, Any]:
+    return {"files": [str(f) for f in files]}
+
+
+def _check_columns(columns: Sequence[str], schema: dict[str, str]) -> None:
+    unknown = [c for c in columns if c not in schema]
+    if unknown:
+        raise ValueError(f"unknown column(s) {', '.join(map(repr, unknown))}; available columns: {', '.join(schema)}")
+
+
+def _where_sql(where: dict[str, Any] | None, schema: dict[str, str], params: dict[str, Any]) -> str:
+    """``AND``-ed equality / ``IN`` conditions with every value bound as a parameter."""
+    if not where:
+        return ""
+    _check_columns(list(where), schema)
+    parts = []
+    for i, (column, value) in enumerate(where.items()):
+        ident = quote_identifier(column)
+        if value is None:
+            parts.append(f"{ident} IS NULL")
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            values = list(value)
+            names = [f"w{i}_{j}" for j in range(len(values))]
+            params.update(zip(names, values))
+            parts.append(f"{ident} IN ({', '.join('$' + n for n in names)})" if names else "false")
+        else:
+            params[f"w{i}"] = value
+            parts.append(f"{ident} = $w{i}")
+    return " AND ".join(parts)
+
+
+def _limit_sql(limit: int | None) -> str:
+    if limit is None:
+        return ""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be a non-negative integer, got {limit!r}")
+    return f" LIMIT {limit}"
