@@ -39,6 +39,15 @@ def image_fields(column: str) -> list[pa.Field]:
     ]
 
 
+def file_fields(column: str) -> list[pa.Field]:
+    """Catalog fields that describe one non-image file column: lake-relative path, hash and size."""
+    return [
+        pa.field(column, pa.string()),
+        pa.field(f"{column}_sha256", pa.string()),
+        pa.field(f"{column}_size", pa.int64()),
+    ]
+
+
 def partition_files(layout: LakeLayout, ref: PartitionRef) -> list[Path]:
     """Parquet files of a partition (compacted ``data.parquet`` first, then part files)."""
     folder = layout.partition_dir(ref)

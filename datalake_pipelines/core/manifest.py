@@ -47,6 +47,7 @@ class BatchManifest:
     created_at: str = field(default_factory=utc_now_iso)
     row_count: int | None = None
     image_columns: list[str] = field(default_factory=list)
+    file_columns: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     hand_drop: bool = False
     format_version: int = FORMAT_VERSION
@@ -75,8 +76,12 @@ class BatchManifest:
         if not isinstance(self.meta, dict):
             raise ValidationError("meta must be a mapping of field to value")
         self.meta = schema.validate_meta(self.task, self.meta)
-        if not isinstance(self.image_columns, list) or not all(isinstance(c, str) for c in self.image_columns):
-            raise ValidationError("image_columns must be a list of column names")
+        for name in ("image_columns", "file_columns"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+                raise ValidationError(f"{name} must be a list of column names")
+        if set(self.image_columns) & set(self.file_columns):
+            raise ValidationError("a column cannot be both an image column and a file column")
         return self
 
 

@@ -31,6 +31,7 @@ from .catalog import (
     ROW_HASH,
     PartWriter,
     existing_row_hashes,
+    file_fields,
     image_fields,
     record_batch_in_partition,
 )
@@ -225,10 +226,11 @@ class BatchProcessor:
 
     def _check_columns(self, schema: pa.Schema, manifest: BatchManifest) -> None:
         names = set(schema.names)
-        missing = [c for c in manifest.image_columns if c not in names]
+        missing = [c for c in manifest.image_columns + manifest.file_columns if c not in names]
         if missing:
-            raise ValidationError(f"image columns {missing} are not in the data (columns: {sorted(names)})")
+            raise ValidationError(f"file columns {missing} are not in the data (columns: {sorted(names)})")
         generated = {f.name for c in manifest.image_columns for f in image_fields(c)[1:]}
+        generated |= {f.name for c in manifest.file_columns for f in file_fields(c)[1:]}
         clash = sorted((names & RESERVED_COLUMNS) | (names & generated) | (names & set(manifest.meta)))
         if clash:
             raise ValidationError(
@@ -275,7 +277,8 @@ class BatchProcessor:
     ) -> tuple[pa.Table | None, list[int]]:
         n = table.num_rows
         result.rows_in += n
-        image_cols = manifest.image_columns
+        kinds = {**{c: "file" for c in manifest.file_columns}, **{c: "image" for c in manifest.image_columns}}
+        image_cols = list(kinds)
         stored: dict[str, list[StoredFile | None]] = {}
         errors: dict[int, list[dict[str, Any]]] = {}
         for col in image_cols:
@@ -294,8 +297,8 @@ class BatchProcessor:
                     continue
                 jobs.append((i, path))
             futures = pool.map(
-                lambda job: store_file(
-                    self.layout, self.index, job[1], manifest.provider, manifest.dataset, manifest.job_id, "image",
+                lambda job, kind=kinds[col]: store_file(
+                    self.layout, self.index, job[1], manifest.provider, manifest.dataset, manifest.job_id, kind,
                     self.store_options,
                 ),
                 jobs,
@@ -355,15 +358,21 @@ class BatchProcessor:
         for fld in table.schema:
             if fld.name in stored:
                 entries = [stored[fld.name][i] for i in keep_idx]
-                img_fields = image_fields(fld.name)
                 values = [
                     [e.entry.path if e else None for e in entries],
                     [e.entry.stored_sha256 if e else None for e in entries],
-                    [e.entry.width if e else None for e in entries],
-                    [e.entry.height if e else None for e in entries],
-                    [e.entry.format if e else None for e in entries],
-                    [e.entry.mode if e else None for e in entries],
                 ]
+                if fld.name in manifest.file_columns:
+                    img_fields = file_fields(fld.name)
+                    values.append([e.entry.size if e else None for e in entries])
+                else:
+                    img_fields = image_fields(fld.name)
+                    values += [
+                        [e.entry.width if e else None for e in entries],
+                        [e.entry.height if e else None for e in entries],
+                        [e.entry.format if e else None for e in entries],
+                        [e.entry.mode if e else None for e in entries],
+                    ]
                 for f, v in zip(img_fields, values):
                     columns[f.name] = pa.array(v, f.type)
                     fields.append(f)
@@ -412,7 +421,7 @@ class BatchProcessor:
         tmp.mkdir(parents=True)
         table = pa.concat_tables(rejected)
         files = []
-        for col in manifest.image_columns:
+        for col in manifest.image_columns + manifest.file_columns:
             for value in table.column(col).to_pylist():
                 if not value:
                     continue

@@ -76,6 +76,7 @@ class BatchStager:
         manifest: BatchManifest,
         image_columns: list[str] | None,
         schema: SchemaConfig | None = None,
+        file_columns: list[str] | None = None,
     ) -> StagedBatch:
         schema = schema or load_schema(self.layout)
         manifest.validate(schema)
@@ -84,7 +85,8 @@ class BatchStager:
         first = source_table.slice(0, SAMPLE_ROWS * 10)
         if image_columns is None:
             image_columns = detect_image_columns(first)
-        missing = [c for c in image_columns if c not in source_table.column_names]
+        file_columns = list(file_columns or [])
+        missing = [c for c in image_columns + file_columns if c not in source_table.column_names]
         if missing:
             raise ValidationError(
                 f"image columns {missing} are not in the data (columns: {source_table.column_names})"
@@ -93,6 +95,7 @@ class BatchStager:
         if clash:
             raise ValidationError(f"data columns {clash} clash with meta fields of the same name")
         manifest.image_columns = list(image_columns)
+        manifest.file_columns = [c for c in file_columns if c not in manifest.image_columns]
         tmp = self.layout.pending_temp(manifest.job_id)
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / BATCH_FILES_DIR).mkdir(parents=True)
@@ -153,7 +156,7 @@ class BatchStager:
                 offset = 0
                 for chunk in self._chunks(table):
                     out = chunk
-                    for col in manifest.image_columns:
+                    for col in manifest.image_columns + manifest.file_columns:
                         values = chunk.column(col).to_pylist()
                         jobs = [(offset + i, col, v) for i, v in enumerate(values)]
                         staged = list(pool.map(lambda job: self._copy_one(job, base_dir, tmp), jobs))
@@ -172,7 +175,7 @@ class BatchStager:
                     bar.set_postfix_str(f"{total_bytes / 1e6:.1f} MB")
             if writer is None:
                 schema = table.schema
-                for col in manifest.image_columns:
+                for col in manifest.image_columns + manifest.file_columns:
                     schema = schema.set(schema.get_field_index(col), pa.field(col, pa.string()))
                 writer = pq.ParquetWriter(tmp / BATCH_DATA, schema)
         finally:

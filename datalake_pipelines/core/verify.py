@@ -29,7 +29,7 @@ class CheckOutcome:
             self.problems.append(problem)
 
 
-def image_columns_of(names: list[str]) -> list[str]:
+def stored_file_columns(names: list[str]) -> list[str]:
     return [n for n in names if f"{n}_sha256" in names]
 
 
@@ -40,7 +40,7 @@ def check_asset_files(layout: LakeLayout, ref: PartitionRef, batch_ids: list[str
     for table in iter_partition_batches(layout, ref):
         if batch_ids is not None and BATCH_ID in table.column_names:
             table = table.filter(pc.is_in(table.column(BATCH_ID), value_set=pa.array(batch_ids, pa.string())))
-        for col in image_columns_of(table.column_names):
+        for col in stored_file_columns(table.column_names):
             for path, sha in zip(table.column(col).to_pylist(), table.column(f"{col}_sha256").to_pylist()):
                 if path is None:
                     continue
