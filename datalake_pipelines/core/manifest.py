@@ -92,6 +92,8 @@ def load_manifest(batch_dir: Path, job_id: str | None = None) -> BatchManifest:
         raise ValidationError(f"{path}: the batch has no {BATCH_MANIFEST}")
     try:
         doc = read_json(path)
+    except FileNotFoundError:
+        raise ValidationError(f"{path}: the batch has no {BATCH_MANIFEST}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValidationError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(doc, dict):

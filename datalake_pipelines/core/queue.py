@@ -33,6 +33,7 @@ class PendingBatch:
     hand_drop: bool
     signature: tuple[int, int, float] | None
     problem: str | None = None
+    fatal: bool = False  # the manifest is readable but invalid: waiting will not fix it
 
 
 def folder_signature(folder: Path) -> tuple[int, int, float]:
@@ -59,14 +60,26 @@ def scan_pending(layout: LakeLayout) -> list[PendingBatch]:
             if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
                 continue
             folder = Path(entry.path)
+            fatal = False
             try:
                 manifest = load_manifest(folder, entry.name)
                 partition, hand_drop, problem = manifest.partition, manifest.hand_drop, None
             except (ValidationError, ValueError) as exc:
+                if not folder.is_dir():
+                    continue  # claimed by a concurrent scan meanwhile
                 partition, hand_drop, problem = None, True, str(exc)
+                fatal = _manifest_parses(folder)
             signature = folder_signature(folder) if hand_drop else None
-            batches.append(PendingBatch(entry.name, partition, hand_drop, signature, problem))
+            batches.append(PendingBatch(entry.name, partition, hand_drop, signature, problem, fatal))
     return batches
+
+
+def _manifest_parses(folder: Path) -> bool:
+    try:
+        json.loads((folder / BATCH_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def is_quiet(
@@ -188,11 +201,14 @@ def requeue_or_fail(layout: LakeLayout, job_id: str, reason: str, run_id: str | 
     return "failed"
 
 
-def reject_pending(layout: LakeLayout, job_id: str, reason: str) -> Path:
-    """Move an unusable pending batch straight to ``failed/`` with ``error.json``."""
+def reject_pending(layout: LakeLayout, job_id: str, reason: str) -> Path | None:
+    """Move an unusable pending batch straight to ``failed/`` with ``error.json``; None if it is gone."""
     target = layout.failed_batch(job_id)
     if target.exists():
         target = target.with_name(f"{job_id}-{int(time.time())}")
-    os.rename(layout.pending_batch(job_id), target)
+    try:
+        os.rename(layout.pending_batch(job_id), target)
+    except FileNotFoundError:  # claimed or removed by someone else meanwhile
+        return None
     write_json_atomic(target / "error.json", {"job_id": job_id, "error": reason, "failed_at": utc_now_iso()})
     return target

@@ -55,7 +55,7 @@ def start_pending(
         pending = scan_pending(layout)
     groups = claim_ready(layout, pending, seen, time.time(), log, quiet_seconds=quiet_seconds)
     lake = LakeResource(base_path=str(layout.base))
-    job = defs.get_job_def("ingest_job")
+    job = defs.resolve_job_def("ingest_job")
     outcomes = []
     for ref, job_ids in groups.items():
         key = LakePartitionKey(ref)
@@ -76,7 +76,7 @@ def start_pending(
 def refresh_catalog_db(instance: dg.DagsterInstance, lake) -> bool:
     from ..definitions import defs
 
-    result = defs.get_job_def("refresh_catalog_db").execute_in_process(
+    result = defs.resolve_job_def("refresh_catalog_db").execute_in_process(
         instance=instance, resources={"lake": lake}, raise_on_error=False
     )
     return result.success

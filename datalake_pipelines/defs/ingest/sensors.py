@@ -44,6 +44,7 @@ ingest_job = dg.define_asset_job(
 SENSOR_INTERVAL = int(os.environ.get("DATALAKE_SENSOR_INTERVAL", "30"))
 QUIET_SECONDS = float(os.environ.get("DATALAKE_QUIET_SECONDS", DEFAULT_QUIET_SECONDS))
 GRACE_SECONDS = float(os.environ.get("DATALAKE_GRACE_SECONDS", DEFAULT_GRACE_SECONDS))
+RECOVERY_AGE_SECONDS = 5.0
 TERMINAL = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
@@ -62,15 +63,21 @@ def triage(
     seen: dict,
     now: float,
     log,
-    quiet_seconds: float = QUIET_SECONDS,
-    grace_seconds: float = GRACE_SECONDS,
+    quiet_seconds: float | None = None,
+    grace_seconds: float | None = None,
 ) -> PartitionRef | None:
     """Decide about one pending batch: ready (its partition), not yet (None), or unusable (moved to failed).
 
     A folder without a readable ``_metadata.json`` waits in pending (a warning each tick) for
     ``grace_seconds`` after it stopped changing, then goes to ``failed/`` with the reason.
     """
+    quiet_seconds = QUIET_SECONDS if quiet_seconds is None else quiet_seconds
+    grace_seconds = GRACE_SECONDS if grace_seconds is None else grace_seconds
     if not is_quiet(batch, seen, now, quiet_seconds):
+        return None
+    if batch.problem and batch.fatal:
+        reject_pending(layout, batch.job_id, batch.problem)
+        log.warning(f"pending batch {batch.job_id} rejected: {batch.problem}")
         return None
     if batch.problem:
         first_seen = seen.setdefault(f"problem:{batch.job_id}", now)
@@ -82,8 +89,10 @@ def triage(
     try:
         manifest = load_manifest(layout.pending_batch(batch.job_id), batch.job_id).validate(load_schema(layout))
     except (DatalakeError, ValueError) as exc:
-        reject_pending(layout, batch.job_id, str(exc))
-        log.warning(f"pending batch {batch.job_id} rejected: {exc}")
+        if not layout.pending_batch(batch.job_id).is_dir():
+            return None  # claimed by a concurrent tick since the scan
+        if reject_pending(layout, batch.job_id, str(exc)):
+            log.warning(f"pending batch {batch.job_id} rejected: {exc}")
         return None
     if not is_valid_partition_key(manifest.partition.key):
         reject_pending(layout, batch.job_id, f"partition key {manifest.partition.key!r} is not allowed")
@@ -161,6 +170,8 @@ def recover_unlaunched(context, layout: LakeLayout, skip: set[str]) -> list[dg.R
         run_key, job_id = marker.get("run_key"), marker["job_id"]
         if job_id in skip or not run_key or marker.get("run_id") or run_key in done:
             continue
+        if time.time() - float(marker.get("claimed_ts") or 0) < RECOVERY_AGE_SECONDS:
+            continue  # just claimed (possibly by an overlapping tick): its run request is on its way
         if _runs_for_key(context.instance, run_key):
             continue
         group = marker.get("group") or [job_id]
