@@ -235,7 +235,7 @@ def compact_partition(layout: LakeLayout, ref: PartitionRef, batch_size: int = 1
                     seen.add(h)
                     keep.append(i)
                 if len(keep) != table.num_rows:
-                    table = table.take(keep)
+                    table = table.take(pa.array(keep, pa.int64()))
             writer.write(table)
         if writer.schema is None:
             writer.write(pa.Table.from_batches([], schema=unified_schema(paths)))

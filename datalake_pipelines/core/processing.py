@@ -341,7 +341,7 @@ class BatchProcessor:
             seen.add(h)
             fresh.append(j)
         result.rows_added += len(fresh)
-        return (out.take(fresh) if len(fresh) != out.num_rows else out), sorted(errors)
+        return (out.take(pa.array(fresh, pa.int64())) if len(fresh) != out.num_rows else out), sorted(errors)
 
     def _catalog_rows(
         self,

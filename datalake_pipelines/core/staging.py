@@ -83,6 +83,8 @@ class BatchStager:
         self._check_job_id_free(manifest.job_id)
         source_table, base_dir = self._open_source(data_file)
         first = source_table.slice(0, SAMPLE_ROWS * 10)
+        if image_columns is None and self._is_folder(data_file):
+            image_columns = ["image"]  # a folder upload: the image column, plus the original file_name
         if image_columns is None:
             image_columns = detect_image_columns(first)
         file_columns = list(file_columns or [])
@@ -132,6 +134,10 @@ class BatchStager:
             except (pa.ArrowException, OSError) as exc:
                 raise ValidationError(f"{path}: not a readable Parquet file: {exc}") from None
         raise ValidationError(f"data file {path} does not exist")
+
+    @staticmethod
+    def _is_folder(data_file: Any) -> bool:
+        return isinstance(data_file, (str, os.PathLike)) and Path(data_file).expanduser().is_dir()
 
     def _check_job_id_free(self, job_id: str) -> None:
         check_job_id(job_id)

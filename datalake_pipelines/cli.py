@@ -1,0 +1,530 @@
+"""The ``datalake`` command line: a thin shell over the domain core and :class:`DatalakeClient`.
+
+Every command takes flags (for scripts); when a needed flag is missing and stdin is a terminal the
+command prompts for it, and when stdin is not a terminal it exits with code 2 naming the missing flag.
+Expected errors (``DatalakeError`` and invalid names) print ``error: <message>`` and exit with code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .core.errors import DatalakeError
+from .core.files import read_json
+from .core.layout import (
+    BASE_PATH_ENV,
+    BATCH_MANIFEST,
+    DEFAULT_BASE_DIRNAME,
+    ERROR_FILE,
+    InvalidNameError,
+    LakeLayout,
+    PartitionRef,
+)
+
+DATA_TYPES = ("raw", "task")
+
+
+class UsageError(Exception):
+    """A needed flag is missing and cannot be prompted for (exit code 2)."""
+
+
+class CliError(Exception):
+    """An expected failure outside the core (exit code 1)."""
+
+
+# prompting ---------------------------------------------------------------------------------------------
+def stdin_is_tty() -> bool:
+    try:
+        return bool(sys.stdin is not None and sys.stdin.isatty())
+    except (ValueError, OSError):  # closed or detached stdin
+        return False
+
+
+def ask(
+    value: Any,
+    flag: str,
+    prompt: str,
+    *,
+    choices: Sequence[str] | None = None,
+    allow_empty: bool = False,
+) -> str:
+    """``value`` if given, else an answer read with ``input()`` on a terminal, else a :class:`UsageError`."""
+    if value is not None:
+        return value
+    if not stdin_is_tty():
+        raise UsageError(f"missing {flag} (stdin is not a terminal, so it cannot be asked for)")
+    hint = f" [{'/'.join(choices)}]" if choices else ""
+    for _ in range(3):
+        try:
+            answer = input(f"{prompt}{hint}: ").strip()
+        except EOFError:
+            raise UsageError(f"missing {flag} (no answer on stdin)") from None
+        if choices and answer not in choices:
+            print(f"please answer one of {', '.join(choices)}", file=sys.stderr)
+            continue
+        if answer or allow_empty:
+            return answer
+        print("an answer is required", file=sys.stderr)
+    raise UsageError(f"missing {flag} (no valid answer)")
+
+
+def split_list(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def parse_pairs(items: Sequence[str], flag: str) -> dict[str, str]:
+    """``["lang=ko", "src=real"]`` (or one ``"lang=ko, src=real"``) -> ``{"lang": "ko", "src": "real"}``."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        for part in split_list(item):
+            key, sep, val = part.partition("=")
+            if not sep or not key.strip() or not val.strip():
+                raise CliError(f"{flag} expects key=value, got {part!r}")
+            pairs[key.strip()] = val.strip()
+    return pairs
+
+
+def parse_allowed_values(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["lang=ko,en", "src=real"]`` (or one ``"lang=ko,en / src=real"``) -> ``{"lang": [...], ...}``."""
+    allowed: dict[str, list[str]] = {}
+    for item in items:
+        for part in item.split("/"):
+            if not part.strip():
+                continue
+            key, sep, vals = part.partition("=")
+            values = split_list(vals)
+            if not sep or not key.strip() or not values:
+                raise CliError(f"--allowed-values expects field=v1,v2,..., got {part.strip()!r}")
+            allowed[key.strip()] = values
+    return allowed
+
+
+# output -------------------------------------------------------------------------------------------------
+def emit(args: argparse.Namespace, doc: Any, text: str | Callable[[], str]) -> None:
+    if args.json:
+        print(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(text() if callable(text) else text)
+
+
+def layout_of(args: argparse.Namespace) -> LakeLayout:
+    try:
+        return LakeLayout(args.base_path)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+# config -------------------------------------------------------------------------------------------------
+def cmd_provider_create(args: argparse.Namespace) -> int:
+    from .core.schema import load_schema
+
+    layout = layout_of(args)
+    schema = load_schema(layout)
+    name = ask(args.name, "--name", "Provider name")
+    schema.add_provider(name)
+    schema.save()
+    emit(args, {"provider": name, "schema": str(schema.path)}, f"provider {name!r} created in {schema.path}")
+    return 0
+
+
+def cmd_provider_list(args: argparse.Namespace) -> int:
+    from .core.schema import load_schema
+
+    schema = load_schema(layout_of(args))
+    emit(args, list(schema.providers), lambda: "\n".join(schema.providers) or "(no providers)")
+    return 0
+
+
+def cmd_task_create(args: argparse.Namespace) -> int:
+    from .core.schema import load_schema
+
+    layout = layout_of(args)
+    schema = load_schema(layout)
+    name = ask(args.name, "--name", "Task name")
+    required_text = ask(
+        args.required_fields,
+        "--required-fields",
+        "Required fields (comma separated, e.g. lang,src)",
+        allow_empty=True,
+    )
+    allowed_items = list(args.allowed_values or [])
+    if not allowed_items and args.required_fields is None and stdin_is_tty():
+        answer = ask(
+            None,
+            "--allowed-values",
+            "Allowed values (e.g. lang=ko,en,ja,multi / src=real,synthetic)",
+            allow_empty=True,
+        )
+        allowed_items = [answer] if answer else []
+    spec = schema.add_task(name, split_list(required_text), parse_allowed_values(allowed_items))
+    schema.save()
+    emit(
+        args,
+        {"task": name, **spec.as_yaml(), "schema": str(schema.path)},
+        f"task {name!r} created in {schema.path}: required {spec.required_fields}, allowed {spec.allowed_values}",
+    )
+    return 0
+
+
+def cmd_task_list(args: argparse.Namespace) -> int:
+    from .core.schema import load_schema
+
+    schema = load_schema(layout_of(args))
+    doc = {name: spec.as_yaml() for name, spec in schema.tasks.items()}
+
+    def text() -> str:
+        lines = []
+        for name, spec in schema.tasks.items():
+            allowed = "; ".join(f"{k}={','.join(v)}" for k, v in spec.allowed_values.items())
+            lines.append(f"{name}: required [{', '.join(spec.required_fields)}] allowed [{allowed}]")
+        return "\n".join(lines) or "(no tasks)"
+
+    emit(args, doc, text)
+    return 0
+
+
+# upload -------------------------------------------------------------------------------------------------
+def cmd_upload(args: argparse.Namespace) -> int:
+    from .client import DatalakeClient
+
+    data_type = args.type or ("task" if args.task else None)
+    data_type = ask(data_type, "--type", "Data type", choices=DATA_TYPES)
+    if data_type not in DATA_TYPES:
+        raise CliError(f"--type must be one of {', '.join(DATA_TYPES)}")
+    data = ask(args.data, "--data", "Data path (Parquet file or folder)")
+    provider = ask(args.provider, "--provider", "Provider")
+    dataset = ask(args.dataset, "--dataset", "Dataset")
+    image_columns = split_list(args.image_columns) if args.image_columns is not None else None
+    client = DatalakeClient(
+        layout_of(args).base, num_proc=args.num_proc, batch_size=args.batch_size, progress=not args.json
+    )
+    if data_type == "raw":
+        staging_dir, job_id = client.upload_raw_data(
+            data,
+            provider,
+            dataset,
+            args.description or "",
+            image_columns,
+            variant=args.variant,
+            job_id=args.job_id,
+        )
+    else:
+        task = ask(args.task, "--task", "Task")
+        variant = ask(args.variant, "--variant", "Variant")
+        meta = parse_pairs(args.meta or [], "--meta")
+        if not meta:
+            spec = client.schema.task_spec(task)
+            if spec.required_fields:
+                if not stdin_is_tty():
+                    raise UsageError(
+                        f"missing --meta (task {task!r} requires {', '.join(spec.required_fields)}; "
+                        "stdin is not a terminal, so it cannot be asked for)"
+                    )
+                for fname in spec.required_fields:
+                    meta[fname] = ask(None, "--meta", f"Meta {fname}", choices=spec.allowed_values.get(fname))
+        staging_dir, job_id = client.upload_task_data(
+            data,
+            provider,
+            dataset,
+            task,
+            variant,
+            meta,
+            args.description or "",
+            image_columns,
+            job_id=args.job_id,
+        )
+    emit(
+        args,
+        {"job_id": job_id, "staging_dir": staging_dir},
+        f"staged batch {job_id}\nstaging dir: {staging_dir}\nrun `datalake process start` to ingest it",
+    )
+    return 0
+
+
+# process ------------------------------------------------------------------------------------------------
+def run_pending(args: argparse.Namespace) -> list[Any]:
+    """Process every pending batch; the one place to swap for a Dagster-routed run."""
+    from .client import DatalakeClient
+
+    client = DatalakeClient(layout_of(args).base, num_proc=args.num_proc, batch_size=args.batch_size, progress=False)
+    options: dict[str, Any] = {}
+    if args.max_reject_ratio is not None:
+        options["max_reject_ratio"] = args.max_reject_ratio
+    return client.process_pending(**options)
+
+
+def format_result(r: Any) -> str:
+    line = (
+        f"{r.job_id}  {r.partition or '-'}  {r.status}  rows added={r.rows_added} duplicate={r.rows_duplicate} "
+        f"rejected={r.rows_rejected}  images new={r.images_new} dedup={r.images_deduplicated}  "
+        f"bytes={r.bytes_stored}"
+    )
+    if r.error:
+        line += f"  error: {r.error}"
+    if r.rejected_dir:
+        line += f"  ({'failed batch' if r.status == 'failed' else 'rejected rows'}: {r.rejected_dir})"
+    return line
+
+
+def cmd_process_start(args: argparse.Namespace) -> int:
+    if args.max_reject_ratio is not None and not 0.0 <= args.max_reject_ratio <= 1.0:
+        raise CliError("--max-reject-ratio must be between 0 and 1")
+    results = run_pending(args)
+    emit(
+        args,
+        [r.to_json() for r in results],
+        lambda: "\n".join(format_result(r) for r in results) or "no pending batches",
+    )
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _safe_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _partition_of(doc: dict[str, Any]) -> str | None:
+    if doc.get("partition"):
+        return doc["partition"]
+    try:
+        task = doc.get("task") or "raw"
+        variant = doc.get("variant") or ("image" if task == "raw" else "default")
+        return PartitionRef(doc["provider"], doc["dataset"], task, variant).key
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _staged_entry(job_id: str, state: str, folder: Path) -> dict[str, Any]:
+    manifest = _safe_json(folder / BATCH_MANIFEST)
+    entry: dict[str, Any] = {
+        "job_id": job_id,
+        "state": state,
+        "partition": _partition_of(manifest),
+        "rows": manifest.get("row_count"),
+        "path": str(folder),
+    }
+    return entry
+
+
+def _record_entry(job_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    state = record.get("status") if record.get("status") in ("done", "failed") else "failed"
+    return {
+        "job_id": job_id,
+        "state": state,
+        "partition": record.get("partition"),
+        "rows": record.get("rows_in"),
+        "rows_added": record.get("rows_added"),
+        "rows_duplicate": record.get("rows_duplicate"),
+        "rows_rejected": record.get("rows_rejected"),
+        "error": record.get("error"),
+        "path": record.get("rejected_dir") or record.get("part_file"),
+        "finished_at": record.get("finished_at"),
+    }
+
+
+def _failed_entry(job_id: str, folder: Path) -> dict[str, Any]:
+    entry = _staged_entry(job_id, "failed", folder)
+    error = _safe_json(folder / ERROR_FILE)
+    entry["error"] = error.get("error") or "(no error.json)"
+    entry["rows_rejected"] = len(error.get("rejected") or []) or None
+    return entry
+
+
+def batch_status(layout: LakeLayout, job_id: str) -> dict[str, Any] | None:
+    """Where a batch is: pending / processing (its folder), done / failed (job record, failed folder)."""
+    if layout.pending_batch(job_id).is_dir():
+        return _staged_entry(job_id, "pending", layout.pending_batch(job_id))
+    if layout.processing_batch(job_id).is_dir():
+        return _staged_entry(job_id, "processing", layout.processing_batch(job_id))
+    record_path = layout.job_record(job_id)
+    if record_path.is_file():
+        return _record_entry(job_id, _safe_json(record_path))
+    if layout.failed_batch(job_id).is_dir():
+        return _failed_entry(job_id, layout.failed_batch(job_id))
+    return None
+
+
+def list_batches(layout: LakeLayout) -> list[dict[str, Any]]:
+    """Every batch of the lake, one entry per job id (the most current place wins)."""
+    entries: dict[str, dict[str, Any]] = {}
+
+    def subdirs(folder: Path) -> list[Path]:
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    for folder in subdirs(layout.pending):
+        entries[folder.name] = _staged_entry(folder.name, "pending", folder)
+    for folder in subdirs(layout.processing):
+        entries.setdefault(folder.name, _staged_entry(folder.name, "processing", folder))
+    if layout.jobs_dir.is_dir():
+        for path in sorted(layout.jobs_dir.glob("*.json")):
+            entries.setdefault(path.stem, _record_entry(path.stem, _safe_json(path)))
+    for folder in subdirs(layout.failed):
+        entries.setdefault(folder.name, _failed_entry(folder.name, folder))
+    order = {"pending": 0, "processing": 1, "done": 2, "failed": 3}
+    return sorted(entries.values(), key=lambda e: (order.get(e["state"], 9), e["job_id"]))
+
+
+def format_entry(e: dict[str, Any]) -> str:
+    parts = [f"{e['state']:<10}", e["job_id"], e.get("partition") or "-", f"rows={_n(e.get('rows'))}"]
+    if e["state"] in ("done", "failed") and e.get("rows_added") is not None:
+        parts.append(
+            f"added={_n(e.get('rows_added'))} duplicate={_n(e.get('rows_duplicate'))} "
+            f"rejected={_n(e.get('rows_rejected'))}"
+        )
+    if e.get("error"):
+        parts.append(f"reason: {e['error']}")
+    if e.get("path") and e["state"] == "failed":
+        parts.append(f"({e['path']})")
+    return "  ".join(parts)
+
+
+def _n(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
+def cmd_process_status(args: argparse.Namespace) -> int:
+    layout = layout_of(args)
+    entry = batch_status(layout, args.job_id)
+    if entry is None:
+        raise CliError(f"no batch with job id {args.job_id!r} in {layout.base}")
+    emit(args, entry, lambda: format_entry(entry))
+    return 0
+
+
+def cmd_process_list(args: argparse.Namespace) -> int:
+    entries = list_batches(layout_of(args))
+    emit(args, entries, lambda: "\n".join(format_entry(e) for e in entries) or "no batches")
+    return 0
+
+
+# catalog ------------------------------------------------------------------------------------------------
+def cmd_catalog_compact(args: argparse.Namespace) -> int:
+    from .core.catalog import compact_partition
+
+    layout = layout_of(args)
+    refs = [PartitionRef.parse(args.partition)] if args.partition else layout.list_partitions()
+    results = [compact_partition(layout, ref) for ref in refs]
+    docs = [
+        {
+            "partition": r.partition,
+            "files_before": r.files_before,
+            "rows": r.rows,
+            "duplicates_dropped": r.duplicates_dropped,
+            "path": str(r.path) if r.path else None,
+        }
+        for r in results
+    ]
+    emit(
+        args,
+        docs,
+        lambda: (
+            "\n".join(
+                f"{d['partition']}: {d['files_before']} file(s) -> {d['rows']} rows, "
+                f"{d['duplicates_dropped']} duplicate(s) dropped"
+                for d in docs
+            )
+            or "no partitions"
+        ),
+    )
+    return 0
+
+
+# parser -------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    default_base = os.environ.get(BASE_PATH_ENV) or DEFAULT_BASE_DIRNAME
+    # Global options are accepted before or after the sub-command (SUPPRESS keeps the top-level value).
+    common = argparse.ArgumentParser(add_help=False)
+    base_help = f"lake folder (default ${BASE_PATH_ENV} or ./lake)"
+    common.add_argument("--base-path", default=argparse.SUPPRESS, help=base_help)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+
+    parser = argparse.ArgumentParser(prog="datalake", description="Multimodal data lake: config, upload, process.")
+    parser.add_argument("--base-path", default=default_base, help=base_help)
+    parser.add_argument("--json", action="store_true", default=False, help="machine-readable output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    config = sub.add_parser("config", help="edit config/schema.yaml").add_subparsers(dest="what", required=True)
+    provider = config.add_parser("provider", help="providers").add_subparsers(dest="action", required=True)
+    p = provider.add_parser("create", parents=[common], help="add a provider")
+    p.add_argument("--name")
+    p.set_defaults(func=cmd_provider_create)
+    p = provider.add_parser("list", parents=[common], help="list providers")
+    p.set_defaults(func=cmd_provider_list)
+    task = config.add_parser("task", help="tasks").add_subparsers(dest="action", required=True)
+    p = task.add_parser("create", parents=[common], help="add a task")
+    p.add_argument("--name")
+    p.add_argument("--required-fields", help="comma separated, e.g. lang,src ('' for none)")
+    p.add_argument("--allowed-values", action="append", help="field=v1,v2 (repeatable)")
+    p.set_defaults(func=cmd_task_create)
+    p = task.add_parser("list", parents=[common], help="list tasks")
+    p.set_defaults(func=cmd_task_list)
+
+    p = sub.add_parser("upload", parents=[common], help="stage raw or task data into staging/pending")
+    p.add_argument("--type", choices=DATA_TYPES)
+    p.add_argument("--data", help="Parquet file or folder of images")
+    p.add_argument("--provider")
+    p.add_argument("--dataset")
+    p.add_argument("--task")
+    p.add_argument("--variant")
+    p.add_argument("--meta", action="append", help="field=value (repeatable)")
+    p.add_argument("--description", default="")
+    p.add_argument("--image-columns", help="comma separated image columns (default: detected)")
+    p.add_argument("--job-id")
+    p.add_argument("--num-proc", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.set_defaults(func=cmd_upload)
+
+    process = sub.add_parser("process", help="process staged batches").add_subparsers(dest="action", required=True)
+    p = process.add_parser("start", parents=[common], help="process every pending batch")
+    p.add_argument("--num-proc", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-reject-ratio", type=float)
+    p.set_defaults(func=cmd_process_start)
+    p = process.add_parser("status", parents=[common], help="state of one batch")
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_process_status)
+    p = process.add_parser("list", parents=[common], help="every batch by state")
+    p.set_defaults(func=cmd_process_list)
+
+    catalog = sub.add_parser("catalog", help="catalog maintenance").add_subparsers(dest="action", required=True)
+    p = catalog.add_parser("compact", parents=[common], help="merge part files into data.parquet")
+    p.add_argument("--partition", help="provider/dataset/task/variant (default: every partition)")
+    p.set_defaults(func=cmd_catalog_compact)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse usage errors (2) and --help (0)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (DatalakeError, InvalidNameError, CliError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Read an export back in record batches, whatever its format, without loading it whole.
+
+The consumer loop of the export reference, for every ``file_type``::
+
+    from datalake_pipelines.core.export_reader import iter_export_batches
+
+    for batch in iter_export_batches("/exports/export-<task_id>", batch_size=1000):   # a pyarrow.RecordBatch
+        for row in batch.to_pylist():
+            ...  # do what you want
+
+``path`` may be an export folder (its ``export.json`` names the format and data file) or a data file or folder
+directly: ``*.parquet`` or a folder of Parquet files, ``*.jsonl``, ``*.arrow`` (Arrow IPC file), a HuggingFace
+``save_to_disk`` folder, or ``*.h5``/``*.hdf5``. Batches hold at most ``batch_size`` rows; memory stays bounded
+by one batch (Arrow and HF files are memory-mapped). Per format:
+
+- Parquet, Arrow: the exported columns and types exactly.
+- JSONL: types as JSON gives them (timestamps are text); each batch's schema is inferred from its rows.
+- HF: image columns are ``{"bytes", "path"}`` structs (``datasets.Image`` storage).
+- HDF5: one partition group at a time, with the partition columns added back; image columns hold the file
+  bytes (``binary``) or, for resized exports, a fixed-shape tensor column ``H x W x C``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from .hdf5 import PARTITION_COLUMNS, iter_hdf5_batches
+
+MANIFEST = "export.json"
+HF_STATE = "state.json"
+
+
+def _rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        for start in range(0, batch.num_rows, size):
+            yield batch.slice(start, size)
+
+
+def _parquet(path: Path, size: int) -> Iterator[pa.RecordBatch]:
+    if path.is_dir():
+        yield from _rebatch(pads.dataset(path, format="parquet").to_batches(batch_size=size), size)
+        return
+    with pq.ParquetFile(path) as pf:
+        yield from pf.iter_batches(batch_size=size)
+
+
+def _arrow_file(path: Path, size: int, stream: bool = False) -> Iterator[pa.RecordBatch]:
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_stream(source) if stream else pa.ipc.open_file(source)
+        if stream:
+            yield from _rebatch(iter(reader), size)
+        else:
+            yield from _rebatch((reader.get_batch(i) for i in range(reader.num_record_batches)), size)
+
+
+def _hf(folder: Path, size: int) -> Iterator[pa.RecordBatch]:
+    state = json.loads((folder / HF_STATE).read_text())
+    for shard in state.get("_data_files", []):
+        yield from _arrow_file(folder / shard["filename"], size, stream=True)
+
+
+def _jsonl(path: Path, size: int) -> Iterator[pa.RecordBatch]:
+    with open(path, "rb") as fh:
+        while True:
+            lines = [line for line in (fh.readline() for _ in range(size)) if line]
+            if not lines:
+                return
+            yield from pajson.read_json(io.BytesIO(b"".join(lines))).combine_chunks().to_batches()
+
+
+def _hdf5(path: Path, size: int) -> Iterator[pa.RecordBatch]:
+    for group_path, columns in iter_hdf5_batches(path, size):
+        key = group_path.strip("/").split("/")
+        rows = len(next(iter(columns.values()))) if columns else 0
+        arrays = {level: pa.array([value] * rows, pa.string()) for level, value in zip(PARTITION_COLUMNS, key)}
+        for name, values in columns.items():
+            if isinstance(values, np.ndarray) and values.ndim > 1:
+                arrays[name] = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
+            else:
+                arrays[name] = pa.array(values.tolist() if isinstance(values, np.ndarray) else values)
+        yield pa.RecordBatch.from_pydict(arrays)
+
+
+def _data_path(path: Path) -> tuple[str, Path]:
+    """``(kind, path)`` of what to read at ``path``."""
+    if path.is_dir():
+        manifest = path / MANIFEST
+        if manifest.is_file():
+            doc = json.loads(manifest.read_text())
+            kind = doc["file_type"]
+            return kind, path if kind == "hf" else path / doc["data"]
+        if (path / HF_STATE).is_file():
+            return "hf", path
+        return "parquet", path
+    suffix = path.suffix.lower()
+    kinds = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".arrow": "arrow", ".feather": "arrow"}
+    kinds |= {".h5": "hdf5", ".hdf5": "hdf5"}
+    if suffix not in kinds:
+        raise ValueError(f"cannot tell the export format of {path}; use an export folder or a known suffix")
+    return kinds[suffix], path
+
+
+def iter_export_batches(path: str | Path, batch_size: int = 10_000) -> Iterator[pa.RecordBatch]:
+    """Yield the rows of an export (any format) as ``pyarrow.RecordBatch`` objects of at most ``batch_size`` rows."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be positive")
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no export at {path}")
+    kind, data = _data_path(path)
+    readers = {"parquet": _parquet, "arrow": _arrow_file, "hf": _hf, "jsonl": _jsonl, "hdf5": _hdf5}
+    yield from readers[kind](data, batch_size)

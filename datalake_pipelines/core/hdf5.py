@@ -1,0 +1,323 @@
+"""HDF5 export files: one group per catalog partition, one resizable dataset per column.
+
+Layout of a file written by :class:`Hdf5ExportWriter`::
+
+    /<provider>/<dataset>/<task>/<variant>/      group; attrs: provider, dataset, task, variant, row_count,
+        <column>                                  schema (JSON), meta (JSON), meta.<key>, partition_meta (JSON)
+        _nulls/<column>                           bool mask, only for columns that hold nulls
+
+Every dataset is 1-D (images resized: N x H x W x C), ``maxshape=(None, ...)``, chunked, appended batch by
+batch. Encodings (the ``encoding`` of each column in ``schema``): ``image_bytes`` (vlen uint8, the stored file
+bytes), ``image_array`` (uint8, decoded and resized), ``utf8`` (vlen UTF-8 text), ``bytes`` (vlen uint8),
+``number``/``bool`` (their numpy dtype), ``timestamp`` (int64 in the arrow unit; attrs ``unit``/``tz``),
+``json`` (nested values as JSON text), ``text`` (anything else cast to text).
+
+Nulls: a null is written as the type's empty value (``""``, no bytes, ``0``, ``False``, zero pixels) and flagged
+``True`` in ``_nulls/<column>``, a mask created at the first null (earlier rows backfilled ``False``). Columns
+that are null in every row of a partition (present only through other partitions' schemas) are dropped from
+that group and listed in its ``null_columns`` attribute. :func:`iter_hdf5_batches` restores nulls as ``None``.
+
+Pitfall handled: h5py's ``__setitem__`` cannot write a batch of equal-length vlen arrays (``Can't broadcast
+(n, L) -> (n,)``, even from an object array), so vlen bytes go through the low-level ``DatasetID.write``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image
+
+PARTITION_COLUMNS = ("provider", "dataset", "task", "variant")
+NULLS = "_nulls"
+VLEN_BYTES = h5py.vlen_dtype(np.uint8)
+UTF8 = h5py.string_dtype("utf-8")
+IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def _encoding(field: pa.Field, image_columns: set[str], image_mode: str) -> str:
+    t = field.type
+    if field.name in image_columns:
+        return "image_array" if image_mode == "resized" else "image_bytes"
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "utf8"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "bytes"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "number"
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_nested(t):
+        return "json"
+    return "text"
+
+
+def write_vlen_bytes(ds: h5py.Dataset, start: int, values: list[bytes]) -> None:
+    """Write ``values`` into ``ds[start:start+len(values)]`` of a vlen uint8 dataset (any lengths)."""
+    n = len(values)
+    if not n:
+        return
+    arr = np.empty(n, dtype=object)
+    for i, value in enumerate(values):
+        arr[i] = np.frombuffer(value, dtype=np.uint8)
+    file_space = ds.id.get_space()
+    file_space.select_hyperslab((start,), (n,))
+    ds.id.write(h5py.h5s.create_simple((n,)), file_space, arr, h5py.h5t.py_create(ds.dtype))
+
+
+class _Group:
+    """One partition's group: its datasets, null masks and row count."""
+
+    def __init__(self, writer: Hdf5ExportWriter, key: tuple[str, ...]):
+        self.writer = writer
+        self.key = key
+        self.group = writer.file.require_group("/" + "/".join(key))
+        self.rows = 0
+        self.datasets: dict[str, h5py.Dataset] = {}
+        self.masks: dict[str, h5py.Dataset] = {}
+        self.non_null: set[str] = set()
+
+    def _dataset(self, name: str, encoding: str, column: pa.Array) -> h5py.Dataset:
+        if name in self.datasets:
+            return self.datasets[name]
+        w = self.writer
+        fixed = {}
+        if encoding == "image_array":
+            h, wd, c = w.image_shape
+            shape, dtype = (0, h, wd, c), np.uint8
+            fixed = {"chunks": (max(1, (1 << 20) // (h * wd * c)), h, wd, c)}
+        elif encoding in ("image_bytes", "bytes"):
+            shape, dtype = (0,), VLEN_BYTES
+        elif encoding in ("utf8", "json", "text"):
+            shape, dtype = (0,), UTF8
+        elif encoding == "timestamp":
+            shape, dtype = (0,), np.int64
+        elif encoding == "bool":
+            shape, dtype = (0,), np.bool_
+        else:
+            shape, dtype = (0,), column.type.to_pandas_dtype()
+        if encoding in ("image_array", "timestamp", "bool", "number") and w.compression:
+            fixed["compression"] = w.compression
+        ds = self.group.create_dataset(
+            name, shape=shape, maxshape=(None, *shape[1:]), dtype=dtype, **({"chunks": True} | fixed)
+        )
+        ds.attrs["encoding"] = encoding
+        if encoding == "timestamp":
+            ds.attrs["unit"] = column.type.unit
+            ds.attrs["tz"] = column.type.tz or ""
+        self.datasets[name] = ds
+        return ds
+
+    def _mark_nulls(self, name: str, start: int, column: pa.Array) -> None:
+        nulls = column.null_count
+        if nulls < len(column):
+            self.non_null.add(name)
+        if name not in self.masks and not nulls:
+            return
+        if name not in self.masks:
+            mask = self.group.require_group(NULLS).create_dataset(
+                name, shape=(start,), maxshape=(None,), dtype=np.bool_, chunks=True, fillvalue=False
+            )
+            self.masks[name] = mask
+        mask = self.masks[name]
+        mask.resize((start + len(column),))
+        mask[start:] = column.is_null().to_numpy(zero_copy_only=False)
+
+    def append(self, table: pa.Table) -> None:
+        start, n = self.rows, table.num_rows
+        for field in table.schema:
+            if field.name in PARTITION_COLUMNS:
+                continue
+            column = table.column(field.name).combine_chunks()
+            if pa.types.is_dictionary(column.type):
+                column = column.dictionary_decode()
+            encoding = self.writer.encodings[field.name]
+            ds = self._dataset(field.name, encoding, column)
+            ds.resize((start + n, *ds.shape[1:]))
+            self._write(ds, encoding, start, column)
+            self._mark_nulls(field.name, start, column)
+        self.rows += n
+
+    def _write(self, ds: h5py.Dataset, encoding: str, start: int, column: pa.Array) -> None:
+        end = start + len(column)
+        if encoding in ("image_bytes", "image_array"):
+            paths = column.to_pylist()
+            if encoding == "image_bytes":
+                write_vlen_bytes(ds, start, [self.writer.image_bytes(p) for p in paths])
+            else:
+                ds[start:end] = np.stack([self.writer.image_array(p) for p in paths])
+        elif encoding == "bytes":
+            write_vlen_bytes(ds, start, [b or b"" for b in column.to_pylist()])
+        elif encoding == "utf8":
+            ds[start:end] = np.array(pc.fill_null(column, "").to_pylist(), dtype=object)
+        elif encoding == "json":
+            texts = ["" if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in column.to_pylist()]
+            ds[start:end] = np.array(texts, dtype=object)
+        elif encoding == "text":
+            ds[start:end] = np.array(pc.fill_null(column.cast(pa.string()), "").to_pylist(), dtype=object)
+        elif encoding == "timestamp":
+            ds[start:end] = pc.fill_null(column.cast(pa.int64()), 0).to_numpy()
+        elif encoding == "bool":
+            ds[start:end] = pc.fill_null(column, False).to_numpy(zero_copy_only=False)
+        else:
+            ds[start:end] = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+
+    def finish(self, schema: pa.Schema, meta: dict[str, Any]) -> None:
+        dropped = [name for name in self.datasets if name not in self.non_null and self.rows]
+        for name in dropped:
+            del self.group[name]
+            if name in self.masks:
+                del self.group[NULLS][name]
+        attrs = self.group.attrs
+        for level, value in zip(PARTITION_COLUMNS, self.key):
+            attrs[level] = value
+        attrs["row_count"] = self.rows
+        columns = [
+            {"name": f.name, "type": str(f.type), "encoding": self.writer.encodings[f.name]}
+            for f in schema
+            if f.name in self.datasets and f.name not in dropped
+        ]
+        attrs["schema"] = json.dumps(columns)
+        attrs["null_columns"] = json.dumps(dropped)
+        user_meta = meta.get("meta") or {}
+        attrs["meta"] = json.dumps(user_meta, ensure_ascii=False, default=str)
+        for key, value in user_meta.items():
+            if isinstance(value, (str, int, float, bool)):
+                attrs[f"meta.{key}"] = value
+        summary = {k: v for k, v in meta.items() if k not in ("batches", "schema")}
+        summary["batch_count"] = len(meta.get("batches") or [])
+        attrs["partition_meta"] = json.dumps(summary, ensure_ascii=False, default=str)
+
+
+class Hdf5ExportWriter:
+    """Write record batches (with the partition columns) into one HDF5 file grouped by partition."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        read_asset: Callable[[str], bytes],
+        partition_meta: Callable[[tuple[str, ...]], dict[str, Any]] = lambda key: {},
+        image_columns: list[str] | tuple[str, ...] = (),
+        image_mode: str = "bytes",
+        image_shape: tuple[int, int, int] = (224, 224, 3),
+        compression: str | None = None,
+    ):
+        self.path = Path(path)
+        self.read_asset = read_asset
+        self.partition_meta = partition_meta
+        self.image_columns = set(image_columns)
+        self.image_mode = image_mode
+        self.image_shape = tuple(image_shape)
+        self.compression = compression
+        self.file = h5py.File(self.path, "w")
+        self.groups: dict[tuple[str, ...], _Group] = {}
+        self.schema: pa.Schema | None = None
+        self.encodings: dict[str, str] = {}
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        if self.schema is None:
+            missing = [c for c in PARTITION_COLUMNS if c not in table.column_names]
+            if missing:
+                raise ValueError(f"HDF5 export needs the partition columns; missing {missing}")
+            self.schema = table.schema
+            self.encodings = {f.name: _encoding(f, self.image_columns, self.image_mode) for f in table.schema}
+        if not table.num_rows:
+            return
+        keys = pc.binary_join_element_wise(*(table.column(c) for c in PARTITION_COLUMNS), "/")
+        unique = pc.unique(keys).to_pylist()
+        for key in unique:
+            part = table if len(unique) == 1 else table.filter(pc.equal(keys, key))
+            group_key = tuple(key.split("/"))
+            if group_key not in self.groups:
+                self.groups[group_key] = _Group(self, group_key)
+            self.groups[group_key].append(part)
+
+    def image_bytes(self, relpath: str | None) -> bytes:
+        return b"" if relpath is None else self.read_asset(relpath)
+
+    def image_array(self, relpath: str | None) -> np.ndarray:
+        h, w, c = self.image_shape
+        if relpath is None:
+            return np.zeros((h, w, c), dtype=np.uint8)
+        with Image.open(io.BytesIO(self.read_asset(relpath))) as img:
+            img.draft(IMAGE_MODES[c], (w, h))
+            pixels = np.asarray(img.convert(IMAGE_MODES[c]).resize((w, h), Image.Resampling.BILINEAR))
+        return pixels.reshape(h, w, c)
+
+    def close(self) -> None:
+        """Write the group attributes and close the file."""
+        self.file.attrs["format"] = "datalake-export-hdf5/1"
+        self.file.attrs["partition_columns"] = json.dumps(PARTITION_COLUMNS)
+        for key, group in self.groups.items():
+            group.finish(self.schema, self.partition_meta(key))
+        self.file.close()
+
+    def abort(self) -> None:
+        try:
+            self.file.close()
+        finally:
+            self.path.unlink(missing_ok=True)
+
+
+# reading -------------------------------------------------------------------------------------------------
+def export_groups(f: h5py.File) -> list[str]:
+    """Paths of the partition groups (those with a ``schema`` attribute), in file order."""
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Group) and "schema" in obj.attrs:
+            found.append("/" + name)
+
+    f.visititems(visit)
+    return found
+
+
+def _read(ds: h5py.Dataset, encoding: str, a: int, b: int, column_type: str) -> Any:
+    if encoding in ("image_bytes", "bytes"):
+        return [v.tobytes() for v in ds[a:b]]
+    if encoding in ("utf8", "text"):
+        return list(ds.asstr()[a:b])
+    if encoding == "json":
+        return [json.loads(v) if v else None for v in ds.asstr()[a:b]]
+    if encoding == "timestamp":
+        tz = ds.attrs["tz"] or None
+        return pa.array(ds[a:b], pa.int64()).cast(pa.timestamp(ds.attrs["unit"], tz)).to_pylist()
+    return ds[a:b]
+
+
+def iter_hdf5_batches(path: str | Path, batch_size: int = 10_000) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(group_path, {column: values})`` batches of an HDF5 export, never reading a dataset whole.
+
+    Values are lists (text, bytes, JSON values, datetimes, or anything with nulls restored as ``None``) or numpy
+    arrays (numbers, bools, resized images ``n x H x W x C``).
+    """
+    with h5py.File(path, "r") as f:
+        for group_path in export_groups(f):
+            group = f[group_path]
+            schema = json.loads(group.attrs["schema"])
+            rows = int(group.attrs["row_count"])
+            masks = group[NULLS] if NULLS in group else {}
+            for a in range(0, rows, batch_size):
+                b = min(a + batch_size, rows)
+                batch: dict[str, Any] = {}
+                for col in schema:
+                    name, encoding = col["name"], col["encoding"]
+                    values = _read(group[name], encoding, a, b, col["type"])
+                    if name in masks:
+                        mask = masks[name][a:b]
+                        if mask.any():
+                            values = [None if m else v for v, m in zip(list(values), mask)]
+                    batch[name] = values
+                yield group_path, batch

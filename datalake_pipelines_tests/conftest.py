@@ -1,0 +1,67 @@
+"""Shared fixtures: the shared image corpus, a lake on ``tmp_path``, a client, and a JPEG factory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from datalake_pipelines.client import DatalakeClient
+from datalake_pipelines.core.layout import LakeLayout
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CORPUS_ROOT = PROJECT_ROOT.parent / "shared" / "corpus"
+
+
+@pytest.fixture
+def corpus_dir() -> Path:
+    """``../shared/corpus/images`` beside the project root (holds valid/, invalid/, EXPECTED.tsv)."""
+    path = CORPUS_ROOT / "images"
+    if not (path / "EXPECTED.tsv").is_file():
+        pytest.skip(f"shared image corpus not found at {path} (a clone outside the ../shared setup)")
+    return path
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> LakeLayout:
+    return LakeLayout(tmp_path / "lake")
+
+
+@pytest.fixture
+def client(lake: LakeLayout) -> DatalakeClient:
+    return DatalakeClient(lake.base, num_proc=2, batch_size=4, progress=False)
+
+
+@pytest.fixture
+def make_jpeg() -> Callable[..., Path]:
+    """``make_jpeg(path, size=(64, 48), color=None)``: write a real JPEG and return its path.
+
+    With ``color=None`` the pixels are random noise, so every call yields distinct content; with an
+    explicit ``color`` the image is a solid colour, so equal arguments yield identical bytes.
+    """
+
+    def make(path: str | os.PathLike, size: tuple[int, int] = (64, 48), color=None) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if color is None:
+            img = Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3))
+        else:
+            img = Image.new("RGB", size, color)
+        img.save(path, "JPEG", quality=90)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def read_catalog(lake: LakeLayout) -> Callable[[], list[dict]]:
+    """Every catalog row, read the way users read it: a hive-partitioned ``pyarrow.dataset``."""
+    import pyarrow.dataset as ds
+
+    def read() -> list[dict]:
+        return ds.dataset(lake.catalog_root, partitioning="hive").to_table().to_pylist()
+
+    return read
