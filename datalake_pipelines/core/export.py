@@ -138,7 +138,7 @@ class ExportParams:
         ):
             raise ExportError(INVALID_OPTION, f"hdf5_image_shape must be [H, W, C] with C in 1/3/4, got {shape!r}")
         if opts["hdf5_compression"] not in (None, "gzip", "lzf"):
-            raise ExportError(INVALID_OPTION, f"hdf5_compression must be gzip, lzf or null, got {opts['hdf5_compression']!r}")
+            raise ExportError(INVALID_OPTION, f"hdf5_compression must be gzip, lzf or null: {opts['hdf5_compression']}")
         return opts
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,7 +229,7 @@ def _cast_values(con: duckdb.DuckDBPyConnection, name: str, sql_type: str, value
         if text:
             cast.append(value)
             continue
-        result = con.execute(f"SELECT TRY_CAST($v AS {sql_type})", {"v": value}).fetchone()[0]
+        result = con.execute(f"SELECT TRY_CAST($v AS {sql_type})", {"v": value}).fetchall()[0][0]
         if result is None:
             raise ExportError(INVALID_FILTER_TYPE, f"column {name!r} has type {sql_type}; {value!r} is not one")
         cast.append(result)

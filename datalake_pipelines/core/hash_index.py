@@ -93,6 +93,17 @@ class HashIndex:
         row = self._conn.execute(f"SELECT {', '.join(COLUMNS)} FROM assets WHERE sha256 = ?", (sha256,)).fetchone()
         return IndexEntry(*row) if row else None
 
+    def get_many(self, hashes: list[str]) -> dict[str, IndexEntry]:
+        """Entries for the known hashes among ``hashes`` (one query per 500 hashes)."""
+        found: dict[str, IndexEntry] = {}
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT {', '.join(COLUMNS)} FROM assets WHERE sha256 IN ({marks})"
+            for row in self._conn.execute(sql, chunk):
+                found[row[0]] = IndexEntry(*row)
+        return found
+
     def add_many(self, entries: Iterable[IndexEntry]) -> int:
         """Insert entries not yet present; return how many were new."""
         rows = [tuple(getattr(e, c) for c in COLUMNS) for e in entries]

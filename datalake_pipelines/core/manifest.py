@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ class BatchManifest:
         return PartitionRef(self.provider, self.dataset, self.task, self.variant)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: files lists can be long
 
     def validate(self, schema: SchemaConfig) -> BatchManifest:
         """Check names, provider, task and meta against the schema; raise :class:`ValidationError`."""

@@ -14,7 +14,9 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,11 +45,12 @@ from .layout import BATCH_DATA, BATCH_MANIFEST, ERROR_FILE, LakeLayout
 from .locks import exclusive_lock
 from .manifest import BatchManifest, load_manifest
 from .schema import SchemaConfig, load_schema
-from .store import StoredFile, StoreOptions, store_file
+from .store import StoredFile, StoreOptions, store_files
 
 HAND_DROP_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo", ".tga", ".ppm", ".pgm", ".ico"}
 )
+STORE_CHUNK = 64  # files per worker task: amortizes the pool overhead and batches the index lookup
 CONTROL_FILES = frozenset({BATCH_MANIFEST, BATCH_DATA, ERROR_FILE, "manifest.yaml"})
 
 
@@ -58,6 +61,7 @@ class ProcessOptions:
     max_reject_ratio: float = 0.5
     max_pixels: int = DEFAULT_MAX_PIXELS
     optimize_images: bool = False
+    full_decode: bool = False
 
 
 @dataclass
@@ -109,6 +113,19 @@ def fail_batch(layout: LakeLayout, job_id: str, error: dict[str, Any]) -> Path:
     return target
 
 
+def discard_batch(batch_dir: Path) -> None:
+    """Remove a processed batch: an instant rename to a hidden name, the deletion in the background."""
+    done = batch_dir.with_name(f".done-{batch_dir.name}-{uuid.uuid4().hex[:6]}")
+    os.rename(batch_dir, done)
+    threading.Thread(target=shutil.rmtree, args=(done,), kwargs={"ignore_errors": True}).start()
+
+
+def purge_discarded(layout: LakeLayout) -> None:
+    """Delete processed batches whose background deletion was interrupted (process killed)."""
+    for path in layout.processing.glob(".done-*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def write_job_record(layout: LakeLayout, result: BatchResult, extra: dict[str, Any] | None = None) -> None:
     write_json_atomic(layout.job_record(result.job_id), {**result.to_json(), **(extra or {})})
 
@@ -125,6 +142,22 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return str(value)
+
+
+def regular_files(folder: Path) -> set[str]:
+    """Relative paths of the regular files under ``folder``; symlinks (to files or folders) are left out."""
+    found: set[str] = set()
+    stack = [("", folder)]
+    while stack:
+        prefix, current = stack.pop()
+        with os.scandir(current) as entries:
+            for entry in entries:
+                rel = f"{prefix}{entry.name}"
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((f"{rel}/", Path(entry.path)))
+                elif entry.is_file(follow_symlinks=False):
+                    found.add(rel)
+    return found
 
 
 def hand_drop_table(batch_dir: Path) -> pa.Table:
@@ -148,7 +181,8 @@ class BatchProcessor:
         self.options = options
         self.schema = schema or load_schema(layout)
         self.index = HashIndex(layout.hash_index)
-        self.store_options = StoreOptions(options.max_pixels, options.optimize_images)
+        self.store_options = StoreOptions(options.max_pixels, options.optimize_images, options.full_decode)
+        purge_discarded(layout)
 
     # entry point -----------------------------------------------------------------
     def process(self, job_id: str, run_info: dict[str, Any] | None = None) -> BatchResult:
@@ -174,7 +208,7 @@ class BatchProcessor:
                 )
             if rejected_rows:
                 result.rejected_dir = str(self._quarantine(batch_dir, manifest, rejected_rows, result))
-            shutil.rmtree(batch_dir, ignore_errors=True)
+            discard_batch(batch_dir)
             result.status = "done"
         except Exception as exc:  # noqa: BLE001 - every failure must land the batch in failed/
             if writer is not None:
@@ -244,6 +278,7 @@ class BatchProcessor:
         schema, batches = self._source(batch_dir, manifest)
         self._check_columns(schema, manifest)
         self._sources = {f.get("path"): f.get("source") for f in manifest.files if isinstance(f, dict)}
+        self._batch_files = regular_files(batch_dir)
         seen = existing_row_hashes(self.layout, manifest.partition, exclude=writer.target)
         ingested_at = utc_now()
         rejected_tables: list[pa.Table] = []
@@ -283,27 +318,33 @@ class BatchProcessor:
         errors: dict[int, list[dict[str, Any]]] = {}
         for col in image_cols:
             values = table.column(col).to_pylist()
-            jobs: list[tuple[int, Path]] = []
+            jobs: list[tuple[int, str]] = []
+            batch_root = str(batch_dir)
             outcomes: list[StoredFile | None] = [None] * n
             for i, value in enumerate(values):
                 if value is None:
                     continue
+                if value in self._batch_files:  # a regular file inside the batch, reached without symlinks
+                    jobs.append((i, os.path.join(batch_root, value)))
+                    continue
                 try:
                     path = safe_join(batch_dir, value)
-                    if not path.is_file():
-                        raise UnsafePathError(f"file {value!r} is missing from the batch")
+                    if os.path.relpath(path, batch_dir) in self._batch_files:  # e.g. "./files/a.jpg"
+                        jobs.append((i, str(path)))
+                        continue
+                    reason = f"file {value!r} is missing from the batch"
                 except UnsafePathError as exc:
-                    errors.setdefault(i, []).append({"column": col, "file": value, "reason": str(exc)})
-                    continue
-                jobs.append((i, path))
+                    reason = str(exc)
+                errors.setdefault(i, []).append({"column": col, "file": value, "reason": reason})
+            chunks = [jobs[k : k + STORE_CHUNK] for k in range(0, len(jobs), STORE_CHUNK)]
             futures = pool.map(
-                lambda job, kind=kinds[col]: store_file(
-                    self.layout, self.index, job[1], manifest.provider, manifest.dataset, manifest.job_id, kind,
-                    self.store_options,
+                lambda chunk, kind=kinds[col]: store_files(
+                    self.layout, self.index, [path for _i, path in chunk], manifest.provider, manifest.dataset,
+                    manifest.job_id, kind, self.store_options,
                 ),
-                jobs,
+                chunks,
             )
-            for (i, _path), outcome in zip(jobs, futures):
+            for (i, _path), outcome in zip(jobs, (o for chunk in futures for o in chunk)):
                 outcomes[i] = outcome
                 if outcome.error:
                     errors.setdefault(i, []).append(

@@ -18,6 +18,7 @@ from .layout import LakeLayout
 
 IN_MEMORY_LIMIT = 64 * 1024 * 1024
 CHUNK = 1024 * 1024
+_made_dirs: set[Path] = set()  # shard folders known to exist (saves a mkdir per stored file)
 
 
 def sha256_file(path: Path) -> str:
@@ -32,15 +33,22 @@ def publish(data_or_path: bytes | Path, target: Path) -> int:
     """Create ``target`` with the given content unless it exists; return the bytes written (0 if it existed)."""
     if target.exists():
         return 0
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.parent not in _made_dirs:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _made_dirs.add(target.parent)
     tmp = temp_sibling(target)
     try:
-        if isinstance(data_or_path, Path):
-            with open(data_or_path, "rb") as src, open(tmp, "wb") as dst:
-                while chunk := src.read(CHUNK):
-                    dst.write(chunk)
-        else:
-            with open(tmp, "wb") as dst:
+        try:
+            dst = open(tmp, "wb")
+        except FileNotFoundError:  # the cached shard folder was removed meanwhile
+            target.parent.mkdir(parents=True, exist_ok=True)
+            dst = open(tmp, "wb")
+        with dst:
+            if isinstance(data_or_path, Path):
+                with open(data_or_path, "rb") as src:
+                    while chunk := src.read(CHUNK):
+                        dst.write(chunk)
+            else:
                 dst.write(data_or_path)
         size = tmp.stat().st_size
         try:
@@ -67,6 +75,53 @@ class StoredFile:
 class StoreOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     optimize_images: bool = False
+    full_decode: bool = False
+
+
+@dataclass
+class _Hashed:
+    source: str
+    data: bytes | None = None
+    sha256: str | None = None
+    error: str | None = None
+
+
+def _read_and_hash(source: str) -> _Hashed:
+    try:
+        with open(source, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size <= IN_MEMORY_LIMIT:
+                data = fh.read()
+                return _Hashed(source, data, hashlib.sha256(data).hexdigest())
+        return _Hashed(source, None, sha256_file(Path(source)))
+    except OSError as exc:
+        return _Hashed(source, error=f"cannot read file: {exc.strerror or exc}")
+
+
+def store_files(
+    layout: LakeLayout,
+    index: HashIndex,
+    sources: list[str | Path],
+    provider: str,
+    dataset: str,
+    batch_id: str,
+    kind: str = "image",
+    options: StoreOptions = StoreOptions(),
+) -> list[StoredFile]:
+    """Hash every source, look them up in one query, validate and store only unknown content.
+
+    Never raises for bad data: a per-file problem is reported in ``StoredFile.error``.
+    """
+    hashed = [_read_and_hash(str(source)) for source in sources]
+    known = index.get_many(sorted({h.sha256 for h in hashed if h.sha256}))
+    results = []
+    for item in hashed:
+        if item.error:
+            results.append(StoredFile(error=item.error))
+        elif item.sha256 in known:
+            results.append(StoredFile(sha256=item.sha256, entry=known[item.sha256]))
+        else:
+            results.append(_store_new(layout, item, provider, dataset, batch_id, kind, options))
+    return results
 
 
 def store_file(
@@ -79,23 +134,17 @@ def store_file(
     kind: str = "image",
     options: StoreOptions = StoreOptions(),
 ) -> StoredFile:
-    """Hash ``source``; reuse the indexed asset if known, else validate and store it. Never raises for bad data."""
-    try:
-        size = source.stat().st_size
-        data: bytes | None = None
-        if size <= IN_MEMORY_LIMIT:
-            data = source.read_bytes()
-            sha = hashlib.sha256(data).hexdigest()
-        else:
-            sha = sha256_file(source)
-    except OSError as exc:
-        return StoredFile(error=f"cannot read file: {exc.strerror or exc}")
-    known = index.get(sha)
-    if known is not None:
-        return StoredFile(sha256=sha, entry=known)
+    """:func:`store_files` for a single file."""
+    return store_files(layout, index, [source], provider, dataset, batch_id, kind, options)[0]
+
+
+def _store_new(
+    layout: LakeLayout, item: _Hashed, provider: str, dataset: str, batch_id: str, kind: str, options: StoreOptions
+) -> StoredFile:
+    source, data, sha = Path(item.source), item.data, item.sha256
     if kind == "image":
         try:
-            info = inspect_image(data if data is not None else source, options.max_pixels)
+            info = inspect_image(data if data is not None else source, options.max_pixels, options.full_decode)
         except ImageRejected as exc:
             return StoredFile(sha256=sha, error=str(exc))
         ext, fmt, width, height, mode = info.extension, info.format, info.width, info.height, info.mode
@@ -109,8 +158,11 @@ def store_file(
         if optimized is not None:
             content, stored_sha = optimized, hashlib.sha256(optimized).hexdigest()
     relpath = layout.asset_relpath(provider, dataset, stored_sha, ext)
-    written = publish(content, layout.resolve(relpath))
-    stored_size = len(content) if isinstance(content, bytes) else size
+    try:
+        written = publish(content, layout.resolve(relpath))
+    except OSError as exc:
+        return StoredFile(sha256=sha, error=f"cannot store file: {exc.strerror or exc}")
+    stored_size = len(content) if isinstance(content, bytes) else source.stat().st_size
     entry = IndexEntry(
         sha, stored_sha, relpath, stored_size, kind, fmt, width, height, mode, provider, dataset, batch_id,
         utc_now_iso(),
