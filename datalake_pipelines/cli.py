@@ -12,16 +12,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
+from .cli_collection import add_collection_commands
+from .core.batches import batch_status, list_batches
 from .core.errors import DatalakeError
-from .core.files import read_json
 from .core.layout import (
     BASE_PATH_ENV,
-    BATCH_MANIFEST,
     DEFAULT_BASE_DIRNAME,
-    ERROR_FILE,
     InvalidNameError,
     LakeLayout,
     PartitionRef,
@@ -248,131 +246,30 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 # process ------------------------------------------------------------------------------------------------
-def run_pending(args: argparse.Namespace) -> list[Any]:
-    """Process every pending batch; the one place to swap for a Dagster-routed run."""
-    from .client import DatalakeClient
+def run_pending(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Claim every ready pending batch and run it through Dagster now (runs recorded in $DAGSTER_HOME)."""
+    from .lib.runner import get_instance, start_pending
 
-    client = DatalakeClient(layout_of(args).base, num_proc=args.num_proc, batch_size=args.batch_size, progress=False)
-    options: dict[str, Any] = {}
-    if args.max_reject_ratio is not None:
-        options["max_reject_ratio"] = args.max_reject_ratio
-    return client.process_pending(**options)
-
-
-def format_result(r: Any) -> str:
-    line = (
-        f"{r.job_id}  {r.partition or '-'}  {r.status}  rows added={r.rows_added} duplicate={r.rows_duplicate} "
-        f"rejected={r.rows_rejected}  images new={r.images_new} dedup={r.images_deduplicated}  "
-        f"bytes={r.bytes_stored}"
+    settings = {"num_proc": args.num_proc, "batch_size": args.batch_size, "max_reject_ratio": args.max_reject_ratio}
+    echo = (lambda _msg: None) if args.json else print
+    return start_pending(
+        layout_of(args), get_instance(), echo=echo, **{k: v for k, v in settings.items() if v is not None}
     )
-    if r.error:
-        line += f"  error: {r.error}"
-    if r.rejected_dir:
-        line += f"  ({'failed batch' if r.status == 'failed' else 'rejected rows'}: {r.rejected_dir})"
-    return line
 
 
 def cmd_process_start(args: argparse.Namespace) -> int:
     if args.max_reject_ratio is not None and not 0.0 <= args.max_reject_ratio <= 1.0:
         raise CliError("--max-reject-ratio must be between 0 and 1")
-    results = run_pending(args)
-    emit(
-        args,
-        [r.to_json() for r in results],
-        lambda: "\n".join(format_result(r) for r in results) or "no pending batches",
-    )
-    return 1 if any(r.status == "failed" for r in results) else 0
+    entries = run_pending(args)
+    emit(args, entries, lambda: "\n".join(format_entry(e) for e in entries) or "no pending batches ready")
+    return 1 if any(e["state"] == "failed" for e in entries) else 0
 
 
-def _safe_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = read_json(path)
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
+def run_state(args: argparse.Namespace):
+    """The Dagster view of claimed batches (queued/running), if an instance is configured."""
+    from .lib.runner import dagster_run_state, get_instance
 
-
-def _partition_of(doc: dict[str, Any]) -> str | None:
-    if doc.get("partition"):
-        return doc["partition"]
-    try:
-        task = doc.get("task") or "raw"
-        variant = doc.get("variant") or ("image" if task == "raw" else "default")
-        return PartitionRef(doc["provider"], doc["dataset"], task, variant).key
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _staged_entry(job_id: str, state: str, folder: Path) -> dict[str, Any]:
-    manifest = _safe_json(folder / BATCH_MANIFEST)
-    entry: dict[str, Any] = {
-        "job_id": job_id,
-        "state": state,
-        "partition": _partition_of(manifest),
-        "rows": manifest.get("row_count"),
-        "path": str(folder),
-    }
-    return entry
-
-
-def _record_entry(job_id: str, record: dict[str, Any]) -> dict[str, Any]:
-    state = record.get("status") if record.get("status") in ("done", "failed") else "failed"
-    return {
-        "job_id": job_id,
-        "state": state,
-        "partition": record.get("partition"),
-        "rows": record.get("rows_in"),
-        "rows_added": record.get("rows_added"),
-        "rows_duplicate": record.get("rows_duplicate"),
-        "rows_rejected": record.get("rows_rejected"),
-        "error": record.get("error"),
-        "path": record.get("rejected_dir") or record.get("part_file"),
-        "finished_at": record.get("finished_at"),
-    }
-
-
-def _failed_entry(job_id: str, folder: Path) -> dict[str, Any]:
-    entry = _staged_entry(job_id, "failed", folder)
-    error = _safe_json(folder / ERROR_FILE)
-    entry["error"] = error.get("error") or "(no error.json)"
-    entry["rows_rejected"] = len(error.get("rejected") or []) or None
-    return entry
-
-
-def batch_status(layout: LakeLayout, job_id: str) -> dict[str, Any] | None:
-    """Where a batch is: pending / processing (its folder), done / failed (job record, failed folder)."""
-    if layout.pending_batch(job_id).is_dir():
-        return _staged_entry(job_id, "pending", layout.pending_batch(job_id))
-    if layout.processing_batch(job_id).is_dir():
-        return _staged_entry(job_id, "processing", layout.processing_batch(job_id))
-    record_path = layout.job_record(job_id)
-    if record_path.is_file():
-        return _record_entry(job_id, _safe_json(record_path))
-    if layout.failed_batch(job_id).is_dir():
-        return _failed_entry(job_id, layout.failed_batch(job_id))
-    return None
-
-
-def list_batches(layout: LakeLayout) -> list[dict[str, Any]]:
-    """Every batch of the lake, one entry per job id (the most current place wins)."""
-    entries: dict[str, dict[str, Any]] = {}
-
-    def subdirs(folder: Path) -> list[Path]:
-        if not folder.is_dir():
-            return []
-        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-    for folder in subdirs(layout.pending):
-        entries[folder.name] = _staged_entry(folder.name, "pending", folder)
-    for folder in subdirs(layout.processing):
-        entries.setdefault(folder.name, _staged_entry(folder.name, "processing", folder))
-    if layout.jobs_dir.is_dir():
-        for path in sorted(layout.jobs_dir.glob("*.json")):
-            entries.setdefault(path.stem, _record_entry(path.stem, _safe_json(path)))
-    for folder in subdirs(layout.failed):
-        entries.setdefault(folder.name, _failed_entry(folder.name, folder))
-    order = {"pending": 0, "processing": 1, "done": 2, "failed": 3}
-    return sorted(entries.values(), key=lambda e: (order.get(e["state"], 9), e["job_id"]))
+    return dagster_run_state(get_instance())
 
 
 def format_entry(e: dict[str, Any]) -> str:
@@ -395,7 +292,7 @@ def _n(value: Any) -> str:
 
 def cmd_process_status(args: argparse.Namespace) -> int:
     layout = layout_of(args)
-    entry = batch_status(layout, args.job_id)
+    entry = batch_status(layout, args.job_id, run_state(args))
     if entry is None:
         raise CliError(f"no batch with job id {args.job_id!r} in {layout.base}")
     emit(args, entry, lambda: format_entry(entry))
@@ -403,7 +300,7 @@ def cmd_process_status(args: argparse.Namespace) -> int:
 
 
 def cmd_process_list(args: argparse.Namespace) -> int:
-    entries = list_batches(layout_of(args))
+    entries = list_batches(layout_of(args), run_state(args))
     emit(args, entries, lambda: "\n".join(format_entry(e) for e in entries) or "no batches")
     return 0
 
@@ -497,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = process.add_parser("list", parents=[common], help="every batch by state")
     p.set_defaults(func=cmd_process_list)
 
+    add_collection_commands(sub, parents=[common])
     catalog = sub.add_parser("catalog", help="catalog maintenance").add_subparsers(dest="action", required=True)
     p = catalog.add_parser("compact", parents=[common], help="merge part files into data.parquet")
     p.add_argument("--partition", help="provider/dataset/task/variant (default: every partition)")

@@ -10,6 +10,7 @@ from .core.layout import RAW_TASK, LakeLayout
 from .core.processing import BatchResult, ProcessOptions, process_pending
 from .core.schema import SchemaConfig, load_schema
 from .core.staging import BatchStager, build_manifest
+from .client_collections import CollectionClientMixin
 
 NUM_PROC_ENV = "DATALAKE_NUM_PROC"
 BATCH_SIZE_ENV = "DATALAKE_BATCH_SIZE"
@@ -23,7 +24,7 @@ def default_batch_size() -> int:
     return int(os.environ.get(BATCH_SIZE_ENV) or 1000)
 
 
-class DatalakeClient:
+class DatalakeClient(CollectionClientMixin):
     """Stage raw and task data into ``staging/pending`` of a lake at ``base_path``."""
 
     def __init__(

@@ -65,3 +65,11 @@ def read_catalog(lake: LakeLayout) -> Callable[[], list[dict]]:
         return ds.dataset(lake.catalog_root, partitioning="hive").to_table().to_pylist()
 
     return read
+
+
+@pytest.fixture(autouse=True)
+def isolated_dagster_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own DAGSTER_HOME: nothing touches the project's persistent .dagster_home."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home

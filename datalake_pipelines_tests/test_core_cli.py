@@ -182,9 +182,10 @@ def test_upload_process_status_list_with_flags(run, lake, tmp_path, make_jpeg):
 
     code, out, err = run("process", "start", "--num-proc", "2", "--batch-size", "2")
     assert code == 0, err
-    [line] = out.strip().splitlines()
-    assert "cli-job-1" in line and "aihub/docs/ocr/base_ocr" in line and "done" in line
-    assert "added=3" in line and "new=3" in line
+    assert "running ingest for aihub/docs/ocr/base_ocr" in out  # through a Dagster run
+    [line] = [row for row in out.splitlines() if row.startswith("done")]
+    assert "cli-job-1" in line and "aihub/docs/ocr/base_ocr" in line
+    assert "added=3" in line and "rejected=0" in line
 
     code, out, _ = run("process", "status", "cli-job-1", "--json")
     status = json.loads(out)
@@ -237,7 +238,8 @@ def test_process_start_exits_1_when_a_batch_fails(run, lake, tmp_path, make_jpeg
     code, out, err = run("process", "start", "--json")
     assert code == 1
     results = {r["job_id"]: r for r in json.loads(out)}
-    assert results[good]["status"] == "done" and results[bad]["status"] == "failed"
+    assert results[good]["state"] == "done" and results[bad]["state"] == "failed"
+    assert results[bad]["run_id"], "the batch ran as a Dagster run"
     assert "malformed Parquet" in results[bad]["error"]
     code, out, _ = run("process", "status", bad)
     assert code == 0 and out.startswith("failed") and "malformed Parquet" in out
@@ -259,12 +261,12 @@ def test_process_list_and_status_cover_every_state(run, lake, tmp_path, make_jpe
     assert code == 0
     entries = {e["job_id"]: e for e in json.loads(out)}
     assert entries[pending]["state"] == "pending" and entries[pending]["rows"] == 1
-    assert entries[processing]["state"] == "processing"
+    assert entries[processing]["state"] == "queued", "claimed, its Dagster run not started yet"
     assert (entries[done]["state"], entries[done]["rows_added"], entries[done]["rows_rejected"]) == ("done", 2, 1)
     assert entries[f"{done}-rejected"]["state"] == "failed" and entries[f"{done}-rejected"]["rows"] == 1
     assert not any("half" in j for j in entries)
     code, out, _ = run("process", "status", processing)
-    assert out.startswith("processing")
+    assert out.startswith("queued")
     code, _, err = run("process", "status", "no-such-job")
     assert code == 1 and "no-such-job" in err
 
@@ -338,7 +340,7 @@ def test_console_script_end_to_end(tmp_path, make_jpeg):
     )
     assert Path(up["staging_dir"]).is_dir()
     [result] = json.loads(cli("process", "start", "--json").stdout)
-    assert (result["status"], result["rows_added"], result["rows_rejected"]) == ("done", 3, 1)
+    assert (result["state"], result["rows_added"], result["rows_rejected"]) == ("done", 3, 1)
     status = json.loads(cli("process", "status", up["job_id"], "--json").stdout)
     assert status["state"] == "done"
     assert len(list(LakeLayout(base).assets_root.rglob("*.jpg"))) == 3

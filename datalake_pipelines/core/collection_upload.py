@@ -36,7 +36,7 @@ from .layout import BATCH_FILES_DIR, LakeLayout, PartitionRef
 from .processing import row_fingerprint
 from .schema import load_schema
 from .staging import BatchStager, build_manifest
-from .units import DataUnit, Organized, format_table, organize, read_text
+from .units import DataUnit, Organized, check_json, format_table, organize, read_text
 
 MiB = 1024 * 1024
 CHUNKED_THRESHOLD = 50 * MiB
@@ -237,11 +237,8 @@ def _retry_io(fn: Callable[[], Any], policy: RetryPolicy, spec: str, source: str
 
 
 def _read_json_text(path: str, spec: str) -> str:
-    import json
-
     try:
-        text = read_text(path).decode("utf-8-sig")
-        json.loads(text)
+        text = check_json(read_text(path))
     except OSError as exc:
         raise _unit_failure(exc, spec, path) from exc
     except ValueError as exc:

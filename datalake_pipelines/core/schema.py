@@ -71,7 +71,7 @@ class SchemaConfig:
             raise fail("<root>", "the file must be a mapping with 'providers' and 'tasks'")
         unknown = set(doc) - {"providers", "tasks", "collections"}
         if unknown:
-            raise fail(sorted(unknown)[0], "unknown top-level key (expected providers, tasks)")
+            raise fail(sorted(unknown)[0], "unknown top-level key (expected providers, tasks, collections)")
         providers = doc.get("providers") or []
         if not isinstance(providers, list):
             raise fail("providers", "must be a list of names")

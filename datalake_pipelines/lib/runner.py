@@ -15,9 +15,9 @@ from typing import Any
 
 import dagster as dg
 
-from ..core.files import read_json
-from ..core.layout import BATCH_MANIFEST, ERROR_FILE, LakeLayout
-from ..core.queue import is_quiet, read_claim, scan_pending
+from ..core.batches import batch_status as core_batch_status
+from ..core.layout import LakeLayout
+from ..core.queue import is_quiet, scan_pending
 from .partitions import LakePartitionKey, lake_partitions
 from .resources import LakeResource
 
@@ -39,7 +39,7 @@ def get_instance() -> dg.DagsterInstance:
 
 
 def start_pending(
-    layout: LakeLayout, instance: dg.DagsterInstance, quiet_seconds: float = 2.0, echo=print
+    layout: LakeLayout, instance: dg.DagsterInstance, quiet_seconds: float = 2.0, echo=print, **settings: Any
 ) -> list[dict[str, Any]]:
     """Claim ready pending batches and run ``ingest_job`` for each partition now, in this process."""
     from ..definitions import defs
@@ -54,7 +54,7 @@ def start_pending(
         time.sleep(quiet_seconds)
         pending = scan_pending(layout)
     groups = claim_ready(layout, pending, seen, time.time(), log, quiet_seconds=quiet_seconds)
-    lake = LakeResource(base_path=str(layout.base))
+    lake = LakeResource(base_path=str(layout.base), **settings)
     job = defs.resolve_job_def("ingest_job")
     outcomes = []
     for ref, job_ids in groups.items():
@@ -67,7 +67,9 @@ def start_pending(
             instance=instance, partition_key=key.key, tags=tags, resources={"lake": lake}, raise_on_error=False
         )
         for job_id in job_ids:
-            outcomes.append({**batch_status(layout, instance, job_id), "run_id": result.run_id})
+            outcome = {**batch_status(layout, instance, job_id), "run_id": result.run_id}
+            outcomes.append(outcome)
+            echo(f"  {job_id}: {outcome['state']}" + (f" ({outcome['error']})" if outcome.get("error") else ""))
     if outcomes:
         refresh_catalog_db(instance, lake)
     return outcomes
@@ -91,52 +93,21 @@ RUN_STATE = {
 }
 
 
-def batch_status(layout: LakeLayout, instance: dg.DagsterInstance | None, job_id: str) -> dict[str, Any]:
-    """State of one batch: pending, queued, running, done or failed, with run id, rows and reason."""
-    status: dict[str, Any] = {"job_id": job_id}
-    if layout.pending_batch(job_id).is_dir():
-        return {**status, "state": "pending", **_manifest_summary(layout.pending_batch(job_id))}
-    if layout.processing_batch(job_id).is_dir():
-        claim = read_claim(layout, job_id) or {}
-        state, run_id = "queued", claim.get("run_id")
-        if instance is not None and claim.get("run_key"):
+def dagster_run_state(instance: dg.DagsterInstance):
+    """``RunState`` for the core: a claimed batch is queued until its run starts, then running."""
+
+    def state(claim: dict[str, Any]) -> tuple[str, str | None]:
+        run_id = claim.get("run_id")
+        if claim.get("run_key"):
             runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": claim["run_key"]}), limit=1)
             if runs:
-                run_id = runs[0].run_id
-                state = RUN_STATE.get(runs[0].status, "running")
-        return {**status, "state": state, "run_id": run_id, **_manifest_summary(layout.processing_batch(job_id))}
-    record_path = layout.job_record(job_id)
-    if record_path.exists():
-        record = read_json(record_path)
-        return {
-            **status,
-            "state": "done" if record.get("status") == "done" else "failed",
-            "run_id": record.get("run_id"),
-            "partition": record.get("partition"),
-            "rows": record.get("rows_in"),
-            "rows_added": record.get("rows_added"),
-            "rows_rejected": record.get("rows_rejected"),
-            "error": record.get("error"),
-        }
-    failed = layout.failed_batch(job_id)
-    if failed.is_dir():
-        error = read_json(failed / ERROR_FILE) if (failed / ERROR_FILE).exists() else {}
-        return {**status, "state": "failed", "error": error.get("error"), "run_id": error.get("run_id")}
-    return {**status, "state": "unknown", "error": f"no batch {job_id!r} in this lake"}
+                return RUN_STATE.get(runs[0].status, "running"), runs[0].run_id
+        return ("running" if run_id else "queued"), run_id
+
+    return state
 
 
-def list_batches(layout: LakeLayout, instance: dg.DagsterInstance | None) -> list[dict[str, Any]]:
-    ids = {b.job_id for b in scan_pending(layout)}
-    for folder in (layout.processing, layout.failed):
-        ids |= {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    ids |= {p.stem for p in layout.jobs_dir.glob("*.json")}
-    return [batch_status(layout, instance, job_id) for job_id in sorted(ids)]
-
-
-def _manifest_summary(folder: Path) -> dict[str, Any]:
-    try:
-        doc = read_json(folder / BATCH_MANIFEST)
-    except (OSError, ValueError):
-        return {}
-    parts = [doc.get("provider"), doc.get("dataset"), doc.get("task") or "raw", doc.get("variant")]
-    return {"partition": "/".join(str(p) for p in parts if p), "rows": doc.get("row_count")}
+def batch_status(layout: LakeLayout, instance: dg.DagsterInstance | None, job_id: str) -> dict[str, Any]:
+    """State of one batch (pending, queued, running, done, failed) with run id, rows and reason."""
+    run_state = dagster_run_state(instance) if instance is not None else None
+    return core_batch_status(layout, job_id, run_state) or {"job_id": job_id, "state": "unknown"}

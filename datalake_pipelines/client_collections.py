@@ -1,0 +1,72 @@
+"""``CollectionClientMixin``: collections and data units on :class:`DatalakeClient` (the reference client's shape).
+
+The host class provides ``layout`` (a :class:`LakeLayout`), ``num_proc``, ``batch_size`` and ``progress``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .core import collection_upload as uploads
+from .core import collections as cols
+from .core.layout import LakeLayout
+
+
+class CollectionClientMixin:
+    layout: LakeLayout
+    num_proc: int
+    batch_size: int
+    progress: bool
+
+    def list_data_collection(self) -> list[dict[str, Any]]:
+        """Every collection: ``id``, ``name``, ``description``, ``file_specifications``, ``project``, ``created_at``."""
+        return cols.list_data_collection(self.layout)
+
+    def get_data_collection(self, data_collection_id: str | int) -> dict[str, Any]:
+        """One collection by id or name."""
+        return cols.get_data_collection(self.layout, data_collection_id)
+
+    def create_data_collection(
+        self,
+        name: str,
+        provider: str,
+        dataset: str,
+        file_specifications: list[dict[str, Any]],
+        description: str = "",
+        task: str | None = None,
+        variant: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Declare a collection in ``config/collections.yaml``; provider/task/meta are checked against the schema."""
+        return cols.create_collection(
+            self.layout, name, provider, dataset, file_specifications, description, task, variant, meta
+        ).to_dict()
+
+    def upload_data_file(self, organized_file: dict[str, Any], collection_id: str | int) -> dict[str, Any]:
+        """Copy one organized unit (``{"files": {spec: Path}, "meta": {...}}``) into the lake's upload area."""
+        return uploads.upload_data_file(self.layout, organized_file, str(collection_id))
+
+    def create_data_units(self, uploaded_files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Stage uploaded units as one batch; each data unit's ``id`` is its future catalog ``row_hash``."""
+        return uploads.create_data_units(
+            self.layout, uploaded_files, num_proc=self.num_proc, batch_size=self.batch_size
+        )
+
+    def upload_collection(
+        self,
+        folder: str | os.PathLike,
+        collection: str | int,
+        strict: bool = False,
+        group_by: str = "stem",
+        pattern: str | None = None,
+        batch_size: int | None = None,
+        retries: int = 4,
+        report_path: str | os.PathLike | None = None,
+    ) -> dict[str, Any]:
+        """Organize, validate and stage a folder as data units of ``collection``; return the report."""
+        return uploads.upload_collection(
+            self.layout, folder, str(collection), strict=strict, batch_size=batch_size or self.batch_size,
+            progress=self.progress, retries=retries, group_by=group_by, pattern=pattern, num_proc=self.num_proc,
+            report_path=report_path,
+        )
