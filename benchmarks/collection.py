@@ -41,8 +41,11 @@ def generate(folder: Path, units: int) -> int:
         Image.new("RGB", (8, 8), (i % 256, (i // 256) % 256, (i // 65536) % 256)).save(buf, "JPEG", quality=90)
         stem = f"sample_{i:06d}"
         ann = {"id": i, "label": ["cat", "dog"][i % 2], "boxes": [[i % 7, 1, 5, 6]], "text": "영수증"}
-        for ext, data in ((".jpg", buf.getvalue()), (".json", json.dumps(ann, ensure_ascii=False).encode()),
-                          (".xml", f"<meta><id>{i}</id></meta>".encode())):
+        for ext, data in (
+            (".jpg", buf.getvalue()),
+            (".json", json.dumps(ann, ensure_ascii=False).encode()),
+            (".xml", f"<meta><id>{i}</id></meta>".encode()),
+        ):
             (folder / f"{stem}{ext}").write_bytes(data)
             total += len(data)
     return total
@@ -96,13 +99,21 @@ def main(argv: list[str] | None = None) -> int:
         folder, lake = work / "units", LakeLayout(work / "lake")
         t = time.perf_counter()
         size = generate(folder, args.units)
-        print(f"generated {args.units} units ({3 * args.units} files, {size / 1e6:.1f} MB) "
-              f"in {time.perf_counter() - t:.1f} s")
-        collection = create_collection(lake, "bench", "inhouse", "bench", [
-            {"name": "image", "is_required": True, "extensions": [".jpg", ".png"]},
-            {"name": "annotation", "is_required": True, "extensions": [".json"]},
-            {"name": "metadata", "is_required": False, "extensions": [".xml"]},
-        ])
+        print(
+            f"generated {args.units} units ({3 * args.units} files, {size / 1e6:.1f} MB) "
+            f"in {time.perf_counter() - t:.1f} s"
+        )
+        collection = create_collection(
+            lake,
+            "bench",
+            "inhouse",
+            "bench",
+            [
+                {"name": "image", "is_required": True, "extensions": [".jpg", ".png"]},
+                {"name": "annotation", "is_required": True, "extensions": [".json"]},
+                {"name": "metadata", "is_required": False, "extensions": [".xml"]},
+            ],
+        )
         floor(folder)  # warm the page cache and dentries
         organized = organize(folder, collection)
         assert len(organized.complete_units) == args.units, organized.report()["summary"]
@@ -113,20 +124,27 @@ def main(argv: list[str] | None = None) -> int:
             args.repeat,
         )
         t = time.perf_counter()
-        report = upload_collection(lake, folder, collection, batch_size=args.batch_size, progress=False,
-                                   num_proc=args.num_proc)
+        report = upload_collection(
+            lake, folder, collection, batch_size=args.batch_size, progress=False, num_proc=args.num_proc
+        )
         t_upload = time.perf_counter() - t
         assert report["upload"]["uploaded"] == args.units, report["upload"]
 
         n = args.units
         ratio = t_floor / t_org
         print(f"{'pass':<32}{'seconds':>10}{'units/s':>12}")
-        passes = (("floor: list + stat", t_floor), ("list + stat + read json", t_io),
-                  ("organize + validate", t_org), ("organize + validate + stage", t_upload))
+        passes = (
+            ("floor: list + stat", t_floor),
+            ("list + stat + read json", t_io),
+            ("organize + validate", t_org),
+            ("organize + validate + stage", t_upload),
+        )
         for label, secs in passes:
             print(f"{label:<32}{secs:>10.3f}{n / secs:>12,.0f}")
-        print(f"organize+validate / floor rate: {ratio:.2f} (target >= {TARGET}) -> "
-              f"{'PASS' if ratio >= TARGET else 'FAIL'}; staged in {len(report['upload']['batches'])} batches")
+        print(
+            f"organize+validate / floor rate: {ratio:.2f} (target >= {TARGET}) -> "
+            f"{'PASS' if ratio >= TARGET else 'FAIL'}; staged in {len(report['upload']['batches'])} batches"
+        )
         return 0 if ratio >= TARGET else 1
     finally:
         if not args.workdir:

@@ -59,11 +59,19 @@ def main() -> None:
         home, lake = work / "home", work / "lake"
         home.mkdir()
         shutil.copyfile(PROJECT / "dagster.yaml", home / "dagster.yaml")
-        env = {**os.environ, "DAGSTER_HOME": str(home), "DATALAKE_BASE_PATH": str(lake),
-               "DATALAKE_SENSOR_INTERVAL": str(args.interval)}
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "DATALAKE_BASE_PATH": str(lake),
+            "DATALAKE_SENSOR_INTERVAL": str(args.interval),
+        }
         daemon = subprocess.Popen(
             [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(PROJECT / "workspace.yaml")],
-            cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            cwd=PROJECT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             time.sleep(args.interval + 8)  # daemon up and the sensor ticking: not part of the drop latency

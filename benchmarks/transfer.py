@@ -38,8 +38,12 @@ def plain_download(url: str) -> tuple[int, float]:
 def boto3_stream(client, url: str, settings: TransferSettings, size: int) -> float:
     """The same stream through boto3's managed transfer (non-seekable input); return MiB/s."""
     part = settings.part_size_for(size)
-    config = TransferConfig(multipart_threshold=part, multipart_chunksize=part,
-                            max_concurrency=settings.max_concurrency, preferred_transfer_client="classic")
+    config = TransferConfig(
+        multipart_threshold=part,
+        multipart_chunksize=part,
+        max_concurrency=settings.max_concurrency,
+        preferred_transfer_client="classic",
+    )
     started = time.monotonic()
     with urllib.request.urlopen(url, timeout=60) as resp:
         client.upload_fileobj(resp, "bench", "boto3.bin", Config=config)
@@ -59,8 +63,11 @@ def main() -> int:
     settings = TransferSettings(part_size=args.part_mb * MiB, max_concurrency=args.concurrency)
 
     port = free_port()  # the body server runs in its own process so it does not share our GIL or RSS
-    body = subprocess.Popen([sys.executable, "-m", "datalake_pipelines_tests.s3_server", str(port)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    body = subprocess.Popen(
+        [sys.executable, "-m", "datalake_pipelines_tests.s3_server", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         wait_for_port(port, body)
         url = f"http://127.0.0.1:{port}/body/{size}?seed={args.seed}"
@@ -80,14 +87,18 @@ def main() -> int:
     ok_bytes = stored == size and result["sha256"] == body_sha256(size, args.seed)
     ratio = result["mb_per_s"] / plain_rate
     budget = args.part_mb * (args.concurrency + 2) + 200
-    print(f"stream -> S3    : {result['bytes'] / MiB:8.0f} MiB in {result['seconds']:6.2f} s = "
-          f"{result['mb_per_s']:8.1f} MiB/s, {result['parts']} parts, etag {result['etag']}")
+    print(
+        f"stream -> S3    : {result['bytes'] / MiB:8.0f} MiB in {result['seconds']:6.2f} s = "
+        f"{result['mb_per_s']:8.1f} MiB/s, {result['parts']} parts, etag {result['etag']}"
+    )
     if boto3_rate is not None:
         print(f"boto3 upload_fileobj(response), same parts/threads: {boto3_rate:8.1f} MiB/s (the S3 sink's rate)")
     print(f"byte-exact      : {ok_bytes} (size and sha256 {result['sha256'][:16]}...)")
     print(f"rate ratio      : {ratio:.2f} (target >= 0.70) {'OK' if ratio >= 0.7 else 'MISSED'}")
-    print(f"peak RSS        : {peak_mb:.0f} MB; part x concurrency = {args.part_mb * args.concurrency} MB; "
-          f"budget part x (concurrency + 2) + 200 = {budget} MB {'OK' if peak_mb <= budget else 'MISSED'}")
+    print(
+        f"peak RSS        : {peak_mb:.0f} MB; part x concurrency = {args.part_mb * args.concurrency} MB; "
+        f"budget part x (concurrency + 2) + 200 = {budget} MB {'OK' if peak_mb <= budget else 'MISSED'}"
+    )
     return 0 if ok_bytes else 1
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .cli_collection import add_collection_commands
+from .cli_export import add_export_commands
 from .core.batches import batch_status, list_batches
 from .core.errors import DatalakeError
 from .core.layout import (
@@ -305,7 +306,82 @@ def cmd_process_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# download -----------------------------------------------------------------------------------------------
+FORMATS = {"1": "parquet", "2": "arrow", "3": "hf"}
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """Flags, or the reference's prompts: search by partitions (1) or text (2); Parquet, Arrow or Dataset+images."""
+    from .core.download import Selection, download
+
+    interactive = stdin_is_tty() and not (args.provider or args.text or args.all)
+    if interactive:
+        method = ask(None, "--provider or --text", "search by 1) partitions or 2) text", choices=["1", "2"])
+        for flag in ("provider", "dataset", "task"):
+            answer = ask(None, f"--{flag}", f"{flag}s (comma separated, empty = all)", allow_empty=True)
+            setattr(args, flag, split_list(answer))
+        if method == "2":
+            args.search_column = ask(None, "--search-column", "column to search (e.g. ocr_result)")
+            args.text = ask(None, "--text", "text to find")
+            args.json_path = ask(
+                None, "--json-path", "JSON path (e.g. $.words[*].text; empty = whole text)", allow_empty=True
+            )
+        choice = ask(None, "--format", "format 1) Parquet 2) Arrow 3) Dataset+images", choices=["1", "2", "3"])
+        args.format = FORMATS[choice]
+        args.all = not (args.provider or args.dataset or args.task)
+    elif not (args.provider or args.dataset or args.task or args.variant or args.text or args.all):
+        raise UsageError("choose what to download: --provider/--dataset/--task/--variant, --text, or --all")
+    selection = Selection(
+        providers=args.provider or None,
+        datasets=args.dataset or None,
+        tasks=args.task or None,
+        variants=args.variant or None,
+        where=parse_pairs(args.where or [], "--where") or None,
+        columns=split_list(args.columns) or None,
+        limit=args.limit,
+        column=args.search_column,
+        text=args.text,
+        json_path=args.json_path or None,
+        mode=args.mode,
+    )
+    if selection.text is not None and not selection.column:
+        raise UsageError("--text needs --search-column")
+    manifest = download(
+        layout_of(args),
+        selection,
+        args.format or "parquet",
+        args.out,
+        progress=not args.json,
+        hive=args.hive,
+        overwrite=args.overwrite,
+    )
+    emit(args, manifest, lambda: f"downloaded {manifest.get('rows')} rows as {manifest.get('format')} to {args.out}")
+    return 0
+
+
 # catalog ------------------------------------------------------------------------------------------------
+def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
+    """Refresh catalog.duckdb now, as a Dagster run of the warehouse asset (recorded in $DAGSTER_HOME)."""
+    from .lib.resources import LakeResource
+    from .lib.runner import get_instance, refresh_catalog_db
+
+    layout = layout_of(args)
+    ok = refresh_catalog_db(get_instance(), LakeResource(base_path=str(layout.base)))
+    if not ok:
+        raise CliError("the catalog.duckdb refresh run failed; see its logs in the Dagster UI")
+    from .core.query import DuckDBClient
+
+    with DuckDBClient(base_path=layout.base) as duck:
+        parts = duck.retrieve_partitions()
+    rows = int(parts["rows"].sum()) if len(parts) else 0
+    emit(
+        args,
+        {"database": str(layout.duckdb_file), "partitions": len(parts), "rows": rows},
+        lambda: f"rebuilt {layout.duckdb_file}: {len(parts)} partitions, {rows} rows",
+    )
+    return 0
+
+
 def cmd_catalog_compact(args: argparse.Namespace) -> int:
     from .core.catalog import compact_partition
 
@@ -395,10 +471,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_process_list)
 
     add_collection_commands(sub, parents=[common])
+    add_export_commands(sub, parents=[common])
     catalog = sub.add_parser("catalog", help="catalog maintenance").add_subparsers(dest="action", required=True)
     p = catalog.add_parser("compact", parents=[common], help="merge part files into data.parquet")
     p.add_argument("--partition", help="provider/dataset/task/variant (default: every partition)")
     p.set_defaults(func=cmd_catalog_compact)
+    p = catalog.add_parser("rebuild", parents=[common], help="refresh catalog.duckdb (partitions, hash index)")
+    p.set_defaults(func=cmd_catalog_rebuild)
+
+    p = sub.add_parser("download", parents=[common], help="download a selection as parquet, arrow or hf")
+    for flag in ("provider", "dataset", "task", "variant"):
+        p.add_argument(f"--{flag}", action="append", help=f"{flag} to include (repeatable)")
+    p.add_argument("--all", action="store_true", help="every partition")
+    p.add_argument("--where", action="append", help="column=value filter (repeatable)")
+    p.add_argument("--columns", help="comma-separated columns to keep")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--search-column", help="text search: the column to search")
+    p.add_argument("--text", help="text search: the text to find (matched literally)")
+    p.add_argument("--json-path", help="text search inside JSON, e.g. $.words[*].text")
+    p.add_argument("--mode", choices=["contains", "regex"], default="contains")
+    p.add_argument("--format", choices=["parquet", "arrow", "hf"])
+    p.add_argument("--hive", action="store_true", help="parquet: a hive-partitioned folder")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--out", default="downloads", help="output folder")
+    p.set_defaults(func=cmd_download)
     return parser
 
 
@@ -413,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (DatalakeError, InvalidNameError, CliError) as exc:
+    except (DatalakeError, InvalidNameError, CliError, ValueError) as exc:  # ValueError: bad selection/query
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

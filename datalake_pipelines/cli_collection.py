@@ -78,8 +78,15 @@ def cmd_collection_create(args: argparse.Namespace) -> int:
     if not specs:
         raise DatalakeError("give at least one --spec NAME:required|optional:.ext1,.ext2")
     c = create_collection(
-        _layout(args), args.name, args.provider, args.dataset, specs, args.description or "", args.task,
-        args.variant, meta,
+        _layout(args),
+        args.name,
+        args.provider,
+        args.dataset,
+        specs,
+        args.description or "",
+        args.task,
+        args.variant,
+        meta,
     ).to_dict()
     _print(args, c, "created collection\n" + _describe(c))
     return 0
@@ -97,8 +104,16 @@ def cmd_collection_upload(args: argparse.Namespace) -> int:
         kwargs["num_proc"] = args.num_proc
     try:
         report = upload_collection(
-            layout, args.folder, args.collection, strict=args.strict, group_by=args.group_by, pattern=args.pattern,
-            progress=not getattr(args, "json", False), retries=args.retries, report_path=args.report, **kwargs,
+            layout,
+            args.folder,
+            args.collection,
+            strict=args.strict,
+            group_by=args.group_by,
+            pattern=args.pattern,
+            progress=not getattr(args, "json", False),
+            retries=args.retries,
+            report_path=args.report,
+            **kwargs,
         )
     except UploadError as exc:
         if not exc.report:

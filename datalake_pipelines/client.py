@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .client_collections import CollectionClientMixin
 from .core.layout import RAW_TASK, LakeLayout
 from .core.processing import BatchResult, ProcessOptions, process_pending
 from .core.schema import SchemaConfig, load_schema
 from .core.staging import BatchStager, build_manifest
-from .client_collections import CollectionClientMixin
 
 NUM_PROC_ENV = "DATALAKE_NUM_PROC"
 BATCH_SIZE_ENV = "DATALAKE_BATCH_SIZE"
@@ -87,6 +87,47 @@ class DatalakeClient(CollectionClientMixin):
         manifest = build_manifest("task", provider, dataset, task, variant, meta, dataset_description, job_id)
         staged = self._stager().stage(data_file, manifest, image_columns)
         return str(staged.staging_dir), staged.job_id
+
+    def download(
+        self, selection: Any = None, format: str = "parquet", out_dir: str | os.PathLike = "downloads", **options: Any
+    ) -> dict[str, Any]:
+        """Write the selected rows (partitions, ``where``, or a text search) as parquet, arrow or hf.
+
+        ``selection`` is a dict or :class:`~datalake_pipelines.core.download.Selection`; returns the
+        ``download.json`` manifest. Streams in batches, so memory stays bounded for any selection.
+        """
+        from .core.download import download
+
+        return download(self.layout, selection, format, out_dir, progress=self.progress, **options)
+
+    def create_export(
+        self,
+        destination: str | os.PathLike,
+        filter: dict[str, list[Any]] | None = None,
+        export_all: bool = False,
+        file_type: str = "parquet",
+        options: dict[str, Any] | None = None,
+        wait: bool = False,
+        instance: Any = None,
+    ) -> str:
+        """Start an export job (a Dagster run); return its task id (the run id).
+
+        ``wait=True`` runs it in this process and returns when it is done; otherwise it is submitted to the
+        instance in ``$DAGSTER_HOME`` (run by the daemon / ``dagster dev``).
+        """
+        from .core.export import ExportParams
+        from .lib.exports import create_export
+        from .lib.runner import get_instance
+
+        params = ExportParams(str(destination), filter or {}, export_all, file_type, options or {})
+        return create_export(instance or get_instance(), params, base_path=str(self.base_path), wait=wait)
+
+    def export_info(self, task_id: str, instance: Any = None) -> dict[str, Any]:
+        """Status, progress, counts and sampled rows of an export, like the reference's ``/task/info``."""
+        from .lib.exports import export_info
+        from .lib.runner import get_instance
+
+        return export_info(instance or get_instance(), self.layout, task_id)
 
     def process_pending(self, **options: Any) -> list[BatchResult]:
         """Process every pending batch in this process (no Dagster needed)."""

@@ -66,7 +66,15 @@ class CollectionClientMixin:
     ) -> dict[str, Any]:
         """Organize, validate and stage a folder as data units of ``collection``; return the report."""
         return uploads.upload_collection(
-            self.layout, folder, str(collection), strict=strict, batch_size=batch_size or self.batch_size,
-            progress=self.progress, retries=retries, group_by=group_by, pattern=pattern, num_proc=self.num_proc,
+            self.layout,
+            folder,
+            str(collection),
+            strict=strict,
+            batch_size=batch_size or self.batch_size,
+            progress=self.progress,
+            retries=retries,
+            group_by=group_by,
+            pattern=pattern,
+            num_proc=self.num_proc,
             report_path=report_path,
         )

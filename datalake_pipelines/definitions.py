@@ -6,6 +6,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from .core.layout import LakeLayout
+from .defs.exports.jobs import export_job
 from .defs.ingest.assets import catalog_partition
 from .defs.ingest.checks import asset_files_match_hashes, no_duplicate_rows, required_meta_present
 from .defs.ingest.sensors import ingest_job, staging_sensor
@@ -18,7 +19,7 @@ def build_defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[catalog_partition, duckdb_catalog],
         asset_checks=[asset_files_match_hashes, no_duplicate_rows, required_meta_present],
-        jobs=[ingest_job, refresh_job],
+        jobs=[ingest_job, refresh_job, export_job],
         sensors=[staging_sensor, refresh_on_ingest],
         resources={
             "lake": lake,

@@ -57,8 +57,9 @@ def run_daemon_until_done(layout: LakeLayout, job_ids: list[str], timeout: float
     daemon = [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")]
     log_path = layout.logs_dir / "demo-daemon.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(daemon, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            daemon, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     print(f"dagster-daemon started (pid {proc.pid}, log {log_path}); the staging sensor will claim the batches")
     instance = get_instance()
     deadline = time.time() + timeout

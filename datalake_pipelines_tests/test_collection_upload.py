@@ -13,24 +13,30 @@ from pathlib import Path
 import pytest
 
 from datalake_pipelines.cli_collection import add_collection_commands
+from datalake_pipelines.client_collections import CollectionClientMixin
 from datalake_pipelines.core import collection_upload as up
 from datalake_pipelines.core.collection_upload import RetryPolicy, UploadError, copy_file, upload_collection
 from datalake_pipelines.core.collections import Collection, create_collection
 from datalake_pipelines.core.hash_index import HashIndex
 from datalake_pipelines.core.layout import LakeLayout
 from datalake_pipelines.core.processing import list_pending, process_pending
-from datalake_pipelines.client_collections import CollectionClientMixin
 
 NO_SLEEP = RetryPolicy(attempts=3, base_delay=0.0, sleep=lambda s: None)
 
 
 @pytest.fixture
 def collection(lake: LakeLayout) -> Collection:
-    return create_collection(lake, "docs", "inhouse", "docs", [
-        {"name": "image", "is_required": True, "extensions": [".jpg", ".png"]},
-        {"name": "annotation", "is_required": True, "extensions": [".json"]},
-        {"name": "metadata", "is_required": False, "extensions": [".xml"]},
-    ])
+    return create_collection(
+        lake,
+        "docs",
+        "inhouse",
+        "docs",
+        [
+            {"name": "image", "is_required": True, "extensions": [".jpg", ".png"]},
+            {"name": "annotation", "is_required": True, "extensions": [".json"]},
+            {"name": "metadata", "is_required": False, "extensions": [".xml"]},
+        ],
+    )
 
 
 @pytest.fixture
@@ -40,8 +46,9 @@ def folder(tmp_path, make_jpeg) -> Path:
     stems = ["sample_001", "sample_002", "sample_003", "영수증 004", "with spaces 005"]
     for i, stem in enumerate(stems):
         make_jpeg(folder / f"{stem}.jpg", size=(24, 16))
-        (folder / f"{stem}.json").write_text(json.dumps({"label": i, "text": "가나다"}, ensure_ascii=False),
-                                             encoding="utf-8")
+        (folder / f"{stem}.json").write_text(
+            json.dumps({"label": i, "text": "가나다"}, ensure_ascii=False), encoding="utf-8"
+        )
         (folder / f"{stem}.xml").write_text(f"<meta id='{i}'/>", encoding="utf-8")
     make_jpeg(folder / "missing_json.jpg")
     make_jpeg(folder / "dup.jpg")
@@ -180,7 +187,10 @@ def test_file_disappearing_mid_upload(lake, collection, folder, monkeypatch, rea
     assert report["upload"]["uploaded"] == 4
     process_pending(lake)
     assert sorted(r["origin_file_stem"] for r in read_catalog()) == [
-        "sample_001", "sample_002", "with spaces 005", "영수증 004",
+        "sample_001",
+        "sample_002",
+        "with spaces 005",
+        "영수증 004",
     ]
 
 
@@ -264,8 +274,23 @@ def test_cli_upload_prints_table_and_writes_report(lake, collection, folder, tmp
     captured = capsys.readouterr()
     assert "duplicate[image]" in captured.out and "upload refused" in captured.err
     target = tmp_path / "r.json"
-    assert _run(base + ["collection", "upload", str(folder), "--collection", "docs", "--batch-size", "2",
-                        "--report", str(target)]) == 0
+    assert (
+        _run(
+            base
+            + [
+                "collection",
+                "upload",
+                str(folder),
+                "--collection",
+                "docs",
+                "--batch-size",
+                "2",
+                "--report",
+                str(target),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "5 units staged in 3 batches" in out and "invalid_json[annotation]" in out
     assert json.loads(target.read_text())["upload"]["uploaded"] == 5

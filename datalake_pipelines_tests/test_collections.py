@@ -34,7 +34,10 @@ def test_create_list_get_in_reference_shape(lake: LakeLayout):
     assert set(listed) == {"id", "name", "description", "file_specifications", "project", "created_at"}
     assert listed["project"] == {"provider": "inhouse", "dataset": "receipts", "task": "raw", "variant": "receipts"}
     assert listed["file_specifications"][0] == {
-        "name": "image", "is_required": True, "extensions": [".jpg", ".png"], "description": "the picture",
+        "name": "image",
+        "is_required": True,
+        "extensions": [".jpg", ".png"],
+        "description": "the picture",
     }
     assert [s.kind for s in c.file_specifications] == ["image", "json", "file"]
     assert get_data_collection(lake, c.id) == listed == get_data_collection(lake, "receipts")
@@ -77,8 +80,15 @@ def test_malformed_file_names_file_key_and_reason(lake: LakeLayout):
     path.write_text("collections: [", encoding="utf-8")
     with pytest.raises(CollectionError, match="collections.yaml: not valid YAML"):
         list_data_collection(lake)
-    doc = {"collections": [{"name": "c1", "project": {"provider": "inhouse", "dataset": "d"},
-                            "file_specifications": [{"name": "image", "is_required": True, "extensions": 3}]}]}
+    doc = {
+        "collections": [
+            {
+                "name": "c1",
+                "project": {"provider": "inhouse", "dataset": "d"},
+                "file_specifications": [{"name": "image", "is_required": True, "extensions": 3}],
+            }
+        ]
+    }
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     with pytest.raises(CollectionError) as err:
         list_data_collection(lake)
@@ -94,8 +104,13 @@ def test_malformed_file_names_file_key_and_reason(lake: LakeLayout):
 def test_collections_in_schema_yaml_are_read_too(lake: LakeLayout):
     path = schema_path(lake)
     doc = yaml.safe_load(path.read_text())
-    doc["collections"] = [{"name": "hand", "project": {"provider": "inhouse", "dataset": "d"},
-                           "file_specifications": [{"name": "image", "is_required": True, "extensions": [".jpg"]}]}]
+    doc["collections"] = [
+        {
+            "name": "hand",
+            "project": {"provider": "inhouse", "dataset": "d"},
+            "file_specifications": [{"name": "image", "is_required": True, "extensions": [".jpg"]}],
+        }
+    ]
     path.write_text(yaml.safe_dump(doc))
     assert find_collection(lake, "hand").id == "hand"
     with pytest.raises(ValidationError, match="already exists"):
@@ -104,7 +119,10 @@ def test_collections_in_schema_yaml_are_read_too(lake: LakeLayout):
 
 def test_parse_spec_flag():
     assert parse_spec_flag("image:required:.jpg,.png") == {
-        "name": "image", "is_required": True, "extensions": [".jpg", ".png"], "description": "",
+        "name": "image",
+        "is_required": True,
+        "extensions": [".jpg", ".png"],
+        "description": "",
     }
     assert parse_spec_flag("metadata:optional:.xml:extra facts")["description"] == "extra facts"
     with pytest.raises(DatalakeError, match="--spec expects"):
@@ -124,9 +142,28 @@ def _run(argv: list[str]) -> int:
 
 def test_cli_create_list_show(lake: LakeLayout, capsys):
     base = ["--base-path", str(lake.base)]
-    assert _run(base + ["collection", "create", "--name", "docs", "--provider", "inhouse", "--dataset", "docs",
-                        "--spec", "image:required:.jpg,.png", "--spec", "annotation:required:.json",
-                        "--spec", "metadata:optional:.xml"]) == 0
+    assert (
+        _run(
+            base
+            + [
+                "collection",
+                "create",
+                "--name",
+                "docs",
+                "--provider",
+                "inhouse",
+                "--dataset",
+                "docs",
+                "--spec",
+                "image:required:.jpg,.png",
+                "--spec",
+                "annotation:required:.json",
+                "--spec",
+                "metadata:optional:.xml",
+            ]
+        )
+        == 0
+    )
     assert "created collection" in capsys.readouterr().out
     assert _run(base + ["--json", "collection", "list"]) == 0
     [doc] = json.loads(capsys.readouterr().out)

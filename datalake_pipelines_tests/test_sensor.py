@@ -6,8 +6,8 @@ import shutil
 import subprocess
 import sys
 import threading
-import traceback
 import time
+import traceback
 from pathlib import Path
 
 import dagster as dg
@@ -72,7 +72,11 @@ def run(instance, lake_client, request: dg.RunRequest, result: dg.SensorResult):
 def test_batch_is_claimed_once_with_partition_tags(instance, lake_client, tmp_path):
     _, job = lake_client.upload_task_data(
         pd.DataFrame({"image": images(tmp_path / "src", 3), "text": ["a", "b", "c"]}),
-        "aihub", "docs", "ocr", "v1", meta={"lang": "ko", "src": "real"},
+        "aihub",
+        "docs",
+        "ocr",
+        "v1",
+        meta={"lang": "ko", "src": "real"},
     )
     result = tick(instance, lake_client)
     assert [r.run_key for r in result.run_requests] == [job]
@@ -156,7 +160,9 @@ def test_invalid_batch_goes_to_failed_without_a_run(instance, lake_client, tmp_p
 def test_concurrent_ticks_claim_each_batch_once(instance, lake_client, tmp_path):
     jobs = set()
     for i in range(6):
-        _, job = lake_client.upload_raw_data(pd.DataFrame({"image": images(tmp_path / f"s{i}", 2, i * 2)}), "aihub", f"d{i % 3}")
+        _, job = lake_client.upload_raw_data(
+            pd.DataFrame({"image": images(tmp_path / f"s{i}", 2, i * 2)}), "aihub", f"d{i % 3}"
+        )
         jobs.add(job)
     results: list[dg.SensorResult] = []
     errors: list[str] = []
@@ -166,7 +172,7 @@ def test_concurrent_ticks_claim_each_batch_once(instance, lake_client, tmp_path)
         barrier.wait()
         try:
             results.append(tick(instance, lake_client))
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+        except BaseException:  # noqa: BLE001 - surfaced by the assertion below
             errors.append(traceback.format_exc())
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
@@ -228,8 +234,15 @@ def test_cli_materialize_rebuilds_partition_idempotently(tmp_path, lake_client):
     with dg.DagsterInstance.from_config(str(home)) as inst:
         inst.add_dynamic_partitions("lake_partitions", [ref.key])
     cmd = [
-        str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "datalake_pipelines.definitions",
-        "--select", "catalog_partition", "--partition", ref.key,
+        str(Path(sys.executable).with_name("dagster")),
+        "asset",
+        "materialize",
+        "-m",
+        "datalake_pipelines.definitions",
+        "--select",
+        "catalog_partition",
+        "--partition",
+        ref.key,
     ]
     for _ in range(2):
         done = subprocess.run(cmd, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=180)

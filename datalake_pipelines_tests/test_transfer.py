@@ -29,8 +29,14 @@ try:
 except ImportError:  # the tests folder is not a package, so pytest put it on sys.path
     from s3_server import BodyServer, MotoS3, body_sha256
 
-FAST = TransferSettings(multipart_threshold=5 * MiB, part_size=5 * MiB, max_concurrency=3,
-                        max_attempts=4, backoff_base=0.01, backoff_max=0.05)
+FAST = TransferSettings(
+    multipart_threshold=5 * MiB,
+    part_size=5 * MiB,
+    max_concurrency=3,
+    max_attempts=4,
+    backoff_base=0.01,
+    backoff_max=0.05,
+)
 _bucket_ids = itertools.count()
 
 
@@ -83,13 +89,21 @@ class FaultProxy:
                         refuse = proxy.fail(proxy.parts, int(query["partNumber"][0]))
                         proxy.failed += refuse
                     if refuse:
-                        return self._reply(503, {}, b"<?xml version='1.0' encoding='UTF-8'?><Error>"
-                                           b"<Code>SlowDown</Code><Message>Reduce your request rate.</Message>"
-                                           b"</Error>")
+                        return self._reply(
+                            503,
+                            {},
+                            b"<?xml version='1.0' encoding='UTF-8'?><Error>"
+                            b"<Code>SlowDown</Code><Message>Reduce your request rate.</Message>"
+                            b"</Error>",
+                        )
                 conn = http.client.HTTPConnection("127.0.0.1", target_port, timeout=60)
                 try:
-                    conn.request(self.command, self.path, body=body,
-                                 headers={k: v for k, v in self.headers.items() if k.lower() != "expect"})
+                    conn.request(
+                        self.command,
+                        self.path,
+                        body=body,
+                        headers={k: v for k, v in self.headers.items() if k.lower() != "expect"},
+                    )
                     resp = conn.getresponse()
                     self._reply(resp.status, dict(resp.getheaders()), resp.read())
                 finally:
@@ -200,8 +214,9 @@ def test_stream_memory_is_bounded(body_server):
         client.create_bucket(Bucket="memory")
         tracemalloc.start()
         try:
-            result = stream_url_to_s3(body_server.url(size, seed=3), "s3://memory/big", settings,
-                                      progress=False, client=client)
+            result = stream_url_to_s3(
+                body_server.url(size, seed=3), "s3://memory/big", settings, progress=False, client=client
+            )
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
@@ -214,8 +229,9 @@ def test_stream_retries_slowdown_parts(bucket, body_server, proxy):
     faults = proxy(lambda n, part: n <= 4)
     client = s3_client(faults.endpoint_url, max_attempts=1)
     size = 22 * MiB
-    result = stream_url_to_s3(body_server.url(size, seed=5), f"s3://{bucket}/retried", FAST,
-                              progress=False, client=client)
+    result = stream_url_to_s3(
+        body_server.url(size, seed=5), f"s3://{bucket}/retried", FAST, progress=False, client=client
+    )
     assert faults.failed == 4 and faults.parts == 5 + 4
     assert result["sha256"] == body_sha256(size, seed=5) == _object_sha256(bucket, "retried")
 
@@ -226,8 +242,7 @@ def test_stream_gives_up_and_aborts(bucket, body_server, proxy, first_bad_part, 
     settings = TransferSettings(part_size=5 * MiB, max_concurrency=1, max_attempts=3, backoff_base=0.01)
     client = s3_client(faults.endpoint_url, max_attempts=1)
     with pytest.raises(TransferError, match=f"{uploaded} had been uploaded.*SlowDown"):
-        stream_url_to_s3(body_server.url(40 * MiB), f"s3://{bucket}/doomed", settings,
-                         progress=False, client=client)
+        stream_url_to_s3(body_server.url(40 * MiB), f"s3://{bucket}/doomed", settings, progress=False, client=client)
     assert faults.failed == 3
     assert _open_uploads(bucket) == []
 

@@ -19,17 +19,29 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 @pytest.fixture
 def collection(lake: LakeLayout) -> Collection:
-    return create_collection(lake, "docs", "inhouse", "docs", [
-        {"name": "image", "is_required": True, "extensions": [".jpg", ".png"]},
-        {"name": "annotation", "is_required": True, "extensions": [".json"]},
-        {"name": "metadata", "is_required": False, "extensions": [".xml"]},
-    ])
+    return create_collection(
+        lake,
+        "docs",
+        "inhouse",
+        "docs",
+        [
+            {"name": "image", "is_required": True, "extensions": [".jpg", ".png"]},
+            {"name": "annotation", "is_required": True, "extensions": [".json"]},
+            {"name": "metadata", "is_required": False, "extensions": [".xml"]},
+        ],
+    )
 
 
 @pytest.fixture
 def make_unit(make_jpeg):
-    def make(folder: Path, stem: str, image: bool = True, annotation: str | None = '{"label": "cat"}',
-             xml: bool = True, sub: str = "") -> None:
+    def make(
+        folder: Path,
+        stem: str,
+        image: bool = True,
+        annotation: str | None = '{"label": "cat"}',
+        xml: bool = True,
+        sub: str = "",
+    ) -> None:
         base = folder / sub if sub else folder
         base.mkdir(parents=True, exist_ok=True)
         if image:
@@ -101,7 +113,11 @@ def test_missing_required_duplicate_and_unmatched(tmp_path, collection, make_uni
     assert organized.unmatched_files == ["stray.csv"]
     report = organized.report()
     assert report["summary"] == {
-        "files": 14, "units": 4, "complete": 2, "incomplete": 2, "unmatched_files": 1,
+        "files": 14,
+        "units": 4,
+        "complete": 2,
+        "incomplete": 2,
+        "unmatched_files": 1,
         "problems": {"missing_required": 1, "duplicate": 1, "unmatched": 1},
     }
     json.dumps(report)
@@ -214,10 +230,16 @@ def test_group_by_regex(tmp_path, collection, make_jpeg):
 
 
 def test_overlapping_extensions_need_folder_grouping(tmp_path, lake, make_jpeg):
-    c = create_collection(lake, "masks", "inhouse", "seg", [
-        {"name": "image", "is_required": True, "extensions": [".png"]},
-        {"name": "mask", "is_required": True, "extensions": [".png"]},
-    ])
+    c = create_collection(
+        lake,
+        "masks",
+        "inhouse",
+        "seg",
+        [
+            {"name": "image", "is_required": True, "extensions": [".png"]},
+            {"name": "mask", "is_required": True, "extensions": [".png"]},
+        ],
+    )
     folder = tmp_path / "in"
     make_jpeg(folder / "x.png")
     with pytest.raises(CollectionError, match="both accept .png"):

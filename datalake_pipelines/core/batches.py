@@ -110,5 +110,3 @@ def list_batches(layout: LakeLayout, run_state: RunState | None = None) -> list[
         entries.setdefault(folder.name, _failed_entry(folder.name, folder))
     order = {"pending": 0, "queued": 1, "processing": 1, "running": 1, "done": 2, "failed": 3}
     return sorted(entries.values(), key=lambda e: (order.get(e["state"], 9), e["job_id"]))
-
-

@@ -43,12 +43,24 @@ CHUNKED_THRESHOLD = 50 * MiB
 CHUNK_SIZE = 8 * MiB
 # Errors worth another try: flaky disks and network file systems. Anything else is not retried.
 TRANSIENT_ERRNOS = frozenset(
-    {errno.EIO, errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE,
-     errno.ECONNRESET, errno.ECONNABORTED, errno.ENETRESET, errno.EREMOTEIO}
+    {
+        errno.EIO,
+        errno.EAGAIN,
+        errno.EWOULDBLOCK,
+        errno.EINTR,
+        errno.EBUSY,
+        errno.ETIMEDOUT,
+        errno.ESTALE,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ENETRESET,
+        errno.EREMOTEIO,
+    }
 )
 # Errors that concern one source file only: its unit fails, the upload goes on.
-UNIT_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ELOOP,
-                         errno.ENXIO})
+UNIT_ERRNOS = frozenset(
+    {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.ENXIO}
+)
 
 
 class UploadError(DatalakeError):
@@ -189,8 +201,14 @@ def upload_data_file(
         if name in sources and name not in texts:
             texts[name] = _read_json_text(sources[name], name)
     file_specs = [n for n in sources if collection.spec(n).kind != "json"]
-    uploaded = {"collection": collection.id, "unit": meta.get("origin_file_stem"), "files": {}, "texts": texts,
-                "meta": meta, "skipped": False}
+    uploaded = {
+        "collection": collection.id,
+        "unit": meta.get("origin_file_stem"),
+        "files": {},
+        "texts": texts,
+        "meta": meta,
+        "skipped": False,
+    }
     if known_rows:
         shas = {n: _retry_io(lambda n=n: hash_file(sources[n]), policy, n, sources[n]) for n in file_specs}
         uploaded["files"] = {n: {"sha256": s, "source": sources[n], "path": None} for n, s in shas.items()}
@@ -315,13 +333,21 @@ def create_data_units(
     if not isinstance(collection, Collection):
         collection = find_collection(layout, collection or uploaded_files[0]["collection"])
     manifest = build_manifest(
-        collection.data_type, collection.provider, collection.dataset, collection.task, collection.variant,
-        collection.meta, f"collection {collection.name}: {len(uploaded_files)} data units", job_id,
+        collection.data_type,
+        collection.provider,
+        collection.dataset,
+        collection.task,
+        collection.variant,
+        collection.meta,
+        f"collection {collection.name}: {len(uploaded_files)} data units",
+        job_id,
     )
     sources = {f["path"]: f["source"] for u in uploaded_files for f in u["files"].values() if f.get("path")}
     stager = _LinkingStager(layout, num_proc, batch_size, progress=False, sources=sources)
     staged = stager.stage(
-        units_table(collection, uploaded_files), manifest, collection.columns_of("image"),
+        units_table(collection, uploaded_files),
+        manifest,
+        collection.columns_of("image"),
         file_columns=collection.columns_of("file"),
     )
     for path in sources:
@@ -376,8 +402,10 @@ def upload_collection(
     policy = policy or RetryPolicy(attempts=max(1, retries))
     organized = organize(folder, collection, group_by, pattern)
     state = _UploadState(organized, strict)
-    target = Path(report_path) if report_path else layout.logs_dir / "collections" / (
-        f"{collection.name}-{utc_now():%Y%m%dT%H%M%S%f}.json"
+    target = (
+        Path(report_path)
+        if report_path
+        else layout.logs_dir / "collections" / (f"{collection.name}-{utc_now():%Y%m%dT%H%M%S%f}.json")
     )
     try:
         if strict and (organized.bad_units or organized.unmatched_files):
@@ -458,7 +486,7 @@ def _upload_units(
     try:
         with ThreadPoolExecutor(max(1, num_proc)) as pool:
             for start in range(0, len(units), max(1, batch_size)):
-                chunk = units[start: start + batch_size]
+                chunk = units[start : start + batch_size]
 
                 def one(unit: DataUnit) -> dict[str, Any] | UnitFailed:
                     organized_file = {**unit.organized_file(), "texts": unit.texts}
@@ -482,20 +510,28 @@ def _upload_units(
                 if state.strict and any(state.status[u.key]["upload"] == "failed" for u in chunk):
                     raise UploadError("strict mode: a unit failed during the upload; this batch was not staged")
                 if ready:
-                    data_units = create_data_units(layout, ready, collection, num_proc=num_proc,
-                                                   batch_size=batch_size)
+                    data_units = create_data_units(layout, ready, collection, num_proc=num_proc, batch_size=batch_size)
                     job_id = data_units[0]["job_id"]
                     for du in data_units:
                         state.status[du["unit"]].update(upload="uploaded", batch_id=job_id, row_hash=du["id"])
                     state.bytes += sum(f.get("size") or 0 for u in ready for f in u["files"].values())
-                    state.batches.append({"job_id": job_id, "units": len(ready),
-                                          "staging_dir": str(layout.pending_batch(job_id))})
+                    state.batches.append(
+                        {"job_id": job_id, "units": len(ready), "staging_dir": str(layout.pending_batch(job_id))}
+                    )
     finally:
         bar.close()
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 __all__ = [
-    "RetryPolicy", "TRANSIENT_ERRNOS", "UnitFailed", "UploadError", "copy_file", "create_data_units",
-    "format_table", "upload_collection", "upload_data_file", "with_retries",
+    "RetryPolicy",
+    "TRANSIENT_ERRNOS",
+    "UnitFailed",
+    "UploadError",
+    "copy_file",
+    "create_data_units",
+    "format_table",
+    "upload_collection",
+    "upload_data_file",
+    "with_retries",
 ]

@@ -168,9 +168,13 @@ def parse_collection(doc: Any, where: str) -> Collection:
     if unknown:
         raise CollectionError(f"{where}.project.{sorted(unknown)[0]}: unknown key")
     values: dict[str, Any] = {}
-    for key, kind, source in (("name", "collection", doc), ("provider", "provider", project),
-                              ("dataset", "dataset", project), ("task", "task", project),
-                              ("variant", "variant", project)):
+    for key, kind, source in (
+        ("name", "collection", doc),
+        ("provider", "provider", project),
+        ("dataset", "dataset", project),
+        ("task", "task", project),
+        ("variant", "variant", project),
+    ):
         value = source.get(key)
         if value is None and key in ("task", "variant"):
             continue
@@ -194,8 +198,12 @@ def parse_collection(doc: Any, where: str) -> Collection:
     if not isinstance(description, str):
         raise CollectionError(f"{where}.description: must be text")
     return Collection(
-        id=str(cid), description=description, file_specifications=specs, meta=dict(meta),
-        created_at=str(doc.get("created_at") or ""), **values,
+        id=str(cid),
+        description=description,
+        file_specifications=specs,
+        meta=dict(meta),
+        created_at=str(doc.get("created_at") or ""),
+        **values,
     )
 
 
@@ -278,8 +286,12 @@ def create_collection(
     if meta:
         project["meta"] = meta
     doc = {
-        "id": uuid.uuid4().hex[:8], "name": name, "description": description, "project": project,
-        "file_specifications": specs, "created_at": utc_now_iso(),
+        "id": uuid.uuid4().hex[:8],
+        "name": name,
+        "description": description,
+        "project": project,
+        "file_specifications": specs,
+        "created_at": utc_now_iso(),
     }
     collection = parse_collection(doc, "new collection")
     validate_against_schema(collection, load_schema(layout))

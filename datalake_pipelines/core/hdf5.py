@@ -40,6 +40,7 @@ NULLS = "_nulls"
 VLEN_BYTES = h5py.vlen_dtype(np.uint8)
 UTF8 = h5py.string_dtype("utf-8")
 IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+IMAGE_CHUNK = 512  # images read and written per h5py call
 
 
 def _encoding(field: pa.Field, image_columns: set[str], image_mode: str) -> str:
@@ -151,12 +152,14 @@ class _Group:
 
     def _write(self, ds: h5py.Dataset, encoding: str, start: int, column: pa.Array) -> None:
         end = start + len(column)
-        if encoding in ("image_bytes", "image_array"):
+        if encoding in ("image_bytes", "image_array"):  # a few hundred images at a time bound memory
             paths = column.to_pylist()
-            if encoding == "image_bytes":
-                write_vlen_bytes(ds, start, [self.writer.image_bytes(p) for p in paths])
-            else:
-                ds[start:end] = np.stack([self.writer.image_array(p) for p in paths])
+            for a in range(0, len(paths), IMAGE_CHUNK):
+                chunk = paths[a : a + IMAGE_CHUNK]
+                if encoding == "image_bytes":
+                    write_vlen_bytes(ds, start + a, [self.writer.image_bytes(p) for p in chunk])
+                else:
+                    ds[start + a : start + a + len(chunk)] = np.stack([self.writer.image_array(p) for p in chunk])
         elif encoding == "bytes":
             write_vlen_bytes(ds, start, [b or b"" for b in column.to_pylist()])
         elif encoding == "utf8":

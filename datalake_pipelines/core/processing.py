@@ -203,7 +203,11 @@ class BatchProcessor:
                 writer = None
                 result.part_file = str(published) if published else None
                 record_batch_in_partition(
-                    self.layout, manifest.partition, job_id, result.rows_added, _schema_of(published),
+                    self.layout,
+                    manifest.partition,
+                    job_id,
+                    result.rows_added,
+                    _schema_of(published),
                     manifest.to_json(),
                 )
             if rejected_rows:
@@ -339,8 +343,14 @@ class BatchProcessor:
             chunks = [jobs[k : k + STORE_CHUNK] for k in range(0, len(jobs), STORE_CHUNK)]
             futures = pool.map(
                 lambda chunk, kind=kinds[col]: store_files(
-                    self.layout, self.index, [path for _i, path in chunk], manifest.provider, manifest.dataset,
-                    manifest.job_id, kind, self.store_options,
+                    self.layout,
+                    self.index,
+                    [path for _i, path in chunk],
+                    manifest.provider,
+                    manifest.dataset,
+                    manifest.job_id,
+                    kind,
+                    self.store_options,
                 ),
                 chunks,
             )

@@ -219,6 +219,8 @@ class DuckDBClient:
             raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
         if not isinstance(text, str) or not text:
             raise ValueError("search text must be a non-empty string")
+        if json_path is not None and not (isinstance(json_path, str) and json_path.startswith("$")):
+            raise ValueError(f"invalid JSON path {json_path!r}: it must start with '$', e.g. $.words[*].text")
         files, schema, selected = self._selection(providers, datasets, tasks, variants, columns)
         out_columns = [*selected, "matched_snippet"]
         if not files:

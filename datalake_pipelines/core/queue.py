@@ -110,8 +110,14 @@ def claim(layout: LakeLayout, job_id: str, run_key: str, partition: PartitionRef
 
 
 def write_claim(layout: LakeLayout, job_id: str, run_key: str, partition: PartitionRef, attempt: int = 1) -> None:
-    marker = {"job_id": job_id, "run_key": run_key, "partition": partition.key, "claimed_at": utc_now_iso(),
-              "claimed_ts": time.time(), "attempt": attempt}
+    marker = {
+        "job_id": job_id,
+        "run_key": run_key,
+        "partition": partition.key,
+        "claimed_at": utc_now_iso(),
+        "claimed_ts": time.time(),
+        "attempt": attempt,
+    }
     write_json_atomic(layout.processing_batch(job_id) / CLAIM_MARKER, marker)
 
 

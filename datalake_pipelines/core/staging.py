@@ -90,9 +90,7 @@ class BatchStager:
         file_columns = list(file_columns or [])
         missing = [c for c in image_columns + file_columns if c not in source_table.column_names]
         if missing:
-            raise ValidationError(
-                f"image columns {missing} are not in the data (columns: {source_table.column_names})"
-            )
+            raise ValidationError(f"image columns {missing} are not in the data (columns: {source_table.column_names})")
         clash = sorted(set(manifest.meta) & set(source_table.column_names))
         if clash:
             raise ValidationError(f"data columns {clash} clash with meta fields of the same name")

@@ -164,7 +164,18 @@ def _store_new(
         return StoredFile(sha256=sha, error=f"cannot store file: {exc.strerror or exc}")
     stored_size = len(content) if isinstance(content, bytes) else source.stat().st_size
     entry = IndexEntry(
-        sha, stored_sha, relpath, stored_size, kind, fmt, width, height, mode, provider, dataset, batch_id,
+        sha,
+        stored_sha,
+        relpath,
+        stored_size,
+        kind,
+        fmt,
+        width,
+        height,
+        mode,
+        provider,
+        dataset,
+        batch_id,
         utc_now_iso(),
     )
     return StoredFile(sha256=sha, entry=entry, new=True, bytes_written=written)

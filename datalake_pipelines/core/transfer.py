@@ -47,8 +47,15 @@ MAX_PART_SIZE = 5 * 1024 * MiB
 MAX_PARTS = 10_000
 MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MiB
 TRANSIENT_CODES = {
-    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
-    "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequestsException",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
 }
 
 
@@ -56,14 +63,22 @@ class TransferError(Exception):
     """A transfer failed for good; the message says how far it got."""
 
 
-def s3_client(endpoint_url: str | None = None, max_attempts: int = 5, retry_mode: str = "standard",
-              connect_timeout: float = 10, read_timeout: float = 120):
+def s3_client(
+    endpoint_url: str | None = None,
+    max_attempts: int = 5,
+    retry_mode: str = "standard",
+    connect_timeout: float = 10,
+    read_timeout: float = 120,
+):
     """An S3 client from the standard AWS environment, with botocore retries and timeouts."""
     endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     # botocore's "max_attempts" counts retries only; "total_max_attempts" includes the first request.
-    config = Config(retries={"mode": retry_mode, "total_max_attempts": max_attempts},
-                    connect_timeout=connect_timeout, read_timeout=read_timeout,
-                    max_pool_connections=32)
+    config = Config(
+        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_pool_connections=32,
+    )
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=config)
 
 
@@ -99,15 +114,20 @@ class TransferSettings:
 
 
 def _progress_bar(total: int | None, enabled: bool, desc: str) -> tqdm:
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled,
-                desc=desc, leave=False)
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled, desc=desc, leave=False)
 
 
 def _result(bucket, key, nbytes, sha256, parts, etag, started) -> dict:
     seconds = time.monotonic() - started
-    return {"s3_url": f"s3://{bucket}/{key}", "bytes": nbytes, "sha256": sha256, "parts": parts,
-            "etag": etag, "seconds": round(seconds, 3),
-            "mb_per_s": round(nbytes / MiB / seconds, 2) if seconds > 0 else None}
+    return {
+        "s3_url": f"s3://{bucket}/{key}",
+        "bytes": nbytes,
+        "sha256": sha256,
+        "parts": parts,
+        "etag": etag,
+        "seconds": round(seconds, 3),
+        "mb_per_s": round(nbytes / MiB / seconds, 2) if seconds > 0 else None,
+    }
 
 
 class _HashingReader(io.RawIOBase):
@@ -141,7 +161,7 @@ class _HashingReader(io.RawIOBase):
         if pos > self._hashed:
             self.sequential = False
         elif end > self._hashed:
-            self._digest.update(memoryview(data)[self._hashed - pos:])
+            self._digest.update(memoryview(data)[self._hashed - pos :])
             self._hashed = end
         return data
 
@@ -149,8 +169,9 @@ class _HashingReader(io.RawIOBase):
         return self._digest.hexdigest() if self.sequential and self._hashed == size else None
 
 
-def upload_file_to_s3(path_or_fileobj, s3_url: str, settings: TransferSettings | None = None,
-                      progress: bool = True, client=None) -> dict:
+def upload_file_to_s3(
+    path_or_fileobj, s3_url: str, settings: TransferSettings | None = None, progress: bool = True, client=None
+) -> dict:
     """Upload a local file (path or seekable binary file) with boto3's managed transfer."""
     settings = settings or TransferSettings()
     bucket, key = parse_s3_url(s3_url)
@@ -162,10 +183,12 @@ def upload_file_to_s3(path_or_fileobj, s3_url: str, settings: TransferSettings |
         start_pos = fh.tell()
         size = fh.seek(0, io.SEEK_END) - start_pos
         fh.seek(start_pos)
-        config = TransferConfig(multipart_threshold=settings.multipart_threshold,
-                                multipart_chunksize=settings.part_size_for(size),
-                                max_concurrency=settings.max_concurrency,
-                                preferred_transfer_client="classic")
+        config = TransferConfig(
+            multipart_threshold=settings.multipart_threshold,
+            multipart_chunksize=settings.part_size_for(size),
+            max_concurrency=settings.max_concurrency,
+            preferred_transfer_client="classic",
+        )
         reader = _HashingReader(fh, start_pos)
         with _progress_bar(size, progress, key) as bar:
             try:
@@ -193,8 +216,9 @@ def _sha256_of(fh: BinaryIO, start: int) -> str:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
-                        TimeoutError, ConnectionError)):
+    if isinstance(
+        exc, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError, TimeoutError, ConnectionError)
+    ):
         return True
     if isinstance(exc, botocore.exceptions.ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -248,8 +272,15 @@ class _Uploads:
         self.stop.set()
 
 
-def stream_url_to_s3(url: str, s3_url: str, settings: TransferSettings | None = None, progress: bool = True,
-                     expected_size: int | None = None, client=None, timeout: float = 60) -> dict:
+def stream_url_to_s3(
+    url: str,
+    s3_url: str,
+    settings: TransferSettings | None = None,
+    progress: bool = True,
+    expected_size: int | None = None,
+    client=None,
+    timeout: float = 60,
+) -> dict:
     """Download ``url`` and upload it to ``s3_url`` part by part from memory, never touching disk.
 
     Memory stays near part_size x (max_concurrency + 2). Raises ``TransferError`` (after aborting the
@@ -278,34 +309,42 @@ def stream_url_to_s3(url: str, s3_url: str, settings: TransferSettings | None = 
             if len(first) < part_size:
                 _check_size(url, len(first), size, expected_size, "nothing uploaded")
                 try:
-                    etag = _with_retries(settings, threading.Event(), client.put_object,
-                                         Bucket=bucket, Key=key, Body=first)["ETag"].strip('"')
+                    etag = _with_retries(
+                        settings, threading.Event(), client.put_object, Bucket=bucket, Key=key, Body=first
+                    )["ETag"].strip('"')
                 except Exception as exc:
                     raise TransferError(f"put_object of {len(first)} bytes to {s3_url} failed: {exc}") from exc
                 bar.update(len(first))
                 return _result(bucket, key, len(first), digest.hexdigest(), 1, etag, started)
             head, first = [first], None  # _pump pops it, so no frame keeps the first part alive
             try:
-                upload_id = _with_retries(settings, threading.Event(), client.create_multipart_upload,
-                                          Bucket=bucket, Key=key)["UploadId"]
+                upload_id = _with_retries(
+                    settings, threading.Event(), client.create_multipart_upload, Bucket=bucket, Key=key
+                )["UploadId"]
             except Exception as exc:
                 raise TransferError(f"cannot start a multipart upload to {s3_url}: {exc}") from exc
             state = _Uploads()
             try:
-                nbytes, parts = _pump(resp, head, digest, client, bucket, key, upload_id,
-                                      part_size, size, settings, state, bar, url)
+                nbytes, parts = _pump(
+                    resp, head, digest, client, bucket, key, upload_id, part_size, size, settings, state, bar, url
+                )
                 _check_size(url, nbytes, size, expected_size, _progress_note(state, nbytes))
                 etag = _with_retries(
-                    settings, state.stop, client.complete_multipart_upload, Bucket=bucket, Key=key,
-                    UploadId=upload_id, MultipartUpload={"Parts": [
-                        {"PartNumber": n, "ETag": state.etags[n]} for n in range(1, parts + 1)]},
+                    settings,
+                    state.stop,
+                    client.complete_multipart_upload,
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": [{"PartNumber": n, "ETag": state.etags[n]} for n in range(1, parts + 1)]},
                 )["ETag"].strip('"')
             except BaseException as exc:
                 _abort(client, bucket, key, upload_id, settings)
                 if isinstance(exc, TransferError) or not isinstance(exc, Exception):
                     raise
-                raise TransferError(f"streaming {url} to {s3_url} failed ({_progress_note(state)}): "
-                                    f"{type(exc).__name__}: {exc}") from exc
+                raise TransferError(
+                    f"streaming {url} to {s3_url} failed ({_progress_note(state)}): {type(exc).__name__}: {exc}"
+                ) from exc
     return _result(bucket, key, nbytes, digest.hexdigest(), parts, etag, started)
 
 
@@ -319,8 +358,7 @@ def _pump(resp, head, digest, client, bucket, key, upload_id, part_size, size, s
             if state.stop.is_set():
                 continue
             try:
-                etag = _with_retries(settings, state.stop, _upload_part, client, bucket, key, upload_id,
-                                     number, data)
+                etag = _with_retries(settings, state.stop, _upload_part, client, bucket, key, upload_id, number, data)
             except BaseException as exc:  # noqa: B036 - recorded and re-raised by the caller
                 state.fail(exc)
                 continue
@@ -329,8 +367,9 @@ def _pump(resp, head, digest, client, bucket, key, upload_id, part_size, size, s
                 state.bytes += len(data)
                 bar.update(len(data))
 
-    threads = [threading.Thread(target=uploader, daemon=True, name=f"s3-part-{i}")
-               for i in range(settings.max_concurrency)]
+    threads = [
+        threading.Thread(target=uploader, daemon=True, name=f"s3-part-{i}") for i in range(settings.max_concurrency)
+    ]
     for thread in threads:
         thread.start()
     nbytes, number, data = 0, 0, head.pop()
@@ -338,8 +377,10 @@ def _pump(resp, head, digest, client, bucket, key, upload_id, part_size, size, s
         while data and not state.stop.is_set():
             number += 1
             if number > MAX_PARTS:
-                raise TransferError(f"{url} needs more than {MAX_PARTS} parts of {part_size} bytes; "
-                                    f"pass expected_size or a larger part_size ({_progress_note(state)})")
+                raise TransferError(
+                    f"{url} needs more than {MAX_PARTS} parts of {part_size} bytes; "
+                    f"pass expected_size or a larger part_size ({_progress_note(state)})"
+                )
             nbytes += len(data)
             work.put((number, data))
             data = None  # drop our reference so memory is freed once the part is uploaded
@@ -380,7 +421,8 @@ def _progress_note(state: _Uploads, read: int | None = None) -> str:
 
 def _abort(client, bucket, key, upload_id, settings):
     try:
-        _with_retries(settings, threading.Event(), client.abort_multipart_upload,
-                      Bucket=bucket, Key=key, UploadId=upload_id)
+        _with_retries(
+            settings, threading.Event(), client.abort_multipart_upload, Bucket=bucket, Key=key, UploadId=upload_id
+        )
     except Exception:  # noqa: BLE001 - the original error matters more; S3 lifecycle rules clean up
         pass

@@ -312,8 +312,10 @@ def organize(
         result = []
         for key in sorted(units):
             unit = units[key]
-            if not unit.files and not any(unit.extra.get(s) for s in specs) and all(
-                p["kind"] == "unmatched" for p in unit.problems
+            if (
+                not unit.files
+                and not any(unit.extra.get(s) for s in specs)
+                and all(p["kind"] == "unmatched" for p in unit.problems)
             ):
                 loose.extend(f.rel for f in unit.extra.get("", []))
                 continue
@@ -392,7 +394,9 @@ def _validate(unit: DataUnit, specs: dict, order: list[str], required: list[str]
         for name, candidates in unit.extra.items():
             if name and candidates:
                 unit.add_problem(
-                    "duplicate", f"{len(candidates)} files match {name!r}; keep one", name,
+                    "duplicate",
+                    f"{len(candidates)} files match {name!r}; keep one",
+                    name,
                     [f.rel for f in candidates],
                 )
     for name in required:

@@ -100,4 +100,3 @@ def check_required_meta(layout: LakeLayout, ref: PartitionRef, schema: SchemaCon
 def partition_summary(layout: LakeLayout, ref: PartitionRef) -> dict[str, Any]:
     meta = read_partition_metadata(layout, ref)
     return {"row_count": meta.get("row_count", 0), "batches": len(meta.get("batches", []))}
-

@@ -76,10 +76,13 @@ def start_pending(
 
 
 def refresh_catalog_db(instance: dg.DagsterInstance, lake) -> bool:
+    from dagster_duckdb import DuckDBResource
+
     from ..definitions import defs
 
+    resources = {"lake": lake, "duckdb": DuckDBResource(database=str(lake.layout.duckdb_file))}
     result = defs.resolve_job_def("refresh_catalog_db").execute_in_process(
-        instance=instance, resources={"lake": lake}, raise_on_error=False
+        instance=instance, resources=resources, raise_on_error=False
     )
     return result.success
 

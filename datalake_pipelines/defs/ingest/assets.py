@@ -1,6 +1,5 @@
 """``catalog_partition``: one catalog partition, materialized from the batches claimed for it."""
 
-
 import os
 from typing import Any
 
@@ -60,8 +59,10 @@ def catalog_partition(context: dg.AssetExecutionContext, lake: LakeResource) -> 
             result = processor.process(job_id, run_info)
             results.append(result)
             log = context.log.info if result.status == "done" else context.log.error
-            log(f"batch {job_id}: {result.status}, {result.rows_added} rows added, {result.rows_rejected} rejected"
-                + (f": {result.error}" if result.error else ""))
+            log(
+                f"batch {job_id}: {result.status}, {result.rows_added} rows added, {result.rows_rejected} rejected"
+                + (f": {result.error}" if result.error else "")
+            )
     except BaseException as exc:
         # Anything unexpected (including a cancel): no batch of this run stays stranded in processing/.
         for job_id in job_ids:
@@ -83,9 +84,7 @@ def run_metadata(results: list[BatchResult]) -> dict[str, Any]:
     images_new = sum(r.images_new for r in results)
     images_dedup = sum(r.images_deduplicated for r in results)
     images = images_new + images_dedup
-    rejected = [
-        {"job_id": r.job_id, **x} for r in results for x in r.rejected
-    ][:50]
+    rejected = [{"job_id": r.job_id, **x} for r in results for x in r.rejected][:50]
     return {
         "batches": dg.MetadataValue.json([r.job_id for r in results]),
         "rows_added": sum(r.rows_added for r in results),
@@ -115,9 +114,7 @@ def partition_metadata(layout, ref: PartitionRef) -> dict[str, Any]:
     first = next(iter_partition_batches(layout, ref, batch_size=PREVIEW_ROWS), None)
     if first is not None:
         schema = first.schema
-        meta["dagster/column_schema"] = dg.TableSchema(
-            columns=[dg.TableColumn(f.name, str(f.type)) for f in schema]
-        )
+        meta["dagster/column_schema"] = dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
         preview = first.slice(0, PREVIEW_ROWS).to_pylist()
         meta["preview"] = dg.MetadataValue.md(_md_table(preview, schema.names))
     return meta

@@ -1,6 +1,5 @@
 """Asset checks of ``catalog_partition``: asset files, duplicate rows, required meta."""
 
-
 import warnings
 
 import dagster as dg
@@ -17,7 +16,8 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 def _result(outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=outcome.passed,
-        description=f"{outcome.checked} {what} checked" + ("" if outcome.passed else f"; {len(outcome.problems)}+ problems"),
+        description=f"{outcome.checked} {what} checked"
+        + ("" if outcome.passed else f"; {len(outcome.problems)}+ problems"),
         metadata={"checked": outcome.checked, "problems": dg.MetadataValue.json(outcome.problems)},
     )
 

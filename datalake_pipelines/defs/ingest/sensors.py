@@ -1,6 +1,5 @@
 """The staging sensor (claims pending batches, launches one run per partition) and its reaper."""
 
-
 import json
 import os
 import time
@@ -36,7 +35,6 @@ from .assets import catalog_partition
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.assets(catalog_partition),
-    partitions_def=lake_partitions,
     description="Processes claimed staging batches into one catalog partition.",
     executor_def=dg.in_process_executor,
 )
@@ -120,7 +118,11 @@ def staging_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
     names = {b.job_id for b in pending}
     state["seen"] = {k: v for k, v in seen.items() if k.split(":", 1)[-1] in names}
     new_keys = sorted(
-        {r.partition_key for r in requests if not context.instance.has_dynamic_partition(lake_partitions.name, r.partition_key)}
+        {
+            r.partition_key
+            for r in requests
+            if not context.instance.has_dynamic_partition(lake_partitions.name, r.partition_key)
+        }
     )
     return dg.SensorResult(
         run_requests=requests,

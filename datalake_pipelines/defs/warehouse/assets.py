@@ -1,5 +1,6 @@
 """``duckdb_catalog``: ``<base>/catalog.duckdb`` with the ``catalog`` view and ``partitions``/``hash_index`` tables."""
 
+from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -19,10 +20,14 @@ WAREHOUSE_POOL = "catalog_warehouse"
     pool=WAREHOUSE_POOL,
     description="DuckDB database over the Parquet catalog; rebuilt in a temp file and swapped in atomically.",
 )
-def duckdb_catalog(context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource) -> dg.MaterializeResult:
+def duckdb_catalog(
+    context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
     layout = lake.layout
+    if Path(duckdb.database).resolve() != layout.duckdb_file:
+        raise dg.Failure(f"the duckdb resource points at {duckdb.database}, not this lake's {layout.duckdb_file}")
     with exclusive_lock(layout.warehouse_lock):
-        summary = refresh_duckdb(layout, duckdb.database)
+        summary = refresh_duckdb(layout, layout.duckdb_file)
     with duckdb.get_connection() as con:
         partitions = con.execute("SELECT count(*), coalesce(sum(rows), 0) FROM partitions").fetchone()
     context.log.info(f"catalog.duckdb refreshed: {summary}")
@@ -36,9 +41,7 @@ def duckdb_catalog(context: dg.AssetExecutionContext, lake: LakeResource, duckdb
     )
 
 
-refresh_job = dg.define_asset_job(
-    "refresh_catalog_db", selection=[duckdb_catalog], executor_def=dg.in_process_executor
-)
+refresh_job = dg.define_asset_job("refresh_catalog_db", selection=[duckdb_catalog], executor_def=dg.in_process_executor)
 
 
 @dg.sensor(
