@@ -71,7 +71,7 @@ def jpeg_structure_problem(data: bytes, start: int = 0) -> str | None:
             end = data.find(b"\xff\xd9", pos)
             if end < 0:
                 return "image file is truncated: the JPEG has no end-of-image marker after its scan"
-            following = data.find(b"\xff\xd8\xff", end + 2)
+            following = data.find(b"\xff\xd8\xff", end + 2)  # a further frame (MPO) must be complete too
             return None if following < 0 else jpeg_structure_problem(data, following)
         if marker == 0xD9:
             return "corrupt JPEG: end-of-image before any scan"

@@ -182,6 +182,12 @@ class LakeLayout:
         name = f"{sha256}.{ext}" if ext else sha256
         return f"assets/provider={provider}/dataset={dataset}/{sha256[:2]}/{sha256[2:4]}/{name}"
 
+    def asset_path(self, relpath: str) -> Path:
+        """Absolute path of an asset path this layout built (no symlink resolution needed: we made it)."""
+        if not relpath.startswith("assets/") or ".." in relpath:
+            raise ValueError(f"not an asset path: {relpath!r}")
+        return self.base / relpath
+
     def resolve(self, relpath: str) -> Path:
         """Absolute path of a lake-relative path, refusing anything that escapes the lake."""
         path = (self.base / relpath).resolve()

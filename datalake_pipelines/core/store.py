@@ -159,7 +159,7 @@ def _store_new(
             content, stored_sha = optimized, hashlib.sha256(optimized).hexdigest()
     relpath = layout.asset_relpath(provider, dataset, stored_sha, ext)
     try:
-        written = publish(content, layout.resolve(relpath))
+        written = publish(content, layout.asset_path(relpath))
     except OSError as exc:
         return StoredFile(sha256=sha, error=f"cannot store file: {exc.strerror or exc}")
     stored_size = len(content) if isinstance(content, bytes) else source.stat().st_size
