@@ -73,3 +73,21 @@ def isolated_dagster_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def collection(lake):
+    """A collection of data units: image (required), annotation .json (required), metadata .xml (optional)."""
+    from datalake_pipelines.core.collections import create_collection
+
+    return create_collection(
+        lake,
+        "docs",
+        "inhouse",
+        "docs",
+        [
+            {"name": "image", "is_required": True, "extensions": [".jpg", ".png"]},
+            {"name": "annotation", "is_required": True, "extensions": [".json"]},
+            {"name": "metadata", "is_required": False, "extensions": [".xml"]},
+        ],
+    )

@@ -16,27 +16,11 @@ from datalake_pipelines.cli_collection import add_collection_commands
 from datalake_pipelines.client_collections import CollectionClientMixin
 from datalake_pipelines.core import collection_upload as up
 from datalake_pipelines.core.collection_upload import RetryPolicy, UploadError, copy_file, upload_collection
-from datalake_pipelines.core.collections import Collection, create_collection
 from datalake_pipelines.core.hash_index import HashIndex
 from datalake_pipelines.core.layout import LakeLayout
 from datalake_pipelines.core.processing import list_pending, process_pending
 
 NO_SLEEP = RetryPolicy(attempts=3, base_delay=0.0, sleep=lambda s: None)
-
-
-@pytest.fixture
-def collection(lake: LakeLayout) -> Collection:
-    return create_collection(
-        lake,
-        "docs",
-        "inhouse",
-        "docs",
-        [
-            {"name": "image", "is_required": True, "extensions": [".jpg", ".png"]},
-            {"name": "annotation", "is_required": True, "extensions": [".json"]},
-            {"name": "metadata", "is_required": False, "extensions": [".xml"]},
-        ],
-    )
 
 
 @pytest.fixture

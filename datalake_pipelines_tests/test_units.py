@@ -10,26 +10,10 @@ from pathlib import Path
 import pytest
 
 from datalake_pipelines.core import units as units_mod
-from datalake_pipelines.core.collections import Collection, CollectionError, create_collection
-from datalake_pipelines.core.layout import LakeLayout
+from datalake_pipelines.core.collections import CollectionError, create_collection
 from datalake_pipelines.core.units import format_table, organize
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-@pytest.fixture
-def collection(lake: LakeLayout) -> Collection:
-    return create_collection(
-        lake,
-        "docs",
-        "inhouse",
-        "docs",
-        [
-            {"name": "image", "is_required": True, "extensions": [".jpg", ".png"]},
-            {"name": "annotation", "is_required": True, "extensions": [".json"]},
-            {"name": "metadata", "is_required": False, "extensions": [".xml"]},
-        ],
-    )
 
 
 @pytest.fixture
