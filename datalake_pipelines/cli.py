@@ -359,6 +359,29 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+# ingest-url ---------------------------------------------------------------------------------------------
+def cmd_ingest_url(args: argparse.Namespace) -> int:
+    """Stream a URL into S3 as a multipart upload from memory (no local disk); print bytes, sha256, rate."""
+    from .core.transfer import TransferError, TransferSettings, stream_url_to_s3
+
+    if not args.to.startswith("s3://"):
+        raise UsageError("--to must be an s3://bucket/key URL")
+    settings = TransferSettings(part_size=args.part_mb * 1024 * 1024, max_concurrency=args.concurrency)
+    try:
+        result = stream_url_to_s3(args.url, args.to, settings, progress=not args.json)
+    except TransferError as exc:
+        raise CliError(str(exc)) from None
+    emit(
+        args,
+        result,
+        lambda: (
+            f"uploaded {result['bytes']} bytes to {result['s3_url']} in {result['parts']} parts, "
+            f"sha256 {result['sha256']}, {result['mb_per_s']:.1f} MB/s"
+        ),
+    )
+    return 0
+
+
 # catalog ------------------------------------------------------------------------------------------------
 def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
     """Refresh catalog.duckdb now, as a Dagster run of the warehouse asset (recorded in $DAGSTER_HOME)."""
@@ -478,6 +501,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_catalog_compact)
     p = catalog.add_parser("rebuild", parents=[common], help="refresh catalog.duckdb (partitions, hash index)")
     p.set_defaults(func=cmd_catalog_rebuild)
+
+    p = sub.add_parser("ingest-url", parents=[common], help="stream a URL into S3 (multipart, no local disk)")
+    p.add_argument("url")
+    p.add_argument("--to", required=True, help="s3://bucket/key")
+    p.add_argument("--part-mb", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.set_defaults(func=cmd_ingest_url)
 
     p = sub.add_parser("download", parents=[common], help="download a selection as parquet, arrow or hf")
     for flag in ("provider", "dataset", "task", "variant"):

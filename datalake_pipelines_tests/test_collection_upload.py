@@ -280,3 +280,15 @@ def test_cli_upload_prints_table_and_writes_report(lake, collection, folder, tmp
     assert json.loads(target.read_text())["upload"]["uploaded"] == 5
     assert _run(base + ["--json", "collection", "upload", str(folder), "--collection", "docs"]) == 0
     assert json.loads(capsys.readouterr().out)["upload"]["uploaded"] == 5  # not processed yet: staged again
+
+
+def test_a_lake_inside_the_uploaded_folder_is_not_walked(tmp_path, make_jpeg):
+    from datalake_pipelines.core.collections import create_collection
+
+    lake = LakeLayout(tmp_path / "lake")  # the lake lives inside the folder being uploaded
+    coll = create_collection(
+        lake, "docs", "inhouse", "docs", [{"name": "image", "is_required": True, "extensions": [".jpg"]}]
+    )
+    make_jpeg(tmp_path / "a.jpg")
+    report = upload_collection(lake, tmp_path, coll, progress=False, policy=NO_SLEEP)
+    assert not any("lake/" in f for f in report["unmatched_files"]), report["unmatched_files"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import itertools
+import json
 import os
 import tempfile
 import threading
@@ -259,3 +260,17 @@ def test_stream_bad_source_leaves_nothing(bucket, body_server, kind):
         stream_url_to_s3(url, f"s3://{bucket}/partial", FAST, progress=False, expected_size=expected)
     assert _open_uploads(bucket) == []
     assert "Contents" not in s3_client().list_objects_v2(Bucket=bucket)
+
+
+def test_cli_ingest_url_streams_into_s3(bucket, body_server, capsys):
+    from datalake_pipelines.cli import main
+
+    size = 12 * MiB + 123
+    url = body_server.url(size, seed=5)
+    assert main(["ingest-url", url, "--to", f"s3://{bucket}/cli.bin", "--part-mb", "5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bytes"] == size and result["parts"] == 3
+    assert result["sha256"] == body_sha256(size, seed=5) == _object_sha256(bucket, "cli.bin")
+    assert main(["ingest-url", body_server.base_url + "/missing", "--to", f"s3://{bucket}/x.bin"]) == 1
+    assert "404" in capsys.readouterr().err
+    assert main(["ingest-url", url, "--to", "/tmp/not-s3"]) == 2

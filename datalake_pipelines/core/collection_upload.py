@@ -400,7 +400,7 @@ def upload_collection(
         collection = find_collection(layout, collection)
     validate_against_schema(collection, load_schema(layout))
     policy = policy or RetryPolicy(attempts=max(1, retries))
-    organized = organize(folder, collection, group_by, pattern)
+    organized = organize(folder, collection, group_by, pattern, skip=[layout.base])
     state = _UploadState(organized, strict)
     target = (
         Path(report_path)

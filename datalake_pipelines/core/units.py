@@ -152,8 +152,12 @@ def _nfc(text: str) -> str:
     return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
-def _walk(folder: Path) -> list[tuple[os.DirEntry, str]]:
-    """Every non-hidden entry that is not a directory, with its path relative to ``folder`` (posix)."""
+def _walk(folder: Path, skip: frozenset[str] = frozenset()) -> list[tuple[os.DirEntry, str]]:
+    """Every non-hidden entry that is not a directory, with its path relative to ``folder`` (posix).
+
+    Folders in ``skip`` (absolute paths, e.g. the lake itself when it lives inside the uploaded folder) are
+    not entered.
+    """
     found = []
     stack = [(str(folder), "")]
     while stack:
@@ -163,7 +167,8 @@ def _walk(folder: Path) -> list[tuple[os.DirEntry, str]]:
                 if entry.name.startswith("."):
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, prefix + entry.name + "/"))
+                    if entry.path not in skip:
+                        stack.append((entry.path, prefix + entry.name + "/"))
                 else:
                     found.append((entry, prefix + entry.name))
     return found
@@ -234,10 +239,17 @@ def _extension_map(collection: Collection) -> tuple[dict[str, str], tuple[str, .
 
 # organizing ----------------------------------------------------------------------------------------------
 def organize(
-    folder: str | os.PathLike, collection: Collection, group_by: str = "stem", pattern: str | None = None
+    folder: str | os.PathLike,
+    collection: Collection,
+    group_by: str = "stem",
+    pattern: str | None = None,
+    skip: list[str | os.PathLike] | None = None,
 ) -> Organized:
-    """Group the files of ``folder`` into units of ``collection`` and validate each unit."""
-    folder = Path(folder).expanduser()
+    """Group the files of ``folder`` into units of ``collection`` and validate each unit.
+
+    ``skip`` lists folders never to enter (the upload passes the lake's own base path).
+    """
+    folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise CollectionError(f"{folder} is not a folder")
     if group_by not in GROUP_BY:
@@ -253,7 +265,7 @@ def organize(
     check_perm = EUID != 0
     units: dict[str, DataUnit] = {}
     loose: list[str] = []
-    entries = _walk(folder)
+    entries = _walk(folder, frozenset(str(Path(p).resolve()) for p in skip or ()))
     gc_was_enabled = gc.isenabled()
     gc.disable()  # tens of thousands of small objects: collector passes cost ~10% and free nothing
     try:
