@@ -157,8 +157,8 @@ def test_file_disappearing_before_it_is_read(tmp_path, collection, make_unit, mo
     make_unit(folder, "goes")
     walk = units_mod._walk
 
-    def walk_then_delete(path):
-        found = walk(path)
+    def walk_then_delete(path, *skip):
+        found = walk(path, *skip)
         (folder / "goes.json").unlink()
         (folder / "goes.jpg").unlink()
         return found
