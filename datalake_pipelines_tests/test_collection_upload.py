@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import errno
 import hashlib
 import json
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from datalake_pipelines.cli_collection import add_collection_commands
+from datalake_pipelines.cli import main
 from datalake_pipelines.client_collections import CollectionClientMixin
 from datalake_pipelines.core import collection_upload as up
 from datalake_pipelines.core.collection_upload import RetryPolicy, UploadError, copy_file, upload_collection
@@ -243,23 +242,14 @@ def test_mixin_in_the_reference_shape(lake, collection, folder, read_catalog):
     assert (report["upload"]["skipped"], report["upload"]["uploaded"]) == (1, 4)
 
 
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--base-path")
-    parser.add_argument("--json", action="store_true")
-    add_collection_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
 def test_cli_upload_prints_table_and_writes_report(lake, collection, folder, tmp_path, capsys):
     base = ["--base-path", str(lake.base)]
-    assert _run(base + ["collection", "upload", str(folder), "--collection", "docs", "--strict"]) == 1
+    assert main(base + ["collection", "upload", str(folder), "--collection", "docs", "--strict"]) == 1
     captured = capsys.readouterr()
     assert "duplicate[image]" in captured.out and "upload refused" in captured.err
     target = tmp_path / "r.json"
     assert (
-        _run(
+        main(
             base
             + [
                 "collection",
@@ -278,7 +268,7 @@ def test_cli_upload_prints_table_and_writes_report(lake, collection, folder, tmp
     out = capsys.readouterr().out
     assert "5 units staged in 3 batches" in out and "invalid_json[annotation]" in out
     assert json.loads(target.read_text())["upload"]["uploaded"] == 5
-    assert _run(base + ["--json", "collection", "upload", str(folder), "--collection", "docs"]) == 0
+    assert main(base + ["--json", "collection", "upload", str(folder), "--collection", "docs"]) == 0
     assert json.loads(capsys.readouterr().out)["upload"]["uploaded"] == 5  # not processed yet: staged again
 
 

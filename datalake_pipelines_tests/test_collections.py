@@ -7,7 +7,8 @@ import json
 import pytest
 import yaml
 
-from datalake_pipelines.cli_collection import add_collection_commands, parse_spec_flag
+from datalake_pipelines.cli import main
+from datalake_pipelines.cli_collection import parse_spec_flag
 from datalake_pipelines.core.collections import (
     CollectionError,
     collections_path,
@@ -129,21 +130,10 @@ def test_parse_spec_flag():
         parse_spec_flag("image:maybe:.jpg")
 
 
-def _run(argv: list[str]) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--base-path")
-    parser.add_argument("--json", action="store_true")
-    add_collection_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
 def test_cli_create_list_show(lake: LakeLayout, capsys):
     base = ["--base-path", str(lake.base)]
     assert (
-        _run(
+        main(
             base
             + [
                 "collection",
@@ -165,8 +155,8 @@ def test_cli_create_list_show(lake: LakeLayout, capsys):
         == 0
     )
     assert "created collection" in capsys.readouterr().out
-    assert _run(base + ["--json", "collection", "list"]) == 0
+    assert main(base + ["--json", "collection", "list"]) == 0
     [doc] = json.loads(capsys.readouterr().out)
     assert [s["name"] for s in doc["file_specifications"]] == ["image", "annotation", "metadata"]
-    assert _run(base + ["collection", "show", doc["id"]]) == 0
+    assert main(base + ["collection", "show", doc["id"]]) == 0
     assert "annotation: required .json" in capsys.readouterr().out
