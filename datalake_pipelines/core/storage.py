@@ -1,0 +1,280 @@
+"""Where a lake's bytes live: one interface, a local-folder and an S3 implementation.
+
+Keys are ``/``-separated and relative to the lake's base (``staging/pending/<job>/_metadata.json``,
+``assets/provider=P/...``). Both implementations offer the same operations, including an exclusive
+create (``O_EXCL`` locally, ``If-None-Match: *`` on S3) that makes claiming a batch exactly-once.
+The S3 client comes from the standard AWS environment (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``
+for MinIO, moto or any S3-compatible store); Parquet goes through ``pyarrow.fs.S3FileSystem``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+
+from .files import write_bytes_atomic
+from .transfer import MiB, s3_client
+
+S3_SCHEME = "s3://"
+
+
+def is_s3_uri(base: object) -> bool:
+    return isinstance(base, str) and base.startswith(S3_SCHEME)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix/`` -> ``("bucket", "some/prefix")`` (prefix may be empty)."""
+    if not is_s3_uri(uri):
+        raise ValueError(f"not an S3 URI (expected s3://bucket[/prefix]): {uri!r}")
+    bucket, _, prefix = uri[len(S3_SCHEME) :].partition("/")
+    if not bucket:
+        raise ValueError(f"S3 URI has no bucket: {uri!r}")
+    return bucket, prefix.strip("/")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str  # relative to the storage base
+    size: int
+    modified: datetime
+
+
+class Storage(Protocol):
+    uri: str
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
+    def list_dirs(self, prefix: str) -> list[str]: ...
+    def exists(self, key: str) -> bool: ...
+    def read_bytes(self, key: str) -> bytes: ...
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+    def create_exclusive(self, key: str, data: bytes) -> bool: ...
+    def upload(self, local: Path, key: str) -> None: ...
+    def download(self, key: str, local: Path) -> None: ...
+    def copy(self, src: str, dst: str) -> None: ...
+    def delete(self, keys: Iterable[str]) -> None: ...
+    def arrow(self) -> tuple[pafs.FileSystem, str]: ...
+
+
+def _norm(prefix: str) -> str:
+    prefix = prefix.strip("/")
+    return f"{prefix}/" if prefix else ""
+
+
+class LocalStorage:
+    """A lake in a local or NAS folder."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).absolute()
+        self.uri = str(self.root)
+
+    def path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"key {key!r} escapes the lake")
+        return self.root / key
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        base = self.path(prefix.strip("/")) if prefix.strip("/") else self.root
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                full = Path(dirpath) / name
+                with contextlib.suppress(FileNotFoundError):
+                    st = full.stat()
+                    key = full.relative_to(self.root).as_posix()
+                    yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc))
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        base = self.path(prefix.strip("/")) if prefix.strip("/") else self.root
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            return sorted(p.name for p in base.iterdir() if p.is_dir())
+        return []
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        write_bytes_atomic(self.path(key), data)
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return True
+
+    def upload(self, local: Path, key: str) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, target)
+
+    def download(self, key: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.path(key), local)
+
+    def copy(self, src: str, dst: str) -> None:
+        self.upload(self.path(src), dst)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.path(key).unlink(missing_ok=True)
+
+    def arrow(self) -> tuple[pafs.FileSystem, str]:
+        return pafs.LocalFileSystem(), str(self.root)
+
+
+class S3Storage:
+    """A lake under ``s3://bucket/prefix``; keys map to ``prefix/key`` objects."""
+
+    def __init__(self, uri: str, client=None, transfer: TransferConfig | None = None):
+        self.bucket, self.prefix = split_s3_uri(uri)
+        self.uri = f"{S3_SCHEME}{self.bucket}/{self.prefix}".rstrip("/")
+        self.client = client or s3_client()
+        # boto3's managed transfer does multipart above the threshold, concurrent parts, retries.
+        self.transfer = transfer or TransferConfig(multipart_threshold=100 * MiB, multipart_chunksize=16 * MiB)
+
+    def _key(self, key: str) -> str:
+        key = key.strip("/")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _dir(self, prefix: str) -> str:
+        """The full key prefix of a folder-like ``prefix`` ("" = the lake's root), ending in ``/``."""
+        return _norm(self._key(prefix)) if prefix.strip("/") else _norm(self.prefix)
+
+    def _rel(self, full: str) -> str:
+        return full[len(self.prefix) + 1 :] if self.prefix else full
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._dir(prefix))
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(self._rel(obj["Key"]), obj["Size"], obj["LastModified"])
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        full = self._dir(prefix)
+        names = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full, Delimiter="/")
+        for page in pages:
+            names += [p["Prefix"][len(full) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
+        return sorted(names)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(f"{self.uri}/{key}") from None
+            raise
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create the object only if absent (S3 conditional write); False if it already existed."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+
+    def upload(self, local: Path, key: str) -> None:
+        self.client.upload_file(str(local), self.bucket, self._key(key), Config=self.transfer)
+
+    def download(self, key: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        self.client.download_file(self.bucket, self._key(key), str(local), Config=self.transfer)
+
+    def copy(self, src: str, dst: str) -> None:
+        """Server-side copy (managed: multipart copy above the threshold, so objects over 5 GB work)."""
+        self.client.copy(
+            {"Bucket": self.bucket, "Key": self._key(src)}, self.bucket, self._key(dst), Config=self.transfer
+        )
+
+    def delete(self, keys: Iterable[str]) -> None:
+        keys = [self._key(k) for k in keys]
+        for start in range(0, len(keys), 1000):
+            chunk = [{"Key": k} for k in keys[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+
+    def arrow(self) -> tuple[pafs.FileSystem, str]:
+        return s3_filesystem(), f"{self.bucket}/{self.prefix}".rstrip("/")
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    """``pyarrow.fs.S3FileSystem`` honouring ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` like boto3 does."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs = {}
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs = {"endpoint_override": parsed.netloc or parsed.path, "scheme": parsed.scheme or "https"}
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs)
+
+
+def open_storage(base: str | os.PathLike) -> Storage:
+    """The storage of a lake base: ``s3://bucket/prefix`` or a local folder."""
+    return S3Storage(base) if is_s3_uri(base) else LocalStorage(base)
+
+
+def upload_tree(storage: Storage, folder: Path, prefix: str, last: str | None = None, workers: int = 8) -> int:
+    """Upload every file under ``folder`` to ``prefix/<relative path>``; the file named ``last`` goes last.
+
+    Returns the number of files uploaded. Writing the completion marker last is what makes a batch
+    appear atomically on S3, which has no rename.
+    """
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    marker = [p for p in files if last and p.relative_to(folder).as_posix() == last]
+    rest = [p for p in files if p not in marker]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda p: storage.upload(p, f"{prefix}/{p.relative_to(folder).as_posix()}"), rest))
+    for p in marker:
+        storage.upload(p, f"{prefix}/{last}")
+    return len(files)
+
+
+def download_tree(storage: Storage, prefix: str, folder: Path, workers: int = 8) -> int:
+    """Download every object under ``prefix/`` into ``folder`` (keys must stay inside it)."""
+    prefix = prefix.strip("/")
+    objects = list(storage.list(prefix))
+    root = folder.resolve()
+
+    def fetch(obj: ObjectInfo) -> None:
+        rel = obj.key[len(prefix) + 1 :]
+        target = (folder / rel).resolve()
+        if root not in target.parents:
+            raise ValueError(f"object {obj.key!r} would land outside {folder}")
+        storage.download(obj.key, target)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(fetch, objects))
+    return len(objects)
