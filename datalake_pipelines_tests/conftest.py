@@ -91,3 +91,29 @@ def collection(lake):
             {"name": "metadata", "is_required": False, "extensions": [".xml"]},
         ],
     )
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    """moto's S3/Glue/Athena HTTP server on 127.0.0.1, one per test session (boto3 reaches it via ``env``)."""
+    try:
+        from datalake_pipelines_tests.s3_server import MotoS3
+    except ImportError:  # the tests folder is not a package, so pytest put it on sys.path
+        from s3_server import MotoS3
+    with MotoS3() as moto:
+        yield moto
+
+
+@pytest.fixture
+def s3_lake(moto_s3, monkeypatch, tmp_path) -> str:
+    """A fresh bucket on the moto server and the lake base ``s3://<bucket>/lake``; the AWS env points at moto."""
+    import uuid
+
+    import boto3
+
+    for name, value in moto_s3.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DATALAKE_CACHE_DIR", str(tmp_path / "lake-cache"))
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/lake"
