@@ -241,6 +241,13 @@ def s3_filesystem() -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+def cache_dir_for(base: str) -> Path:
+    """Local working folder of an S3 lake: ``$DATALAKE_CACHE_DIR`` (default ``~/.cache/datalake``)/bucket/prefix."""
+    root = Path(os.environ.get("DATALAKE_CACHE_DIR") or Path.home() / ".cache" / "datalake")
+    bucket, prefix = split_s3_uri(base)
+    return root / bucket / (prefix or "_root")
+
+
 def open_storage(base: str | os.PathLike) -> Storage:
     """The storage of a lake base: ``s3://bucket/prefix`` or a local folder."""
     return S3Storage(base) if is_s3_uri(base) else LocalStorage(base)
