@@ -120,31 +120,43 @@ def layout_of(args: argparse.Namespace) -> LakeLayout:
 
 
 # config -------------------------------------------------------------------------------------------------
-def cmd_provider_create(args: argparse.Namespace) -> int:
+def lake_schema(args: argparse.Namespace):
+    """(schema, save, where) of the lake's ``config/schema.yaml``; on S3, a local copy saved back to S3."""
+    from .core.s3_lake import S3Lake
     from .core.schema import load_schema
+    from .core.storage import is_s3_uri
 
-    layout = layout_of(args)
-    schema = load_schema(layout)
+    base = args.base_path or os.environ.get(BASE_PATH_ENV, "")
+    if not is_s3_uri(base):
+        schema = load_schema(layout_of(args))
+        return schema, schema.save, str(schema.path)
+    s3_lake = S3Lake(base)
+    schema = load_schema(s3_lake.scratch_layout())
+
+    def save() -> None:
+        schema.save()
+        s3_lake.put_schema(schema.path)
+
+    return schema, save, s3_lake.uri_of("config/schema.yaml")
+
+
+def cmd_provider_create(args: argparse.Namespace) -> int:
+    schema, save, where = lake_schema(args)
     name = ask(args.name, "--name", "Provider name")
     schema.add_provider(name)
-    schema.save()
-    emit(args, {"provider": name, "schema": str(schema.path)}, f"provider {name!r} created in {schema.path}")
+    save()
+    emit(args, {"provider": name, "schema": where}, f"provider {name!r} created in {where}")
     return 0
 
 
 def cmd_provider_list(args: argparse.Namespace) -> int:
-    from .core.schema import load_schema
-
-    schema = load_schema(layout_of(args))
+    schema, _save, _where = lake_schema(args)
     emit(args, list(schema.providers), lambda: "\n".join(schema.providers) or "(no providers)")
     return 0
 
 
 def cmd_task_create(args: argparse.Namespace) -> int:
-    from .core.schema import load_schema
-
-    layout = layout_of(args)
-    schema = load_schema(layout)
+    schema, save, where = lake_schema(args)
     name = ask(args.name, "--name", "Task name")
     required_text = ask(
         args.required_fields,
@@ -162,11 +174,11 @@ def cmd_task_create(args: argparse.Namespace) -> int:
         )
         allowed_items = [answer] if answer else []
     spec = schema.add_task(name, split_list(required_text), parse_allowed_values(allowed_items))
-    schema.save()
+    save()
     emit(
         args,
-        {"task": name, **spec.as_yaml(), "schema": str(schema.path)},
-        f"task {name!r} created in {schema.path}: required {spec.required_fields}, allowed {spec.allowed_values}",
+        {"task": name, **spec.as_yaml(), "schema": where},
+        f"task {name!r} created in {where}: required {spec.required_fields}, allowed {spec.allowed_values}",
     )
     return 0
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from .client_collections import CollectionClientMixin
-from .core.layout import RAW_TASK, LakeLayout
+from .core.layout import BASE_PATH_ENV, RAW_TASK, LakeLayout
 from .core.processing import BatchResult, ProcessOptions, process_pending
+from .core.s3_lake import S3Lake
 from .core.schema import SchemaConfig, load_schema
 from .core.staging import BatchStager, build_manifest
+from .core.storage import is_s3_uri
 
 NUM_PROC_ENV = "DATALAKE_NUM_PROC"
 BATCH_SIZE_ENV = "DATALAKE_BATCH_SIZE"
@@ -34,14 +37,17 @@ class DatalakeClient(CollectionClientMixin):
         batch_size: int | None = None,
         progress: bool = True,
     ):
-        self.layout = LakeLayout(base_path)
+        base = str(base_path) if base_path is not None else os.environ.get(BASE_PATH_ENV, "")
+        self.s3_lake = S3Lake(base) if is_s3_uri(base) else None
+        # On S3 a batch is assembled in a local scratch lake, then uploaded with its manifest last.
+        self.layout = self.s3_lake.scratch_layout() if self.s3_lake else LakeLayout(base_path)
         self.num_proc = num_proc or default_num_proc()
         self.batch_size = batch_size or default_batch_size()
         self.progress = progress
 
     @property
-    def base_path(self) -> Path:
-        return self.layout.base
+    def base_path(self) -> Path | str:
+        return self.s3_lake.base if self.s3_lake else self.layout.base
 
     @property
     def schema(self) -> SchemaConfig:
@@ -68,8 +74,16 @@ class DatalakeClient(CollectionClientMixin):
             is_folder = not hasattr(data_file, "columns") and Path(str(data_file)).is_dir()
             variant = "image" if is_folder else "mixed"
         manifest = build_manifest("raw", provider, dataset, RAW_TASK, variant, {}, dataset_description, job_id)
+        return self._stage(data_file, manifest, image_columns)
+
+    def _stage(self, data_file: Any, manifest, image_columns: list[str] | None) -> tuple[str, str]:
         staged = self._stager().stage(data_file, manifest, image_columns)
-        return str(staged.staging_dir), staged.job_id
+        if self.s3_lake is None:
+            return str(staged.staging_dir), staged.job_id
+        try:
+            return self.s3_lake.stage(staged.staging_dir, staged.job_id), staged.job_id
+        finally:
+            shutil.rmtree(staged.staging_dir, ignore_errors=True)
 
     def upload_task_data(
         self,
@@ -85,8 +99,7 @@ class DatalakeClient(CollectionClientMixin):
     ) -> tuple[str, str]:
         """Stage task data; ``meta`` is validated against the schema before anything is written."""
         manifest = build_manifest("task", provider, dataset, task, variant, meta, dataset_description, job_id)
-        staged = self._stager().stage(data_file, manifest, image_columns)
-        return str(staged.staging_dir), staged.job_id
+        return self._stage(data_file, manifest, image_columns)
 
     def download(
         self, selection: Any = None, format: str = "parquet", out_dir: str | os.PathLike = "downloads", **options: Any

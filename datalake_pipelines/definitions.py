@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
-from .core.layout import LakeLayout
+from .core.layout import BASE_PATH_ENV, LakeLayout
+from .core.storage import cache_dir_for, is_s3_uri
 from .defs.exports.jobs import export_job
 from .defs.ingest.assets import catalog_partition
 from .defs.ingest.checks import asset_files_match_hashes, no_duplicate_rows, required_meta_present
 from .defs.ingest.sensors import ingest_job, staging_sensor
 from .defs.warehouse.assets import duckdb_catalog, refresh_job, refresh_on_ingest
 from .lib.resources import lake_resource_from_env
+
+
+def duckdb_file(base: str):
+    """``<base>/catalog.duckdb``, or its local copy in the cache folder for an S3 lake."""
+    return (
+        cache_dir_for(base) / "catalog.duckdb"
+        if is_s3_uri(base)
+        else LakeLayout(base or None, create=False).duckdb_file
+    )
 
 
 def build_defs() -> dg.Definitions:
@@ -23,7 +36,8 @@ def build_defs() -> dg.Definitions:
         sensors=[staging_sensor, refresh_on_ingest],
         resources={
             "lake": lake,
-            "duckdb": DuckDBResource(database=str(LakeLayout(create=False).duckdb_file)),
+            "duckdb": DuckDBResource(database=str(duckdb_file(os.environ.get(BASE_PATH_ENV, "")))),
+            "s3": S3Resource(),
         },
     )
 

@@ -14,6 +14,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+from dagster_aws.s3 import S3Resource
 from PIL import Image
 
 from datalake_pipelines import DatalakeClient
@@ -51,7 +52,9 @@ def images(folder: Path, n: int, start: int = 0) -> list[str]:
 
 def tick(instance, lake_client, cursor=None) -> dg.SensorResult:
     ctx = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"lake": LakeResource(base_path=str(lake_client.base_path))}
+        instance=instance,
+        cursor=cursor,
+        resources={"lake": LakeResource(base_path=str(lake_client.base_path)), "s3": S3Resource()},
     )
     return staging_sensor(ctx)
 

@@ -74,7 +74,7 @@ def resolve_base_path(base_path: str | os.PathLike | None = None) -> Path:
     raw = base_path if base_path is not None else os.environ.get(BASE_PATH_ENV) or DEFAULT_BASE_DIRNAME
     raw = str(raw)
     if raw.startswith("s3://"):
-        raise ValueError("S3 base paths are not supported by this build; use a local or NAS folder")
+        raise ValueError(f"{raw} is an S3 lake: this operation needs a local or NAS lake folder")
     return Path(raw).expanduser().resolve()
 
 

@@ -176,11 +176,17 @@ def hand_drop_table(batch_dir: Path) -> pa.Table:
 class BatchProcessor:
     """Runs the processing steps for one batch already in ``staging/processing/<job_id>``."""
 
-    def __init__(self, layout: LakeLayout, options: ProcessOptions, schema: SchemaConfig | None = None):
+    def __init__(
+        self,
+        layout: LakeLayout,
+        options: ProcessOptions,
+        schema: SchemaConfig | None = None,
+        index: HashIndex | None = None,
+    ):
         self.layout = layout
         self.options = options
         self.schema = schema or load_schema(layout)
-        self.index = HashIndex(layout.hash_index)
+        self.index = index or HashIndex(layout.hash_index)
         self.store_options = StoreOptions(options.max_pixels, options.optimize_images, options.full_decode)
         purge_discarded(layout)
 

@@ -10,6 +10,7 @@ for MinIO, moto or any S3-compatible store); Parquet goes through ``pyarrow.fs.S
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -192,6 +193,19 @@ class S3Storage:
                 raise FileNotFoundError(f"{self.uri}/{key}") from None
             raise
 
+    def sha256(self, key: str) -> str:
+        """SHA-256 of an object, streamed (1 MiB at a time)."""
+        digest = hashlib.sha256()
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(f"{self.uri}/{key}") from None
+            raise
+        for chunk in body.iter_chunks(MiB):
+            digest.update(chunk)
+        return digest.hexdigest()
+
     def write_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
@@ -270,17 +284,15 @@ def upload_tree(storage: Storage, folder: Path, prefix: str, last: str | None = 
 
 
 def download_tree(storage: Storage, prefix: str, folder: Path, workers: int = 8) -> int:
-    """Download every object under ``prefix/`` into ``folder`` (keys must stay inside it)."""
+    """Download every object under ``prefix/`` into ``folder``; keys that would leave it are skipped."""
     prefix = prefix.strip("/")
     objects = list(storage.list(prefix))
     root = folder.resolve()
 
     def fetch(obj: ObjectInfo) -> None:
-        rel = obj.key[len(prefix) + 1 :]
-        target = (folder / rel).resolve()
-        if root not in target.parents:
-            raise ValueError(f"object {obj.key!r} would land outside {folder}")
-        storage.download(obj.key, target)
+        target = (folder / obj.key[len(prefix) + 1 :]).resolve()
+        if root in target.parents:  # a key with ".." segments is skipped: rows naming it are rejected
+            storage.download(obj.key, target)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(fetch, objects))

@@ -8,6 +8,8 @@ import dagster as dg
 
 from ..core.layout import BASE_PATH_ENV, LakeLayout
 from ..core.processing import ProcessOptions
+from ..core.s3_lake import S3Lake
+from ..core.storage import S3Storage, is_s3_uri
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -19,8 +21,20 @@ class LakeResource(dg.ConfigurableResource):
     max_reject_ratio: float = 0.5
 
     @property
+    def base(self) -> str:
+        return self.base_path or os.environ.get(BASE_PATH_ENV, "")
+
+    @property
+    def is_s3(self) -> bool:
+        return is_s3_uri(self.base)
+
+    @property
     def layout(self) -> LakeLayout:
         return LakeLayout(self.base_path or None)
+
+    def s3_lake(self, client=None) -> S3Lake:
+        """The S3 lake; ``client`` is the boto3 client of the ``s3`` resource (dagster-aws ``S3Resource``)."""
+        return S3Lake(self.base, S3Storage(self.base, client=client) if client is not None else None)
 
     def process_options(self) -> ProcessOptions:
         return ProcessOptions(

@@ -5,6 +5,7 @@ from typing import Any
 
 import dagster as dg
 import pyarrow.parquet as pq
+from dagster_aws.s3 import S3Resource
 
 from ...core.catalog import compact_partition, iter_partition_batches, partition_files
 from ...core.layout import PartitionRef
@@ -31,10 +32,14 @@ def run_job_ids(context: dg.AssetExecutionContext) -> list[str]:
         "partition from its stored part files: compaction and re-validation, idempotently."
     ),
 )
-def catalog_partition(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def catalog_partition(context: dg.AssetExecutionContext, lake: LakeResource, s3: S3Resource) -> dg.MaterializeResult:
     ref = LakePartitionKey.parse(context.partition_key).ref
-    layout = lake.layout
     job_ids = run_job_ids(context)
+    if lake.is_s3:
+        from .s3_run import materialize_s3_partition
+
+        return materialize_s3_partition(context, lake, s3.get_client(), ref, job_ids, _s3_report)
+    layout = lake.layout
     if not job_ids:
         result = compact_partition(layout, ref, lake.batch_size)
         context.log.info(f"rebuilt {ref.key}: {result.rows} rows from {result.files_before} files")
@@ -80,6 +85,28 @@ def catalog_partition(context: dg.AssetExecutionContext, lake: LakeResource) -> 
     return dg.MaterializeResult(metadata=metadata)
 
 
+def _s3_report(results, work, ref, catalog_uri, rebuild) -> dg.MaterializeResult:
+    """Metadata of an S3 run, read from the work lake (which holds the whole partition) before it goes."""
+    if rebuild is not None:
+        return dg.MaterializeResult(
+            metadata={
+                "mode": "rebuild",
+                "files_compacted": rebuild.files_before,
+                "duplicates_dropped": rebuild.duplicates_dropped,
+                **partition_metadata(work, ref, catalog_uri),
+            }
+        )
+    metadata = {**run_metadata(results), **partition_metadata(work, ref, catalog_uri)}
+    failed = [r for r in results if r.status != "done"]
+    if failed:
+        raise dg.Failure(
+            description="; ".join(f"batch {r.job_id} failed: {r.error}" for r in failed)
+            + " (originals kept in staging/failed/<job_id>/ with error.json)",
+            metadata=metadata,
+        )
+    return dg.MaterializeResult(metadata=metadata)
+
+
 def run_metadata(results: list[BatchResult]) -> dict[str, Any]:
     images_new = sum(r.images_new for r in results)
     images_dedup = sum(r.images_deduplicated for r in results)
@@ -100,10 +127,10 @@ def run_metadata(results: list[BatchResult]) -> dict[str, Any]:
     }
 
 
-def partition_metadata(layout, ref: PartitionRef) -> dict[str, Any]:
+def partition_metadata(layout, ref: PartitionRef, shown_path: str | None = None) -> dict[str, Any]:
     files = partition_files(layout, ref)
     meta: dict[str, Any] = {
-        "catalog_path": dg.MetadataValue.path(str(layout.partition_dir(ref))),
+        "catalog_path": dg.MetadataValue.path(shown_path or str(layout.partition_dir(ref))),
         "part_files": len(files),
     }
     if not files:

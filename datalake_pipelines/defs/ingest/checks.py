@@ -1,8 +1,10 @@
 """Asset checks of ``catalog_partition``: asset files, duplicate rows, required meta."""
 
+import contextlib
 import warnings
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from ...core.schema import load_schema
 from ...core.verify import CheckOutcome, check_asset_files, check_duplicate_rows, check_required_meta
@@ -23,23 +25,45 @@ def _result(outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=catalog_partition, partitions_def=lake_partitions, blocking=False)
-def asset_files_match_hashes(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+def asset_files_match_hashes(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource, s3: S3Resource
+) -> dg.AssetCheckResult:
     """Each image of the rows this run added (all rows on a rebuild) exists and its SHA-256 matches its name."""
     ref = LakePartitionKey.parse(context.partition_key).ref
     job_ids = run_job_ids(context) or None
-    return _result(check_asset_files(lake.layout, ref, job_ids), "asset references")
+    with partition_view(lake, s3, ref) as (layout, s3_lake):
+        hasher = s3_lake.asset_sha256 if s3_lake else None
+        return _result(check_asset_files(layout, ref, job_ids, hasher), "asset references")
 
 
 @dg.asset_check(asset=catalog_partition, partitions_def=lake_partitions, blocking=False)
-def no_duplicate_rows(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+def no_duplicate_rows(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource, s3: S3Resource
+) -> dg.AssetCheckResult:
     """No two catalog rows of the partition have the same content (row_hash)."""
     ref = LakePartitionKey.parse(context.partition_key).ref
-    return _result(check_duplicate_rows(lake.layout, ref), "rows")
+    with partition_view(lake, s3, ref) as (layout, _):
+        return _result(check_duplicate_rows(layout, ref), "rows")
 
 
 @dg.asset_check(asset=catalog_partition, partitions_def=lake_partitions, blocking=False)
-def required_meta_present(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+def required_meta_present(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource, s3: S3Resource
+) -> dg.AssetCheckResult:
     """Task partitions: every row has each required meta field with an allowed value."""
     ref = LakePartitionKey.parse(context.partition_key).ref
-    layout = lake.layout
-    return _result(check_required_meta(layout, ref, load_schema(layout)), "rows")
+    with partition_view(lake, s3, ref) as (layout, s3_lake):
+        schema = s3_lake.schema() if s3_lake else load_schema(layout)
+        return _result(check_required_meta(layout, ref, schema), "rows")
+
+
+@contextlib.contextmanager
+def partition_view(lake: LakeResource, s3: S3Resource, ref):
+    """The lake layout holding the partition: the lake itself, or a work copy of an S3 partition."""
+    if not lake.is_s3:
+        yield lake.layout, None
+        return
+    s3_lake = lake.s3_lake(s3.get_client())
+    with s3_lake.work_lake([f"check-{ref.provider}"]) as work:
+        s3_lake.fetch_partition(work, ref)
+        yield work, s3_lake

@@ -6,6 +6,7 @@ import time
 from collections import defaultdict
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from ...core.errors import DatalakeError
 from ...core.files import write_json_atomic
@@ -31,6 +32,7 @@ from ...core.schema import load_schema
 from ...lib.partitions import JOB_IDS_TAG, LakePartitionKey, is_valid_partition_key, lake_partitions
 from ...lib.resources import LakeResource
 from .assets import catalog_partition
+from .s3_sensor import s3_tick
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -104,19 +106,12 @@ def triage(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Claims complete batches in staging/pending and launches one run per catalog partition.",
 )
-def staging_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
-    layout = lake.layout
+def staging_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, s3: S3Resource) -> dg.SensorResult:
     state = json.loads(context.cursor) if context.cursor else {}
-    seen: dict = state.get("seen", {})
-    now = time.time()
-    pending = scan_pending(layout)
-    groups = claim_ready(layout, pending, seen, now, context.log)
-    requests = [run_request(ref, ids, _group_key(layout, ids)) for ref, ids in groups.items()]
-    claimed_now = {j for ids in groups.values() for j in ids}
-    requests += recover_unlaunched(context, layout, claimed_now)
-    reap_dead_runs(context, layout)
-    names = {b.job_id for b in pending}
-    state["seen"] = {k: v for k, v in seen.items() if k.split(":", 1)[-1] in names}
+    if lake.is_s3:
+        requests = s3_tick(context, lake.s3_lake(s3.get_client()), state, QUIET_SECONDS, run_request)
+    else:
+        requests = local_tick(context, lake.layout, state)
     new_keys = sorted(
         {
             r.partition_key
@@ -129,6 +124,19 @@ def staging_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
         dynamic_partitions_requests=[lake_partitions.build_add_request(new_keys)] if new_keys else [],
         cursor=json.dumps(state),
     )
+
+
+def local_tick(context, layout: LakeLayout, state: dict) -> list[dg.RunRequest]:
+    seen: dict = state.get("seen", {})
+    pending = scan_pending(layout)
+    groups = claim_ready(layout, pending, seen, time.time(), context.log)
+    requests = [run_request(ref, ids, _group_key(layout, ids)) for ref, ids in groups.items()]
+    claimed_now = {j for ids in groups.values() for j in ids}
+    requests += recover_unlaunched(context, layout, claimed_now)
+    reap_dead_runs(context, layout)
+    names = {b.job_id for b in pending}
+    state["seen"] = {k: v for k, v in seen.items() if k.split(":", 1)[-1] in names}
+    return requests
 
 
 def claim_ready(

@@ -1,0 +1,341 @@
+"""A lake under ``s3://bucket/prefix``: staging, claiming and processing without rename.
+
+Design (S3 has no rename and no POSIX locks):
+
+* **Atomic staging**: a batch is uploaded to ``staging/pending/<job>/`` file by file and its
+  ``_metadata.json`` goes last; a prefix without a manifest is incomplete and never claimed.
+* **Exactly-once claiming**: ``staging/processing/<job>/_claim.json`` is created with a conditional
+  write (``If-None-Match: *``); only the creator launches a run, whose Dagster ``run_key`` is the job id,
+  so a retried tick re-issues the same key and Dagster drops the duplicate. The batch's objects stay in
+  ``pending/`` while it is processed (no copy); the claim marker is what "processing" means on S3.
+* **Processing** runs the local engine (:class:`BatchProcessor`) in a per-run working folder holding
+  the batch, the partition's catalog files and a per-run hash index, then publishes in an order where
+  every step is idempotent: new assets, the catalog part, ``_metadata.json``, the hash-index segment,
+  the job record, and finally the staging clean-up. A run that dies anywhere can simply run again.
+* **Hash index**: append-only Parquet segments ``index/segments/<job>.parquet`` written after their
+  assets are uploaded, merged into a local SQLite cache (:func:`cache_dir_for`) before each run, so a
+  lookup is still a B-tree probe. Entries enter the shared cache only once their bytes are in S3.
+* One run per partition at a time comes from Dagster's tag concurrency limit, not from a lock file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import ValidationError
+from .files import utc_now_iso
+from .hash_index import COLUMNS as INDEX_COLUMNS
+from .hash_index import HashIndex, IndexEntry
+from .layout import BATCH_MANIFEST, ERROR_FILE, PARTITION_METADATA, LakeLayout, PartitionRef
+from .locks import exclusive_lock
+from .manifest import BatchManifest, load_manifest
+from .processing import BatchProcessor, BatchResult, ProcessOptions
+from .schema import SchemaConfig, load_schema
+from .storage import S3Storage, cache_dir_for, download_tree, upload_tree
+
+CLAIM_MARKER = "_claim.json"
+SCHEMA_KEY = "config/schema.yaml"
+SEGMENTS = "index/segments"
+MAX_ATTEMPTS = 2
+
+
+def pending_prefix(job_id: str) -> str:
+    return f"staging/pending/{job_id}"
+
+
+def claim_key(job_id: str) -> str:
+    return f"staging/processing/{job_id}/{CLAIM_MARKER}"
+
+
+def failed_prefix(job_id: str) -> str:
+    return f"staging/failed/{job_id}"
+
+
+def partition_prefix(ref: PartitionRef) -> str:
+    return f"catalog/provider={ref.provider}/dataset={ref.dataset}/task={ref.task}/variant={ref.variant}"
+
+
+def job_of_manifest_key(key: str) -> str | None:
+    """``staging/pending/<job>/_metadata.json`` -> ``<job>`` (None for anything else)."""
+    parts = key.split("/")
+    if len(parts) == 4 and parts[:2] == ["staging", "pending"] and parts[3] == BATCH_MANIFEST:
+        return parts[2]
+    return None
+
+
+class TieredHashIndex(HashIndex):
+    """A per-run index (new entries) in front of the shared, published cache (read-only here)."""
+
+    def __init__(self, path: Path, published: HashIndex):
+        super().__init__(path)
+        self.published = published
+
+    def get(self, sha256: str) -> IndexEntry | None:
+        return super().get(sha256) or self.published.get(sha256)
+
+    def get_many(self, hashes: list[str]) -> dict[str, IndexEntry]:
+        found = super().get_many(hashes)
+        missing = [h for h in hashes if h not in found]
+        return {**self.published.get_many(missing), **found} if missing else found
+
+    def new_entries(self) -> list[IndexEntry]:
+        return [IndexEntry(*row) for rows in self.iter_rows() for row in rows]
+
+
+@dataclass
+class S3Claim:
+    job_id: str
+    run_key: str
+    partition: str
+    attempt: int = 1
+    claimed_ts: float = 0.0
+    run_id: str | None = None
+    pid: int | None = None
+    host: str | None = None
+    group: list[str] | None = None
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.__dict__, indent=2).encode()
+
+
+class S3Lake:
+    """Operations on an S3 lake; local work happens under :func:`cache_dir_for` (``$DATALAKE_CACHE_DIR``)."""
+
+    def __init__(self, base: str, storage: S3Storage | None = None):
+        self.storage = storage or S3Storage(base)
+        self.base = self.storage.uri
+        self.cache = cache_dir_for(self.base)
+
+    # config ------------------------------------------------------------------------
+    def scratch_layout(self) -> LakeLayout:
+        """A local lake for assembling batches, holding a fresh copy of the S3 lake's ``config/schema.yaml``."""
+        layout = LakeLayout(self.cache / "scratch")
+        try:
+            layout.schema_file.write_bytes(self.storage.read_bytes(SCHEMA_KEY))
+        except FileNotFoundError:
+            layout.schema_file.unlink(missing_ok=True)  # the packaged default applies
+        return layout
+
+    def schema(self) -> SchemaConfig:
+        """``config/schema.yaml`` of the lake (the packaged default when the lake has none)."""
+        with tempfile.TemporaryDirectory(dir=self.cache if self.cache.is_dir() else None) as tmp:
+            layout = LakeLayout(tmp, create=False)
+            with contextlib.suppress(FileNotFoundError):
+                data = self.storage.read_bytes(SCHEMA_KEY)
+                layout.config_dir.mkdir(parents=True)
+                layout.schema_file.write_bytes(data)
+            return load_schema(layout)
+
+    def put_schema(self, local_schema: Path) -> None:
+        self.storage.upload(local_schema, SCHEMA_KEY)
+
+    # staging -----------------------------------------------------------------------
+    def stage(self, batch_dir: Path, job_id: str) -> str:
+        """Upload a local batch folder to ``staging/pending/<job>/``, manifest last; return its URI."""
+        if self.storage.exists(f"{pending_prefix(job_id)}/{BATCH_MANIFEST}") or self.storage.exists(claim_key(job_id)):
+            raise ValidationError(f"job id {job_id!r} is already used in {self.base}/staging")
+        upload_tree(self.storage, batch_dir, pending_prefix(job_id), last=BATCH_MANIFEST)
+        return f"{self.base}/{pending_prefix(job_id)}"
+
+    def read_manifest(self, job_id: str) -> BatchManifest:
+        data = self.storage.read_bytes(f"{pending_prefix(job_id)}/{BATCH_MANIFEST}")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / BATCH_MANIFEST).write_bytes(data)
+            try:
+                return load_manifest(Path(tmp), job_id)
+            except ValidationError as exc:  # name the object, not the temporary copy
+                raise ValidationError(str(exc).replace(tmp, self.uri_of(pending_prefix(job_id)))) from None
+
+    def claim(self, job_id: str, run_key: str, partition: PartitionRef, attempt: int = 1) -> bool:
+        """Create the claim marker if nobody has; True only for the caller that created it."""
+        marker = S3Claim(job_id, run_key, partition.key, attempt, time.time())
+        return self.storage.create_exclusive(claim_key(job_id), marker.to_bytes())
+
+    def reject(self, job_id: str, reason: str) -> bool:
+        """Send an unusable pending batch to failed/ (claiming it first, so only one caller does)."""
+        marker = S3Claim(job_id, f"{job_id}.rejected", "", 1, time.time())
+        if not self.storage.create_exclusive(claim_key(job_id), marker.to_bytes()):
+            return False
+        self.fail(job_id, {"error": reason})
+        return True
+
+    def read_claim(self, job_id: str) -> S3Claim | None:
+        try:
+            doc = json.loads(self.storage.read_bytes(claim_key(job_id)))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return S3Claim(**{k: v for k, v in doc.items() if k in S3Claim.__dataclass_fields__})
+
+    def write_claim(self, marker: S3Claim) -> None:
+        self.storage.write_bytes(claim_key(marker.job_id), marker.to_bytes())
+
+    def claims(self) -> list[S3Claim]:
+        return [c for job in self.storage.list_dirs("staging/processing") if (c := self.read_claim(job))]
+
+    def requeue_or_fail(self, job_id: str, reason: str, run_id: str | None) -> str:
+        """After the run holding a batch died: a new claim with the next attempt's run key, or failed/."""
+        marker = self.read_claim(job_id)
+        attempt = marker.attempt if marker else MAX_ATTEMPTS
+        if marker and attempt < MAX_ATTEMPTS and self.storage.exists(f"{pending_prefix(job_id)}/{BATCH_MANIFEST}"):
+            self.write_claim(S3Claim(job_id, f"{job_id}.attempt{attempt + 1}", marker.partition, attempt + 1, 0.0))
+            return "requeued"
+        self.fail(job_id, {"error": reason, "run_id": run_id, "attempts": attempt})
+        return "failed"
+
+    def fail(self, job_id: str, error: dict[str, Any]) -> str:
+        """Copy the batch (server side) to ``staging/failed/<job>/`` with ``error.json``; drop it from pending."""
+        target = failed_prefix(job_id)
+        if self.storage.exists(f"{target}/{ERROR_FILE}"):
+            target = f"{target}-{int(time.time())}"
+        objects = [o.key for o in self.storage.list(pending_prefix(job_id))]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda k: self.storage.copy(k, target + k[len(pending_prefix(job_id)) :]), objects))
+        doc = {"job_id": job_id, **error, "failed_at": utc_now_iso()}
+        self.storage.write_bytes(f"{target}/{ERROR_FILE}", json.dumps(doc, indent=2, default=str).encode())
+        self._drop_pending(job_id, objects)
+        return f"{self.base}/{target}"
+
+    def _drop_pending(self, job_id: str, objects: list[str] | None = None) -> None:
+        """Delete a batch from pending (manifest first, so it never looks complete) and its claim."""
+        manifest = f"{pending_prefix(job_id)}/{BATCH_MANIFEST}"
+        objects = objects if objects is not None else [o.key for o in self.storage.list(pending_prefix(job_id))]
+        self.storage.delete([manifest])
+        self.storage.delete([k for k in objects if k != manifest])
+        self.storage.delete([claim_key(job_id)])
+
+    # hash index --------------------------------------------------------------------
+    def published_index(self) -> HashIndex:
+        """The local cache of every published segment, brought up to date with S3 first."""
+        index = HashIndex(self.cache / "index" / "hash_index.sqlite")
+        loaded_file = self.cache / "index" / "segments_loaded.txt"
+        with exclusive_lock(self.cache / "index" / "sync.lock"):
+            loaded = set(loaded_file.read_text().split()) if loaded_file.exists() else set()
+            fresh = sorted(o.key for o in self.storage.list(SEGMENTS) if o.key.endswith(".parquet"))
+            fresh = [k for k in fresh if k not in loaded]
+            for key in fresh:
+                index.add_many(_segment_entries(self.storage.read_bytes(key)))
+            if fresh:
+                with open(loaded_file, "a") as fh:
+                    fh.write("".join(f"{k}\n" for k in fresh))
+        return index
+
+    def _publish_segment(self, job_id: str, entries: list[IndexEntry], published: HashIndex) -> None:
+        if not entries:
+            return
+        table = pa.Table.from_pylist([e.__dict__ for e in entries], schema=SEGMENT_SCHEMA)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        key = f"{SEGMENTS}/{job_id}.parquet"
+        self.storage.write_bytes(key, sink.getvalue().to_pybytes())
+        published.add_many(entries)
+        with exclusive_lock(self.cache / "index" / "sync.lock"):
+            with open(self.cache / "index" / "segments_loaded.txt", "a") as fh:
+                fh.write(f"{key}\n")
+
+    # processing --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def work_lake(self, job_ids: list[str]) -> Iterator[LakeLayout]:
+        """A throwaway local lake for one run, removed afterwards."""
+        root = self.cache / "runs" / f"{(job_ids or ['rebuild'])[0]}-{uuid.uuid4().hex[:8]}"
+        layout = LakeLayout(root)
+        try:
+            yield layout
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def fetch_partition(self, work: LakeLayout, ref: PartitionRef) -> int:
+        """Download a partition's catalog files (Parquet parts and ``_metadata.json``) into ``work``."""
+        return download_tree(self.storage, partition_prefix(ref), work.partition_dir(ref))
+
+    def process(
+        self, work: LakeLayout, job_id: str, options: ProcessOptions, run_info: dict[str, Any] | None = None
+    ) -> BatchResult:
+        """Process one claimed batch in ``work`` and publish the outcome to S3."""
+        result = BatchResult(job_id)
+        if not self.storage.exists(f"{pending_prefix(job_id)}/{BATCH_MANIFEST}"):
+            result.status, result.error = "skipped", "the batch is no longer in staging/pending"
+            self.storage.delete([claim_key(job_id)])
+            return result
+        schema = self.schema()
+        download_tree(self.storage, pending_prefix(job_id), work.processing_batch(job_id))
+        with contextlib.suppress(ValidationError, ValueError):
+            self.fetch_partition(work, load_manifest(work.processing_batch(job_id), job_id).partition)
+        published = self.published_index()
+        run_index = TieredHashIndex(work.index_dir / f"run-{job_id}.sqlite", published)
+        processor = BatchProcessor(work, options, schema=schema, index=run_index)
+        result = processor.process(job_id, run_info)
+        if result.status == "done":
+            self._publish(work, job_id, result, run_index, published)
+        else:
+            error = json.loads((work.failed_batch(job_id) / ERROR_FILE).read_text())
+            result.rejected_dir = self.fail(job_id, error)
+        self._upload_job_record(work, job_id)
+        return result
+
+    def _publish(
+        self, work: LakeLayout, job_id: str, result: BatchResult, run_index: TieredHashIndex, published: HashIndex
+    ) -> None:
+        entries = run_index.new_entries()
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(lambda e: self.storage.upload(work.base / e.path, e.path), entries))
+        if result.part_file:
+            ref = PartitionRef.parse(result.partition)
+            part = Path(result.part_file)
+            self.storage.upload(part, f"{partition_prefix(ref)}/{part.name}")
+            self.storage.upload(work.partition_metadata(ref), f"{partition_prefix(ref)}/{PARTITION_METADATA}")
+            result.part_file = f"{self.base}/{partition_prefix(ref)}/{part.name}"
+        self._publish_segment(job_id, entries, published)
+        rejected = work.rejected_batch(job_id)
+        if rejected.is_dir():
+            upload_tree(self.storage, rejected, f"staging/failed/{rejected.name}", last=BATCH_MANIFEST)
+            result.rejected_dir = f"{self.base}/staging/failed/{rejected.name}"
+        self._drop_pending(job_id)
+
+    def _upload_job_record(self, work: LakeLayout, job_id: str) -> None:
+        record = work.job_record(job_id)
+        if record.exists():
+            self.storage.upload(record, f"logs/jobs/{job_id}.json")
+
+    def publish_partition(self, work: LakeLayout, ref: PartitionRef, before: set[str]) -> None:
+        """After a local rebuild of a partition in ``work``: upload its files, delete the replaced parts."""
+        folder = work.partition_dir(ref)
+        now = {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+        for name in sorted(now - {PARTITION_METADATA}):
+            self.storage.upload(folder / name, f"{partition_prefix(ref)}/{name}")
+        self.storage.upload(folder / PARTITION_METADATA, f"{partition_prefix(ref)}/{PARTITION_METADATA}")
+        self.storage.delete(f"{partition_prefix(ref)}/{name}" for name in sorted(before - now))
+
+    def asset_sha256(self, relpath: str) -> str:
+        """SHA-256 of a stored asset, streamed from S3; "missing" if there is no such object."""
+        if not relpath.startswith("assets/") or ".." in relpath.split("/"):
+            return "outside the lake"
+        try:
+            return self.storage.sha256(relpath)
+        except FileNotFoundError:
+            return "missing"
+
+    def uri_of(self, key: str) -> str:
+        return f"{self.base}/{key}"
+
+
+SEGMENT_SCHEMA = pa.schema(
+    [pa.field(c, pa.int64() if c in ("size", "width", "height") else pa.string()) for c in INDEX_COLUMNS]
+)
+
+
+def _segment_entries(data: bytes) -> list[IndexEntry]:
+    table = pq.read_table(pa.BufferReader(data))
+    return [IndexEntry(**{c: row.get(c) for c in INDEX_COLUMNS}) for row in table.to_pylist()]

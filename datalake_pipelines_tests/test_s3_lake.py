@@ -1,0 +1,198 @@
+"""A lake on S3 (moto's HTTP server): staging, sensor claims, runs, dedup, failures, queries."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from datalake_pipelines import DatalakeClient, DuckDBClient
+from datalake_pipelines.core.layout import PartitionRef
+from datalake_pipelines.core.s3_lake import S3Lake, claim_key
+from datalake_pipelines.core.storage import S3Storage, split_s3_uri
+from datalake_pipelines.definitions import defs
+from datalake_pipelines.defs.ingest import sensors
+from datalake_pipelines.defs.ingest.sensors import staging_sensor
+from datalake_pipelines.lib.resources import LakeResource
+
+RAW = PartitionRef("aihub", "receipts", "raw", "image")
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def s3_client_api(s3_lake):
+    return DatalakeClient(s3_lake, num_proc=2, batch_size=4, progress=False)
+
+
+def keys(s3_lake: str, prefix: str) -> list[str]:
+    return sorted(o.key for o in S3Storage(s3_lake).list(prefix))
+
+
+def resources(s3_lake: str) -> dict:
+    return {"lake": LakeResource(base_path=s3_lake), "s3": S3Resource()}
+
+
+def tick(instance, s3_lake, cursor=None) -> dg.SensorResult:
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources(s3_lake))
+    return staging_sensor(ctx)
+
+
+def run(instance, s3_lake, request: dg.RunRequest, result: dg.SensorResult):
+    for req in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return defs.resolve_job_def("ingest_job").execute_in_process(
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=request.tags,
+        resources=resources(s3_lake),
+        raise_on_error=False,
+    )
+
+
+def valid_images(corpus_dir: Path, tmp_path: Path, n: int = 6) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir(parents=True)
+    for src in sorted((corpus_dir / "valid").iterdir())[:n]:
+        shutil.copy(src, folder / src.name)
+    return folder
+
+
+def test_s3_ingest_end_to_end(instance, s3_lake, s3_client_api, corpus_dir, tmp_path):
+    folder = valid_images(corpus_dir, tmp_path)
+    shutil.copy(next((corpus_dir / "invalid").iterdir()), folder / "zz_broken.jpg")
+    staged, job = s3_client_api.upload_raw_data(folder, "aihub", "receipts")
+    assert staged == f"{s3_lake}/staging/pending/{job}"
+    assert f"staging/pending/{job}/_metadata.json" in keys(s3_lake, f"staging/pending/{job}")
+
+    result = tick(instance, s3_lake)
+    assert [r.run_key for r in result.run_requests] == [job]
+    assert result.run_requests[0].partition_key == RAW.key
+    assert S3Lake(s3_lake).read_claim(job).run_key == job
+    outcome = run(instance, s3_lake, result.run_requests[0], result)
+    assert outcome.success
+    mat = outcome.asset_materializations_for_node("catalog_partition")[0].metadata
+    assert mat["rows_added"].value == 6 and mat["rows_rejected"].value == 1
+    assert mat["images_new"].value == 6 and mat["bytes_stored"].value > 0
+    assert mat["catalog_path"].value.startswith(f"{s3_lake}/catalog/provider=aihub/")
+
+    # assets, catalog part, partition metadata and a hash-index segment are in S3; staging is clean
+    assets = keys(s3_lake, "assets")
+    assert len(assets) == 6 and all(k.startswith("assets/provider=aihub/dataset=receipts/") for k in assets)
+    catalog = keys(s3_lake, "catalog")
+    assert f"catalog/provider=aihub/dataset=receipts/task=raw/variant=image/part-{job}.parquet" in catalog
+    assert keys(s3_lake, "index/segments") == [f"index/segments/{job}.parquet"]
+    assert keys(s3_lake, "staging/pending") == [] and keys(s3_lake, "staging/processing") == []
+    rejected = keys(s3_lake, f"staging/failed/{job}-rejected")
+    error = json.loads(S3Storage(s3_lake).read_bytes(f"staging/failed/{job}-rejected/error.json"))
+    assert [r["source"].endswith("zz_broken.jpg") for r in error["rejected"]] == [True]
+    assert len([k for k in rejected if "/files/" in k]) == 1 and any(k.endswith("_metadata.json") for k in rejected)
+    # the checks ran against S3 (asset hashes streamed back)
+    checks = {c.check_name: c.passed for c in outcome.get_asset_check_evaluations()}
+    assert checks == {"asset_files_match_hashes": True, "no_duplicate_rows": True, "required_meta_present": True}
+
+    # a stored asset's bytes are the original's, under its own sha256
+    storage = S3Storage(s3_lake)
+    for key in assets:
+        assert key.split("/")[-1].startswith(storage.sha256(key))
+
+    # the same images again: nothing new stored, no rows added
+    _, job2 = s3_client_api.upload_raw_data(valid_images(corpus_dir, tmp_path / "again"), "aihub", "receipts")
+    result2 = tick(instance, s3_lake, result.cursor)
+    assert [r.run_key for r in result2.run_requests] == [job2]
+    outcome2 = run(instance, s3_lake, result2.run_requests[0], result2)
+    mat2 = outcome2.asset_materializations_for_node("catalog_partition")[0].metadata
+    assert mat2["images_new"].value == 0 and mat2["images_deduplicated"].value == 6
+    assert mat2["rows_added"].value == 0 and mat2["rows_duplicate"].value == 6
+    assert len(keys(s3_lake, "assets")) == 6
+
+    # the catalog is queryable through DuckDB over S3
+    with DuckDBClient(s3_lake) as duck:
+        rows = duck.retrieve_with_existing_cols(providers=["aihub"], datasets=["receipts"])
+    assert len(rows) == 6 and set(rows["provider"]) == {"aihub"}
+    assert sorted(rows["image_sha256"]) == sorted(k.split("/")[-1].split(".")[0] for k in assets)
+
+
+def test_task_data_and_invalid_batches_on_s3(instance, s3_lake, s3_client_api, make_jpeg, tmp_path, monkeypatch):
+    monkeypatch.setattr(sensors, "QUIET_SECONDS", 0.0)  # the hand-written batches below are complete
+    images = [str(make_jpeg(tmp_path / f"im{i}.jpg")) for i in range(3)]
+    df = pd.DataFrame({"image": images, "text": ["a", "b", "c"]})
+    _, job = s3_client_api.upload_task_data(df, "aihub", "receipts", "ocr", "word", {"lang": "ko", "src": "real"})
+    # a hand-written batch whose manifest names an unknown provider goes to failed/ without a run
+    storage = S3Storage(s3_lake)
+    storage.write_bytes("staging/pending/bad1/data.txt", b"x")
+    storage.write_bytes("staging/pending/bad1/_metadata.json", json.dumps({"provider": "nobody", "dataset": "d"}).encode())
+    storage.write_bytes("staging/pending/bad2/_metadata.json", b"{not json")
+    result = tick(instance, s3_lake)
+    assert [r.run_key for r in result.run_requests] == [job]
+    for bad in ("bad1", "bad2"):
+        error = json.loads(storage.read_bytes(f"staging/failed/{bad}/error.json"))
+        assert error["job_id"] == bad and error["error"]
+        assert not keys(s3_lake, f"staging/pending/{bad}") and not storage.exists(claim_key(bad))
+    assert storage.read_bytes("staging/failed/bad1/data.txt") == b"x"  # the original is kept
+    assert "unknown provider 'nobody'" in json.loads(storage.read_bytes("staging/failed/bad1/error.json"))["error"]
+    bad2 = json.loads(storage.read_bytes("staging/failed/bad2/error.json"))["error"]
+    assert bad2.startswith(f"{s3_lake}/staging/pending/bad2/_metadata.json: not valid JSON")
+    outcome = run(instance, s3_lake, result.run_requests[0], result)
+    assert outcome.success
+    part = f"catalog/provider=aihub/dataset=receipts/task=ocr/variant=word/part-{job}.parquet"
+    fs, root = storage.arrow()
+    table = pq.read_table(f"{root}/{part}", filesystem=fs)
+    assert table.num_rows == 3 and set(table.column("lang").to_pylist()) == {"ko"}
+
+
+def test_claim_is_exactly_once_and_a_lost_launch_is_reissued(instance, s3_lake, s3_client_api, make_jpeg, tmp_path):
+    make_jpeg(tmp_path / "src" / "a.jpg")
+    _, job = s3_client_api.upload_raw_data(tmp_path / "src", "aihub", "receipts")
+    lake = S3Lake(s3_lake)
+    assert lake.claim(job, job, RAW) is True
+    assert lake.claim(job, job, RAW) is False  # a second claimer (another tick, another daemon) loses
+    # the tick that claimed died before launching: the next tick does not re-claim but re-issues the run key
+    marker = lake.read_claim(job)
+    marker.claimed_ts = time.time() - 60
+    lake.write_claim(marker)
+    result = tick(instance, s3_lake)
+    assert [r.run_key for r in result.run_requests] == [job]
+    outcome = run(instance, s3_lake, result.run_requests[0], result)
+    assert outcome.success
+    # once launched, further ticks issue nothing for it
+    assert tick(instance, s3_lake, result.cursor).run_requests == []
+
+
+def test_failed_run_keeps_the_batch_in_failed(instance, s3_lake, s3_client_api, corpus_dir, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for src in sorted((corpus_dir / "invalid").iterdir())[:3]:
+        shutil.copy(src, folder / src.name)
+    _, job = s3_client_api.upload_raw_data(folder, "aihub", "receipts")
+    result = tick(instance, s3_lake)
+    outcome = run(instance, s3_lake, result.run_requests[0], result)
+    assert not outcome.success
+    storage = S3Storage(s3_lake)
+    error = json.loads(storage.read_bytes(f"staging/failed/{job}/error.json"))
+    assert "rejected" in error["error"] and error["run_id"] == outcome.run_id
+    kept = keys(s3_lake, f"staging/failed/{job}")
+    assert len([k for k in kept if "/files/" in k]) == 3 and f"staging/failed/{job}/_metadata.json" in kept
+    assert {r["source"].split("/")[-1] for r in error["rejected"]} == {p.name for p in folder.iterdir()}
+    assert keys(s3_lake, "assets") == [] and keys(s3_lake, "catalog") == []  # nothing half-published
+    assert keys(s3_lake, "staging/pending") == [] and not storage.exists(claim_key(job))
+
+
+def test_s3_base_from_environment_and_bucket_prefix(s3_lake, monkeypatch):
+    bucket, prefix = split_s3_uri(s3_lake)
+    assert prefix == "lake"
+    monkeypatch.setenv("DATALAKE_BASE_PATH", s3_lake)
+    assert LakeResource().is_s3 and LakeResource().base == s3_lake
+    client = DatalakeClient(progress=False)
+    assert client.base_path == s3_lake
+    assert boto3.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
