@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .client import DatalakeClient
+    from .core.athena_client import AthenaClient
     from .core.query import DuckDBClient
 
-__all__ = ["DatalakeClient", "DuckDBClient"]
+__all__ = ["AthenaClient", "DatalakeClient", "DuckDBClient"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from .core.query import DuckDBClient
 
         return DuckDBClient
+    if name == "AthenaClient":
+        from .core.athena_client import AthenaClient
+
+        return AthenaClient
     raise AttributeError(name)

@@ -10,6 +10,8 @@ from dagster_duckdb import DuckDBResource
 
 from .core.layout import BASE_PATH_ENV, LakeLayout
 from .core.storage import cache_dir_for, is_s3_uri
+from .defs.athena.assets import athena_tables
+from .defs.athena.resources import athena_settings_from_env
 from .defs.exports.jobs import export_job
 from .defs.ingest.assets import catalog_partition
 from .defs.ingest.checks import asset_files_match_hashes, no_duplicate_rows, required_meta_present
@@ -30,7 +32,7 @@ def duckdb_file(base: str):
 def build_defs() -> dg.Definitions:
     lake = lake_resource_from_env()
     return dg.Definitions(
-        assets=[catalog_partition, duckdb_catalog],
+        assets=[catalog_partition, duckdb_catalog, athena_tables],
         asset_checks=[asset_files_match_hashes, no_duplicate_rows, required_meta_present],
         jobs=[ingest_job, refresh_job, export_job],
         sensors=[staging_sensor, refresh_on_ingest],
@@ -38,6 +40,7 @@ def build_defs() -> dg.Definitions:
             "lake": lake,
             "duckdb": DuckDBResource(database=str(duckdb_file(os.environ.get(BASE_PATH_ENV, "")))),
             "s3": S3Resource(),
+            "athena": athena_settings_from_env(),
         },
     )
 

@@ -1,0 +1,1 @@
+"""Athena domain: Glue tables (one per task family) over an S3 lake's Parquet catalog."""

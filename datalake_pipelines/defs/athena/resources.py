@@ -1,0 +1,39 @@
+"""``AthenaSettings``: where the Glue tables live and where Athena writes query results."""
+
+import boto3
+import dagster as dg
+
+from ...core.athena_client import AthenaClient
+from ...lib.resources import env_or
+
+# dagster-aws's AthenaClientResource is not used: it has no region or database fields and only runs SQL through
+# Athena, while the tables are registered through the Glue API and queries need ExecutionParameters.
+
+
+class AthenaSettings(dg.ConfigurableResource):
+    """Glue database and Athena query settings. Empty ``s3_output`` means ``<lake base>/athena-results/``;
+    empty ``workgroup``/``region`` mean Athena's primary workgroup and the AWS environment's region."""
+
+    database: str = "datalake"
+    s3_output: str = ""
+    workgroup: str = ""
+    region: str = ""
+
+    def output_location(self, lake_base: str) -> str:
+        return self.s3_output or f"{lake_base.rstrip('/')}/athena-results/"
+
+    def glue_client(self):
+        return boto3.client("glue", region_name=self.region or None)
+
+    def client(self, lake_base: str) -> AthenaClient:
+        return AthenaClient(self.database, self.output_location(lake_base), self.workgroup or None, self.region or None)
+
+
+def athena_settings_from_env() -> AthenaSettings:
+    """Settings from ``DATALAKE_ATHENA_DATABASE``, ``_OUTPUT``, ``_WORKGROUP`` and ``_REGION`` (all optional)."""
+    return AthenaSettings(
+        database=env_or("DATALAKE_ATHENA_DATABASE", "datalake"),
+        s3_output=env_or("DATALAKE_ATHENA_OUTPUT", ""),
+        workgroup=env_or("DATALAKE_ATHENA_WORKGROUP", ""),
+        region=env_or("DATALAKE_ATHENA_REGION", ""),
+    )
