@@ -145,4 +145,6 @@ class DatalakeClient(CollectionClientMixin):
     def process_pending(self, **options: Any) -> list[BatchResult]:
         """Process every pending batch in this process (no Dagster needed)."""
         opts = ProcessOptions(num_proc=self.num_proc, batch_size=self.batch_size, **options)
+        if self.s3_lake is not None:
+            return self.s3_lake.process_pending(opts)
         return process_pending(self.layout, opts)

@@ -35,7 +35,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ValidationError
+from .errors import DatalakeError, ValidationError
 from .files import utc_now_iso
 from .hash_index import COLUMNS as INDEX_COLUMNS
 from .hash_index import HashIndex, IndexEntry
@@ -284,6 +284,23 @@ class S3Lake:
             result.rejected_dir = self.fail(job_id, error)
         self._upload_job_record(work, job_id)
         return result
+
+    def process_pending(self, options: ProcessOptions) -> list[BatchResult]:
+        """Claim and process every complete pending batch in this process (no Dagster needed)."""
+        results = []
+        schema = self.schema()
+        for job_id in self.storage.list_dirs("staging/pending"):
+            if not self.storage.exists(f"{pending_prefix(job_id)}/{BATCH_MANIFEST}"):
+                continue  # still being uploaded
+            try:
+                ref = self.read_manifest(job_id).validate(schema).partition
+            except (DatalakeError, ValueError) as exc:
+                self.reject(job_id, str(exc))
+                continue
+            if self.claim(job_id, job_id, ref):
+                with self.work_lake([job_id]) as work:
+                    results.append(self.process(work, job_id, options))
+        return results
 
     def _publish(
         self, work: LakeLayout, job_id: str, result: BatchResult, run_index: TieredHashIndex, published: HashIndex

@@ -62,7 +62,7 @@ class Storage(Protocol):
     def write_bytes(self, key: str, data: bytes) -> None: ...
     def create_exclusive(self, key: str, data: bytes) -> bool: ...
     def upload(self, local: Path, key: str) -> None: ...
-    def download(self, key: str, local: Path) -> None: ...
+    def download(self, key: str, local: Path, size: int | None = None) -> None: ...
     def copy(self, src: str, dst: str) -> None: ...
     def delete(self, keys: Iterable[str]) -> None: ...
     def arrow(self) -> tuple[pafs.FileSystem, str]: ...
@@ -126,7 +126,7 @@ class LocalStorage:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, target)
 
-    def download(self, key: str, local: Path) -> None:
+    def download(self, key: str, local: Path, size: int | None = None) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.path(key), local)
 
@@ -220,11 +220,22 @@ class S3Storage:
             raise
 
     def upload(self, local: Path, key: str) -> None:
-        self.client.upload_file(str(local), self.bucket, self._key(key), Config=self.transfer)
+        """One PUT below the multipart threshold (a managed transfer costs a thread pool per call), else managed."""
+        if os.path.getsize(local) < self.transfer.multipart_threshold:
+            with open(local, "rb") as fh:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=fh)
+        else:
+            self.client.upload_file(str(local), self.bucket, self._key(key), Config=self.transfer)
 
-    def download(self, key: str, local: Path) -> None:
+    def download(self, key: str, local: Path, size: int | None = None) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
-        self.client.download_file(self.bucket, self._key(key), str(local), Config=self.transfer)
+        if size is not None and size < self.transfer.multipart_threshold:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            with open(local, "wb") as fh:
+                for chunk in body.iter_chunks(MiB):
+                    fh.write(chunk)
+        else:
+            self.client.download_file(self.bucket, self._key(key), str(local), Config=self.transfer)
 
     def copy(self, src: str, dst: str) -> None:
         """Server-side copy (managed: multipart copy above the threshold, so objects over 5 GB work)."""
@@ -292,7 +303,7 @@ def download_tree(storage: Storage, prefix: str, folder: Path, workers: int = 8)
     def fetch(obj: ObjectInfo) -> None:
         target = (folder / obj.key[len(prefix) + 1 :]).resolve()
         if root in target.parents:  # a key with ".." segments is skipped: rows naming it are rejected
-            storage.download(obj.key, target)
+            storage.download(obj.key, target, obj.size)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(fetch, objects))
