@@ -16,6 +16,7 @@ from typing import Any
 
 from .cli_collection import add_collection_commands
 from .cli_export import add_export_commands
+from .cli_ingest_url import add_ingest_url_command
 from .core.batches import batch_status, list_batches
 from .core.errors import DatalakeError
 from .core.layout import (
@@ -119,6 +120,12 @@ def layout_of(args: argparse.Namespace) -> LakeLayout:
         raise CliError(str(exc)) from None
 
 
+def s3_base(args: argparse.Namespace) -> str | None:
+    """The lake base when it is ``s3://...`` (flag or ``$DATALAKE_BASE_PATH``), else None."""
+    base = str(args.base_path or os.environ.get(BASE_PATH_ENV, ""))
+    return base if base.startswith("s3://") else None
+
+
 # config -------------------------------------------------------------------------------------------------
 def lake_schema(args: argparse.Namespace):
     """(schema, save, where) of the lake's ``config/schema.yaml``; on S3, a local copy saved back to S3."""
@@ -213,7 +220,10 @@ def cmd_upload(args: argparse.Namespace) -> int:
     dataset = ask(args.dataset, "--dataset", "Dataset")
     image_columns = split_list(args.image_columns) if args.image_columns is not None else None
     client = DatalakeClient(
-        layout_of(args).base, num_proc=args.num_proc, batch_size=args.batch_size, progress=not args.json
+        s3_base(args) or layout_of(args).base,
+        num_proc=args.num_proc,
+        batch_size=args.batch_size,
+        progress=not args.json,
     )
     if data_type == "raw":
         staging_dir, job_id = client.upload_raw_data(
@@ -261,10 +271,13 @@ def cmd_upload(args: argparse.Namespace) -> int:
 # process ------------------------------------------------------------------------------------------------
 def run_pending(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Claim every ready pending batch and run it through Dagster now (runs recorded in $DAGSTER_HOME)."""
-    from .lib.runner import get_instance, start_pending
+    from .lib.runner import get_instance, start_pending, start_pending_s3
 
     settings = {"num_proc": args.num_proc, "batch_size": args.batch_size, "max_reject_ratio": args.max_reject_ratio}
     echo = (lambda _msg: None) if args.json else print
+    if s3_base(args):
+        settings = {k: v for k, v in settings.items() if v is not None}
+        return start_pending_s3(s3_base(args), get_instance(), echo=echo, **settings)
     return start_pending(
         layout_of(args), get_instance(), echo=echo, **{k: v for k, v in settings.items() if v is not None}
     )
@@ -304,6 +317,14 @@ def _n(value: Any) -> str:
 
 
 def cmd_process_status(args: argparse.Namespace) -> int:
+    if s3_base(args):
+        from .core.s3_lake import S3Lake
+
+        entry = S3Lake(s3_base(args)).batch_status(args.job_id, run_state(args))
+        if entry is None:
+            raise CliError(f"no batch with job id {args.job_id!r} in {s3_base(args)}")
+        emit(args, entry, lambda: format_entry(entry))
+        return 0
     layout = layout_of(args)
     entry = batch_status(layout, args.job_id, run_state(args))
     if entry is None:
@@ -368,29 +389,6 @@ def cmd_download(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     emit(args, manifest, lambda: f"downloaded {manifest.get('rows')} rows as {manifest.get('format')} to {args.out}")
-    return 0
-
-
-# ingest-url ---------------------------------------------------------------------------------------------
-def cmd_ingest_url(args: argparse.Namespace) -> int:
-    """Stream a URL into S3 as a multipart upload from memory (no local disk); print bytes, sha256, rate."""
-    from .core.transfer import TransferError, TransferSettings, stream_url_to_s3
-
-    if not args.to.startswith("s3://"):
-        raise UsageError("--to must be an s3://bucket/key URL")
-    settings = TransferSettings(part_size=args.part_mb * 1024 * 1024, max_concurrency=args.concurrency)
-    try:
-        result = stream_url_to_s3(args.url, args.to, settings, progress=not args.json)
-    except TransferError as exc:
-        raise CliError(str(exc)) from None
-    emit(
-        args,
-        result,
-        lambda: (
-            f"uploaded {result['bytes']} bytes to {result['s3_url']} in {result['parts']} parts, "
-            f"sha256 {result['sha256']}, {result['mb_per_s']:.1f} MB/s"
-        ),
-    )
     return 0
 
 
@@ -514,12 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = catalog.add_parser("rebuild", parents=[common], help="refresh catalog.duckdb (partitions, hash index)")
     p.set_defaults(func=cmd_catalog_rebuild)
 
-    p = sub.add_parser("ingest-url", parents=[common], help="stream a URL into S3 (multipart, no local disk)")
-    p.add_argument("url")
-    p.add_argument("--to", required=True, help="s3://bucket/key")
-    p.add_argument("--part-mb", type=int, default=16)
-    p.add_argument("--concurrency", type=int, default=4)
-    p.set_defaults(func=cmd_ingest_url)
+    add_ingest_url_command(sub, parents=[common])
 
     p = sub.add_parser("download", parents=[common], help="download a selection as parquet, arrow or hf")
     for flag in ("provider", "dataset", "task", "variant"):

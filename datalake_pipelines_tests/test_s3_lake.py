@@ -131,7 +131,9 @@ def test_task_data_and_invalid_batches_on_s3(instance, s3_lake, s3_client_api, m
     # a hand-written batch whose manifest names an unknown provider goes to failed/ without a run
     storage = S3Storage(s3_lake)
     storage.write_bytes("staging/pending/bad1/data.txt", b"x")
-    storage.write_bytes("staging/pending/bad1/_metadata.json", json.dumps({"provider": "nobody", "dataset": "d"}).encode())
+    storage.write_bytes(
+        "staging/pending/bad1/_metadata.json", json.dumps({"provider": "nobody", "dataset": "d"}).encode()
+    )
     storage.write_bytes("staging/pending/bad2/_metadata.json", b"{not json")
     result = tick(instance, s3_lake)
     assert [r.run_key for r in result.run_requests] == [job]
@@ -196,3 +198,38 @@ def test_s3_base_from_environment_and_bucket_prefix(s3_lake, monkeypatch):
     client = DatalakeClient(progress=False)
     assert client.base_path == s3_lake
     assert boto3.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+def test_cli_on_an_s3_lake(s3_lake, make_jpeg, tmp_path, capsys):
+    from datalake_pipelines.cli import main
+
+    def cli(*args: str) -> int:
+        return main(["--base-path", s3_lake, *args])
+
+    assert cli("config", "provider", "create", "--name", "scanner_co") == 0
+    assert b"scanner_co" in S3Storage(s3_lake).read_bytes("config/schema.yaml")  # saved in the lake itself
+    for i in range(3):
+        make_jpeg(tmp_path / "src" / f"p{i}.jpg")
+    code = cli(
+        "upload",
+        "--type",
+        "raw",
+        "--data",
+        str(tmp_path / "src"),
+        "--provider",
+        "scanner_co",
+        "--dataset",
+        "scans",
+        "--job-id",
+        "scan1",
+    )
+    assert code == 0 and S3Storage(s3_lake).exists("staging/pending/scan1/_metadata.json")
+    capsys.readouterr()
+    assert cli("process", "status", "scan1", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "pending"
+    assert cli("process", "start") == 0
+    assert "scan1: done" in capsys.readouterr().out
+    assert cli("process", "status", "scan1", "--json") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["state"] == "done" and status["rows_added"] == 3
+    assert len(keys(s3_lake, "assets/provider=scanner_co")) == 3

@@ -216,6 +216,28 @@ class S3Lake:
         self.storage.delete([k for k in objects if k != manifest])
         self.storage.delete([claim_key(job_id)])
 
+    def batch_status(self, job_id: str, run_state=None) -> dict[str, Any] | None:
+        """pending / queued / running / done / failed for one batch, from staging objects and the job record."""
+        entry: dict[str, Any] = {"job_id": job_id}
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            record = json.loads(self.storage.read_bytes(f"logs/jobs/{job_id}.json"))
+            entry.update(
+                {k: record.get(k) for k in ("partition", "rows_in", "rows_added", "rows_duplicate", "rows_rejected")}
+            )
+            entry.update(rows=record.get("rows_in"), state=record.get("status"), error=record.get("error"))
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            error = json.loads(self.storage.read_bytes(f"{failed_prefix(job_id)}/{ERROR_FILE}"))
+            entry.update(state="failed", error=error.get("error"), path=self.uri_of(failed_prefix(job_id)))
+        marker = self.read_claim(job_id)
+        if marker is not None and entry.get("state") not in ("done", "failed"):
+            state, run_id = (
+                run_state(marker.__dict__) if run_state else ("running" if marker.run_id else "queued", None)
+            )
+            entry.update(state=state, partition=marker.partition, run_id=run_id or marker.run_id)
+        elif "state" not in entry and self.storage.exists(f"{pending_prefix(job_id)}/{BATCH_MANIFEST}"):
+            entry.update(state="pending", path=self.uri_of(pending_prefix(job_id)))
+        return entry if "state" in entry else None
+
     # hash index --------------------------------------------------------------------
     def published_index(self) -> HashIndex:
         """The local cache of every published segment, brought up to date with S3 first."""

@@ -75,6 +75,38 @@ def start_pending(
     return outcomes
 
 
+def start_pending_s3(
+    base: str, instance: dg.DagsterInstance, quiet_seconds: float = 2.0, echo=print, **settings: Any
+) -> list[dict[str, Any]]:
+    """:func:`start_pending` for an S3 lake: the sensor's conditional-write claims, then ``ingest_job`` runs."""
+    from ..definitions import defs
+    from ..defs.ingest.s3_sensor import claim_new, group_run_key
+    from ..defs.ingest.sensors import run_request
+
+    lake = LakeResource(base_path=base, **settings)
+    s3_lake = lake.s3_lake()
+    groups, _cursor = claim_new(s3_lake, None, quiet_seconds, log)
+    job = defs.resolve_job_def("ingest_job")
+    outcomes = []
+    for ref, job_ids in groups.items():
+        key = LakePartitionKey(ref)
+        if not instance.has_dynamic_partition(lake_partitions.name, key.key):
+            instance.add_dynamic_partitions(lake_partitions.name, [key.key])
+        echo(f"running ingest for {key.key}: batches {', '.join(job_ids)}")
+        tags = run_request(ref, job_ids, group_run_key(s3_lake, job_ids)).tags
+        result = job.execute_in_process(
+            instance=instance, partition_key=key.key, tags=tags, resources={"lake": lake}, raise_on_error=False
+        )
+        for job_id in job_ids:
+            outcome = {
+                **(s3_lake.batch_status(job_id) or {"job_id": job_id, "state": "unknown"}),
+                "run_id": result.run_id,
+            }
+            outcomes.append(outcome)
+            echo(f"  {job_id}: {outcome['state']}" + (f" ({outcome['error']})" if outcome.get("error") else ""))
+    return outcomes
+
+
 def refresh_catalog_db(instance: dg.DagsterInstance, lake) -> bool:
     from dagster_duckdb import DuckDBResource
 
