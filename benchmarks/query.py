@@ -6,6 +6,10 @@
 Builds a synthetic catalog (OCR-style JSON, image columns pointing at real JPEG assets) with the core's
 ``PartWriter``, then prints: operation, client ms, raw DuckDB ms, ratio. Downloads run in a child process
 so their peak RSS (``resource.getrusage``) is their own.
+
+S3 case (``--s3-rows``, default 100,000 in 20 partitions; 0 skips it): a smaller catalog is uploaded to moto's
+S3 server (its own process, on loopback) and the same client calls run on ``s3://`` and on the local copy:
+S3 with a reused client (footers cached), S3 with a new client per call (listing + footers each time), local.
 """
 
 from __future__ import annotations
@@ -140,6 +144,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--needle-rate", type=float, default=0.005, help="share of rows containing the search word")
     parser.add_argument("--workdir", type=Path, default=None, help="reuse/keep the catalog here")
+    parser.add_argument("--s3-rows", type=int, default=100_000, help="rows of the S3 case's catalog (0: skip it)")
+    parser.add_argument("--s3-partitions", type=int, default=20)
     args = parser.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="datalake-bench-"))
@@ -242,6 +248,52 @@ def main() -> None:
         print(f"{name:<58} {client_ms:>10.1f} {raw_ms:>10.1f} {client_ms / raw_ms:>7.2f}")
     print("(download raw = DuckDB COPY of the same rows to Parquet; for hf it is only a floor: no image bytes)")
     print(f"targets: client/raw <= 1.2, 2-partition retrieval < 150 ms, download peak RSS < 500 MB ({rss})")
+    if args.s3_rows:
+        s3_case(workdir, args)
+
+
+def s3_case(workdir: Path, args: argparse.Namespace) -> None:
+    """The same client calls on an S3 copy of a smaller catalog (moto server) and on the local copy."""
+    import boto3
+
+    from datalake_pipelines.core.storage import S3Storage, upload_tree
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project root: the moto server helper
+    from datalake_pipelines_tests.s3_server import MotoS3
+
+    layout = LakeLayout(workdir / "s3-source")
+    if not any(layout.catalog_root.rglob("*.parquet")):
+        build_catalog(layout, args.s3_rows, args.s3_partitions, args.needle_rate)
+    two = [partition_ref(0), partition_ref(1)]
+    calls = {
+        "retrieve 2 partitions": lambda d: d.retrieve_with_existing_cols(
+            providers=two[0].provider, datasets=two[0].dataset, variants=[r.variant for r in two]
+        ),
+        "retrieve_partitions": lambda d: d.retrieve_partitions(),
+        "JSON search all": lambda d: d.search_text("ocr_result", NEEDLE, json_path="$.words[*].text"),
+        "sql count(*) over the catalog view": lambda d: d.sql("SELECT count(*) FROM catalog"),
+    }
+    with MotoS3(process=True) as moto, moto.environment():
+        boto3.client("s3").create_bucket(Bucket="bench-lake")
+        base = "s3://bench-lake/lake"
+        started = time.perf_counter()
+        files = upload_tree(S3Storage(base), layout.catalog_root, "catalog")
+        print(
+            f"\nS3 case: {args.s3_rows:,} rows, {files} catalog files uploaded in {time.perf_counter() - started:.1f} s"
+        )
+        print(f"{'operation':<40} {'S3 reused ms':>13} {'S3 new ms':>10} {'local ms':>9} {'S3/local':>9}")
+        with DuckDBClient(base) as s3_duck, DuckDBClient(layout.base) as local_duck:
+            for name, call in calls.items():
+                reused = median_ms(lambda c=call: c(s3_duck), args.repeat)
+                fresh = median_ms(lambda c=call: _with_new_client(base, c), args.repeat)
+                local = median_ms(lambda c=call: c(local_duck), args.repeat)
+                print(f"{name:<40} {reused:>13.1f} {fresh:>10.1f} {local:>9.1f} {reused / local:>9.2f}")
+    print("(moto on loopback: no network latency, but every listing/footer read is a real HTTP request)")
+
+
+def _with_new_client(base: str, call) -> None:
+    with DuckDBClient(base) as duck:
+        call(duck)
 
 
 if __name__ == "__main__":

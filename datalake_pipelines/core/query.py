@@ -4,11 +4,16 @@ Pruning: the partition folders are walked level by level (provider, dataset, tas
 filtered branches are listed, so a query reads exactly the Parquet files of the selected partitions
 (``read_parquet($files, ...)``); files of other partitions are never opened. Every user value is a bound
 parameter; column names are checked against the selection's schema and quoted.
+
+S3 lakes (``s3://bucket/prefix``): the same walk lists prefixes instead of folders, and the selected files are
+read through a ``pyarrow`` dataset registered in DuckDB (see :mod:`.catalog_s3`, which also says why not
+``httpfs``); the queries, their parameters and their results are the same as on a local lake.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,11 +24,12 @@ import duckdb
 import pyarrow as pa
 
 from .catalog import PARTITION_COLUMNS, CatalogError
-from .layout import LakeLayout, resolve_base_path
+from .layout import BASE_PATH_ENV, LakeLayout, resolve_base_path
 from .warehouse import (
     UnknownPartitionError,
     catalog_files,
     check_catalog_files,
+    is_s3_base,
     parquet_scan,
     partition_stats,
     select_partitions,
@@ -42,13 +48,19 @@ def quote_identifier(name: str) -> str:
 
 @dataclass
 class QueryPlan:
-    """A parameterised query over an explicit list of catalog files."""
+    """A parameterised query over an explicit list of catalog files (paths, or ``s3://`` URIs).
+
+    ``source`` is the relation the query reads (``read_parquet($files, ...)`` locally, a registered dataset
+    on S3) and ``source_params`` the parameters it needs, for callers that build another query over it.
+    """
 
     sql: str
     params: dict[str, Any]
-    files: list[Path]
+    files: list[Path] | list[str]
     columns: list[str]
     keep: set[str] = field(default_factory=set)  # columns never dropped as all-null
+    source: str = ""
+    source_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -75,6 +87,12 @@ class DuckDBClient:
     sees its ``catalog`` view and ``partitions``/``hash_index`` tables; otherwise an in-memory database gets
     equivalent ``catalog`` and ``partitions`` views. Retrieval and search always read the Parquet files of the
     selected partitions directly, so they are never stale.
+
+    An ``s3://bucket/prefix`` base (or its ``.../catalog.duckdb``) reads the lake on S3. The ``partitions`` and
+    ``hash_index`` tables come from the cached ``catalog.duckdb`` that ``refresh_duckdb`` leaves in the lake's
+    cache folder (``storage.cache_dir_for``) when it is there, else they are built in memory from the listing
+    and the hash-index segments. The S3 ``catalog`` view cannot live in a DuckDB file (it reads a pyarrow
+    dataset registered in the connection), so it is created in every connection, over the files listed then.
     """
 
     def __init__(
@@ -85,17 +103,30 @@ class DuckDBClient:
         read_only: bool = True,
         lock_timeout: float = 30.0,
     ):
-        location = resolve_base_path(base_path if base_path is not None else db_path_or_base)
+        raw = base_path if base_path is not None else db_path_or_base
+        self.s3 = None
+        if is_s3_base(str(raw) if raw is not None else os.environ.get(BASE_PATH_ENV)):
+            from .catalog_s3 import S3Catalog, cached_duckdb_file
+
+            base = str(raw or os.environ[BASE_PATH_ENV]).rstrip("/")
+            self.s3 = S3Catalog(base.rsplit("/", 1)[0] if base.endswith(".duckdb") else base)
+            self.layout = None
+            self.db_path = cached_duckdb_file(self.s3.base)
+        else:
+            self._init_local(resolve_base_path(raw))
+        self.read_only = read_only
+        self.con = self._connect(lock_timeout)
+        self.con.execute("SET TimeZone = 'UTC'")
+        self._in_memory = not self.db_path.exists()
+        self._views_ready = not self._in_memory and self.s3 is None
+
+    def _init_local(self, location: Path) -> None:
         if location.suffix == ".duckdb" or location.is_file():
             self.layout = LakeLayout(location.parent, create=False)
             self.db_path = location
         else:
             self.layout = LakeLayout(location, create=False)
             self.db_path = self.layout.duckdb_file
-        self.read_only = read_only
-        self.con = self._connect(lock_timeout)
-        self.con.execute("SET TimeZone = 'UTC'")
-        self._views_ready = self.db_path.exists()
 
     def _connect(self, lock_timeout: float) -> duckdb.DuckDBPyConnection:
         if not self.db_path.exists():
@@ -129,11 +160,18 @@ class DuckDBClient:
             yield
         except (duckdb.IOException, duckdb.InvalidInputException, pa.ArrowException) as exc:
             message = str(exc).splitlines()[0]
-            named = [f for f in files if str(f) in message]
+            named = [f for f in files if str(f).removeprefix("s3://") in message]  # pyarrow drops the scheme
             if named:
                 raise CatalogError(f"cannot read catalog file {named[0]}: {message}") from None
-            check_catalog_files(self.layout, files)
+            if self.s3 is None:  # on S3 every footer was read when the dataset was registered
+                check_catalog_files(self.layout, files)
             raise
+
+    def _source(self, files: list) -> tuple[str, dict[str, Any]]:
+        """The relation reading ``files`` and its parameters."""
+        if self.s3 is not None:
+            return quote_identifier(self.s3.register(self.con, files)), {}
+        return parquet_scan("$files"), _files_param(files)
 
     def _relation(self, sql: str, params: dict[str, Any], files: list[Path]) -> duckdb.DuckDBPyRelation:
         with self._reading(files):
@@ -143,7 +181,8 @@ class DuckDBClient:
         """Column name -> DuckDB type of the union of ``files`` (partition columns first)."""
         if not files:
             return {c: "VARCHAR" for c in PARTITION_COLUMNS}
-        rel = self._relation(f"SELECT * FROM {parquet_scan('$files')} LIMIT 0", _files_param(files), files)
+        source, params = self._source(files)
+        rel = self._relation(f"SELECT * FROM {source} LIMIT 0", params, files)
         with self._reading(files):
             types = dict(zip(rel.columns, map(str, rel.types)))
         ordered = {c: types.pop(c) for c in PARTITION_COLUMNS if c in types}
@@ -174,8 +213,10 @@ class DuckDBClient:
 
     # planning ----------------------------------------------------------------
     def _selection(self, providers, datasets, tasks, variants, columns):
-        refs = select_partitions(self.layout, providers, datasets, tasks, variants)
-        files = catalog_files(self.layout, refs)
+        if self.s3 is not None:
+            files = self.s3.files(self.s3.select(providers, datasets, tasks, variants))
+        else:
+            files = catalog_files(self.layout, select_partitions(self.layout, providers, datasets, tasks, variants))
         schema = self.describe(files)
         if columns is not None and files:
             _check_columns(columns, schema)
@@ -193,13 +234,15 @@ class DuckDBClient:
         limit: int | None = None,
     ) -> QueryPlan:
         files, schema, selected = self._selection(providers, datasets, tasks, variants, columns)
-        params = _files_param(files)
+        source, source_params = self._source(files) if files else ("", {})
+        params = dict(source_params)
         condition = _where_sql(where, schema, params) if files else ""
         sql = (
-            f"SELECT {', '.join(map(quote_identifier, selected))} FROM {parquet_scan('$files')}"
+            f"SELECT {', '.join(map(quote_identifier, selected))} FROM {source}"
             f"{' WHERE ' + condition if condition else ''}{_limit_sql(limit)}"
         )
-        return QueryPlan(sql, params, files, selected, keep=set(columns or PARTITION_COLUMNS))
+        keep = set(columns or PARTITION_COLUMNS)
+        return QueryPlan(sql, params, files, selected, keep, source, source_params)
 
     def plan_search(
         self,
@@ -228,7 +271,8 @@ class DuckDBClient:
         _check_columns([column], schema)
         if schema[column] not in TEXT_TYPES:
             raise ValueError(f"column {column!r} has type {schema[column]}; text search needs a text/JSON column")
-        params = _files_param(files)
+        source, source_params = self._source(files)
+        params = dict(source_params)
         if mode == "regex":
             self._check_regex(text)
             params["pattern"] = text
@@ -261,11 +305,12 @@ class DuckDBClient:
             FROM (
                 SELECT *, {locate[0]} AS __pos, {locate[1]} AS __len FROM (
                     SELECT {", ".join(map(quote_identifier, selected))}, {match} AS __match
-                    FROM {parquet_scan("$files")}
+                    FROM {source}
                     WHERE {hay} IS NOT NULL{" AND " + condition if condition else ""}
                 ) WHERE __match IS NOT NULL
             ){_limit_sql(limit)}"""
-        return QueryPlan(sql, params, files, out_columns, keep={*(columns or PARTITION_COLUMNS), "matched_snippet"})
+        keep = {*(columns or PARTITION_COLUMNS), "matched_snippet"}
+        return QueryPlan(sql, params, files, out_columns, keep, source, source_params)
 
     def _check_regex(self, pattern: str) -> None:
         try:
@@ -278,7 +323,7 @@ class DuckDBClient:
         """Every partition with files, rows (Parquet footers), bytes, last batch and its ingest time."""
         if table != "catalog":
             raise ValueError(f"unknown table {table!r}; the lake has one partitioned table, 'catalog'")
-        return _finish(partition_stats(self.layout), as_arrow)
+        return _finish(self.s3.stats() if self.s3 is not None else partition_stats(self.layout), as_arrow)
 
     def retrieve_with_existing_cols(
         self,
@@ -328,6 +373,9 @@ class DuckDBClient:
     def _ensure_views(self) -> None:
         if self._views_ready:
             return
+        if self.s3 is not None:
+            self._ensure_s3_views()
+            return
         files = catalog_files(self.layout)
         if files:
             glob = "'" + str(self.layout.catalog_root / "**" / "*.parquet").replace("'", "''") + "'"
@@ -336,6 +384,21 @@ class DuckDBClient:
             empty = ", ".join(f"NULL::VARCHAR AS {c}" for c in PARTITION_COLUMNS)
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW catalog AS SELECT {empty} WHERE false")
         self.con.register("partitions", partition_stats(self.layout))
+        self._views_ready = True
+
+    def _ensure_s3_views(self) -> None:
+        """The S3 ``catalog`` view (every connection); ``partitions``/``hash_index`` if there is no cached file."""
+        refs = self.s3.select()
+        files = sorted(self.s3.files(refs))  # the order a local glob reads them in, for the same column order
+        if files:
+            source = quote_identifier(self.s3.register(self.con, files))
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW catalog AS SELECT * FROM {source}")
+        else:
+            empty = ", ".join(f"NULL::VARCHAR AS {c}" for c in PARTITION_COLUMNS)
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW catalog AS SELECT {empty} WHERE false")
+        if self._in_memory:
+            self.con.register("partitions", self.s3.stats(refs))
+            self.s3.build_hash_index(self.con, temp=True)
         self._views_ready = True
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,11 @@ HASH_INDEX_SCHEMA = pa.schema(
 )
 
 
+def is_s3_base(base: object) -> bool:
+    """``storage.is_s3_uri`` without importing ``storage`` (boto3), which the local path never needs."""
+    return isinstance(base, str) and base.startswith("s3://")
+
+
 class UnknownPartitionError(DatalakeError, ValueError):
     """A provider, dataset, task or variant filter names something the catalog does not hold."""
 
@@ -65,21 +70,37 @@ def select_partitions(
     A filter value that exists nowhere under the already selected branches raises
     :class:`UnknownPartitionError` listing what exists there.
     """
-    filters = dict(zip(PARTITION_COLUMNS, map(_as_list, (providers, datasets, tasks, variants))))
-    branches: list[tuple[tuple[str, ...], Path]] = [((), layout.catalog_root)]
+    return walk_partitions((providers, datasets, tasks, variants), layout.catalog_root, _folder_children)
+
+
+def _folder_children(folder: Path, level: str) -> list[tuple[str, Path]]:
+    prefix = f"{level}="
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        return [(c.name[len(prefix) :], c) for c in folder.iterdir() if c.name.startswith(prefix) and c.is_dir()]
+    return []
+
+
+def walk_partitions(
+    filters: Sequence[str | Sequence[str] | None],
+    root: Any,
+    children: Callable[[Any, str], list[tuple[str, Any]]],
+    map_fn: Callable = map,
+) -> list[PartitionRef]:
+    """The level-by-level walk behind :func:`select_partitions`, over any tree: ``children(node, level)``
+    returns ``(value, child)`` for the ``level=value`` sub-folders of ``node`` (a local folder, an S3 prefix);
+    ``map_fn`` may run the listings of one level concurrently."""
+    filters = dict(zip(PARTITION_COLUMNS, map(_as_list, filters)))
+    branches: list[tuple[tuple[str, ...], Any]] = [((), root)]
     for level in PARTITION_COLUMNS:
         wanted = filters[level]
         existing: set[str] = set()
         selected = []
-        for values, folder in branches:
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                for child in folder.iterdir():
-                    if not child.name.startswith(f"{level}=") or not child.is_dir():
-                        continue
-                    value = child.name.split("=", 1)[1]
-                    existing.add(value)
-                    if wanted is None or value in wanted:
-                        selected.append(((*values, value), child))
+        listings = map_fn(children, [node for _, node in branches], [level] * len(branches))
+        for (values, _), found in zip(branches, listings):
+            for value, child in found:
+                existing.add(value)
+                if wanted is None or value in wanted:
+                    selected.append(((*values, value), child))
         unknown = sorted(set(wanted or ()) - existing)
         if unknown:
             parents = PARTITION_COLUMNS[: PARTITION_COLUMNS.index(level)]
@@ -91,7 +112,7 @@ def select_partitions(
             )
         branches = selected
     refs = []
-    for values, _ in sorted(branches):
+    for values, _ in sorted(branches, key=lambda b: b[0]):
         with contextlib.suppress(ValueError):
             refs.append(PartitionRef(*values))
     return refs
@@ -134,14 +155,34 @@ def _last_batch(layout: LakeLayout, ref: PartitionRef) -> tuple[str | None, str 
     if not path.exists():
         return None, None
     try:
-        batches = read_json(path).get("batches") or []
-    except (OSError, ValueError, AttributeError):
+        return last_batch_of(read_json(path))
+    except (OSError, ValueError):
+        return None, None
+
+
+def last_batch_of(doc: Any) -> tuple[str | None, str | None]:
+    """``(job_id, ingested_at)`` of the latest batch a partition's ``_metadata.json`` document records."""
+    try:
+        batches = doc.get("batches") or []
+    except AttributeError:
         return None, None
     batches = [b for b in batches if isinstance(b, dict)]
     if not batches:
         return None, None
     last = max(batches, key=lambda b: str(b.get("ingested_at") or ""))
     return last.get("job_id"), last.get("ingested_at")
+
+
+def stats_row(ref: PartitionRef, files: int, rows: int, size: int, last: tuple[str | None, str | None]) -> dict:
+    """One row of the ``partitions`` table (see ``PARTITIONS_SCHEMA``)."""
+    return {
+        **ref.as_dict(),
+        "files": files,
+        "rows": rows,
+        "bytes": size,
+        "last_batch": last[0],
+        "last_ingested_at": _parse_time(last[1]),
+    }
 
 
 def partition_stats(layout: LakeLayout, refs: Iterable[PartitionRef] | None = None) -> pa.Table:
@@ -159,17 +200,8 @@ def partition_stats(layout: LakeLayout, refs: Iterable[PartitionRef] | None = No
                 count += pq.read_metadata(path).num_rows
             except (pa.ArrowException, OSError) as exc:
                 raise CatalogError(f"cannot read catalog file {path}: {exc}") from None
-        last_batch, last_ingested = _last_batch(layout, ref)
-        rows.append(
-            {
-                **ref.as_dict(),
-                "files": len(paths),
-                "rows": count,
-                "bytes": sum(p.stat().st_size for p in paths),
-                "last_batch": last_batch,
-                "last_ingested_at": _parse_time(last_ingested),
-            }
-        )
+        size = sum(p.stat().st_size for p in paths)
+        rows.append(stats_row(ref, len(paths), count, size, _last_batch(layout, ref)))
     return pa.Table.from_pylist(rows, schema=PARTITIONS_SCHEMA)
 
 
@@ -192,9 +224,13 @@ def _create_catalog_view(con: duckdb.DuckDBPyConnection, layout: LakeLayout, has
         con.execute(f"CREATE OR REPLACE VIEW catalog AS SELECT {empty} WHERE false")
 
 
-def _copy_hash_index(con: duckdb.DuckDBPyConnection, layout: LakeLayout, batch_size: int) -> int:
+def create_hash_index_table(con: duckdb.DuckDBPyConnection, temp: bool = False) -> None:
     columns = ", ".join(f"{f.name} {'BIGINT' if pa.types.is_integer(f.type) else 'VARCHAR'}" for f in HASH_INDEX_SCHEMA)
-    con.execute(f"CREATE TABLE hash_index ({columns})")
+    con.execute(f"CREATE {'TEMP ' if temp else ''}TABLE hash_index ({columns})")
+
+
+def _copy_hash_index(con: duckdb.DuckDBPyConnection, layout: LakeLayout, batch_size: int) -> int:
+    create_hash_index_table(con)
     if not layout.hash_index.exists():
         return 0
     index = HashIndex(layout.hash_index)
@@ -214,8 +250,16 @@ def _copy_hash_index(con: duckdb.DuckDBPyConnection, layout: LakeLayout, batch_s
     return copied
 
 
-def refresh_duckdb(layout: LakeLayout, db_path: Path | str | None = None, batch_size: int = 50_000) -> dict:
-    """Build ``catalog.duckdb`` (``catalog`` view, ``partitions`` and ``hash_index`` tables) and swap it in."""
+def refresh_duckdb(layout: LakeLayout | str, db_path: Path | str | None = None, batch_size: int = 50_000) -> dict:
+    """Build ``catalog.duckdb`` (``catalog`` view, ``partitions`` and ``hash_index`` tables) and swap it in.
+
+    ``layout`` may also be an ``s3://bucket/prefix`` lake base: see :func:`.catalog_s3.refresh_duckdb_s3`
+    (tables only, built in the local cache folder and uploaded to ``<base>/catalog.duckdb``).
+    """
+    if is_s3_base(layout):
+        from .catalog_s3 import refresh_duckdb_s3
+
+        return refresh_duckdb_s3(layout, db_path)
     started = time.perf_counter()
     target = Path(db_path) if db_path is not None else layout.duckdb_file
     target.parent.mkdir(parents=True, exist_ok=True)

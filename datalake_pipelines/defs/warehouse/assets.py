@@ -1,11 +1,21 @@
-"""``duckdb_catalog``: ``<base>/catalog.duckdb`` with the ``catalog`` view and ``partitions``/``hash_index`` tables."""
+"""``duckdb_catalog``: ``<base>/catalog.duckdb`` with the ``catalog`` view and ``partitions``/``hash_index`` tables.
 
+On an S3 lake the database is built in the lake's cache folder (``cached_duckdb_file``, where the ``duckdb``
+resource must point) and uploaded to ``<base>/catalog.duckdb``; it holds the two tables only (the ``catalog``
+view is created per connection by ``DuckDBClient``). The lock file is local to this machine there, and the
+``catalog_warehouse`` pool is what keeps refreshes from overlapping across runs.
+"""
+
+import os
 from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from ...core.catalog_s3 import cached_duckdb_file
+from ...core.layout import BASE_PATH_ENV
 from ...core.locks import exclusive_lock
+from ...core.storage import cache_dir_for, is_s3_uri
 from ...core.warehouse import refresh_duckdb
 from ...lib.resources import LakeResource
 from ..ingest.assets import catalog_partition
@@ -23,11 +33,17 @@ WAREHOUSE_POOL = "catalog_warehouse"
 def duckdb_catalog(
     context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
-    layout = lake.layout
-    if Path(duckdb.database).resolve() != layout.duckdb_file:
-        raise dg.Failure(f"the duckdb resource points at {duckdb.database}, not this lake's {layout.duckdb_file}")
-    with exclusive_lock(layout.warehouse_lock):
-        summary = refresh_duckdb(layout, layout.duckdb_file)
+    base = lake.base_path or os.environ.get(BASE_PATH_ENV, "")
+    if is_s3_uri(base):
+        target, database = base, cached_duckdb_file(base).resolve()
+        lock = cache_dir_for(base) / "locks" / "catalog.duckdb.lock"
+    else:
+        target = layout = lake.layout
+        database, lock = layout.duckdb_file, layout.warehouse_lock
+    if Path(duckdb.database).resolve() != database:
+        raise dg.Failure(f"the duckdb resource points at {duckdb.database}, not this lake's {database}")
+    with exclusive_lock(lock):
+        summary = refresh_duckdb(target, database)
     with duckdb.get_connection() as con:
         partitions = con.execute("SELECT count(*), coalesce(sum(rows), 0) FROM partitions").fetchone()
     context.log.info(f"catalog.duckdb refreshed: {summary}")
