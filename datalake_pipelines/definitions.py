@@ -8,10 +8,12 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
+from .core.catalog_s3 import cached_duckdb_file
 from .core.layout import BASE_PATH_ENV, LakeLayout
-from .core.storage import cache_dir_for, is_s3_uri
+from .core.storage import is_s3_uri
 from .defs.athena.assets import athena_tables
 from .defs.athena.resources import athena_settings_from_env
+from .defs.athena.sensors import athena_job, athena_on_ingest
 from .defs.exports.jobs import export_job
 from .defs.ingest.assets import catalog_partition
 from .defs.ingest.checks import asset_files_match_hashes, no_duplicate_rows, required_meta_present
@@ -22,11 +24,7 @@ from .lib.resources import lake_resource_from_env
 
 def duckdb_file(base: str):
     """``<base>/catalog.duckdb``, or its local copy in the cache folder for an S3 lake."""
-    return (
-        cache_dir_for(base) / "catalog.duckdb"
-        if is_s3_uri(base)
-        else LakeLayout(base or None, create=False).duckdb_file
-    )
+    return cached_duckdb_file(base) if is_s3_uri(base) else LakeLayout(base or None, create=False).duckdb_file
 
 
 def build_defs() -> dg.Definitions:
@@ -34,8 +32,8 @@ def build_defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[catalog_partition, duckdb_catalog, athena_tables],
         asset_checks=[asset_files_match_hashes, no_duplicate_rows, required_meta_present],
-        jobs=[ingest_job, refresh_job, export_job],
-        sensors=[staging_sensor, refresh_on_ingest],
+        jobs=[ingest_job, refresh_job, export_job, athena_job],
+        sensors=[staging_sensor, refresh_on_ingest, athena_on_ingest],
         resources={
             "lake": lake,
             "duckdb": DuckDBResource(database=str(duckdb_file(os.environ.get(BASE_PATH_ENV, "")))),

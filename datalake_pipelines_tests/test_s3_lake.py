@@ -11,12 +11,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from dagster_aws.s3 import S3Resource
+from dagster_duckdb import DuckDBResource
 
 from datalake_pipelines import DatalakeClient, DuckDBClient
 from datalake_pipelines.core.layout import PartitionRef
 from datalake_pipelines.core.s3_lake import S3Lake, claim_key
 from datalake_pipelines.core.storage import S3Storage, split_s3_uri
-from datalake_pipelines.definitions import defs
+from datalake_pipelines.definitions import defs, duckdb_file
+from datalake_pipelines.defs.athena.resources import AthenaSettings
+from datalake_pipelines.defs.athena.sensors import athena_on_ingest
 from datalake_pipelines.defs.ingest import sensors
 from datalake_pipelines.defs.ingest.sensors import staging_sensor
 from datalake_pipelines.lib.resources import LakeResource
@@ -121,6 +124,30 @@ def test_s3_ingest_end_to_end(instance, s3_lake, s3_client_api, corpus_dir, tmp_
         rows = duck.retrieve_with_existing_cols(providers=["aihub"], datasets=["receipts"])
     assert len(rows) == 6 and set(rows["provider"]) == {"aihub"}
     assert sorted(rows["image_sha256"]) == sorted(k.split("/")[-1].split(".")[0] for k in assets)
+
+    # after ingest, the sensors refresh catalog.duckdb (uploaded to the lake) and register the Athena partition
+    database = f"db_{split_s3_uri(s3_lake)[0].replace('-', '_')}"
+    run_resources = {**resources(s3_lake), "athena": AthenaSettings(database=database)}
+    athena_tick = athena_on_ingest(dg.build_sensor_context(instance=instance, resources=run_resources))
+    assert len(athena_tick.run_requests) == 1
+    athena_run = defs.resolve_job_def("refresh_athena_tables").execute_in_process(
+        instance=instance, resources=run_resources
+    )
+    assert athena_run.success
+    glue = boto3.client("glue")
+    partitions = glue.get_partitions(DatabaseName=database, TableName="catalog_raw")["Partitions"]
+    assert [p["Values"] for p in partitions] == [["aihub", "receipts", "raw", "image"]]
+    assert partitions[0]["StorageDescriptor"]["Location"].startswith(f"{s3_lake}/catalog/provider=aihub/")
+    again = dg.build_sensor_context(instance=instance, resources=run_resources, cursor=athena_tick.cursor)
+    assert isinstance(athena_on_ingest(again), dg.SkipReason)  # nothing new was ingested since
+    refresh = defs.resolve_job_def("refresh_catalog_db").execute_in_process(
+        instance=instance,
+        resources={
+            "lake": LakeResource(base_path=s3_lake),
+            "duckdb": DuckDBResource(database=str(duckdb_file(s3_lake))),
+        },
+    )
+    assert refresh.success and S3Storage(s3_lake).exists("catalog.duckdb")
 
 
 def test_task_data_and_invalid_batches_on_s3(instance, s3_lake, s3_client_api, make_jpeg, tmp_path, monkeypatch):
