@@ -395,22 +395,24 @@ def cmd_download(args: argparse.Namespace) -> int:
 # catalog ------------------------------------------------------------------------------------------------
 def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
     """Refresh catalog.duckdb now, as a Dagster run of the warehouse asset (recorded in $DAGSTER_HOME)."""
+    from .definitions import duckdb_file
     from .lib.resources import LakeResource
     from .lib.runner import get_instance, refresh_catalog_db
 
-    layout = layout_of(args)
-    ok = refresh_catalog_db(get_instance(), LakeResource(base_path=str(layout.base)))
+    base = s3_base(args) or str(layout_of(args).base)
+    ok = refresh_catalog_db(get_instance(), LakeResource(base_path=base))
     if not ok:
         raise CliError("the catalog.duckdb refresh run failed; see its logs in the Dagster UI")
     from .core.query import DuckDBClient
 
-    with DuckDBClient(base_path=layout.base) as duck:
+    with DuckDBClient(base_path=base) as duck:
         parts = duck.retrieve_partitions()
     rows = int(parts["rows"].sum()) if len(parts) else 0
+    database = duckdb_file(base)
     emit(
         args,
-        {"database": str(layout.duckdb_file), "partitions": len(parts), "rows": rows},
-        lambda: f"rebuilt {layout.duckdb_file}: {len(parts)} partitions, {rows} rows",
+        {"database": str(database), "partitions": len(parts), "rows": rows},
+        lambda: f"rebuilt {database}: {len(parts)} partitions, {rows} rows",
     )
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .client_collections import CollectionClientMixin
+from .core.errors import DatalakeError
 from .core.layout import BASE_PATH_ENV, RAW_TASK, LakeLayout
 from .core.processing import BatchResult, ProcessOptions, process_pending
 from .core.s3_lake import S3Lake
@@ -48,6 +49,16 @@ class DatalakeClient(CollectionClientMixin):
     @property
     def base_path(self) -> Path | str:
         return self.s3_lake.base if self.s3_lake else self.layout.base
+
+    @property
+    def local_layout(self) -> LakeLayout:
+        """The lake's layout for operations that need a local or NAS lake (downloads, exports, collections)."""
+        if self.s3_lake is not None:
+            raise DatalakeError(
+                f"{self.s3_lake.base} is an S3 lake: downloads, exports and collections need a local or NAS lake "
+                "for now (query it with DuckDBClient or AthenaClient)"
+            )
+        return self.layout
 
     @property
     def schema(self) -> SchemaConfig:
@@ -111,7 +122,7 @@ class DatalakeClient(CollectionClientMixin):
         """
         from .core.download import download
 
-        return download(self.layout, selection, format, out_dir, progress=self.progress, **options)
+        return download(self.local_layout, selection, format, out_dir, progress=self.progress, **options)
 
     def create_export(
         self,
@@ -133,14 +144,14 @@ class DatalakeClient(CollectionClientMixin):
         from .lib.runner import get_instance
 
         params = ExportParams(str(destination), filter or {}, export_all, file_type, options or {})
-        return create_export(instance or get_instance(), params, base_path=str(self.base_path), wait=wait)
+        return create_export(instance or get_instance(), params, base_path=str(self.local_layout.base), wait=wait)
 
     def export_info(self, task_id: str, instance: Any = None) -> dict[str, Any]:
         """Status, progress, counts and sampled rows of an export, like the reference's ``/task/info``."""
         from .lib.exports import export_info
         from .lib.runner import get_instance
 
-        return export_info(instance or get_instance(), self.layout, task_id)
+        return export_info(instance or get_instance(), self.local_layout, task_id)
 
     def process_pending(self, **options: Any) -> list[BatchResult]:
         """Process every pending batch in this process (no Dagster needed)."""

@@ -1,6 +1,6 @@
 """``CollectionClientMixin``: collections and data units on :class:`DatalakeClient` (the reference client's shape).
 
-The host class provides ``layout`` (a :class:`LakeLayout`), ``num_proc``, ``batch_size`` and ``progress``.
+The host class provides ``local_layout`` (a :class:`LakeLayout`), ``num_proc``, ``batch_size`` and ``progress``.
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from .core.layout import LakeLayout
 
 
 class CollectionClientMixin:
-    layout: LakeLayout
+    local_layout: LakeLayout
     num_proc: int
     batch_size: int
     progress: bool
 
     def list_data_collection(self) -> list[dict[str, Any]]:
         """Every collection: ``id``, ``name``, ``description``, ``file_specifications``, ``project``, ``created_at``."""
-        return cols.list_data_collection(self.layout)
+        return cols.list_data_collection(self.local_layout)
 
     def get_data_collection(self, data_collection_id: str | int) -> dict[str, Any]:
         """One collection by id or name."""
-        return cols.get_data_collection(self.layout, data_collection_id)
+        return cols.get_data_collection(self.local_layout, data_collection_id)
 
     def create_data_collection(
         self,
@@ -40,17 +40,17 @@ class CollectionClientMixin:
     ) -> dict[str, Any]:
         """Declare a collection in ``config/collections.yaml``; provider/task/meta are checked against the schema."""
         return cols.create_collection(
-            self.layout, name, provider, dataset, file_specifications, description, task, variant, meta
+            self.local_layout, name, provider, dataset, file_specifications, description, task, variant, meta
         ).to_dict()
 
     def upload_data_file(self, organized_file: dict[str, Any], collection_id: str | int) -> dict[str, Any]:
         """Copy one organized unit (``{"files": {spec: Path}, "meta": {...}}``) into the lake's upload area."""
-        return uploads.upload_data_file(self.layout, organized_file, str(collection_id))
+        return uploads.upload_data_file(self.local_layout, organized_file, str(collection_id))
 
     def create_data_units(self, uploaded_files: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Stage uploaded units as one batch; each data unit's ``id`` is its future catalog ``row_hash``."""
         return uploads.create_data_units(
-            self.layout, uploaded_files, num_proc=self.num_proc, batch_size=self.batch_size
+            self.local_layout, uploaded_files, num_proc=self.num_proc, batch_size=self.batch_size
         )
 
     def upload_collection(
@@ -66,7 +66,7 @@ class CollectionClientMixin:
     ) -> dict[str, Any]:
         """Organize, validate and stage a folder as data units of ``collection``; return the report."""
         return uploads.upload_collection(
-            self.layout,
+            self.local_layout,
             folder,
             str(collection),
             strict=strict,

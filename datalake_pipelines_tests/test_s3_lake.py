@@ -260,3 +260,12 @@ def test_cli_on_an_s3_lake(s3_lake, make_jpeg, tmp_path, capsys):
     status = json.loads(capsys.readouterr().out)
     assert status["state"] == "done" and status["rows_added"] == 3
     assert len(keys(s3_lake, "assets/provider=scanner_co")) == 3
+    assert S3Storage(s3_lake).exists("catalog.duckdb")  # process start refreshed it
+    capsys.readouterr()
+    assert cli("catalog", "rebuild", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 3
+    # what needs a local lake says so instead of silently reading a local scratch folder
+    assert cli("download", "--provider", "scanner_co", "--out", str(tmp_path / "dl")) != 0
+    assert "S3 lake" in capsys.readouterr().err
+    with pytest.raises(Exception, match="is an S3 lake"):
+        DatalakeClient(s3_lake, progress=False).download({"providers": ["scanner_co"]}, out_dir=tmp_path / "dl2")

@@ -104,15 +104,17 @@ def start_pending_s3(
             }
             outcomes.append(outcome)
             echo(f"  {job_id}: {outcome['state']}" + (f" ({outcome['error']})" if outcome.get("error") else ""))
+    if outcomes:
+        refresh_catalog_db(instance, lake)
     return outcomes
 
 
 def refresh_catalog_db(instance: dg.DagsterInstance, lake) -> bool:
     from dagster_duckdb import DuckDBResource
 
-    from ..definitions import defs
+    from ..definitions import defs, duckdb_file
 
-    resources = {"lake": lake, "duckdb": DuckDBResource(database=str(lake.layout.duckdb_file))}
+    resources = {"lake": lake, "duckdb": DuckDBResource(database=str(duckdb_file(lake.base)))}
     result = defs.resolve_job_def("refresh_catalog_db").execute_in_process(
         instance=instance, resources=resources, raise_on_error=False
     )
