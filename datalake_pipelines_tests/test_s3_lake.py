@@ -269,3 +269,32 @@ def test_cli_on_an_s3_lake(s3_lake, make_jpeg, tmp_path, capsys):
     assert "S3 lake" in capsys.readouterr().err
     with pytest.raises(Exception, match="is an S3 lake"):
         DatalakeClient(s3_lake, progress=False).download({"providers": ["scanner_co"]}, out_dir=tmp_path / "dl2")
+
+
+def test_a_run_that_died_is_requeued_once_then_failed(instance, s3_lake, s3_client_api, make_jpeg, tmp_path):
+    make_jpeg(tmp_path / "src" / "a.jpg")
+    _, job = s3_client_api.upload_raw_data(tmp_path / "src", "aihub", "receipts")
+    lake = S3Lake(s3_lake)
+    first = tick(instance, s3_lake)
+    assert [r.run_key for r in first.run_requests] == [job]
+
+    def died(run_key: str) -> None:  # a launched run whose worker vanished before it could clean up
+        run = instance.create_run_for_job(
+            job_def=defs.resolve_job_def("ingest_job"),
+            tags={"dagster/run_key": run_key},
+            status=dg.DagsterRunStatus.STARTED,
+        )
+        instance.report_run_failed(run, "worker killed")
+
+    died(job)
+    requeued = tick(instance, s3_lake, first.cursor)
+    assert lake.read_claim(job).attempt == 2
+    assert [r.run_key for r in requeued.run_requests] == []  # the new claim is issued on the next tick
+    marker = lake.read_claim(job)
+    retry = tick(instance, s3_lake, requeued.cursor)
+    assert [r.run_key for r in retry.run_requests] == [marker.run_key] == [f"{job}.attempt2"]
+    died(marker.run_key)
+    tick(instance, s3_lake, retry.cursor)
+    error = json.loads(S3Storage(s3_lake).read_bytes(f"staging/failed/{job}/error.json"))
+    assert error["attempts"] == 2 and "ended (FAILURE)" in error["error"]
+    assert keys(s3_lake, "staging/pending") == [] and lake.read_claim(job) is None
