@@ -1,6 +1,6 @@
 """``CollectionClientMixin``: collections and data units on :class:`DatalakeClient` (the reference client's shape).
 
-The host class provides ``local_layout`` (a :class:`LakeLayout`), ``num_proc``, ``batch_size`` and ``progress``.
+The host class provides ``layout`` (a :class:`LakeLayout`), ``num_proc``, ``batch_size`` and ``progress``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,15 @@ from .core.layout import LakeLayout
 
 
 class CollectionClientMixin:
-    local_layout: LakeLayout
+    layout: LakeLayout
     num_proc: int
     batch_size: int
     progress: bool
+
+    @property
+    def local_layout(self) -> LakeLayout:
+        """The lake collections work on (a host for an S3 lake overrides this to refuse)."""
+        return self.layout
 
     def list_data_collection(self) -> list[dict[str, Any]]:
         """Every collection: ``id``, ``name``, ``description``, ``file_specifications``, ``project``, ``created_at``."""
