@@ -65,9 +65,8 @@ def main() -> None:
             os.environ["DATALAKE_CACHE_DIR"] = str(work / "cache")
             boto3.client("s3").create_bucket(Bucket="bench-lake")
             s3 = ingest("s3://bench-lake/lake", samples, args.num_proc)
-        print(
-            f"demo ingest of {args.receipts} receipts (raw + ocr upload, {local['rows']} rows, {local['images_new']} new images)"
-        )
+        rows, images = local["rows"], local["images_new"]
+        print(f"demo ingest of {args.receipts} receipts (raw + ocr upload, {rows} rows, {images} new images)")
         print(f"{'lake':<8}{'stage s':>10}{'process s':>12}{'total s':>10}{'rows/s':>10}")
         for name, r in (("local", local), ("s3", s3)):
             total = r["stage_s"] + r["process_s"]
