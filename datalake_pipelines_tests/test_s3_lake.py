@@ -1,6 +1,8 @@
 """A lake on S3 (moto's HTTP server): staging, sensor claims, runs, dedup, failures, queries."""
 
+import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -298,3 +300,35 @@ def test_a_run_that_died_is_requeued_once_then_failed(instance, s3_lake, s3_clie
     error = json.loads(S3Storage(s3_lake).read_bytes(f"staging/failed/{job}/error.json"))
     assert error["attempts"] == 2 and "ended (FAILURE)" in error["error"]
     assert keys(s3_lake, "staging/pending") == [] and lake.read_claim(job) is None
+
+
+def test_hand_drop_waits_until_every_object_is_quiet(instance, s3_lake, monkeypatch, make_jpeg, tmp_path):
+    storage = S3Storage(s3_lake)
+    doc = {"provider": "aihub", "dataset": "receipts"}
+    storage.write_bytes("staging/pending/drop1/_metadata.json", json.dumps(doc).encode())  # `aws s3 sync` order
+    time.sleep(1.2)
+    storage.upload(make_jpeg(tmp_path / "a.jpg"), "staging/pending/drop1/a.jpg")
+    monkeypatch.setattr(sensors, "QUIET_SECONDS", 1.0)  # the manifest is older than this, the image is not
+    waiting = tick(instance, s3_lake)
+    assert waiting.run_requests == [] and S3Lake(s3_lake).read_claim("drop1") is None
+    time.sleep(1.2)
+    ready = tick(instance, s3_lake, waiting.cursor)
+    assert [r.run_key for r in ready.run_requests] == ["drop1"]
+    assert run(instance, s3_lake, ready.run_requests[0], ready).success
+    assert len(keys(s3_lake, "assets")) == 1
+
+
+def test_multipart_threshold_comes_from_the_environment(s3_lake, monkeypatch, tmp_path):
+    monkeypatch.setenv("DATALAKE_MULTIPART_THRESHOLD_MB", "5")
+    storage = S3Storage(s3_lake)
+    assert storage.transfer.multipart_threshold == 5 * 1024 * 1024
+    big, small = tmp_path / "big.bin", tmp_path / "small.bin"
+    big.write_bytes(os.urandom(6 * 1024 * 1024))
+    small.write_bytes(b"x" * 1000)
+    storage.upload(big, "t/big.bin")
+    storage.upload(small, "t/small.bin")
+    bucket, prefix = split_s3_uri(s3_lake)
+    head = boto3.client("s3").head_object
+    assert "-" in head(Bucket=bucket, Key=f"{prefix}/t/big.bin")["ETag"]  # multipart ETags end in -<parts>
+    assert "-" not in head(Bucket=bucket, Key=f"{prefix}/t/small.bin")["ETag"]
+    assert storage.sha256("t/big.bin") == hashlib.sha256(big.read_bytes()).hexdigest()

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,10 @@ class S3Lake:
                 return load_manifest(Path(tmp), job_id)
             except ValidationError as exc:  # name the object, not the temporary copy
                 raise ValidationError(str(exc).replace(tmp, self.uri_of(pending_prefix(job_id)))) from None
+
+    def newest_change(self, job_id: str) -> datetime:
+        """Latest ``LastModified`` among a pending batch's objects (hand drops are claimed once it is old)."""
+        return max(o.modified for o in self.storage.list(pending_prefix(job_id)))
 
     def claim(self, job_id: str, run_key: str, partition: PartitionRef, attempt: int = 1) -> bool:
         """Create the claim marker if nobody has; True only for the caller that created it."""

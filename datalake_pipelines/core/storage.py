@@ -149,7 +149,10 @@ class S3Storage:
         self.uri = f"{S3_SCHEME}{self.bucket}/{self.prefix}".rstrip("/")
         self.client = client or s3_client()
         # boto3's managed transfer does multipart above the threshold, concurrent parts, retries.
-        self.transfer = transfer or TransferConfig(multipart_threshold=100 * MiB, multipart_chunksize=16 * MiB)
+        # The threshold is ``$DATALAKE_MULTIPART_THRESHOLD_MB`` (default 100); s3transfer grows the part size so an
+        # upload never needs more than 10,000 parts.
+        threshold = int(float(os.environ.get("DATALAKE_MULTIPART_THRESHOLD_MB") or 100) * MiB)
+        self.transfer = transfer or TransferConfig(multipart_threshold=threshold, multipart_chunksize=16 * MiB)
 
     def _key(self, key: str) -> str:
         key = key.strip("/")

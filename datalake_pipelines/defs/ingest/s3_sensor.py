@@ -51,8 +51,8 @@ def claim_new(s3_lake: S3Lake, since: datetime | None, quiet_seconds: float, log
         except (DatalakeError, ValueError) as exc:
             _reject(s3_lake, job_id, str(exc), log)
             continue
-        if manifest.hand_drop and (now - modified).total_seconds() < quiet_seconds:
-            continue  # uploaded by hand (sync order unknown): wait until it has been quiet; cursor stays
+        if manifest.hand_drop and (now - s3_lake.newest_change(job_id)).total_seconds() < quiet_seconds:
+            continue  # uploaded by hand (`aws s3 sync` sends _metadata.json early): wait until quiet; cursor stays
         cursor = max(cursor, modified) if cursor else modified
         try:
             schema = schema or s3_lake.schema()
