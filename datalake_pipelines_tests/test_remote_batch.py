@@ -21,7 +21,6 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster_aws.s3 import S3Resource
 from PIL import Image
 
 from datalake_pipelines.cli import main
@@ -31,9 +30,12 @@ from datalake_pipelines.core.remote_batch import member_path, stage_remote, stag
 from datalake_pipelines.core.s3_lake import S3Lake
 from datalake_pipelines.core.storage import S3Storage, split_s3_uri
 from datalake_pipelines.core.transfer import MiB, TransferError, TransferSettings
-from datalake_pipelines.definitions import defs
-from datalake_pipelines.defs.ingest.sensors import staging_sensor
-from datalake_pipelines.lib.resources import LakeResource
+
+try:
+    from datalake_pipelines_tests.s3_pipeline import run, tick
+except ImportError:  # the tests folder is not a package, so pytest put it on sys.path
+    from s3_pipeline import run, tick
+
 
 try:
     from datalake_pipelines_tests.s3_server import BodyServer
@@ -98,27 +100,6 @@ def web(tmp_path_factory):
 def instance():
     with dg.instance_for_test() as inst:
         yield inst
-
-
-def resources(s3_lake: str) -> dict:
-    return {"lake": LakeResource(base_path=s3_lake), "s3": S3Resource()}
-
-
-def tick(instance, s3_lake, cursor=None) -> dg.SensorResult:
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources(s3_lake))
-    return staging_sensor(ctx)
-
-
-def run(instance, s3_lake, request: dg.RunRequest, result: dg.SensorResult):
-    for req in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-    return defs.resolve_job_def("ingest_job").execute_in_process(
-        instance=instance,
-        partition_key=request.partition_key,
-        tags=request.tags,
-        resources=resources(s3_lake),
-        raise_on_error=False,
-    )
 
 
 def ingest_one(instance, s3_lake, job: str) -> dict:

@@ -12,7 +12,6 @@ import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
 from datalake_pipelines import DatalakeClient, DuckDBClient
@@ -23,8 +22,13 @@ from datalake_pipelines.definitions import defs, duckdb_file
 from datalake_pipelines.defs.athena.resources import AthenaSettings
 from datalake_pipelines.defs.athena.sensors import athena_on_ingest
 from datalake_pipelines.defs.ingest import sensors
-from datalake_pipelines.defs.ingest.sensors import staging_sensor
 from datalake_pipelines.lib.resources import LakeResource
+
+try:
+    from datalake_pipelines_tests.s3_pipeline import resources, run, tick
+except ImportError:  # the tests folder is not a package, so pytest put it on sys.path
+    from s3_pipeline import resources, run, tick
+
 
 RAW = PartitionRef("aihub", "receipts", "raw", "image")
 
@@ -42,27 +46,6 @@ def s3_client_api(s3_lake):
 
 def keys(s3_lake: str, prefix: str) -> list[str]:
     return sorted(o.key for o in S3Storage(s3_lake).list(prefix))
-
-
-def resources(s3_lake: str) -> dict:
-    return {"lake": LakeResource(base_path=s3_lake), "s3": S3Resource()}
-
-
-def tick(instance, s3_lake, cursor=None) -> dg.SensorResult:
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources(s3_lake))
-    return staging_sensor(ctx)
-
-
-def run(instance, s3_lake, request: dg.RunRequest, result: dg.SensorResult):
-    for req in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-    return defs.resolve_job_def("ingest_job").execute_in_process(
-        instance=instance,
-        partition_key=request.partition_key,
-        tags=request.tags,
-        resources=resources(s3_lake),
-        raise_on_error=False,
-    )
 
 
 def valid_images(corpus_dir: Path, tmp_path: Path, n: int = 6) -> Path:
@@ -306,12 +289,12 @@ def test_hand_drop_waits_until_every_object_is_quiet(instance, s3_lake, monkeypa
     storage = S3Storage(s3_lake)
     doc = {"provider": "aihub", "dataset": "receipts"}
     storage.write_bytes("staging/pending/drop1/_metadata.json", json.dumps(doc).encode())  # `aws s3 sync` order
-    time.sleep(1.2)
+    time.sleep(4.0)
     storage.upload(make_jpeg(tmp_path / "a.jpg"), "staging/pending/drop1/a.jpg")
-    monkeypatch.setattr(sensors, "QUIET_SECONDS", 1.0)  # the manifest is older than this, the image is not
+    monkeypatch.setattr(sensors, "QUIET_SECONDS", 3.0)  # the manifest is older than this, the image is not
     waiting = tick(instance, s3_lake)
     assert waiting.run_requests == [] and S3Lake(s3_lake).read_claim("drop1") is None
-    time.sleep(1.2)
+    time.sleep(3.2)
     ready = tick(instance, s3_lake, waiting.cursor)
     assert [r.run_key for r in ready.run_requests] == ["drop1"]
     assert run(instance, s3_lake, ready.run_requests[0], ready).success
