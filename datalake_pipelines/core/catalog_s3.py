@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,12 +31,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from .catalog import PARTITION_COLUMNS, CatalogError
-from .files import temp_sibling
 from .layout import COMPACTED_PART, PARTITION_METADATA, PartitionRef
 from .storage import ObjectInfo, S3Storage, cache_dir_for
 from .warehouse import (
     HASH_INDEX_SCHEMA,
     PARTITIONS_SCHEMA,
+    build_database,
     create_hash_index_table,
     last_batch_of,
     stats_row,
@@ -237,21 +236,7 @@ def refresh_duckdb_s3(base: str, db_path: Path | str | None = None) -> dict:
     files = catalog.files(refs)
     catalog.fragments(files)
     stats = catalog.stats(refs)
-    tmp = temp_sibling(target)
-    try:
-        con = duckdb.connect(str(tmp))
-        try:
-            con.register("partition_stats", stats)
-            con.execute("CREATE TABLE partitions AS SELECT * FROM partition_stats ORDER BY ALL")
-            con.unregister("partition_stats")
-            assets = catalog.build_hash_index(con)
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-        Path(f"{tmp}.wal").unlink(missing_ok=True)
+    assets = build_database(target, stats, catalog.build_hash_index)
     catalog.storage.upload(target, DUCKDB_FILE)
     return {
         "path": catalog.uri(DUCKDB_FILE),

@@ -250,6 +250,27 @@ def _copy_hash_index(con: duckdb.DuckDBPyConnection, layout: LakeLayout, batch_s
     return copied
 
 
+def build_database(target: Path, stats: pa.Table, fill: Callable[[duckdb.DuckDBPyConnection], int]) -> int:
+    """Build a database under a temp name (``partitions`` from ``stats``, the rest by ``fill``, which returns
+    the hash-index row count), then ``os.replace`` it over ``target``; return what ``fill`` returned."""
+    tmp = temp_sibling(target)
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            con.register("partition_stats", stats)
+            con.execute("CREATE TABLE partitions AS SELECT * FROM partition_stats ORDER BY ALL")
+            con.unregister("partition_stats")
+            assets = fill(con)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.wal").unlink(missing_ok=True)
+    return assets
+
+
 def refresh_duckdb(layout: LakeLayout | str, db_path: Path | str | None = None, batch_size: int = 50_000) -> dict:
     """Build ``catalog.duckdb`` (``catalog`` view, ``partitions`` and ``hash_index`` tables) and swap it in.
 
@@ -267,22 +288,12 @@ def refresh_duckdb(layout: LakeLayout | str, db_path: Path | str | None = None, 
     files = catalog_files(layout, refs)
     check_catalog_files(layout, files)
     stats = partition_stats(layout, refs)
-    tmp = temp_sibling(target)
-    try:
-        con = duckdb.connect(str(tmp))
-        try:
-            _create_catalog_view(con, layout, has_files=bool(files))
-            con.register("partition_stats", stats)
-            con.execute("CREATE TABLE partitions AS SELECT * FROM partition_stats ORDER BY ALL")
-            con.unregister("partition_stats")
-            assets = _copy_hash_index(con, layout, batch_size)
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-        Path(f"{tmp}.wal").unlink(missing_ok=True)
+
+    def fill(con: duckdb.DuckDBPyConnection) -> int:
+        _create_catalog_view(con, layout, has_files=bool(files))
+        return _copy_hash_index(con, layout, batch_size)
+
+    assets = build_database(target, stats, fill)
     return {
         "path": str(target),
         "partitions": stats.num_rows,

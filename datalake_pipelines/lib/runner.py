@@ -42,8 +42,7 @@ def start_pending(
     layout: LakeLayout, instance: dg.DagsterInstance, quiet_seconds: float = 2.0, echo=print, **settings: Any
 ) -> list[dict[str, Any]]:
     """Claim ready pending batches and run ``ingest_job`` for each partition now, in this process."""
-    from ..definitions import defs
-    from ..defs.ingest.sensors import claim_ready, run_request
+    from ..defs.ingest.sensors import claim_ready
 
     seen: dict = {}
     pending = scan_pending(layout)
@@ -55,37 +54,32 @@ def start_pending(
         pending = scan_pending(layout)
     groups = claim_ready(layout, pending, seen, time.time(), log, quiet_seconds=quiet_seconds)
     lake = LakeResource(base_path=str(layout.base), **settings)
-    job = defs.resolve_job_def("ingest_job")
-    outcomes = []
-    for ref, job_ids in groups.items():
-        key = LakePartitionKey(ref)
-        if not instance.has_dynamic_partition(lake_partitions.name, key.key):
-            instance.add_dynamic_partitions(lake_partitions.name, [key.key])
-        echo(f"running ingest for {key.key}: batches {', '.join(job_ids)}")
-        tags = run_request(ref, job_ids, job_ids[0]).tags
-        result = job.execute_in_process(
-            instance=instance, partition_key=key.key, tags=tags, resources={"lake": lake}, raise_on_error=False
-        )
-        for job_id in job_ids:
-            outcome = {**batch_status(layout, instance, job_id), "run_id": result.run_id}
-            outcomes.append(outcome)
-            echo(f"  {job_id}: {outcome['state']}" + (f" ({outcome['error']})" if outcome.get("error") else ""))
-    if outcomes:
-        refresh_catalog_db(instance, lake)
-    return outcomes
+    run_keys = {ref: job_ids[0] for ref, job_ids in groups.items()}
+    return _run_groups(instance, lake, groups, run_keys, lambda job_id: batch_status(layout, instance, job_id), echo)
 
 
 def start_pending_s3(
     base: str, instance: dg.DagsterInstance, quiet_seconds: float = 2.0, echo=print, **settings: Any
 ) -> list[dict[str, Any]]:
     """:func:`start_pending` for an S3 lake: the sensor's conditional-write claims, then ``ingest_job`` runs."""
-    from ..definitions import defs
     from ..defs.ingest.s3_sensor import claim_new, group_run_key
-    from ..defs.ingest.sensors import run_request
 
     lake = LakeResource(base_path=base, **settings)
     s3_lake = lake.s3_lake()
     groups, _cursor = claim_new(s3_lake, None, quiet_seconds, log)
+    run_keys = {ref: group_run_key(s3_lake, job_ids) for ref, job_ids in groups.items()}
+
+    def status(job_id: str) -> dict[str, Any]:
+        return s3_lake.batch_status(job_id) or {"job_id": job_id, "state": "unknown"}
+
+    return _run_groups(instance, lake, groups, run_keys, status, echo)
+
+
+def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo) -> list[dict[str, Any]]:
+    """One in-process ``ingest_job`` run per partition's claimed batches, then a catalog.duckdb refresh."""
+    from ..definitions import defs
+    from ..defs.ingest.sensors import run_request
+
     job = defs.resolve_job_def("ingest_job")
     outcomes = []
     for ref, job_ids in groups.items():
@@ -93,15 +87,12 @@ def start_pending_s3(
         if not instance.has_dynamic_partition(lake_partitions.name, key.key):
             instance.add_dynamic_partitions(lake_partitions.name, [key.key])
         echo(f"running ingest for {key.key}: batches {', '.join(job_ids)}")
-        tags = run_request(ref, job_ids, group_run_key(s3_lake, job_ids)).tags
+        tags = run_request(ref, job_ids, run_keys[ref]).tags
         result = job.execute_in_process(
             instance=instance, partition_key=key.key, tags=tags, resources={"lake": lake}, raise_on_error=False
         )
         for job_id in job_ids:
-            outcome = {
-                **(s3_lake.batch_status(job_id) or {"job_id": job_id, "state": "unknown"}),
-                "run_id": result.run_id,
-            }
+            outcome = {**status(job_id), "run_id": result.run_id}
             outcomes.append(outcome)
             echo(f"  {job_id}: {outcome['state']}" + (f" ({outcome['error']})" if outcome.get("error") else ""))
     if outcomes:

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from ...lib.after_ingest import after_new_materializations
 from ...lib.resources import LakeResource
 from ..ingest.assets import catalog_partition
 from .assets import athena_tables
@@ -20,10 +21,4 @@ athena_job = dg.define_asset_job(
 def athena_on_ingest(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
     if not lake.is_s3:
         return dg.SkipReason("the lake is not on S3: no Athena tables to maintain")
-    records = context.instance.fetch_materializations(catalog_partition.key, limit=1).records
-    if not records:
-        return dg.SkipReason("no catalog_partition materialization yet")
-    latest = records[0].storage_id
-    if context.cursor and int(context.cursor) >= latest:
-        return dg.SkipReason("Athena partitions are up to date")
-    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"athena-{latest}")], cursor=str(latest))
+    return after_new_materializations(context, catalog_partition.key, "athena", "Athena partitions are up to date")

@@ -17,6 +17,7 @@ from ...core.layout import BASE_PATH_ENV
 from ...core.locks import exclusive_lock
 from ...core.storage import cache_dir_for, is_s3_uri
 from ...core.warehouse import refresh_duckdb
+from ...lib.after_ingest import after_new_materializations
 from ...lib.resources import LakeResource
 from ..ingest.assets import catalog_partition
 
@@ -67,10 +68,4 @@ refresh_job = dg.define_asset_job("refresh_catalog_db", selection=[duckdb_catalo
     description="Refreshes catalog.duckdb after new catalog_partition materializations (coalesced).",
 )
 def refresh_on_ingest(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    records = context.instance.fetch_materializations(catalog_partition.key, limit=1).records
-    if not records:
-        return dg.SkipReason("no catalog_partition materialization yet")
-    latest = records[0].storage_id
-    if context.cursor and int(context.cursor) >= latest:
-        return dg.SkipReason("catalog.duckdb is up to date")
-    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"refresh-{latest}")], cursor=str(latest))
+    return after_new_materializations(context, catalog_partition.key, "refresh", "catalog.duckdb is up to date")
