@@ -301,6 +301,24 @@ def test_hand_drop_waits_until_every_object_is_quiet(instance, s3_lake, monkeypa
     assert len(keys(s3_lake, "assets")) == 1
 
 
+def test_a_waiting_hand_drop_is_not_skipped_by_the_cursor(
+    instance, s3_lake, s3_client_api, monkeypatch, make_jpeg, tmp_path
+):
+    storage = S3Storage(s3_lake)
+    doc = {"provider": "aihub", "dataset": "receipts"}
+    storage.write_bytes("staging/pending/drop2/_metadata.json", json.dumps(doc).encode())
+    time.sleep(6.5)  # more than the sensor's 5 s look-back
+    storage.upload(make_jpeg(tmp_path / "a.jpg"), "staging/pending/drop2/a.jpg")
+    make_jpeg(tmp_path / "src" / "b.jpg")
+    _, job = s3_client_api.upload_raw_data(tmp_path / "src", "aihub", "receipts")  # a newer, complete batch
+    monkeypatch.setattr(sensors, "QUIET_SECONDS", 3.0)
+    first = tick(instance, s3_lake)
+    assert [r.run_key for r in first.run_requests] == [job]  # the hand drop is still settling
+    time.sleep(3.2)
+    second = tick(instance, s3_lake, first.cursor)
+    assert [r.run_key for r in second.run_requests] == ["drop2"]
+
+
 def test_multipart_threshold_comes_from_the_environment(s3_lake, monkeypatch, tmp_path):
     monkeypatch.setenv("DATALAKE_MULTIPART_THRESHOLD_MB", "5")
     storage = S3Storage(s3_lake)

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +165,45 @@ class S3Lake:
     def newest_change(self, job_id: str) -> datetime:
         """Latest ``LastModified`` among a pending batch's objects (hand drops are claimed once it is old)."""
         return max(o.modified for o in self.storage.list(pending_prefix(job_id)))
+
+    def claim_ready(self, candidates, since: datetime | None, quiet_seconds: float, log, key_allowed=None):
+        """Claim each complete batch among ``(job_id, manifest LastModified)`` candidates.
+
+        Invalid batches go to failed/; hand drops wait until all their objects are ``quiet_seconds`` old.
+        Returns the claimed job ids by partition and a cursor time that never passes a batch still waiting.
+        """
+        groups: dict[PartitionRef, list[str]] = defaultdict(list)
+        schema, cursor, waiting = None, since, None
+        now = datetime.now(timezone.utc)
+        for job_id, modified in candidates:
+            try:
+                manifest = self.read_manifest(job_id)
+            except FileNotFoundError:
+                continue  # processed since the listing, or still being uploaded (no manifest yet)
+            except (DatalakeError, ValueError) as exc:
+                self._reject_logged(job_id, str(exc), log)
+                continue
+            if manifest.hand_drop and (now - self.newest_change(job_id)).total_seconds() < quiet_seconds:
+                waiting = min(waiting, modified) if waiting else modified  # `aws s3 sync` sends the manifest early
+                continue
+            cursor = max(cursor, modified) if cursor else modified
+            try:
+                schema = schema or self.schema()
+                manifest.validate(schema)
+                if key_allowed is not None and not key_allowed(manifest.partition.key):
+                    raise ValidationError(f"partition key {manifest.partition.key!r} is not allowed")
+            except (DatalakeError, ValueError) as exc:
+                self._reject_logged(job_id, str(exc), log)
+                continue
+            if self.claim(job_id, job_id, manifest.partition):
+                groups[manifest.partition].append(job_id)
+        if waiting is not None:
+            cursor = min(cursor, waiting) if cursor else waiting
+        return groups, cursor
+
+    def _reject_logged(self, job_id: str, reason: str, log) -> None:
+        if self.reject(job_id, reason):
+            log.warning(f"pending batch {job_id} rejected: {reason}")
 
     def claim(self, job_id: str, run_key: str, partition: PartitionRef, attempt: int = 1) -> bool:
         """Create the claim marker if nobody has; True only for the caller that created it."""
@@ -312,21 +353,14 @@ class S3Lake:
         self._upload_job_record(work, job_id)
         return result
 
-    def process_pending(self, options: ProcessOptions) -> list[BatchResult]:
+    def process_pending(self, options: ProcessOptions, quiet_seconds: float = 2.0) -> list[BatchResult]:
         """Claim and process every complete pending batch in this process (no Dagster needed)."""
+        candidates = [(job_id, datetime.now(timezone.utc)) for job_id in self.storage.list_dirs("staging/pending")]
+        groups, _ = self.claim_ready(candidates, None, quiet_seconds, logging.getLogger("datalake"))
         results = []
-        schema = self.schema()
-        for job_id in self.storage.list_dirs("staging/pending"):
-            if not self.storage.exists(f"{pending_prefix(job_id)}/{BATCH_MANIFEST}"):
-                continue  # still being uploaded
-            try:
-                ref = self.read_manifest(job_id).validate(schema).partition
-            except (DatalakeError, ValueError) as exc:
-                self.reject(job_id, str(exc))
-                continue
-            if self.claim(job_id, job_id, ref):
-                with self.work_lake([job_id]) as work:
-                    results.append(self.process(work, job_id, options))
+        for job_id in sorted(j for job_ids in groups.values() for j in job_ids):
+            with self.work_lake([job_id]) as work:
+                results.append(self.process(work, job_id, options))
         return results
 
     def _publish(

@@ -7,13 +7,11 @@ conditional create that only one caller wins.
 """
 
 import time
-from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import dagster as dg
 from dagster_aws.s3.sensor import get_objects
 
-from ...core.errors import DatalakeError
 from ...core.layout import PartitionRef
 from ...core.queue import process_alive
 from ...core.s3_lake import S3Lake, job_of_manifest_key
@@ -39,38 +37,7 @@ def new_manifests(s3_lake: S3Lake, since: datetime | None) -> list[tuple[str, da
 
 def claim_new(s3_lake: S3Lake, since: datetime | None, quiet_seconds: float, log):
     """Claim every new complete batch; return (claims grouped by partition, the new cursor time)."""
-    groups: dict[PartitionRef, list[str]] = defaultdict(list)
-    schema = None
-    cursor = since
-    now = datetime.now(timezone.utc)
-    for job_id, modified in new_manifests(s3_lake, since):
-        try:
-            manifest = s3_lake.read_manifest(job_id)
-        except FileNotFoundError:
-            continue  # processed since the listing
-        except (DatalakeError, ValueError) as exc:
-            _reject(s3_lake, job_id, str(exc), log)
-            continue
-        if manifest.hand_drop and (now - s3_lake.newest_change(job_id)).total_seconds() < quiet_seconds:
-            continue  # uploaded by hand (`aws s3 sync` sends _metadata.json early): wait until quiet; cursor stays
-        cursor = max(cursor, modified) if cursor else modified
-        try:
-            schema = schema or s3_lake.schema()
-            manifest.validate(schema)
-        except (DatalakeError, ValueError) as exc:
-            _reject(s3_lake, job_id, str(exc), log)
-            continue
-        if not is_valid_partition_key(manifest.partition.key):
-            _reject(s3_lake, job_id, f"partition key {manifest.partition.key!r} is not allowed", log)
-            continue
-        if s3_lake.claim(job_id, job_id, manifest.partition):
-            groups[manifest.partition].append(job_id)
-    return groups, cursor
-
-
-def _reject(s3_lake: S3Lake, job_id: str, reason: str, log) -> None:
-    if s3_lake.reject(job_id, reason):
-        log.warning(f"pending batch {job_id} rejected: {reason}")
+    return s3_lake.claim_ready(new_manifests(s3_lake, since), since, quiet_seconds, log, is_valid_partition_key)
 
 
 def group_run_key(s3_lake: S3Lake, job_ids: list[str]) -> str:
