@@ -333,3 +333,23 @@ def test_multipart_threshold_comes_from_the_environment(s3_lake, monkeypatch, tm
     assert "-" in head(Bucket=bucket, Key=f"{prefix}/t/big.bin")["ETag"]  # multipart ETags end in -<parts>
     assert "-" not in head(Bucket=bucket, Key=f"{prefix}/t/small.bin")["ETag"]
     assert storage.sha256("t/big.bin") == hashlib.sha256(big.read_bytes()).hexdigest()
+
+
+def test_rebuild_compacts_an_s3_partition(instance, s3_lake, s3_client_api, make_jpeg, tmp_path):
+    cursor = None
+    for n in range(2):
+        make_jpeg(tmp_path / f"src{n}" / "a.jpg")
+        s3_client_api.upload_raw_data(tmp_path / f"src{n}", "aihub", "receipts")
+        result = tick(instance, s3_lake, cursor)
+        cursor = result.cursor
+        assert run(instance, s3_lake, result.run_requests[0], result).success
+    prefix = "catalog/provider=aihub/dataset=receipts/task=raw/variant=image"
+    assert len([k for k in keys(s3_lake, prefix) if k.endswith(".parquet")]) == 2
+    rebuild = defs.resolve_job_def("ingest_job").execute_in_process(
+        instance=instance, partition_key=RAW.key, resources=resources(s3_lake)
+    )
+    meta = rebuild.asset_materializations_for_node("catalog_partition")[0].metadata
+    assert meta["mode"].value == "rebuild" and meta["files_compacted"].value == 2
+    assert [k for k in keys(s3_lake, prefix) if k.endswith(".parquet")] == [f"{prefix}/data.parquet"]
+    with DuckDBClient(s3_lake) as duck:
+        assert len(duck.retrieve_with_existing_cols(providers=["aihub"])) == 2

@@ -38,6 +38,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .catalog import CompactionResult, compact_partition
 from .errors import DatalakeError, ValidationError
 from .files import utc_now_iso
 from .hash_index import COLUMNS as INDEX_COLUMNS
@@ -386,6 +387,16 @@ class S3Lake:
         record = work.job_record(job_id)
         if record.exists():
             self.storage.upload(record, f"logs/jobs/{job_id}.json")
+
+    def rebuild_partition(self, work: LakeLayout, ref: PartitionRef, batch_size: int) -> CompactionResult:
+        """Compact a partition in ``work`` (idempotent rebuild) and publish the result to S3."""
+        self.fetch_partition(work, ref)
+        folder = work.partition_dir(ref)
+        before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        result = compact_partition(work, ref, batch_size)
+        if folder.is_dir():
+            self.publish_partition(work, ref, before)
+        return result
 
     def publish_partition(self, work: LakeLayout, ref: PartitionRef, before: set[str]) -> None:
         """After a local rebuild of a partition in ``work``: upload its files, delete the replaced parts."""

@@ -2,7 +2,6 @@
 
 import os
 
-from ...core.catalog import compact_partition
 from ...core.processing import BatchResult
 from ...core.s3_lake import S3Lake, partition_prefix
 from ...lib.resources import LakeResource
@@ -14,12 +13,7 @@ def materialize_s3_partition(context, lake: LakeResource, client, ref, job_ids: 
     catalog_uri = s3_lake.uri_of(partition_prefix(ref))
     with s3_lake.work_lake(job_ids) as work:
         if not job_ids:
-            s3_lake.fetch_partition(work, ref)
-            folder = work.partition_dir(ref)
-            before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-            result = compact_partition(work, ref, lake.batch_size)
-            if folder.is_dir():
-                s3_lake.publish_partition(work, ref, before)
+            result = s3_lake.rebuild_partition(work, ref, lake.batch_size)
             context.log.info(f"rebuilt {ref.key} on S3: {result.rows} rows from {result.files_before} files")
             return report(None, work, ref, catalog_uri, result)
         results: list[BatchResult] = []
