@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from .cli_collection import add_collection_commands
 from .cli_export import add_export_commands
 from .cli_ingest_url import add_ingest_url_command
@@ -551,6 +553,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except BotoCoreError as exc:  # no credentials, endpoint unreachable, ...
+        print(f"error: S3: {exc}", file=sys.stderr)
+        return 1
+    except ClientError as exc:  # e.g. NoSuchBucket, AccessDenied
+        error = exc.response.get("Error", {})
+        print(f"error: S3 {exc.operation_name}: {error.get('Code')}: {error.get('Message')}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -353,3 +353,12 @@ def test_rebuild_compacts_an_s3_partition(instance, s3_lake, s3_client_api, make
     assert [k for k in keys(s3_lake, prefix) if k.endswith(".parquet")] == [f"{prefix}/data.parquet"]
     with DuckDBClient(s3_lake) as duck:
         assert len(duck.retrieve_with_existing_cols(providers=["aihub"])) == 2
+
+
+def test_cli_names_a_missing_bucket(s3_lake, make_jpeg, tmp_path, capsys):
+    from datalake_pipelines.cli import main
+
+    make_jpeg(tmp_path / "src" / "a.jpg")
+    args = ["upload", "--type", "raw", "--data", str(tmp_path / "src"), "--provider", "aihub", "--dataset", "d"]
+    assert main(["--base-path", "s3://no-such-bucket-here/lake", *args]) == 1
+    assert "NoSuchBucket" in capsys.readouterr().err
