@@ -108,12 +108,19 @@ def test_same_image_in_two_rows_is_stored_once(client, lake, tmp_path, make_jpeg
     assert len({r["image"] for r in rows}) == 2
 
 
-def test_identical_rows_in_one_batch_are_catalogued_once(client, lake, tmp_path, make_jpeg, read_catalog):
+def test_identical_rows_in_one_batch_are_all_kept_and_a_reupload_adds_none(
+    client, lake, tmp_path, make_jpeg, read_catalog
+):
     img = make_jpeg(tmp_path / "same.jpg")
     upload_images(client, [img, img, img], label=["a", "a", "a"])
     [result] = client.process_pending()
-    assert (result.rows_added, result.rows_duplicate) == (1, 2)
-    assert len(read_catalog()) == 1
+    assert (result.rows_added, result.rows_duplicate, result.images_new) == (3, 0, 1)
+    rows = read_catalog()
+    assert len(rows) == 3 and len({r["row_hash"] for r in rows}) == 3
+    upload_images(client, [img, img, img], label=["a", "a", "a"])
+    [again] = client.process_pending()
+    assert (again.status, again.rows_added, again.rows_duplicate) == ("done", 0, 3)
+    assert len(read_catalog()) == 3
 
 
 def test_processing_a_batch_again_after_a_crash_never_duplicates(client, lake, tmp_path, make_jpeg, read_catalog):

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from .errors import DatalakeError
 from .files import read_json, temp_sibling, utc_now_iso, write_json_atomic
 from .layout import LakeLayout, PartitionRef
+from .schema_contract import SchemaContractError, conform, contract_from_json, contract_json, fold_schemas
 
 BATCH_ID = "batch_id"
 INGESTED_AT = "ingested_at"
@@ -146,8 +147,12 @@ def record_batch_in_partition(
     rows: int,
     schema: pa.Schema | None,
     manifest: dict[str, Any],
+    promotions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Update the partition's ``_metadata.json`` with one processed batch; return the new document."""
+    """Update the partition's ``_metadata.json`` with one processed batch; return the new document.
+
+    ``schema`` is the partition's schema contract after this batch (see ``schema_contract``) and ``promotions``
+    the widenings this batch caused; both are recorded under ``contract``."""
     doc = read_partition_metadata(layout, ref) or {**ref.as_dict(), "created_at": utc_now_iso(), "batches": []}
     batches = [b for b in doc.get("batches", []) if b.get("job_id") != job_id]
     batches.append(
@@ -169,8 +174,18 @@ def record_batch_in_partition(
     )
     if schema is not None:
         doc["schema"] = schema_description(schema)
+        recorded = doc.get("contract", {}).get("promotions", [])
+        doc["contract"] = contract_json(schema, recorded + list(promotions or []))
     write_json_atomic(layout.partition_metadata(ref), doc)
     return doc
+
+
+def partition_contract(layout: LakeLayout, ref: PartitionRef, exclude: Path | None = None) -> pa.Schema | None:
+    """The partition's schema contract: the one in ``_metadata.json`` widened by every part file's schema (a part
+    whose metadata update was interrupted, or a lake older than contracts); ``None`` for an empty partition.
+    Raises :class:`SchemaContractError` when stored parts already disagree beyond promotion."""
+    schemas = [(p, open_parquet(p).schema_arrow) for p in partition_files(layout, ref) if p != exclude]
+    return fold_schemas(contract_from_json(read_partition_metadata(layout, ref)), schemas, ref.key)
 
 
 def unified_schema(paths: list[Path]) -> pa.Schema:
@@ -181,14 +196,24 @@ def unified_schema(paths: list[Path]) -> pa.Schema:
         raise CatalogError(f"part files of {paths[0].parent} have incompatible columns: {exc}") from None
 
 
+def read_schema(layout: LakeLayout, ref: PartitionRef, paths: list[Path]) -> pa.Schema:
+    """The schema every row of the partition is read in: its contract, or for parts that predate contracts and
+    disagree beyond promotion, pyarrow's permissive unification (raises :class:`CatalogError` when even that fails)."""
+    try:
+        contract = partition_contract(layout, ref)
+    except SchemaContractError:
+        contract = None
+    return contract if contract is not None else unified_schema(paths)
+
+
 def iter_partition_batches(
     layout: LakeLayout, ref: PartitionRef, batch_size: int = 10_000, columns: list[str] | None = None
 ) -> Iterator[pa.Table]:
-    """Every row of a partition, a record batch at a time, cast to the partition's unified schema."""
+    """Every row of a partition, a record batch at a time, cast to the partition's contract schema."""
     paths = partition_files(layout, ref)
     if not paths:
         return
-    schema = unified_schema(paths)
+    schema = read_schema(layout, ref, paths)
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns if c in schema.names])
     for path in paths:
@@ -196,11 +221,7 @@ def iter_partition_batches(
         present = [n for n in schema.names if n in pf.schema_arrow.names]
         try:
             for batch in pf.iter_batches(batch_size=batch_size, columns=present):
-                table = pa.Table.from_batches([batch])
-                for field in schema:
-                    if field.name not in table.column_names:
-                        table = table.append_column(field, pa.nulls(table.num_rows, field.type))
-                yield table.select(schema.names).cast(schema)
+                yield conform(pa.Table.from_batches([batch]), schema)
         except (pa.ArrowException, OSError) as exc:
             raise CatalogError(f"cannot read catalog file {path}: {exc}") from None
 
@@ -215,7 +236,11 @@ class CompactionResult:
 
 
 def compact_partition(layout: LakeLayout, ref: PartitionRef, batch_size: int = 10_000) -> CompactionResult:
-    """Merge every part file into ``data.parquet`` (streaming, dropping duplicate rows); idempotent."""
+    """Merge every part file into ``data.parquet`` (streaming), in the partition's contract schema; idempotent.
+
+    Rows are a multiset: identical rows have distinct ``row_hash`` values (occurrence numbers, see
+    ``row_identity``), so only a row stored twice under one ``row_hash`` (a part file written again after an
+    interrupted run) is dropped; repeats of one content are kept."""
     paths = partition_files(layout, ref)
     if not paths:
         return CompactionResult(ref.key, 0, 0, 0, None)
@@ -238,7 +263,7 @@ def compact_partition(layout: LakeLayout, ref: PartitionRef, batch_size: int = 1
                     table = table.take(pa.array(keep, pa.int64()))
             writer.write(table)
         if writer.schema is None:
-            writer.write(pa.Table.from_batches([], schema=unified_schema(paths)))
+            writer.write(pa.Table.from_batches([], schema=read_schema(layout, ref, paths)))
         published = writer.commit() if writer.rows else None
     except BaseException:
         writer.abort()
@@ -253,5 +278,6 @@ def compact_partition(layout: LakeLayout, ref: PartitionRef, batch_size: int = 1
         meta.update(row_count=writer.rows, compacted_at=utc_now_iso())
         if writer.schema is not None:
             meta["schema"] = schema_description(writer.schema)
+            meta["contract"] = contract_json(writer.schema, meta.get("contract", {}).get("promotions", []))
         write_json_atomic(layout.partition_metadata(ref), meta)
     return CompactionResult(ref.key, len(paths), writer.rows, dropped, published)

@@ -5,8 +5,8 @@ so memory stays bounded) into a scratch folder inside ``staging/``, retrying tra
 exponential backoff and jitter. :func:`create_data_units` turns uploaded units into one batch through
 :class:`BatchStager` (whose copy becomes a hard link from the scratch folder, so nothing is written twice).
 A unit whose file vanishes or cannot be read fails alone; a batch that cannot be staged stops the upload but
-the batches already in ``staging/pending`` stay. Units whose catalog row (same :func:`row_fingerprint` the
-processing computes) is already in the partition, with every file in the hash index, are skipped.
+the batches already in ``staging/pending`` stay. Units whose catalog row (same ``row_hash`` the processing
+computes, see ``row_identity``) is already in the partition, with every file in the hash index, are skipped.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .errors import DatalakeError
 from .files import utc_now, write_json_atomic
 from .hash_index import HashIndex
 from .layout import BATCH_FILES_DIR, LakeLayout, PartitionRef
-from .processing import row_fingerprint
+from .row_identity import row_hashes
 from .schema import load_schema
 from .staging import BatchStager, build_manifest
 from .units import DataUnit, Organized, check_json, format_table, organize, read_text
@@ -265,18 +265,21 @@ def _read_json_text(path: str, spec: str) -> str:
 
 
 def unit_row_hash(collection: Collection, uploaded: dict[str, Any]) -> str:
-    """The ``row_hash`` processing will give this unit's catalog row (files by sha256, JSON as text)."""
-    content: dict[str, Any] = {}
+    """The ``row_hash`` processing will give this unit's catalog row (files by sha256, JSON as text): the same
+    columns and types as :func:`units_table` plus the collection's meta fields, as the batch's first occurrence
+    of that content (two identical units in one batch would be told apart by their occurrence number)."""
+    content: dict[str, pa.Array] = {}
     for spec in collection.file_specifications:
         if spec.kind == "json":
-            content[spec.name] = uploaded["texts"].get(spec.name)
+            content[spec.name] = pa.array([uploaded["texts"].get(spec.name)], pa.string())
         else:
             entry = uploaded["files"].get(spec.name)
-            content[spec.name] = entry["sha256"] if entry else None
+            content[spec.name] = pa.array([entry["sha256"] if entry else None], pa.string())
     meta = uploaded["meta"]
-    content.update({c: meta.get(c) for c in UNIT_META_COLUMNS})
-    content.update(collection.meta)
-    return row_fingerprint(content)
+    for column, column_type in zip(UNIT_META_COLUMNS, (pa.string(), pa.string(), pa.int64())):
+        content[column] = pa.array([meta.get(column)], column_type)
+    content.update({key: pa.array([value]) for key, value in collection.meta.items()})
+    return row_hashes(pa.table(content))[0]
 
 
 # one batch -------------------------------------------------------------------------------------------------

@@ -10,8 +10,6 @@ when the batch itself is invalid (manifest, meta, Parquet). A failed batch moves
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import threading
@@ -25,18 +23,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .arrow_normalize import normalize_batch, normalize_schema
 from .catalog import (
-    BATCH_ID,
-    INGESTED_AT,
-    INGESTED_AT_TYPE,
-    RESERVED_COLUMNS,
     ROW_HASH,
     PartWriter,
     existing_row_hashes,
-    file_fields,
-    image_fields,
+    partition_contract,
     record_batch_in_partition,
 )
+from .catalog_rows import catalog_rows, catalog_schema
+from .column_names import check_column_names
 from .errors import BatchError, DatalakeError, ValidationError
 from .files import UnsafePathError, safe_join, utc_now, utc_now_iso, write_json_atomic
 from .hash_index import HashIndex
@@ -44,7 +40,9 @@ from .images import DEFAULT_MAX_PIXELS
 from .layout import BATCH_DATA, BATCH_MANIFEST, ERROR_FILE, LakeLayout
 from .locks import exclusive_lock
 from .manifest import BatchManifest, load_manifest
+from .row_identity import RowIdentity
 from .schema import SchemaConfig, load_schema
+from .schema_contract import merge_contract, part_schema
 from .store import StoredFile, StoreOptions, store_files
 
 HAND_DROP_EXTENSIONS = frozenset(
@@ -130,20 +128,6 @@ def write_job_record(layout: LakeLayout, result: BatchResult, extra: dict[str, A
     write_json_atomic(layout.job_record(result.job_id), {**result.to_json(), **(extra or {})})
 
 
-def row_fingerprint(values: dict[str, Any]) -> str:
-    """SHA-256 of a row's content (images by hash; batch bookkeeping excluded), for row dedup."""
-    blob = json.dumps(values, sort_keys=True, ensure_ascii=False, default=_json_default, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"sha256": hashlib.sha256(bytes(value)).hexdigest()}
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
-
-
 def regular_files(folder: Path) -> set[str]:
     """Relative paths of the regular files under ``folder``; symlinks (to files or folders) are left out."""
     found: set[str] = set()
@@ -213,8 +197,9 @@ class BatchProcessor:
                     manifest.partition,
                     job_id,
                     result.rows_added,
-                    _schema_of(published),
+                    self._contract if published else None,
                     manifest.to_json(),
+                    [{"job_id": job_id, **p} for p in self._promotions] if published else [],
                 )
             if rejected_rows:
                 result.rejected_dir = str(self._quarantine(batch_dir, manifest, rejected_rows, result))
@@ -256,13 +241,14 @@ class BatchProcessor:
             raise ValidationError(f"{data_path}: the batch has no {BATCH_DATA}")
         try:
             pf = pq.ParquetFile(data_path)
-            schema = pf.schema_arrow
+            schema = normalize_schema(pf.schema_arrow)  # a hand drop's data.parquet never passed through staging
         except (pa.ArrowException, OSError) as exc:
             raise ValidationError(f"{data_path}: malformed Parquet: {exc}") from None
 
         def batches():
             try:
-                yield from pf.iter_batches(batch_size=self.options.batch_size)
+                for batch in pf.iter_batches(batch_size=self.options.batch_size):
+                    yield from normalize_batch(batch, schema).to_batches()
             except (pa.ArrowException, OSError) as exc:
                 raise ValidationError(f"{data_path}: malformed Parquet: {exc}") from None
 
@@ -273,20 +259,24 @@ class BatchProcessor:
         missing = [c for c in manifest.image_columns + manifest.file_columns if c not in names]
         if missing:
             raise ValidationError(f"file columns {missing} are not in the data (columns: {sorted(names)})")
-        generated = {f.name for c in manifest.image_columns for f in image_fields(c)[1:]}
-        generated |= {f.name for c in manifest.file_columns for f in file_fields(c)[1:]}
-        clash = sorted((names & RESERVED_COLUMNS) | (names & generated) | (names & set(manifest.meta)))
-        if clash:
-            raise ValidationError(
-                f"columns {clash} clash with names the catalog reserves (partition levels, batch_id, ingested_at, "
-                "row_hash, <image>_sha256/_width/_height/_format/_mode, meta fields); rename them"
-            )
+        check_column_names(
+            schema, manifest.image_columns, manifest.file_columns, manifest.meta, f"batch {manifest.job_id}"
+        )
+
+    def _check_contract(self, schema: pa.Schema, manifest: BatchManifest, writer: PartWriter) -> None:
+        """Refuse, before any file is stored, a batch whose types the partition's contract cannot take."""
+        contract = partition_contract(self.layout, manifest.partition, exclude=writer.target)
+        self._contract, self._promotions = merge_contract(
+            contract, catalog_schema(schema, manifest), manifest.partition.key
+        )
 
     def _ingest(
         self, batch_dir: Path, manifest: BatchManifest, writer: PartWriter, result: BatchResult
     ) -> list[pa.Table]:
         schema, batches = self._source(batch_dir, manifest)
         self._check_columns(schema, manifest)
+        self._check_contract(schema, manifest, writer)
+        self._identity = RowIdentity()  # occurrences of identical rows are counted batch-wide
         self._sources = {f.get("path"): f.get("source") for f in manifest.files if isinstance(f, dict)}
         self._batch_files = regular_files(batch_dir)
         seen = existing_row_hashes(self.layout, manifest.partition, exclude=writer.target)
@@ -388,10 +378,13 @@ class BatchProcessor:
         result.rows_rejected += len(errors)
         if not keep_idx:
             return None, sorted(errors)
-        out = self._catalog_rows(table, keep_idx, stored, manifest, ingested_at)
-        hashes = out.column(ROW_HASH).to_pylist()
+        out = catalog_rows(table, keep_idx, stored, manifest, ingested_at, self._identity)
+        target = part_schema(out.schema, self._contract)
+        if not out.schema.equals(target):
+            out = out.cast(target)  # a promotion the contract recorded (int32 -> int64, ...)
+        # Each occurrence of a content has its own row_hash: a hit means the row is already in the partition.
         fresh = []
-        for j, h in enumerate(hashes):
+        for j, h in enumerate(out.column(ROW_HASH).to_pylist()):
             if h in seen:
                 result.rows_duplicate += 1
                 continue
@@ -399,62 +392,6 @@ class BatchProcessor:
             fresh.append(j)
         result.rows_added += len(fresh)
         return (out.take(pa.array(fresh, pa.int64())) if len(fresh) != out.num_rows else out), sorted(errors)
-
-    def _catalog_rows(
-        self,
-        table: pa.Table,
-        keep_idx: list[int],
-        stored: dict[str, list[StoredFile | None]],
-        manifest: BatchManifest,
-        ingested_at: Any,
-    ) -> pa.Table:
-        kept = table.take(keep_idx)
-        columns: dict[str, pa.Array] = {}
-        fields: list[pa.Field] = []
-        content: list[dict[str, Any]] = [{} for _ in keep_idx]
-        for fld in table.schema:
-            if fld.name in stored:
-                entries = [stored[fld.name][i] for i in keep_idx]
-                values = [
-                    [e.entry.path if e else None for e in entries],
-                    [e.entry.stored_sha256 if e else None for e in entries],
-                ]
-                if fld.name in manifest.file_columns:
-                    img_fields = file_fields(fld.name)
-                    values.append([e.entry.size if e else None for e in entries])
-                else:
-                    img_fields = image_fields(fld.name)
-                    values += [
-                        [e.entry.width if e else None for e in entries],
-                        [e.entry.height if e else None for e in entries],
-                        [e.entry.format if e else None for e in entries],
-                        [e.entry.mode if e else None for e in entries],
-                    ]
-                for f, v in zip(img_fields, values):
-                    columns[f.name] = pa.array(v, f.type)
-                    fields.append(f)
-                for row, e in zip(content, entries):
-                    row[fld.name] = e.sha256 if e else None
-            else:
-                column = kept.column(fld.name)
-                columns[fld.name] = column
-                fields.append(fld)
-                for row, value in zip(content, column.to_pylist()):
-                    row[fld.name] = value
-        for key, value in manifest.meta.items():
-            columns[key] = pa.array([value] * len(keep_idx))
-            fields.append(pa.field(key, columns[key].type))
-            for row in content:
-                row[key] = value
-        columns[BATCH_ID] = pa.array([manifest.job_id] * len(keep_idx), pa.string())
-        columns[INGESTED_AT] = pa.array([ingested_at] * len(keep_idx), INGESTED_AT_TYPE)
-        columns[ROW_HASH] = pa.array([row_fingerprint(row) for row in content], pa.string())
-        fields += [
-            pa.field(BATCH_ID, pa.string()),
-            pa.field(INGESTED_AT, INGESTED_AT_TYPE),
-            pa.field(ROW_HASH, pa.string()),
-        ]
-        return pa.Table.from_arrays([columns[f.name] for f in fields], schema=pa.schema(fields))
 
     def _check_thresholds(self, result: BatchResult) -> None:
         details = {"rejected": result.rejected}
@@ -510,10 +447,6 @@ class BatchProcessor:
         shutil.rmtree(target, ignore_errors=True)
         os.rename(tmp, target)
         return target
-
-
-def _schema_of(path: Path | None) -> pa.Schema | None:
-    return pq.read_schema(path) if path else None
 
 
 def process_batch(

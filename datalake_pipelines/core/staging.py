@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from .arrow_normalize import normalize_table, table_from_pandas
+from .column_names import check_column_names
 from .errors import ValidationError
 from .files import write_json_atomic
 from .layout import BATCH_DATA, BATCH_FILES_DIR, BATCH_MANIFEST, LakeLayout
@@ -91,9 +93,7 @@ class BatchStager:
         missing = [c for c in image_columns + file_columns if c not in source_table.column_names]
         if missing:
             raise ValidationError(f"image columns {missing} are not in the data (columns: {source_table.column_names})")
-        clash = sorted(set(manifest.meta) & set(source_table.column_names))
-        if clash:
-            raise ValidationError(f"data columns {clash} clash with meta fields of the same name")
+        check_column_names(source_table.schema, image_columns, file_columns, manifest.meta, "the upload")
         manifest.image_columns = list(image_columns)
         manifest.file_columns = [c for c in file_columns if c not in manifest.image_columns]
         tmp = self.layout.pending_temp(manifest.job_id)
@@ -111,9 +111,9 @@ class BatchStager:
     # sources -------------------------------------------------------------------
     def _open_source(self, data_file: Any) -> tuple[pa.Table, Path]:
         if isinstance(data_file, pd.DataFrame):
-            return pa.Table.from_pandas(data_file, preserve_index=False), Path.cwd()
+            return normalize_table(table_from_pandas(data_file)), Path.cwd()
         if isinstance(data_file, pa.Table):
-            return data_file, Path.cwd()
+            return normalize_table(data_file), Path.cwd()
         path = Path(data_file).expanduser()
         if path.is_dir():
             files = sorted(
@@ -128,9 +128,10 @@ class BatchStager:
         if path.is_file():
             try:
                 # memory_map keeps the data file out of RSS; rows are then staged batch by batch.
-                return pq.read_table(path, memory_map=True), path.resolve().parent
+                table = pq.read_table(path, memory_map=True)
             except (pa.ArrowException, OSError) as exc:
                 raise ValidationError(f"{path}: not a readable Parquet file: {exc}") from None
+            return normalize_table(table), path.resolve().parent
         raise ValidationError(f"data file {path} does not exist")
 
     @staticmethod
