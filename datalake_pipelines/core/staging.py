@@ -52,12 +52,13 @@ def detect_image_columns(table: pa.Table) -> list[str]:
     """Columns that hold images: bytes, HF-style ``{bytes, path}`` structs, or paths with image extensions."""
     found = []
     for fld in table.schema:
-        sample = [v for v in table.column(fld.name).slice(0, 200).to_pylist() if v is not None][:SAMPLE_ROWS]
         if _is_binary(fld.type) or _is_hf_image(fld.type):
             if _is_binary(fld.type) and not any(h in fld.name.lower() for h in IMAGE_NAME_HINTS):
                 continue
             found.append(fld.name)
         elif pa.types.is_string(fld.type) or pa.types.is_large_string(fld.type):
+            # only string columns become Python objects here (a timestamp past year 9999 cannot)
+            sample = [v for v in table.column(fld.name).slice(0, 200).to_pylist() if v is not None][:SAMPLE_ROWS]
             if sample and all(Path(str(v)).suffix.lower() in HAND_DROP_EXTENSIONS for v in sample):
                 found.append(fld.name)
     return found
