@@ -276,3 +276,17 @@ def test_meta_field_colliding_case_insensitively_is_refused(client, lake):
     with pytest.raises(ValidationError, match="'Lang' collides case-insensitively with 'lang', which is a meta"):
         meta = {"lang": "en", "src": "real"}
         client.upload_task_data(pa.table({"Lang": ["en"]}), "aihub", "docs", "ocr", "v1", meta=meta)
+
+
+def test_the_asset_column_schema_shows_the_contract_and_its_promotions(client, lake):
+    from datalake_pipelines.defs.ingest.assets import partition_metadata
+
+    upload(client, pa.table({"k": pa.array([1], pa.int32())}))
+    client.process_pending()
+    _, job_id = upload(client, pa.table({"k": pa.array([2], pa.int64())}))
+    client.process_pending()
+    meta = partition_metadata(lake, REF)
+    columns = {c.name: c for c in meta["dagster/column_schema"].columns}
+    assert columns["k"].type == "int64"
+    assert f"k: int32 -> int64 (batch {job_id})" in columns["k"].description
+    assert meta["schema_promotions"].data == [{"job_id": job_id, "column": "k", "from": "int32", "to": "int64"}]

@@ -7,7 +7,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
 
-from ...core.catalog import compact_partition, iter_partition_batches, partition_files
+from ...core.catalog import compact_partition, iter_partition_batches, partition_files, read_partition_metadata
 from ...core.layout import PartitionRef
 from ...core.processing import BatchProcessor, BatchResult, fail_batch
 from ...core.queue import mark_running
@@ -140,8 +140,27 @@ def partition_metadata(layout, ref: PartitionRef, shown_path: str | None = None)
     meta["dagster/row_count"] = rows
     first = next(iter_partition_batches(layout, ref, batch_size=PREVIEW_ROWS), None)
     if first is not None:
-        schema = first.schema
-        meta["dagster/column_schema"] = dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
+        schema = first.schema  # rows are read in the partition's schema contract (see core/schema_contract.py)
+        promotions = read_partition_metadata(layout, ref).get("contract", {}).get("promotions", [])
+        history: dict[str, list[str]] = {}
+        for p in promotions:
+            history.setdefault(p["column"].split(".")[0].split("[")[0], []).append(
+                f"{p['column']}: {p['from']} -> {p['to']} (batch {p.get('job_id')})"
+            )
+        meta["dagster/column_schema"] = dg.TableSchema(
+            columns=[
+                dg.TableColumn(
+                    f.name,
+                    str(f.type),
+                    description="schema contract; promoted " + "; ".join(history[f.name])
+                    if f.name in history
+                    else "schema contract",
+                    constraints=dg.TableColumnConstraints(nullable=f.nullable),
+                )
+                for f in schema
+            ]
+        )
+        meta["schema_promotions"] = dg.MetadataValue.json(promotions)
         preview = first.slice(0, PREVIEW_ROWS).to_pylist()
         meta["preview"] = dg.MetadataValue.md(_md_table(preview, schema.names))
     return meta

@@ -40,7 +40,8 @@ def asset_files_match_hashes(
 def no_duplicate_rows(
     context: dg.AssetCheckExecutionContext, lake: LakeResource, s3: S3Resource
 ) -> dg.AssetCheckResult:
-    """No two catalog rows of the partition have the same content (row_hash)."""
+    """No two catalog rows of the partition share a ``row_hash`` (content + occurrence number): no row was stored
+    twice. Identical rows uploaded together are distinct rows with distinct hashes, so they do not count."""
     ref = LakePartitionKey.parse(context.partition_key).ref
     with partition_view(lake, s3, ref) as (layout, _):
         return _result(check_duplicate_rows(layout, ref), "rows")
