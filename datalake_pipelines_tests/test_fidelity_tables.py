@@ -290,3 +290,20 @@ def test_the_asset_column_schema_shows_the_contract_and_its_promotions(client, l
     assert columns["k"].type == "int64"
     assert f"k: int32 -> int64 (batch {job_id})" in columns["k"].description
     assert meta["schema_promotions"].data == [{"job_id": job_id, "column": "k", "from": "int32", "to": "int64"}]
+
+
+def test_extension_types_field_and_schema_metadata_are_kept(client, lake):
+    import uuid
+
+    ids = pa.array([uuid.uuid4().bytes for _ in range(2)], pa.binary(16)).cast(pa.uuid())
+    source = pa.table(
+        {"id": ids, "doc": pa.array(['{"a": 1}', "[]"], pa.json_()), "n": pa.array([1, 2], pa.int8())},
+        metadata={"geo": '{"version": "1.1.0", "primary_column": "geometry"}'},
+    )
+    source = source.cast(source.schema.set(2, pa.field("n", pa.int8(), metadata={"unit": "px"})))
+    upload(client, source)
+    [result] = client.process_pending()
+    assert result.status == "done", result.error
+    stored = catalog_table(lake)
+    assert user_columns(stored).schema.equals(source.schema, check_metadata=True)
+    assert user_columns(stored).equals(source)

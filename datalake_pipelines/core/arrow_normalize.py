@@ -25,7 +25,7 @@ from .errors import ValidationError
 
 def normalize_type(t: pa.DataType) -> pa.DataType:
     """The catalog's representation of type ``t`` (``t`` itself when it needs no change)."""
-    if isinstance(t, pa.ExtensionType):
+    if isinstance(t, pa.BaseExtensionType):
         return t
     if pa.types.is_dictionary(t):
         return normalize_type(t.value_type)

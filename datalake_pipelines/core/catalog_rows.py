@@ -27,6 +27,13 @@ def meta_array(value: Any, n: int) -> pa.Array:
     return pa.array([value] * n)
 
 
+def schema_metadata(schema: pa.Schema) -> dict[bytes, bytes] | None:
+    """The upload's schema-level metadata the catalog keeps (e.g. GeoParquet's ``geo``). ``pandas`` is left out:
+    it describes the uploaded DataFrame's columns and index, not the catalog's."""
+    kept = {k: v for k, v in (schema.metadata or {}).items() if k != b"pandas"}
+    return kept or None
+
+
 def catalog_schema(schema: pa.Schema, manifest: BatchManifest) -> pa.Schema:
     """The schema the batch's catalog rows will have, known before any file is stored (for the schema contract)."""
     files = set(manifest.image_columns) | set(manifest.file_columns)
@@ -34,7 +41,7 @@ def catalog_schema(schema: pa.Schema, manifest: BatchManifest) -> pa.Schema:
     for fld in schema:
         fields += _file_column_fields(fld.name, manifest) if fld.name in files else [fld]
     fields += [pa.field(key, meta_array(value, 1).type) for key, value in manifest.meta.items()]
-    return pa.schema(fields + BOOKKEEPING_FIELDS)
+    return pa.schema(fields + BOOKKEEPING_FIELDS, metadata=schema_metadata(schema))
 
 
 def catalog_rows(
@@ -82,4 +89,5 @@ def catalog_rows(
     columns[INGESTED_AT] = pa.array([ingested_at] * n, INGESTED_AT_TYPE)
     columns[ROW_HASH] = pa.array(identity.row_hashes(pa.table(content)), pa.string())
     fields += BOOKKEEPING_FIELDS
-    return pa.Table.from_arrays([columns[f.name] for f in fields], schema=pa.schema(fields))
+    schema = pa.schema(fields, metadata=schema_metadata(table.schema))
+    return pa.Table.from_arrays([columns[f.name] for f in fields], schema=schema)

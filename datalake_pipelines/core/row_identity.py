@@ -62,7 +62,7 @@ def encode_values(arr: pa.Array) -> pa.Array:
         arr = arr.combine_chunks()
     if pa.types.is_dictionary(t):
         return encode_values(arr.dictionary_decode())
-    if isinstance(t, pa.ExtensionType):
+    if isinstance(t, pa.BaseExtensionType):
         return encode_values(arr.storage)
     if pa.types.is_run_end_encoded(t):
         return encode_values(pc.run_end_decode(arr))

@@ -154,7 +154,7 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def part_schema(batch: pa.Schema, contract: pa.Schema) -> pa.Schema:
     """The batch's own columns with the contract's (possibly wider) types: the schema its part file is written in."""
-    return pa.schema([contract.field(name) for name in batch.names])
+    return pa.schema([contract.field(name) for name in batch.names], metadata=batch.metadata)
 
 
 def contract_json(schema: pa.Schema, promotions: list[dict[str, Any]]) -> dict[str, Any]:
