@@ -40,6 +40,7 @@ from .images import DEFAULT_MAX_PIXELS
 from .layout import BATCH_DATA, BATCH_MANIFEST, ERROR_FILE, LakeLayout
 from .locks import exclusive_lock
 from .manifest import BatchManifest, load_manifest
+from .quarantine import quarantine_rows
 from .row_identity import RowIdentity
 from .schema import SchemaConfig, load_schema
 from .schema_contract import merge_contract, part_schema
@@ -202,7 +203,7 @@ class BatchProcessor:
                     [{"job_id": job_id, **p} for p in self._promotions] if published else [],
                 )
             if rejected_rows:
-                result.rejected_dir = str(self._quarantine(batch_dir, manifest, rejected_rows, result))
+                result.rejected_dir = str(quarantine_rows(self.layout, batch_dir, manifest, rejected_rows, result))
             discard_batch(batch_dir)
             result.status = "done"
         except Exception as exc:  # noqa: BLE001 - every failure must land the batch in failed/
@@ -404,49 +405,6 @@ class BatchProcessor:
                 f"max_reject_ratio of {self.options.max_reject_ratio:.0%}",
                 details,
             )
-
-    def _quarantine(
-        self, batch_dir: Path, manifest: BatchManifest, rejected: list[pa.Table], result: BatchResult
-    ) -> Path:
-        """Keep rejected rows and their files as a re-submittable batch in ``failed/<job_id>-rejected``."""
-        target = self.layout.rejected_batch(manifest.job_id)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        table = pa.concat_tables(rejected)
-        files = []
-        for col in manifest.image_columns + manifest.file_columns:
-            for value in table.column(col).to_pylist():
-                if not value:
-                    continue
-                try:
-                    source = safe_join(batch_dir, value)
-                except UnsafePathError:
-                    continue
-                if source.is_file():
-                    dest = tmp / value
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(source, dest)
-                    files.append({"path": value, "size": dest.stat().st_size})
-        if not manifest.hand_drop or (batch_dir / BATCH_DATA).exists():
-            pq.write_table(table, tmp / BATCH_DATA)
-        doc = manifest.to_json()
-        doc.update(job_id=f"{manifest.job_id}-rejected", row_count=table.num_rows, files=files)
-        if manifest.hand_drop:
-            doc = {k: doc[k] for k in ("provider", "dataset", "task", "variant", "meta", "description")}
-        write_json_atomic(tmp / BATCH_MANIFEST, doc)
-        write_json_atomic(
-            tmp / ERROR_FILE,
-            {
-                "job_id": manifest.job_id,
-                "error": f"{result.rows_rejected} rows were rejected and quarantined; the rest was ingested",
-                "rejected": result.rejected,
-                "failed_at": utc_now_iso(),
-            },
-        )
-        shutil.rmtree(target, ignore_errors=True)
-        os.rename(tmp, target)
-        return target
 
 
 def process_batch(

@@ -1,0 +1,61 @@
+"""Quarantine of rejected rows: kept with their files as a re-submittable batch in ``failed/<job_id>-rejected``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .files import UnsafePathError, safe_join, utc_now_iso, write_json_atomic
+from .layout import BATCH_DATA, BATCH_MANIFEST, ERROR_FILE, LakeLayout
+from .manifest import BatchManifest
+
+
+def quarantine_rows(
+    layout: LakeLayout, batch_dir: Path, manifest: BatchManifest, rejected: list[pa.Table], result: Any
+) -> Path:
+    """Write the rejected rows (``rejected`` tables of the batch's data) and their files to
+    ``staging/failed/<job_id>-rejected/`` (a valid batch to fix and move back to pending); return that folder.
+    ``result`` is the batch's ``BatchResult`` (its ``rejected`` reasons go to ``error.json``)."""
+    target = layout.rejected_batch(manifest.job_id)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    table = pa.concat_tables(rejected)
+    files = []
+    for col in manifest.image_columns + manifest.file_columns:
+        for value in table.column(col).to_pylist():
+            if not value:
+                continue
+            try:
+                source = safe_join(batch_dir, value)
+            except UnsafePathError:
+                continue
+            if source.is_file():
+                dest = tmp / value
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, dest)
+                files.append({"path": value, "size": dest.stat().st_size})
+    if not manifest.hand_drop or (batch_dir / BATCH_DATA).exists():
+        pq.write_table(table, tmp / BATCH_DATA)
+    doc = manifest.to_json()
+    doc.update(job_id=f"{manifest.job_id}-rejected", row_count=table.num_rows, files=files)
+    if manifest.hand_drop:
+        doc = {k: doc[k] for k in ("provider", "dataset", "task", "variant", "meta", "description")}
+    write_json_atomic(tmp / BATCH_MANIFEST, doc)
+    write_json_atomic(
+        tmp / ERROR_FILE,
+        {
+            "job_id": manifest.job_id,
+            "error": f"{result.rows_rejected} rows were rejected and quarantined; the rest was ingested",
+            "rejected": result.rejected,
+            "failed_at": utc_now_iso(),
+        },
+    )
+    shutil.rmtree(target, ignore_errors=True)
+    os.rename(tmp, target)
+    return target
