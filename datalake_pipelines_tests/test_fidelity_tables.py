@@ -307,3 +307,14 @@ def test_extension_types_field_and_schema_metadata_are_kept(client, lake):
     stored = catalog_table(lake)
     assert user_columns(stored).schema.equals(source.schema, check_metadata=True)
     assert user_columns(stored).equals(source)
+
+
+def test_a_partition_with_parts_that_predate_contracts_still_reads_and_names_the_bad_part(client, lake):
+    for name, table in (("old-1", pa.table({"v": [1]})), ("old-2", pa.table({"v": ["one"]}))):
+        path = lake.partition_dir(REF) / f"{name}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+    assert duck_count(lake) == 2
+    upload(client, pa.table({"v": [2]}))
+    [result] = client.process_pending()
+    assert result.status == "failed" and "old-2.parquet" in result.error and REF.key in result.error

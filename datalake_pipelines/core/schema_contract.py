@@ -177,6 +177,12 @@ def contract_from_json(doc: dict[str, Any] | None) -> pa.Schema | None:
 def fold_schemas(contract: pa.Schema | None, schemas: list[tuple[Path, pa.Schema]], partition: str) -> pa.Schema | None:
     """The contract widened by the schemas of existing part files (a part written before its metadata was updated,
     or a lake older than contracts). Raises :class:`SchemaContractError` when two parts already disagree."""
-    for _path, schema in schemas:
-        contract, _ = merge_contract(contract, schema, partition)
+    for path, schema in schemas:
+        try:
+            contract, _ = merge_contract(contract, schema, partition)
+        except SchemaContractError as exc:
+            raise SchemaContractError(
+                f"stored part file {path.name} of partition {partition} already breaks its schema contract "
+                f"({exc}); the partition needs repair before it takes new batches"
+            ) from None
     return contract
