@@ -318,3 +318,29 @@ def test_a_partition_with_parts_that_predate_contracts_still_reads_and_names_the
     upload(client, pa.table({"v": [2]}))
     [result] = client.process_pending()
     assert result.status == "failed" and "old-2.parquet" in result.error and REF.key in result.error
+
+
+def test_dictionary_image_paths_are_detected_like_plain_paths(client, lake, fidelity):
+    upload(client, fidelity / "dictionary_image_paths" / "data.parquet")
+    [result] = client.process_pending()
+    assert (result.status, result.images_new) == ("done", 3), result.error
+    assert catalog_table(lake).schema.field("caption").type == pa.string()
+
+
+def test_s3_lake_keeps_repeats_and_refuses_type_drift(s3_lake, fidelity):
+    from datalake_pipelines.client import DatalakeClient
+    from datalake_pipelines.core.s3_lake import partition_prefix
+    from datalake_pipelines.core.storage import S3Storage
+
+    s3_client = DatalakeClient(s3_lake, num_proc=2, batch_size=4, progress=False)
+    s3_client.upload_raw_data(fidelity / "repeated_rows" / "data.parquet", "inhouse", "facts")
+    [first] = s3_client.process_pending()
+    assert (first.status, first.rows_added) == ("done", 4), first.error
+    s3_client.upload_raw_data(fidelity / "repeated_rows" / "data.parquet", "inhouse", "facts")
+    [again] = s3_client.process_pending()
+    assert (again.rows_added, again.rows_duplicate) == (0, 4)
+    s3_client.upload_raw_data(pa.table({"sensor": ["s"], "value": ["not a number"]}), "inhouse", "facts")
+    [drift] = s3_client.process_pending()
+    assert drift.status == "failed" and "'value'" in drift.error and "int64" in drift.error
+    doc = json.loads(S3Storage(s3_lake).read_bytes(f"{partition_prefix(REF)}/_metadata.json"))
+    assert doc["row_count"] == 4 and {"name": "value", "type": "int64", "nullable": True} in doc["contract"]["schema"]
