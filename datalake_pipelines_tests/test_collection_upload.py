@@ -282,3 +282,17 @@ def test_a_lake_inside_the_uploaded_folder_is_not_walked(tmp_path, make_jpeg):
     make_jpeg(tmp_path / "a.jpg")
     report = upload_collection(lake, tmp_path, coll, progress=False, policy=NO_SLEEP)
     assert not any("lake/" in f for f in report["unmatched_files"]), report["unmatched_files"]
+
+
+def test_identical_units_in_one_batch_are_two_rows_with_the_ids_processing_gives(
+    lake, collection, folder, read_catalog
+):
+    from datalake_pipelines.core.units import organize
+
+    client = Client(lake)
+    unit = next(u for u in organize(folder, collection).units if u.key == "sample_001")
+    twice = [client.upload_data_file(unit.organized_file(), collection.id) for _ in range(2)]
+    data_units = client.create_data_units(twice)
+    assert len({d["id"] for d in data_units}) == 2
+    process_pending(lake)
+    assert sorted(r["row_hash"] for r in read_catalog()) == sorted(d["id"] for d in data_units)

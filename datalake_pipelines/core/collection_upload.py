@@ -33,7 +33,7 @@ from .errors import DatalakeError
 from .files import utc_now, write_json_atomic
 from .hash_index import HashIndex
 from .layout import BATCH_FILES_DIR, LakeLayout, PartitionRef
-from .row_identity import row_hashes
+from .row_identity import RowIdentity, content_digests, row_hashes
 from .schema import load_schema
 from .staging import BatchStager, build_manifest
 from .units import DataUnit, Organized, check_json, format_table, organize, read_text
@@ -264,10 +264,9 @@ def _read_json_text(path: str, spec: str) -> str:
     return text
 
 
-def unit_row_hash(collection: Collection, uploaded: dict[str, Any]) -> str:
-    """The ``row_hash`` processing will give this unit's catalog row (files by sha256, JSON as text): the same
-    columns and types as :func:`units_table` plus the collection's meta fields, as the batch's first occurrence
-    of that content (two identical units in one batch would be told apart by their occurrence number)."""
+def unit_content(collection: Collection, uploaded: dict[str, Any]) -> pa.Table:
+    """The one-row content table processing hashes for this unit's catalog row (see ``row_identity``): the
+    columns of :func:`units_table` with each file as its SHA-256 and JSON as text, plus the collection's meta."""
     content: dict[str, pa.Array] = {}
     for spec in collection.file_specifications:
         if spec.kind == "json":
@@ -279,7 +278,12 @@ def unit_row_hash(collection: Collection, uploaded: dict[str, Any]) -> str:
     for column, column_type in zip(UNIT_META_COLUMNS, (pa.string(), pa.string(), pa.int64())):
         content[column] = pa.array([meta.get(column)], column_type)
     content.update({key: pa.array([value]) for key, value in collection.meta.items()})
-    return row_hashes(pa.table(content))[0]
+    return pa.table(content)
+
+
+def unit_row_hash(collection: Collection, uploaded: dict[str, Any]) -> str:
+    """The ``row_hash`` processing gives this unit's catalog row as the first of its content in its batch."""
+    return row_hashes(unit_content(collection, uploaded))[0]
 
 
 # one batch -------------------------------------------------------------------------------------------------
@@ -360,15 +364,18 @@ def create_data_units(
             folder.rmdir()  # only once empty: a running upload_collection still uses its scratch folder
         except OSError:
             pass
+    # Occurrences are counted batch-wide in row order, as processing does: two identical units get distinct ids.
+    identity = RowIdentity()
+    ids = [identity.next_hash(content_digests(unit_content(collection, u))[0]) for u in uploaded_files]
     return [
         {
-            "id": u.get("row_hash") or unit_row_hash(collection, u),
+            "id": row_id,
             "unit": u["unit"],
             "job_id": staged.job_id,
             "files": {name: f["sha256"] for name, f in u["files"].items()},
             "meta": {**u["meta"], "batch_id": staged.job_id},
         }
-        for u in uploaded_files
+        for u, row_id in zip(uploaded_files, ids)
     ]
 
 
