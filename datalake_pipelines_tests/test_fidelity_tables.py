@@ -349,3 +349,14 @@ def test_s3_lake_keeps_repeats_and_refuses_type_drift(s3_lake, fidelity):
     assert drift.status == "failed" and "'value'" in drift.error and "int64" in drift.error
     doc = json.loads(S3Storage(s3_lake).read_bytes(f"{partition_prefix(REF)}/_metadata.json"))
     assert doc["row_count"] == 4 and {"name": "value", "type": "int64", "nullable": True} in doc["contract"]["schema"]
+
+
+def test_a_union_column_is_refused_at_upload_naming_the_column(client, lake, tmp_path):
+    union = pa.UnionArray.from_sparse(pa.array([0, 1], pa.int8()), [pa.array([1, 2]), pa.array(["a", "b"])])
+    path = tmp_path / "union.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, pa.schema([("u", union.type)])) as writer:
+        writer.write_table(pa.table({"u": union}))
+    before = path.read_bytes()
+    with pytest.raises(ValidationError, match=r"column 'u': type sparse_union.*Parquet has no union type"):
+        upload(client, pa.ipc.open_file(str(path)).read_all())
+    assert path.read_bytes() == before and not lake.partition_dir(REF).exists()

@@ -60,10 +60,13 @@ def _normalize_field(f: pa.Field) -> pa.Field:
 
 def normalize_schema(schema: pa.Schema) -> pa.Schema:
     """``schema`` with every field's type normalized; names, nullability and metadata kept."""
-    try:
-        return pa.schema([_normalize_field(f) for f in schema], metadata=schema.metadata)
-    except ValidationError as exc:
-        raise ValidationError(f"{exc} (column types: {_types(schema)})") from None
+    fields = []
+    for f in schema:
+        try:
+            fields.append(_normalize_field(f))
+        except ValidationError as exc:
+            raise ValidationError(f"column {f.name!r}: {exc}; convert it (e.g. to a struct) before uploading") from None
+    return pa.schema(fields, metadata=schema.metadata)
 
 
 def normalize_table(table: pa.Table) -> pa.Table:
