@@ -19,7 +19,6 @@ element by element.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -169,7 +168,3 @@ def row_hashes(content: pa.Table) -> list[str]:
     """Row hashes of one whole batch given as one table (occurrences counted within it)."""
     return RowIdentity().row_hashes(content)
 
-
-def iter_row_hashes(chunks: Iterable[pa.Table]) -> list[str]:
-    identity = RowIdentity()
-    return [h for chunk in chunks for h in identity.row_hashes(chunk)]
