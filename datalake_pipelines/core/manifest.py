@@ -49,6 +49,9 @@ class BatchManifest:
     image_columns: list[str] = field(default_factory=list)
     file_columns: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
+    # What staging decided: image/other/skipped file counts, skipped files with reasons, and each image
+    # column with why it is one (see core/file_accounting.py and core/image_columns.py).
+    staging_report: dict[str, Any] = field(default_factory=dict)
     hand_drop: bool = False
     format_version: int = FORMAT_VERSION
 

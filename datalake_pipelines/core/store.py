@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .files import temp_sibling, utc_now_iso
 from .hash_index import HashIndex, IndexEntry
-from .images import DEFAULT_MAX_PIXELS, ImageRejected, inspect_image, optimize_image
+from .images import ImageRejected, inspect_image, max_pixels_from_env, optimize_image
 from .layout import LakeLayout
 
 IN_MEMORY_LIMIT = 64 * 1024 * 1024
@@ -73,7 +73,7 @@ class StoredFile:
 
 @dataclass(frozen=True)
 class StoreOptions:
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = field(default_factory=max_pixels_from_env)
     optimize_images: bool = False
     full_decode: bool = False
 
@@ -105,12 +105,14 @@ def store_files(
     dataset: str,
     batch_id: str,
     kind: str = "image",
-    options: StoreOptions = StoreOptions(),
+    options: StoreOptions | None = None,
 ) -> list[StoredFile]:
     """Hash every source, look them up in one query, validate and store only unknown content.
 
-    Never raises for bad data: a per-file problem is reported in ``StoredFile.error``.
+    Never raises for bad data: a per-file problem is reported in ``StoredFile.error``. ``options`` defaults to
+    :class:`StoreOptions` (pixel limit from ``$DATALAKE_MAX_IMAGE_PIXELS``).
     """
+    options = options or StoreOptions()
     hashed = [_read_and_hash(str(source)) for source in sources]
     known = index.get_many(sorted({h.sha256 for h in hashed if h.sha256}))
     results = []
@@ -132,7 +134,7 @@ def store_file(
     dataset: str,
     batch_id: str,
     kind: str = "image",
-    options: StoreOptions = StoreOptions(),
+    options: StoreOptions | None = None,
 ) -> StoredFile:
     """:func:`store_files` for a single file."""
     return store_files(layout, index, [source], provider, dataset, batch_id, kind, options)[0]
