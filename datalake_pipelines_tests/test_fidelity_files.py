@@ -367,3 +367,53 @@ def test_a_hand_drop_with_nfd_names_then_nfc_names_adds_nothing_the_second_time(
     rows = read_catalog()
     assert sorted(r["file_name"] for r in rows) == sorted(unicodedata.normalize("NFC", n) for n in names)
     assert {r["file_name"] for r in rows if r["file"]} == {unicodedata.normalize("NFC", "notes-é.txt")}
+
+
+# the same on an S3 lake, hand drops through the real staging sensor and ingest job ---------------------------------
+def test_s3_hand_drops_through_the_sensor_account_for_every_file_and_use_nfc_names(
+    fidelity_dir, s3_lake, monkeypatch, tmp_path
+):
+    from dagster import instance_for_test
+
+    from datalake_pipelines.core.storage import S3Storage
+    from datalake_pipelines.defs.ingest import sensors
+
+    try:
+        from datalake_pipelines_tests.s3_pipeline import run, tick
+    except ImportError:  # the tests folder is not a package
+        from s3_pipeline import run, tick
+
+    monkeypatch.setattr(sensors, "QUIET_SECONDS", 0.0)  # the drops below are complete when the sensor ticks
+    storage = S3Storage(s3_lake)
+    source = fidelity_dir / "folder_mixed_formats"
+    with instance_for_test() as instance:
+        cursor = None
+        for form, job in (("NFD", "s3-drop-nfd"), ("NFC", "s3-drop-nfc")):
+            for path in sorted(source.iterdir()):
+                name = unicodedata.normalize(form, f"déjà/{path.name}")
+                storage.write_bytes(f"staging/pending/{job}/{name}", path.read_bytes())
+            storage.write_bytes(f"staging/pending/{job}/.hidden", b"x")
+            doc = {"provider": "inhouse", "dataset": "s3_drops"}
+            storage.write_bytes(f"staging/pending/{job}/_metadata.json", json.dumps(doc).encode())
+            result = tick(instance, s3_lake, cursor)
+            cursor = result.cursor
+            assert [r.run_key for r in result.run_requests] == [job]
+            outcome = run(instance, s3_lake, result.run_requests[0], result)
+            assert outcome.success
+            mat = outcome.asset_materializations_for_node("catalog_partition")[0].metadata
+            record = json.loads(storage.read_bytes(f"logs/jobs/{job}.json"))
+            assert record["staging_report"]["skipped"] == [{"path": ".hidden", "reason": "hidden file (not uploaded)"}]
+            assert mat["files_skipped"].value == 1
+            if form == "NFD":
+                assert (mat["rows_added"].value, mat["rows_rejected"].value) == (5, 0)
+                assert (record["staging_report"]["images"], record["staging_report"]["other_files"]) == (4, 1)
+            else:
+                assert (mat["rows_added"].value, mat["rows_duplicate"].value) == (0, 5)  # the same files again
+        fs, root = storage.arrow()
+        table = pq.read_table(f"{root}/catalog/provider=inhouse/dataset=s3_drops", filesystem=fs)
+    rows = {r["file_name"]: r for r in table.to_pylist()}
+    assert set(rows) == {unicodedata.normalize("NFC", f"déjà/{p.name}") for p in source.iterdir()}
+    formats = {"notes.bin": None, "page.pcx": "PCX", "photo.jpg": "JPEG", "scan.j2k": "JPEG2000", "scan.sgi": "SGI"}
+    assert {n.split("/")[1]: r["image_format"] for n, r in rows.items()} == formats
+    notes = rows[unicodedata.normalize("NFC", "déjà/notes.bin")]
+    assert notes["file_sha256"] == sha(source / "notes.bin") and notes["file_size"] == 15

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import stat
 import unicodedata
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import pyarrow as pa
 from PIL import EpsImagePlugin, Image, ImageFile
 
+from . import images  # noqa: F401 - its warning filter and Pillow guard apply to identification too
 from .layout import BATCH_DATA, BATCH_MANIFEST, ERROR_FILE
 
 IMAGE_COLUMN = "image"
@@ -81,10 +81,8 @@ def identify_image(path: str | os.PathLike) -> str | None:
     """
     with open(path, "rb") as fh:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # odd headers and large sizes are judged later, per file
-                with Image.open(fh) as im:
-                    fmt, stub = im.format, isinstance(im, ImageFile.StubImageFile)
+            with Image.open(fh) as im:  # images.py silences Pillow's size warning: sizes are judged per file later
+                fmt, stub = im.format, isinstance(im, ImageFile.StubImageFile)
         except Image.DecompressionBombError:
             return OVERSIZED
         except Exception:  # noqa: BLE001 - any plugin may raise anything on foreign data: not an image

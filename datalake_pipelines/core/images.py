@@ -41,6 +41,9 @@ FORMAT_EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "TIFF": "tif", "PNG": "png", "
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 _guard_lock = threading.Lock()
+# Our own header check enforces the limit, so Pillow's warning below its refusal is noise. A permanent, targeted
+# filter instead of warnings.catch_warnings(), which is not thread-safe (concurrent exits restore stale filters).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def max_pixels_from_env() -> int:
@@ -139,25 +142,23 @@ def inspect_image(
     allow_pixels_in_pillow(max_pixels)
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # bombs are checked below; odd headers are legal
-            with Image.open(source) as im:
-                width, height = im.size
-                info = ImageInfo(im.format or "UNKNOWN", int(width), int(height), im.mode)
-                _check_size(im, max_pixels, "")
-                if im.format in ("JPEG", "MPO"):
-                    blob = data if isinstance(data, (bytes, bytearray)) else Path(data).read_bytes()
-                    problem = jpeg_structure_problem(bytes(blob))
-                    if problem:
-                        raise ImageRejected(problem)
-                    if not full_decode:
-                        return info
-                    im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))
-                    im.load()
+        with Image.open(source) as im:
+            width, height = im.size
+            info = ImageInfo(im.format or "UNKNOWN", int(width), int(height), im.mode)
+            _check_size(im, max_pixels, "")
+            if im.format in ("JPEG", "MPO"):
+                blob = data if isinstance(data, (bytes, bytearray, memoryview)) else Path(data).read_bytes()
+                problem = jpeg_structure_problem(bytes(blob))
+                if problem:
+                    raise ImageRejected(problem)
+                if not full_decode:
                     return info
+                im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))
                 im.load()
-                _load_other_frames(im, max_pixels)
                 return info
+            im.load()
+            _load_other_frames(im, max_pixels)
+            return info
     except ImageRejected:
         raise
     except Image.DecompressionBombError as exc:
