@@ -14,7 +14,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-
 # EXPECTED.tsv was measured by loading frame 0 only. The lake decodes every frame (README "Image checks"), and
 # Pillow itself refuses this GIF's frame 2, which grows the canvas to 65635x65635 (4.3 Gpx): a decompression bomb.
 WHOLE_FILE_REJECTS = {
