@@ -417,3 +417,14 @@ def test_s3_hand_drops_through_the_sensor_account_for_every_file_and_use_nfc_nam
     assert {n.split("/")[1]: r["image_format"] for n, r in rows.items()} == formats
     notes = rows[unicodedata.normalize("NFC", "déjà/notes.bin")]
     assert notes["file_sha256"] == sha(source / "notes.bin") and notes["file_size"] == 15
+
+
+def test_a_folder_upload_has_one_image_column(client, tmp_path, make_jpeg):
+    make_jpeg(tmp_path / "f" / "a.jpg")
+    for wrong in ([], ["picture"]):
+        with pytest.raises(ValidationError, match="its image column is 'image'"):
+            client.upload_raw_data(str(tmp_path / "f"), "inhouse", "one_col", image_columns=wrong)
+    (tmp_path / "empty" / ".git").mkdir(parents=True)
+    (tmp_path / "empty" / ".git" / "HEAD").write_text("ref")
+    with pytest.raises(ValidationError, match=r"holds no files to upload \(skipped: .git/ \(hidden folder"):
+        client.upload_raw_data(str(tmp_path / "empty"), "inhouse", "one_col")

@@ -2,7 +2,8 @@
 
 Two shapes are accepted. A full manifest written by :mod:`staging` lists ``data.parquet`` and every
 file. A *hand-drop* manifest names only ``provider`` and ``dataset`` (optionally ``task``, ``variant``,
-``meta``, ``description``); the batch folder then holds image files and one row is made per image.
+``meta``, ``description``); the batch folder then holds the files and one row is made per file, an image or
+another file (see :mod:`~datalake_pipelines.core.file_accounting`).
 """
 
 from __future__ import annotations

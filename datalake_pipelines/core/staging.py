@@ -34,8 +34,6 @@ from .layout import BATCH_DATA, BATCH_FILES_DIR, BATCH_MANIFEST, LakeLayout
 from .manifest import BatchManifest, check_job_id, new_job_id
 from .schema import SchemaConfig, load_schema
 
-SAMPLE_ROWS = 20
-
 
 @dataclass
 class StagedBatch:
@@ -75,7 +73,12 @@ class BatchStager:
         source_table, base_dir = self._open_source(data_file)
         file_columns = list(file_columns or [])
         if self._scan is not None:  # a folder upload: every file is a row (image or file) or listed as skipped
-            image_columns = [IMAGE_COLUMN] if image_columns is None else image_columns
+            if image_columns not in (None, [IMAGE_COLUMN]):
+                raise ValidationError(
+                    f"a folder upload makes the columns {self._scan.table().column_names}; its image column is "
+                    f"{IMAGE_COLUMN!r} (omit image_columns), not {image_columns}"
+                )
+            image_columns = [IMAGE_COLUMN]
             file_columns = [FILE_COLUMN, *file_columns]
             report = {**self._scan.report(), "image_columns": {IMAGE_COLUMN: "identified by content"}}
         else:
