@@ -262,10 +262,15 @@ def cmd_upload(args: argparse.Namespace) -> int:
             image_columns,
             job_id=args.job_id,
         )
+    report = client.last_staging_report
+    counts = {k: report.get(k, 0) for k in ("images", "other_files", "skipped_count")}
+    skipped = "".join(f"\n  skipped {s['path']}: {s['reason']}" for s in report.get("skipped", [])[:20])
     emit(
         args,
-        {"job_id": job_id, "staging_dir": staging_dir},
-        f"staged batch {job_id}\nstaging dir: {staging_dir}\nrun `datalake process start` to ingest it",
+        {"job_id": job_id, "staging_dir": staging_dir, **counts, "skipped": report.get("skipped", [])},
+        f"staged batch {job_id}\nstaging dir: {staging_dir}\n"
+        f"images: {counts['images']}, other files: {counts['other_files']}, skipped: {counts['skipped_count']}"
+        f"{skipped}\nrun `datalake process start` to ingest it",
     )
     return 0
 

@@ -45,6 +45,9 @@ class DatalakeClient(CollectionClientMixin):
         self.num_proc = num_proc or default_num_proc()
         self.batch_size = batch_size or default_batch_size()
         self.progress = progress
+        # The staging report of the last upload: images, other_files, skipped_count, skipped (path, reason),
+        # image_columns and text_columns (column -> why); also in the batch's _metadata.json.
+        self.last_staging_report: dict[str, Any] = {}
 
     @property
     def base_path(self) -> Path | str:
@@ -89,6 +92,7 @@ class DatalakeClient(CollectionClientMixin):
 
     def _stage(self, data_file: Any, manifest, image_columns: list[str] | None) -> tuple[str, str]:
         staged = self._stager().stage(data_file, manifest, image_columns)
+        self.last_staging_report = staged.manifest.staging_report
         if self.s3_lake is None:
             return str(staged.staging_dir), staged.job_id
         try:

@@ -13,7 +13,8 @@ from datalake_pipelines.client import DatalakeClient
 from datalake_pipelines.core.layout import LakeLayout
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CORPUS_ROOT = PROJECT_ROOT.parent / "shared" / "corpus"
+# ../shared/corpus beside the project; DATALAKE_TEST_CORPUS points elsewhere (e.g. from a git worktree).
+CORPUS_ROOT = Path(os.environ.get("DATALAKE_TEST_CORPUS") or PROJECT_ROOT.parent / "shared" / "corpus")
 
 
 @pytest.fixture
@@ -22,6 +23,15 @@ def corpus_dir() -> Path:
     path = CORPUS_ROOT / "images"
     if not (path / "EXPECTED.tsv").is_file():
         pytest.skip(f"shared image corpus not found at {path} (a clone outside the ../shared setup)")
+    return path
+
+
+@pytest.fixture
+def fidelity_dir() -> Path:
+    """``../shared/corpus/fidelity``: small inputs, each one kind of fault in which data changes (see its README)."""
+    path = CORPUS_ROOT / "fidelity"
+    if not (path / "README.md").is_file():
+        pytest.skip(f"shared fidelity corpus not found at {path} (a clone outside the ../shared setup)")
     return path
 
 

@@ -171,7 +171,11 @@ def test_upload_process_status_list_with_flags(run, lake, tmp_path, make_jpeg):
     )
     assert code == 0, err
     doc = json.loads(out)
-    assert doc == {"job_id": "cli-job-1", "staging_dir": str(lake.pending_batch("cli-job-1"))}
+    assert doc == {
+        "job_id": "cli-job-1",
+        "staging_dir": str(lake.pending_batch("cli-job-1")),
+        **{"images": 3, "other_files": 0, "skipped_count": 0, "skipped": []},  # the staging report's counts
+    }
     manifest = json.loads((lake.pending_batch("cli-job-1") / "_metadata.json").read_text())
     assert manifest["meta"] == {"lang": "ko", "src": "real"}
 

@@ -212,10 +212,14 @@ def test_folder_upload_keeps_original_file_names(client, tmp_path, make_jpeg, re
     _, job_id = client.upload_raw_data(str(folder), "inhouse", "scans")
     [result] = client.process_pending()
     assert result.status == "done", result.error
-    assert (result.rows_added, result.images_new, result.images_deduplicated) == (2, 2, 0)
+    assert (result.rows_added, result.images_new, result.images_deduplicated) == (3, 3, 0)  # 2 images + 1 file
     rows = read_catalog()
     assert {r["variant"] for r in rows} == {"image"}
-    assert {r["image_sha256"]: r["file_name"] for r in rows} == {sha(a): "a.jpg", sha(b): os.path.join("sub", "b.jpg")}
+    images = {r["image_sha256"]: r["file_name"] for r in rows if r["image"]}
+    assert images == {sha(a): "a.jpg", sha(b): os.path.join("sub", "b.jpg")}
+    [notes] = [r for r in rows if r["file"]]  # not an image: stored as a file row, not dropped
+    assert (notes["file_name"], notes["file_size"], notes["image"]) == ("notes.txt", 12, None)
+    assert notes["file_sha256"] == sha(folder / "notes.txt")
 
 
 def test_malformed_parquet_input_is_refused_with_its_name(client, lake, tmp_path):

@@ -18,10 +18,10 @@ import yaml
 
 from .catalog import RESERVED_COLUMNS, file_fields, image_fields
 from .errors import DatalakeError, ValidationError
+from .file_accounting import IMAGE_EXTENSIONS
 from .files import utc_now_iso, write_bytes_atomic
 from .layout import RAW_TASK, InvalidNameError, LakeLayout, check_name
 from .locks import exclusive_lock
-from .processing import HAND_DROP_EXTENSIONS
 from .schema import SchemaConfig, load_schema
 
 COLLECTIONS_FILE = "collections.yaml"
@@ -45,7 +45,7 @@ class FileSpec:
     @property
     def kind(self) -> str:
         """``image``, ``json`` (kept as JSON text) or ``file`` (stored content-addressed)."""
-        if all(e in HAND_DROP_EXTENSIONS for e in self.extensions):
+        if all(e in IMAGE_EXTENSIONS for e in self.extensions):
             return "image"
         if all(e == ".json" for e in self.extensions):
             return "json"

@@ -2,7 +2,8 @@
 
 Two shapes are accepted. A full manifest written by :mod:`staging` lists ``data.parquet`` and every
 file. A *hand-drop* manifest names only ``provider`` and ``dataset`` (optionally ``task``, ``variant``,
-``meta``, ``description``); the batch folder then holds image files and one row is made per image.
+``meta``, ``description``); the batch folder then holds the files and one row is made per file, an image or
+another file (see :mod:`~datalake_pipelines.core.file_accounting`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class BatchManifest:
     image_columns: list[str] = field(default_factory=list)
     file_columns: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
+    # What staging decided: image/other/skipped file counts, skipped files with reasons, and each image
+    # column with why it is one (see core/file_accounting.py and core/image_columns.py).
+    staging_report: dict[str, Any] = field(default_factory=dict)
     hand_drop: bool = False
     format_version: int = FORMAT_VERSION
 

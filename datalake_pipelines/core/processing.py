@@ -34,9 +34,10 @@ from .catalog import (
 from .catalog_rows import catalog_rows, catalog_schema
 from .column_names import check_column_names
 from .errors import BatchError, DatalakeError, ValidationError
+from .file_accounting import FILE_COLUMN, IMAGE_COLUMN, regular_files, scan_folder
 from .files import UnsafePathError, safe_join, utc_now, utc_now_iso, write_json_atomic
 from .hash_index import HashIndex
-from .images import DEFAULT_MAX_PIXELS
+from .images import max_pixels_from_env
 from .layout import BATCH_DATA, BATCH_MANIFEST, ERROR_FILE, LakeLayout
 from .locks import exclusive_lock
 from .manifest import BatchManifest, load_manifest
@@ -46,11 +47,7 @@ from .schema import SchemaConfig, load_schema
 from .schema_contract import merge_contract, part_schema
 from .store import StoredFile, StoreOptions, store_files
 
-HAND_DROP_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo", ".tga", ".ppm", ".pgm", ".ico"}
-)
 STORE_CHUNK = 64  # files per worker task: amortizes the pool overhead and batches the index lookup
-CONTROL_FILES = frozenset({BATCH_MANIFEST, BATCH_DATA, ERROR_FILE, "manifest.yaml"})
 
 
 @dataclass
@@ -58,7 +55,7 @@ class ProcessOptions:
     num_proc: int = max(1, (os.cpu_count() or 2))
     batch_size: int = 1000
     max_reject_ratio: float = 0.5
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = field(default_factory=max_pixels_from_env)  # $DATALAKE_MAX_IMAGE_PIXELS or 89,478,485
     optimize_images: bool = False
     full_decode: bool = False
 
@@ -80,6 +77,7 @@ class BatchResult:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     part_file: str | None = None
     rejected_dir: str | None = None
+    staging_report: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     started_at: str = field(default_factory=utc_now_iso)
     finished_at: str | None = None
@@ -129,33 +127,6 @@ def write_job_record(layout: LakeLayout, result: BatchResult, extra: dict[str, A
     write_json_atomic(layout.job_record(result.job_id), {**result.to_json(), **(extra or {})})
 
 
-def regular_files(folder: Path) -> set[str]:
-    """Relative paths of the regular files under ``folder``; symlinks (to files or folders) are left out."""
-    found: set[str] = set()
-    stack = [("", folder)]
-    while stack:
-        prefix, current = stack.pop()
-        with os.scandir(current) as entries:
-            for entry in entries:
-                rel = f"{prefix}{entry.name}"
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((f"{rel}/", Path(entry.path)))
-                elif entry.is_file(follow_symlinks=False):
-                    found.add(rel)
-    return found
-
-
-def hand_drop_table(batch_dir: Path) -> pa.Table:
-    """Rows for a hand-dropped folder: one per image file (by extension), path relative to the batch."""
-    paths = []
-    for root, dirs, files in os.walk(batch_dir, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith(".") or name in CONTROL_FILES:
-                continue
-            if Path(name).suffix.lower() in HAND_DROP_EXTENSIONS:
-                paths.append(os.path.relpath(os.path.join(root, name), batch_dir))
-    return pa.table({"image": pa.array(paths, pa.string()), "file_name": pa.array(paths, pa.string())})
 
 
 class BatchProcessor:
@@ -233,9 +204,11 @@ class BatchProcessor:
     # steps -----------------------------------------------------------------------
     def _source(self, batch_dir: Path, manifest: BatchManifest) -> tuple[pa.Schema, Any]:
         if manifest.hand_drop and not (batch_dir / BATCH_DATA).exists():
-            table = hand_drop_table(batch_dir)
-            if not manifest.image_columns:
-                manifest.image_columns = ["image"]
+            scan = scan_folder(batch_dir, hand_drop=True, workers=self.options.num_proc)
+            table = scan.table()
+            manifest.image_columns = manifest.image_columns or [IMAGE_COLUMN]
+            manifest.file_columns = manifest.file_columns or [FILE_COLUMN]
+            manifest.staging_report = {**scan.report(), "image_columns": {IMAGE_COLUMN: "identified by content"}}
             return table.schema, iter(table.to_batches(self.options.batch_size))
         data_path = batch_dir / BATCH_DATA
         if data_path.is_symlink() or not data_path.is_file():
@@ -275,6 +248,7 @@ class BatchProcessor:
         self, batch_dir: Path, manifest: BatchManifest, writer: PartWriter, result: BatchResult
     ) -> list[pa.Table]:
         schema, batches = self._source(batch_dir, manifest)
+        result.staging_report = manifest.staging_report  # file accounting and image columns, for the job record
         self._check_columns(schema, manifest)
         self._check_contract(schema, manifest, writer)
         self._identity = RowIdentity()  # occurrences of identical rows are counted batch-wide

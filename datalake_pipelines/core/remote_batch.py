@@ -38,10 +38,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .errors import ValidationError
+from .file_accounting import IMAGE_EXTENSIONS
 from .files import utc_now_iso
 from .layout import BATCH_DATA, BATCH_FILES_DIR, BATCH_MANIFEST, RAW_TASK, LakeLayout
 from .manifest import BatchManifest
-from .processing import HAND_DROP_EXTENSIONS
 from .s3_lake import S3Lake, claim_key, pending_prefix
 from .schema import SchemaConfig, load_schema
 from .staging import IMAGE_NAME_HINTS, build_manifest
@@ -219,7 +219,7 @@ def _plan(url: str, infos: list[zipfile.ZipInfo], max_bytes: int):
             if any(p.startswith(".") or p == "__MACOSX" for p in parts):
                 skipped.append(info.filename)
                 continue
-            if Path(rel).suffix.lower() not in HAND_DROP_EXTENSIONS:
+            if Path(rel).suffix.lower() not in IMAGE_EXTENSIONS:
                 skipped.append(info.filename)
                 continue
             if rel in files or rel in dirs or parents & files:

@@ -23,14 +23,18 @@ from tqdm import tqdm
 from .arrow_normalize import normalize_table, table_from_pandas
 from .column_names import check_column_names
 from .errors import ValidationError
+from .file_accounting import FILE_COLUMN, IMAGE_COLUMN, FolderScan, scan_folder
 from .files import write_json_atomic
+from .image_columns import (
+    IMAGE_NAME_HINTS,  # noqa: F401 - re-exported (remote_batch)
+    RESOLVED,
+    is_url,
+    resolve_image_columns,
+    resolve_path,
+)
 from .layout import BATCH_DATA, BATCH_FILES_DIR, BATCH_MANIFEST, LakeLayout
 from .manifest import BatchManifest, check_job_id, new_job_id
-from .processing import HAND_DROP_EXTENSIONS
 from .schema import SchemaConfig, load_schema
-
-IMAGE_NAME_HINTS = ("image", "img", "picture", "photo")
-SAMPLE_ROWS = 20
 
 
 @dataclass
@@ -40,28 +44,9 @@ class StagedBatch:
     manifest: BatchManifest
 
 
-def _is_binary(t: pa.DataType) -> bool:
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
-
-
-def _is_hf_image(t: pa.DataType) -> bool:
-    return pa.types.is_struct(t) and {t.field(i).name for i in range(t.num_fields)} >= {"bytes", "path"}
-
-
-def detect_image_columns(table: pa.Table) -> list[str]:
-    """Columns that hold images: bytes, HF-style ``{bytes, path}`` structs, or paths with image extensions."""
-    found = []
-    for fld in table.schema:
-        if _is_binary(fld.type) or _is_hf_image(fld.type):
-            if _is_binary(fld.type) and not any(h in fld.name.lower() for h in IMAGE_NAME_HINTS):
-                continue
-            found.append(fld.name)
-        elif pa.types.is_string(fld.type) or pa.types.is_large_string(fld.type):
-            # only string columns become Python objects here (a timestamp past year 9999 cannot)
-            sample = [v for v in table.column(fld.name).slice(0, 200).to_pylist() if v is not None][:SAMPLE_ROWS]
-            if sample and all(Path(str(v)).suffix.lower() in HAND_DROP_EXTENSIONS for v in sample):
-                found.append(fld.name)
-    return found
+def detect_image_columns(table: pa.Table, base_dir: Path | None = None) -> list[str]:
+    """Image columns of ``table`` when none are named: see :mod:`datalake_pipelines.core.image_columns`."""
+    return list(resolve_image_columns(table, base_dir or Path.cwd()).image_columns)
 
 
 class BatchStager:
@@ -72,6 +57,8 @@ class BatchStager:
         self.num_proc = max(1, num_proc)
         self.batch_size = batch_size
         self.progress = progress
+        self._scan: FolderScan | None = None  # set by a folder upload
+        self._detected: set[str] = set()
 
     def stage(
         self,
@@ -84,19 +71,31 @@ class BatchStager:
         schema = schema or load_schema(self.layout)
         manifest.validate(schema)
         self._check_job_id_free(manifest.job_id)
+        self._scan = None
         source_table, base_dir = self._open_source(data_file)
-        first = source_table.slice(0, SAMPLE_ROWS * 10)
-        if image_columns is None and self._is_folder(data_file):
-            image_columns = ["image"]  # a folder upload: the image column, plus the original file_name
-        if image_columns is None:
-            image_columns = detect_image_columns(first)
         file_columns = list(file_columns or [])
+        if self._scan is not None:  # a folder upload: every file is a row (image or file) or listed as skipped
+            if image_columns not in (None, [IMAGE_COLUMN]):
+                raise ValidationError(
+                    f"a folder upload makes the columns {self._scan.table().column_names}; its image column is "
+                    f"{IMAGE_COLUMN!r} (omit image_columns), not {image_columns}"
+                )
+            image_columns = [IMAGE_COLUMN]
+            file_columns = [FILE_COLUMN, *file_columns]
+            report = {**self._scan.report(), "image_columns": {IMAGE_COLUMN: "identified by content"}}
+        else:
+            resolution = resolve_image_columns(source_table, base_dir, image_columns)
+            image_columns = list(resolution.image_columns)
+            report = {**_count_files(source_table, image_columns, file_columns), **resolution.report()}
+        # Columns found by resolving their first values: every other value must resolve too (checked on copy).
+        self._detected = {c for c, why in report["image_columns"].items() if why.startswith(RESOLVED)}
         missing = [c for c in image_columns + file_columns if c not in source_table.column_names]
         if missing:
             raise ValidationError(f"image columns {missing} are not in the data (columns: {source_table.column_names})")
         check_column_names(source_table.schema, image_columns, file_columns, manifest.meta, "the upload")
         manifest.image_columns = list(image_columns)
         manifest.file_columns = [c for c in file_columns if c not in manifest.image_columns]
+        manifest.staging_report = report
         tmp = self.layout.pending_temp(manifest.job_id)
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / BATCH_FILES_DIR).mkdir(parents=True)
@@ -117,15 +116,7 @@ class BatchStager:
             return normalize_table(data_file), Path.cwd()
         path = Path(data_file).expanduser()
         if path.is_dir():
-            files = sorted(
-                os.path.relpath(os.path.join(root, name), path)
-                for root, _dirs, names in os.walk(path)
-                for name in names
-                if Path(name).suffix.lower() in HAND_DROP_EXTENSIONS and not name.startswith(".")
-            )
-            if not files:
-                raise ValidationError(f"folder {path} holds no image files")
-            return pa.table({"image": files, "file_name": files}), path.resolve()
+            return self._open_folder(path)
         if path.is_file():
             try:
                 # memory_map keeps the data file out of RSS; rows are then staged batch by batch.
@@ -135,9 +126,14 @@ class BatchStager:
             return normalize_table(table), path.resolve().parent
         raise ValidationError(f"data file {path} does not exist")
 
-    @staticmethod
-    def _is_folder(data_file: Any) -> bool:
-        return isinstance(data_file, (str, os.PathLike)) and Path(data_file).expanduser().is_dir()
+    def _open_folder(self, path: Path) -> tuple[pa.Table, Path]:
+        """One row per file of the folder (see :mod:`~datalake_pipelines.core.file_accounting`)."""
+        self._scan = scan_folder(path, workers=self.num_proc)
+        table = self._scan.table()
+        if not table.num_rows:
+            skipped = ", ".join(f"{s['path']} ({s['reason']})" for s in self._scan.skipped[:5]) or "nothing"
+            raise ValidationError(f"folder {path} holds no files to upload (skipped: {skipped})")
+        return table, path.resolve()
 
     def _check_job_id_free(self, job_id: str) -> None:
         check_job_id(job_id)
@@ -212,11 +208,22 @@ class BatchStager:
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(bytes(value))
             return rel, dest.stat().st_size, f"<bytes of row {row}>"
-        source = Path(str(value)).expanduser()
-        if not source.is_absolute():
-            source = base_dir / source
-        if not source.is_file():
-            raise ValidationError(f"row {row}, column {col!r}: file {value!r} does not exist ({source})")
+        if is_url(value):
+            raise ValidationError(
+                f"row {row}, column {col!r}: {value!r} is a URL; the lake does not fetch URLs: download the files "
+                "and reference them by path, or leave the column out of image_columns to keep it as text"
+            )
+        source = resolve_path(str(value), base_dir)
+        if source is None:
+            hint = (
+                f" (column {col!r} was detected as image paths from its first values; name the image columns "
+                "with image_columns=[...] to decide)"
+                if col in self._detected
+                else ""
+            )
+            raise ValidationError(
+                f"row {row}, column {col!r}: file {value!r} does not exist ({base_dir / str(value)}){hint}"
+            )
         suffix = source.suffix.lower()[:12]
         rel = f"{BATCH_FILES_DIR}/{safe_col}/{row:08d}{suffix}"
         dest = tmp / rel
@@ -245,3 +252,12 @@ def build_manifest(
         meta=dict(meta or {}),
         description=description,
     )
+
+
+def _count_files(table: pa.Table, image_columns: list[str], file_columns: list[str]) -> dict[str, Any]:
+    """The staging report's counts for tabular data: referenced images and other files (non-null values)."""
+
+    def count(columns: list[str]) -> int:
+        return sum(len(table.column(c)) - table.column(c).null_count for c in columns if c in table.column_names)
+
+    return {"images": count(image_columns), "other_files": count(file_columns), "skipped_count": 0, "skipped": []}

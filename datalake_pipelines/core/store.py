@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .files import temp_sibling, utc_now_iso
 from .hash_index import HashIndex, IndexEntry
-from .images import DEFAULT_MAX_PIXELS, ImageRejected, inspect_image, optimize_image
+from .images import MAX_PIXELS_ENV, ImageRejected, inspect_image, max_pixels_from_env, optimize_image
 from .layout import LakeLayout
 
 IN_MEMORY_LIMIT = 64 * 1024 * 1024
@@ -73,7 +73,7 @@ class StoredFile:
 
 @dataclass(frozen=True)
 class StoreOptions:
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = field(default_factory=max_pixels_from_env)
     optimize_images: bool = False
     full_decode: bool = False
 
@@ -105,12 +105,14 @@ def store_files(
     dataset: str,
     batch_id: str,
     kind: str = "image",
-    options: StoreOptions = StoreOptions(),
+    options: StoreOptions | None = None,
 ) -> list[StoredFile]:
     """Hash every source, look them up in one query, validate and store only unknown content.
 
-    Never raises for bad data: a per-file problem is reported in ``StoredFile.error``.
+    Never raises for bad data: a per-file problem is reported in ``StoredFile.error``. ``options`` defaults to
+    :class:`StoreOptions` (pixel limit from ``$DATALAKE_MAX_IMAGE_PIXELS``).
     """
+    options = options or StoreOptions()
     hashed = [_read_and_hash(str(source)) for source in sources]
     known = index.get_many(sorted({h.sha256 for h in hashed if h.sha256}))
     results = []
@@ -118,10 +120,33 @@ def store_files(
         if item.error:
             results.append(StoredFile(error=item.error))
         elif item.sha256 in known:
-            results.append(StoredFile(sha256=item.sha256, entry=known[item.sha256]))
+            results.append(_known(item, known[item.sha256], kind, options))
         else:
             results.append(_store_new(layout, item, provider, dataset, batch_id, kind, options))
     return results
+
+
+def _known(item: _Hashed, entry: IndexEntry, kind: str, options: StoreOptions) -> StoredFile:
+    """A dedup hit. The pixel limit of this run still applies to a known image (from the index's width and
+    height, no decode); content first stored as a plain file is inspected now before it can be an image."""
+    if kind != "image":
+        return StoredFile(sha256=item.sha256, entry=entry)
+    if entry.kind != "image" or entry.width is None or entry.height is None:
+        try:
+            info = inspect_image(
+                item.data if item.data is not None else item.source, options.max_pixels, options.full_decode
+            )
+        except ImageRejected as exc:
+            return StoredFile(sha256=item.sha256, error=str(exc))
+        facts = {"kind": "image", "format": info.format, "width": info.width, "height": info.height}
+        return StoredFile(sha256=item.sha256, entry=replace(entry, mode=info.mode, **facts))
+    if entry.width * entry.height > options.max_pixels:
+        return StoredFile(
+            sha256=item.sha256,
+            error=f"decompression bomb: {entry.width}x{entry.height} = {entry.width * entry.height:,} pixels exceeds "
+            f"the limit of {options.max_pixels:,} pixels ({MAX_PIXELS_ENV} / max_pixels)",
+        )
+    return StoredFile(sha256=item.sha256, entry=entry)
 
 
 def store_file(
@@ -132,7 +157,7 @@ def store_file(
     dataset: str,
     batch_id: str,
     kind: str = "image",
-    options: StoreOptions = StoreOptions(),
+    options: StoreOptions | None = None,
 ) -> StoredFile:
     """:func:`store_files` for a single file."""
     return store_files(layout, index, [source], provider, dataset, batch_id, kind, options)[0]

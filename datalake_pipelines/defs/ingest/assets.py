@@ -121,6 +121,7 @@ def run_metadata(results: list[BatchResult]) -> dict[str, Any]:
         "images_deduplicated": images_dedup,
         "dedup_ratio": round(images_dedup / images, 4) if images else 0.0,
         "bytes_stored": sum(r.bytes_stored for r in results),
+        "files_skipped": sum(r.staging_report.get("skipped_count", 0) for r in results),  # listed in job records
         "rejected_files": dg.MetadataValue.md(_md_table(rejected, ["job_id", "row", "column", "source", "reason"]))
         if rejected
         else "none",

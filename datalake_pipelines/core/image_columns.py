@@ -1,0 +1,185 @@
+"""Which columns of an uploaded table hold images: named by the user or resolved, never guessed from looks.
+
+A column is an image column when
+
+1. the user names it (``image_columns=[...]``, ``--image-columns``): then exactly the named columns are, and
+   every other column is kept as it is; or, with nothing named,
+2. its type says so: an HF ``Image`` struct ``{bytes, path}``, or binary data in a column named like an image
+   (``image``, ``img``, ``picture``, ``photo`` in its name); or
+3. it holds strings (plain, large or dictionary-encoded, e.g. pandas ``category``) and every value **resolves**:
+   it names an existing file, absolute or relative to the source (the Parquet file's folder; the working
+   directory for a DataFrame), that Pillow identifies as an image (or whose extension names an image format,
+   so a broken image is rejected per row rather than the column silently becoming text). A relative path
+   written on Windows (``imgs\\w0.png``) resolves like its forward-slash form. A URL (``scheme://...``) never
+   resolves: it is text; the lake does not fetch URLs.
+
+Detection looks at the first :data:`DETECT_VALUES` non-null values of each column; staging then resolves every
+value of a detected column and refuses the upload, naming the row, if one does not (name the columns to decide).
+A column *named like an image* whose values resolve only in part is taken as an image column too, so its missing
+file refuses the upload by name instead of the column silently becoming text; any other partly resolving column
+is text, and the staging report says why.
+
+**Companion columns.** When several resolved columns hold the same value on every row (``orig_name`` repeating
+the image path), the one named like an image is the image column and the others stay text. When none or more
+than one of them is named like an image, the upload is refused: name the image column.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from .errors import ValidationError
+from .file_accounting import is_image_file
+
+IMAGE_NAME_HINTS = ("image", "img", "picture", "photo")
+DETECT_VALUES = 200
+URL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+NAMED = "named by the user"
+HF_STRUCT = "HF Image struct {bytes, path}"
+BYTES = "bytes in a column named like an image"
+RESOLVED = "every value resolves to an image file in the source"
+
+
+@dataclass
+class ColumnResolution:
+    """Image columns with why each is one, and path-like columns kept as text with why."""
+
+    image_columns: dict[str, str] = field(default_factory=dict)
+    text_columns: dict[str, str] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        return {"image_columns": dict(self.image_columns), "text_columns": dict(self.text_columns)}
+
+
+def is_url(value: Any) -> bool:
+    return isinstance(value, str) and bool(URL_PATTERN.match(value))
+
+
+def resolve_path(value: Any, base_dir: Path) -> Path | None:
+    """The existing file ``value`` names (absolute, or relative to ``base_dir``; ``\\`` read as ``/`` if the
+    literal name does not exist), or ``None`` for a URL, a non-string or a name that resolves to no file."""
+    if not isinstance(value, str) or not value or is_url(value) or "\x00" in value:
+        return None
+    candidates = [value] + ([value.replace("\\", "/")] if "\\" in value else [])
+    for candidate in candidates:
+        path = Path(candidate).expanduser()
+        if not path.is_absolute():
+            path = base_dir / path
+        try:
+            if path.is_file():
+                return path
+        except OSError:  # a name too long for the file system, ...
+            continue
+    return None
+
+
+def is_binary(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+
+
+def is_hf_image(t: pa.DataType) -> bool:
+    return pa.types.is_struct(t) and {t.field(i).name for i in range(t.num_fields)} >= {"bytes", "path"}
+
+
+def is_string_like(t: pa.DataType) -> bool:
+    """Plain, large or view strings, or a dictionary of them (pandas ``category``)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", bool)(t)
+
+
+def named_like_image(name: str) -> bool:
+    return any(hint in name.lower() for hint in IMAGE_NAME_HINTS)
+
+
+def resolve_image_columns(table: pa.Table, base_dir: Path, named: list[str] | None = None) -> ColumnResolution:
+    """Decide the image columns of ``table`` by the rules of this module; raise :class:`ValidationError` when two
+    resolved columns repeat each other and their names do not say which one holds the images."""
+    result = ColumnResolution()
+    if named is not None:
+        result.image_columns = {c: NAMED for c in named}
+        return result
+    resolved: list[str] = []
+    for fld in table.schema:
+        if is_hf_image(fld.type):
+            result.image_columns[fld.name] = HF_STRUCT
+        elif is_binary(fld.type) and named_like_image(fld.name):
+            result.image_columns[fld.name] = BYTES
+        elif is_string_like(fld.type):
+            hits, problem = _resolve_values(_first_values(table.column(fld.name)), base_dir)
+            if hits and (problem is None or (named_like_image(fld.name) and not problem.startswith("holds URLs"))):
+                resolved.append(fld.name)  # a partly resolving image-named column: staging names the bad value
+            elif problem and (hits or problem.startswith("holds URLs")):
+                result.text_columns[fld.name] = f"{problem}: text" + (
+                    f" ({hits} other values resolve to image files)" if hits else ""
+                )
+    for group in _identical_groups(table, resolved):
+        if len(group) == 1:
+            result.image_columns[group[0]] = RESOLVED
+            continue
+        hinted = [c for c in group if named_like_image(c)]
+        if len(hinted) != 1:
+            raise ValidationError(
+                f"columns {group} hold the same file paths on every row, so which one holds the images is "
+                "ambiguous; name it with image_columns=[...] (--image-columns)"
+            )
+        result.image_columns[hinted[0]] = f"{RESOLVED}; named like an image among columns with the same values"
+        for other in group:
+            if other != hinted[0]:
+                result.text_columns[other] = f"repeats the values of image column {hinted[0]!r}: kept as text"
+    order = {name: i for i, name in enumerate(table.column_names)}
+    result.image_columns = dict(sorted(result.image_columns.items(), key=lambda kv: order[kv[0]]))
+    return result
+
+
+def _first_values(column: pa.ChunkedArray) -> list[Any]:
+    values: list[Any] = []
+    for chunk in column.chunks:
+        values += chunk.drop_null().slice(0, DETECT_VALUES - len(values)).to_pylist()
+        if len(values) >= DETECT_VALUES:
+            break
+    return values
+
+
+def _resolve_values(values: list[Any], base_dir: Path) -> tuple[int, str | None]:
+    """How many distinct ``values`` resolve to image files, and why the first other one does not (or ``None``)."""
+    urls = [v for v in values if is_url(v)]
+    if urls:
+        return 0, f"holds URLs (e.g. {urls[0]!r}); the lake does not fetch URLs"
+    hits, problem = 0, None
+    for value in dict.fromkeys(values):
+        path = resolve_path(value, base_dir)
+        try:
+            image = path is not None and is_image_file(path)
+        except OSError:
+            image = False
+        if image:
+            hits += 1
+        elif problem is None:
+            problem = f"value {value!r} " + ("resolves to no file" if path is None else "is not an image file")
+    return hits, problem
+
+
+def _identical_groups(table: pa.Table, columns: list[str]) -> list[list[str]]:
+    """``columns`` grouped by identical values on every row (dictionary columns compared by their strings)."""
+    groups: list[list[str]] = []
+    decoded = {c: _as_strings(table.column(c)) for c in columns}
+    for name in columns:
+        for group in groups:
+            if decoded[group[0]].equals(decoded[name]):
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return groups
+
+
+def _as_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    t = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    return column.cast(t).cast(pa.large_string())
