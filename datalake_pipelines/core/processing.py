@@ -279,7 +279,7 @@ class BatchProcessor:
         if clash:
             raise ValidationError(
                 f"columns {clash} clash with names the catalog reserves (partition levels, batch_id, ingested_at, "
-                "row_hash, <image>_sha256/_width/_height/_format/_mode, meta fields); rename them"
+                "row_hash, <image>_sha256/_width/_height/_format/_mode/_orientation, meta fields); rename them"
             )
 
     def _ingest(
@@ -429,6 +429,7 @@ class BatchProcessor:
                         [e.entry.height if e else None for e in entries],
                         [e.entry.format if e else None for e in entries],
                         [e.entry.mode if e else None for e in entries],
+                        [(e.entry.orientation or None) if e else None for e in entries],  # 0 = no tag
                     ]
                 for f, v in zip(img_fields, values):
                     columns[f.name] = pa.array(v, f.type)

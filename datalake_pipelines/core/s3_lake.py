@@ -42,6 +42,7 @@ from .catalog import CompactionResult, compact_partition
 from .errors import DatalakeError, ValidationError
 from .files import utc_now_iso
 from .hash_index import COLUMNS as INDEX_COLUMNS
+from .hash_index import INTEGER_COLUMNS as INDEX_INTEGER_COLUMNS
 from .hash_index import HashIndex, IndexEntry
 from .layout import BATCH_MANIFEST, ERROR_FILE, PARTITION_METADATA, LakeLayout, PartitionRef
 from .locks import exclusive_lock
@@ -421,7 +422,7 @@ class S3Lake:
 
 
 SEGMENT_SCHEMA = pa.schema(
-    [pa.field(c, pa.int64() if c in ("size", "width", "height") else pa.string()) for c in INDEX_COLUMNS]
+    [pa.field(c, pa.int64() if c in INDEX_INTEGER_COLUMNS else pa.string()) for c in INDEX_COLUMNS]
 )
 
 

@@ -6,6 +6,7 @@ target exists), so an existing asset is never rewritten and no reader ever sees 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -13,7 +14,14 @@ from pathlib import Path
 
 from .files import temp_sibling, utc_now_iso
 from .hash_index import HashIndex, IndexEntry
-from .images import DEFAULT_MAX_PIXELS, ImageRejected, inspect_image, optimize_image
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    ImageRejected,
+    displayed_size,
+    exif_orientation,
+    inspect_image,
+    optimize_image,
+)
 from .layout import LakeLayout
 
 IN_MEMORY_LIMIT = 64 * 1024 * 1024
@@ -118,7 +126,10 @@ def store_files(
         if item.error:
             results.append(StoredFile(error=item.error))
         elif item.sha256 in known:
-            results.append(StoredFile(sha256=item.sha256, entry=known[item.sha256]))
+            entry = known[item.sha256]
+            if entry.needs_geometry:  # an index row from before orientation was recorded
+                entry = _with_geometry(entry, item.data if item.data is not None else item.source)
+            results.append(StoredFile(sha256=item.sha256, entry=entry))
         else:
             results.append(_store_new(layout, item, provider, dataset, batch_id, kind, options))
     return results
@@ -147,10 +158,13 @@ def _store_new(
             info = inspect_image(data if data is not None else source, options.max_pixels, options.full_decode)
         except ImageRejected as exc:
             return StoredFile(sha256=sha, error=str(exc))
-        ext, fmt, width, height, mode = info.extension, info.format, info.width, info.height, info.mode
+        ext, fmt, mode = info.extension, info.format, info.mode
+        orientation = exif_orientation(data if data is not None else source)
+        width, height = displayed_size(info.width, info.height, orientation)
+        orientation = orientation or 0  # 0 = no orientation tag (NULL would mean "not recorded")
     else:
         ext = source.suffix.lower().lstrip(".")[:16]
-        fmt = width = height = mode = None
+        fmt = width = height = mode = orientation = None
     content: bytes | Path = data if data is not None else source
     stored_sha = sha
     if kind == "image" and options.optimize_images and data is not None:
@@ -177,5 +191,19 @@ def _store_new(
         dataset,
         batch_id,
         utc_now_iso(),
+        orientation,
     )
     return StoredFile(sha256=sha, entry=entry, new=True, bytes_written=written)
+
+
+def _with_geometry(entry: IndexEntry, content: bytes | str) -> IndexEntry:
+    """``entry`` with its displayed size and orientation read from the same content's header.
+
+    The stored size comes from ``entry`` (Pillow's header size is the stored one); only the swap for
+    orientations 5-8 is applied, so no decode is needed.
+    """
+    orientation = exif_orientation(content)
+    if entry.width is None or entry.height is None:
+        return dataclasses.replace(entry, orientation=orientation or 0)
+    width, height = displayed_size(entry.width, entry.height, orientation)
+    return dataclasses.replace(entry, width=width, height=height, orientation=orientation or 0)
