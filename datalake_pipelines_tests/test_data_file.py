@@ -80,17 +80,17 @@ def test_plain_file_and_a_broken_image(client, lake, tmp_path):
 
 
 def test_chunked_local_copy_streams_with_bounded_memory(lake, tmp_path, capsys):
+    client = DatalakeClient(lake.base, progress=True)
+    small = tmp_path / "small.bin"  # without the flag: one read, unless above the threshold (also warms imports)
+    small.write_bytes(os.urandom(100 * KiB))
+    assert not client.create_data_file(small, threshold=512 * KiB)["chunked"]
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(4 * MiB))
-    client = DatalakeClient(lake.base, progress=True)
     doc, peak = peak_of(lambda: client.create_data_file(big, use_chunked_upload=True, threshold=512 * KiB))
     assert doc["chunked"] and doc["id"] == sha(big) and (lake.base / doc["path"]).read_bytes() == big.read_bytes()
     assert peak < big.stat().st_size / 8, f"peak {peak / MiB:.2f} MiB"
     assert "copying big.bin" in capsys.readouterr().err  # the tqdm progress bar
 
-    small = tmp_path / "small.bin"  # without the flag: one read, unless above the threshold
-    small.write_bytes(os.urandom(100 * KiB))
-    assert not client.create_data_file(small, threshold=512 * KiB)["chunked"]
     bigger = tmp_path / "bigger.bin"
     bigger.write_bytes(os.urandom(4 * MiB))
     doc, peak = peak_of(lambda: client.create_data_file(bigger, threshold=512 * KiB))
@@ -120,22 +120,21 @@ def s3_lake_own_process(monkeypatch, tmp_path):
 def test_s3_multipart_above_the_threshold_bytes_memory_and_index(s3_lake_own_process, tmp_path, monkeypatch, capsys):
     s3_lake = s3_lake_own_process
     monkeypatch.setenv("DATALAKE_CHUNKED_THRESHOLD_MB", "6")
-    big = tmp_path / "big.bin"
-    big.write_bytes(os.urandom(12 * MiB))
     client = DatalakeClient(s3_lake, progress=True)
-    doc, peak = peak_of(lambda: client.create_data_file(big, use_chunked_upload=True))
-    assert doc["chunked"] and doc["parts"] == 3  # 5 MiB parts (S3's minimum)
-    assert peak < big.stat().st_size / 2, f"peak {peak / MiB:.2f} MiB"
-    assert "uploading big.bin" in capsys.readouterr().err
     storage = S3Storage(s3_lake)
-    assert storage.sha256(doc["path"]) == doc["id"] == sha(big) and doc["uri"] == f"{s3_lake}/{doc['path']}"
-    segments = [o.key for o in storage.list("index/segments")]
-    assert len(segments) == 1  # the object is published, then its one-entry segment
-
-    small = tmp_path / "small.bin"
+    small = tmp_path / "small.bin"  # one PUT (and warm imports before memory is measured)
     small.write_bytes(b"tiny")
     one = client.create_data_file(small)
     assert (one["chunked"], one["parts"]) == (False, None) and storage.read_bytes(one["path"]) == b"tiny"
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(24 * MiB))
+    doc, peak = peak_of(lambda: client.create_data_file(big, use_chunked_upload=True))
+    assert doc["chunked"] and doc["parts"] == 5  # 5 MiB parts (S3's minimum), memory bounded by the parts in flight
+    assert peak < big.stat().st_size / 4, f"peak {peak / MiB:.2f} MiB"
+    assert "uploading big.bin" in capsys.readouterr().err
+    assert storage.sha256(doc["path"]) == doc["id"] == sha(big) and doc["uri"] == f"{s3_lake}/{doc['path']}"
+    segments = [o.key for o in storage.list("index/segments")]
+    assert len(segments) == 2  # each object is published, then its one-entry segment
     fresh = DatalakeClient(s3_lake, progress=False)  # another client: dedup through the published segments
     assert fresh.create_data_file(big, use_chunked_upload=True)["deduplicated"]
     assert S3Lake(s3_lake).index_cache().index.count() == 2
