@@ -176,3 +176,18 @@ def test_stale_segment_drops_the_cache(s3_lake, make_jpeg, tmp_path, change):
         s3.storage.write_bytes(segment, segment_bytes(entries[:1]))
     cache = s3.index_cache()
     assert cache.index.count() == (0 if change == "delete" else 1)
+
+
+def test_dedup_hit_on_a_deleted_object_stores_the_content_again(s3_lake, make_jpeg, tmp_path, capsys):
+    """The segment still names the asset, but its object is gone: the next run re-uploads, never points at it."""
+    client = DatalakeClient(s3_lake, num_proc=2, batch_size=4, progress=False)
+    ingest(client, images(make_jpeg, tmp_path / "src"))
+    victim = referenced_assets(s3_lake)[0]
+    S3Storage(s3_lake).delete([victim])
+    [again] = ingest(client, images(make_jpeg, tmp_path / "src"), dataset="copies")
+    assert (again.images_new, again.images_deduplicated) == (1, 2)
+    copies = PartitionRef("inhouse", "copies", "raw", "image")
+    code, report = verify(s3_lake, "--partition", copies.key, capsys=capsys)
+    assert code == 0 and report["references"] == 3
+    [third] = ingest(client, images(make_jpeg, tmp_path / "src"), dataset="thirds")  # the cache took the new entry
+    assert (third.images_new, third.images_deduplicated) == (0, 3)

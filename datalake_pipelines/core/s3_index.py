@@ -13,7 +13,8 @@ loaded plus one row per loaded segment with the segment's size and ETag. Before 
 * new segments are loaded, each with its segment row in the same SQLite transaction.
 
 So a dedup hit is only ever served from an entry of a segment the bucket still publishes. An entry
-enters the cache with its segment row, never on its own.
+enters the cache with its segment row, never on its own. During a run, a hit is also confirmed by a HEAD
+of its object (``s3_lake.TieredHashIndex``): an object deleted behind the index's back is stored again.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ class SegmentCache:
         key = f"{SEGMENTS}/{job_id}.parquet"
         self.storage.write_bytes(key, segment_bytes(entries))
         info = self.storage.info(key)
-        with self._lock():
-            self._add(key, signature(info), entries)
+        with self._lock():  # this run's entries are the newest truth (an older entry may name a lost object)
+            self._add(key, signature(info), entries, replace=True)
         return key
 
     def _clear(self) -> int:
@@ -103,11 +104,11 @@ class SegmentCache:
             conn.execute("DELETE FROM segments")
         return dropped
 
-    def _add(self, key: str, sig: str, entries: list[IndexEntry]) -> None:
+    def _add(self, key: str, sig: str, entries: list[IndexEntry], replace: bool = False) -> None:
         conn: sqlite3.Connection = self.index._conn
         rows = [tuple(getattr(e, c) for c in COLUMNS) for e in entries]
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        sql = f"{verb} INTO assets ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
         with conn:  # entries and their segment row in one transaction
-            conn.executemany(
-                f"INSERT OR IGNORE INTO assets ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows
-            )
+            conn.executemany(sql, rows)
             conn.execute("INSERT OR REPLACE INTO segments (key, signature) VALUES (?, ?)", (key, sig))

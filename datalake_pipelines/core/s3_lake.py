@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -77,19 +77,29 @@ def job_of_manifest_key(key: str) -> str | None:
 
 
 class TieredHashIndex(HashIndex):
-    """A per-run index (new entries) in front of the shared, published cache (read-only here)."""
+    """A per-run index (new entries) in front of the shared, published cache (read-only here).
 
-    def __init__(self, path: Path, published: HashIndex):
+    ``present(paths)`` (the S3 lake's HEADs) confirms a published hit's object still exists; a hit whose
+    object is gone counts as unknown, so the run stores the content again instead of cataloguing a row that
+    points at nothing.
+    """
+
+    def __init__(self, path: Path, published: HashIndex, present: Callable[[list[str]], set[str]] | None = None):
         super().__init__(path)
         self.published = published
+        self.present = present
 
     def get(self, sha256: str) -> IndexEntry | None:
-        return super().get(sha256) or self.published.get(sha256)
+        return self.get_many([sha256]).get(sha256)
 
     def get_many(self, hashes: list[str]) -> dict[str, IndexEntry]:
         found = super().get_many(hashes)
         missing = [h for h in hashes if h not in found]
-        return {**self.published.get_many(missing), **found} if missing else found
+        hits = self.published.get_many(missing) if missing else {}
+        if hits and self.present is not None:
+            there = self.present(sorted({e.path for e in hits.values()}))
+            hits = {h: e for h, e in hits.items() if e.path in there}
+        return {**hits, **found}
 
     def new_entries(self) -> list[IndexEntry]:
         return [IndexEntry(*row) for rows in self.iter_rows() for row in rows]
@@ -289,6 +299,11 @@ class S3Lake:
         cache.sync()
         return cache
 
+    def existing_assets(self, paths: list[str]) -> set[str]:
+        """The ``paths`` whose objects exist (HEADs, 16 at a time)."""
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return {p for p, ok in zip(paths, pool.map(self.storage.exists, paths)) if ok}
+
     def asset_sizes(self, hashes: list[str]) -> dict[str, int]:
         """Stored sha256 -> size from the published hash index (validated cache), for integrity checks.
 
@@ -332,7 +347,7 @@ class S3Lake:
         with contextlib.suppress(ValidationError, ValueError):
             self.fetch_partition(work, load_manifest(work.processing_batch(job_id), job_id).partition)
         cache = self.index_cache()
-        run_index = TieredHashIndex(work.index_dir / f"run-{job_id}.sqlite", cache.index)
+        run_index = TieredHashIndex(work.index_dir / f"run-{job_id}.sqlite", cache.index, self.existing_assets)
         processor = BatchProcessor(work, options, schema=schema, index=run_index)
         result = processor.process(job_id, run_info)
         if result.status == "done":
