@@ -10,11 +10,14 @@ import json
 from pathlib import Path
 
 import boto3
+import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from datalake_pipelines import DatalakeClient
 from datalake_pipelines.cli import main
+from datalake_pipelines.core.catalog_s3 import refresh_duckdb_s3
 from datalake_pipelines.core.layout import PartitionRef
 from datalake_pipelines.core.s3_index import segment_bytes, segment_entries
 from datalake_pipelines.core.s3_lake import S3Lake
@@ -191,3 +194,25 @@ def test_dedup_hit_on_a_deleted_object_stores_the_content_again(s3_lake, make_jp
     assert code == 0 and report["references"] == 3
     [third] = ingest(client, images(make_jpeg, tmp_path / "src"), dataset="thirds")  # the cache took the new entry
     assert (third.images_new, third.images_deduplicated) == (0, 3)
+
+
+def test_segments_written_before_orientation_still_load(s3_lake, make_jpeg, tmp_path):
+    client = DatalakeClient(s3_lake, num_proc=2, batch_size=4, progress=False)
+    ingest(client, images(make_jpeg, tmp_path / "src"))
+    s3 = S3Lake(s3_lake)
+    [segment] = [o.key for o in s3.storage.list("index/segments")]
+    old = pq.read_table(pa.BufferReader(s3.storage.read_bytes(segment))).drop_columns(["orientation"])
+    sink = pa.BufferOutputStream()
+    pq.write_table(old, sink)
+    s3.storage.write_bytes(segment, sink.getvalue().to_pybytes())  # what an older version wrote
+    entries = segment_entries(s3.storage.read_bytes(segment))
+    assert all(e.orientation is None and e.needs_geometry for e in entries)
+    assert s3.index_cache().index.count() == 3
+    assert refresh_duckdb_s3(s3_lake)["assets"] == 3
+    [again] = ingest(client, images(make_jpeg, tmp_path / "src"), dataset="copies")
+    assert again.images_deduplicated == 3
+    table = pads.dataset(
+        f"{S3Storage(s3_lake).arrow()[1]}/catalog/provider=inhouse/dataset=copies",
+        filesystem=S3Storage(s3_lake).arrow()[0],
+    ).to_table()
+    assert set(table.column("image_width").to_pylist()) == {64} and table.column("image_orientation").null_count == 3
