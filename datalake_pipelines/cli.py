@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .cli_collection import add_collection_commands
 from .cli_export import add_export_commands
 from .cli_ingest_url import add_ingest_url_command
+from .cli_verify import add_verify_command
 from .core.batches import batch_status, list_batches
 from .core.errors import DatalakeError
 from .core.layout import (
@@ -520,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_catalog_compact)
     p = catalog.add_parser("rebuild", parents=[common], help="refresh catalog.duckdb (partitions, hash index)")
     p.set_defaults(func=cmd_catalog_rebuild)
+    add_verify_command(catalog, parents=[common])
 
     add_ingest_url_command(sub, parents=[common])
 

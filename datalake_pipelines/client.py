@@ -157,6 +157,37 @@ class DatalakeClient(CollectionClientMixin):
 
         return export_info(instance or get_instance(), self.local_layout, task_id)
 
+    def create_data_file(
+        self,
+        file_path: str | os.PathLike,
+        use_chunked_upload: bool = False,
+        provider: str | None = None,
+        dataset: str | None = None,
+        threshold: int | None = None,
+    ) -> dict[str, Any]:
+        """Upload one file into the content-addressed store (lake-wide dedup), like the reference's call.
+
+        Returns ``{"id": sha256, "sha256", "size", "path" (lake-relative), "uri", "kind" ("image" or "file"),
+        "format", "width", "height" (displayed), "orientation", "mode", "deduplicated", "chunked", "parts"}``.
+        ``use_chunked_upload=True`` streams the file (bounded memory, progress bar; multipart on S3 above
+        ``threshold`` bytes, default 50 MiB or ``$DATALAKE_CHUNKED_THRESHOLD_MB``); without it a file up to the
+        threshold goes in one read and one write. The file lands under ``provider``/``dataset`` (default
+        ``data_files``/``default``). Raises :class:`~datalake_pipelines.core.errors.ValidationError` for a
+        missing file or an image Pillow cannot load. See :mod:`datalake_pipelines.core.data_file`.
+        """
+        from .core import data_file
+
+        args = dict(
+            use_chunked_upload=use_chunked_upload,
+            provider=provider or data_file.DEFAULT_PROVIDER,
+            dataset=dataset or data_file.DEFAULT_DATASET,
+            threshold=threshold,
+            progress=self.progress,
+        )
+        if self.s3_lake is not None:
+            return data_file.create_data_file_s3(self.s3_lake, file_path, **args)
+        return data_file.create_data_file_local(self.layout, file_path, **args)
+
     def process_pending(self, **options: Any) -> list[BatchResult]:
         """Process every pending batch in this process (no Dagster needed)."""
         opts = ProcessOptions(num_proc=self.num_proc, batch_size=self.batch_size, **options)

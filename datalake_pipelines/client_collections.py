@@ -48,9 +48,24 @@ class CollectionClientMixin:
             self.local_layout, name, provider, dataset, file_specifications, description, task, variant, meta
         ).to_dict()
 
-    def upload_data_file(self, organized_file: dict[str, Any], collection_id: str | int) -> dict[str, Any]:
-        """Copy one organized unit (``{"files": {spec: Path}, "meta": {...}}``) into the lake's upload area."""
-        return uploads.upload_data_file(self.local_layout, organized_file, str(collection_id))
+    def upload_data_file(
+        self, organized_file: dict[str, Any], collection_id: str | int, use_chunked_upload: bool = False
+    ) -> dict[str, Any]:
+        """Copy one organized unit (``{"files": {spec: Path}, "meta": {...}}``) into the lake's upload area.
+
+        ``use_chunked_upload=True`` copies every file in bounded 8 MB chunks with a progress bar (files above
+        50 MB are always chunked, as the reference recommends).
+        """
+        if not use_chunked_upload:
+            return uploads.upload_data_file(self.local_layout, organized_file, str(collection_id))
+        sizes = [os.path.getsize(p) for p in organized_file.get("files", {}).values() if os.path.isfile(p)]
+        bar = uploads._Progress(sum(sizes), len(sizes), "uploading", self.progress)
+        try:
+            return uploads.upload_data_file(
+                self.local_layout, organized_file, str(collection_id), progress=bar, chunked=True
+            )
+        finally:
+            bar.close()
 
     def create_data_units(self, uploaded_files: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Stage uploaded units as one batch; each data unit's ``id`` is its future catalog ``row_hash``."""

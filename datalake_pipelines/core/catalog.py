@@ -29,7 +29,13 @@ class CatalogError(DatalakeError):
 
 
 def image_fields(column: str) -> list[pa.Field]:
-    """Catalog fields that describe one image column: the lake-relative path plus its facts."""
+    """Catalog fields that describe one image column: the lake-relative path plus its facts.
+
+    ``<col>_width``/``<col>_height`` are the DISPLAYED size in pixels, after the EXIF orientation is applied
+    (what browsers, ``ImageOps.exif_transpose`` and HF ``datasets`` show); ``<col>_orientation`` is the EXIF
+    Orientation tag (274, values 1-8), null when the image has none. The stored bytes are never rotated.
+    ``<col>_orientation`` is not in :data:`IMAGE_SUFFIXES`: partitions written before it existed lack it.
+    """
     return [
         pa.field(column, pa.string()),
         pa.field(f"{column}_sha256", pa.string()),
@@ -37,6 +43,7 @@ def image_fields(column: str) -> list[pa.Field]:
         pa.field(f"{column}_height", pa.int32()),
         pa.field(f"{column}_format", pa.string()),
         pa.field(f"{column}_mode", pa.string()),
+        pa.field(f"{column}_orientation", pa.int32()),
     ]
 
 

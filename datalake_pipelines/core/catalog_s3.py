@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from .catalog import PARTITION_COLUMNS, CatalogError
+from .hash_index import OPTIONAL_COLUMNS
 from .layout import COMPACTED_PART, PARTITION_METADATA, PartitionRef
 from .storage import ObjectInfo, S3Storage, cache_dir_for
 from .warehouse import (
@@ -201,7 +202,8 @@ class S3Catalog:
         self._objects.update({u: (o, None) for u, o in zip(uris, objects)})
         fragments = self.fragments(uris)
         for uri, fragment in zip(uris, fragments):
-            if set(fragment.physical_schema.names) != set(HASH_INDEX_SCHEMA.names):
+            names = set(fragment.physical_schema.names)  # segments of older versions lack optional columns
+            if not names <= set(HASH_INDEX_SCHEMA.names) or set(HASH_INDEX_SCHEMA.names) - names - OPTIONAL_COLUMNS:
                 raise CatalogError(
                     f"hash-index segment {uri} has columns {fragment.physical_schema.names}; "
                     f"expected {HASH_INDEX_SCHEMA.names}"

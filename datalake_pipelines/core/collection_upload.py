@@ -113,12 +113,15 @@ def with_retries(fn: Callable[[], Any], policy: RetryPolicy, what: str) -> Any:
 
 
 # copying ---------------------------------------------------------------------------------------------------
-def copy_file(source: str, dest: str, progress: Callable[[int], None] | None = None) -> tuple[int, str]:
-    """Copy ``source`` to ``dest`` and return ``(size, sha256)``; above 50 MB in bounded 8 MB chunks."""
+def copy_file(
+    source: str, dest: str, progress: Callable[[int], None] | None = None, chunked: bool = False
+) -> tuple[int, str]:
+    """Copy ``source`` to ``dest`` and return ``(size, sha256)``; in bounded 8 MB chunks above 50 MB or when
+    ``chunked`` (the reference's ``use_chunked_upload``)."""
     digest = hashlib.sha256()
     size = 0
     with open(source, "rb", buffering=0) as src, open(dest, "wb", buffering=0) as dst:
-        if os.fstat(src.fileno()).st_size <= CHUNKED_THRESHOLD:
+        if not chunked and os.fstat(src.fileno()).st_size <= CHUNKED_THRESHOLD:
             data = src.readall()
             digest.update(data)
             dst.write(data)
@@ -185,6 +188,7 @@ def upload_data_file(
     progress: _Progress | None = None,
     known_rows: set[str] | None = None,
     index: HashIndex | None = None,
+    chunked: bool = False,
 ) -> dict[str, Any]:
     """Copy one organized unit (``{"files": {spec: path}, "meta": {...}[, "texts": {spec: json}]}``) into
     the lake's upload scratch; return the uploaded unit (``files`` with sha256/size, ``texts``, ``meta``,
@@ -235,7 +239,7 @@ def upload_data_file(
             if done[0] and progress:  # a retry: take back what the failed try counted
                 progress.bytes(-done[0])
             done[0] = 0
-            return copy_file(source, dest, count)
+            return copy_file(source, dest, count, chunked) if chunked else copy_file(source, dest, count)
 
         size, sha = _retry_io(attempt, policy, name, source)
         if progress:

@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .layout import fitted_file_name
+
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
@@ -20,7 +22,7 @@ def utc_now_iso() -> str:
 
 def temp_sibling(path: Path) -> Path:
     """A hidden, unique temporary name next to ``path`` (same file system, so rename is atomic)."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    return path.with_name(fitted_file_name(f".{path.name}.{uuid.uuid4().hex[:12]}", ".tmp"))
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

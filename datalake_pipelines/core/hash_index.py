@@ -5,6 +5,12 @@ stored path, size and image facts. Lookups are B-tree probes (no directory scan)
 Pillow decode because the facts come from the index. At 10M images the file is about 2 GB and a probe
 stays in the tens of microseconds. Writers are short transactions (one per record batch); readers never
 block writers in WAL mode. SQLite's locking needs a local file system or a NAS with working POSIX locks.
+
+Image geometry: ``width``/``height`` are the displayed size (after the EXIF orientation, see
+``images.displayed_size``) and ``orientation`` is the EXIF tag value 1-8, ``0`` for an image without one.
+``orientation`` NULL marks a row written before the column existed (its width/height are the stored size):
+:meth:`IndexEntry.needs_geometry` is then true and the caller recomputes the facts from the bytes.
+An old index file gets the column on open (``ALTER TABLE ... ADD COLUMN``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ CREATE TABLE IF NOT EXISTS assets (
     provider TEXT NOT NULL,
     dataset TEXT NOT NULL,
     first_batch_id TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    orientation INTEGER
 ) WITHOUT ROWID
 """
 COLUMNS = (
@@ -46,7 +53,11 @@ COLUMNS = (
     "dataset",
     "first_batch_id",
     "created_at",
+    "orientation",
 )
+INTEGER_COLUMNS = frozenset(("size", "width", "height", "orientation"))
+# Columns a hash-index segment or file written by an older version may lack (read as NULL).
+OPTIONAL_COLUMNS = frozenset(("orientation",))
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,12 @@ class IndexEntry:
     dataset: str
     first_batch_id: str
     created_at: str
+    orientation: int | None = None
+
+    @property
+    def needs_geometry(self) -> bool:
+        """An image entry from before orientation was recorded: its width/height may be the stored size."""
+        return self.kind == "image" and self.orientation is None
 
 
 class HashIndex:
@@ -76,6 +93,13 @@ class HashIndex:
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(SCHEMA)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(assets)")}
+            if "orientation" not in have:  # an index written before the column existed
+                try:
+                    conn.execute("ALTER TABLE assets ADD COLUMN orientation INTEGER")
+                except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=60)

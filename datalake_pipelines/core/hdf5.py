@@ -8,7 +8,9 @@ Layout of a file written by :class:`Hdf5ExportWriter`::
 
 Every dataset is 1-D (images resized: N x H x W x C), ``maxshape=(None, ...)``, chunked, appended batch by
 batch. Encodings (the ``encoding`` of each column in ``schema``): ``image_bytes`` (vlen uint8, the stored file
-bytes), ``image_array`` (uint8, decoded and resized), ``utf8`` (vlen UTF-8 text), ``bytes`` (vlen uint8),
+bytes), ``image_array`` (decoded, EXIF orientation applied, resized; uint8, or uint16/int32/float32 for
+16-bit/32-bit/float images, values never scaled or clamped; a column widens to the deepest image it holds),
+``utf8`` (vlen UTF-8 text), ``bytes`` (vlen uint8),
 ``number``/``bool`` (their numpy dtype), ``timestamp`` (int64 in the arrow unit; attrs ``unit``/``tz``),
 ``json`` (nested values as JSON text), ``text`` (anything else cast to text).
 
@@ -33,13 +35,22 @@ import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from PIL import Image
+from PIL import Image, ImageOps
 
 PARTITION_COLUMNS = ("provider", "dataset", "task", "variant")
 NULLS = "_nulls"
 VLEN_BYTES = h5py.vlen_dtype(np.uint8)
 UTF8 = h5py.string_dtype("utf-8")
 IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+# Pillow modes deeper than 8 bits per sample and the dtype that holds their values exactly.
+HIGH_DEPTH_DTYPES = {
+    "I;16": np.uint16,
+    "I;16L": np.uint16,
+    "I;16B": np.uint16,
+    "I;16N": np.uint16,
+    "I": np.int32,
+    "F": np.float32,
+}
 IMAGE_CHUNK = 512  # images read and written per h5py call
 
 
@@ -159,7 +170,10 @@ class _Group:
                 if encoding == "image_bytes":
                     write_vlen_bytes(ds, start + a, [self.writer.image_bytes(p) for p in chunk])
                 else:
-                    ds[start + a : start + a + len(chunk)] = np.stack([self.writer.image_array(p) for p in chunk])
+                    pixels = np.stack([self.writer.image_array(p) for p in chunk])
+                    if pixels.dtype != ds.dtype:  # a deeper image than the dataset holds: widen, never clamp
+                        ds = self._widen(ds, np.promote_types(ds.dtype, pixels.dtype))
+                    ds[start + a : start + a + len(chunk)] = pixels
         elif encoding == "bytes":
             write_vlen_bytes(ds, start, [b or b"" for b in column.to_pylist()])
         elif encoding == "utf8":
@@ -175,6 +189,26 @@ class _Group:
             ds[start:end] = pc.fill_null(column, False).to_numpy(zero_copy_only=False)
         else:
             ds[start:end] = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+
+    def _widen(self, ds: h5py.Dataset, dtype: np.dtype) -> h5py.Dataset:
+        """Replace an image dataset by a copy in a wider dtype (uint8 -> uint16 -> int32 -> float...)."""
+        name = ds.name.rsplit("/", 1)[-1]
+        wide = self.group.create_dataset(
+            f"{name}.__widened",
+            shape=ds.shape,
+            maxshape=ds.maxshape,
+            dtype=dtype,
+            chunks=ds.chunks,
+            compression=ds.compression,
+        )
+        for a in range(0, ds.shape[0], IMAGE_CHUNK):
+            wide[a : a + IMAGE_CHUNK] = ds[a : a + IMAGE_CHUNK].astype(dtype)
+        for key, value in ds.attrs.items():
+            wide.attrs[key] = value
+        del self.group[name]
+        self.group.move(f"{name}.__widened", name)
+        self.datasets[name] = self.group[name]
+        return self.datasets[name]
 
     def finish(self, schema: pa.Schema, meta: dict[str, Any]) -> None:
         dropped = [name for name in self.datasets if name not in self.non_null and self.rows]
@@ -251,13 +285,31 @@ class Hdf5ExportWriter:
         return b"" if relpath is None else self.read_asset(relpath)
 
     def image_array(self, relpath: str | None) -> np.ndarray:
+        """The image as displayed (EXIF orientation applied), resized to ``H x W x C``.
+
+        8-bit modes become uint8 in the ``C`` mode (L, RGB, RGBA). 16-bit, 32-bit integer and float images
+        keep their sample values (no scaling, no clamping) as uint16, int32 or float32; their single band is
+        repeated over ``C`` channels, with a full-scale alpha (the dtype's maximum, 1.0 for float) for C = 4.
+        """
         h, w, c = self.image_shape
         if relpath is None:
             return np.zeros((h, w, c), dtype=np.uint8)
         with Image.open(io.BytesIO(self.read_asset(relpath))) as img:
-            img.draft(IMAGE_MODES[c], (w, h))
-            pixels = np.asarray(img.convert(IMAGE_MODES[c]).resize((w, h), Image.Resampling.BILINEAR))
-        return pixels.reshape(h, w, c)
+            depth = HIGH_DEPTH_DTYPES.get(img.mode)
+            if depth is None:
+                side = max(w, h)  # the orientation may swap the axes after the draft
+                img.draft(IMAGE_MODES[c], (side, side))
+            shown = ImageOps.exif_transpose(img)
+        if depth is None:
+            return np.asarray(shown.convert(IMAGE_MODES[c]).resize((w, h), Image.Resampling.BILINEAR)).reshape(h, w, c)
+        # Pillow resizes 32-bit "I" and "F" images; "I;16" widens to "I" losslessly first.
+        band = shown.convert("F" if depth == np.float32 else "I").resize((w, h), Image.Resampling.BILINEAR)
+        pixels = np.asarray(band).astype(depth)[:, :, None]
+        if c == 1:
+            return pixels
+        full = np.iinfo(depth).max if np.issubdtype(depth, np.integer) else 1.0
+        alpha = [np.full_like(pixels, full)] if c == 4 else []
+        return np.concatenate([pixels] * 3 + alpha, axis=2)
 
     def close(self) -> None:
         """Write the group attributes and close the file."""

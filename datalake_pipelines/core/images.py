@@ -225,3 +225,33 @@ def optimize_image(data: bytes, info: ImageInfo) -> bytes | None:
             im.save(out, "PNG", optimize=True)
     optimized = out.getvalue()
     return optimized if len(optimized) < len(data) else None
+
+
+# geometry -----------------------------------------------------------------------------------------------
+# The catalog records the DISPLAYED size: what browsers, viewers, ``ImageOps.exif_transpose`` and HF
+# ``datasets`` (which applies EXIF orientation when it decodes an ``Image``) show. The stored bytes keep
+# their own orientation; ``<col>_orientation`` says how to get from one to the other.
+ORIENTATION_TAG = 274  # EXIF/TIFF "Orientation" (TIFF 6.0 tag 274; EXIF 2.32 section 4.6.5): values 1-8
+TRANSPOSED_ORIENTATIONS = frozenset((5, 6, 7, 8))  # 90/270 degree rotations: width and height swap
+
+
+def exif_orientation(data: bytes | str | os.PathLike) -> int | None:
+    """The EXIF Orientation (1-8) of an image, or ``None`` when it has none, an out-of-range value or no EXIF.
+
+    Reads the header only (no pixel decoding). Never raises for a bad file: a broken EXIF block is "no
+    orientation", as it is for Pillow's ``ImageOps.exif_transpose``.
+    """
+    source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(source) as im:
+                value = im.getexif().get(ORIENTATION_TAG)
+    except Exception:  # noqa: BLE001 - any unreadable header or EXIF block means "no orientation"
+        return None
+    return value if isinstance(value, int) and 1 <= value <= 8 else None
+
+
+def displayed_size(width: int, height: int, orientation: int | None) -> tuple[int, int]:
+    """``(width, height)`` as displayed: swapped for orientations 5-8 (transposed), else unchanged."""
+    return (height, width) if orientation in TRANSPOSED_ORIENTATIONS else (width, height)

@@ -5,6 +5,7 @@ No other module builds a lake path by hand; they all ask a :class:`LakeLayout`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -22,6 +23,27 @@ BATCH_FILES_DIR = "files"
 ERROR_FILE = "error.json"
 PARTITION_METADATA = "_metadata.json"
 COMPACTED_PART = "data.parquet"
+
+
+# Limits every path and key the lake builds must respect (checked by tests with maximum-length names):
+# a file name is at most 255 bytes (NAME_MAX of ext4, XFS, btrfs, ZFS, APFS); an S3 key at most 1,024 bytes
+# (AWS, "Creating object key names"), which the longest catalog key built from four 64-character names and a
+# 128-character job id (about 440 bytes) leaves room for a bucket prefix of about 580 bytes. Dagster stores
+# run tags and dynamic partition keys as text without a length limit (only definition tags are held to 63
+# characters), and partition keys must not contain "...", which the name rule excludes.
+MAX_FILE_NAME_BYTES = 255
+
+
+def fitted_file_name(stem: str, suffix: str = "") -> str:
+    """``stem + suffix`` when it fits :data:`MAX_FILE_NAME_BYTES`, else a readable prefix of ``stem``, ``-`` and
+    16 hex digits of its SHA-256, then ``suffix`` (distinct stems stay distinct; no UTF-8 sequence is split)."""
+    name = stem + suffix
+    if len(name.encode()) <= MAX_FILE_NAME_BYTES:
+        return name
+    digest = hashlib.sha256(stem.encode()).hexdigest()[:16]
+    room = MAX_FILE_NAME_BYTES - len(suffix.encode()) - len(digest) - 1
+    prefix = stem.encode()[: max(0, room)].decode("utf-8", errors="ignore")
+    return f"{prefix}-{digest}{suffix}"
 
 
 class InvalidNameError(ValueError):
@@ -206,7 +228,8 @@ class LakeLayout:
 
     def partition_lock(self, ref: PartitionRef) -> Path:
         """Lock file held by the single writer of a catalog partition."""
-        return self.index_dir / "locks" / f"{ref.provider}.{ref.dataset}.{ref.task}.{ref.variant}.lock"
+        stem = f"{ref.provider}.{ref.dataset}.{ref.task}.{ref.variant}"  # 259 bytes at most: hashed when too long
+        return self.index_dir / "locks" / fitted_file_name(stem, ".lock")
 
     @property
     def warehouse_lock(self) -> Path:

@@ -13,8 +13,9 @@ Design (S3 has no rename and no POSIX locks):
   every step is idempotent: new assets, the catalog part, ``_metadata.json``, the hash-index segment,
   the job record, and finally the staging clean-up. A run that dies anywhere can simply run again.
 * **Hash index**: append-only Parquet segments ``index/segments/<job>.parquet`` written after their
-  assets are uploaded, merged into a local SQLite cache (:func:`cache_dir_for`) before each run, so a
-  lookup is still a B-tree probe. Entries enter the shared cache only once their bytes are in S3.
+  assets are uploaded, merged into a local SQLite cache (:func:`cache_dir_for`, keyed by endpoint, bucket
+  and prefix) before each run, so a lookup is still a B-tree probe. The cache is validated against the
+  bucket's segments first (:mod:`.s3_index`): entries of a segment the bucket no longer has are dropped.
 * One run per partition at a time comes from Dagster's tag concurrency limit, not from a lock file.
 """
 
@@ -28,31 +29,26 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from .catalog import CompactionResult, compact_partition
 from .errors import DatalakeError, ValidationError
 from .files import utc_now_iso
-from .hash_index import COLUMNS as INDEX_COLUMNS
 from .hash_index import HashIndex, IndexEntry
 from .layout import BATCH_MANIFEST, ERROR_FILE, PARTITION_METADATA, LakeLayout, PartitionRef
-from .locks import exclusive_lock
 from .manifest import BatchManifest, load_manifest
 from .processing import BatchProcessor, BatchResult, ProcessOptions
+from .s3_index import SegmentCache
 from .schema import SchemaConfig, load_schema
 from .storage import S3Storage, cache_dir_for, download_tree, upload_tree
 
 CLAIM_MARKER = "_claim.json"
 SCHEMA_KEY = "config/schema.yaml"
-SEGMENTS = "index/segments"
 MAX_ATTEMPTS = 2
 
 
@@ -81,19 +77,29 @@ def job_of_manifest_key(key: str) -> str | None:
 
 
 class TieredHashIndex(HashIndex):
-    """A per-run index (new entries) in front of the shared, published cache (read-only here)."""
+    """A per-run index (new entries) in front of the shared, published cache (read-only here).
 
-    def __init__(self, path: Path, published: HashIndex):
+    ``present(paths)`` (the S3 lake's HEADs) confirms a published hit's object still exists; a hit whose
+    object is gone counts as unknown, so the run stores the content again instead of cataloguing a row that
+    points at nothing.
+    """
+
+    def __init__(self, path: Path, published: HashIndex, present: Callable[[list[str]], set[str]] | None = None):
         super().__init__(path)
         self.published = published
+        self.present = present
 
     def get(self, sha256: str) -> IndexEntry | None:
-        return super().get(sha256) or self.published.get(sha256)
+        return self.get_many([sha256]).get(sha256)
 
     def get_many(self, hashes: list[str]) -> dict[str, IndexEntry]:
         found = super().get_many(hashes)
         missing = [h for h in hashes if h not in found]
-        return {**self.published.get_many(missing), **found} if missing else found
+        hits = self.published.get_many(missing) if missing else {}
+        if hits and self.present is not None:
+            there = self.present(sorted({e.path for e in hits.values()}))
+            hits = {h: e for h, e in hits.items() if e.path in there}
+        return {**hits, **found}
 
     def new_entries(self) -> list[IndexEntry]:
         return [IndexEntry(*row) for rows in self.iter_rows() for row in rows]
@@ -121,7 +127,8 @@ class S3Lake:
     def __init__(self, base: str, storage: S3Storage | None = None):
         self.storage = storage or S3Storage(base)
         self.base = self.storage.uri
-        self.cache = cache_dir_for(self.base)
+        self.cache = cache_dir_for(self.base, self.storage.client.meta.endpoint_url)
+        self._sizes_cache: SegmentCache | None = None
 
     # config ------------------------------------------------------------------------
     def scratch_layout(self) -> LakeLayout:
@@ -286,33 +293,30 @@ class S3Lake:
         return entry if "state" in entry else None
 
     # hash index --------------------------------------------------------------------
-    def published_index(self) -> HashIndex:
-        """The local cache of every published segment, brought up to date with S3 first."""
-        index = HashIndex(self.cache / "index" / "hash_index.sqlite")
-        loaded_file = self.cache / "index" / "segments_loaded.txt"
-        with exclusive_lock(self.cache / "index" / "sync.lock"):
-            loaded = set(loaded_file.read_text().split()) if loaded_file.exists() else set()
-            fresh = sorted(o.key for o in self.storage.list(SEGMENTS) if o.key.endswith(".parquet"))
-            fresh = [k for k in fresh if k not in loaded]
-            for key in fresh:
-                index.add_many(_segment_entries(self.storage.read_bytes(key)))
-            if fresh:
-                with open(loaded_file, "a") as fh:
-                    fh.write("".join(f"{k}\n" for k in fresh))
-        return index
+    def index_cache(self) -> SegmentCache:
+        """The local cache of the published hash index, checked against the bucket's segments first."""
+        cache = SegmentCache(self.storage, self.cache / "index")
+        cache.sync()
+        return cache
 
-    def _publish_segment(self, job_id: str, entries: list[IndexEntry], published: HashIndex) -> None:
-        if not entries:
-            return
-        table = pa.Table.from_pylist([e.__dict__ for e in entries], schema=SEGMENT_SCHEMA)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        key = f"{SEGMENTS}/{job_id}.parquet"
-        self.storage.write_bytes(key, sink.getvalue().to_pybytes())
-        published.add_many(entries)
-        with exclusive_lock(self.cache / "index" / "sync.lock"):
-            with open(self.cache / "index" / "segments_loaded.txt", "a") as fh:
-                fh.write(f"{key}\n")
+    def existing_assets(self, paths: list[str]) -> set[str]:
+        """The ``paths`` whose objects exist (HEADs, 16 at a time)."""
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return {p for p, ok in zip(paths, pool.map(self.storage.exists, paths)) if ok}
+
+    def asset_sizes(self, hashes: list[str]) -> dict[str, int]:
+        """Stored sha256 -> size from the published hash index (validated cache), for integrity checks.
+
+        The cache is synced with the bucket on the first call of this object only (one listing per check).
+        """
+        if self._sizes_cache is None:
+            self._sizes_cache = self.index_cache()
+        found = self._sizes_cache.index.get_many(hashes)
+        return {h: e.size for h, e in found.items() if e.stored_sha256 == h}
+
+    def published_index(self) -> HashIndex:
+        """The local cache of every published segment, validated and brought up to date with S3 first."""
+        return self.index_cache().index
 
     # processing --------------------------------------------------------------------
     @contextlib.contextmanager
@@ -342,12 +346,12 @@ class S3Lake:
         download_tree(self.storage, pending_prefix(job_id), work.processing_batch(job_id))
         with contextlib.suppress(ValidationError, ValueError):
             self.fetch_partition(work, load_manifest(work.processing_batch(job_id), job_id).partition)
-        published = self.published_index()
-        run_index = TieredHashIndex(work.index_dir / f"run-{job_id}.sqlite", published)
+        cache = self.index_cache()
+        run_index = TieredHashIndex(work.index_dir / f"run-{job_id}.sqlite", cache.index, self.existing_assets)
         processor = BatchProcessor(work, options, schema=schema, index=run_index)
         result = processor.process(job_id, run_info)
         if result.status == "done":
-            self._publish(work, job_id, result, run_index, published)
+            self._publish(work, job_id, result, run_index, cache)
         else:
             error = json.loads((work.failed_batch(job_id) / ERROR_FILE).read_text())
             result.rejected_dir = self.fail(job_id, error)
@@ -365,7 +369,7 @@ class S3Lake:
         return results
 
     def _publish(
-        self, work: LakeLayout, job_id: str, result: BatchResult, run_index: TieredHashIndex, published: HashIndex
+        self, work: LakeLayout, job_id: str, result: BatchResult, run_index: TieredHashIndex, cache: SegmentCache
     ) -> None:
         entries = run_index.new_entries()
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -376,7 +380,7 @@ class S3Lake:
             self.storage.upload(part, f"{partition_prefix(ref)}/{part.name}")
             self.storage.upload(work.partition_metadata(ref), f"{partition_prefix(ref)}/{PARTITION_METADATA}")
             result.part_file = f"{self.base}/{partition_prefix(ref)}/{part.name}"
-        self._publish_segment(job_id, entries, published)
+        cache.publish(job_id, entries)
         rejected = work.rejected_batch(job_id)
         if rejected.is_dir():
             upload_tree(self.storage, rejected, f"staging/failed/{rejected.name}", last=BATCH_MANIFEST)
@@ -418,13 +422,3 @@ class S3Lake:
 
     def uri_of(self, key: str) -> str:
         return f"{self.base}/{key}"
-
-
-SEGMENT_SCHEMA = pa.schema(
-    [pa.field(c, pa.int64() if c in ("size", "width", "height") else pa.string()) for c in INDEX_COLUMNS]
-)
-
-
-def _segment_entries(data: bytes) -> list[IndexEntry]:
-    table = pq.read_table(pa.BufferReader(data))
-    return [IndexEntry(**{c: row.get(c) for c in INDEX_COLUMNS}) for row in table.to_pylist()]

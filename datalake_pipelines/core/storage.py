@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ class ObjectInfo:
     key: str  # relative to the storage base
     size: int
     modified: datetime
+    etag: str = ""  # S3 ETag (quoted hex); empty for local files
 
 
 class Storage(Protocol):
@@ -58,6 +60,7 @@ class Storage(Protocol):
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
     def list_dirs(self, prefix: str) -> list[str]: ...
     def exists(self, key: str) -> bool: ...
+    def info(self, key: str) -> ObjectInfo: ...
     def read_bytes(self, key: str) -> bytes: ...
     def write_bytes(self, key: str, data: bytes) -> None: ...
     def create_exclusive(self, key: str, data: bytes) -> bool: ...
@@ -103,6 +106,14 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def info(self, key: str) -> ObjectInfo:
+        """Size and mtime of one regular file (``FileNotFoundError`` when absent or not a regular file)."""
+        path = self.path(key)
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(f"{path} is not a regular file")
+        return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc))
 
     def read_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()
@@ -169,7 +180,7 @@ class S3Storage:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._dir(prefix))
         for page in pages:
             for obj in page.get("Contents", []):
-                yield ObjectInfo(self._rel(obj["Key"]), obj["Size"], obj["LastModified"])
+                yield ObjectInfo(self._rel(obj["Key"]), obj["Size"], obj["LastModified"], obj.get("ETag", ""))
 
     def list_dirs(self, prefix: str) -> list[str]:
         full = self._dir(prefix)
@@ -187,6 +198,16 @@ class S3Storage:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
+
+    def info(self, key: str) -> ObjectInfo:
+        """Size, LastModified and ETag of one object (``FileNotFoundError`` when absent)."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(f"{self.uri}/{key}") from None
+            raise
+        return ObjectInfo(key, head["ContentLength"], head["LastModified"], head.get("ETag", ""))
 
     def read_bytes(self, key: str) -> bytes:
         try:
@@ -269,11 +290,29 @@ def s3_filesystem() -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
-def cache_dir_for(base: str) -> Path:
-    """Local working folder of an S3 lake: ``$DATALAKE_CACHE_DIR`` (default ``~/.cache/datalake``)/bucket/prefix."""
+def endpoint_slug(endpoint: str | None = None) -> str:
+    """A folder name for an S3 endpoint: ``aws`` for AWS (or no override), else ``<scheme>_<host>_<port>``.
+
+    ``endpoint`` defaults to ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, as boto3 resolves it.
+    """
+    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return "aws"
+    parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+    host = (parsed.hostname or "").lower()
+    if host == "amazonaws.com" or host.endswith(".amazonaws.com"):
+        return "aws"
+    slug = f"{parsed.scheme}_{host}_{parsed.port or ''}{parsed.path}".rstrip("_/")
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in slug)[:100]
+
+
+def cache_dir_for(base: str, endpoint: str | None = None) -> Path:
+    """Local working folder of an S3 lake: ``$DATALAKE_CACHE_DIR`` (default ``~/.cache/datalake``)/
+    ``<endpoint>/<bucket>/<prefix>`` (:func:`endpoint_slug`), so two stores with a bucket of the same name
+    (MinIO and AWS, or a moto server per test) never share a cache."""
     root = Path(os.environ.get("DATALAKE_CACHE_DIR") or Path.home() / ".cache" / "datalake")
     bucket, prefix = split_s3_uri(base)
-    return root / bucket / (prefix or "_root")
+    return root / endpoint_slug(endpoint) / bucket / (prefix or "_root")
 
 
 def open_storage(base: str | os.PathLike) -> Storage:

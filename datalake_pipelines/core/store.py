@@ -13,7 +13,15 @@ from pathlib import Path
 
 from .files import temp_sibling, utc_now_iso
 from .hash_index import HashIndex, IndexEntry
-from .images import MAX_PIXELS_ENV, ImageRejected, inspect_image, max_pixels_from_env, optimize_image
+from .images import (
+    MAX_PIXELS_ENV,
+    ImageRejected,
+    displayed_size,
+    exif_orientation,
+    inspect_image,
+    max_pixels_from_env,
+    optimize_image,
+)
 from .layout import LakeLayout
 
 IN_MEMORY_LIMIT = 64 * 1024 * 1024
@@ -120,7 +128,10 @@ def store_files(
         if item.error:
             results.append(StoredFile(error=item.error))
         elif item.sha256 in known:
-            results.append(_known(item, known[item.sha256], kind, options))
+            entry = known[item.sha256]
+            if entry.needs_geometry:  # an index row from before orientation was recorded
+                entry = _with_geometry(entry, item.data if item.data is not None else item.source)
+            results.append(_known(item, entry, kind, options))
         else:
             results.append(_store_new(layout, item, provider, dataset, batch_id, kind, options))
     return results
@@ -138,8 +149,13 @@ def _known(item: _Hashed, entry: IndexEntry, kind: str, options: StoreOptions) -
             )
         except ImageRejected as exc:
             return StoredFile(sha256=item.sha256, error=str(exc))
-        facts = {"kind": "image", "format": info.format, "width": info.width, "height": info.height}
-        return StoredFile(sha256=item.sha256, entry=replace(entry, mode=info.mode, **facts))
+        content = item.data if item.data is not None else item.source
+        orientation = exif_orientation(content)
+        width, height = displayed_size(info.width, info.height, orientation)
+        facts = {"kind": "image", "format": info.format, "width": width, "height": height}
+        return StoredFile(
+            sha256=item.sha256, entry=replace(entry, mode=info.mode, orientation=orientation or 0, **facts)
+        )
     if entry.width * entry.height > options.max_pixels:
         return StoredFile(
             sha256=item.sha256,
@@ -172,10 +188,13 @@ def _store_new(
             info = inspect_image(data if data is not None else source, options.max_pixels, options.full_decode)
         except ImageRejected as exc:
             return StoredFile(sha256=sha, error=str(exc))
-        ext, fmt, width, height, mode = info.extension, info.format, info.width, info.height, info.mode
+        ext, fmt, mode = info.extension, info.format, info.mode
+        orientation = exif_orientation(data if data is not None else source)
+        width, height = displayed_size(info.width, info.height, orientation)
+        orientation = orientation or 0  # 0 = no orientation tag (NULL would mean "not recorded")
     else:
         ext = source.suffix.lower().lstrip(".")[:16]
-        fmt = width = height = mode = None
+        fmt = width = height = mode = orientation = None
     content: bytes | Path = data if data is not None else source
     stored_sha = sha
     if kind == "image" and options.optimize_images and data is not None:
@@ -202,5 +221,19 @@ def _store_new(
         dataset,
         batch_id,
         utc_now_iso(),
+        orientation,
     )
     return StoredFile(sha256=sha, entry=entry, new=True, bytes_written=written)
+
+
+def _with_geometry(entry: IndexEntry, content: bytes | str) -> IndexEntry:
+    """``entry`` with its displayed size and orientation read from the same content's header.
+
+    The stored size comes from ``entry`` (Pillow's header size is the stored one); only the swap for
+    orientations 5-8 is applied, so no decode is needed.
+    """
+    orientation = exif_orientation(content)
+    if entry.width is None or entry.height is None:
+        return replace(entry, orientation=orientation or 0)
+    width, height = displayed_size(entry.width, entry.height, orientation)
+    return replace(entry, width=width, height=height, orientation=orientation or 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .catalog import BATCH_ID, ROW_HASH, iter_partition_batches, read_partition_metadata
+from .hash_index import HashIndex
 from .layout import RAW_TASK, LakeLayout, PartitionRef
 from .schema import SchemaConfig
+from .storage import LocalStorage, S3Storage, Storage
 from .store import sha256_file
 
 MAX_REPORTED = 20
+MAX_MISSING = 10_000
+HEAD_WORKERS = 16
 
 
 @dataclass
@@ -23,6 +28,7 @@ class CheckOutcome:
     passed: bool
     checked: int = 0
     problems: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
 
     def add(self, problem: str) -> None:
         self.passed = False
@@ -34,40 +40,107 @@ def stored_file_columns(names: list[str]) -> list[str]:
     return [n for n in names if f"{n}_sha256" in names]
 
 
+def local_sizes(layout: LakeLayout) -> Callable[[list[str]], dict[str, int]]:
+    """Expected sizes from the lake's hash index: stored sha256 -> bytes (only where it is the index key)."""
+
+    def sizes(hashes: list[str]) -> dict[str, int]:
+        if not layout.hash_index.exists():
+            return {}
+        index = HashIndex(layout.hash_index)
+        try:
+            return {h: e.size for h, e in index.get_many(hashes).items() if e.stored_sha256 == h}
+        finally:
+            index.close()
+
+    return sizes
+
+
+def _object_sizes(storage: Storage, paths: list[str]) -> dict[str, int | str]:
+    """``path -> size``, or the reason it is unusable ("missing", "outside the lake"); S3 HEADs run in parallel."""
+
+    def one(path: str) -> int | str:
+        if not path.startswith("assets/") or ".." in path.split("/"):
+            return "outside the lake"
+        try:
+            return storage.info(path).size
+        except FileNotFoundError:
+            return "missing"
+        except ValueError:
+            return "outside the lake"
+
+    if len(paths) < 8 or not isinstance(storage, S3Storage):
+        return {p: one(p) for p in paths}
+    with ThreadPoolExecutor(max_workers=HEAD_WORKERS) as pool:
+        return dict(zip(paths, pool.map(one, paths)))
+
+
 def check_asset_files(
     layout: LakeLayout,
     ref: PartitionRef,
     batch_ids: list[str] | None = None,
     sha256_of: Callable[[str], str] | None = None,
+    *,
+    storage: Storage | None = None,
+    sizes_of: Callable[[list[str]], dict[str, int]] | None = None,
+    hashes: bool = True,
 ) -> CheckOutcome:
-    """Every image path of the selected rows exists, and the file's SHA-256 equals its name and recorded hash.
+    """Every stored-file reference of the selected rows (every row with ``batch_ids=None``) names an existing
+    asset of the expected size and, with ``hashes``, whose SHA-256 equals its name and recorded hash.
 
-    ``sha256_of(relpath)`` hashes an asset somewhere else (an S3 lake); it returns "missing" when absent.
+    The catalog files are read from ``layout`` (an S3 partition is fetched into a work lake first); the assets
+    are looked up in ``storage`` (default: the local lake), one stat or HEAD per distinct path. The expected
+    size is ``<col>_size`` for file columns, else the hash index's (``sizes_of``; default the local index);
+    a reference whose size is unknown is checked for existence only. ``sha256_of(relpath)`` hashes an asset
+    somewhere else (an S3 lake); it returns "missing" when absent. Missing paths are listed in
+    ``outcome.missing`` (up to :data:`MAX_MISSING`), every problem in ``outcome.problems`` (up to
+    :data:`MAX_REPORTED`).
     """
     outcome = CheckOutcome(True)
+    storage = storage or LocalStorage(layout.base)
+    sizes_of = sizes_of or local_sizes(layout)
+    stat: dict[str, int | str] = {}
     verified: dict[str, str] = {}
     for table in iter_partition_batches(layout, ref):
         if batch_ids is not None and BATCH_ID in table.column_names:
             table = table.filter(pc.is_in(table.column(BATCH_ID), value_set=pa.array(batch_ids, pa.string())))
         for col in stored_file_columns(table.column_names):
-            for path, sha in zip(table.column(col).to_pylist(), table.column(f"{col}_sha256").to_pylist()):
+            paths = table.column(col).to_pylist()
+            shas = table.column(f"{col}_sha256").to_pylist()
+            recorded = table.column(f"{col}_size").to_pylist() if f"{col}_size" in table.column_names else None
+            stat.update(_object_sizes(storage, sorted({p for p in paths if p is not None} - stat.keys())))
+            expected = sizes_of(sorted({h for h in shas if h})) if recorded is None else {}
+            for i, (path, sha) in enumerate(zip(paths, shas)):
                 if path is None:
                     continue
                 outcome.checked += 1
-                if path not in verified and sha256_of is not None:
-                    verified[path] = sha256_of(path)
+                size = stat[path]
+                want = recorded[i] if recorded is not None else expected.get(sha)
+                if isinstance(size, str):
+                    outcome.add(f"{col}: asset {path} is {size}")
+                    if size == "missing" and len(outcome.missing) < MAX_MISSING and path not in outcome.missing:
+                        outcome.missing.append(path)
+                    continue
+                if want is not None and size != want:
+                    outcome.add(f"{col}: asset {path} has {size} bytes, expected {want}")
+                    continue
+                if not hashes:
+                    continue
                 if path not in verified:
-                    try:
-                        full = layout.resolve(path)
-                        verified[path] = sha256_file(full) if full.is_file() else "missing"
-                    except ValueError:
-                        verified[path] = "outside the lake"
+                    verified[path] = sha256_of(path) if sha256_of is not None else _local_sha256(layout, path)
                 actual = verified[path]
                 if actual in ("missing", "outside the lake"):
                     outcome.add(f"{col}: asset {path} is {actual}")
                 elif actual != sha or not Path(path).name.startswith(actual):
                     outcome.add(f"{col}: asset {path} has sha256 {actual}, catalog says {sha}")
     return outcome
+
+
+def _local_sha256(layout: LakeLayout, path: str) -> str:
+    try:
+        full = layout.resolve(path)
+    except ValueError:
+        return "outside the lake"
+    return sha256_file(full) if full.is_file() else "missing"
 
 
 def check_duplicate_rows(layout: LakeLayout, ref: PartitionRef) -> CheckOutcome:

@@ -24,6 +24,7 @@ from .catalog import PARTITION_COLUMNS, CatalogError, open_parquet, partition_fi
 from .errors import DatalakeError
 from .files import read_json, temp_sibling
 from .hash_index import COLUMNS as HASH_INDEX_COLUMNS
+from .hash_index import INTEGER_COLUMNS as INDEX_INTEGER_COLUMNS
 from .hash_index import HashIndex
 from .layout import LakeLayout, PartitionRef
 
@@ -39,7 +40,7 @@ PARTITIONS_SCHEMA = pa.schema(
     ]
 )
 HASH_INDEX_SCHEMA = pa.schema(
-    [pa.field(c, pa.int64() if c in ("size", "width", "height") else pa.string()) for c in HASH_INDEX_COLUMNS]
+    [pa.field(c, pa.int64() if c in INDEX_INTEGER_COLUMNS else pa.string()) for c in HASH_INDEX_COLUMNS]
 )
 
 

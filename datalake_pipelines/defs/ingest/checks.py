@@ -20,7 +20,11 @@ def _result(outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
         passed=outcome.passed,
         description=f"{outcome.checked} {what} checked"
         + ("" if outcome.passed else f"; {len(outcome.problems)}+ problems"),
-        metadata={"checked": outcome.checked, "problems": dg.MetadataValue.json(outcome.problems)},
+        metadata={
+            "checked": outcome.checked,
+            "problems": dg.MetadataValue.json(outcome.problems),
+            "missing": dg.MetadataValue.json(outcome.missing[:100]),
+        },
     )
 
 
@@ -28,12 +32,17 @@ def _result(outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
 def asset_files_match_hashes(
     context: dg.AssetCheckExecutionContext, lake: LakeResource, s3: S3Resource
 ) -> dg.AssetCheckResult:
-    """Each image of the rows this run added (all rows on a rebuild) exists and its SHA-256 matches its name."""
+    """Every file reference of the rows this run added (all rows on a rebuild), deduplicated or new, names an
+    existing asset of the expected size whose SHA-256 matches its name and the catalog."""
     ref = LakePartitionKey.parse(context.partition_key).ref
     job_ids = run_job_ids(context) or None
     with partition_view(lake, s3, ref) as (layout, s3_lake):
-        hasher = s3_lake.asset_sha256 if s3_lake else None
-        return _result(check_asset_files(layout, ref, job_ids, hasher), "asset references")
+        if s3_lake is None:
+            return _result(check_asset_files(layout, ref, job_ids), "asset references")
+        outcome = check_asset_files(
+            layout, ref, job_ids, s3_lake.asset_sha256, storage=s3_lake.storage, sizes_of=s3_lake.asset_sizes
+        )
+        return _result(outcome, "asset references")
 
 
 @dg.asset_check(asset=catalog_partition, partitions_def=lake_partitions, blocking=False)
