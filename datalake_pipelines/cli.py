@@ -92,6 +92,40 @@ def parse_pairs(items: Sequence[str], flag: str) -> dict[str, str]:
     return pairs
 
 
+def parse_where(items: Sequence[str] | None, json_text: str | None = None) -> dict[str, Any]:
+    """``--where`` flags and ``--where-json`` -> ``{column: value or [values]}``.
+
+    Each ``--where COLUMN=VALUE`` holds exactly one value, everything after the first ``=`` (commas and spaces
+    included: ``--where "city=Seoul, Korea"``); repeating a column gives a list (``IN``). ``--where-json
+    '{"city": ["Seoul, Korea", "Busan"], "score": 3}'`` gives lists and numbers at once. Values are cast to
+    their column's type by the query; one that does not cast is an error naming the column.
+    """
+    where: dict[str, Any] = {}
+
+    def add(key: str, value: Any) -> None:
+        if key not in where:
+            where[key] = value
+        else:
+            current = where[key] if isinstance(where[key], list) else [where[key]]
+            where[key] = current + (value if isinstance(value, list) else [value])
+
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value:
+            raise CliError(f"--where expects COLUMN=VALUE, got {item!r}")
+        add(key.strip(), value)
+    if json_text:
+        try:
+            doc = json.loads(json_text)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--where-json is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise CliError("--where-json must be an object {column: value or [values]}")
+        for key, value in doc.items():
+            add(key, value)
+    return where
+
+
 def parse_allowed_values(items: Sequence[str]) -> dict[str, list[str]]:
     """``["lang=ko,en", "src=real"]`` (or one ``"lang=ko,en / src=real"``) -> ``{"lang": [...], ...}``."""
     allowed: dict[str, list[str]] = {}
@@ -371,7 +405,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         datasets=args.dataset or None,
         tasks=args.task or None,
         variants=args.variant or None,
-        where=parse_pairs(args.where or [], "--where") or None,
+        where=parse_where(args.where, args.where_json) or None,
         columns=split_list(args.columns) or None,
         limit=args.limit,
         column=args.search_column,
@@ -522,7 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("provider", "dataset", "task", "variant"):
         p.add_argument(f"--{flag}", action="append", help=f"{flag} to include (repeatable)")
     p.add_argument("--all", action="store_true", help="every partition")
-    p.add_argument("--where", action="append", help="column=value filter (repeatable)")
+    p.add_argument(
+        "--where",
+        action="append",
+        metavar="COLUMN=VALUE",
+        help="one value, taken whole (commas included); repeat a column for a list (IN), other columns AND",
+    )
+    p.add_argument("--where-json", metavar="JSON", help='{"column": value or [values]}: lists and numbers at once')
     p.add_argument("--columns", help="comma-separated columns to keep")
     p.add_argument("--limit", type=int)
     p.add_argument("--search-column", help="text search: the column to search")

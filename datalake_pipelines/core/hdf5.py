@@ -8,7 +8,9 @@ Layout of a file written by :class:`Hdf5ExportWriter`::
 
 Every dataset is 1-D (images resized: N x H x W x C), ``maxshape=(None, ...)``, chunked, appended batch by
 batch. Encodings (the ``encoding`` of each column in ``schema``): ``image_bytes`` (vlen uint8, the stored file
-bytes), ``image_array`` (uint8, decoded and resized), ``utf8`` (vlen UTF-8 text), ``bytes`` (vlen uint8),
+bytes), ``image_array`` (uint8, decoded and resized), ``utf8`` (vlen UTF-8 text), ``utf8_bytes`` (text as vlen
+uint8 UTF-8 bytes: a partition's text column switches to it, rows already written included, at the first value
+holding a NUL character, which HDF5's C-string vlen type cannot hold), ``bytes`` (vlen uint8),
 ``number``/``bool`` (their numpy dtype), ``timestamp`` (int64 in the arrow unit; attrs ``unit``/``tz``),
 ``json`` (nested values as JSON text), ``text`` (anything else cast to text).
 
@@ -51,7 +53,7 @@ def _encoding(field: pa.Field, image_columns: set[str], image_mode: str) -> str:
         t = t.value_type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return "utf8"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
         return "bytes"
     if pa.types.is_boolean(t):
         return "bool"
@@ -88,6 +90,28 @@ class _Group:
         self.datasets: dict[str, h5py.Dataset] = {}
         self.masks: dict[str, h5py.Dataset] = {}
         self.non_null: set[str] = set()
+        self.encodings: dict[str, str] = {}  # per-group overrides of the writer's encodings ("utf8_bytes")
+
+    def encoding(self, name: str) -> str:
+        return self.encodings.get(name) or self.writer.encodings[name]
+
+    def _strings_as_bytes(self, name: str, start: int) -> str:
+        """Switch column ``name`` of this group to ``utf8_bytes`` (vlen UTF-8 bytes), rewriting its first
+        ``start`` rows: HDF5 vlen strings are C strings, so h5py refuses one holding a NUL character."""
+        self.encodings[name] = "utf8_bytes"
+        old = self.datasets.pop(name, None)
+        if old is None:
+            return "utf8_bytes"
+        tmp_name = f"{name}.__utf8"
+        self.group.move(name, tmp_name)
+        old = self.group[tmp_name]
+        new = self._dataset(name, "utf8_bytes", pa.array([], pa.string()))
+        new.resize((start,))
+        for a in range(0, start, 10_000):
+            b = min(a + 10_000, start)
+            write_vlen_bytes(new, a, [v.encode("utf-8") for v in old.asstr()[a:b]])
+        del self.group[tmp_name]
+        return "utf8_bytes"
 
     def _dataset(self, name: str, encoding: str, column: pa.Array) -> h5py.Dataset:
         if name in self.datasets:
@@ -98,7 +122,7 @@ class _Group:
             h, wd, c = w.image_shape
             shape, dtype = (0, h, wd, c), np.uint8
             fixed = {"chunks": (max(1, (1 << 20) // (h * wd * c)), h, wd, c)}
-        elif encoding in ("image_bytes", "bytes"):
+        elif encoding in ("image_bytes", "bytes", "utf8_bytes"):
             shape, dtype = (0,), VLEN_BYTES
         elif encoding in ("utf8", "json", "text"):
             shape, dtype = (0,), UTF8
@@ -143,7 +167,9 @@ class _Group:
             column = table.column(field.name).combine_chunks()
             if pa.types.is_dictionary(column.type):
                 column = column.dictionary_decode()
-            encoding = self.writer.encodings[field.name]
+            encoding = self.encoding(field.name)
+            if encoding == "utf8" and pc.any(pc.match_substring(column, "\x00")).as_py():
+                encoding = self._strings_as_bytes(field.name, start)
             ds = self._dataset(field.name, encoding, column)
             ds.resize((start + n, *ds.shape[1:]))
             self._write(ds, encoding, start, column)
@@ -162,6 +188,8 @@ class _Group:
                     ds[start + a : start + a + len(chunk)] = np.stack([self.writer.image_array(p) for p in chunk])
         elif encoding == "bytes":
             write_vlen_bytes(ds, start, [b or b"" for b in column.to_pylist()])
+        elif encoding == "utf8_bytes":
+            write_vlen_bytes(ds, start, [v.encode("utf-8") for v in pc.fill_null(column, "").to_pylist()])
         elif encoding == "utf8":
             ds[start:end] = np.array(pc.fill_null(column, "").to_pylist(), dtype=object)
         elif encoding == "json":
@@ -187,7 +215,7 @@ class _Group:
             attrs[level] = value
         attrs["row_count"] = self.rows
         columns = [
-            {"name": f.name, "type": str(f.type), "encoding": self.writer.encodings[f.name]}
+            {"name": f.name, "type": str(f.type), "encoding": self.encoding(f.name)}
             for f in schema
             if f.name in self.datasets and f.name not in dropped
         ]
@@ -263,6 +291,8 @@ class Hdf5ExportWriter:
         """Write the group attributes and close the file."""
         self.file.attrs["format"] = "datalake-export-hdf5/1"
         self.file.attrs["partition_columns"] = json.dumps(PARTITION_COLUMNS)
+        if self.schema is not None:  # the exported Arrow types, for readers that rebuild typed columns
+            self.file.attrs["arrow_schema"] = np.void(self.schema.serialize().to_pybytes())
         for key, group in self.groups.items():
             group.finish(self.schema, self.partition_meta(key))
         self.file.close()
@@ -290,6 +320,8 @@ def export_groups(f: h5py.File) -> list[str]:
 def _read(ds: h5py.Dataset, encoding: str, a: int, b: int, column_type: str) -> Any:
     if encoding in ("image_bytes", "bytes"):
         return [v.tobytes() for v in ds[a:b]]
+    if encoding == "utf8_bytes":
+        return [v.tobytes().decode("utf-8") for v in ds[a:b]]
     if encoding in ("utf8", "text"):
         return list(ds.asstr()[a:b])
     if encoding == "json":
@@ -298,6 +330,42 @@ def _read(ds: h5py.Dataset, encoding: str, a: int, b: int, column_type: str) -> 
         tz = ds.attrs["tz"] or None
         return pa.array(ds[a:b], pa.int64()).cast(pa.timestamp(ds.attrs["unit"], tz)).to_pylist()
     return ds[a:b]
+
+
+def arrow_schema(path: str | Path) -> pa.Schema | None:
+    """The Arrow schema the export was written from (``None`` for files written before it was recorded)."""
+    with h5py.File(path, "r") as f:
+        raw = f.attrs.get("arrow_schema")
+    return None if raw is None else pa.ipc.read_schema(pa.py_buffer(raw.tobytes()))
+
+
+def _json_to_arrow(value: Any, t: pa.DataType) -> Any:
+    """A JSON-decoded value shaped for ``pa.array(..., t)`` (map entries as ``(key, value)`` tuples)."""
+    if value is None:
+        return None
+    if isinstance(t, pa.MapType):
+        return [(_json_to_arrow(k, t.key_type), _json_to_arrow(v, t.item_type)) for k, v in value]
+    if pa.types.is_struct(t):
+        return {f.name: _json_to_arrow(value.get(f.name), f.type) for f in t}
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return [_json_to_arrow(v, t.value_type) for v in value]
+    return value
+
+
+def typed_array(values: Any, t: pa.DataType, encoding: str) -> pa.Array:
+    """Values of one column as read by :func:`iter_hdf5_batches`, as an array of the exported type ``t``
+    (``text``-encoded columns: cast from text where pyarrow can parse it, else left as text)."""
+    if encoding == "text":
+        text = pa.array(values, pa.string())
+        try:
+            return text.cast(t)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return text
+    if encoding == "json":
+        values = [_json_to_arrow(v, t) for v in values]
+    elif isinstance(values, np.ndarray):
+        values = values.tolist() if not (pa.types.is_integer(t) or pa.types.is_floating(t)) else values
+    return pa.array(values, t)
 
 
 def iter_hdf5_batches(path: str | Path, batch_size: int = 10_000) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -324,3 +392,12 @@ def iter_hdf5_batches(path: str | Path, batch_size: int = 10_000) -> Iterator[tu
                             values = [None if m else v for v, m in zip(list(values), mask)]
                     batch[name] = values
                 yield group_path, batch
+
+
+IMAGE_ENCODINGS = ("image_bytes", "image_array")
+
+
+def hdf5_encodings(path: str | Path, group_path: str) -> dict[str, str]:
+    """``{column: encoding}`` of one partition group."""
+    with h5py.File(path, "r") as f:
+        return {c["name"]: c["encoding"] for c in json.loads(f[group_path].attrs["schema"])}
