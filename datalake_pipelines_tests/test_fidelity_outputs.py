@@ -105,6 +105,11 @@ def test_hf_download_converts_maps_and_records_it(map_lake, tmp_path):
     assert [c["column"] for c in on_disk["hf_conversions"]] == ["attrs"]
     assert on_disk["hf_conversions"][0]["from"].startswith("map<string, int32")
     assert on_disk["hf_conversions"] == manifest["hf_conversions"]
+    exported = run_export(map_lake, {"destination": str(tmp_path / "ex"), "export_all": True, "file_type": "hf"})
+    assert exported["manifest"]["hf_conversions"] == manifest["hf_conversions"]
+    table = pa.Table.from_batches(list(iter_export_batches(exported["path"])))
+    assert table.schema.field("h").type == pa.float16() and table.schema.field("fx").type == pa.binary(4)
+    assert table["attrs"].to_pylist() == [r["attrs"] for r in ds]
 
 
 def test_hf_refuses_what_datasets_cannot_hold_with_a_stable_code():
@@ -217,6 +222,21 @@ def test_search_folds_term_and_text_the_same_way(client, lake, tmp_path):
         assert "Ankara" not in found
         lower = duck.search_text("t", "istanbul", as_arrow=True)
         assert set(lower["t"].to_pylist()) == set(found)
+
+
+def test_json_search_finds_escaped_and_renumbered_values(client, lake, tmp_path):
+    docs = [
+        '{"words": [{"text": "\\u0130stanbul"}]}',  # escaped in the raw JSON text
+        '{"words": [{"text": "İstanbul"}]}',
+        '{"words": [{"text": 1E2}]}',  # extracted as 100.0
+        '{"words": [{"text": "Ankara"}]}',
+    ]
+    ingest(client, pa.table({"doc": docs, "i": [0, 1, 2, 3]}), "jsondocs", tmp=tmp_path)
+    with DuckDBClient(lake.base) as duck:
+        hits = duck.search_text("doc", "İSTANBUL", json_path="$.words[*].text", as_arrow=True)
+        assert sorted(hits["i"].to_pylist()) == [0, 1]
+        assert set(hits["matched_snippet"].to_pylist()) == {"İstanbul"}
+        assert duck.search_text("doc", "100", json_path="$.words[*].text", as_arrow=True)["i"].to_pylist() == [2]
 
 
 # 7. filters with commas, bad values ---------------------------------------------------------------------

@@ -308,6 +308,10 @@ class DuckDBClient:
             if "*" not in json_path:
                 values = f"[{values}]"
             match, prefilter = f"list_filter({values}, lambda v: {matches('v')})[1]", f"{hay} IS NOT NULL"
+            if mode == "contains" and _literal_in_json(params["needle"]):
+                # A cheap scan filter before the per-row JSON extraction: a value holding the term holds it
+                # literally in the raw JSON text, unless that text escapes something (any backslash).
+                prefilter += f" AND (contains(lower({hay}), $needle) OR contains({hay}, '\\'))"
         else:  # the match itself is the scan's filter, so non-matching rows are dropped in the scan
             match, prefilter = hay, matches(hay)
         condition = where_sql(where, schema, params, self.con)
@@ -414,6 +418,19 @@ class DuckDBClient:
             self.con.register("partitions", self.s3.stats(refs))
             self.s3.build_hash_index(self.con, temp=True)
         self._views_ready = True
+
+
+def _literal_in_json(term: str) -> bool:
+    """Whether every JSON value whose extracted text contains ``term`` has ``term`` literally in its raw JSON
+    text (unless that text holds a backslash escape, checked separately).
+
+    JSON always escapes quotes, backslashes and control characters (RFC 8259 section 7); DuckDB re-serializes
+    extracted numbers and nested values (``1E2`` -> ``100.0``, whitespace between tokens dropped), so a term
+    with digits, structural characters, or only number characters could match the extracted text alone.
+    """
+    if any(c in '"\\{}[]:,' or ord(c) < 0x20 or c.isdigit() for c in term):
+        return False
+    return any(c not in ".-+e " for c in term)
 
 
 def _files_param(files: list[Path]) -> dict[str, Any]:
