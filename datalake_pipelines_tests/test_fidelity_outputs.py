@@ -20,10 +20,12 @@ import pytest
 from datalake_pipelines import catalog_dataset
 from datalake_pipelines.cli import main
 from datalake_pipelines.core.arrow_restore import TypeConflictError
+from datalake_pipelines.core.catalog import PartWriter, record_batch_in_partition
 from datalake_pipelines.core.download import download
 from datalake_pipelines.core.export import ExportError, run_export
 from datalake_pipelines.core.export_reader import iter_export_batches
 from datalake_pipelines.core.hf_types import HfUnsupportedTypeError, hf_plan
+from datalake_pipelines.core.layout import PartitionRef
 from datalake_pipelines.core.query import DuckDBClient
 from datalake_pipelines.core.query_sql import InvalidFilterValueError
 
@@ -140,6 +142,37 @@ def test_map_float16_fixed_binary_exports_read_back_exactly(map_lake, tmp_path, 
             group = f["/aihub/maps/raw/mixed"]
             assert group["h"].dtype.name == "float16"
             assert {c["name"]: c["encoding"] for c in json.loads(group.attrs["schema"])}["fx"] == "bytes"
+
+
+def test_times_beyond_python_datetime_come_out_of_every_format(lake, tmp_path):
+    """``out_of_range_timestamps`` (a struct holding year 52671, and a top-level one): written as a catalog part
+    directly, since refusing or accepting it at upload is the staging side's decision."""
+    source = FIDELITY / "out_of_range_timestamps" / "data.parquet"
+    if not source.is_file():
+        pytest.skip(f"fidelity corpus not found at {source}")
+    event = pq.read_table(source).column("event").combine_chunks()
+    far = pa.array([1_600_000_000_000_000_000, 5], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    now = pa.array([0, 0], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    table = pa.table({"event": event, "far": far, "batch_id": ["j", "j"], "ingested_at": now, "row_hash": ["a", "b"]})
+    ref = PartitionRef("aihub", "times", "raw", "mixed")
+    writer = PartWriter(lake.part_file(ref, "j"))
+    writer.write(table)
+    writer.commit()
+    record_batch_in_partition(lake, ref, "j", 2, table.schema, {"created_at": "2026-01-01T00:00:00+00:00"})
+    for file_type in ("parquet", "arrow", "jsonl", "hdf5", "hf"):
+        params = {"destination": str(tmp_path / file_type), "export_all": True, "file_type": file_type}
+        result = run_export(lake, params)
+        assert result["scan_data_count"] == 2, file_type
+        assert len(result["sampled_data"]) == 2
+        back = pa.Table.from_batches(list(iter_export_batches(result["path"])))
+        if file_type in ("parquet", "arrow", "hf"):
+            assert back["event"].combine_chunks().equals(event) and back["far"].combine_chunks().equals(far)
+        elif file_type == "hdf5":
+            assert back["far"].combine_chunks().equals(far)
+            assert [e["at"] for e in back["event"].to_pylist()][0].startswith("52671-12-25T12:26:40")
+    for fmt in ("parquet", "arrow", "hf"):
+        manifest = download(lake, None, fmt, tmp_path / f"dl-{fmt}", progress=False)
+        assert manifest["rows"] == 2
 
 
 # 3. type conflicts across partitions -----------------------------------------------------------------------

@@ -29,6 +29,7 @@ from .catalog import INGESTED_AT, PARTITION_COLUMNS
 from .errors import CodedError, DatalakeError
 from .export_writers import DATA_FILES, write_export
 from .files import utc_now, utc_now_iso, write_json_atomic
+from .jsonl_codec import python_rows
 from .layout import LakeLayout
 from .query import DuckDBClient, QueryPlan, quote_identifier
 from .warehouse import UnknownPartitionError, parquet_scan
@@ -184,7 +185,7 @@ class ExportProgress:
     def meter(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
         for batch in reader:
             if len(self.sampled_data) < SAMPLE_ROWS and batch.num_rows:
-                rows = batch.slice(0, SAMPLE_ROWS - len(self.sampled_data)).to_pylist()
+                rows = python_rows(batch.slice(0, SAMPLE_ROWS - len(self.sampled_data)))
                 self.sampled_data.extend(json_safe(r) for r in rows)
             self.scan_data_count += batch.num_rows
             self.report()

@@ -96,6 +96,8 @@ def _hdf5(path: Path, size: int) -> Iterator[pa.RecordBatch]:
                 arrays[name] = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
             elif schema is not None and name in schema.names and encodings.get(name) not in IMAGE_ENCODINGS:
                 arrays[name] = typed_array(values, schema.field(name).type, encodings.get(name, ""))
+            elif isinstance(values, pa.Array):
+                arrays[name] = values
             else:
                 arrays[name] = pa.array(values.tolist() if isinstance(values, np.ndarray) else values)
         yield pa.RecordBatch.from_pydict(arrays)

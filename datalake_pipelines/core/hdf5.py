@@ -37,6 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
+from .jsonl_codec import python_values
+
 PARTITION_COLUMNS = ("provider", "dataset", "task", "variant")
 NULLS = "_nulls"
 VLEN_BYTES = h5py.vlen_dtype(np.uint8)
@@ -193,7 +195,8 @@ class _Group:
         elif encoding == "utf8":
             ds[start:end] = np.array(pc.fill_null(column, "").to_pylist(), dtype=object)
         elif encoding == "json":
-            texts = ["" if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in column.to_pylist()]
+            values = python_values(column)  # times beyond datetime's range as ISO text
+            texts = ["" if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in values]
             ds[start:end] = np.array(texts, dtype=object)
         elif encoding == "text":
             ds[start:end] = np.array(pc.fill_null(column.cast(pa.string()), "").to_pylist(), dtype=object)
@@ -328,7 +331,11 @@ def _read(ds: h5py.Dataset, encoding: str, a: int, b: int, column_type: str) -> 
         return [json.loads(v) if v else None for v in ds.asstr()[a:b]]
     if encoding == "timestamp":
         tz = ds.attrs["tz"] or None
-        return pa.array(ds[a:b], pa.int64()).cast(pa.timestamp(ds.attrs["unit"], tz)).to_pylist()
+        stamps = pa.array(ds[a:b], pa.int64()).cast(pa.timestamp(ds.attrs["unit"], tz))
+        try:
+            return stamps.to_pylist()
+        except (OverflowError, ValueError):  # beyond datetime's years: an Arrow array holds them
+            return stamps
     return ds[a:b]
 
 
@@ -361,11 +368,16 @@ def typed_array(values: Any, t: pa.DataType, encoding: str) -> pa.Array:
             return text.cast(t)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             return text
-    if encoding == "json":
-        values = [_json_to_arrow(v, t) for v in values]
-    elif isinstance(values, np.ndarray):
-        values = values.tolist() if not (pa.types.is_integer(t) or pa.types.is_floating(t)) else values
-    return pa.array(values, t)
+    if isinstance(values, pa.Array):
+        return values.cast(t)
+    try:
+        if encoding == "json":
+            return pa.array([_json_to_arrow(v, t) for v in values], t)
+        if isinstance(values, np.ndarray) and not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+            values = values.tolist()
+        return pa.array(values, t)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # e.g. times beyond datetime kept as ISO text
+        return pa.array(values.tolist() if isinstance(values, np.ndarray) else values)
 
 
 def iter_hdf5_batches(path: str | Path, batch_size: int = 10_000) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -388,7 +400,9 @@ def iter_hdf5_batches(path: str | Path, batch_size: int = 10_000) -> Iterator[tu
                     values = _read(group[name], encoding, a, b, col["type"])
                     if name in masks:
                         mask = masks[name][a:b]
-                        if mask.any():
+                        if mask.any() and isinstance(values, pa.Array):
+                            values = pc.if_else(pa.array(mask), pa.nulls(len(values), values.type), values)
+                        elif mask.any():
                             values = [None if m else v for v, m in zip(list(values), mask)]
                     batch[name] = values
                 yield group_path, batch

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 BASE64 = "base64"
@@ -118,3 +119,56 @@ def decode_batch(batch: pa.RecordBatch, encodings: dict[str, str], schema: pa.Sc
         arrays.append(column)
         fields.append(f)
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+# Python values of any Arrow value -------------------------------------------------------------------------
+def _times_as_int(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_timestamp(t) or pa.types.is_date64(t):
+        return pa.int64()
+    if pa.types.is_date32(t):
+        return pa.int32()
+    if isinstance(t, pa.MapType):
+        return pa.map_(_times_as_int(t.key_type), t.item_field.with_type(_times_as_int(t.item_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([t.field(i).with_type(_times_as_int(t.field(i).type)) for i in range(t.num_fields)])
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        value = t.value_field.with_type(_times_as_int(t.value_type))
+        if pa.types.is_fixed_size_list(t):
+            return pa.list_(value, t.list_size)
+        return pa.large_list(value) if pa.types.is_large_list(t) else pa.list_(value)
+    return t
+
+
+def _iso(value: Any, t: pa.DataType) -> Any:
+    if value is None:
+        return None
+    if pa.types.is_timestamp(t):
+        text = str(np.datetime64(value, t.unit))
+        return f"{text}+00:00" if t.tz else text  # Arrow stores zoned timestamps as UTC instants
+    if pa.types.is_date32(t):
+        return str(np.datetime64(value, "D"))
+    if pa.types.is_date64(t):
+        return str(np.datetime64(value, "ms").astype("datetime64[D]"))
+    if isinstance(t, pa.MapType):
+        return [(_iso(k, t.key_type), _iso(v, t.item_type)) for k, v in value]
+    if pa.types.is_struct(t):
+        return {f.name: _iso(value.get(f.name), f.type) for f in t}
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return [_iso(v, t.value_type) for v in value]
+    return value
+
+
+def python_values(array: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """``array.to_pylist()``, except that timestamps and dates Python's ``datetime`` cannot hold (years beyond
+    1..9999, which pyarrow reads fine) make the whole column's times ISO 8601 text (numpy ``datetime64``)
+    instead of raising ``OverflowError``."""
+    try:
+        return array.to_pylist()
+    except (OverflowError, ValueError):
+        return [_iso(v, array.type) for v in array.cast(_times_as_int(array.type)).to_pylist()]
+
+
+def python_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """``batch.to_pylist()`` with :func:`python_values` per column."""
+    columns = [python_values(c) for c in batch.columns]
+    return [dict(zip(batch.schema.names, row)) for row in zip(*columns)]
