@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .cli_collection import add_collection_commands
 from .cli_export import add_export_commands
+from .cli_filters import parse_where
 from .cli_ingest_url import add_ingest_url_command
 from .core.batches import batch_status, list_batches
 from .core.errors import DatalakeError
@@ -90,40 +91,6 @@ def parse_pairs(items: Sequence[str], flag: str) -> dict[str, str]:
                 raise CliError(f"{flag} expects key=value, got {part!r}")
             pairs[key.strip()] = val.strip()
     return pairs
-
-
-def parse_where(items: Sequence[str] | None, json_text: str | None = None) -> dict[str, Any]:
-    """``--where`` flags and ``--where-json`` -> ``{column: value or [values]}``.
-
-    Each ``--where COLUMN=VALUE`` holds exactly one value, everything after the first ``=`` (commas and spaces
-    included: ``--where "city=Seoul, Korea"``); repeating a column gives a list (``IN``). ``--where-json
-    '{"city": ["Seoul, Korea", "Busan"], "score": 3}'`` gives lists and numbers at once. Values are cast to
-    their column's type by the query; one that does not cast is an error naming the column.
-    """
-    where: dict[str, Any] = {}
-
-    def add(key: str, value: Any) -> None:
-        if key not in where:
-            where[key] = value
-        else:
-            current = where[key] if isinstance(where[key], list) else [where[key]]
-            where[key] = current + (value if isinstance(value, list) else [value])
-
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value:
-            raise CliError(f"--where expects COLUMN=VALUE, got {item!r}")
-        add(key.strip(), value)
-    if json_text:
-        try:
-            doc = json.loads(json_text)
-        except json.JSONDecodeError as exc:
-            raise CliError(f"--where-json is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise CliError("--where-json must be an object {column: value or [values]}")
-        for key, value in doc.items():
-            add(key, value)
-    return where
 
 
 def parse_allowed_values(items: Sequence[str]) -> dict[str, list[str]]:

@@ -36,7 +36,8 @@ import pyarrow.dataset as pads
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from .hdf5 import IMAGE_ENCODINGS, PARTITION_COLUMNS, arrow_schema, hdf5_encodings, iter_hdf5_batches, typed_array
+from .hdf5 import PARTITION_COLUMNS, iter_hdf5_batches
+from .hdf5_arrow import IMAGE_ENCODINGS, arrow_schema, hdf5_encodings, typed_array
 from .jsonl_codec import decode_batch, deserialize_schema
 
 MANIFEST = "export.json"

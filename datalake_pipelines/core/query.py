@@ -27,7 +27,7 @@ from .arrow_restore import local_schema, restore_reader, restore_table, selectio
 from .catalog import PARTITION_COLUMNS, CatalogError
 from .errors import DatalakeError
 from .layout import BASE_PATH_ENV, LakeLayout, resolve_base_path
-from .query_sql import TEXT_TYPES, check_columns, limit_sql, quote_identifier, where_sql
+from .query_sql import TEXT_TYPES, check_columns, limit_sql, literal_in_json, quote_identifier, where_sql
 from .warehouse import (
     UnknownPartitionError,
     catalog_files,
@@ -308,7 +308,7 @@ class DuckDBClient:
             if "*" not in json_path:
                 values = f"[{values}]"
             match, prefilter = f"list_filter({values}, lambda v: {matches('v')})[1]", f"{hay} IS NOT NULL"
-            if mode == "contains" and _literal_in_json(params["needle"]):
+            if mode == "contains" and literal_in_json(params["needle"]):
                 # A cheap scan filter before the per-row JSON extraction: a value holding the term holds it
                 # literally in the raw JSON text, unless that text escapes something (any backslash).
                 prefilter += f" AND (contains(lower({hay}), $needle) OR contains({hay}, '\\'))"
@@ -418,19 +418,6 @@ class DuckDBClient:
             self.con.register("partitions", self.s3.stats(refs))
             self.s3.build_hash_index(self.con, temp=True)
         self._views_ready = True
-
-
-def _literal_in_json(term: str) -> bool:
-    """Whether every JSON value whose extracted text contains ``term`` has ``term`` literally in its raw JSON
-    text (unless that text holds a backslash escape, checked separately).
-
-    JSON always escapes quotes, backslashes and control characters (RFC 8259 section 7); DuckDB re-serializes
-    extracted numbers and nested values (``1E2`` -> ``100.0``, whitespace between tokens dropped), so a term
-    with digits, structural characters, or only number characters could match the extracted text alone.
-    """
-    if any(c in '"\\{}[]:,' or ord(c) < 0x20 or c.isdigit() for c in term):
-        return False
-    return any(c not in ".-+e " for c in term)
 
 
 def _files_param(files: list[Path]) -> dict[str, Any]:
