@@ -109,19 +109,22 @@ def _unify(name: str, types: dict[pa.DataType, list[str]]) -> pa.DataType:
 
 
 def selection_schema(
-    files: Sequence[str | Path], columns: Iterable[str], read_schema: Callable[[Sequence], list[pa.Schema]]
+    files: Sequence[str | Path],
+    columns: Iterable[str] | None,
+    read_schema: Callable[[Sequence], list[pa.Schema]],
 ) -> pa.Schema:
-    """The catalog's Arrow schema of ``columns`` over ``files`` (``read_schema(files)`` gives their footers).
+    """The catalog's Arrow schema of ``columns`` (``None``: all) over ``files`` (``read_schema(files)`` gives
+    their footers).
 
     Raises :class:`TypeConflictError` when the partitions disagree on a column's type beyond a lossless
     promotion. Fields are nullable (a column absent from a file reads as null) and keep their metadata.
     """
-    wanted = set(columns)
+    wanted = None if columns is None else set(columns)
     seen: dict[str, dict[pa.DataType, list[str]]] = {}
     fields: dict[str, pa.Field] = {}
     for path, schema in zip(files, read_schema(files)):
         for f in schema:
-            if f.name in wanted and f.name not in PARTITION_COLUMNS:
+            if (wanted is None or f.name in wanted) and f.name not in PARTITION_COLUMNS:
                 seen.setdefault(f.name, {}).setdefault(f.type, []).append(partition_of(path))
                 fields.setdefault(f.name, f)
     out = []
@@ -182,3 +185,20 @@ def restore_table(table: pa.Table, catalog: pa.Schema | None) -> pa.Table:
     """``table`` cast back to the catalog types (see :func:`restorer`)."""
     cast, schema = restorer(table.schema, catalog)
     return pa.Table.from_batches([cast(b) for b in table.to_batches()], schema=schema)
+
+
+def duckdb_readable(t: pa.DataType) -> pa.DataType:
+    """``t`` with every ``float16`` widened to ``float32`` (exact): DuckDB's Arrow scan refuses float16
+    ("Unsupported Internal Arrow Type e"), while its Parquet reader widens it the same way."""
+    if pa.types.is_float16(t):
+        return pa.float32()
+    if isinstance(t, pa.MapType):
+        return pa.map_(duckdb_readable(t.key_type), t.item_field.with_type(duckdb_readable(t.item_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([t.field(i).with_type(duckdb_readable(t.field(i).type)) for i in range(t.num_fields)])
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        value = t.value_field.with_type(duckdb_readable(t.value_type))
+        if pa.types.is_fixed_size_list(t):
+            return pa.list_(value, t.list_size)
+        return pa.large_list(value) if pa.types.is_large_list(t) else pa.list_(value)
+    return t

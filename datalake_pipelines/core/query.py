@@ -212,7 +212,7 @@ class DuckDBClient:
 
         return restore_reader(pa.RecordBatchReader.from_batches(reader.schema, guarded()), plan.restore)
 
-    def catalog_schema(self, files: list, columns: Sequence[str]) -> pa.Schema:
+    def catalog_schema(self, files: list, columns: Sequence[str] | None) -> pa.Schema:
         """The stored Arrow types of ``columns`` over ``files``; a type conflict between partitions raises
         :class:`~.arrow_restore.TypeConflictError` naming the column, its types and the partitions."""
         if self.s3 is not None:
@@ -223,6 +223,9 @@ class DuckDBClient:
     def _selection(self, providers, datasets, tasks, variants, columns):
         if self.s3 is not None:
             files = self.s3.files(self.s3.select(providers, datasets, tasks, variants))
+            # the registered pyarrow dataset needs one schema over every column: refuse a conflict first,
+            # naming the partitions (the dataset would only say the types)
+            self.catalog_schema(files, None)
         else:
             files = catalog_files(self.layout, select_partitions(self.layout, providers, datasets, tasks, variants))
         schema = self.describe(files)
