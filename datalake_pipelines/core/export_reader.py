@@ -14,9 +14,9 @@ directly: ``*.parquet`` or a folder of Parquet files, ``*.jsonl``, ``*.arrow`` (
 by one batch (Arrow and HF files are memory-mapped). Per format:
 
 - Parquet, Arrow: the exported columns and types exactly.
-- JSONL: types as JSON gives them (timestamps are text); each batch's schema is inferred from its rows, except
-  that bytes columns (written as base64, listed under ``encodings`` in ``export.json``) are decoded back to
-  bytes of their exported type.
+- JSONL: with its ``export.json``, parsed with the schema it records, bytes (base64), maps (key/value lists)
+  and float16 restored to their exported types; timestamps, dates and times stay text, decimals are float64.
+  A bare ``.jsonl`` file: types as JSON gives them, inferred per batch.
 - HF: image columns are ``{"bytes", "path"}`` structs (``datasets.Image`` storage).
 - HDF5: one partition group at a time, with the partition columns added back, columns rebuilt with their
   exported Arrow types (recorded in the file's ``arrow_schema`` attribute); image columns hold the file bytes
@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from .hdf5 import PARTITION_COLUMNS, iter_hdf5_batches
 from .hdf5_arrow import IMAGE_ENCODINGS, arrow_schema, hdf5_encodings, typed_array
-from .jsonl_codec import decode_batch, deserialize_schema
+from .jsonl_codec import decode_batch, deserialize_schema, json_read_schema
 
 MANIFEST = "export.json"
 HF_STATE = "state.json"
@@ -74,15 +74,19 @@ def _hf(folder: Path, size: int) -> Iterator[pa.RecordBatch]:
 
 
 def _jsonl(path: Path, size: int, manifest: dict | None = None) -> Iterator[pa.RecordBatch]:
-    encodings = (manifest or {}).get("encodings") or {}
-    schema = deserialize_schema(manifest["arrow_schema"]) if encodings and manifest.get("arrow_schema") else None
+    raw = (manifest or {}).get("arrow_schema")
+    schema = deserialize_schema(raw) if raw else None
+    options = None
+    if schema is not None:
+        options = pajson.ParseOptions(explicit_schema=json_read_schema(schema), unexpected_field_behavior="infer")
     with open(path, "rb") as fh:
         while True:
             lines = [line for line in (fh.readline() for _ in range(size)) if line]
             if not lines:
                 return
-            for batch in pajson.read_json(io.BytesIO(b"".join(lines))).combine_chunks().to_batches():
-                yield decode_batch(batch, encodings, schema) if schema is not None else batch
+            table = pajson.read_json(io.BytesIO(b"".join(lines)), parse_options=options)
+            for batch in table.combine_chunks().to_batches():
+                yield decode_batch(batch, schema) if schema is not None else batch
 
 
 def _hdf5(path: Path, size: int) -> Iterator[pa.RecordBatch]:

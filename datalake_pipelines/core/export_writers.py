@@ -14,14 +14,15 @@ import pyarrow as pa
 
 from .catalog import read_partition_metadata
 from .download import _write_arrow, _write_hf, _write_parquet, asset_reader, image_columns
-from .jsonl_codec import base64_columns, encode_batch, serialize_schema
+from .jsonl_codec import column_encodings, encode_batch, serialize_schema
 from .layout import LakeLayout, PartitionRef
 
 DATA_FILES = {"parquet": "data.parquet", "jsonl": "data.jsonl", "arrow": "data.arrow", "hf": ".", "hdf5": "data.h5"}
 
 
 def _write_jsonl(reader: pa.RecordBatchReader, out: Path) -> dict[str, Any]:
-    """One JSON object per line, rendered by DuckDB's ``to_json`` (timestamps as text, bytes as base64)."""
+    """One JSON object per line, rendered by DuckDB's ``to_json`` (timestamps as text, bytes as base64, maps as
+    key/value lists; see :mod:`.jsonl_codec`)."""
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
     try:
@@ -36,7 +37,7 @@ def _write_jsonl(reader: pa.RecordBatchReader, out: Path) -> dict[str, Any]:
                     fh.write("\n")
     finally:
         con.close()
-    return {"encodings": base64_columns(reader.schema), "arrow_schema": serialize_schema(reader.schema)}
+    return {"encodings": column_encodings(reader.schema), "arrow_schema": serialize_schema(reader.schema)}
 
 
 def _write_hdf5(layout: LakeLayout, reader: pa.RecordBatchReader, out: Path, opts: dict[str, Any]) -> None:

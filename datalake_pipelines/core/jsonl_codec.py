@@ -1,11 +1,18 @@
 """How JSONL exports encode what JSON has no type for, and how the export reader decodes it.
 
-JSON has no bytes: every binary value (``binary``, ``large_binary``, ``fixed_size_binary``, also inside
-structs, lists and maps) is written as standard base64 text (RFC 4648 section 4, with padding). The export's
-``export.json`` lists those columns under ``encodings`` (``{"<column>": "base64"}``) and carries the exported
-Arrow schema (``arrow_schema``: base64 of the IPC-serialized schema), so :func:`decode_batch` turns the text
-back into bytes of the exported type. DuckDB's ``to_json`` renders the rows; it cannot read ``float16``, so
-half floats are written as the same number through ``float32`` (every float16 value is exact in float32).
+DuckDB's ``to_json`` renders the rows. What JSON (or DuckDB's Arrow scan) cannot hold is encoded first:
+
+- bytes (``binary``, ``large_binary``, ``fixed_size_binary``, at any depth): standard base64 text (RFC 4648
+  section 4, with padding) - encoding ``base64``;
+- maps: a list of ``{"key": ..., "value": ...}`` objects in stored order (a JSON object would turn every key
+  into text and lose key types) - encoding ``map_entries``;
+- ``float16``: written through ``float32`` (every float16 value is exact in float32).
+
+``export.json`` lists the encoded columns under ``encodings`` (``{"<column>": ["base64", ...]}``) and carries
+the exported Arrow schema (``arrow_schema``: base64 of the IPC-serialized schema). The export reader parses
+with an explicit schema derived from it (:func:`json_read_schema`; pyarrow 26's JSON type inference builds
+invalid list arrays when a list's first element is null) and :func:`decode_batch` restores bytes, maps and
+float16. Timestamps, dates and times stay text (DuckDB's rendering), decimals are JSON numbers (float64).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 BASE64 = "base64"
+MAP_ENTRIES = "map_entries"
 
 
 def _is_binary(t: pa.DataType) -> bool:
@@ -28,32 +36,75 @@ def _is_binary(t: pa.DataType) -> bool:
     )
 
 
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
 def _has(t: pa.DataType, test) -> bool:
     if test(t):
         return True
     return any(_has(t.field(i).type, test) for i in range(t.num_fields)) if pa.types.is_nested(t) else False
 
 
-def base64_columns(schema: pa.Schema) -> dict[str, str]:
-    """``{column: "base64"}`` for every column holding bytes at any depth."""
-    return {f.name: BASE64 for f in schema if _has(f.type, _is_binary)}
+def column_encodings(schema: pa.Schema) -> dict[str, list[str]]:
+    """``{column: [encodings]}`` for every column holding bytes or maps at any depth."""
+    out = {}
+    for f in schema:
+        found = [BASE64] if _has(f.type, _is_binary) else []
+        found += [MAP_ENTRIES] if _has(f.type, lambda t: isinstance(t, pa.MapType)) else []
+        if found:
+            out[f.name] = found
+    return out
 
 
-def _json_type(t: pa.DataType) -> pa.DataType:
-    if _is_binary(t):
-        return pa.string()
-    if pa.types.is_float16(t):
-        return pa.float32()
+def _map_type(t: pa.DataType, leaf, plain_lists: bool = False) -> pa.DataType:
+    """``t`` with ``leaf`` applied to every non-nested type and maps as lists of key/value structs
+    (``plain_lists``: every list kind as ``list``, the only one pyarrow's JSON reader builds)."""
     if isinstance(t, pa.MapType):
-        return pa.map_(_json_type(t.key_type), t.item_field.with_type(_json_type(t.item_type)))
+        key, item = _map_type(t.key_type, leaf, plain_lists), _map_type(t.item_type, leaf, plain_lists)
+        return pa.list_(pa.struct([("key", key), ("value", item)]))
     if pa.types.is_struct(t):
-        return pa.struct([t.field(i).with_type(_json_type(t.field(i).type)) for i in range(t.num_fields)])
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        value = t.value_field.with_type(_json_type(t.value_type))
+        fields = [t.field(i) for i in range(t.num_fields)]
+        return pa.struct([f.with_type(_map_type(f.type, leaf, plain_lists)) for f in fields])
+    if _is_list(t):
+        value = t.value_field.with_type(_map_type(t.value_type, leaf, plain_lists))
+        if plain_lists:
+            return pa.list_(value)
         if pa.types.is_fixed_size_list(t):
             return pa.list_(value, t.list_size)
         return pa.large_list(value) if pa.types.is_large_list(t) else pa.list_(value)
-    return t
+    return leaf(t)
+
+
+def _written_leaf(t: pa.DataType) -> pa.DataType:
+    if _is_binary(t):
+        return pa.string()
+    return pa.float32() if pa.types.is_float16(t) else t
+
+
+def _read_leaf(t: pa.DataType) -> pa.DataType:
+    """The type a JSON value written from ``t`` is parsed as."""
+    if _is_binary(t) or pa.types.is_temporal(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_decimal(t):
+        return pa.float64()
+    return pa.float32() if pa.types.is_float16(t) else t
+
+
+def _restored_type(t: pa.DataType) -> pa.DataType:
+    """The type the reader gives back for an exported ``t``: ``t`` except temporal (text) and decimal (float64)."""
+    if isinstance(t, pa.MapType):
+        return pa.map_(_restored_type(t.key_type), t.item_field.with_type(_restored_type(t.item_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([t.field(i).with_type(_restored_type(t.field(i).type)) for i in range(t.num_fields)])
+    if _is_list(t):
+        value = t.value_field.with_type(_restored_type(t.value_type))
+        if pa.types.is_fixed_size_list(t):
+            return pa.list_(value, t.list_size)
+        return pa.large_list(value) if pa.types.is_large_list(t) else pa.list_(value)
+    if pa.types.is_temporal(t):
+        return pa.string()
+    return pa.float64() if pa.types.is_decimal(t) else t
 
 
 def _encode_value(value: Any, t: pa.DataType) -> Any:
@@ -62,27 +113,32 @@ def _encode_value(value: Any, t: pa.DataType) -> Any:
     if _is_binary(t):
         return base64.b64encode(value).decode("ascii")
     if isinstance(t, pa.MapType):
-        return [(_encode_value(k, t.key_type), _encode_value(v, t.item_type)) for k, v in value]
+        return [{"key": _encode_value(k, t.key_type), "value": _encode_value(v, t.item_type)} for k, v in value]
     if pa.types.is_struct(t):
         return {f.name: _encode_value(value.get(f.name), f.type) for f in t}
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+    if _is_list(t):
         return [_encode_value(v, t.value_type) for v in value]
     return value
 
 
 def encode_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """``batch`` with bytes as base64 text and float16 as float32, ready for DuckDB's ``to_json``."""
+    """``batch`` with bytes as base64 text, maps as key/value lists and float16 as float32, for ``to_json``."""
     arrays, fields = [], []
     for f, column in zip(batch.schema, batch.columns):
-        target = _json_type(f.type)
+        target = _map_type(f.type, _written_leaf)
         if target != f.type:
-            if _has(f.type, _is_binary):
-                column = pa.array([_encode_value(v, f.type) for v in column.to_pylist()], target)
+            if _has(f.type, lambda t: _is_binary(t) or isinstance(t, pa.MapType)):
+                column = pa.array([_encode_value(v, f.type) for v in python_values(column)], target)
             else:
                 column = column.cast(target)
         arrays.append(column)
         fields.append(f.with_type(target))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def json_read_schema(schema: pa.Schema) -> pa.Schema:
+    """The explicit schema to parse a JSONL export written from ``schema`` with."""
+    return pa.schema([f.with_type(_map_type(f.type, _read_leaf, plain_lists=True)) for f in schema])
 
 
 def _decode_value(value: Any, t: pa.DataType) -> Any:
@@ -91,11 +147,10 @@ def _decode_value(value: Any, t: pa.DataType) -> Any:
     if _is_binary(t):
         return base64.b64decode(value, validate=True)
     if isinstance(t, pa.MapType):
-        pairs = value.items() if isinstance(value, dict) else value
-        return [(_decode_value(k, t.key_type), _decode_value(v, t.item_type)) for k, v in pairs]
+        return [(_decode_value(e["key"], t.key_type), _decode_value(e["value"], t.item_type)) for e in value]
     if pa.types.is_struct(t):
         return {f.name: _decode_value(value.get(f.name), f.type) for f in t}
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+    if _is_list(t):
         return [_decode_value(v, t.value_type) for v in value]
     return value
 
@@ -108,14 +163,20 @@ def deserialize_schema(text: str) -> pa.Schema:
     return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
 
 
-def decode_batch(batch: pa.RecordBatch, encodings: dict[str, str], schema: pa.Schema) -> pa.RecordBatch:
-    """A JSONL batch with its ``base64`` columns turned back into bytes of their exported ``schema`` type."""
+def decode_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """A JSONL batch parsed with :func:`json_read_schema` with bytes, maps and float16 restored to their
+    exported ``schema`` types (temporal values stay text, decimals float64)."""
     arrays, fields = [], []
     for f, column in zip(batch.schema, batch.columns):
-        if encodings.get(f.name) == BASE64 and f.name in schema.names:
-            target = schema.field(f.name).type
-            column = pa.array([_decode_value(v, target) for v in column.to_pylist()], target)
-            f = f.with_type(target)
+        if f.name in schema.names:
+            exported = schema.field(f.name).type
+            target = _restored_type(exported)
+            if target != column.type:
+                if _has(exported, lambda t: _is_binary(t) or isinstance(t, pa.MapType)):
+                    column = pa.array([_decode_value(v, target) for v in column.to_pylist()], target)
+                else:
+                    column = column.cast(target)
+                f = f.with_type(target)
         arrays.append(column)
         fields.append(f)
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
