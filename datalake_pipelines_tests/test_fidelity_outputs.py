@@ -162,11 +162,8 @@ def test_times_beyond_python_datetime_come_out_of_every_format(lake, tmp_path):
         assert result["scan_data_count"] == 2, file_type
         assert len(result["sampled_data"]) == 2
         back = pa.Table.from_batches(list(iter_export_batches(result["path"])))
-        if file_type in ("parquet", "arrow", "hf"):
+        if file_type != "jsonl":  # JSONL gives times as text (DuckDB renders year 52671 fine)
             assert back["event"].combine_chunks().equals(event) and back["far"].combine_chunks().equals(far)
-        elif file_type == "hdf5":
-            assert back["far"].combine_chunks().equals(far)
-            assert [e["at"] for e in back["event"].to_pylist()][0].startswith("52671-12-25T12:26:40")
     for fmt in ("parquet", "arrow", "hf"):
         manifest = download(lake, None, fmt, tmp_path / f"dl-{fmt}", progress=False)
         assert manifest["rows"] == 2

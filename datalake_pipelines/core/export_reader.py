@@ -105,7 +105,12 @@ def _hdf5(path: Path, size: int) -> Iterator[pa.RecordBatch]:
                 arrays[name] = values
             else:
                 arrays[name] = pa.array(values.tolist() if isinstance(values, np.ndarray) else values)
-        yield pa.RecordBatch.from_pydict(arrays)
+        for f in schema or ():  # columns null in every row of this partition are not stored in its group
+            if f.name not in arrays:
+                arrays[f.name] = pa.nulls(rows, f.type)
+        order = [*PARTITION_COLUMNS, *(schema.names if schema is not None else ())]
+        ordered = {k: arrays.pop(k) for k in order if k in arrays}
+        yield pa.RecordBatch.from_pydict({**ordered, **arrays})
 
 
 def _data_path(path: Path) -> tuple[str, Path, dict | None]:

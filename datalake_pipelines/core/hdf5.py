@@ -12,7 +12,8 @@ bytes), ``image_array`` (uint8, decoded and resized), ``utf8`` (vlen UTF-8 text)
 uint8 UTF-8 bytes: a partition's text column switches to it, rows already written included, at the first value
 holding a NUL character, which HDF5's C-string vlen type cannot hold), ``bytes`` (vlen uint8),
 ``number``/``bool`` (their numpy dtype), ``timestamp`` (int64 in the arrow unit; attrs ``unit``/``tz``),
-``json`` (nested values as JSON text), ``text`` (anything else cast to text).
+``json`` (nested values as JSON text: bytes as base64, maps as ``[{"key", "value"}]`` lists, times as integers
+in their unit, decimals as text; see :func:`.jsonl_codec.to_json_values`), ``text`` (anything else as text).
 
 Nulls: a null is written as the type's empty value (``""``, no bytes, ``0``, ``False``, zero pixels) and flagged
 ``True`` in ``_nulls/<column>``, a mask created at the first null (earlier rows backfilled ``False``). Columns
@@ -37,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from .jsonl_codec import python_values
+from .jsonl_codec import to_json_values
 
 PARTITION_COLUMNS = ("provider", "dataset", "task", "variant")
 NULLS = "_nulls"
@@ -195,8 +196,8 @@ class _Group:
         elif encoding == "utf8":
             ds[start:end] = np.array(pc.fill_null(column, "").to_pylist(), dtype=object)
         elif encoding == "json":
-            values = python_values(column)  # times beyond datetime's range as ISO text
-            texts = ["" if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in values]
+            values = to_json_values(column)  # exact: bytes base64, maps as entries, times as integers
+            texts = ["" if v is None else json.dumps(v, ensure_ascii=False) for v in values]
             ds[start:end] = np.array(texts, dtype=object)
         elif encoding == "text":
             ds[start:end] = np.array(pc.fill_null(column.cast(pa.string()), "").to_pylist(), dtype=object)

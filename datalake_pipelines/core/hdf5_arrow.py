@@ -5,12 +5,15 @@ per-group encodings let a reader rebuild each column with its exported type (see
 from __future__ import annotations
 
 import json
+from datetime import time
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 import pyarrow as pa
+
+from .jsonl_codec import from_json_values
 
 IMAGE_ENCODINGS = ("image_bytes", "image_array")
 
@@ -22,37 +25,27 @@ def arrow_schema(path: str | Path) -> pa.Schema | None:
     return None if raw is None else pa.ipc.read_schema(pa.py_buffer(raw.tobytes()))
 
 
-def _json_to_arrow(value: Any, t: pa.DataType) -> Any:
-    """A JSON-decoded value shaped for ``pa.array(..., t)`` (map entries as ``(key, value)`` tuples)."""
-    if value is None:
-        return None
-    if isinstance(t, pa.MapType):
-        return [(_json_to_arrow(k, t.key_type), _json_to_arrow(v, t.item_type)) for k, v in value]
-    if pa.types.is_struct(t):
-        return {f.name: _json_to_arrow(value.get(f.name), f.type) for f in t}
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return [_json_to_arrow(v, t.value_type) for v in value]
-    return value
-
-
 def typed_array(values: Any, t: pa.DataType, encoding: str) -> pa.Array:
     """Values of one column as read by :func:`iter_hdf5_batches`, as an array of the exported type ``t``
     (``text``-encoded columns: cast from text where pyarrow can parse it, else left as text)."""
     if encoding == "text":
         text = pa.array(values, pa.string())
         try:
+            if pa.types.is_time(t):  # pyarrow has no string -> time cast
+                return pa.array([None if v is None else time.fromisoformat(v) for v in values], t)
             return text.cast(t)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError):
             return text
     if isinstance(values, pa.Array):
         return values.cast(t)
     try:
         if encoding == "json":
-            return pa.array([_json_to_arrow(v, t) for v in values], t)
+            return from_json_values(values, t)
         if isinstance(values, np.ndarray) and not (pa.types.is_integer(t) or pa.types.is_floating(t)):
             values = values.tolist()
         return pa.array(values, t)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # e.g. times beyond datetime kept as ISO text
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError, KeyError, TypeError):
+        # files written before typed JSON, or values no longer matching the recorded schema: as read
         return pa.array(values.tolist() if isinstance(values, np.ndarray) else values)
 
 

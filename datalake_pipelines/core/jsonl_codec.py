@@ -18,6 +18,7 @@ float16. Timestamps, dates and times stay text (DuckDB's rendering), decimals ar
 from __future__ import annotations
 
 import base64
+import decimal
 from typing import Any
 
 import numpy as np
@@ -233,3 +234,72 @@ def python_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     """``batch.to_pylist()`` with :func:`python_values` per column."""
     columns = [python_values(c) for c in batch.columns]
     return [dict(zip(batch.schema.names, row)) for row in zip(*columns)]
+
+
+# typed JSON (HDF5 nested columns) -------------------------------------------------------------------------
+def _storage(t: pa.DataType) -> pa.DataType:
+    """``t`` with times as integers in their unit and float16 as float32 (both exact), at any depth."""
+    if pa.types.is_timestamp(t) or pa.types.is_date64(t) or pa.types.is_time64(t) or pa.types.is_duration(t):
+        return pa.int64()
+    if pa.types.is_date32(t) or pa.types.is_time32(t):
+        return pa.int32()
+    if pa.types.is_float16(t):
+        return pa.float32()
+    if isinstance(t, pa.MapType):
+        return pa.map_(_storage(t.key_type), t.item_field.with_type(_storage(t.item_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([t.field(i).with_type(_storage(t.field(i).type)) for i in range(t.num_fields)])
+    if _is_list(t):
+        value = t.value_field.with_type(_storage(t.value_type))
+        if pa.types.is_fixed_size_list(t):
+            return pa.list_(value, t.list_size)
+        return pa.large_list(value) if pa.types.is_large_list(t) else pa.list_(value)
+    return t
+
+
+def _to_json(value: Any, t: pa.DataType) -> Any:
+    if value is None:
+        return None
+    if pa.types.is_decimal(t):
+        return str(value)
+    if _is_binary(t):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(t, pa.MapType):
+        return [{"key": _to_json(k, t.key_type), "value": _to_json(v, t.item_type)} for k, v in value]
+    if pa.types.is_struct(t):
+        return {f.name: _to_json(value.get(f.name), f.type) for f in t}
+    if _is_list(t):
+        return [_to_json(v, t.value_type) for v in value]
+    return value
+
+
+def to_json_values(array: pa.Array) -> list[Any]:
+    """JSON-ready values of ``array`` that :func:`from_json_values` turns back into the same array: bytes as
+    base64, maps as key/value lists, times as integers in their unit, decimals as text."""
+    storage = _storage(array.type)
+    if storage == array.type:
+        return [_to_json(v, array.type) for v in array.to_pylist()]
+    # decimals, bytes and maps keep their types in the storage type, so it drives the encoding
+    return [_to_json(v, storage) for v in array.cast(storage).to_pylist()]
+
+
+def _from_json(value: Any, t: pa.DataType) -> Any:
+    if value is None:
+        return None
+    if pa.types.is_decimal(t):
+        return decimal.Decimal(value)
+    if _is_binary(t):
+        return base64.b64decode(value, validate=True)
+    if isinstance(t, pa.MapType):
+        return [(_from_json(e["key"], t.key_type), _from_json(e["value"], t.item_type)) for e in value]
+    if pa.types.is_struct(t):
+        return {f.name: _from_json(value.get(f.name), f.type) for f in t}
+    if _is_list(t):
+        return [_from_json(v, t.value_type) for v in value]
+    return value
+
+
+def from_json_values(values: list[Any], t: pa.DataType) -> pa.Array:
+    """The array of type ``t`` that :func:`to_json_values` gave ``values`` for."""
+    storage = _storage(t)
+    return pa.array([_from_json(v, storage) for v in values], storage).cast(t)
