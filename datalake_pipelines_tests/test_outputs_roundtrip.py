@@ -158,3 +158,19 @@ def test_random_tables_come_back_value_for_value(lake, tmp_path, seed):
             if not _has(t, lambda x: pa.types.is_temporal(x) or pa.types.is_decimal(x)):
                 assert back.schema.field(name).type == t, (seed, name)
                 assert back[name].to_pylist() == table[name].to_pylist(), (seed, name)
+
+
+def test_null_fixed_size_list_of_maps_is_restored_validly(lake, tmp_path):
+    """DuckDB returns a fixed-size list as a list; pyarrow's cast back built an invalid array for a null slot
+    (found by the round trip at seed 440; reading it later crashed the process)."""
+    t = pa.list_(pa.map_(pa.string(), pa.uint32()), 2)
+    table = pa.table({"id": pa.array([0], pa.int64()), "c0": pa.array([None], t)})  # seed 440's table
+    add_part(lake, PartitionRef("aihub", "fsl", "raw", "mixed"), table)
+    with DuckDBClient(lake.base) as duck:
+        queried = duck.retrieve_with_existing_cols(datasets=["fsl"], columns=["id", "c0"], as_arrow=True)
+    queried.validate(full=True)
+    assert user_part(queried, ["id", "c0"]).equals(table)
+    result = run_export(lake, {"destination": str(tmp_path / "j"), "export_all": True, "file_type": "jsonl"})
+    back = pa.Table.from_batches(list(iter_export_batches(result["path"]))).sort_by("id")
+    back.validate(full=True)
+    assert back["c0"].to_pylist() == table["c0"].to_pylist()

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -164,10 +165,63 @@ def restorer(
     if not changed:
         return (lambda batch: batch), result
 
+    manual = [i for i, f in enumerate(schema) if _has_fixed_list(f.type) and f.type != result.field(i).type]
+    plain = pa.schema([result.field(i) if i in manual else f for i, f in enumerate(schema)], metadata=schema.metadata)
+
     def cast(batch: pa.RecordBatch) -> pa.RecordBatch:
-        return batch.cast(schema)
+        out = batch.cast(plain)
+        if not manual:
+            return out
+        arrays = out.columns
+        for i in manual:
+            arrays[i] = restore_array(batch.column(i), schema.field(i).type)
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
     return cast, schema
+
+
+def _has_fixed_list(t: pa.DataType) -> bool:
+    if pa.types.is_fixed_size_list(t):
+        return True
+    return pa.types.is_nested(t) and any(_has_fixed_list(t.field(i).type) for i in range(t.num_fields))
+
+
+def restore_array(array: pa.Array, target: pa.DataType) -> pa.Array:
+    """``array`` as ``target`` where ``target`` holds fixed-size lists, which DuckDB returns as plain lists.
+
+    pyarrow 26's cast from a list with null slots to a fixed-size list of maps builds an invalid array or
+    crashes the process, so fixed-size lists are rebuilt here: each slot takes ``list_size`` child values (a
+    null slot, null children), and a non-null list of another length raises :class:`TypeNotRestorableError`.
+    """
+    if array.type == target and str(array.type) == str(target):
+        return array
+    if array.offset:  # rebuilding from offsets and a validity mask needs an unsliced array
+        array = array.take(pa.array(np.arange(len(array)), pa.int64()))
+    nulls = array.is_null() if array.null_count else None
+    if pa.types.is_fixed_size_list(target) and (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
+        size = target.list_size
+        offsets = array.offsets.to_numpy()
+        valid = ~array.is_null().to_numpy(zero_copy_only=False)
+        lengths = offsets[1:] - offsets[:-1]
+        if (lengths[valid] != size).any():
+            raise TypeNotRestorableError(f"a list of length other than {size} cannot be restored as {target}")
+        index = (offsets[:-1, None] + np.arange(size)).ravel()
+        taken = array.values.take(pa.array(index, pa.int64(), mask=~np.repeat(valid, size)))
+        values = restore_array(taken, target.value_type)
+        return pa.FixedSizeListArray.from_arrays(values, type=target, mask=nulls)
+    if pa.types.is_struct(target) and pa.types.is_struct(array.type):
+        children = [restore_array(array.field(f.name), f.type) for f in target]
+        return pa.StructArray.from_arrays(children, fields=list(target), mask=nulls)
+    if pa.types.is_list(target) and pa.types.is_list(array.type):
+        values = restore_array(array.values, target.value_type)
+        return pa.ListArray.from_arrays(array.offsets, values, type=target, mask=nulls)
+    if pa.types.is_large_list(target) and pa.types.is_list(array.type):
+        values = restore_array(array.values, target.value_type)
+        return pa.LargeListArray.from_arrays(array.offsets.cast(pa.int64()), values, type=target, mask=nulls)
+    if isinstance(target, pa.MapType) and isinstance(array.type, pa.MapType):
+        keys, items = restore_array(array.keys, target.key_type), restore_array(array.items, target.item_type)
+        return pa.MapArray.from_arrays(array.offsets, keys, items, type=target, mask=nulls)
+    return array.cast(target)
 
 
 def restore_reader(reader: pa.RecordBatchReader, catalog: pa.Schema | None) -> pa.RecordBatchReader:

@@ -156,6 +156,17 @@ def _decode_value(value: Any, t: pa.DataType) -> Any:
     return value
 
 
+def _cast_checked(column: pa.Array, target: pa.DataType) -> pa.Array:
+    """``column.cast(target)``, rebuilt from Python values when pyarrow's list -> fixed-size list cast yields an
+    invalid array (seen with null slots in pyarrow 26)."""
+    cast = column.cast(target)
+    try:
+        cast.validate(full=True)
+        return cast
+    except pa.ArrowInvalid:
+        return pa.array(column.to_pylist(), target)
+
+
 def serialize_schema(schema: pa.Schema) -> str:
     return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
 
@@ -176,7 +187,7 @@ def decode_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
                 if _has(exported, lambda t: _is_binary(t) or isinstance(t, pa.MapType)):
                     column = pa.array([_decode_value(v, target) for v in column.to_pylist()], target)
                 else:
-                    column = column.cast(target)
+                    column = _cast_checked(column, target)
                 f = f.with_type(target)
         arrays.append(column)
         fields.append(f)
