@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/query.py                      # 1,000,000 rows in 100 partitions
     .venv/bin/python benchmarks/query.py --rows 100000 --partitions 20 --download-rows 20000   # quick run
+    .venv/bin/python benchmarks/query.py --no-downloads --s3-rows 0     # query rows only (search vs LIKE scan)
 
 Builds a synthetic catalog (OCR-style JSON, image columns pointing at real JPEG assets) with the core's
 ``PartWriter``, then prints: operation, client ms, raw DuckDB ms, ratio. Downloads run in a child process
@@ -146,6 +147,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="reuse/keep the catalog here")
     parser.add_argument("--s3-rows", type=int, default=100_000, help="rows of the S3 case's catalog (0: skip it)")
     parser.add_argument("--s3-partitions", type=int, default=20)
+    parser.add_argument("--no-downloads", action="store_true", help="skip the download rows (query rows only)")
     args = parser.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="datalake-bench-"))
@@ -197,6 +199,20 @@ def main() -> None:
                 ),
             )
         )
+        hits = len(duck.search_text("ocr_result", NEEDLE))
+        results.append(
+            (
+                f"text search all, case-insensitive ({hits:,} hits)",
+                median_ms(lambda: duck.search_text("ocr_result", NEEDLE), args.repeat),
+                median_ms(
+                    lambda: raw.sql(
+                        f"SELECT * FROM {scan} WHERE lower(ocr_result) LIKE '%' || lower($needle) || '%'",
+                        params={"needle": NEEDLE},
+                    ).df(),
+                    args.repeat,
+                ),
+            )
+        )
         hits = len(duck.search_text("ocr_result", NEEDLE, json_path="$.words[*].text"))
         results.append(
             (
@@ -223,7 +239,7 @@ def main() -> None:
     downloads = workdir / "downloads"
     downloads.mkdir(exist_ok=True)
     rss = {}
-    for fmt in ("parquet", "hf"):
+    for fmt in () if args.no_downloads else ("parquet", "hf"):
         runs = [run_download(layout.base, fmt, downloads / f"{fmt}-{time.time_ns()}", selection) for _ in range(2)]
         child = {**min(runs, key=lambda r: r["ms"]), "rss_mb": max(r["rss_mb"] for r in runs)}
         rss[fmt] = round(child["rss_mb"])

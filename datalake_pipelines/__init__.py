@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .client import DatalakeClient
     from .core.athena_client import AthenaClient
+    from .core.catalog_dataset import catalog_dataset
     from .core.query import DuckDBClient
 
-__all__ = ["AthenaClient", "DatalakeClient", "DuckDBClient"]
+__all__ = ["AthenaClient", "DatalakeClient", "DuckDBClient", "catalog_dataset"]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,4 +27,8 @@ def __getattr__(name: str) -> Any:
         from .core.athena_client import AthenaClient
 
         return AthenaClient
+    if name == "catalog_dataset":
+        from .core.catalog_dataset import catalog_dataset
+
+        return catalog_dataset
     raise AttributeError(name)

@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .cli_collection import add_collection_commands
 from .cli_export import add_export_commands
+from .cli_filters import parse_where
 from .cli_ingest_url import add_ingest_url_command
 from .cli_verify import add_verify_command
 from .core.batches import batch_status, list_batches
@@ -377,7 +378,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         datasets=args.dataset or None,
         tasks=args.task or None,
         variants=args.variant or None,
-        where=parse_pairs(args.where or [], "--where") or None,
+        where=parse_where(args.where, args.where_json) or None,
         columns=split_list(args.columns) or None,
         limit=args.limit,
         column=args.search_column,
@@ -529,7 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("provider", "dataset", "task", "variant"):
         p.add_argument(f"--{flag}", action="append", help=f"{flag} to include (repeatable)")
     p.add_argument("--all", action="store_true", help="every partition")
-    p.add_argument("--where", action="append", help="column=value filter (repeatable)")
+    p.add_argument(
+        "--where",
+        action="append",
+        metavar="COLUMN=VALUE",
+        help="one value, taken whole (commas included); repeat a column for a list (IN), other columns AND",
+    )
+    p.add_argument("--where-json", metavar="JSON", help='{"column": value or [values]}: lists and numbers at once')
     p.add_argument("--columns", help="comma-separated columns to keep")
     p.add_argument("--limit", type=int)
     p.add_argument("--search-column", help="text search: the column to search")

@@ -17,18 +17,43 @@ from .core.export import FILE_TYPES, ExportError, ExportParams
 FINAL = ("done", "fail")
 
 
-def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
-    """``["provider=aihub", "lang=ko,en"]`` -> ``{"provider": ["aihub"], "lang": ["ko", "en"]}`` (repeats merge)."""
-    filters: dict[str, list[str]] = {}
+def parse_filters(items: list[str] | None, json_text: str | None = None) -> dict[str, list[Any]]:
+    """``--filter`` flags and ``--filter-json`` -> ``{field: [accepted values]}``.
+
+    Each ``--filter FIELD=VALUE`` holds exactly one value: everything after the first ``=``, commas and spaces
+    included (``--filter "city=Seoul, Korea"``). Repeat the flag for more values of a field (they are OR-ed;
+    fields are AND-ed). ``--filter-json '{"lang": ["ko", "en"], "score": [1]}'`` gives lists (and numbers) at
+    once; its fields merge with the flags'. Values are never split.
+    """
+    filters: dict[str, list[Any]] = {}
+
+    def add(key: str, value: Any) -> None:
+        values = filters.setdefault(key, [])
+        if value not in values:
+            values.append(value)
+
     for item in items or []:
-        key, sep, values = item.partition("=")
+        key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ExportError("INVALID_FILTER_FIELD", f"--filter expects field=v1,v2, got {item!r}")
-        parsed = [v.strip() for v in values.split(",") if v.strip()]
-        if not parsed:
-            raise ExportError("EMPTY_FILTER_VALUES", f"--filter {key}= has no values")
-        filters.setdefault(key, []).extend(v for v in parsed if v not in filters.get(key, []))
+            raise ExportError("INVALID_FILTER_FIELD", f"--filter expects FIELD=VALUE, got {item!r}")
+        if not value:
+            raise ExportError("EMPTY_FILTER_VALUES", f"--filter {key}= has no value")
+        add(key, value)
+    if json_text:
+        try:
+            doc = json.loads(json_text)
+        except json.JSONDecodeError as exc:
+            raise ExportError("INVALID_FILTER_TYPE", f"--filter-json is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ExportError("INVALID_FILTER_TYPE", "--filter-json must be an object {field: [values]}")
+        for key, values in doc.items():
+            if not isinstance(values, list):
+                raise ExportError("INVALID_FILTER_TYPE", f"--filter-json {key!r}: give a list of values")
+            if not values:
+                raise ExportError("EMPTY_FILTER_VALUES", f"--filter-json {key!r} has an empty list of values")
+            for value in values:
+                add(key, value)
     return filters
 
 
@@ -66,7 +91,7 @@ def cmd_export_create(args: argparse.Namespace) -> int:
 
     params = ExportParams(
         destination=args.destination,
-        filter=parse_filters(args.filter),
+        filter=parse_filters(args.filter, args.filter_json),
         export_all=args.export_all,
         file_type=args.file_type,
         options={
@@ -129,7 +154,13 @@ def add_export_commands(subparsers, parents: list[argparse.ArgumentParser] | Non
         parents = [common]
     export = subparsers.add_parser("export", help="export tasks").add_subparsers(dest="action", required=True)
     p = export.add_parser("create", parents=parents, help="start an export task; prints its task id")
-    p.add_argument("--filter", action="append", metavar="FIELD=V1,V2", help="accepted values (repeatable, AND)")
+    p.add_argument(
+        "--filter",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="one accepted value, taken whole (commas included); repeat for more values (OR) and fields (AND)",
+    )
+    p.add_argument("--filter-json", metavar="JSON", help='{"field": [values, ...]}: lists and numbers at once')
     p.add_argument("--export-all", action="store_true", help="export every row (filters are ignored)")
     p.add_argument("--file-type", choices=FILE_TYPES, default="parquet")
     p.add_argument("--destination", required=True, help="local folder")

@@ -122,7 +122,10 @@ class DatalakeClient(CollectionClientMixin):
         """Write the selected rows (partitions, ``where``, or a text search) as parquet, arrow or hf.
 
         ``selection`` is a dict or :class:`~datalake_pipelines.core.download.Selection`; returns the
-        ``download.json`` manifest. Streams in batches, so memory stays bounded for any selection.
+        ``download.json`` manifest. Streams in batches, so memory stays bounded for any selection. Columns keep
+        their catalog types (``hf``: maps become key/value lists, recorded as ``hf_conversions``). ``out_dir``
+        is never replaced unless ``overwrite=True`` (``FileExistsError`` otherwise, also for the loser of two
+        downloads racing to one folder). See :func:`~datalake_pipelines.core.download.download` for the errors.
         """
         from .core.download import download
 

@@ -127,8 +127,8 @@ def run_cli(argv: list[str], base) -> int:
 
 def test_cli_create_now_and_info_watch(tmp_path, monkeypatch, capsys, lake, lake_rows):
     _home(tmp_path, monkeypatch, None)
-    argv = ["export", "create", "--filter", "provider=aihub", "--filter", "lang=ko,en", "--file-type", "hdf5",
-            "--destination", str(tmp_path / "out"), "--now", "--json"]  # fmt: skip
+    argv = ["export", "create", "--filter", "provider=aihub", "--filter", "lang=ko", "--filter", "lang=en",
+            "--file-type", "hdf5", "--destination", str(tmp_path / "out"), "--now", "--json"]  # fmt: skip
     assert run_cli(argv, lake.base) == 0
     created = json.loads(capsys.readouterr().out)
     assert created["task_status"] == "done" and created["process_info"]["scan_data_count"] == 5

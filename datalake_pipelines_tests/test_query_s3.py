@@ -278,3 +278,20 @@ def test_duckdb_catalog_asset_on_s3(lakes, monkeypatch):
     wrong = {**resources, "duckdb": DuckDBResource(database=str(lakes[0].duckdb_file))}
     with pytest.raises(dg.Failure, match="not this lake"):
         dg.materialize([duckdb_catalog], resources=wrong)
+
+
+def test_s3_results_have_catalog_types_and_conflicts_are_refused(lake, s3_lake):
+    """float16 and fixed-size binary come back as stored on S3 too; a type conflict names its partitions."""
+    from datalake_pipelines.core.arrow_restore import TypeConflictError
+
+    half = pa.array([0.5, 1.5], pa.float16())
+    add_batch(lake, OCR, "job-h", {"h": half, "fx": pa.array([b"abcd", b"efgh"], pa.binary(4)), "a": [1, 2]})
+    add_batch(lake, OTHER, "job-i", {"a": ["x"]})
+    upload_tree(S3Storage(s3_lake), lake.catalog_root, "catalog")
+    with DuckDBClient(s3_lake) as duck:
+        table = duck.retrieve_with_existing_cols(providers="acme", columns=["h", "fx"], as_arrow=True)
+        assert table.schema.field("h").type == pa.float16() and table.schema.field("fx").type == pa.binary(4)
+        stored = [(h, fx) for h, fx in zip(table["h"].to_pylist(), table["fx"].to_pylist()) if h is not None]
+        assert sorted(stored) == [(0.5, b"abcd"), (1.5, b"efgh")]
+        with pytest.raises(TypeConflictError, match="acme/invoices/ocr/base.*globex/receipts/ocr/base"):
+            duck.retrieve_with_existing_cols(columns=["a"])

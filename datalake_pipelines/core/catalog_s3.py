@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from .arrow_restore import duckdb_readable
 from .catalog import PARTITION_COLUMNS, CatalogError
 from .hash_index import OPTIONAL_COLUMNS
 from .layout import COMPACTED_PART, PARTITION_METADATA, PartitionRef
@@ -153,6 +154,9 @@ class S3Catalog:
             unified = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise CatalogError(f"catalog files of {self.base} have incompatible column types: {exc}") from None
+        # DuckDB scans this dataset through Arrow, which has no float16: the scan widens it (results are
+        # cast back to the stored types, see .arrow_restore)
+        unified = pa.schema([f.with_type(duckdb_readable(f.type)) for f in unified], metadata=unified.metadata)
         if not with_partitions:
             return unified
         kept = [f for f in unified if f.name not in PARTITION_COLUMNS]

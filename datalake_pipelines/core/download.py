@@ -6,6 +6,7 @@ Output goes to a hidden sibling of ``out_dir`` and is renamed into place only wh
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 from .catalog import IMAGE_SUFFIXES, PARTITION_COLUMNS
 from .errors import DatalakeError
 from .files import utc_now_iso, write_json_atomic
+from .hf_types import hf_batch, hf_plan
 from .layout import LakeLayout
 from .query import DuckDBClient, QueryPlan
 from .warehouse import partition_stats, select_partitions
@@ -169,7 +171,12 @@ def _with_image_bytes(read, batch: pa.RecordBatch, columns: list[str], image_typ
     return table
 
 
-def _write_hf(layout: LakeLayout, reader: pa.RecordBatchReader, out: Path, progress: bool, batch_size: int) -> None:
+def _write_hf(
+    layout: LakeLayout, reader: pa.RecordBatchReader, out: Path, progress: bool, batch_size: int
+) -> list[dict[str, Any]]:
+    """Write a ``save_to_disk`` dataset; return the type conversions made (see :mod:`.hf_types`).
+
+    Columns ``datasets`` cannot hold are refused (``HfUnsupportedTypeError``) before anything is written."""
     try:
         import datasets
         from datasets.arrow_writer import ArrowWriter
@@ -177,8 +184,9 @@ def _write_hf(layout: LakeLayout, reader: pa.RecordBatchReader, out: Path, progr
         raise DatalakeError(
             "format 'hf' needs the HuggingFace 'datasets' package: pip install 'datalake_pipelines[hf]'"
         ) from None
-    images = image_columns(reader.schema)
-    features = datasets.Features.from_arrow_schema(reader.schema)
+    schema, conversions = hf_plan(reader.schema)
+    images = image_columns(schema)
+    features = datasets.Features.from_arrow_schema(schema)
     for name in images:
         features[name] = datasets.Image()
     image_type = datasets.Image().pa_type
@@ -191,7 +199,7 @@ def _write_hf(layout: LakeLayout, reader: pa.RecordBatchReader, out: Path, progr
         writer = ArrowWriter(features=features, path=str(cache), writer_batch_size=batch_size)
         try:
             for batch in reader:
-                writer.write_table(_with_image_bytes(read, batch, images, image_type))
+                writer.write_table(_with_image_bytes(read, hf_batch(batch, schema), images, image_type))
             writer.finalize()
         finally:
             writer.close()
@@ -206,6 +214,7 @@ def _write_hf(layout: LakeLayout, reader: pa.RecordBatchReader, out: Path, progr
         if bars_were_enabled:
             datasets.enable_progress_bars()
         shutil.rmtree(scratch, ignore_errors=True)
+    return conversions
 
 
 def _checksums(folder: Path) -> dict[str, dict[str, Any]]:
@@ -233,7 +242,14 @@ def download(
 
     Data lands in ``data.parquet`` (``hive=True``: a hive-partitioned ``data/`` folder), ``data.arrow``, or the
     ``save_to_disk`` files of a HuggingFace dataset (``datasets.load_from_disk(out_dir)``). Memory stays
-    bounded by ``batch_size`` rows whatever the selection size.
+    bounded by ``batch_size`` rows whatever the selection size. Columns have the catalog's Arrow types
+    (:mod:`.arrow_restore`); ``hf`` converts maps and records it under ``hf_conversions`` (:mod:`.hf_types`).
+
+    ``out_dir`` is never replaced unless ``overwrite``: it is claimed first with ``os.mkdir`` (atomic), so of two
+    downloads racing to one folder exactly one proceeds and the other raises ``FileExistsError``; the complete
+    output is then renamed onto the claimed (empty) folder. Raises ``ValueError`` for a bad selection (unknown
+    column or partition, a value not of its column's type, a type conflict between partitions),
+    ``HfUnsupportedTypeError`` (code ``hf_unsupported_type``) for a column ``hf`` cannot hold.
     """
     from tqdm.auto import tqdm
 
@@ -241,12 +257,20 @@ def download(
         raise ValueError(f"unknown download format {format!r}; use one of {FORMATS}")
     selection = Selection.coerce(selection)
     out = Path(out_dir).expanduser().resolve()
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
+    claimed = False
+    if not overwrite:
+        try:
+            out.mkdir()  # the claim: atomic, so a concurrent download to the same folder fails here
+        except FileExistsError:
+            raise FileExistsError(
+                f"{out} already exists; pass overwrite=True (CLI: --overwrite) to replace it"
+            ) from None
+        claimed = True
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:12]}")
     tmp.mkdir()
     snapshot_at = utc_now_iso()
+    conversions: list[dict[str, Any]] = []
     try:
         refs = select_partitions(layout, **selection.partition_filters())
         stats = partition_stats(layout, refs).to_pylist()
@@ -264,7 +288,7 @@ def download(
                 elif format == "arrow":
                     _write_arrow(counted, tmp)
                 else:
-                    _write_hf(layout, counted, tmp, progress, batch_size)
+                    conversions = _write_hf(layout, counted, tmp, progress, batch_size)
                 rows = meter.rows
             schema = [{"name": f.name, "type": str(f.type)} for f in reader.schema]
         manifest = {
@@ -273,6 +297,7 @@ def download(
             "selection": selection.to_dict(),
             "rows": rows,
             "columns": schema,
+            "hf_conversions": conversions if format == "hf" else None,
             "catalog_snapshot_at": snapshot_at,
             "completed_at": utc_now_iso(),
             "partitions": [
@@ -287,7 +312,9 @@ def download(
             "files": _checksums(tmp),
         }
         write_json_atomic(tmp / MANIFEST, manifest)
-        if out.exists():
+        if claimed:
+            os.rename(tmp, out)  # onto our own empty folder; fails (ENOTEMPTY) if someone wrote into it
+        elif out.exists():
             old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:12]}")
             out.rename(old)
             tmp.rename(out)
@@ -296,5 +323,8 @@ def download(
             tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if claimed:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if still our empty claim
         raise
     return {**manifest, "path": str(out)}

@@ -19,3 +19,13 @@ class BatchError(DatalakeError):
     def __init__(self, message: str, details: dict | None = None):
         super().__init__(message)
         self.details = details or {}
+
+
+class CodedError(DatalakeError, ValueError):
+    """An expected refusal with a stable machine-readable ``code`` (shown as ``[code] message``)."""
+
+    code = "error"
+
+    def __init__(self, message: str):
+        super().__init__(f"[{self.code}] {message}")
+        self.message = message

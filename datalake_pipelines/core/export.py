@@ -25,16 +25,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from .catalog import INGESTED_AT, PARTITION_COLUMNS, read_partition_metadata
-from .download import _write_arrow, _write_hf, _write_parquet, asset_reader, image_columns
-from .errors import DatalakeError
+from .catalog import INGESTED_AT, PARTITION_COLUMNS
+from .errors import CodedError, DatalakeError
+from .export_writers import DATA_FILES, write_export
 from .files import utc_now, utc_now_iso, write_json_atomic
-from .layout import LakeLayout, PartitionRef
+from .jsonl_codec import python_rows
+from .layout import LakeLayout
 from .query import DuckDBClient, QueryPlan, quote_identifier
 from .warehouse import UnknownPartitionError, parquet_scan
 
 FILE_TYPES = ("parquet", "jsonl", "arrow", "hf", "hdf5")
-DATA_FILES = {"parquet": "data.parquet", "jsonl": "data.jsonl", "arrow": "data.arrow", "hf": ".", "hdf5": "data.h5"}
 MANIFEST = "export.json"
 SAMPLE_ROWS = 5
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -185,7 +185,7 @@ class ExportProgress:
     def meter(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
         for batch in reader:
             if len(self.sampled_data) < SAMPLE_ROWS and batch.num_rows:
-                rows = batch.slice(0, SAMPLE_ROWS - len(self.sampled_data)).to_pylist()
+                rows = python_rows(batch.slice(0, SAMPLE_ROWS - len(self.sampled_data)))
                 self.sampled_data.extend(json_safe(r) for r in rows)
             self.scan_data_count += batch.num_rows
             self.report()
@@ -262,7 +262,9 @@ def plan_export(duck: DuckDBClient, params: ExportParams, sampled: datetime) -> 
         return plan, plan
     snap = f"{quote_identifier(INGESTED_AT)} <= $sampled_timestamp"
     params_ = {**plan.params, "sampled_timestamp": sampled}
-    export = QueryPlan(f"SELECT * FROM ({plan.sql}) AS q WHERE {snap}", params_, plan.files, plan.columns)
+    export = QueryPlan(
+        f"SELECT * FROM ({plan.sql}) AS q WHERE {snap}", params_, plan.files, plan.columns, restore=plan.restore
+    )
     total = QueryPlan(
         f"SELECT count(*) AS n FROM {parquet_scan('$files')} WHERE {snap}",
         {"files": plan.params["files"], "sampled_timestamp": sampled},
@@ -279,62 +281,6 @@ def _count(duck: DuckDBClient, plan: QueryPlan) -> int:
         return int(duck.run(plan).column(0)[0].as_py())
     counting = QueryPlan(f"SELECT count(*) AS n FROM ({plan.sql})", plan.params, plan.files, ["n"])
     return int(duck.run(counting).column(0)[0].as_py())
-
-
-# writing -------------------------------------------------------------------------------------------------
-def _write_jsonl(reader: pa.RecordBatchReader, out: Path) -> None:
-    """One JSON object per line, rendered by DuckDB's ``to_json`` (timestamps as text)."""
-    con = duckdb.connect(":memory:")
-    con.execute("SET TimeZone = 'UTC'")
-    try:
-        with open(out / DATA_FILES["jsonl"], "w", encoding="utf-8", newline="\n") as fh:
-            for batch in reader:
-                con.register("__export_batch", pa.Table.from_batches([batch]))
-                lines = con.sql("SELECT to_json(__export_row)::VARCHAR FROM __export_batch AS __export_row")
-                text = lines.to_arrow_table().column(0).to_pylist()
-                con.unregister("__export_batch")
-                if text:
-                    fh.write("\n".join(text))
-                    fh.write("\n")
-    finally:
-        con.close()
-
-
-def _write_hdf5(layout: LakeLayout, reader: pa.RecordBatchReader, out: Path, opts: dict[str, Any]) -> None:
-    from .hdf5 import Hdf5ExportWriter
-
-    def partition_meta(key: tuple[str, str, str, str]) -> dict[str, Any]:
-        return read_partition_metadata(layout, PartitionRef(*key))
-
-    writer = Hdf5ExportWriter(
-        out / DATA_FILES["hdf5"],
-        read_asset=asset_reader(layout),
-        partition_meta=partition_meta,
-        image_columns=image_columns(reader.schema),
-        image_mode=opts["hdf5_images"],
-        image_shape=tuple(opts["hdf5_image_shape"]),
-        compression=opts["hdf5_compression"],
-    )
-    try:
-        for batch in reader:
-            writer.write(batch)
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-
-
-def _write(layout: LakeLayout, file_type: str, reader: pa.RecordBatchReader, out: Path, opts: dict) -> None:
-    if file_type == "parquet":
-        _write_parquet(reader, out, hive=False)
-    elif file_type == "arrow":
-        _write_arrow(reader, out)
-    elif file_type == "jsonl":
-        _write_jsonl(reader, out)
-    elif file_type == "hf":
-        _write_hf(layout, reader, out, progress=False, batch_size=opts["batch_size"])
-    else:
-        _write_hdf5(layout, reader, out, opts)
 
 
 def prepare_destination(destination: str) -> Path:
@@ -397,7 +343,7 @@ def run_export(
             progress.report()
             reader = duck.stream(plan, opts["batch_size"])
             counted = pa.RecordBatchReader.from_batches(reader.schema, progress.meter(reader))
-            _write(layout, params.file_type, counted, tmp, opts)
+            encodings = write_export(layout, params.file_type, counted, tmp, opts)
             columns = [{"name": f.name, "type": str(f.type)} for f in reader.schema]
         manifest = {
             "task_params": params.to_dict(),
@@ -410,6 +356,7 @@ def run_export(
             "sampled_at": progress.info()["sampled_at"],
             "completed_at": utc_now_iso(),
             "columns": columns,
+            **encodings,
             "files": _files(tmp),
         }
         write_json_atomic(tmp / MANIFEST, manifest)
@@ -418,6 +365,8 @@ def run_export(
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, ExportError) or not isinstance(exc, Exception):
             raise
+        if isinstance(exc, CodedError):  # type conflict, unrestorable type, hf_unsupported_type, bad value
+            raise ExportError(exc.code, exc.message) from exc
         raise ExportError(EXPORT_FAILED, f"{type(exc).__name__}: {exc}") from exc
     progress.stage = "done"
     progress.report(done=True)

@@ -10,9 +10,12 @@ Every dataset is 1-D (images resized: N x H x W x C), ``maxshape=(None, ...)``, 
 batch. Encodings (the ``encoding`` of each column in ``schema``): ``image_bytes`` (vlen uint8, the stored file
 bytes), ``image_array`` (decoded, EXIF orientation applied, resized; uint8, or uint16/int32/float32 for
 16-bit/32-bit/float images, values never scaled or clamped; a column widens to the deepest image it holds),
-``utf8`` (vlen UTF-8 text), ``bytes`` (vlen uint8),
+``utf8`` (vlen UTF-8 text), ``utf8_bytes`` (text as vlen uint8 UTF-8 bytes: a partition's text column switches
+to it, rows already written included, at the first value holding a NUL character, which HDF5's C-string vlen
+type cannot hold), ``bytes`` (vlen uint8),
 ``number``/``bool`` (their numpy dtype), ``timestamp`` (int64 in the arrow unit; attrs ``unit``/``tz``),
-``json`` (nested values as JSON text), ``text`` (anything else cast to text).
+``json`` (nested values as JSON text: bytes as base64, maps as ``[{"key", "value"}]`` lists, times as integers
+in their unit, decimals as text; see :func:`.jsonl_codec.to_json_values`), ``text`` (anything else as text).
 
 Nulls: a null is written as the type's empty value (``""``, no bytes, ``0``, ``False``, zero pixels) and flagged
 ``True`` in ``_nulls/<column>``, a mask created at the first null (earlier rows backfilled ``False``). Columns
@@ -36,6 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image, ImageOps
+
+from .jsonl_codec import to_json_values
 
 PARTITION_COLUMNS = ("provider", "dataset", "task", "variant")
 NULLS = "_nulls"
@@ -62,7 +67,7 @@ def _encoding(field: pa.Field, image_columns: set[str], image_mode: str) -> str:
         t = t.value_type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return "utf8"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
         return "bytes"
     if pa.types.is_boolean(t):
         return "bool"
@@ -99,6 +104,28 @@ class _Group:
         self.datasets: dict[str, h5py.Dataset] = {}
         self.masks: dict[str, h5py.Dataset] = {}
         self.non_null: set[str] = set()
+        self.encodings: dict[str, str] = {}  # per-group overrides of the writer's encodings ("utf8_bytes")
+
+    def encoding(self, name: str) -> str:
+        return self.encodings.get(name) or self.writer.encodings[name]
+
+    def _strings_as_bytes(self, name: str, start: int) -> str:
+        """Switch column ``name`` of this group to ``utf8_bytes`` (vlen UTF-8 bytes), rewriting its first
+        ``start`` rows: HDF5 vlen strings are C strings, so h5py refuses one holding a NUL character."""
+        self.encodings[name] = "utf8_bytes"
+        old = self.datasets.pop(name, None)
+        if old is None:
+            return "utf8_bytes"
+        tmp_name = f"{name}.__utf8"
+        self.group.move(name, tmp_name)
+        old = self.group[tmp_name]
+        new = self._dataset(name, "utf8_bytes", pa.array([], pa.string()))
+        new.resize((start,))
+        for a in range(0, start, 10_000):
+            b = min(a + 10_000, start)
+            write_vlen_bytes(new, a, [v.encode("utf-8") for v in old.asstr()[a:b]])
+        del self.group[tmp_name]
+        return "utf8_bytes"
 
     def _dataset(self, name: str, encoding: str, column: pa.Array) -> h5py.Dataset:
         if name in self.datasets:
@@ -109,7 +136,7 @@ class _Group:
             h, wd, c = w.image_shape
             shape, dtype = (0, h, wd, c), np.uint8
             fixed = {"chunks": (max(1, (1 << 20) // (h * wd * c)), h, wd, c)}
-        elif encoding in ("image_bytes", "bytes"):
+        elif encoding in ("image_bytes", "bytes", "utf8_bytes"):
             shape, dtype = (0,), VLEN_BYTES
         elif encoding in ("utf8", "json", "text"):
             shape, dtype = (0,), UTF8
@@ -154,7 +181,9 @@ class _Group:
             column = table.column(field.name).combine_chunks()
             if pa.types.is_dictionary(column.type):
                 column = column.dictionary_decode()
-            encoding = self.writer.encodings[field.name]
+            encoding = self.encoding(field.name)
+            if encoding == "utf8" and pc.any(pc.match_substring(column, "\x00")).as_py():
+                encoding = self._strings_as_bytes(field.name, start)
             ds = self._dataset(field.name, encoding, column)
             ds.resize((start + n, *ds.shape[1:]))
             self._write(ds, encoding, start, column)
@@ -176,10 +205,13 @@ class _Group:
                     ds[start + a : start + a + len(chunk)] = pixels
         elif encoding == "bytes":
             write_vlen_bytes(ds, start, [b or b"" for b in column.to_pylist()])
+        elif encoding == "utf8_bytes":
+            write_vlen_bytes(ds, start, [v.encode("utf-8") for v in pc.fill_null(column, "").to_pylist()])
         elif encoding == "utf8":
             ds[start:end] = np.array(pc.fill_null(column, "").to_pylist(), dtype=object)
         elif encoding == "json":
-            texts = ["" if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in column.to_pylist()]
+            values = to_json_values(column)  # exact: bytes base64, maps as entries, times as integers
+            texts = ["" if v is None else json.dumps(v, ensure_ascii=False) for v in values]
             ds[start:end] = np.array(texts, dtype=object)
         elif encoding == "text":
             ds[start:end] = np.array(pc.fill_null(column.cast(pa.string()), "").to_pylist(), dtype=object)
@@ -221,7 +253,7 @@ class _Group:
             attrs[level] = value
         attrs["row_count"] = self.rows
         columns = [
-            {"name": f.name, "type": str(f.type), "encoding": self.writer.encodings[f.name]}
+            {"name": f.name, "type": str(f.type), "encoding": self.encoding(f.name)}
             for f in schema
             if f.name in self.datasets and f.name not in dropped
         ]
@@ -315,6 +347,8 @@ class Hdf5ExportWriter:
         """Write the group attributes and close the file."""
         self.file.attrs["format"] = "datalake-export-hdf5/1"
         self.file.attrs["partition_columns"] = json.dumps(PARTITION_COLUMNS)
+        if self.schema is not None:  # the exported Arrow types, for readers that rebuild typed columns
+            self.file.attrs["arrow_schema"] = np.void(self.schema.serialize().to_pybytes())
         for key, group in self.groups.items():
             group.finish(self.schema, self.partition_meta(key))
         self.file.close()
@@ -342,13 +376,19 @@ def export_groups(f: h5py.File) -> list[str]:
 def _read(ds: h5py.Dataset, encoding: str, a: int, b: int, column_type: str) -> Any:
     if encoding in ("image_bytes", "bytes"):
         return [v.tobytes() for v in ds[a:b]]
+    if encoding == "utf8_bytes":
+        return [v.tobytes().decode("utf-8") for v in ds[a:b]]
     if encoding in ("utf8", "text"):
         return list(ds.asstr()[a:b])
     if encoding == "json":
         return [json.loads(v) if v else None for v in ds.asstr()[a:b]]
     if encoding == "timestamp":
         tz = ds.attrs["tz"] or None
-        return pa.array(ds[a:b], pa.int64()).cast(pa.timestamp(ds.attrs["unit"], tz)).to_pylist()
+        stamps = pa.array(ds[a:b], pa.int64()).cast(pa.timestamp(ds.attrs["unit"], tz))
+        try:
+            return stamps.to_pylist()
+        except (OverflowError, ValueError):  # beyond datetime's years: an Arrow array holds them
+            return stamps
     return ds[a:b]
 
 
@@ -372,7 +412,10 @@ def iter_hdf5_batches(path: str | Path, batch_size: int = 10_000) -> Iterator[tu
                     values = _read(group[name], encoding, a, b, col["type"])
                     if name in masks:
                         mask = masks[name][a:b]
-                        if mask.any():
+                        if mask.any() and isinstance(values, pa.Array):
+                            values = pc.if_else(pa.array(mask), pa.nulls(len(values), values.type), values)
+                        elif mask.any():
                             values = [None if m else v for v, m in zip(list(values), mask)]
                     batch[name] = values
                 yield group_path, batch
+

@@ -23,8 +23,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from .arrow_restore import local_schema, restore_reader, restore_table, selection_schema
 from .catalog import PARTITION_COLUMNS, CatalogError
+from .errors import DatalakeError
 from .layout import BASE_PATH_ENV, LakeLayout, resolve_base_path
+from .query_sql import TEXT_TYPES, check_columns, limit_sql, literal_in_json, quote_identifier, where_sql
 from .warehouse import (
     UnknownPartitionError,
     catalog_files,
@@ -39,11 +42,6 @@ __all__ = ["DuckDBClient", "QueryPlan", "UnknownPartitionError", "select_partiti
 
 SNIPPET_CONTEXT = 40
 SEARCH_MODES = ("contains", "regex")
-TEXT_TYPES = ("VARCHAR", "JSON")
-
-
-def quote_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass
@@ -61,6 +59,7 @@ class QueryPlan:
     keep: set[str] = field(default_factory=set)  # columns never dropped as all-null
     source: str = ""
     source_params: dict[str, Any] = field(default_factory=dict)
+    restore: pa.Schema | None = None  # catalog Arrow types the result is cast back to (see .arrow_restore)
 
     @property
     def empty(self) -> bool:
@@ -158,6 +157,8 @@ class DuckDBClient:
         """Turn a DuckDB read failure into a ``CatalogError`` naming the unreadable file."""
         try:
             yield
+        except duckdb.ConversionException as exc:  # values are cast up front; this is the last guard
+            raise DatalakeError(f"query failed: {str(exc).splitlines()[0]}") from None
         except (duckdb.IOException, duckdb.InvalidInputException, pa.ArrowException) as exc:
             message = str(exc).splitlines()[0]
             named = [f for f in files if str(f).removeprefix("s3://") in message]  # pyarrow drops the scheme
@@ -194,7 +195,7 @@ class DuckDBClient:
             return pa.table({c: pa.array([], pa.string()) for c in plan.columns})
         rel = self._relation(plan.sql, plan.params, plan.files)
         with self._reading(plan.files):
-            return rel.to_arrow_table()
+            return restore_table(rel.to_arrow_table(), plan.restore)
 
     def stream(self, plan: QueryPlan, batch_size: int = 10_000) -> pa.RecordBatchReader:
         """Execute a plan as a bounded-memory reader of record batches."""
@@ -209,17 +210,27 @@ class DuckDBClient:
             with self._reading(plan.files):
                 yield from reader
 
-        return pa.RecordBatchReader.from_batches(reader.schema, guarded())
+        return restore_reader(pa.RecordBatchReader.from_batches(reader.schema, guarded()), plan.restore)
+
+    def catalog_schema(self, files: list, columns: Sequence[str] | None) -> pa.Schema:
+        """The stored Arrow types of ``columns`` over ``files``; a type conflict between partitions raises
+        :class:`~.arrow_restore.TypeConflictError` naming the column, its types and the partitions."""
+        if self.s3 is not None:
+            return selection_schema(files, columns, lambda fs: [f.physical_schema for f in self.s3.fragments(fs)])
+        return selection_schema(files, columns, lambda fs: [local_schema(Path(f)) for f in fs])
 
     # planning ----------------------------------------------------------------
     def _selection(self, providers, datasets, tasks, variants, columns):
         if self.s3 is not None:
             files = self.s3.files(self.s3.select(providers, datasets, tasks, variants))
+            # the registered pyarrow dataset needs one schema over every column: refuse a conflict first,
+            # naming the partitions (the dataset would only say the types)
+            self.catalog_schema(files, None)
         else:
             files = catalog_files(self.layout, select_partitions(self.layout, providers, datasets, tasks, variants))
         schema = self.describe(files)
         if columns is not None and files:
-            _check_columns(columns, schema)
+            check_columns(columns, schema)
         selected = list(schema) if columns is None else list(dict.fromkeys(columns))
         return files, schema, selected
 
@@ -236,13 +247,14 @@ class DuckDBClient:
         files, schema, selected = self._selection(providers, datasets, tasks, variants, columns)
         source, source_params = self._source(files) if files else ("", {})
         params = dict(source_params)
-        condition = _where_sql(where, schema, params) if files else ""
+        condition = where_sql(where, schema, params, self.con) if files else ""
         sql = (
             f"SELECT {', '.join(map(quote_identifier, selected))} FROM {source}"
-            f"{' WHERE ' + condition if condition else ''}{_limit_sql(limit)}"
+            f"{' WHERE ' + condition if condition else ''}{limit_sql(limit)}"
         )
         keep = set(columns or PARTITION_COLUMNS)
-        return QueryPlan(sql, params, files, selected, keep, source, source_params)
+        restore = self.catalog_schema(files, [*selected, *(where or ())]) if files else None
+        return QueryPlan(sql, params, files, selected, keep, source, source_params, restore)
 
     def plan_search(
         self,
@@ -268,7 +280,7 @@ class DuckDBClient:
         out_columns = [*selected, "matched_snippet"]
         if not files:
             return QueryPlan("", {}, [], out_columns)
-        _check_columns([column], schema)
+        check_columns([column], schema)
         if schema[column] not in TEXT_TYPES:
             raise ValueError(f"column {column!r} has type {schema[column]}; text search needs a text/JSON column")
         source, source_params = self._source(files)
@@ -282,7 +294,11 @@ class DuckDBClient:
 
             locate = "strpos(__match, regexp_extract(__match, $pattern))", "length(regexp_extract(__match, $pattern))"
         else:
-            params["needle"] = text.lower()
+            # Both sides are folded by DuckDB's lower() (the term once, here; the column per row): Python's
+            # str.lower differs (it turns 'İ' into 'i' plus a combining dot, DuckDB into 'i'), and then a term
+            # never matches its own text. DuckDB's lower maps code point to code point, so a position found
+            # in the folded text is the position in the original text the snippet is cut from.
+            params["needle"] = self.con.execute("SELECT lower($t)", {"t": text}).fetchall()[0][0]
 
             def matches(x: str) -> str:
                 return f"contains(lower({x}), $needle)"
@@ -294,10 +310,14 @@ class DuckDBClient:
             values = f"try(json_extract_string({hay}, $json_path))"
             if "*" not in json_path:
                 values = f"[{values}]"
-            match = f"list_filter({values}, lambda v: {matches('v')})[1]"
-        else:
-            match = f"CASE WHEN {matches(hay)} THEN {hay} END"
-        condition = _where_sql(where, schema, params)
+            match, prefilter = f"list_filter({values}, lambda v: {matches('v')})[1]", f"{hay} IS NOT NULL"
+            if mode == "contains" and literal_in_json(params["needle"]):
+                # A cheap scan filter before the per-row JSON extraction: a value holding the term holds it
+                # literally in the raw JSON text, unless that text escapes something (any backslash).
+                prefilter += f" AND (contains(lower({hay}), $needle) OR contains({hay}, '\\'))"
+        else:  # the match itself is the scan's filter, so non-matching rows are dropped in the scan
+            match, prefilter = hay, matches(hay)
+        condition = where_sql(where, schema, params, self.con)
         start = f"greatest(__pos - {SNIPPET_CONTEXT}, 1)"
         sql = f"""
             SELECT * EXCLUDE (__match, __pos, __len),
@@ -306,11 +326,12 @@ class DuckDBClient:
                 SELECT *, {locate[0]} AS __pos, {locate[1]} AS __len FROM (
                     SELECT {", ".join(map(quote_identifier, selected))}, {match} AS __match
                     FROM {source}
-                    WHERE {hay} IS NOT NULL{" AND " + condition if condition else ""}
+                    WHERE {prefilter}{" AND " + condition if condition else ""}
                 ) WHERE __match IS NOT NULL
-            ){_limit_sql(limit)}"""
+            ){limit_sql(limit)}"""
         keep = {*(columns or PARTITION_COLUMNS), "matched_snippet"}
-        return QueryPlan(sql, params, files, out_columns, keep, source, source_params)
+        restore = self.catalog_schema(files, [*selected, *(where or ())])
+        return QueryPlan(sql, params, files, out_columns, keep, source, source_params, restore)
 
     def _check_regex(self, pattern: str) -> None:
         try:
@@ -404,38 +425,3 @@ class DuckDBClient:
 
 def _files_param(files: list[Path]) -> dict[str, Any]:
     return {"files": [str(f) for f in files]}
-
-
-def _check_columns(columns: Sequence[str], schema: dict[str, str]) -> None:
-    unknown = [c for c in columns if c not in schema]
-    if unknown:
-        raise ValueError(f"unknown column(s) {', '.join(map(repr, unknown))}; available columns: {', '.join(schema)}")
-
-
-def _where_sql(where: dict[str, Any] | None, schema: dict[str, str], params: dict[str, Any]) -> str:
-    """``AND``-ed equality / ``IN`` conditions with every value bound as a parameter."""
-    if not where:
-        return ""
-    _check_columns(list(where), schema)
-    parts = []
-    for i, (column, value) in enumerate(where.items()):
-        ident = quote_identifier(column)
-        if value is None:
-            parts.append(f"{ident} IS NULL")
-        elif isinstance(value, (list, tuple, set, frozenset)):
-            values = list(value)
-            names = [f"w{i}_{j}" for j in range(len(values))]
-            params.update(zip(names, values))
-            parts.append(f"{ident} IN ({', '.join('$' + n for n in names)})" if names else "false")
-        else:
-            params[f"w{i}"] = value
-            parts.append(f"{ident} = $w{i}")
-    return " AND ".join(parts)
-
-
-def _limit_sql(limit: int | None) -> str:
-    if limit is None:
-        return ""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValueError(f"limit must be a non-negative integer, got {limit!r}")
-    return f" LIMIT {limit}"
