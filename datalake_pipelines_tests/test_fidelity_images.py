@@ -20,6 +20,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from datalake_pipelines.core.download import download
+from datalake_pipelines.core.errors import DatalakeError
 from datalake_pipelines.core.export import run_export
 from datalake_pipelines.core.hash_index import HashIndex
 from datalake_pipelines.core.hdf5 import Hdf5ExportWriter
@@ -182,3 +183,34 @@ def test_hdf5_column_widens_when_a_deeper_image_follows(tmp_path):
         data = group_of(f)["img"][:]
     assert data.dtype == np.float32
     assert [float(data[i, 0, 0, 0]) for i in range(3)] == [200.0, 60000.0, 0.25]
+
+
+def test_hdf5_resized_exports_an_asset_above_pillows_default_guard(tmp_path, monkeypatch):
+    """A 190 Mpx asset accepted under a raised DATALAKE_MAX_IMAGE_PIXELS exports in a fresh process too:
+    the export raises Pillow's decompression-bomb guard to the lake's limit instead of refusing its own asset."""
+    path = tmp_path / "p190.png"
+    Image.new("1", (19_000, 10_000), 1).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)  # a fresh process: Pillow's default guard
+    monkeypatch.setenv("DATALAKE_MAX_IMAGE_PIXELS", "200000000")
+    blobs = {"p190.png": path.read_bytes()}
+    writer = Hdf5ExportWriter(
+        tmp_path / "out.h5", blobs.__getitem__, image_columns=["img"], image_mode="resized", image_shape=(4, 4, 1)
+    )
+    writer.write(pa.table({"provider": ["p"], "dataset": ["d"], "task": ["t"], "variant": ["v"], "img": ["p190.png"]}))
+    writer.close()
+    with h5py.File(tmp_path / "out.h5", "r") as f:
+        assert group_of(f)["img"][:].shape == (1, 4, 4, 1)
+
+
+def test_hdf5_names_the_asset_and_the_setting_when_pillow_refuses_it(tmp_path, monkeypatch):
+    path = tmp_path / "p190.png"
+    Image.new("1", (19_000, 10_000), 1).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)
+    monkeypatch.delenv("DATALAKE_MAX_IMAGE_PIXELS", raising=False)
+    writer = Hdf5ExportWriter(
+        tmp_path / "out.h5", {"p190.png": path.read_bytes()}.__getitem__, image_columns=["img"],
+        image_mode="resized", image_shape=(4, 4, 1),
+    )  # fmt: skip
+    with pytest.raises(DatalakeError, match="p190.png.*DATALAKE_MAX_IMAGE_PIXELS"):
+        writer.write(pa.table({"provider": ["p"], "dataset": ["d"], "task": ["t"], "variant": ["v"], "img": ["p190.png"]}))
+    writer.abort()

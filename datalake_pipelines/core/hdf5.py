@@ -40,6 +40,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image, ImageOps
 
+from .errors import DatalakeError
+from .images import MAX_PIXELS_ENV, allow_pixels_in_pillow, max_pixels_from_env
 from .jsonl_codec import to_json_values
 
 PARTITION_COLUMNS = ("provider", "dataset", "task", "variant")
@@ -289,6 +291,8 @@ class Hdf5ExportWriter:
         self.image_mode = image_mode
         self.image_shape = tuple(image_shape)
         self.compression = compression
+        # Assets were accepted under the lake's pixel limit; Pillow's own guard must not refuse them here.
+        allow_pixels_in_pillow(max_pixels_from_env())
         self.file = h5py.File(self.path, "w")
         self.groups: dict[tuple[str, ...], _Group] = {}
         self.schema: pa.Schema | None = None
@@ -326,7 +330,14 @@ class Hdf5ExportWriter:
         h, w, c = self.image_shape
         if relpath is None:
             return np.zeros((h, w, c), dtype=np.uint8)
-        with Image.open(io.BytesIO(self.read_asset(relpath))) as img:
+        try:
+            img = Image.open(io.BytesIO(self.read_asset(relpath)))
+        except Image.DecompressionBombError as exc:
+            raise DatalakeError(
+                f"asset {relpath} is larger than Pillow may decode here ({exc}); set {MAX_PIXELS_ENV} to the limit "
+                "it was ingested under"
+            ) from None
+        with img:
             depth = HIGH_DEPTH_DTYPES.get(img.mode)
             if depth is None:
                 side = max(w, h)  # the orientation may swap the axes after the draft
