@@ -211,6 +211,7 @@ def test_hdf5_names_the_asset_and_the_setting_when_pillow_refuses_it(tmp_path, m
         tmp_path / "out.h5", {"p190.png": path.read_bytes()}.__getitem__, image_columns=["img"],
         image_mode="resized", image_shape=(4, 4, 1),
     )  # fmt: skip
+    row = pa.table({"provider": ["p"], "dataset": ["d"], "task": ["t"], "variant": ["v"], "img": ["p190.png"]})
     with pytest.raises(DatalakeError, match="p190.png.*DATALAKE_MAX_IMAGE_PIXELS"):
-        writer.write(pa.table({"provider": ["p"], "dataset": ["d"], "task": ["t"], "variant": ["v"], "img": ["p190.png"]}))
+        writer.write(row)
     writer.abort()

@@ -38,7 +38,7 @@ from .file_accounting import FILE_COLUMN, IMAGE_COLUMN, regular_files, scan_fold
 from .files import UnsafePathError, safe_join, utc_now, utc_now_iso, write_json_atomic
 from .hash_index import HashIndex
 from .images import max_pixels_from_env
-from .layout import BATCH_DATA, BATCH_MANIFEST, ERROR_FILE, LakeLayout
+from .layout import BATCH_DATA, ERROR_FILE, LakeLayout
 from .locks import exclusive_lock
 from .manifest import BatchManifest, load_manifest
 from .quarantine import quarantine_rows
