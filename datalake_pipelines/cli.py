@@ -83,14 +83,19 @@ def split_list(text: str | None) -> list[str]:
 
 
 def parse_pairs(items: Sequence[str], flag: str) -> dict[str, str]:
-    """``["lang=ko", "src=real"]`` (or one ``"lang=ko, src=real"``) -> ``{"lang": "ko", "src": "real"}``."""
+    """``["lang=ko", "note=Seoul, Korea"]`` -> ``{"lang": "ko", "note": "Seoul, Korea"}``.
+
+    One ``key=value`` per flag; the value is kept verbatim (commas, spaces) so it is never split or trimmed
+    silently. A key given twice is refused rather than letting the last one win unseen.
+    """
     pairs: dict[str, str] = {}
     for item in items:
-        for part in split_list(item):
-            key, sep, val = part.partition("=")
-            if not sep or not key.strip() or not val.strip():
-                raise CliError(f"{flag} expects key=value, got {part!r}")
-            pairs[key.strip()] = val.strip()
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip() or not val:
+            raise CliError(f"{flag} expects key=value (one pair per {flag}), got {item!r}")
+        if key.strip() in pairs:
+            raise CliError(f"{flag} names {key.strip()!r} twice")
+        pairs[key.strip()] = val
     return pairs
 
 
@@ -494,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset")
     p.add_argument("--task")
     p.add_argument("--variant")
-    p.add_argument("--meta", action="append", help="field=value (repeatable)")
+    p.add_argument("--meta", action="append", help="field=value, one per flag, value verbatim (repeatable)")
     p.add_argument("--description", default="")
     p.add_argument("--image-columns", help="comma separated image columns (default: detected)")
     p.add_argument("--job-id")

@@ -394,3 +394,17 @@ def test_console_script_prompts_on_a_real_pseudo_terminal(tmp_path):
     assert answered, output
     assert code == 0, output
     assert "from-tty" in load_schema(LakeLayout(base)).providers
+
+
+def test_meta_values_are_kept_verbatim_one_pair_per_flag(run, lake, tmp_path, make_jpeg):
+    """A comma or a space inside a --meta value is data: it is never split into another pair or trimmed."""
+    from datalake_pipelines.cli import CliError, parse_pairs
+
+    assert parse_pairs(["note=Seoul, Korea", "tag= a=b "], "--meta") == {"note": "Seoul, Korea", "tag": " a=b "}
+    with pytest.raises(CliError, match="twice"):
+        parse_pairs(["lang=ko", "lang=en"], "--meta")
+    data = images_parquet(tmp_path, make_jpeg, n=1)
+    base = ["upload", "--type", "task", "--data", str(data), "--provider", "aihub", "--dataset", "docs"]
+    code, _, err = run(*base, "--task", "ocr", "--variant", "v", "--meta", "lang=ko,src=real")
+    assert code != 0 and "ko,src=real" in err  # one value, refused by the task's allowed values, not split
+    assert not any(lake.pending.iterdir())
