@@ -88,9 +88,19 @@ def _rebuild(t: pa.DataType, leaf) -> pa.DataType:
 
 
 def _staged(t: pa.DataType) -> pa.DataType:
-    """The staging normalization of issue 11 item 2: dictionaries to values, views to large types."""
+    """The staging normalization (issue 11 item 2, README): dictionaries to values, views to large types, and
+    what Parquet has no type for to its lossless equivalent: ``timestamp[s]`` to ``timestamp[ms]`` (same zone),
+    ``time32[s]`` to ``time32[ms]``, ``date64`` to ``date32``, ``decimal256`` of precision <= 38 to ``decimal128``."""
     if pa.types.is_dictionary(t):
         return t.value_type
+    if pa.types.is_timestamp(t) and t.unit == "s":
+        return pa.timestamp("ms", t.tz)
+    if pa.types.is_time32(t) and t.unit == "s":
+        return pa.time32("ms")
+    if pa.types.is_date64(t):
+        return pa.date32()
+    if pa.types.is_decimal256(t) and t.precision <= 38:
+        return pa.decimal128(t.precision, t.scale)
     if pa.types.is_string_view(t):
         return pa.large_string()
     if pa.types.is_binary_view(t):
@@ -250,6 +260,20 @@ def _leaves(array: pa.Array):
         yield array
 
 
+def _types_in(t: pa.DataType):
+    yield t
+    if pa.types.is_nested(t) or pa.types.is_dictionary(t):
+        children = [t.value_type] if pa.types.is_dictionary(t) else [t.field(i).type for i in range(t.num_fields)]
+        for child in children:
+            yield from _types_in(child)
+
+
+def refused_types(table: pa.Table) -> list[str]:
+    """Columns holding a type the lake documents refusing: ``decimal256`` over 38 digits (DuckDB reads it as DOUBLE)."""
+    wide = lambda t: pa.types.is_decimal256(t) and t.precision > 38  # noqa: E731
+    return sorted(f.name for f in table.schema if any(wide(t) for t in _types_in(f.type)))
+
+
 def beyond_microseconds(table: pa.Table) -> list[str]:
     """Columns holding a timestamp in s or ms that int64 microseconds cannot hold (see the module docstring)."""
     found = []
@@ -298,7 +322,7 @@ class RoundTrip:
         except DatalakeError as exc:
             if table.num_rows == 0:
                 return []  # refusing an empty upload at once is the documented behaviour
-            unholdable = beyond_microseconds(table)
+            unholdable = beyond_microseconds(table) + refused_types(table)
             if unholdable and any(name in str(exc) for name in unholdable) and self.catalog(ref) is None:
                 return []
             return [f"ingest: upload refused: {exc}"]

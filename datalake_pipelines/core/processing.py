@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .arrow_cast import cast_table
 from .arrow_normalize import normalize_batch, normalize_schema
 from .catalog import (
     ROW_HASH,
@@ -38,7 +39,7 @@ from .file_accounting import FILE_COLUMN, IMAGE_COLUMN, regular_files, scan_fold
 from .files import UnsafePathError, safe_join, utc_now, utc_now_iso, write_json_atomic
 from .hash_index import HashIndex
 from .images import max_pixels_from_env
-from .layout import BATCH_DATA, BATCH_MANIFEST, ERROR_FILE, LakeLayout
+from .layout import BATCH_DATA, ERROR_FILE, LakeLayout
 from .locks import exclusive_lock
 from .manifest import BatchManifest, load_manifest
 from .quarantine import quarantine_rows
@@ -356,7 +357,7 @@ class BatchProcessor:
         out = catalog_rows(table, keep_idx, stored, manifest, ingested_at, self._identity)
         target = part_schema(out.schema, self._contract)
         if not out.schema.equals(target):
-            out = out.cast(target)  # a promotion the contract recorded (int32 -> int64, ...)
+            out = cast_table(out, target)  # a promotion the contract recorded (int32 -> int64, ...)
         # Each occurrence of a content has its own row_hash: a hit means the row is already in the partition.
         fresh = []
         for j, h in enumerate(out.column(ROW_HASH).to_pylist()):
