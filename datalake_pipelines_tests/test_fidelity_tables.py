@@ -91,6 +91,20 @@ def test_row_identity_is_independent_of_chunking_position_and_column_order():
     assert len(set(content_digests(tricky))) == 4
 
 
+@pytest.mark.parametrize(
+    "t", [pa.time64("ns"), pa.timestamp("ns", "Asia/Seoul"), pa.duration("ns"), pa.list_(pa.time64("ns"))]
+)
+def test_values_one_nanosecond_apart_have_different_identities(t):
+    # Python's datetime.time holds microseconds: hashing through Python objects made 1 ns and 2 ns one row
+    ints = pa.array([1, 2, 86_399_999_999_999], pa.int64())  # the last: 23:59:59.999999999
+    values = (
+        pa.ListArray.from_arrays(pa.array([0, 1, 2, 3], pa.int32()), ints.view(t.value_type))
+        if (pa.types.is_list(t))
+        else ints.view(t)
+    )
+    assert len(set(content_digests(pa.table({"v": values})))) == 3
+
+
 def test_hashing_1000_rows_costs_milliseconds():
     import time
 
