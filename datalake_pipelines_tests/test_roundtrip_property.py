@@ -12,8 +12,10 @@ with ``process_pending``, and then read back every way a user reads it:
 - a second upload of the same table adds no row (rows are a multiset: identity is content plus occurrence);
 - compacting the partition keeps every row (compaction keeps repeats too).
 
-The expected table is the input after the staging normalizations the issue fixes (item 2): dictionary columns
-become their value type, ``string_view``/``binary_view`` become ``large_string``/``large_binary``. The ``hf``
+The expected table is the input after the staging normalizations (item 2 and the README): dictionary columns
+become their value type, ``string_view``/``binary_view`` become ``large_string``/``large_binary``, and the types
+Parquet has no home for their lossless equivalent (``timestamp[s]``/``time32[s]`` in ms, ``date64`` as
+``date32``, ``decimal256`` of <= 38 digits as ``decimal128``), at any depth. The ``hf``
 download may also turn a map into a list of ``{key, value}`` structs (what ``datasets`` can hold), or refuse the
 table up front with a :class:`DatalakeError` that names the column, before writing anything (item 5).
 
@@ -22,7 +24,8 @@ A table with no rows is documented as refused ("empty batch"); the test then che
 catalog. A timestamp in seconds or milliseconds beyond what int64 microseconds hold (about 292,000 years either
 side of 1970) has no exact home: Parquet stores seconds as milliseconds, and DuckDB reads every timestamp unit
 but ns as microseconds. Issue 11 allows such a table to be refused at upload, before anything is stored, with
-a ``DatalakeError`` naming the column; any other refusal fails the test.
+a ``DatalakeError`` naming the column; so is a ``decimal256`` of more than 38 digits (DuckDB reads it as DOUBLE,
+losing digits). Any other refusal fails the test.
 
 ``DATALAKE_ROUNDTRIP_EXAMPLES`` sets the number of generated tables (default 500, none of them empty, plus two
 explicit empty tables; derandomized, so CI runs the same tables every time).
