@@ -219,6 +219,24 @@ def test_jsonl_binary_round_trips_through_base64(client, lake, tmp_path):
     assert rows == sorted(zip(raw, nested), key=repr)
 
 
+
+def test_jsonl_decimals_read_back_as_exact_decimals(client, lake, tmp_path):
+    from decimal import Decimal
+
+    values = [Decimal("12345678901234567890.123456"), Decimal("-0.000001"), None]
+    nested = [[Decimal("1.5")], None, [None]]
+    source = {
+        "d": pa.array(values, pa.decimal128(38, 6)),
+        "ds": pa.array(nested, pa.list_(pa.decimal128(5, 1))),
+    }
+    ingest(client, pa.table(source), "dec", tmp=tmp_path)
+    result = run_export(lake, {"destination": str(tmp_path / "out"), "export_all": True, "file_type": "jsonl"})
+    table = pa.Table.from_batches(list(iter_export_batches(result["path"])))
+    assert table.schema.field("d").type == pa.decimal128(38, 6)  # not float64, which has 15-17 digits
+    assert table.schema.field("ds").type == pa.list_(pa.decimal128(5, 1))
+    rows = sorted(zip(table["d"].to_pylist(), table["ds"].to_pylist()), key=repr)
+    assert rows == sorted(zip(values, nested), key=repr)
+
 # 5. HDF5 strings with NUL -------------------------------------------------------------------------------
 def test_hdf5_keeps_strings_with_nul_as_bytes(client, lake, tmp_path):
     texts = ["plain", "é", "a\x00b", None, "after"]

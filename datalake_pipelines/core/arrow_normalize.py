@@ -7,8 +7,18 @@ batch's ``data.parquet`` (hand drops never pass through staging):
 - ``string_view``/``binary_view`` become ``large_string``/``large_binary``, ``list_view`` becomes ``list``
   and run-end encoded columns their value type (the Parquet writer and DuckDB take these);
 - nested types are normalized inside (a dictionary inside a struct or a list too);
+- what Parquet has no type for becomes its lossless equivalent: ``timestamp[s]`` -> ``timestamp[ms]`` (same
+  zone), ``time32[s]`` -> ``time32[ms]``, ``date64`` -> ``date32`` (a date64 value off a day boundary is refused:
+  it would lose its milliseconds), ``decimal32``/``decimal64`` and ``decimal256`` of precision <= 38 ->
+  ``decimal128`` (Parquet stores them all as decimals and pyarrow reads them back as these);
 - field names, nullability, field metadata and extension types are kept (Parquet stores the Arrow schema, so
-  the catalog writer carries them); union types are refused because Parquet cannot store them.
+  the catalog writer carries them).
+
+Refused with a :class:`ValidationError` naming the column (before anything is stored): types the lake cannot keep
+exactly -- unions, intervals (Parquet has neither), structs without fields (Parquet cannot write them),
+``decimal256`` over 38 digits (DuckDB reads it as DOUBLE and loses digits), structs with two fields of one name
+-- and ``timestamp[s|ms]`` values beyond what int64 microseconds hold (DuckDB reads those units as microseconds
+and raises ``ConversionException``; about 292,000 years either side of 1970).
 
 A DataFrame keeps its named index levels as columns (as ``pyarrow.Table.from_pandas`` does by default); a
 default ``RangeIndex`` or an unnamed index is row numbering, not data, and is not stored.
@@ -20,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .arrow_cast import cast_column
 from .errors import ValidationError
 
 
@@ -37,6 +48,21 @@ def normalize_type(t: pa.DataType) -> pa.DataType:
         return pa.large_binary()
     if pa.types.is_union(t):
         raise ValidationError(f"type {t} cannot be stored: Parquet has no union type")
+    if pa.types.is_interval(t):
+        raise ValidationError(f"type {t} cannot be stored: Parquet has no interval type")
+    if pa.types.is_timestamp(t) and t.unit == "s":  # Parquet's smallest timestamp unit is ms
+        return pa.timestamp("ms", t.tz)
+    if pa.types.is_time32(t) and t.unit == "s":
+        return pa.time32("ms")
+    if pa.types.is_date64(t):  # Parquet has one date type, in days
+        return pa.date32()
+    if pa.types.is_decimal(t) and not pa.types.is_decimal128(t):
+        if t.precision > 38:
+            raise ValidationError(
+                f"type {t} cannot be kept exactly: DuckDB reads decimals of more than 38 digits as DOUBLE; "
+                "store it as text or reduce its precision to 38"
+            )
+        return pa.decimal128(t.precision, t.scale)
     if pa.types.is_list_view(t):
         return pa.list_(_normalize_field(t.value_field))
     if pa.types.is_large_list_view(t):
@@ -50,6 +76,12 @@ def normalize_type(t: pa.DataType) -> pa.DataType:
     if pa.types.is_map(t):
         return pa.map_(_normalize_field(t.key_field), _normalize_field(t.item_field), t.keys_sorted)
     if pa.types.is_struct(t):
+        if not t.num_fields:
+            raise ValidationError("a struct with no fields cannot be stored: Parquet cannot write it")
+        names = [t.field(i).name for i in range(t.num_fields)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValidationError(f"struct fields {twice} appear twice: DuckDB cannot hold a struct key twice")
         return pa.struct([_normalize_field(t.field(i)) for i in range(t.num_fields)])
     return t
 
@@ -65,20 +97,72 @@ def normalize_schema(schema: pa.Schema) -> pa.Schema:
         try:
             fields.append(_normalize_field(f))
         except ValidationError as exc:
-            raise ValidationError(f"column {f.name!r}: {exc}; convert it (e.g. to a struct) before uploading") from None
+            raise ValidationError(f"column {f.name!r}: {exc}; convert it before uploading") from None
     return pa.schema(fields, metadata=schema.metadata)
 
 
-def normalize_table(table: pa.Table) -> pa.Table:
-    """``table`` cast to :func:`normalize_schema`; values unchanged. Raises :class:`ValidationError`."""
-    target = normalize_schema(table.schema)
+def normalize_table(table: pa.Table, target: pa.Schema | None = None) -> pa.Table:
+    """``table`` cast to :func:`normalize_schema` (or ``target``, a normalized schema); values unchanged.
+
+    Raises :class:`ValidationError` naming the column when a type is refused, a value cannot be cast without
+    loss (a ``date64`` off a day boundary, a ``timestamp[s]`` beyond int64 milliseconds) or a timestamp is
+    beyond DuckDB's range for its unit (see the module docstring).
+    """
+    target = target if target is not None else normalize_schema(table.schema)
+    columns = []
+    for i, f in enumerate(target):
+        column = table.column(i)
+        try:
+            column = _normalize_column(column, f.type)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            why = " (a date64 value off a day boundary would lose its milliseconds)" if "date64" in str(exc) else ""
+            raise ValidationError(
+                f"column {f.name!r}: type {table.schema.field(i).type} cannot be stored as {f.type}{why}: {exc}"
+            ) from None
+        _check_timestamp_range(f.name, column)
+        columns.append(column)
     if target.equals(table.schema, check_metadata=True):
         return table
-    try:
-        columns = [_normalize_column(table.column(i), f.type) for i, f in enumerate(target)]
-        return pa.Table.from_arrays(columns, schema=target)
-    except (pa.ArrowException, TypeError) as exc:
-        raise ValidationError(f"cannot normalize column types {_types(table.schema)}: {exc}") from None
+    return pa.Table.from_arrays(columns, schema=target)
+
+
+# DuckDB reads Parquet timestamps in s/ms as int64 microseconds (ns stays ns, us is us): beyond this it fails.
+_MS_LIMIT = (2**63 - 1) // 1_000
+
+
+def _check_timestamp_range(name: str, column: pa.ChunkedArray) -> None:
+    if not _has_ms_timestamp(column.type):
+        return
+    for chunk in column.chunks:
+        for leaf in _leaves(chunk):
+            if pa.types.is_timestamp(leaf.type) and leaf.type.unit == "ms" and leaf.null_count < len(leaf):
+                low, high = pc.min_max(leaf.cast(pa.int64())).values()
+                if max(-low.as_py(), high.as_py()) > _MS_LIMIT:
+                    raise ValidationError(
+                        f"column {name!r}: a {leaf.type} value is beyond what DuckDB reads exactly (int64 "
+                        "microseconds since 1970, about 292,000 years either side); store it as int64 or in ns"
+                    )
+
+
+def _has_ms_timestamp(t: pa.DataType) -> bool:
+    if pa.types.is_timestamp(t):
+        return t.unit == "ms"
+    return pa.types.is_nested(t) and any(_has_ms_timestamp(t.field(i).type) for i in range(t.num_fields))
+
+
+def _leaves(array: pa.Array):
+    """Every leaf array under ``array``: struct fields, list values, map keys and items."""
+    t = array.type
+    if pa.types.is_struct(t):
+        for i in range(t.num_fields):
+            yield from _leaves(array.field(i))
+    elif pa.types.is_map(t):
+        yield from _leaves(array.keys)
+        yield from _leaves(array.items)
+    elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        yield from _leaves(array.flatten())
+    else:
+        yield array
 
 
 def _normalize_column(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
@@ -89,7 +173,7 @@ def _normalize_column(column: pa.ChunkedArray, target: pa.DataType) -> pa.Chunke
     if pa.types.is_list_view(column.type) or pa.types.is_large_list_view(column.type):
         # pyarrow 26's list_view -> list cast returns an invalid array (offsets buffer one entry short)
         column = pa.chunked_array([_list_view_to_list(c) for c in column.chunks], target)
-    return column.cast(target)
+    return cast_column(column, target)  # nested types child by child (see arrow_cast)
 
 
 def _list_view_to_list(arr: pa.Array) -> pa.Array:
@@ -104,8 +188,8 @@ def _list_view_to_list(arr: pa.Array) -> pa.Array:
 
 
 def normalize_batch(batch: pa.RecordBatch, target: pa.Schema) -> pa.Table:
-    table = pa.Table.from_batches([batch])
-    return table if table.schema.equals(target, check_metadata=True) else table.cast(target)
+    """One batch of a hand-dropped ``data.parquet`` as :func:`normalize_table` makes it (same checks)."""
+    return normalize_table(pa.Table.from_batches([batch]), target)
 
 
 def table_from_pandas(df: pd.DataFrame) -> pa.Table:
@@ -127,6 +211,3 @@ def table_from_pandas(df: pd.DataFrame) -> pa.Table:
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise ValidationError(f"the DataFrame cannot be converted to Arrow: {exc}") from None
 
-
-def _types(schema: pa.Schema) -> str:
-    return ", ".join(f"{f.name}: {f.type}" for f in schema)

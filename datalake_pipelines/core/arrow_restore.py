@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .arrow_cast import cast_array
 from .catalog import PARTITION_COLUMNS, CatalogError
 from .errors import CodedError
 
@@ -169,12 +170,11 @@ def restorer(
     plain = pa.schema([result.field(i) if i in manual else f for i, f in enumerate(schema)], metadata=schema.metadata)
 
     def cast(batch: pa.RecordBatch) -> pa.RecordBatch:
-        out = batch.cast(plain)
-        if not manual:
-            return out
-        arrays = out.columns
-        for i in manual:
-            arrays[i] = restore_array(batch.column(i), schema.field(i).type)
+        # column by column: RecordBatch.cast casts unchanged nested columns too (pyarrow 26 bug, see arrow_cast)
+        arrays = [
+            restore_array(c, f.type) if i in manual else cast_array(c, plain.field(i).type)
+            for i, (c, f) in enumerate(zip(batch.columns, schema))
+        ]
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
     return cast, schema
@@ -221,7 +221,7 @@ def restore_array(array: pa.Array, target: pa.DataType) -> pa.Array:
     if isinstance(target, pa.MapType) and isinstance(array.type, pa.MapType):
         keys, items = restore_array(array.keys, target.key_type), restore_array(array.items, target.item_type)
         return pa.MapArray.from_arrays(array.offsets, keys, items, type=target, mask=nulls)
-    return array.cast(target)
+    return cast_array(array, target)
 
 
 def restore_reader(reader: pa.RecordBatchReader, catalog: pa.Schema | None) -> pa.RecordBatchReader:

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .arrow_cast import cast_table
 from .errors import DatalakeError
 from .files import read_json, temp_sibling, utc_now_iso, write_json_atomic
 from .layout import LakeLayout, PartitionRef
@@ -110,7 +111,7 @@ class PartWriter:
             self.schema = table.schema
             self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
         elif table.schema != self.schema:
-            table = table.cast(self.schema)
+            table = cast_table(table, self.schema)
         self._writer.write_table(table)
         self.rows += table.num_rows
 

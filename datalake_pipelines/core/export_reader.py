@@ -15,7 +15,7 @@ by one batch (Arrow and HF files are memory-mapped). Per format:
 
 - Parquet, Arrow: the exported columns and types exactly.
 - JSONL: with its ``export.json``, parsed with the schema it records, bytes (base64), maps (key/value lists)
-  and float16 restored to their exported types; timestamps, dates and times stay text, decimals are float64.
+  float16 and decimals restored to their exported types; timestamps, dates and times stay text.
   A bare ``.jsonl`` file: types as JSON gives them, inferred per batch.
 - HF: image columns are ``{"bytes", "path"}`` structs (``datasets.Image`` storage).
 - HDF5: one partition group at a time, with the partition columns added back, columns rebuilt with their

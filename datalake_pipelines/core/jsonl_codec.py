@@ -12,7 +12,8 @@ DuckDB's ``to_json`` renders the rows. What JSON (or DuckDB's Arrow scan) cannot
 the exported Arrow schema (``arrow_schema``: base64 of the IPC-serialized schema). The export reader parses
 with an explicit schema derived from it (:func:`json_read_schema`; pyarrow 26's JSON type inference builds
 invalid list arrays when a list's first element is null) and :func:`decode_batch` restores bytes, maps and
-float16. Timestamps, dates and times stay text (DuckDB's rendering), decimals are JSON numbers (float64).
+float16. Decimals are JSON numbers (DuckDB writes every digit), parsed back as their exported decimal type
+exactly. Timestamps, dates and times stay text (DuckDB's rendering).
 """
 
 from __future__ import annotations
@@ -87,13 +88,11 @@ def _read_leaf(t: pa.DataType) -> pa.DataType:
     """The type a JSON value written from ``t`` is parsed as."""
     if _is_binary(t) or pa.types.is_temporal(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return pa.string()
-    if pa.types.is_decimal(t):
-        return pa.float64()
-    return pa.float32() if pa.types.is_float16(t) else t
+    return pa.float32() if pa.types.is_float16(t) else t  # decimals: pyarrow parses JSON numbers exactly
 
 
 def _restored_type(t: pa.DataType) -> pa.DataType:
-    """The type the reader gives back for an exported ``t``: ``t`` except temporal (text) and decimal (float64)."""
+    """The type the reader gives back for an exported ``t``: ``t`` except temporal types (text)."""
     if isinstance(t, pa.MapType):
         return pa.map_(_restored_type(t.key_type), t.item_field.with_type(_restored_type(t.item_type)))
     if pa.types.is_struct(t):
@@ -103,9 +102,7 @@ def _restored_type(t: pa.DataType) -> pa.DataType:
         if pa.types.is_fixed_size_list(t):
             return pa.list_(value, t.list_size)
         return pa.large_list(value) if pa.types.is_large_list(t) else pa.list_(value)
-    if pa.types.is_temporal(t):
-        return pa.string()
-    return pa.float64() if pa.types.is_decimal(t) else t
+    return pa.string() if pa.types.is_temporal(t) else t
 
 
 def _encode_value(value: Any, t: pa.DataType) -> Any:
@@ -177,7 +174,7 @@ def deserialize_schema(text: str) -> pa.Schema:
 
 def decode_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """A JSONL batch parsed with :func:`json_read_schema` with bytes, maps and float16 restored to their
-    exported ``schema`` types (temporal values stay text, decimals float64)."""
+    exported ``schema`` types (temporal values stay text)."""
     arrays, fields = [], []
     for f, column in zip(batch.schema, batch.columns):
         if f.name in schema.names:

@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .arrow_cast import cast_table
 from .arrow_normalize import normalize_batch, normalize_schema
 from .catalog import (
     ROW_HASH,
@@ -356,7 +357,7 @@ class BatchProcessor:
         out = catalog_rows(table, keep_idx, stored, manifest, ingested_at, self._identity)
         target = part_schema(out.schema, self._contract)
         if not out.schema.equals(target):
-            out = out.cast(target)  # a promotion the contract recorded (int32 -> int64, ...)
+            out = cast_table(out, target)  # a promotion the contract recorded (int32 -> int64, ...)
         # Each occurrence of a content has its own row_hash: a hit means the row is already in the partition.
         fresh = []
         for j, h in enumerate(out.column(ROW_HASH).to_pylist()):

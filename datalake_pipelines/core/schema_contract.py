@@ -27,6 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .arrow_cast import cast_column
 from .errors import ValidationError
 
 INT_RANGES = {
@@ -146,7 +147,7 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     columns = []
     for f in schema:
         if f.name in table.column_names:
-            columns.append(table.column(f.name).cast(f.type))
+            columns.append(cast_column(table.column(f.name), f.type))
         else:
             columns.append(pa.nulls(table.num_rows, f.type))
     return pa.Table.from_arrays(columns, schema=schema)

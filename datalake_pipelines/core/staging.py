@@ -169,9 +169,12 @@ class BatchStager:
                                 total_bytes += s[1]
                         idx = out.schema.get_field_index(col)
                         out = out.set_column(idx, pa.field(col, pa.string()), pa.array(relpaths, pa.string()))
-                    if writer is None:
-                        writer = pq.ParquetWriter(tmp / BATCH_DATA, out.schema)
-                    writer.write_table(out)
+                    try:
+                        if writer is None:
+                            writer = pq.ParquetWriter(tmp / BATCH_DATA, out.schema)
+                        writer.write_table(out)
+                    except (pa.ArrowException, ValueError) as exc:
+                        raise ValidationError(_unwritable(out, exc)) from None
                     offset += chunk.num_rows
                     bar.update(chunk.num_rows)
                     bar.set_postfix_str(f"{total_bytes / 1e6:.1f} MB")
@@ -230,6 +233,16 @@ class BatchStager:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, dest)
         return rel, dest.stat().st_size, str(value)
+
+
+def _unwritable(table: pa.Table, exc: Exception) -> str:
+    """Why ``table`` cannot be staged as Parquet, naming the first column Parquet refuses on its own."""
+    for f in table.schema:
+        try:
+            pq.write_table(table.select([f.name]), pa.BufferOutputStream())
+        except (pa.ArrowException, ValueError) as column_exc:
+            return f"column {f.name!r} ({f.type}) cannot be stored as Parquet: {column_exc}"
+    return f"the upload cannot be stored as Parquet (columns: {', '.join(table.column_names)}): {exc}"
 
 
 def build_manifest(

@@ -1,0 +1,56 @@
+"""Casts of nested Arrow arrays that pyarrow 26 gets wrong: nested types are rebuilt child by child.
+
+pyarrow 26.0.1 casts a ``list<null>`` (also a renamed or identical one, and inside a struct, list or map) of a
+*sliced* array into an invalid array: the offsets keep pointing into the unsliced child while the child is cut
+("Length spanned by list offsets (2) larger than values array (length 1)"). A part file written from such an
+array cannot be read back. So structs, lists, large lists, fixed-size lists and maps are rebuilt here from their
+offsets and children, and only leaf arrays go through ``Array.cast`` (safe: a lossy cast raises).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+
+def cast_array(array: pa.Array, target: pa.DataType) -> pa.Array:
+    """``array`` as ``target`` (same nesting shape, field names may differ); raises ``pa.ArrowInvalid`` on loss."""
+    t = array.type
+    if _same(t, target):
+        return array
+    if not pa.types.is_nested(t) or not pa.types.is_nested(target):
+        return array.cast(target)
+    mask = array.is_null() if array.null_count else None
+    if pa.types.is_struct(t) and pa.types.is_struct(target) and t.num_fields == target.num_fields:
+        children = [cast_array(array.field(i), target.field(i).type) for i in range(t.num_fields)]
+        return pa.StructArray.from_arrays(children, fields=list(target), mask=mask)
+    if pa.types.is_map(t) and pa.types.is_map(target):
+        keys, items = cast_array(array.keys, target.key_type), cast_array(array.items, target.item_type)
+        return pa.MapArray.from_arrays(array.offsets, keys, items, type=target, mask=mask)
+    if pa.types.is_fixed_size_list(t) and pa.types.is_fixed_size_list(target) and t.list_size == target.list_size:
+        values = array.values.slice(array.offset * t.list_size, len(array) * t.list_size)
+        return pa.FixedSizeListArray.from_arrays(cast_array(values, target.value_type), type=target, mask=mask)
+    varlist = (pa.types.is_list, pa.types.is_large_list)
+    if any(f(t) for f in varlist) and any(f(target) for f in varlist):
+        large = pa.types.is_large_list(target)
+        offsets = array.offsets.cast(pa.int64() if large else pa.int32())
+        values = cast_array(array.values, target.value_type)
+        make = pa.LargeListArray if large else pa.ListArray
+        return make.from_arrays(offsets, values, type=target, mask=mask)
+    return array.cast(target)
+
+
+def _same(a: pa.DataType, b: pa.DataType) -> bool:
+    return a == b and str(a) == str(b)  # str: list types equal by value type may name their field differently
+
+
+def cast_column(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    """Every chunk of ``column`` through :func:`cast_array`."""
+    if _same(column.type, target):
+        return column
+    return pa.chunked_array([cast_array(c, target) for c in column.chunks], target)
+
+
+def cast_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` (same column names, in order) with ``schema``'s types, through :func:`cast_column`."""
+    columns = [cast_column(table.column(i), f.type) for i, f in enumerate(schema)]
+    return pa.Table.from_arrays(columns, schema=schema)
