@@ -82,10 +82,15 @@ class DatalakeClient(CollectionClientMixin):
     ) -> tuple[str, str]:
         """Stage raw data (``task=raw``); return ``(staging_dir, job_id)``.
 
+        ``data_file`` is a pandas DataFrame, a pyarrow Table, RecordBatch or RecordBatchReader, an object with
+        ``__arrow_c_stream__``/``__arrow_c_array__``, or the path of a Parquet file or a folder. An upload without
+        rows or columns, or of another kind, raises :class:`~datalake_pipelines.core.errors.ValidationError` and
+        stages nothing.
+
         ``variant`` defaults to ``image`` for a folder of images and ``mixed`` for tabular data.
         """
         if variant is None:
-            is_folder = not hasattr(data_file, "columns") and Path(str(data_file)).is_dir()
+            is_folder = isinstance(data_file, (str, os.PathLike)) and Path(data_file).expanduser().is_dir()
             variant = "image" if is_folder else "mixed"
         manifest = build_manifest("raw", provider, dataset, RAW_TASK, variant, {}, dataset_description, job_id)
         return self._stage(data_file, manifest, image_columns)

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from datalake_pipelines.core.errors import ValidationError
 from datalake_pipelines.core.hash_index import HashIndex
 
 
@@ -213,13 +214,20 @@ def test_manifest_that_is_not_json_fails_the_batch(client, lake, tmp_path, make_
     assert "_metadata.json" in result.error and "not valid JSON" in result.error
 
 
-def test_empty_batch_fails_with_a_reason(client, lake):
-    _, job_id = client.upload_raw_data(
-        pd.DataFrame({"image": pd.Series([], dtype=object)}), "inhouse", "scans", image_columns=["image"]
-    )
+def test_empty_upload_is_refused_at_upload_and_an_empty_hand_drop_fails_with_a_reason(client, lake, tmp_path):
+    with pytest.raises(ValidationError, match="no rows"):
+        client.upload_raw_data(
+            pd.DataFrame({"image": pd.Series([], dtype=object)}), "inhouse", "scans", image_columns=["image"]
+        )
+    assert not [p for p in lake.pending.iterdir() if p.is_dir()]
+    # a hand-dropped data.parquet never passed through upload: processing refuses it
+    folder = lake.pending / "empty-drop"
+    folder.mkdir()
+    pq.write_table(pa.table({"t": pa.array([], pa.string())}), folder / "data.parquet")
+    (folder / "_metadata.json").write_text(json.dumps({"provider": "inhouse", "dataset": "scans"}))
     [result] = client.process_pending()
     assert result.status == "failed"
-    error = json.loads((lake.failed_batch(job_id) / "error.json").read_text())
+    error = json.loads((lake.failed_batch("empty-drop") / "error.json").read_text())
     assert "empty batch" in error["error"]
     assert not list(lake.catalog_root.rglob("*.parquet"))
 

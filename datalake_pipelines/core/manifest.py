@@ -80,6 +80,7 @@ class BatchManifest:
         if not isinstance(self.meta, dict):
             raise ValidationError("meta must be a mapping of field to value")
         self.meta = schema.validate_meta(self.task, self.meta)
+        check_meta_values(self.meta)
         for name in ("image_columns", "file_columns"):
             value = getattr(self, name)
             if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
@@ -87,6 +88,32 @@ class BatchManifest:
         if set(self.image_columns) & set(self.file_columns):
             raise ValidationError("a column cannot be both an image column and a file column")
         return self
+
+
+# int64 is the widest integer every engine of the lake reads (DuckDB BIGINT, Athena bigint).
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def check_meta_values(meta: dict[str, Any]) -> None:
+    """Refuse meta values the catalog cannot store exactly as a column (one value repeated on every row).
+
+    Accepted: ``str``, ``bool``, ``int`` within int64, ``float`` and ``None`` (a null column). Anything else (an
+    int beyond int64, a list, a dict, a date, bytes...) raises :class:`ValidationError` naming the field.
+    """
+    for key, value in meta.items():
+        if value is None or isinstance(value, (str, bool, float)):
+            continue
+        if isinstance(value, int):
+            if not _INT64[0] <= value <= _INT64[1]:
+                raise ValidationError(
+                    f"meta field {key!r}: {value} is beyond int64 (the widest integer the catalog stores); "
+                    "give it as a string"
+                )
+            continue
+        raise ValidationError(
+            f"meta field {key!r}: a {type(value).__name__} value cannot be stored; meta values must be "
+            "str, bool, int (within int64), float or None"
+        )
 
 
 def load_manifest(batch_dir: Path, job_id: str | None = None) -> BatchManifest:

@@ -110,11 +110,18 @@ class BatchStager:
 
     # sources -------------------------------------------------------------------
     def _open_source(self, data_file: Any) -> tuple[pa.Table, Path]:
-        if isinstance(data_file, pd.DataFrame):
-            return normalize_table(table_from_pandas(data_file)), Path.cwd()
-        if isinstance(data_file, pa.Table):
-            return normalize_table(data_file), Path.cwd()
-        path = Path(data_file).expanduser()
+        """The upload as a normalized table and the folder its relative file paths resolve against.
+
+        Raises :class:`ValidationError` for a source of another kind, and for a table without rows or columns
+        (nothing would be stored; refused here so nothing is staged).
+        """
+        if isinstance(data_file, (str, os.PathLike)):
+            return self._open_path(Path(data_file).expanduser())
+        table = arrow_table(data_file)
+        _check_not_empty(table, "the upload")
+        return normalize_table(table), Path.cwd()
+
+    def _open_path(self, path: Path) -> tuple[pa.Table, Path]:
         if path.is_dir():
             return self._open_folder(path)
         if path.is_file():
@@ -123,6 +130,7 @@ class BatchStager:
                 table = pq.read_table(path, memory_map=True)
             except (pa.ArrowException, OSError) as exc:
                 raise ValidationError(f"{path}: not a readable Parquet file: {exc}") from None
+            _check_not_empty(table, str(path))
             return normalize_table(table), path.resolve().parent
         raise ValidationError(f"data file {path} does not exist")
 
@@ -233,6 +241,40 @@ class BatchStager:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, dest)
         return rel, dest.stat().st_size, str(value)
+
+
+ACCEPTED_SOURCES = (
+    "a pandas DataFrame, a pyarrow Table, RecordBatch or RecordBatchReader, any object with __arrow_c_stream__ "
+    "or __arrow_c_array__ (Arrow PyCapsule interface), or the path of a Parquet file or a folder"
+)
+
+
+def arrow_table(source: Any) -> pa.Table:
+    """An in-memory upload source as one Arrow table (a DataFrame through :func:`table_from_pandas`).
+
+    Accepts the sources named in :data:`ACCEPTED_SOURCES`; raises :class:`ValidationError` listing them otherwise.
+    """
+    if isinstance(source, pd.DataFrame):
+        return table_from_pandas(source)
+    if isinstance(source, pa.Table):
+        return source
+    if isinstance(source, pa.RecordBatch):
+        return pa.Table.from_batches([source])
+    if isinstance(source, pa.RecordBatchReader):
+        return source.read_all()
+    if hasattr(source, "__arrow_c_stream__") or hasattr(source, "__arrow_c_array__"):
+        try:
+            return pa.table(source)  # the Arrow PyCapsule interface (polars, DuckDB relations, nanoarrow...)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise ValidationError(f"the upload ({type(source).__name__}) cannot be read as an Arrow table: {exc}")
+    raise ValidationError(f"cannot upload a {type(source).__name__}: the data must be {ACCEPTED_SOURCES}")
+
+
+def _check_not_empty(table: pa.Table, what: str) -> None:
+    if not table.num_columns:
+        raise ValidationError(f"{what} has no columns: there is nothing to store")
+    if not table.num_rows:
+        raise ValidationError(f"{what} has no rows: there is nothing to store (columns: {table.column_names})")
 
 
 def _unwritable(table: pa.Table, exc: Exception) -> str:
