@@ -14,7 +14,14 @@ from .arrow_cast import cast_table
 from .errors import DatalakeError
 from .files import read_json, temp_sibling, utc_now_iso, write_json_atomic
 from .layout import LakeLayout, PartitionRef
-from .schema_contract import SchemaContractError, conform, contract_from_json, contract_json, fold_schemas
+from .schema_contract import (
+    SchemaContractError,
+    conform,
+    contract_from_json,
+    contract_json,
+    fold_schemas,
+    same_type,
+)
 
 BATCH_ID = "batch_id"
 INGESTED_AT = "ingested_at"
@@ -194,6 +201,51 @@ def partition_contract(layout: LakeLayout, ref: PartitionRef, exclude: Path | No
     Raises :class:`SchemaContractError` when stored parts already disagree beyond promotion."""
     schemas = [(p, open_parquet(p).schema_arrow) for p in partition_files(layout, ref) if p != exclude]
     return fold_schemas(contract_from_json(read_partition_metadata(layout, ref)), schemas, ref.key)
+
+
+def contract_disagreements(layout: LakeLayout, ref: PartitionRef) -> list[str]:
+    """One line per stored part-file column whose type differs from the partition's contract (empty when they all
+    agree, or the partition has no contract). Readers that take each file's own schema (DuckDB's ``read_parquet``)
+    see such a partition as holding two types for one column."""
+    contract = contract_from_json(read_partition_metadata(layout, ref))
+    if contract is None:
+        return []
+    problems = []
+    for path in partition_files(layout, ref):
+        for f in open_parquet(path).schema_arrow:
+            if f.name in contract.names and not same_type(f.type, contract.field(f.name).type):
+                problems.append(
+                    f"{path.name}: column {f.name!r} is stored as {f.type} but the partition's contract says "
+                    f"{contract.field(f.name).type} (run `datalake catalog compact` to rewrite it)"
+                )
+    return problems
+
+
+def conform_parts(layout: LakeLayout, ref: PartitionRef, contract: pa.Schema, batch_size: int = 10_000) -> list[Path]:
+    """Rewrite, in the contract's types, every part file of the partition holding a column of another type; return
+    the rewritten files. Called after a batch widened the contract (int32 -> int64, list -> large_list, a decimal's
+    precision, a new struct field, null -> a type), under the partition lock, so every part file always agrees with
+    the contract and every reader gets one type per column. Each file is replaced atomically (rename); its rows,
+    ``row_hash`` values and columns are unchanged (the casts are widenings the contract accepted)."""
+    rewritten = []
+    for path in partition_files(layout, ref):
+        schema = open_parquet(path).schema_arrow
+        if all(f.name not in contract.names or same_type(f.type, contract.field(f.name).type) for f in schema):
+            continue
+        target = pa.schema(
+            [contract.field(f.name) if f.name in contract.names else f for f in schema], metadata=schema.metadata
+        )
+        writer = PartWriter(path)
+        try:
+            for batch in open_parquet(path).iter_batches(batch_size=batch_size):
+                writer.write(cast_table(pa.Table.from_batches([batch], schema=schema), target))
+            if writer.commit() is None:  # a part without rows (never published by processing): left as it is
+                continue
+        except BaseException:
+            writer.abort()
+            raise
+        rewritten.append(path)
+    return rewritten
 
 
 def unified_schema(paths: list[Path]) -> pa.Schema:

@@ -10,18 +10,19 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .catalog import contract_disagreements
 from .layout import LakeLayout, PartitionRef
 from .storage import is_s3_uri
 from .verify import CheckOutcome, check_asset_files
 
 
-def _doc(ref: PartitionRef, outcome: CheckOutcome) -> dict[str, Any]:
+def _doc(ref: PartitionRef, outcome: CheckOutcome, contract_problems: list[str]) -> dict[str, Any]:
     return {
         "partition": ref.key,
-        "ok": outcome.passed,
+        "ok": outcome.passed and not contract_problems,
         "references": outcome.checked,
         "missing": outcome.missing,
-        "problems": outcome.problems,
+        "problems": [*outcome.problems, *contract_problems],
     }
 
 
@@ -30,7 +31,8 @@ def verify_lake(base: str | os.PathLike, partition: str | None = None, hashes: b
 
     Returns ``{"base", "ok", "hashes", "partitions": [{"partition", "ok", "references", "missing",
     "problems"}], "references", "missing_count"}``; ``ok`` is False when any reference is missing, outside
-    the lake, of the wrong size or (with ``hashes``) of the wrong content. Raises ``InvalidNameError`` for a
+    the lake, of the wrong size or (with ``hashes``) of the wrong content, or when a part file holds a column in
+    another type than the partition's schema contract (``problems`` names the file, column and both types). Raises ``InvalidNameError`` for a
     malformed ``partition`` and ``ValueError`` when that partition does not exist.
     """
     refs = [PartitionRef.parse(partition)] if partition else None
@@ -54,14 +56,18 @@ def verify_lake(base: str | os.PathLike, partition: str | None = None, hashes: b
                     sizes_of=s3_lake.asset_sizes,
                     hashes=hashes,
                 )
-            docs.append(_doc(ref, outcome))
+                disagreements = contract_disagreements(work, ref)
+            docs.append(_doc(ref, outcome, disagreements))
         shown = s3_lake.base
     else:
         layout = LakeLayout(base, create=False)
         known = layout.list_partitions()
         if refs is not None and refs[0] not in known:
             raise ValueError(f"no partition {partition} in {layout.base}")
-        docs = [_doc(ref, check_asset_files(layout, ref, hashes=hashes)) for ref in refs or known]
+        docs = [
+            _doc(ref, check_asset_files(layout, ref, hashes=hashes), contract_disagreements(layout, ref))
+            for ref in refs or known
+        ]
         shown = str(layout.base)
     return {
         "base": shown,

@@ -28,6 +28,7 @@ from .arrow_normalize import normalize_batch, normalize_schema
 from .catalog import (
     ROW_HASH,
     PartWriter,
+    conform_parts,
     existing_row_hashes,
     partition_contract,
     record_batch_in_partition,
@@ -43,6 +44,7 @@ from .layout import BATCH_DATA, ERROR_FILE, LakeLayout
 from .locks import exclusive_lock
 from .manifest import BatchManifest, load_manifest
 from .quarantine import quarantine_rows
+from .queue import scan_pending
 from .row_identity import RowIdentity
 from .schema import SchemaConfig, load_schema
 from .schema_contract import merge_contract, part_schema
@@ -174,6 +176,8 @@ class BatchProcessor:
                     manifest.to_json(),
                     [{"job_id": job_id, **p} for p in self._promotions] if published else [],
                 )
+                if published:  # older parts take any widened type (also after a crash here): one type per column
+                    conform_parts(self.layout, manifest.partition, self._contract, self.options.batch_size)
             if rejected_rows:
                 result.rejected_dir = str(quarantine_rows(self.layout, batch_dir, manifest, rejected_rows, result))
             discard_batch(batch_dir)
@@ -390,12 +394,12 @@ def process_batch(
 
 
 def list_pending(layout: LakeLayout) -> list[str]:
-    """Job ids of complete batches waiting in ``staging/pending`` (hidden temp folders excluded)."""
-    return sorted(p.name for p in layout.pending.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Job ids in ``pending/`` in staging order (``created_at``, then job id: see :func:`queue.scan_pending`)."""
+    return [b.job_id for b in scan_pending(layout)]
 
 
 def process_pending(layout: LakeLayout, options: ProcessOptions | None = None) -> list[BatchResult]:
-    """Claim and process every pending batch in-process (no Dagster); return one result per batch."""
+    """Claim and process every pending batch in-process (no Dagster), in staging order; one result per batch."""
     processor = BatchProcessor(layout, options or ProcessOptions())
     results = []
     for job_id in list_pending(layout):

@@ -13,6 +13,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ class PendingBatch:
     signature: tuple[int, int, float] | None
     problem: str | None = None
     fatal: bool = False  # the manifest is readable but invalid: waiting will not fix it
+    staged_at: str = ""  # the manifest's created_at (a hand drop's: its folder's mtime), UTC ISO 8601
 
 
 def folder_signature(folder: Path) -> tuple[int, int, float]:
@@ -53,25 +55,39 @@ def folder_signature(folder: Path) -> tuple[int, int, float]:
 
 
 def scan_pending(layout: LakeLayout) -> list[PendingBatch]:
-    """Every batch folder in ``pending/`` (hidden temp folders excluded), with its partition or problem."""
+    """Every batch folder in ``pending/`` (hidden temp folders excluded), with its partition or problem, in
+    staging order: the manifest's ``created_at`` (a hand drop's folder mtime), then job id. Batches of one partition
+    are processed in this order, so the partition's first batch (which fixes its schema contract) is the first
+    one staged, whatever its job id."""
     batches = []
     with os.scandir(layout.pending) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
+        for entry in entries:
             if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
                 continue
             folder = Path(entry.path)
             fatal = False
+            staged_at = ""
             try:
                 manifest = load_manifest(folder, entry.name)
                 partition, hand_drop, problem = manifest.partition, manifest.hand_drop, None
+                staged_at = "" if hand_drop else str(manifest.created_at)
             except (ValidationError, ValueError) as exc:
                 if not folder.is_dir():
                     continue  # claimed by a concurrent scan meanwhile
                 partition, hand_drop, problem = None, True, str(exc)
                 fatal = _manifest_parses(folder)
+            try:
+                staged_at = staged_at or _iso(folder.stat().st_mtime)
+            except FileNotFoundError:
+                continue
             signature = folder_signature(folder) if hand_drop else None
-            batches.append(PendingBatch(entry.name, partition, hand_drop, signature, problem, fatal))
-    return batches
+            batches.append(PendingBatch(entry.name, partition, hand_drop, signature, problem, fatal, staged_at))
+    return sorted(batches, key=lambda b: (b.staged_at, b.job_id))
+
+
+def _iso(timestamp: float) -> str:
+    """``timestamp`` as the UTC ISO 8601 text of ``utc_now_iso`` (so the two sort together)."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="microseconds")
 
 
 def _manifest_parses(folder: Path) -> bool:

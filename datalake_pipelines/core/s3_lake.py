@@ -181,6 +181,7 @@ class S3Lake:
         Returns the claimed job ids by partition and a cursor time that never passes a batch still waiting.
         """
         groups: dict[PartitionRef, list[str]] = defaultdict(list)
+        staged_at: dict[str, str] = {}
         schema, cursor, waiting = None, since, None
         now = datetime.now(timezone.utc)
         for job_id, modified in candidates:
@@ -205,6 +206,9 @@ class S3Lake:
                 continue
             if self.claim(job_id, job_id, manifest.partition):
                 groups[manifest.partition].append(job_id)
+                staged_at[job_id] = str(manifest.created_at)
+        for job_ids in groups.values():  # staging order: a partition's first batch is the first one staged
+            job_ids.sort(key=lambda j: (staged_at[j], j))
         if waiting is not None:
             cursor = min(cursor, waiting) if cursor else waiting
         return groups, cursor
@@ -363,7 +367,7 @@ class S3Lake:
         candidates = [(job_id, datetime.now(timezone.utc)) for job_id in self.storage.list_dirs("staging/pending")]
         groups, _ = self.claim_ready(candidates, None, quiet_seconds, logging.getLogger("datalake"))
         results = []
-        for job_id in sorted(j for job_ids in groups.values() for j in job_ids):
+        for job_id in [j for job_ids in groups.values() for j in job_ids]:  # each partition's in staging order
             with self.work_lake([job_id]) as work:
                 results.append(self.process(work, job_id, options))
         return results

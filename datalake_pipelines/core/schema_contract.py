@@ -153,6 +153,11 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def same_type(a: pa.DataType, b: pa.DataType) -> bool:
+    """True when ``a`` and ``b`` are one type, list value field names included (Parquet keeps them)."""
+    return a == b and str(a) == str(b)
+
+
 def part_schema(batch: pa.Schema, contract: pa.Schema) -> pa.Schema:
     """The batch's own columns with the contract's (possibly wider) types: the schema its part file is written in."""
     return pa.schema([contract.field(name) for name in batch.names], metadata=batch.metadata)
