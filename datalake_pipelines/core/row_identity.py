@@ -8,12 +8,13 @@ the same row hashes (every row is skipped as already present), while repeats ins
 
 The canonical byte form is built with Arrow compute over whole columns, never through Python objects, so every
 value pyarrow can read is hashed (Python's ``datetime`` cannot hold years past 9999). Columns are taken in name
-order, each value framed as ``0x00`` (null) or ``0x01 || len (8 bytes LE) || bytes``, so the form is unambiguous,
+order, each non-null value framed with its column name as ``len(name) || name || 0x01 || len (8 bytes LE) ||
+bytes`` and a null value left out (a null and an absent column are the same content), so the form is unambiguous,
 independent of column order, chunking, row-group boundaries and the row's position. Widths are canonical:
 signed integers as int64, unsigned as uint64, floats as float64, strings and binaries as their bytes, so a
 lossless type promotion (int32 -> int64) does not change a row's identity. Temporal values hash by their
-integer count in the type's unit; structs field by field in field order; lists, maps and fixed-size lists
-element by element.
+integer count in the type's unit; structs like rows (non-null fields framed with their names, in name order,
+so a struct field added as null keeps the identity); lists, maps and fixed-size lists element by element.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ def encode_values(arr: pa.Array) -> pa.Array:
     if pa.types.is_struct(t):
         if t.num_fields == 0:
             return pc.if_else(arr.is_valid(), _EMPTY, pa.scalar(None, LB))
-        children = [_frame(encode_values(child)) for child in arr.flatten()]
-        joined = pc.binary_join_element_wise(*children, _EMPTY)
+        names = [t.field(i).name for i in range(t.num_fields)]
+        joined = _join_named(dict(zip(names, arr.flatten())), len(arr))
         return pc.if_else(arr.is_valid(), joined, pa.scalar(None, LB))
     if pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
         target = pa.list_(t.value_field) if pa.types.is_list_view(t) else pa.large_list(t.value_field)
@@ -112,32 +113,38 @@ def encode_values(arr: pa.Array) -> pa.Array:
     raise ValidationError(f"type {t} cannot be stored in the catalog (Parquet has no equivalent)")
 
 
+def _join_named(columns: dict[str, pa.Array], n: int) -> pa.Array:
+    """Per row, the non-null values of ``columns`` in name order, each as ``len(name) || name || 0x01 || len ||
+    bytes`` (``large_binary``, never null; empty when every value is null)."""
+    framed = []
+    for name in sorted(columns):
+        encoded = name.encode("utf-8")
+        label = pa.scalar(len(encoded).to_bytes(8, "little") + encoded + b"\x01", LB)
+        values = encode_values(columns[name])
+        lengths = _fixed_width_bytes(pc.fill_null(pc.binary_length(values).cast(pa.int64()), 0))
+        framed.append(pc.fill_null(pc.binary_join_element_wise(label, lengths, values, _EMPTY), _EMPTY))
+    if not framed:
+        return pa.array([b""] * n, LB)
+    rows = pc.binary_join_element_wise(*framed, _EMPTY) if len(framed) > 1 else framed[0]
+    return rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows
+
+
 def content_digests(table: pa.Table) -> list[bytes]:
-    """SHA-256 digest (32 bytes) of each row's content: every column of ``table``, taken in name order.
+    """SHA-256 digest (32 bytes) of each row's content: the non-null values of ``table``'s columns, in name order.
+
+    Each non-null value is framed with its column's name (``len (8 bytes LE) || name || 0x01 || len || bytes``);
+    a null value adds nothing. So a row reads the same whether a column is absent or null in it (a partition that
+    gained an all-null column reads its older rows with NULL there: same rows, same identity), while values in
+    different columns never collide. Nulls inside nested values stay framed (``0x00``).
 
     The caller decides what content is: processing passes the user's columns with images replaced by the
     SHA-256 of their file, plus meta fields, and without ``batch_id``/``ingested_at``/``row_hash``.
     """
     n = table.num_rows
-    names = sorted(table.column_names)
-    header = hashlib.sha256()
-    for name in names:
-        encoded = name.encode("utf-8")
-        header.update(len(encoded).to_bytes(8, "little") + encoded)
-    if not names:
-        return [header.digest()] * n
-    framed = [_frame(encode_values(table.column(name).combine_chunks())) for name in names]
-    rows = pc.binary_join_element_wise(*framed, _EMPTY) if len(framed) > 1 else framed[0]
-    if isinstance(rows, pa.ChunkedArray):
-        rows = rows.combine_chunks()
+    rows = _join_named({name: table.column(name).combine_chunks() for name in table.column_names}, n)
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64, count=n + 1, offset=rows.offset * 8)
     data = memoryview(rows.buffers()[2]) if rows.buffers()[2] is not None else memoryview(b"")
-    digests = []
-    for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
-        h = header.copy()
-        h.update(data[start:end])
-        digests.append(h.digest())
-    return digests
+    return [hashlib.sha256(data[start:end]).digest() for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
 
 
 class RowIdentity:
