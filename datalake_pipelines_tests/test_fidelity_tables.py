@@ -228,7 +228,7 @@ def test_lossless_promotions_are_accepted_recorded_and_compactable(client, lake)
         pa.table({"k": pa.array([4], pa.int16()), "extra": ["now text"]}),
     ):
         upload(client, table)
-        results += client.process_pending()  # one at a time: pending batches are claimed in job-id order
+        results += client.process_pending()
     assert [r.status for r in results] == ["done"] * 3, [r.error for r in results]
     contract = partition_doc(lake)["contract"]
     promoted = {(p["column"], p["from"], p["to"]) for p in contract["promotions"]}

@@ -20,8 +20,9 @@ exactly -- unions, intervals (Parquet has neither), structs without fields (Parq
 -- and ``timestamp[s|ms]`` values beyond what int64 microseconds hold (DuckDB reads those units as microseconds
 and raises ``ConversionException``; about 292,000 years either side of 1970).
 
-A DataFrame keeps its named index levels as columns (as ``pyarrow.Table.from_pandas`` does by default); a
-default ``RangeIndex`` or an unnamed index is row numbering, not data, and is not stored.
+A DataFrame keeps every named index level as a column, whatever its kind (a named ``RangeIndex`` too); an unnamed
+index of any kind (the default ``RangeIndex``, a filtered frame's leftover labels) is row numbering, not data, and is
+not stored.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def normalize_batch(batch: pa.RecordBatch, target: pa.Schema) -> pa.Table:
 
 
 def table_from_pandas(df: pd.DataFrame) -> pa.Table:
-    """A DataFrame as Arrow: named index levels become leading columns; a RangeIndex or unnamed index is dropped.
+    """A DataFrame as Arrow: named index levels (of any kind) become leading columns; an unnamed index is dropped.
 
     Raises :class:`ValidationError` when an index level has the name of a column.
     """
