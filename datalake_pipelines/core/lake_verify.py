@@ -32,8 +32,8 @@ def verify_lake(base: str | os.PathLike, partition: str | None = None, hashes: b
     Returns ``{"base", "ok", "hashes", "partitions": [{"partition", "ok", "references", "missing",
     "problems"}], "references", "missing_count"}``; ``ok`` is False when any reference is missing, outside
     the lake, of the wrong size or (with ``hashes``) of the wrong content, or when a part file holds a column in
-    another type than the partition's schema contract (``problems`` names the file, column and both types). Raises ``InvalidNameError`` for a
-    malformed ``partition`` and ``ValueError`` when that partition does not exist.
+    another type than the partition's schema contract (``problems`` names the file, column and both types).
+    Raises ``InvalidNameError`` for a malformed ``partition`` and ``ValueError`` when that partition does not exist.
     """
     refs = [PartitionRef.parse(partition)] if partition else None
     docs: list[dict[str, Any]] = []

@@ -266,7 +266,9 @@ def arrow_table(source: Any) -> pa.Table:
         try:
             return pa.table(source)  # the Arrow PyCapsule interface (polars, DuckDB relations, nanoarrow...)
         except (pa.ArrowException, TypeError, ValueError) as exc:
-            raise ValidationError(f"the upload ({type(source).__name__}) cannot be read as an Arrow table: {exc}")
+            raise ValidationError(
+                f"the upload ({type(source).__name__}) cannot be read as an Arrow table: {exc}"
+            ) from None
     raise ValidationError(f"cannot upload a {type(source).__name__}: the data must be {ACCEPTED_SOURCES}")
 
 
