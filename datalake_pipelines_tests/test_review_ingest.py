@@ -84,6 +84,24 @@ def test_after_each_promotion_query_download_and_export_read_the_partition(clien
     assert verify_lake(lake.base)["ok"]
 
 
+def test_an_s3_lake_publishes_the_older_parts_rewritten_in_the_promoted_types(s3_lake):
+    from datalake_pipelines.client import DatalakeClient
+    from datalake_pipelines.core.s3_lake import partition_prefix
+    from datalake_pipelines.core.storage import S3Storage
+
+    s3_client = DatalakeClient(s3_lake, num_proc=2, progress=False)
+    s3_client.upload_raw_data(pa.table({"a": pa.array([[1]], pa.list_(pa.int64()))}), "inhouse", "r4")
+    assert [r.status for r in s3_client.process_pending()] == ["done"]
+    s3_client.upload_raw_data(pa.table({"a": pa.array([[2]], pa.large_list(pa.int64()))}), "inhouse", "r4")
+    [second] = s3_client.process_pending()
+    assert second.status == "done" and len(second.conformed_parts) == 1, second
+    storage = S3Storage(s3_lake)
+    keys = [o.key for o in storage.list(partition_prefix(REF)) if o.key.endswith(".parquet")]
+    assert len(keys) == 2
+    for key in keys:
+        assert pq.read_schema(pa.BufferReader(storage.read_bytes(key))).field("a").type == pa.large_list(pa.int64())
+
+
 def test_catalog_verify_reports_a_part_that_disagrees_with_the_contract(client, lake):
     ingest_one(client, pa.table({"a": pa.array([1], pa.int32())}))
     ingest_one(client, pa.table({"a": pa.array([2], pa.int64())}))

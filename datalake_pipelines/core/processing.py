@@ -79,6 +79,7 @@ class BatchResult:
     bytes_stored: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
     part_file: str | None = None
+    conformed_parts: list[str] = field(default_factory=list)  # older parts rewritten in the widened contract types
     rejected_dir: str | None = None
     staging_report: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -177,7 +178,8 @@ class BatchProcessor:
                     [{"job_id": job_id, **p} for p in self._promotions] if published else [],
                 )
                 if published:  # older parts take any widened type (also after a crash here): one type per column
-                    conform_parts(self.layout, manifest.partition, self._contract, self.options.batch_size)
+                    conformed = conform_parts(self.layout, manifest.partition, self._contract, self.options.batch_size)
+                    result.conformed_parts = [str(p) for p in conformed]
             if rejected_rows:
                 result.rejected_dir = str(quarantine_rows(self.layout, batch_dir, manifest, rejected_rows, result))
             discard_batch(batch_dir)

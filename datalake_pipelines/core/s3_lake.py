@@ -382,6 +382,10 @@ class S3Lake:
             ref = PartitionRef.parse(result.partition)
             part = Path(result.part_file)
             self.storage.upload(part, f"{partition_prefix(ref)}/{part.name}")
+            conformed = [Path(c) for c in result.conformed_parts]  # older parts rewritten in widened contract types
+            for path in conformed:
+                self.storage.upload(path, f"{partition_prefix(ref)}/{path.name}")
+            result.conformed_parts = [f"{self.base}/{partition_prefix(ref)}/{p.name}" for p in conformed]
             self.storage.upload(work.partition_metadata(ref), f"{partition_prefix(ref)}/{PARTITION_METADATA}")
             result.part_file = f"{self.base}/{partition_prefix(ref)}/{part.name}"
         cache.publish(job_id, entries)
