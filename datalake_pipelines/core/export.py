@@ -32,6 +32,7 @@ from .files import utc_now, utc_now_iso, write_json_atomic
 from .jsonl_codec import python_rows
 from .layout import LakeLayout
 from .query import DuckDBClient, QueryPlan, quote_identifier
+from .query_sql import InvalidFilterValueError, cast_value
 from .warehouse import UnknownPartitionError, parquet_scan
 
 FILE_TYPES = ("parquet", "jsonl", "arrow", "hf", "hdf5")
@@ -215,25 +216,13 @@ UNFILTERABLE = ("STRUCT", "MAP", "[]", "UNION", "BLOB")
 
 
 def _cast_values(con: duckdb.DuckDBPyConnection, name: str, sql_type: str, values: list[Any]) -> list[Any]:
-    """Filter values as the column's type; text columns take text only, other columns what casts cleanly."""
+    """Filter values as the column's type, exactly (the rule of :func:`.query_sql.cast_value`)."""
     if any(marker in sql_type for marker in UNFILTERABLE):
         raise ExportError(INVALID_FILTER_TYPE, f"column {name!r} has type {sql_type}; it cannot be filtered by value")
-    text = sql_type in ("VARCHAR", "JSON")
-    boolean = sql_type == "BOOLEAN"
-    cast = []
-    for value in values:
-        if text and not isinstance(value, str):
-            raise ExportError(INVALID_FILTER_TYPE, f"column {name!r} is text; got {value!r} ({type(value).__name__})")
-        if not text and not isinstance(value, str) and isinstance(value, bool) != boolean:
-            raise ExportError(INVALID_FILTER_TYPE, f"column {name!r} has type {sql_type}; got {value!r}")
-        if text:
-            cast.append(value)
-            continue
-        result = con.execute(f"SELECT TRY_CAST($v AS {sql_type})", {"v": value}).fetchall()[0][0]
-        if result is None:
-            raise ExportError(INVALID_FILTER_TYPE, f"column {name!r} has type {sql_type}; {value!r} is not one")
-        cast.append(result)
-    return cast
+    try:
+        return [cast_value(con, name, sql_type, value) for value in values]
+    except InvalidFilterValueError as exc:
+        raise ExportError(INVALID_FILTER_TYPE, exc.message) from None
 
 
 def plan_export(duck: DuckDBClient, params: ExportParams, sampled: datetime) -> tuple[QueryPlan, QueryPlan]:

@@ -1,0 +1,135 @@
+"""Faults a fresh user found on the output side (queries, filters, downloads, exports), one test per kind.
+
+Lakes are built through the real client (``upload_raw_data`` + ``process_pending``) and read back through
+``DuckDBClient``, ``download``, the export job and the CLI's ``main()``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datalake_pipelines.cli import main
+from datalake_pipelines.core.download import download
+from datalake_pipelines.core.query import DuckDBClient
+from datalake_pipelines.core.query_sql import InvalidFilterValueError
+
+
+def ingest(client, table: pa.Table, dataset: str, tmp: Path) -> None:
+    path = tmp / f"{dataset}-{len(list(tmp.glob('*.parquet')))}.parquet"
+    pq.write_table(table, path)
+    client.upload_raw_data(str(path), "aihub", dataset)
+    results = client.process_pending()
+    assert [r.status for r in results] == ["done"], [r.error for r in results]
+
+
+@pytest.fixture
+def typed_lake(client, lake, tmp_path):
+    table = pa.table(
+        {
+            "score": pa.array([3, 4], pa.int64()),
+            "flag": [True, False],
+            "city": ["Seoul", ""],
+            "ratio": pa.array([0.1, 2.5], pa.float32()),
+            "a,b": ["x", "y"],
+            "note": pa.array([None, "n"], pa.string()),
+        }
+    )
+    ingest(client, table, "typed", tmp_path)
+    return lake
+
+
+# 1. filter values are cast exactly, never rounded --------------------------------------------------------
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"score": 3.5},
+        {"score": "3.5"},
+        {"score": [3.5]},
+        {"score": True},
+        {"flag": 1},
+        {"flag": "yes"},
+        {"flag": "1"},
+        {"city": 1},
+        {"ratio": "0.100000001"},
+    ],
+)
+def test_filter_value_not_exactly_of_the_type_is_refused(typed_lake, where):
+    with DuckDBClient(base_path=typed_lake.base) as duck, pytest.raises(InvalidFilterValueError) as err:
+        duck.retrieve_with_existing_cols(where=where)
+    assert str(err.value).startswith("[invalid_filter_value]") and repr(next(iter(where))) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("where", "scores"),
+    [
+        ({"score": 3}, [3]),
+        ({"score": "4"}, [4]),
+        ({"score": 3.0}, [3]),
+        ({"flag": True}, [3]),
+        ({"flag": "FALSE"}, [4]),
+        ({"ratio": 0.1}, [3]),
+        ({"ratio": "2.5"}, [4]),
+        ({"city": ""}, [4]),
+        ({"note": None}, [3]),
+        ({"note": [None]}, [3]),
+        ({"note": [None, "n"]}, [3, 4]),
+    ],
+)
+def test_exact_filter_values_match(typed_lake, where, scores):
+    with DuckDBClient(base_path=typed_lake.base) as duck:
+        table = duck.retrieve_with_existing_cols(where=where, as_arrow=True)
+    assert sorted(table["score"].to_pylist()) == scores
+
+
+def test_non_dict_where_is_refused_clearly(typed_lake, tmp_path):
+    with pytest.raises(ValueError, match="where must be a dict"):
+        download(typed_lake, {"where": "score=3"}, "parquet", tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("value", ["score=3.5", "flag=yes", "flag=1"])
+def test_cli_download_where_not_exact_is_an_error_line(typed_lake, tmp_path, capsys, value):
+    out = tmp_path / "o"
+    assert main(["--base-path", str(typed_lake.base), "download", "--all", "--where", value, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: [invalid_filter_value]") and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_export_filter_not_exact_is_an_error_line(typed_lake, tmp_path, capsys):
+    argv = ["--base-path", str(typed_lake.base), "export", "create", "--filter", "score=3.5",
+            "--destination", str(tmp_path / "exp"), "--now"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [err.splitlines()[0]] and err.startswith("error: [INVALID_FILTER_TYPE] column 'score'")
+    assert "3.5" in err and "Traceback" not in err
+    assert not (tmp_path / "exp").exists() or not any(
+        p for p in (tmp_path / "exp").rglob("*") if p.is_file() and p.suffix in (".parquet", ".jsonl", ".h5")
+    )
+
+
+def test_cli_where_empty_value_is_the_empty_string(typed_lake, tmp_path):
+    out = tmp_path / "o"
+    argv = ["--base-path", str(typed_lake.base), "download", "--all", "--where", "city=", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    assert pq.read_table(out / "data.parquet")["score"].to_pylist() == [4]
+
+
+def test_cli_columns_repeatable_and_a_column_with_a_comma(typed_lake, tmp_path):
+    def columns(*flags: str) -> list[str]:
+        out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+        argv = ["--base-path", str(typed_lake.base), "download", "--all", "--out", str(out), "--json"]
+        for flag in flags:
+            argv += ["--columns", flag]
+        assert main(argv) == 0
+        return pq.read_table(out / "data.parquet").column_names
+
+    assert columns("a,b") == ["a,b"]
+    assert columns("a,b", "score") == ["a,b", "score"]
+    assert columns("score,city") == ["score", "city"]
+    assert columns("city", "score") == ["city", "score"]
