@@ -11,7 +11,8 @@ def parse_where(items: Sequence[str] | None, json_text: str | None = None) -> di
     """``--where`` flags and ``--where-json`` -> ``{column: value or [values]}``.
 
     Each ``--where COLUMN=VALUE`` holds exactly one value, everything after the first ``=`` (commas and spaces
-    included: ``--where "city=Seoul, Korea"``; ``--where city=`` is the empty string); repeating a column gives a list (``IN``). ``--where-json
+    included: ``--where "city=Seoul, Korea"``; ``--where city=`` is the empty string); repeating a column gives
+    a list (``IN``). ``--where-json
     '{"city": ["Seoul, Korea", "Busan"], "score": 3}'`` gives lists and numbers at once. Values are cast to
     their column's type by the query; one that does not cast is an error naming the column.
     """

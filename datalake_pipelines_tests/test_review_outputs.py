@@ -6,7 +6,6 @@ Lakes are built through the real client (``upload_raw_data`` + ``process_pending
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow as pa
