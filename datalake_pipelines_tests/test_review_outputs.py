@@ -132,3 +132,35 @@ def test_cli_columns_repeatable_and_a_column_with_a_comma(typed_lake, tmp_path):
     assert columns("a,b", "score") == ["a,b", "score"]
     assert columns("score,city") == ["score", "city"]
     assert columns("city", "score") == ["city", "score"]
+
+
+# 2. JSONL exports write extreme times exactly ------------------------------------------------------------
+def test_jsonl_export_keeps_extreme_times_exact(client, lake, tmp_path):
+    import pandas as pd
+
+    from datalake_pipelines.core.export import run_export
+    from datalake_pipelines.core.export_reader import iter_export_batches
+
+    ns = [2**63 - 1, -(2**63) + 1, pd.Timestamp.min.value, pd.Timestamp.max.value]
+    table = pa.table(
+        {
+            "ts": pa.array(ns, pa.int64()).cast(pa.timestamp("ns")),
+            "tz": pa.array(ns, pa.int64()).cast(pa.timestamp("ns", tz="Asia/Seoul")),
+            "ms": pa.array([2**50, -(2**50), 0, 1], pa.int64()).cast(pa.timestamp("ms")),
+            "day": pa.array([2**31 - 1, -(2**31) + 1, 0, 1], pa.int32()).cast(pa.date32()),
+            "nested": pa.array([{"t": v} for v in ns], pa.struct([("t", pa.int64())])).cast(
+                pa.struct([("t", pa.timestamp("ns"))])
+            ),
+            "raw": pa.array([b"\x00", b"a", b"", None], pa.binary()),
+            "i": [0, 1, 2, 3],
+        }
+    )
+    ingest(client, table, "extremes", tmp_path)
+    result = run_export(lake, {"destination": str(tmp_path / "exp"), "export_all": True, "file_type": "jsonl"})
+    text = "".join(p.read_text() for p in Path(result["path"]).rglob("*.jsonl"))
+    assert "infinity" not in text
+    back = pa.Table.from_batches(list(iter_export_batches(result["path"]))).sort_by("i")
+    for name in table.column_names:
+        got = back[name].combine_chunks()
+        assert got.type == table.schema.field(name).type, name
+        assert got.equals(table[name].combine_chunks()), name
