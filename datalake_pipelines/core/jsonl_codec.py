@@ -60,9 +60,10 @@ def column_encodings(schema: pa.Schema) -> dict[str, list[str]]:
     """``{column: [encodings]}`` for every column holding bytes or maps at any depth."""
     out = {}
     for f in schema:
-        found = [BASE64] if _has(f.type, _is_binary) else []
-        found += [MAP_ENTRIES] if _has(f.type, lambda t: isinstance(t, pa.MapType)) else []
-        found += [EPOCH_UNITS] if _has(f.type, _is_time) else []
+        t = _plain(f.type)
+        found = [BASE64] if _has(t, _is_binary) else []
+        found += [MAP_ENTRIES] if _has(t, lambda t: isinstance(t, pa.MapType)) else []
+        found += [EPOCH_UNITS] if _has(t, _is_time) else []
         if found:
             out[f.name] = found
     return out
@@ -135,9 +136,12 @@ def _encode_value(value: Any, t: pa.DataType) -> Any:
 
 
 def encode_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """``batch`` with bytes as base64 text, maps as key/value lists and float16 as float32, for ``to_json``."""
+    """``batch`` with bytes as base64 text, maps as key/value lists and float16 as float32, for ``to_json``;
+    extension columns (``arrow.json``, ``fixed_shape_tensor``, pandas' Period/Interval) as their storage."""
     arrays, fields = [], []
     for f, column in zip(batch.schema, batch.columns):
+        if isinstance(f.type, pa.BaseExtensionType):
+            f, column = f.with_type(f.type.storage_type), column.storage
         target = _map_type(f.type, _written_leaf)
         if target != f.type:
             if _has(f.type, lambda t: _is_binary(t) or isinstance(t, pa.MapType)):
@@ -151,8 +155,13 @@ def encode_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def json_read_schema(schema: pa.Schema) -> pa.Schema:
-    """The explicit schema to parse a JSONL export written from ``schema`` with."""
-    return pa.schema([f.with_type(_map_type(f.type, _read_leaf, plain_lists=True)) for f in schema])
+    """The explicit schema to parse a JSONL export written from ``schema`` with (extension columns: their
+    storage type; pyarrow's JSON reader cannot build extension arrays)."""
+    return pa.schema([f.with_type(_map_type(_plain(f.type), _read_leaf, plain_lists=True)) for f in schema])
+
+
+def _plain(t: pa.DataType) -> pa.DataType:
+    return t.storage_type if isinstance(t, pa.BaseExtensionType) else t
 
 
 def _decode_value(value: Any, t: pa.DataType) -> Any:
@@ -194,7 +203,8 @@ def decode_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     arrays, fields = [], []
     for f, column in zip(batch.schema, batch.columns):
         if f.name in schema.names:
-            exported = schema.field(f.name).type
+            extension = schema.field(f.name).type
+            exported = _plain(extension)
             target = _restored_type(exported)
             if target != column.type:
                 if _has(exported, lambda t: _is_binary(t) or isinstance(t, pa.MapType)):
@@ -203,6 +213,8 @@ def decode_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
                 else:
                     column = _cast_checked(column, target)
                 f = f.with_type(target)
+            if extension is not exported and target == exported:  # wrap the storage back into its extension
+                column, f = pa.ExtensionArray.from_storage(extension, column), f.with_type(extension)
         arrays.append(column)
         fields.append(f)
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
