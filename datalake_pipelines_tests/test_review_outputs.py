@@ -6,6 +6,7 @@ Lakes are built through the real client (``upload_raw_data`` + ``process_pending
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -196,3 +197,36 @@ def test_jsonl_export_reads_extension_columns_back(client, lake, tmp_path):
         got = back[name].combine_chunks()
         assert got.type == table.schema.field(name).type, name
         assert got.equals(table[name].combine_chunks()), name
+
+
+# 4. any table exports through the Dagster job; expected failures print one error line ------------------
+def test_export_job_metadata_is_json_safe_for_every_type(client, lake, tmp_path, capsys):
+    from decimal import Decimal
+
+    from datalake_pipelines.core.export_reader import iter_export_batches
+
+    ns = [2**63 - 1, -(2**63) + 1, 0]
+    table = pa.table(
+        {
+            "wait": pa.array([1, -(10**15), None], pa.duration("ns")),
+            "wait_s": pa.array([86_400 * 3 + 1, 0, -5], pa.duration("s")),
+            "price": pa.array([Decimal("1.10"), None, Decimal("-3.00")], pa.decimal128(10, 2)),
+            "blob": pa.array([b"\x00\xff", b"", None], pa.binary()),
+            "far": pa.array(ns, pa.int64()).cast(pa.timestamp("ns")),
+            "x": pa.array([float("nan"), float("inf"), 1.5]),
+            "nested": pa.array([{"d": 1}, None, {"d": 2}], pa.struct([("d", pa.duration("ms"))])),
+        }
+    )
+    ingest(client, table, "anytype", tmp_path)
+    for file_type in ("parquet", "jsonl"):
+        dest = tmp_path / f"exp-{file_type}"
+        argv = ["--base-path", str(lake.base), "export", "create", "--export-all", "--file-type", file_type,
+                "--destination", str(dest), "--now", "--json"]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+        captured = capsys.readouterr()
+        info = json.loads(captured.out)
+        assert info["task_status"] == "done" and captured.err == ""
+        assert len(info["process_info"]["sampled_data"]) == 3
+        (folder,) = [p for p in dest.iterdir() if not p.name.startswith(".")]
+        back = pa.Table.from_batches(list(iter_export_batches(folder)))
+        assert back.num_rows == 3 and back["wait"].type == pa.duration("ns")

@@ -17,8 +17,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, time
-from decimal import Decimal
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -194,20 +193,31 @@ class ExportProgress:
 
 
 def json_safe(value: Any) -> Any:
-    """A JSON-serialisable copy of a row value (times as ISO text, bytes as a size note)."""
+    """A JSON-serialisable copy of a row value, for run metadata (Dagster stores it with ``json.dumps``):
+    times as ISO text, durations as ISO 8601 durations, bytes as a size note, decimals and non-finite floats as
+    text, and anything else JSON has no type for (UUIDs, month-day-nano intervals, ...) as its ``str``."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     if isinstance(value, (datetime, date, time)):
         return value.isoformat()
+    if isinstance(value, timedelta):
+        return _iso_duration(value)
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+    return str(value)
+
+
+def _iso_duration(value: timedelta) -> str:
+    """``timedelta`` as ISO 8601 ``PnDTn.nnnnnnS`` (sign in front; Python normalises to days and seconds)."""
+    sign, value = ("-", -value) if value < timedelta(0) else ("", value)
+    seconds = value.seconds + value.microseconds / 1_000_000
+    return f"{sign}P{value.days}DT{seconds:.6f}".rstrip("0").rstrip(".") + "S"
 
 
 # planning ------------------------------------------------------------------------------------------------
