@@ -230,3 +230,22 @@ def test_export_job_metadata_is_json_safe_for_every_type(client, lake, tmp_path,
         (folder,) = [p for p in dest.iterdir() if not p.name.startswith(".")]
         back = pa.Table.from_batches(list(iter_export_batches(folder)))
         assert back.num_rows == 3 and back["wait"].type == pa.duration("ns")
+
+
+# 7. documented query behaviours ---------------------------------------------------------------------------
+def test_existing_cols_leaves_out_all_null_columns_unless_named(typed_lake):
+    with DuckDBClient(base_path=typed_lake.base) as duck:
+        assert "note" not in duck.retrieve_with_existing_cols(where={"score": 3}, as_arrow=True).column_names
+        named = duck.retrieve_with_existing_cols(columns=["score", "note"], where={"score": 3}, as_arrow=True)
+        assert named.column_names == ["score", "note"] and named["note"].to_pylist() == [None]
+
+
+def test_search_case_mapping_is_duckdb_lower_on_both_sides(client, lake, tmp_path):
+    ingest(client, pa.table({"t": ["Straße", "οδος", "ΟΔΟΣ"]}), "fold", tmp_path)
+    with DuckDBClient(base_path=lake.base) as duck:
+
+        def hits(term: str) -> list[str]:
+            return sorted(duck.search_text("t", term, as_arrow=True)["t"].to_pylist())
+
+        assert hits("STRASSE") == [] and hits("STRAßE") == ["Straße"]
+        assert hits("ΟΔΟΣ") == ["ΟΔΟΣ"] and hits("οδος") == ["οδος"]
