@@ -249,3 +249,29 @@ def test_search_case_mapping_is_duckdb_lower_on_both_sides(client, lake, tmp_pat
 
         assert hits("STRASSE") == [] and hits("STRAßE") == ["Straße"]
         assert hits("ΟΔΟΣ") == ["ΟΔΟΣ"] and hits("οδος") == ["οδος"]
+
+
+# 3. catalog_dataset reads a selection with its own exact schema ------------------------------------------
+def test_catalog_dataset_selection_keeps_exact_types_and_names_conflicts(client, lake, tmp_path):
+    from datalake_pipelines import catalog_dataset
+    from datalake_pipelines.core.arrow_restore import TypeConflictError
+
+    big = 2**53 + 2
+    ingest(client, pa.table({"q": pa.array([5, big], pa.int64()), "k": pa.array([1, 2], pa.int8())}), "a", tmp_path)
+    ingest(client, pa.table({"q": [0.5], "k": pa.array([300], pa.int16())}), "b", tmp_path)
+    ingest(client, pa.table({"k": ["text"]}), "c", tmp_path)
+
+    a = catalog_dataset(lake.base, datasets="a").to_table()
+    assert a.schema.field("q").type == pa.int64() and a.schema.field("k").type == pa.int8()
+    assert sorted(a["q"].to_pylist()) == [5, big] and set(a["dataset"].to_pylist()) == {"a"}
+    with pytest.raises(TypeConflictError) as err:  # k: int16 in b, string in c
+        catalog_dataset(lake.base, datasets=["b", "c"], providers="aihub")
+    assert "'k'" in str(err.value) and "int16" in str(err.value) and "aihub/c/" in str(err.value)
+    for selection in ({}, {"datasets": ["a", "b"]}):  # q: int64 in a, double in b (not lossless)
+        with pytest.raises(TypeConflictError) as err:
+            catalog_dataset(lake.base, **selection)
+        message = str(err.value)
+        assert message.startswith("[type_conflict]") and ("'q'" in message or "'k'" in message)
+        assert "aihub/a/" in message and "aihub/b/" in message
+    with pytest.raises(ValueError, match="no partition"):
+        catalog_dataset(lake.base, datasets="zzz")
