@@ -275,3 +275,47 @@ def test_catalog_dataset_selection_keeps_exact_types_and_names_conflicts(client,
         assert "aihub/a/" in message and "aihub/b/" in message
     with pytest.raises(ValueError, match="no partition"):
         catalog_dataset(lake.base, datasets="zzz")
+
+
+# 5. HDF5 exports hold every column name and type upload accepts -----------------------------------------
+def test_hdf5_export_maps_odd_names_reversibly_and_holds_many_columns(client, lake, tmp_path):
+    import h5py
+
+    from datalake_pipelines.core.export import run_export
+    from datalake_pipelines.core.export_reader import iter_export_batches
+
+    odd = {".": [1, 2, 3], "trail/": ["x", None, "z"], "a": [1.5, 2.5, 3.5], "a/b": [4, 5, 6], "/lead": [7, 8, 9],
+           "100%": ["p", "q", "r"], "_nulls": [True, None, False]}  # fmt: skip
+    table = pa.table(odd).append_column("i", pa.array([0, 1, 2]))
+    for c in extension_table().column_names[:-1]:
+        table = table.append_column(c, extension_table()[c])
+    many = pa.table({f"column_number_{k:04d}": pa.array([k, k + 1, k + 2], pa.int32()) for k in range(2000)})
+    ingest(client, table, "odd", tmp_path)
+    ingest(client, many, "many", tmp_path)
+    result = run_export(lake, {"destination": str(tmp_path / "exp"), "export_all": True, "file_type": "hdf5"})
+    (h5,) = Path(result["path"]).rglob("*.h5")
+    with h5py.File(h5, "r") as f:
+        assert "lead" not in f and "%2Flead" in f["aihub/odd/raw/mixed"]  # nothing written at the file's root
+    back = pa.Table.from_batches(list(iter_export_batches(result["path"])))
+    odd_back = back.filter(back["i"].is_valid()).sort_by("i")
+    for name in table.column_names:
+        got = odd_back[name].combine_chunks()
+        assert got.type == table.schema.field(name).type, name
+        assert got.equals(table[name].combine_chunks()), name
+    many_back = back.filter(back["column_number_0000"].is_valid())
+    assert many_back.num_rows == 3 and many_back["column_number_1999"].to_pylist() == [1999, 2000, 2001]
+
+
+def test_hdf5_writer_refuses_a_type_without_text_form_before_writing(tmp_path):
+    from datalake_pipelines.core.hdf5 import Hdf5ExportWriter
+    from datalake_pipelines.core.hdf5_names import Hdf5UnsupportedColumnError
+
+    batch = pa.table(
+        {"provider": ["p"], "dataset": ["d"], "task": ["t"], "variant": ["v"], "ok": [1],
+         "span": pa.array([pa.scalar((1, 2, 3), pa.month_day_nano_interval()).as_py()], pa.month_day_nano_interval())}
+    )  # fmt: skip
+    writer = Hdf5ExportWriter(tmp_path / "x.h5", read_asset=lambda p: b"")
+    with pytest.raises(Hdf5UnsupportedColumnError, match=r"\[hdf5_unsupported_column\] column 'span'"):
+        writer.write(batch)
+    assert not writer.groups  # nothing was written
+    writer.abort()
