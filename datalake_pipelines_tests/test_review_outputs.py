@@ -319,3 +319,26 @@ def test_hdf5_writer_refuses_a_type_without_text_form_before_writing(tmp_path):
         writer.write(batch)
     assert not writer.groups  # nothing was written
     writer.abort()
+
+
+@pytest.fixture
+def instance():
+    import dagster as dg
+
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def test_export_job_keeps_filter_value_types(typed_lake, tmp_path, instance):
+    """Through the Dagster job (run config), ``{"city": [1]}`` must not become the text '1' nor 1 become true."""
+    from datalake_pipelines.lib.exports import create_export, export_info
+
+    for bad in ({"city": [1]}, {"flag": [1]}, {"score": [3.5]}):
+        params = {"destination": str(tmp_path / "exp"), "filter": bad}
+        task = create_export(instance, params, base_path=typed_lake.base, wait=True)
+        info = export_info(instance, typed_lake, task)
+        assert info["task_status"] == "fail", bad
+        assert info["process_info"]["err_code"] == "INVALID_FILTER_TYPE", bad
+    task = create_export(instance, {"destination": str(tmp_path / "ok"), "filter": {"flag": [True], "score": [3.0]}},
+                         base_path=typed_lake.base, wait=True)  # fmt: skip
+    assert export_info(instance, typed_lake, task)["process_info"]["scan_data_count"] == 1
