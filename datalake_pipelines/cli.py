@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .cli_collection import add_collection_commands
 from .cli_export import add_export_commands
-from .cli_filters import parse_where
+from .cli_filters import parse_columns, parse_where
 from .cli_ingest_url import add_ingest_url_command
 from .cli_verify import add_verify_command
 from .core.batches import batch_status, list_batches
@@ -384,7 +384,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         tasks=args.task or None,
         variants=args.variant or None,
         where=parse_where(args.where, args.where_json) or None,
-        columns=split_list(args.columns) or None,
+        columns=parse_columns(args.columns, lambda: _selection_columns(args)) or None,
         limit=args.limit,
         column=args.search_column,
         text=args.text,
@@ -404,6 +404,15 @@ def cmd_download(args: argparse.Namespace) -> int:
     )
     emit(args, manifest, lambda: f"downloaded {manifest.get('rows')} rows as {manifest.get('format')} to {args.out}")
     return 0
+
+
+def _selection_columns(args: argparse.Namespace) -> list[str]:
+    """The columns of the partitions a download selects (to tell a column named ``a,b`` from a list)."""
+    from .core.query import DuckDBClient
+
+    with DuckDBClient(base_path=layout_of(args).base) as duck:
+        filters = {"providers": args.provider, "datasets": args.dataset, "tasks": args.task, "variants": args.variant}
+        return list(duck._selection(**{k: v or None for k, v in filters.items()}, columns=None)[1])
 
 
 # catalog ------------------------------------------------------------------------------------------------
@@ -542,7 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="one value, taken whole (commas included); repeat a column for a list (IN), other columns AND",
     )
     p.add_argument("--where-json", metavar="JSON", help='{"column": value or [values]}: lists and numbers at once')
-    p.add_argument("--columns", help="comma-separated columns to keep")
+    p.add_argument(
+        "--columns",
+        action="append",
+        metavar="COLUMN",
+        help="a column to keep (repeatable, one per flag); a comma list still works unless it names a column",
+    )
     p.add_argument("--limit", type=int)
     p.add_argument("--search-column", help="text search: the column to search")
     p.add_argument("--text", help="text search: the text to find (matched literally)")

@@ -8,7 +8,10 @@ main CLI prints ``error: [CODE] message`` and exits 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import sys
 import time
 from typing import Any
 
@@ -104,13 +107,23 @@ def cmd_export_create(args: argparse.Namespace) -> int:
     if not params.filter and not params.export_all:
         raise ExportError("INVALID_FILTER_FIELD", "give at least one --filter field=values, or --export-all")
     instance = get_instance()
-    task_id = create_export(instance, params, base_path=args.base_path, wait=args.now)
-    if args.now:
+    if not args.now:
+        task_id = create_export(instance, params, base_path=args.base_path)
+    else:
+        # Dagster logs every event of an in-process run to stderr, a failure with its stack trace; the
+        # details stay in the run's event log (``dagster`` UI, ``export info``): the CLI shows one error line.
+        with contextlib.redirect_stderr(io.StringIO()):
+            task_id = create_export(instance, params, base_path=args.base_path, wait=True)
         from .lib.exports import export_info
 
         info = export_info(instance, None, task_id)
         _print(args, info, _summary(info))
-        return 0 if info["task_status"] == "done" else 1
+        if info["task_status"] == "done":
+            return 0
+        p = info["process_info"]
+        print(f"error: [{p.get('err_code') or 'EXPORT_FAILED'}] {p.get('err_msg') or 'the export run failed'}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     _print(args, {"task_id": task_id}, task_id)
     return 0
 

@@ -17,8 +17,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, time
-from decimal import Decimal
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from .files import utc_now, utc_now_iso, write_json_atomic
 from .jsonl_codec import python_rows
 from .layout import LakeLayout
 from .query import DuckDBClient, QueryPlan, quote_identifier
+from .query_sql import InvalidFilterValueError, cast_value
 from .warehouse import UnknownPartitionError, parquet_scan
 
 FILE_TYPES = ("parquet", "jsonl", "arrow", "hf", "hdf5")
@@ -193,20 +193,31 @@ class ExportProgress:
 
 
 def json_safe(value: Any) -> Any:
-    """A JSON-serialisable copy of a row value (times as ISO text, bytes as a size note)."""
+    """A JSON-serialisable copy of a row value, for run metadata (Dagster stores it with ``json.dumps``):
+    times as ISO text, durations as ISO 8601 durations, bytes as a size note, decimals and non-finite floats as
+    text, and anything else JSON has no type for (UUIDs, month-day-nano intervals, ...) as its ``str``."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     if isinstance(value, (datetime, date, time)):
         return value.isoformat()
+    if isinstance(value, timedelta):
+        return _iso_duration(value)
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+    return str(value)
+
+
+def _iso_duration(value: timedelta) -> str:
+    """``timedelta`` as ISO 8601 ``PnDTn.nnnnnnS`` (sign in front; Python normalises to days and seconds)."""
+    sign, value = ("-", -value) if value < timedelta(0) else ("", value)
+    seconds = value.seconds + value.microseconds / 1_000_000
+    return f"{sign}P{value.days}DT{seconds:.6f}".rstrip("0").rstrip(".") + "S"
 
 
 # planning ------------------------------------------------------------------------------------------------
@@ -215,25 +226,13 @@ UNFILTERABLE = ("STRUCT", "MAP", "[]", "UNION", "BLOB")
 
 
 def _cast_values(con: duckdb.DuckDBPyConnection, name: str, sql_type: str, values: list[Any]) -> list[Any]:
-    """Filter values as the column's type; text columns take text only, other columns what casts cleanly."""
+    """Filter values as the column's type, exactly (the rule of :func:`.query_sql.cast_value`)."""
     if any(marker in sql_type for marker in UNFILTERABLE):
         raise ExportError(INVALID_FILTER_TYPE, f"column {name!r} has type {sql_type}; it cannot be filtered by value")
-    text = sql_type in ("VARCHAR", "JSON")
-    boolean = sql_type == "BOOLEAN"
-    cast = []
-    for value in values:
-        if text and not isinstance(value, str):
-            raise ExportError(INVALID_FILTER_TYPE, f"column {name!r} is text; got {value!r} ({type(value).__name__})")
-        if not text and not isinstance(value, str) and isinstance(value, bool) != boolean:
-            raise ExportError(INVALID_FILTER_TYPE, f"column {name!r} has type {sql_type}; got {value!r}")
-        if text:
-            cast.append(value)
-            continue
-        result = con.execute(f"SELECT TRY_CAST($v AS {sql_type})", {"v": value}).fetchall()[0][0]
-        if result is None:
-            raise ExportError(INVALID_FILTER_TYPE, f"column {name!r} has type {sql_type}; {value!r} is not one")
-        cast.append(result)
-    return cast
+    try:
+        return [cast_value(con, name, sql_type, value) for value in values]
+    except InvalidFilterValueError as exc:
+        raise ExportError(INVALID_FILTER_TYPE, exc.message) from None
 
 
 def plan_export(duck: DuckDBClient, params: ExportParams, sampled: datetime) -> tuple[QueryPlan, QueryPlan]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,12 @@ import pyarrow.compute as pc
 from PIL import Image, ImageOps
 
 from .errors import DatalakeError
+from .hdf5_names import NULLS, Hdf5UnsupportedColumnError, dataset_name
+from .hdf5_read import export_groups, iter_hdf5_batches  # noqa: F401  (the reader, importable from here too)
 from .images import MAX_PIXELS_ENV, allow_pixels_in_pillow, max_pixels_from_env
 from .jsonl_codec import to_json_values
 
 PARTITION_COLUMNS = ("provider", "dataset", "task", "variant")
-NULLS = "_nulls"
 VLEN_BYTES = h5py.vlen_dtype(np.uint8)
 UTF8 = h5py.string_dtype("utf-8")
 IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
@@ -63,6 +64,8 @@ IMAGE_CHUNK = 512  # images read and written per h5py call
 
 def _encoding(field: pa.Field, image_columns: set[str], image_mode: str) -> str:
     t = field.type
+    if isinstance(t, pa.BaseExtensionType):  # fixed_shape_tensor, arrow.json, ...: written as their storage
+        t = t.storage_type
     if field.name in image_columns:
         return "image_array" if image_mode == "resized" else "image_bytes"
     if pa.types.is_dictionary(t):
@@ -118,8 +121,8 @@ class _Group:
         old = self.datasets.pop(name, None)
         if old is None:
             return "utf8_bytes"
-        tmp_name = f"{name}.__utf8"
-        self.group.move(name, tmp_name)
+        tmp_name = f"{dataset_name(name)}.__utf8"
+        self.group.move(dataset_name(name), tmp_name)
         old = self.group[tmp_name]
         new = self._dataset(name, "utf8_bytes", pa.array([], pa.string()))
         new.resize((start,))
@@ -151,9 +154,10 @@ class _Group:
         if encoding in ("image_array", "timestamp", "bool", "number") and w.compression:
             fixed["compression"] = w.compression
         ds = self.group.create_dataset(
-            name, shape=shape, maxshape=(None, *shape[1:]), dtype=dtype, **({"chunks": True} | fixed)
+            dataset_name(name), shape=shape, maxshape=(None, *shape[1:]), dtype=dtype, **({"chunks": True} | fixed)
         )
         ds.attrs["encoding"] = encoding
+        ds.attrs["column"] = name
         if encoding == "timestamp":
             ds.attrs["unit"] = column.type.unit
             ds.attrs["tz"] = column.type.tz or ""
@@ -168,7 +172,7 @@ class _Group:
             return
         if name not in self.masks:
             mask = self.group.require_group(NULLS).create_dataset(
-                name, shape=(start,), maxshape=(None,), dtype=np.bool_, chunks=True, fillvalue=False
+                dataset_name(name), shape=(start,), maxshape=(None,), dtype=np.bool_, chunks=True, fillvalue=False
             )
             self.masks[name] = mask
         mask = self.masks[name]
@@ -183,6 +187,8 @@ class _Group:
             column = table.column(field.name).combine_chunks()
             if pa.types.is_dictionary(column.type):
                 column = column.dictionary_decode()
+            if isinstance(column.type, pa.BaseExtensionType):
+                column = column.storage
             encoding = self.encoding(field.name)
             if encoding == "utf8" and pc.any(pc.match_substring(column, "\x00")).as_py():
                 encoding = self._strings_as_bytes(field.name, start)
@@ -203,7 +209,7 @@ class _Group:
                 else:
                     pixels = np.stack([self.writer.image_array(p) for p in chunk])
                     if pixels.dtype != ds.dtype:  # a deeper image than the dataset holds: widen, never clamp
-                        ds = self._widen(ds, np.promote_types(ds.dtype, pixels.dtype))
+                        ds = self._widen(ds, ds.attrs["column"], np.promote_types(ds.dtype, pixels.dtype))
                     ds[start + a : start + a + len(chunk)] = pixels
         elif encoding == "bytes":
             write_vlen_bytes(ds, start, [b or b"" for b in column.to_pylist()])
@@ -224,7 +230,7 @@ class _Group:
         else:
             ds[start:end] = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
 
-    def _widen(self, ds: h5py.Dataset, dtype: np.dtype) -> h5py.Dataset:
+    def _widen(self, ds: h5py.Dataset, column: str, dtype: np.dtype) -> h5py.Dataset:
         """Replace an image dataset by a copy in a wider dtype (uint8 -> uint16 -> int32 -> float...)."""
         name = ds.name.rsplit("/", 1)[-1]
         wide = self.group.create_dataset(
@@ -241,21 +247,21 @@ class _Group:
             wide.attrs[key] = value
         del self.group[name]
         self.group.move(f"{name}.__widened", name)
-        self.datasets[name] = self.group[name]
-        return self.datasets[name]
+        self.datasets[column] = self.group[name]
+        return self.datasets[column]
 
     def finish(self, schema: pa.Schema, meta: dict[str, Any]) -> None:
         dropped = [name for name in self.datasets if name not in self.non_null and self.rows]
         for name in dropped:
-            del self.group[name]
+            del self.group[dataset_name(name)]
             if name in self.masks:
-                del self.group[NULLS][name]
+                del self.group[NULLS][dataset_name(name)]
         attrs = self.group.attrs
         for level, value in zip(PARTITION_COLUMNS, self.key):
             attrs[level] = value
         attrs["row_count"] = self.rows
         columns = [
-            {"name": f.name, "type": str(f.type), "encoding": self.encoding(f.name)}
+            {"name": f.name, "dataset": dataset_name(f.name), "type": str(f.type), "encoding": self.encoding(f.name)}
             for f in schema
             if f.name in self.datasets and f.name not in dropped
         ]
@@ -269,6 +275,24 @@ class _Group:
         summary = {k: v for k, v in meta.items() if k not in ("batches", "schema")}
         summary["batch_count"] = len(meta.get("batches") or [])
         attrs["partition_meta"] = json.dumps(summary, ensure_ascii=False, default=str)
+
+
+def _check_columns(schema: pa.Schema, encodings: dict[str, str]) -> None:
+    """Refuse, before any row is written, a column the file cannot hold: a name no dataset can have, or a
+    ``text``-encoded type pyarrow cannot render as text."""
+    for f in schema:
+        if f.name in PARTITION_COLUMNS:
+            continue
+        dataset_name(f.name)
+        t = f.type.storage_type if isinstance(f.type, pa.BaseExtensionType) else f.type
+        if encodings[f.name] == "text":
+            try:
+                pa.array([], t).cast(pa.string())
+            except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+                raise Hdf5UnsupportedColumnError(
+                    f"column {f.name!r} has type {f.type}, which the HDF5 export cannot write (no text form); "
+                    "leave it out of the export or export as parquet/arrow"
+                ) from None
 
 
 class Hdf5ExportWriter:
@@ -293,7 +317,9 @@ class Hdf5ExportWriter:
         self.compression = compression
         # Assets were accepted under the lake's pixel limit; Pillow's own guard must not refuse them here.
         allow_pixels_in_pillow(max_pixels_from_env())
-        self.file = h5py.File(self.path, "w")
+        # HDF5 1.8 file format or later: attributes over 64 KiB (the schema of thousands of columns) go to dense
+        # attribute storage instead of failing with "object header message is too large" (HDF5 1.8+ reads it).
+        self.file = h5py.File(self.path, "w", libver=("v108", "latest"))
         self.groups: dict[tuple[str, ...], _Group] = {}
         self.schema: pa.Schema | None = None
         self.encodings: dict[str, str] = {}
@@ -304,8 +330,9 @@ class Hdf5ExportWriter:
             missing = [c for c in PARTITION_COLUMNS if c not in table.column_names]
             if missing:
                 raise ValueError(f"HDF5 export needs the partition columns; missing {missing}")
-            self.schema = table.schema
             self.encodings = {f.name: _encoding(f, self.image_columns, self.image_mode) for f in table.schema}
+            _check_columns(table.schema, self.encodings)
+            self.schema = table.schema
         if not table.num_rows:
             return
         keys = pc.binary_join_element_wise(*(table.column(c) for c in PARTITION_COLUMNS), "/")
@@ -369,64 +396,3 @@ class Hdf5ExportWriter:
             self.file.close()
         finally:
             self.path.unlink(missing_ok=True)
-
-
-# reading -------------------------------------------------------------------------------------------------
-def export_groups(f: h5py.File) -> list[str]:
-    """Paths of the partition groups (those with a ``schema`` attribute), in file order."""
-    found: list[str] = []
-
-    def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Group) and "schema" in obj.attrs:
-            found.append("/" + name)
-
-    f.visititems(visit)
-    return found
-
-
-def _read(ds: h5py.Dataset, encoding: str, a: int, b: int, column_type: str) -> Any:
-    if encoding in ("image_bytes", "bytes"):
-        return [v.tobytes() for v in ds[a:b]]
-    if encoding == "utf8_bytes":
-        return [v.tobytes().decode("utf-8") for v in ds[a:b]]
-    if encoding in ("utf8", "text"):
-        return list(ds.asstr()[a:b])
-    if encoding == "json":
-        return [json.loads(v) if v else None for v in ds.asstr()[a:b]]
-    if encoding == "timestamp":
-        tz = ds.attrs["tz"] or None
-        stamps = pa.array(ds[a:b], pa.int64()).cast(pa.timestamp(ds.attrs["unit"], tz))
-        try:
-            return stamps.to_pylist()
-        except (OverflowError, ValueError):  # beyond datetime's years: an Arrow array holds them
-            return stamps
-    return ds[a:b]
-
-
-def iter_hdf5_batches(path: str | Path, batch_size: int = 10_000) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``(group_path, {column: values})`` batches of an HDF5 export, never reading a dataset whole.
-
-    Values are lists (text, bytes, JSON values, datetimes, or anything with nulls restored as ``None``) or numpy
-    arrays (numbers, bools, resized images ``n x H x W x C``).
-    """
-    with h5py.File(path, "r") as f:
-        for group_path in export_groups(f):
-            group = f[group_path]
-            schema = json.loads(group.attrs["schema"])
-            rows = int(group.attrs["row_count"])
-            masks = group[NULLS] if NULLS in group else {}
-            for a in range(0, rows, batch_size):
-                b = min(a + batch_size, rows)
-                batch: dict[str, Any] = {}
-                for col in schema:
-                    name, encoding = col["name"], col["encoding"]
-                    values = _read(group[name], encoding, a, b, col["type"])
-                    if name in masks:
-                        mask = masks[name][a:b]
-                        if mask.any() and isinstance(values, pa.Array):
-                            values = pc.if_else(pa.array(mask), pa.nulls(len(values), values.type), values)
-                        elif mask.any():
-                            values = [None if m else v for v, m in zip(list(values), mask)]
-                    batch[name] = values
-                yield group_path, batch
-

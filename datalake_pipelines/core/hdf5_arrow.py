@@ -27,7 +27,11 @@ def arrow_schema(path: str | Path) -> pa.Schema | None:
 
 def typed_array(values: Any, t: pa.DataType, encoding: str) -> pa.Array:
     """Values of one column as read by :func:`iter_hdf5_batches`, as an array of the exported type ``t``
-    (``text``-encoded columns: cast from text where pyarrow can parse it, else left as text)."""
+    (``text``-encoded columns: cast from text where pyarrow can parse it, else left as text). Extension
+    columns were written as their storage type and are wrapped back into the extension type."""
+    if isinstance(t, pa.BaseExtensionType):
+        storage = typed_array(values, t.storage_type, encoding)
+        return pa.ExtensionArray.from_storage(t, storage) if storage.type == t.storage_type else storage
     if encoding == "text":
         text = pa.array(values, pa.string())
         try:

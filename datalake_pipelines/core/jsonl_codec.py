@@ -6,14 +6,18 @@ DuckDB's ``to_json`` renders the rows. What JSON (or DuckDB's Arrow scan) cannot
   section 4, with padding) - encoding ``base64``;
 - maps: a list of ``{"key": ..., "value": ...}`` objects in stored order (a JSON object would turn every key
   into text and lose key types) - encoding ``map_entries``;
-- ``float16``: written through ``float32`` (every float16 value is exact in float32).
+- ``float16``: written through ``float32`` (every float16 value is exact in float32);
+- timestamps, dates, times and durations (at any depth): integers in the column's Arrow unit (timestamps:
+  since the Unix epoch, UTC; ``date32``: days; ``date64``: ms; times: since midnight) - encoding
+  ``epoch_units``. Text would not be exact: DuckDB renders timestamps beyond its range (``2**63-1`` ns, pandas'
+  ``Timestamp.max``) as ``infinity``, and Arrow's own string cast cannot parse back what it renders there.
 
 ``export.json`` lists the encoded columns under ``encodings`` (``{"<column>": ["base64", ...]}``) and carries
 the exported Arrow schema (``arrow_schema``: base64 of the IPC-serialized schema). The export reader parses
 with an explicit schema derived from it (:func:`json_read_schema`; pyarrow 26's JSON type inference builds
 invalid list arrays when a list's first element is null) and :func:`decode_batch` restores bytes, maps and
-float16. Decimals are JSON numbers (DuckDB writes every digit), parsed back as their exported decimal type
-exactly. Timestamps, dates and times stay text (DuckDB's rendering).
+float16 and times with their exported types. Decimals are JSON numbers (DuckDB writes every digit), parsed
+back as their exported decimal type exactly.
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ import pyarrow as pa
 
 BASE64 = "base64"
 MAP_ENTRIES = "map_entries"
+EPOCH_UNITS = "epoch_units"
+
+
+def _is_time(t: pa.DataType) -> bool:
+    return pa.types.is_temporal(t)
 
 
 def _is_binary(t: pa.DataType) -> bool:
@@ -52,8 +61,10 @@ def column_encodings(schema: pa.Schema) -> dict[str, list[str]]:
     """``{column: [encodings]}`` for every column holding bytes or maps at any depth."""
     out = {}
     for f in schema:
-        found = [BASE64] if _has(f.type, _is_binary) else []
-        found += [MAP_ENTRIES] if _has(f.type, lambda t: isinstance(t, pa.MapType)) else []
+        t = _plain(f.type)
+        found = [BASE64] if _has(t, _is_binary) else []
+        found += [MAP_ENTRIES] if _has(t, lambda t: isinstance(t, pa.MapType)) else []
+        found += [EPOCH_UNITS] if _has(t, _is_time) else []
         if found:
             out[f.name] = found
     return out
@@ -81,18 +92,22 @@ def _map_type(t: pa.DataType, leaf, plain_lists: bool = False) -> pa.DataType:
 def _written_leaf(t: pa.DataType) -> pa.DataType:
     if _is_binary(t):
         return pa.string()
+    if _is_time(t):
+        return _storage(t)
     return pa.float32() if pa.types.is_float16(t) else t
 
 
 def _read_leaf(t: pa.DataType) -> pa.DataType:
     """The type a JSON value written from ``t`` is parsed as."""
-    if _is_binary(t) or pa.types.is_temporal(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+    if _is_binary(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return pa.string()
+    if _is_time(t):
+        return _storage(t)
     return pa.float32() if pa.types.is_float16(t) else t  # decimals: pyarrow parses JSON numbers exactly
 
 
 def _restored_type(t: pa.DataType) -> pa.DataType:
-    """The type the reader gives back for an exported ``t``: ``t`` except temporal types (text)."""
+    """The type the reader gives back for an exported ``t``: ``t`` itself, at every depth."""
     if isinstance(t, pa.MapType):
         return pa.map_(_restored_type(t.key_type), t.item_field.with_type(_restored_type(t.item_type)))
     if pa.types.is_struct(t):
@@ -102,7 +117,7 @@ def _restored_type(t: pa.DataType) -> pa.DataType:
         if pa.types.is_fixed_size_list(t):
             return pa.list_(value, t.list_size)
         return pa.large_list(value) if pa.types.is_large_list(t) else pa.list_(value)
-    return pa.string() if pa.types.is_temporal(t) else t
+    return t
 
 
 def _encode_value(value: Any, t: pa.DataType) -> Any:
@@ -120,13 +135,17 @@ def _encode_value(value: Any, t: pa.DataType) -> Any:
 
 
 def encode_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """``batch`` with bytes as base64 text, maps as key/value lists and float16 as float32, for ``to_json``."""
+    """``batch`` with bytes as base64 text, maps as key/value lists and float16 as float32, for ``to_json``;
+    extension columns (``arrow.json``, ``fixed_shape_tensor``, pandas' Period/Interval) as their storage."""
     arrays, fields = [], []
     for f, column in zip(batch.schema, batch.columns):
+        if isinstance(f.type, pa.BaseExtensionType):
+            f, column = f.with_type(f.type.storage_type), column.storage
         target = _map_type(f.type, _written_leaf)
         if target != f.type:
             if _has(f.type, lambda t: _is_binary(t) or isinstance(t, pa.MapType)):
-                column = pa.array([_encode_value(v, f.type) for v in python_values(column)], target)
+                stored = _storage(f.type)  # times as integers first (exact, and Python-free of datetime limits)
+                column = pa.array([_encode_value(v, stored) for v in column.cast(stored).to_pylist()], target)
             else:
                 column = column.cast(target)
         arrays.append(column)
@@ -135,8 +154,13 @@ def encode_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def json_read_schema(schema: pa.Schema) -> pa.Schema:
-    """The explicit schema to parse a JSONL export written from ``schema`` with."""
-    return pa.schema([f.with_type(_map_type(f.type, _read_leaf, plain_lists=True)) for f in schema])
+    """The explicit schema to parse a JSONL export written from ``schema`` with (extension columns: their
+    storage type; pyarrow's JSON reader cannot build extension arrays)."""
+    return pa.schema([f.with_type(_map_type(_plain(f.type), _read_leaf, plain_lists=True)) for f in schema])
+
+
+def _plain(t: pa.DataType) -> pa.DataType:
+    return t.storage_type if isinstance(t, pa.BaseExtensionType) else t
 
 
 def _decode_value(value: Any, t: pa.DataType) -> Any:
@@ -173,19 +197,23 @@ def deserialize_schema(text: str) -> pa.Schema:
 
 
 def decode_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """A JSONL batch parsed with :func:`json_read_schema` with bytes, maps and float16 restored to their
-    exported ``schema`` types (temporal values stay text)."""
+    """A JSONL batch parsed with :func:`json_read_schema` with bytes, maps, float16 and times restored to
+    their exported ``schema`` types (decimals are parsed exactly)."""
     arrays, fields = [], []
     for f, column in zip(batch.schema, batch.columns):
         if f.name in schema.names:
-            exported = schema.field(f.name).type
+            extension = schema.field(f.name).type
+            exported = _plain(extension)
             target = _restored_type(exported)
             if target != column.type:
                 if _has(exported, lambda t: _is_binary(t) or isinstance(t, pa.MapType)):
-                    column = pa.array([_decode_value(v, target) for v in column.to_pylist()], target)
+                    stored = _storage(target)
+                    column = pa.array([_decode_value(v, stored) for v in column.to_pylist()], stored).cast(target)
                 else:
                     column = _cast_checked(column, target)
                 f = f.with_type(target)
+            if extension is not exported and target == exported:  # wrap the storage back into its extension
+                column, f = pa.ExtensionArray.from_storage(extension, column), f.with_type(extension)
         arrays.append(column)
         fields.append(f)
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))

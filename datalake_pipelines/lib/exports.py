@@ -9,6 +9,7 @@ runs now, in this process, recorded in the same instance.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ def run_config_for(params: ExportParams, base_path: str | Path | None) -> dict[s
         "destination": str(Path(params.destination).expanduser().resolve()),
         "filter": {k: [v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v) for v in vals]
                    for k, vals in params.filter.items()},
+        # the values with their own types, so the op casts 1 and "1" differently (see .query_sql.cast_value)
+        "filter_json": json.dumps(params.filter, default=str),
         "export_all": params.export_all,
         "file_type": params.file_type,
         "base_path": str(LakeLayout(base_path, create=False).base),
@@ -128,6 +131,7 @@ def _params_of(run: dg.DagsterRun) -> dict[str, Any]:
     names = ("batch_size", "hdf5_images", "hdf5_image_shape", "hdf5_compression")
     options = {k: config.pop(k) for k in names if k in config}
     config.pop("base_path", None)
+    config.pop("filter_json", None)
     return {**config, "options": options}
 
 

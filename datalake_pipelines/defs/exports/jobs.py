@@ -5,6 +5,7 @@ Progress is live in three places: ``context.log.info`` lines in the run's event 
 An :class:`ExportError` fails the run with ``dg.Failure`` carrying ``err_code`` in its metadata.
 """
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,11 @@ class ExportConfig(dg.Config):
         default_factory=dict,
         description='Field -> accepted values, AND across fields, e.g. {"provider": ["aihub"], "lang": ["ko"]}',
     )
+    filter_json: str = Field(
+        default="",
+        description="The filter as JSON with its values' own types (numbers, booleans); wins over 'filter', "
+        "whose text values would let 1 match the text '1' or 'true' a boolean",
+    )
     export_all: bool = Field(default=False, description="Export every row; the filter is ignored")
     file_type: str = Field(default="parquet", description="parquet, jsonl, arrow, hf or hdf5")
     base_path: str = Field(default="", description="Lake folder; empty: $DATALAKE_BASE_PATH or ./lake")
@@ -56,7 +62,7 @@ class ExportConfig(dg.Config):
         }
         return ExportParams(
             destination=self.destination,
-            filter={k: list(v) for k, v in self.filter.items()},
+            filter=json.loads(self.filter_json) if self.filter_json else {k: list(v) for k, v in self.filter.items()},
             export_all=self.export_all,
             file_type=self.file_type,
             options=options,
