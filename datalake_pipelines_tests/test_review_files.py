@@ -19,6 +19,7 @@ from datalake_pipelines.cli import main
 from datalake_pipelines.core.errors import ValidationError
 from datalake_pipelines.core.hash_index import HashIndex
 
+
 def rows(lake) -> list[dict]:
     return pads.dataset(lake.catalog_root, partitioning="hive").to_table().to_pylist()
 

@@ -35,12 +35,12 @@ def verify_lake(
     """Check one partition (``provider/dataset/task/variant``) or every partition of the lake at ``base``.
 
     ``index`` (default: when no partition is given) also checks every hash-index entry, so assets that no
-    partition references (``create_data_file``) are covered; it is reported under ``"index"`` (same shape as a partition's entry, ``references`` = index entries; ``None``
-    when not checked).
+    partition references (``create_data_file``) are covered; it is reported under ``"index"`` (the shape of
+    a partition's entry, ``references`` = index entries; ``None`` when not checked).
 
     Returns ``{"base", "ok", "hashes", "partitions": [{"partition", "ok", "references", "missing",
-    "problems", "truncated"}], "references", "missing_count", "index"}``; ``ok`` is False when any reference is missing, outside
-    the lake, of the wrong size or (with ``hashes``) of the wrong content. Raises ``InvalidNameError`` for a
+    "problems", "truncated"}], "references", "missing_count", "index"}``; ``ok`` is False when any reference
+    is missing, outside the lake, of the wrong size or (with ``hashes``) of the wrong content. Raises ``InvalidNameError`` for a
     malformed ``partition`` and ``ValueError`` when that partition does not exist.
     """
     refs = [PartitionRef.parse(partition)] if partition else None
