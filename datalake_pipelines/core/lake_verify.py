@@ -40,8 +40,8 @@ def verify_lake(
 
     Returns ``{"base", "ok", "hashes", "partitions": [{"partition", "ok", "references", "missing",
     "problems", "truncated"}], "references", "missing_count", "index"}``; ``ok`` is False when any reference
-    is missing, outside the lake, of the wrong size or (with ``hashes``) of the wrong content. Raises ``InvalidNameError`` for a
-    malformed ``partition`` and ``ValueError`` when that partition does not exist.
+    is missing, outside the lake, of the wrong size or (with ``hashes``) of the wrong content. Raises
+    ``InvalidNameError`` for a malformed ``partition`` and ``ValueError`` when that partition does not exist.
     """
     refs = [PartitionRef.parse(partition)] if partition else None
     docs: list[dict[str, Any]] = []
