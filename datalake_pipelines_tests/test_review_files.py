@@ -102,3 +102,43 @@ def test_create_data_file_rejects_a_decompression_bomb_as_an_image(client, lake,
     with pytest.raises(ValidationError, match="decompression bomb"):
         client.create_data_file(big)
     assert HashIndex(lake.hash_index).count() == 0
+
+
+# 4./5. image columns: detection over the whole column, duplicates compared by resolved file -------------
+@pytest.fixture
+def imgs(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # a DataFrame's relative paths resolve against the working directory
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "imgs" / "w0.bmp")
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(tmp_path / "imgs" / "r.jpg")
+    return tmp_path
+
+
+def test_image_column_after_200_placeholders_is_not_silently_text(client, imgs):
+    import pandas as pd
+
+    df = pd.DataFrame({"image": ["n/a"] * 200 + ["imgs/w0.bmp"] * 5})
+    with pytest.raises(ValidationError, match="n/a"):  # resolved as an image column: the placeholder is named
+        client.upload_raw_data(df, "inhouse", "ph")
+    # not named like an image: text, with the reason and the count of rows that did resolve
+    df = pd.DataFrame({"ref": ["n/a"] * 200 + ["imgs/w0.bmp"] * 5, "caption": ["a cat"] * 205})
+    client.upload_raw_data(df, "inhouse", "ph2")
+    text = client.last_staging_report["text_columns"]
+    assert "'n/a' resolves to no file" in text["ref"] and "(5 of 205 non-null values resolve" in text["ref"]
+    assert "'a cat' resolves to no file" in text["caption"]
+    big = pd.DataFrame({"ref": ["n/a"] * 5000 + ["imgs/w0.bmp"] * 5})  # beyond any head-only sample
+    client.upload_raw_data(big, "inhouse", "ph3")
+    assert "(5 of 5005 non-null values resolve" in client.last_staging_report["text_columns"]["ref"]
+
+
+def test_duplicate_image_columns_are_compared_by_resolved_file(client, imgs, lake):
+    import pandas as pd
+
+    df = pd.DataFrame({"img": ["imgs/w0.bmp", "imgs\\r.jpg"], "orig": ["imgs/w0.bmp", "imgs/r.jpg"]})
+    client.upload_raw_data(df, "inhouse", "dup")
+    report = client.last_staging_report
+    assert list(report["image_columns"]) == ["img"]
+    assert "repeats the values of image column 'img'" in report["text_columns"]["orig"]
+    [result] = client.process_pending()
+    assert result.status == "done", result.error
+    assert sorted(r["orig"] for r in rows(lake)) == ["imgs/r.jpg", "imgs/w0.bmp"]  # the text is kept as given
