@@ -142,3 +142,55 @@ def test_duplicate_image_columns_are_compared_by_resolved_file(client, imgs, lak
     [result] = client.process_pending()
     assert result.status == "done", result.error
     assert sorted(r["orig"] for r in rows(lake)) == ["imgs/r.jpg", "imgs/w0.bmp"]  # the text is kept as given
+
+
+# 9. messages a user reads ----------------------------------------------------------------------------------
+def test_a_failed_batch_reports_nothing_added(client, lake, tmp_path, make_jpeg, capsys):
+    src = tmp_path / "src"
+    for i in range(5):
+        make_jpeg(src / f"ok{i}.jpg", color=(i, 50, 90))
+    for i in range(11):
+        (src / f"bad{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    client.upload_raw_data(src, provider="inhouse", dataset="scans")
+    [result] = client.process_pending()
+    assert result.status == "failed" and result.rows_rejected == 11
+    assert result.rows_added == 0 and "nothing was added to the catalog" in result.error
+    record = json.loads(lake.job_record(result.job_id).read_text())
+    assert record["rows_added"] == 0
+    capsys.readouterr()
+    main(["--base-path", str(lake.base), "process", "status", result.job_id])
+    out = capsys.readouterr().out
+    assert "added=0" in out and "added=5" not in out
+
+
+def test_verify_counts_distinct_problems(client, lake, tmp_path, make_jpeg, capsys):
+    src = tmp_path / "src"
+    make_jpeg(src / "a.jpg", color=(1, 1, 1))
+    (src / "copy.jpg").write_bytes((src / "a.jpg").read_bytes())  # two rows, one asset
+    make_jpeg(src / "b.jpg", color=(2, 2, 2))
+    ingest(client, src)
+    by_name = {r["file_name"]: lake.base / r["image"] for r in rows(lake)}
+    by_name["a.jpg"].unlink()
+    by_name["b.jpg"].write_bytes(b"short")
+    capsys.readouterr()
+    assert main(["--base-path", str(lake.base), "catalog", "verify", "--partition", "inhouse/scans/raw/image"]) == 1
+    out = capsys.readouterr().out
+    assert "1 missing asset(s), 1 other problem(s)" in out and "+" not in out
+    assert out.count("missing: ") == 1 and out.count("expected") == 1
+
+
+def test_upload_data_file_of_a_path_that_never_existed(lake, collection, tmp_path, make_jpeg):
+    unit = {"files": {"image": make_jpeg(tmp_path / "u.jpg"), "annotation": tmp_path / "never.json"}}
+    with pytest.raises(Exception) as info:
+        DatalakeClient(lake.base, progress=False).upload_data_file(unit, collection.id)
+    assert "does not exist" in str(info.value) and "disappeared" not in str(info.value)
+
+
+def test_windows_absolute_path_is_reported_as_given(client, imgs):
+    import pandas as pd
+
+    df = pd.DataFrame({"image": ["imgs/w0.bmp", "C:\\imgs\\w0.bmp"]})
+    with pytest.raises(ValidationError) as info:
+        client.upload_raw_data(df, "inhouse", "win", image_columns=["image"])
+    message = str(info.value)
+    assert "'C:\\\\imgs\\\\w0.bmp' is an absolute Windows path" in message and str(imgs) not in message

@@ -29,6 +29,7 @@ image column. Columns that resolve to different files on some row are independen
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,17 @@ def resolve_path(value: Any, base_dir: Path) -> Path | None:
         except OSError:  # a name too long for the file system, ...
             continue
     return None
+
+
+WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")  # C:\... or C:/... or \\server\share
+
+
+def missing_file_reason(value: Any, base_dir: Path) -> str:
+    """Why ``value`` names no file, for a message: the path it was looked up at, or, for an absolute Windows
+    path (``C:\\imgs\\a.jpg``, ``\\\\server\\share``), the value as given (it cannot be resolved on this system)."""
+    if isinstance(value, str) and WINDOWS_ABSOLUTE.match(value) and os.name != "nt":
+        return f"file {value!r} is an absolute Windows path, which cannot be resolved here (use a relative path)"
+    return f"file {value!r} does not exist ({base_dir / str(value)})"
 
 
 def is_binary(t: pa.DataType) -> bool:

@@ -183,6 +183,9 @@ class BatchProcessor:
                 writer.abort()
             result.status = "failed"
             result.error = str(exc) if isinstance(exc, DatalakeError) else f"{type(exc).__name__}: {exc}"
+            if result.rows_added:  # counted while ingesting, but the part file was never published
+                result.error += f" (nothing was added to the catalog; {result.rows_added} row(s) would have been)"
+            result.rows_added = 0
             details = exc.details if isinstance(exc, BatchError) else {}
             failed_dir = fail_batch(
                 self.layout,
