@@ -194,3 +194,103 @@ def test_windows_absolute_path_is_reported_as_given(client, imgs):
         client.upload_raw_data(df, "inhouse", "win", image_columns=["image"])
     message = str(info.value)
     assert "'C:\\\\imgs\\\\w0.bmp' is an absolute Windows path" in message and str(imgs) not in message
+
+
+# 1./2./8. hand drops: image columns of data.parquet resolved, nothing a user wrote is deleted ---------------
+def job_record(lake, job_id: str) -> dict:
+    return json.loads(lake.job_record(job_id).read_text())
+
+
+def kept_folder(lake, job_id: str) -> Path:
+    return lake.failed / f"{job_id}-unreferenced" / "files"
+
+
+def test_hand_drop_data_parquet_image_column_is_resolved_and_unreferenced_files_are_kept(client, lake, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    drop = lake.pending / "drop-data"
+    (drop / "imgs").mkdir(parents=True)
+    Image.new("RGB", (8, 6), (1, 2, 3)).save(drop / "imgs" / "a.png")
+    Image.new("RGB", (8, 6), (3, 2, 1)).save(drop / "imgs" / "unused.png")
+    (drop / "extra.txt").write_text("my notes")
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (4, 4), (9, 9, 9)).save(outside)
+    values = ["imgs/a.png", "../../../outside.png", str(outside)]
+    pq.write_table(pa.table({"image": values, "caption": ["a", "b", "c"]}), drop / "data.parquet")
+    (drop / "_metadata.json").write_text(json.dumps({"provider": "inhouse", "dataset": "drops"}))
+    [result] = client.process_pending(max_reject_ratio=1.0)
+    assert result.status == "done", result.error
+    assert result.rows_added == 1 and result.images_new == 1 and result.rows_rejected == 2
+    [row] = rows(lake)
+    assert row["image"].startswith("assets/") and (lake.base / row["image"]).is_file()
+    reasons = " ".join(r["reason"] for r in result.rejected)
+    assert "'..'" in reasons and "absolute path" in reasons
+    report = job_record(lake, result.job_id)["staging_report"]
+    assert list(report["image_columns"]) == ["image"]
+    kept = {k["path"]: k["reason"] for k in report["kept"]["files"]}
+    assert kept == {"extra.txt": "no row of the batch references the file",
+                    "imgs/unused.png": "no row of the batch references the file"}  # fmt: skip
+    assert (kept_folder(lake, result.job_id) / "extra.txt").read_text() == "my notes"
+    assert (kept_folder(lake, result.job_id) / "imgs" / "unused.png").is_file()
+    assert outside.is_file()
+
+
+def test_hand_drop_image_columns_key_in_the_manifest(client, lake):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    drop = lake.pending / "drop-named"
+    drop.mkdir(parents=True)
+    Image.new("RGB", (5, 5), (7, 7, 7)).save(drop / "scan.bmp")
+    pq.write_table(pa.table({"ref": ["scan.bmp"], "note": ["scan.bmp"]}), drop / "data.parquet")
+    meta = {"provider": "inhouse", "dataset": "drops", "image_columns": ["ref"]}
+    (drop / "_metadata.json").write_text(json.dumps(meta))
+    [result] = client.process_pending()
+    assert result.status == "done", result.error
+    [row] = rows(lake)
+    assert row["ref"].startswith("assets/") and row["note"] == "scan.bmp"
+
+
+def test_hand_drop_skipped_files_are_listed_and_kept(client, lake, make_jpeg):
+    import os
+
+    drop = lake.pending / "drop-skips"
+    make_jpeg(drop / "good.jpg", color=(5, 6, 7))
+    (drop / ".hidden").write_text("h")
+    (drop / ".cache").mkdir()
+    (drop / ".cache" / "x.bin").write_bytes(b"x")
+    (drop / ".claim.json").write_text('{"mine": true}')
+    (drop / "error.json").write_text('{"user": 1}')
+    os.mkfifo(drop / "pipe")
+    os.symlink(drop / "good.jpg", drop / "link.jpg")
+    bad = os.fsdecode(b"bad\xffname.bmp")
+    Image.new("RGB", (4, 4), (1, 1, 1)).save(os.path.join(os.fsencode(drop), b"bad\xffname.bmp"), "BMP")
+    (drop / "_metadata.json").write_text(json.dumps({"provider": "inhouse", "dataset": "drops"}))
+    [result] = client.process_pending(max_reject_ratio=1.0)
+    assert result.status == "done", result.error
+    assert {r["file_name"] for r in rows(lake)} == {"good.jpg"}
+    report = job_record(lake, result.job_id)["staging_report"]
+    skipped = {s["path"] for s in report["skipped"]}
+    assert {".hidden", ".cache/", ".claim.json", "error.json", "pipe", "bad\\xffname.bmp"} <= skipped
+    assert any("b'bad\\xffname.bmp'" in s["reason"] for s in report["skipped"])
+    kept = {k["path"] for k in report["kept"]["files"]}
+    assert kept == {".hidden", ".cache/x.bin", ".claim.json", "error.json", "pipe", "link.jpg", "bad\\xffname.bmp"}
+    folder = kept_folder(lake, result.job_id)
+    assert (folder / ".claim.json").read_text() == '{"mine": true}'
+    assert (folder / "error.json").read_text() == '{"user": 1}'
+    assert (folder / "link.jpg").is_symlink() and (folder / "pipe").is_fifo()
+    assert (folder / bad).is_file() and (folder / ".cache" / "x.bin").read_bytes() == b"x"
+
+
+def test_folder_upload_with_a_non_utf8_file_name_skips_it_by_name(client, lake, tmp_path, make_jpeg):
+    import os
+
+    src = tmp_path / "src"
+    make_jpeg(src / "good.jpg", color=(5, 6, 7))
+    Image.new("RGB", (4, 4), (1, 1, 1)).save(os.path.join(os.fsencode(src), b"bad\xffname.bmp"), "BMP")
+    client.upload_raw_data(src, provider="inhouse", dataset="scans")
+    [skip] = client.last_staging_report["skipped"]
+    assert skip["path"] == "bad\\xffname.bmp" and "b'bad\\xffname.bmp'" in skip["reason"]
+    [result] = client.process_pending()
+    assert result.status == "done" and result.rows_added == 1
