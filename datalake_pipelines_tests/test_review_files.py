@@ -294,3 +294,18 @@ def test_folder_upload_with_a_non_utf8_file_name_skips_it_by_name(client, lake, 
     assert skip["path"] == "bad\\xffname.bmp" and "b'bad\\xffname.bmp'" in skip["reason"]
     [result] = client.process_pending()
     assert result.status == "done" and result.rows_added == 1
+
+
+def test_re_uploading_a_folder_with_a_bad_file_reuses_the_same_quarantine(client, lake, tmp_path, make_jpeg):
+    src = tmp_path / "src"
+    for i in range(3):
+        make_jpeg(src / f"ok{i}.jpg", color=(i, 9, 9))
+    (src / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    first = ingest(client, src)
+    again = ingest(client, src)
+    assert (first.status, again.status) == ("done", "done") and again.rows_duplicate == 3
+    assert again.rejected_dir == first.rejected_dir
+    assert len(list(lake.failed.glob("*-rejected"))) == 1
+    (src / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken differently")
+    third = ingest(client, src)
+    assert third.rejected_dir != first.rejected_dir and len(list(lake.failed.glob("*-rejected"))) == 2
