@@ -309,3 +309,23 @@ def test_re_uploading_a_folder_with_a_bad_file_reuses_the_same_quarantine(client
     (src / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken differently")
     third = ingest(client, src)
     assert third.rejected_dir != first.rejected_dir and len(list(lake.failed.glob("*-rejected"))) == 2
+
+
+def test_s3_hand_drop_keeps_unreferenced_files_in_the_bucket(s3_lake, make_jpeg, tmp_path):
+    from datalake_pipelines.core.storage import S3Storage
+
+    storage = S3Storage(s3_lake)
+    jpg = make_jpeg(tmp_path / "a.jpg", color=(3, 3, 3))
+    storage.write_bytes("staging/pending/s3drop/a.jpg", jpg.read_bytes())
+    storage.write_bytes("staging/pending/s3drop/.hidden", b"mine")
+    storage.write_bytes("staging/pending/s3drop/error.json", b'{"user": 1}')
+    storage.write_bytes("staging/pending/s3drop/_metadata.json", b'{"provider": "inhouse", "dataset": "drops"}')
+    from datalake_pipelines.core.processing import ProcessOptions
+    from datalake_pipelines.core.s3_lake import S3Lake
+
+    [result] = S3Lake(s3_lake).process_pending(ProcessOptions(), quiet_seconds=0.0)
+    assert result.status == "done", result.error
+    kept = result.staging_report["kept"]
+    assert {k["path"] for k in kept["files"]} == {".hidden", "error.json"}
+    assert storage.read_bytes("staging/failed/s3drop-unreferenced/files/.hidden") == b"mine"
+    assert storage.read_bytes("staging/failed/s3drop-unreferenced/files/error.json") == b'{"user": 1}'

@@ -399,6 +399,11 @@ class S3Lake:
         if rejected.is_dir():
             upload_tree(self.storage, rejected, f"staging/failed/{rejected.name}", last=BATCH_MANIFEST)
             result.rejected_dir = f"{self.base}/staging/failed/{rejected.name}"
+        kept = (result.staging_report or {}).get("kept")
+        if kept:  # a hand drop's files no row took (core/hand_drop.py): kept on S3 too, never dropped
+            folder = Path(kept["folder"])
+            upload_tree(self.storage, folder, f"staging/failed/{folder.name}", last=ERROR_FILE)
+            kept["folder"] = f"{self.base}/staging/failed/{folder.name}"
         self._drop_pending(job_id)
 
     def _upload_job_record(self, work: LakeLayout, job_id: str) -> None:
