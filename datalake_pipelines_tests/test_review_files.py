@@ -329,3 +329,27 @@ def test_s3_hand_drop_keeps_unreferenced_files_in_the_bucket(s3_lake, make_jpeg,
     assert {k["path"] for k in kept["files"]} == {".hidden", "error.json"}
     assert storage.read_bytes("staging/failed/s3drop-unreferenced/files/.hidden") == b"mine"
     assert storage.read_bytes("staging/failed/s3drop-unreferenced/files/error.json") == b'{"user": 1}'
+
+
+def test_decompression_bombs_are_rejected_images_in_folder_uploads_and_hand_drops(client, lake, tmp_path, corpus_dir):
+    import shutil
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("RGB", (6, 6), (4, 4, 4)).save(src / "ok.png")
+    shutil.copyfile(corpus_dir / "invalid" / "decompression_bomb.gif", src / "bomb.gif")
+    Image.new("1", (14000, 14000)).save(src / "big.png")
+    client.upload_raw_data(src, provider="inhouse", dataset="scans")
+    [first] = client.process_pending(max_reject_ratio=1.0)
+    drop = lake.pending / "drop-bombs"
+    shutil.copytree(src, drop)
+    (drop / "ok.png").unlink()
+    Image.new("RGB", (6, 6), (5, 5, 5)).save(drop / "ok2.png")
+    Image.new("RGB", (6, 6), (6, 6, 6)).save(drop / "ok3.png")
+    Image.new("RGB", (6, 6), (7, 7, 7)).save(drop / "ok4.png")
+    (drop / "_metadata.json").write_text(json.dumps({"provider": "inhouse", "dataset": "drops"}))
+    [second] = client.process_pending(max_reject_ratio=1.0)
+    for result in (first, second):
+        assert result.status == "done", result.error
+        assert len(result.rejected) == 2 and all("decompression bomb" in r["reason"] for r in result.rejected)
+        assert {r.get("column") for r in result.rejected} == {"image"}
