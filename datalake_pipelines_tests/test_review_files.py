@@ -241,15 +241,17 @@ def test_hand_drop_image_columns_key_in_the_manifest(client, lake):
     import pyarrow.parquet as pq
 
     drop = lake.pending / "drop-named"
-    drop.mkdir(parents=True)
-    Image.new("RGB", (5, 5), (7, 7, 7)).save(drop / "scan.bmp")
-    pq.write_table(pa.table({"ref": ["scan.bmp"], "note": ["scan.bmp"]}), drop / "data.parquet")
+    (drop / "sub").mkdir(parents=True)
+    Image.new("RGB", (5, 5), (7, 7, 7)).save(drop / "sub" / "scan.bmp")
+    # a relative path written on Windows resolves like its forward-slash form, as in an upload
+    pq.write_table(pa.table({"ref": ["sub\\scan.bmp"], "note": ["sub\\scan.bmp"]}), drop / "data.parquet")
     meta = {"provider": "inhouse", "dataset": "drops", "image_columns": ["ref"]}
     (drop / "_metadata.json").write_text(json.dumps(meta))
     [result] = client.process_pending()
     assert result.status == "done", result.error
     [row] = rows(lake)
-    assert row["ref"].startswith("assets/") and row["note"] == "scan.bmp"
+    assert row["ref"].startswith("assets/") and row["note"] == "sub\\scan.bmp"
+    assert not (lake.failed / f"{result.job_id}-unreferenced").exists()  # the file was taken: nothing to keep
 
 
 def test_hand_drop_skipped_files_are_listed_and_kept(client, lake, make_jpeg):

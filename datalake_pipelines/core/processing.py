@@ -320,6 +320,8 @@ class BatchProcessor:
             for i, value in enumerate(values):
                 if value is None:
                     continue
+                if "\\" in value and value not in self._batch_files:  # imgs\a.png: resolved like imgs/a.png
+                    value = value.replace("\\", "/")
                 if value in self._batch_files:  # a regular file inside the batch, reached without symlinks
                     jobs.append((i, os.path.join(batch_root, value)))
                     self._referenced.add(value)
