@@ -355,3 +355,18 @@ def test_decompression_bombs_are_rejected_images_in_folder_uploads_and_hand_drop
         assert result.status == "done", result.error
         assert len(result.rejected) == 2 and all("decompression bomb" in r["reason"] for r in result.rejected)
         assert {r.get("column") for r in result.rejected} == {"image"}
+
+
+def test_s3_create_data_file_restores_a_deleted_object(s3_lake, tmp_path):
+    from datalake_pipelines.core.storage import S3Storage
+
+    src = tmp_path / "notes.bin"
+    src.write_bytes(b"s3 data file " * 20)
+    client = DatalakeClient(s3_lake, progress=False)
+    doc = client.create_data_file(src)
+    storage = S3Storage(s3_lake)
+    storage.delete([doc["path"]])
+    again = client.create_data_file(src)
+    assert not again["deduplicated"] and again["path"] == doc["path"]
+    assert storage.read_bytes(doc["path"]) == src.read_bytes()
+    assert client.create_data_file(src)["deduplicated"]

@@ -230,8 +230,10 @@ def create_data_file_s3(
 ) -> dict[str, Any]:
     """:func:`create_data_file_local` for an S3 lake (``s3_lake`` an :class:`~.s3_lake.S3Lake`).
 
-    Dedup uses the validated cache of published segments. A chunked upload is a boto3 managed transfer
-    (multipart above the threshold, parts of at least 5 MiB, two concurrent parts); the object is written
+    Dedup uses the validated cache of published segments; a hit is trusted after one HEAD finds its object
+    at the indexed size, else the bytes are uploaded again (``"deduplicated": False``). A chunked upload is a
+    boto3 managed transfer (multipart above the threshold, parts of at least 5 MiB, two concurrent parts); the
+    object is written
     before its one-entry index segment, so the index never names a missing object.
     """
     check_name("provider", provider)
@@ -239,9 +241,12 @@ def create_data_file_s3(
     path, size, limit, chunked, step, sha, data = _prepare(file_path, use_chunked_upload, threshold, progress)
     cache = s3_lake.index_cache()
     known = cache.index.get(sha)
-    if known is not None:
+    if known is not None and s3_lake.existing_assets([known.path]).get(known.path) == known.size:
         return _result(known, s3_lake.uri_of(known.path), True, chunked, None)
-    entry = _new_entry(path, sha, size, data, LakeLayout(s3_lake.cache / "scratch"), provider, dataset)
+    if known is not None and known.stored_sha256 == sha:  # its object was deleted or damaged: upload it again
+        entry = known
+    else:
+        entry = _new_entry(path, sha, size, data, LakeLayout(s3_lake.cache / "scratch"), provider, dataset)
     storage = s3_lake.storage
     parts = None
     if data is not None:
@@ -255,5 +260,6 @@ def create_data_file_s3(
             )
         etag = storage.info(entry.path).etag.strip('"')
         parts = int(etag.rsplit("-", 1)[1]) if "-" in etag else 1
-    cache.publish(entry.first_batch_id, [entry])
+    if entry is not known:
+        cache.publish(entry.first_batch_id, [entry])
     return _result(entry, s3_lake.uri_of(entry.path), False, chunked, parts)
