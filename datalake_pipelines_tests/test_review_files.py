@@ -370,3 +370,20 @@ def test_s3_create_data_file_restores_a_deleted_object(s3_lake, tmp_path):
     assert not again["deduplicated"] and again["path"] == doc["path"]
     assert storage.read_bytes(doc["path"]) == src.read_bytes()
     assert client.create_data_file(src)["deduplicated"]
+
+
+def test_hand_drop_rejected_row_with_a_windows_path_keeps_its_file_in_the_quarantine(client, lake):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    drop = lake.pending / "drop-win"
+    (drop / "sub").mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (5, 5), (i, 7, 7)).save(drop / "sub" / f"ok{i}.png")
+    (drop / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    values = ["sub\\ok0.png", "sub\\ok1.png", "sub\\broken.png"]
+    pq.write_table(pa.table({"image": values}), drop / "data.parquet")
+    (drop / "_metadata.json").write_text(json.dumps({"provider": "inhouse", "dataset": "drops"}))
+    [result] = client.process_pending()
+    assert result.status == "done" and result.rows_added == 2 and result.rows_rejected == 1, result.error
+    assert (Path(result.rejected_dir) / "sub" / "broken.png").read_bytes() == b"\x89PNG\r\n\x1a\n cut"

@@ -32,6 +32,7 @@ from .image_columns import is_string_like, resolve_image_columns
 from .layout import BATCH_DATA, BATCH_MANIFEST, ERROR_FILE, LakeLayout
 
 KEPT_FILES_DIR = "files"
+LEFTOVER_DIR = "batch"  # the rest of the batch folder, when a file could not be moved out of it
 
 
 def resolve_hand_drop_columns(data_path: Path, batch_dir: Path, named: list[str] | None) -> dict[str, Any]:
@@ -104,12 +105,21 @@ def keep_unreferenced(
     if target.exists():
         target = target.with_name(f"{target.name}-{utc_now_iso().replace(':', '')}")
     kept = []
+    stuck = []
     for rel in rels:
         reason = _reason(rel, skipped, batch_dir)
         dest = target / KEPT_FILES_DIR / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(batch_dir / rel, dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(batch_dir / rel, dest)
+        except OSError as exc:
+            stuck.append(rel)
+            reason += f"; could not be moved ({exc.strerror or exc}): kept in {LEFTOVER_DIR}/ with the batch"
         kept.append({"path": display_name(rel), "reason": reason})
+    if stuck:  # never delete what could not be moved: the whole rest of the batch folder is kept instead
+        target.mkdir(parents=True, exist_ok=True)
+        os.rename(batch_dir, target / LEFTOVER_DIR)
+        batch_dir.mkdir()  # the caller discards an empty folder
     write_json_atomic(
         target / ERROR_FILE,
         {

@@ -39,6 +39,8 @@ def quarantine_rows(
         for value in table.column(col).to_pylist():
             if not value:
                 continue
+            if "\\" in value and not (batch_dir / value).is_file():  # imgs\a.png, resolved as imgs/a.png
+                value = value.replace("\\", "/")
             try:
                 source = safe_join(batch_dir, value)
             except UnsafePathError:
