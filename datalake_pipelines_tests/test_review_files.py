@@ -387,3 +387,19 @@ def test_hand_drop_rejected_row_with_a_windows_path_keeps_its_file_in_the_quaran
     [result] = client.process_pending()
     assert result.status == "done" and result.rows_added == 2 and result.rows_rejected == 1, result.error
     assert (Path(result.rejected_dir) / "sub" / "broken.png").read_bytes() == b"\x89PNG\r\n\x1a\n cut"
+
+
+def test_xmp_orientation_is_read_as_exif_transpose_reads_it(client, lake, tmp_path):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    xmp = '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    info.add_itxt("XML:com.adobe.xmp", xmp)
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("RGB", (40, 20), (1, 2, 3)).save(src / "xmp.png", pnginfo=info)
+    shown = ImageOps.exif_transpose(Image.open(src / "xmp.png")).size
+    assert shown == (20, 40)
+    assert ingest(client, src).status == "done"
+    [row] = rows(lake)
+    assert (row["image_width"], row["image_height"], row["image_orientation"]) == (20, 40, 6)
