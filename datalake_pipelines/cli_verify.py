@@ -14,13 +14,21 @@ def add_verify_command(catalog: Any, parents: list[argparse.ArgumentParser]) -> 
     p = catalog.add_parser("verify", parents=parents, help="check that every referenced asset exists (and matches)")
     p.add_argument("--partition", help="provider/dataset/task/variant (default: every partition)")
     p.add_argument("--hashes", action="store_true", help="also re-hash every asset (reads every byte)")
+    p.add_argument(
+        "--index",
+        action="store_true",
+        default=None,
+        help="also check every hash-index entry (data files no partition references); default without --partition",
+    )
     p.set_defaults(func=cmd_catalog_verify)
 
 
 def _text(report: dict[str, Any]) -> str:
     lines = []
-    for doc in report["partitions"]:
-        state = "ok" if doc["ok"] else f"{len(doc['missing'])} missing, {len(doc['problems'])}+ problem(s)"
+    for doc in report["partitions"] + ([report["index"]] if report.get("index") else []):
+        others = [p for p in doc["problems"] if not p.endswith(" is missing")]
+        more = f" (only the first {len(doc['problems'])} problems are listed)" if doc.get("truncated") else ""
+        state = "ok" if doc["ok"] else f"{len(doc['missing'])} missing asset(s), {len(others)} other problem(s){more}"
         lines.append(f"{doc['partition']}: {doc['references']} reference(s), {state}")
         lines += [f"  missing: {path}" for path in doc["missing"][:50]]
         lines += [f"  {problem}" for problem in doc["problems"] if not problem.endswith(" is missing")]
@@ -38,6 +46,6 @@ def cmd_catalog_verify(args: argparse.Namespace) -> int:
     from .core.lake_verify import verify_lake
 
     base = s3_base(args) or layout_of(args).base
-    report = verify_lake(base, args.partition, args.hashes)
+    report = verify_lake(base, args.partition, args.hashes, args.index)
     emit(args, report, lambda: _text(report))
     return 0 if report["ok"] else 1

@@ -216,3 +216,21 @@ def test_segments_written_before_orientation_still_load(s3_lake, make_jpeg, tmp_
         filesystem=S3Storage(s3_lake).arrow()[0],
     ).to_table()
     assert set(table.column("image_width").to_pylist()) == {64} and table.column("image_orientation").null_count == 3
+
+
+def test_s3_dedup_hit_on_a_truncated_object_stores_the_bytes_again(s3_lake, make_jpeg, tmp_path, capsys):
+    client = DatalakeClient(s3_lake, num_proc=2, batch_size=4, progress=False)
+    src = images(make_jpeg, tmp_path / "src", n=1)
+    ingest(client, src)
+    storage = S3Storage(s3_lake)
+    [victim] = referenced_assets(s3_lake)
+    original = storage.read_bytes(victim)
+    storage.write_bytes(victim, original[:-9])  # wrong size: the same as a missing object
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "copy.jpg").write_bytes((src / "img0.jpg").read_bytes())
+    [result] = ingest(client, again, dataset="scans")
+    assert (result.images_new, result.images_deduplicated) == (1, 0)
+    assert storage.read_bytes(victim) == original
+    code, _report = verify(s3_lake, capsys=capsys)
+    assert code == 0

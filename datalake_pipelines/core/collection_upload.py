@@ -152,7 +152,8 @@ def hash_file(source: str) -> str:
 
 def _unit_failure(exc: OSError, spec: str, source: str) -> UnitFailed:
     if exc.errno == errno.ENOENT:
-        return UnitFailed("vanished", f"the file disappeared during the upload: {source}", spec, source)
+        # One message for a path that never existed and one removed meanwhile: both do not exist now.
+        return UnitFailed("vanished", f"the file does not exist: {source}", spec, source)
     if exc.errno in (errno.EACCES, errno.EPERM):
         return UnitFailed("unreadable", f"permission denied: {source}", spec, source)
     if exc.errno in TRANSIENT_ERRNOS:

@@ -22,19 +22,19 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any
 
 from boto3.s3.transfer import TransferConfig
-from PIL import Image
 from tqdm import tqdm
 
 from .errors import ValidationError
+from .file_accounting import identify_image
 from .files import temp_sibling, utc_now_iso
 from .hash_index import HashIndex, IndexEntry
 from .images import ImageRejected, displayed_size, exif_orientation, inspect_image, max_pixels_from_env
 from .layout import LakeLayout, check_name
+from .store import asset_problem, restore_asset
 
 MiB = 1024 * 1024
 DEFAULT_THRESHOLD = 50 * MiB
@@ -81,17 +81,19 @@ def _facts(path: Path, data: bytes | None) -> dict[str, Any]:
     """Image facts (format, displayed size, orientation, mode) or ``kind = "file"`` for anything else."""
     source = data if data is not None else path
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            Image.open(path).close()  # identification only: reads the header
-    except Exception:  # noqa: BLE001 - Pillow cannot identify it: a plain file
+        # Identification reads the header only; a header Pillow refuses as a decompression bomb is an image
+        # (rejected below by the pixel limit with its reason), never a plain file.
+        is_image = identify_image(path) is not None
+    except OSError as exc:
+        raise ValidationError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+    if not is_image:
         return {"kind": "file", "format": None, "width": None, "height": None, "mode": None, "orientation": None}
     try:
         info = inspect_image(source, max_pixels_from_env())
     except ImageRejected as exc:
-        raise ValidationError(f"{path}: an image Pillow cannot load: {exc}") from None
+        raise ValidationError(f"{path}: an image, rejected: {exc}") from None
     orientation = exif_orientation(source)
-    width, height = displayed_size(info.width, info.height, orientation)
+    width, height = displayed_size(info.width, info.height, orientation, info.format)
     return {
         "kind": "image",
         "format": info.format,
@@ -164,7 +166,9 @@ def create_data_file_local(
     """Store one file in a local lake; return ``{"id", "sha256", "size", "path", "uri", "kind", "format",
     "width", "height", "orientation", "mode", "deduplicated", "chunked", "parts"}``.
 
-    Raises :class:`ValidationError` for a path that is not a file or an image Pillow cannot load, and
+    A known content whose asset is missing or has the wrong size (deleted or damaged) is stored again
+    (``"deduplicated": False``). Raises :class:`ValidationError` for a path that is not a file or an image
+    Pillow cannot load (a decompression bomb included), and
     ``InvalidNameError`` for a bad provider/dataset name. The source file is only read.
     """
     check_name("provider", provider)
@@ -173,8 +177,12 @@ def create_data_file_local(
     index = HashIndex(layout.hash_index)
     try:
         known = index.get(sha)
-        if known is not None:
+        if known is not None and asset_problem(layout, known) is None:
             return _result(known, str(layout.base / known.path), True, chunked, None)
+        if known is not None and known.stored_sha256 == sha:  # its asset was deleted or damaged: store it again
+            target = layout.asset_path(known.path)
+            restore_asset(target, data if data is not None else path, sha)
+            return _result(known, str(target), False, chunked, None)
         entry = _new_entry(path, sha, size, data, layout, provider, dataset)
         target = layout.asset_path(entry.path)
         if not target.exists():
@@ -222,8 +230,10 @@ def create_data_file_s3(
 ) -> dict[str, Any]:
     """:func:`create_data_file_local` for an S3 lake (``s3_lake`` an :class:`~.s3_lake.S3Lake`).
 
-    Dedup uses the validated cache of published segments. A chunked upload is a boto3 managed transfer
-    (multipart above the threshold, parts of at least 5 MiB, two concurrent parts); the object is written
+    Dedup uses the validated cache of published segments; a hit is trusted after one HEAD finds its object
+    at the indexed size, else the bytes are uploaded again (``"deduplicated": False``). A chunked upload is a
+    boto3 managed transfer (multipart above the threshold, parts of at least 5 MiB, two concurrent parts); the
+    object is written
     before its one-entry index segment, so the index never names a missing object.
     """
     check_name("provider", provider)
@@ -231,9 +241,12 @@ def create_data_file_s3(
     path, size, limit, chunked, step, sha, data = _prepare(file_path, use_chunked_upload, threshold, progress)
     cache = s3_lake.index_cache()
     known = cache.index.get(sha)
-    if known is not None:
+    if known is not None and s3_lake.existing_assets([known.path]).get(known.path) == known.size:
         return _result(known, s3_lake.uri_of(known.path), True, chunked, None)
-    entry = _new_entry(path, sha, size, data, LakeLayout(s3_lake.cache / "scratch"), provider, dataset)
+    if known is not None and known.stored_sha256 == sha:  # its object was deleted or damaged: upload it again
+        entry = known
+    else:
+        entry = _new_entry(path, sha, size, data, LakeLayout(s3_lake.cache / "scratch"), provider, dataset)
     storage = s3_lake.storage
     parts = None
     if data is not None:
@@ -247,5 +260,6 @@ def create_data_file_s3(
             )
         etag = storage.info(entry.path).etag.strip('"')
         parts = int(etag.rsplit("-", 1)[1]) if "-" in etag else 1
-    cache.publish(entry.first_batch_id, [entry])
+    if entry is not known:
+        cache.publish(entry.first_batch_id, [entry])
     return _result(entry, s3_lake.uri_of(entry.path), False, chunked, parts)

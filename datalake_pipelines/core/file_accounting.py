@@ -24,6 +24,7 @@ what it is given), so the same folder dropped twice with differently normalised 
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import unicodedata
@@ -42,7 +43,8 @@ IMAGE_COLUMN = "image"
 FILE_COLUMN = "file"
 FILE_NAME_COLUMN = "file_name"
 # The lake's own files inside a hand-dropped batch folder (top level only); never rows.
-CONTROL_FILES = frozenset({BATCH_MANIFEST, BATCH_DATA, ERROR_FILE, "manifest.yaml", ".claim.json"})
+CLAIM_MARKER = ".claim.json"  # the marker queue.claim writes into a claimed batch (queue.CLAIM_MARKER)
+CONTROL_FILES = frozenset({BATCH_MANIFEST, BATCH_DATA, ERROR_FILE, "manifest.yaml", CLAIM_MARKER})
 
 Image.init()  # registers every plugin, so OPEN and the extension table are complete
 
@@ -97,6 +99,32 @@ def identify_image(path: str | os.PathLike) -> str | None:
 def is_image_file(path: str | os.PathLike) -> bool:
     """True if Pillow identifies the file as an image, or it cannot and the extension names an image format."""
     return identify_image(path) is not None or Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def display_name(rel: str) -> str:
+    """``rel`` printable and JSON-safe: a name that is not valid UTF-8 shows its undecodable bytes escaped."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+def is_utf8_name(rel: str) -> bool:
+    """False for a name ``os.fsdecode`` could only decode with lone surrogates (bytes that are not UTF-8)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def is_lake_claim_marker(path: Path) -> bool:
+    """True when ``path`` is the claim marker the lake writes (a JSON object with ``job_id`` and ``run_key``,
+    see queue.write_claim), not a user's file of the same name."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 64 * 1024:
+            return False
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and {"job_id", "run_key"} <= set(doc)
 
 
 def nfc(name: str) -> str:
@@ -161,10 +189,14 @@ def scan_folder(folder: Path, hand_drop: bool = False, workers: int = 4) -> Fold
                     stack.append((f"{rel}/", Path(entry.path)))
                 elif reason is None:
                     candidates.append(rel)
-                elif reason.startswith("hidden folder"):
-                    scan.skipped.append({"path": f"{rel}/", "reason": reason, "files": _count_files(entry.path)})
+                elif reason.startswith("hidden folder") or (
+                    reason.startswith("the file name") and entry.is_dir(follow_symlinks=False)
+                ):
+                    scan.skipped.append(
+                        {"path": f"{display_name(rel)}/", "reason": reason, "files": _count_files(entry.path)}
+                    )
                 else:
-                    scan.skipped.append({"path": rel, "reason": reason})
+                    scan.skipped.append({"path": display_name(rel), "reason": reason})
 
     def classify(rel: str) -> tuple[str, str | None]:
         if hand_drop and os.path.islink(os.path.join(folder, rel)):
@@ -191,8 +223,14 @@ def scan_folder(folder: Path, hand_drop: bool = False, workers: int = 4) -> Fold
 def _skip_reason(entry: os.DirEntry, rel: str, hand_drop: bool) -> str | None:
     """Why ``entry`` is no row (``""``: not even listed), or ``None`` when it is a file or folder to scan."""
     top = "/" not in rel
+    if not is_utf8_name(rel):
+        return f"the file name is not valid UTF-8: {os.fsencode(rel)!r} (not uploaded)"
+    if hand_drop and top and entry.name == CLAIM_MARKER:
+        if is_lake_claim_marker(Path(entry.path)):
+            return ""
+        return "a user file named like the lake's claim marker (not uploaded)"
     if hand_drop and top and entry.name in CONTROL_FILES:
-        return "" if entry.name in (BATCH_MANIFEST, ".claim.json") else "control file of the lake"
+        return "" if entry.name == BATCH_MANIFEST else "named like a control file of the lake (not uploaded)"
     try:
         mode = entry.stat(follow_symlinks=False).st_mode
     except OSError as exc:

@@ -13,25 +13,30 @@ A column is an image column when
    written on Windows (``imgs\\w0.png``) resolves like its forward-slash form. A URL (``scheme://...``) never
    resolves: it is text; the lake does not fetch URLs.
 
-Detection looks at the first :data:`DETECT_VALUES` non-null values of each column; staging then resolves every
-value of a detected column and refuses the upload, naming the row, if one does not (name the columns to decide).
-A column *named like an image* whose values resolve only in part is taken as an image column too, so its missing
-file refuses the upload by name instead of the column silently becoming text; any other partly resolving column
-is text, and the staging report says why.
+Detection never depends on where in the column the values sit: a column *named like an image* has every distinct
+non-null value resolved; any other string column a sample of the first :data:`DETECT_VALUES` non-null values plus
+:data:`DETECT_VALUES` evenly spaced over the whole column. Staging then resolves every value of a detected column
+and refuses the upload, naming the row, if one does not (name the columns to decide). A column named like an
+image whose values resolve only in part is taken as an image column too, so its missing file refuses the upload
+by name instead of the column silently becoming text. Every other string column is text, and ``text_columns``
+in the staging report says why (the first value that does not resolve, and how many values did).
 
-**Companion columns.** When several resolved columns hold the same value on every row (``orig_name`` repeating
-the image path), the one named like an image is the image column and the others stay text. When none or more
-than one of them is named like an image, the upload is refused: name the image column.
+**Companion columns.** When several resolved columns name the same *file* on every row (``orig_name`` repeating
+the image path, perhaps written with ``\\`` or ``./``), the one named like an image is the image column and the
+others stay text. When none or more than one of them is named like an image, the upload is refused: name the
+image column. Columns that resolve to different files on some row are independent image columns.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import ValidationError
 from .file_accounting import is_image_file
@@ -79,6 +84,17 @@ def resolve_path(value: Any, base_dir: Path) -> Path | None:
     return None
 
 
+WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")  # C:\... or C:/... or \\server\share
+
+
+def missing_file_reason(value: Any, base_dir: Path) -> str:
+    """Why ``value`` names no file, for a message: the path it was looked up at, or, for an absolute Windows
+    path (``C:\\imgs\\a.jpg``, ``\\\\server\\share``), the value as given (it cannot be resolved on this system)."""
+    if isinstance(value, str) and WINDOWS_ABSOLUTE.match(value) and os.name != "nt":
+        return f"file {value!r} is an absolute Windows path, which cannot be resolved here (use a relative path)"
+    return f"file {value!r} does not exist ({base_dir / str(value)})"
+
+
 def is_binary(t: pa.DataType) -> bool:
     return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
 
@@ -112,47 +128,66 @@ def resolve_image_columns(table: pa.Table, base_dir: Path, named: list[str] | No
         elif is_binary(fld.type) and named_like_image(fld.name):
             result.image_columns[fld.name] = BYTES
         elif is_string_like(fld.type):
-            hits, problem = _resolve_values(_first_values(table.column(fld.name)), base_dir)
-            if hits and (problem is None or (named_like_image(fld.name) and not problem.startswith("holds URLs"))):
+            column = table.column(fld.name)
+            named_image = named_like_image(fld.name)
+            values = _distinct_values(column) if named_image else _sample_values(column)
+            hits, problem = _resolve_values(values, base_dir)
+            if hits and (problem is None or (named_image and not problem.startswith("holds URLs"))):
                 resolved.append(fld.name)  # a partly resolving image-named column: staging names the bad value
-            elif problem and (hits or problem.startswith("holds URLs")):
-                result.text_columns[fld.name] = f"{problem}: text" + (
-                    f" ({hits} other values resolve to image files)" if hits else ""
-                )
-    for group in _identical_groups(table, resolved):
+            elif problem:
+                result.text_columns[fld.name] = f"{problem}: text" + (_hit_rows(column, hits) if hits else "")
+    for group in _same_file_groups(table, resolved, base_dir):
         if len(group) == 1:
             result.image_columns[group[0]] = RESOLVED
             continue
         hinted = [c for c in group if named_like_image(c)]
         if len(hinted) != 1:
             raise ValidationError(
-                f"columns {group} hold the same file paths on every row, so which one holds the images is "
+                f"columns {group} name the same files on every row, so which one holds the images is "
                 "ambiguous; name it with image_columns=[...] (--image-columns)"
             )
-        result.image_columns[hinted[0]] = f"{RESOLVED}; named like an image among columns with the same values"
+        result.image_columns[hinted[0]] = f"{RESOLVED}; named like an image among columns naming the same files"
         for other in group:
             if other != hinted[0]:
-                result.text_columns[other] = f"repeats the values of image column {hinted[0]!r}: kept as text"
+                result.text_columns[other] = (
+                    f"repeats the values of image column {hinted[0]!r} (the same file on every row): kept as text"
+                )
     order = {name: i for i, name in enumerate(table.column_names)}
     result.image_columns = dict(sorted(result.image_columns.items(), key=lambda kv: order[kv[0]]))
     return result
 
 
-def _first_values(column: pa.ChunkedArray) -> list[Any]:
-    values: list[Any] = []
-    for chunk in column.chunks:
-        values += chunk.drop_null().slice(0, DETECT_VALUES - len(values)).to_pylist()
-        if len(values) >= DETECT_VALUES:
-            break
-    return values
+def _sample_values(column: pa.ChunkedArray) -> list[Any]:
+    """The first :data:`DETECT_VALUES` non-null values and :data:`DETECT_VALUES` spread evenly over the column."""
+    values = column.drop_null()
+    n = len(values)
+    if n <= 2 * DETECT_VALUES:
+        return values.to_pylist()
+    step = n / DETECT_VALUES
+    spread = [int(k * step) for k in range(DETECT_VALUES)] + [n - 1]
+    return values.slice(0, DETECT_VALUES).to_pylist() + values.take(pa.array(spread, pa.int64())).to_pylist()
 
 
-def _resolve_values(values: list[Any], base_dir: Path) -> tuple[int, str | None]:
-    """How many distinct ``values`` resolve to image files, and why the first other one does not (or ``None``)."""
+def _distinct_values(column: pa.ChunkedArray) -> list[Any]:
+    """Every distinct non-null value, in first-seen order (dictionary columns by their strings)."""
+    return pc.unique(_as_strings(column).drop_null()).to_pylist()
+
+
+def _hit_rows(column: pa.ChunkedArray, hits: list[str]) -> str:
+    """`` (N of M non-null values resolve to image files)``, counted over the whole column."""
+    strings = _as_strings(column)
+    total = len(strings) - strings.null_count
+    rows = pc.sum(pc.is_in(strings, value_set=pa.array(hits, pa.large_string()))).as_py() or 0
+    return f" ({rows} of {total} non-null values resolve to image files)"
+
+
+def _resolve_values(values: list[Any], base_dir: Path) -> tuple[list[str], str | None]:
+    """The distinct ``values`` that resolve to image files, and why the first other one does not (or ``None``)."""
     urls = [v for v in values if is_url(v)]
     if urls:
-        return 0, f"holds URLs (e.g. {urls[0]!r}); the lake does not fetch URLs"
-    hits, problem = 0, None
+        return [], f"holds URLs (e.g. {urls[0]!r}); the lake does not fetch URLs"
+    hits: list[str] = []
+    problem = None
     for value in dict.fromkeys(values):
         path = resolve_path(value, base_dir)
         try:
@@ -160,19 +195,31 @@ def _resolve_values(values: list[Any], base_dir: Path) -> tuple[int, str | None]
         except OSError:
             image = False
         if image:
-            hits += 1
+            hits.append(value)
         elif problem is None:
             problem = f"value {value!r} " + ("resolves to no file" if path is None else "is not an image file")
     return hits, problem
 
 
-def _identical_groups(table: pa.Table, columns: list[str]) -> list[list[str]]:
-    """``columns`` grouped by identical values on every row (dictionary columns compared by their strings)."""
+def _same_file_groups(table: pa.Table, columns: list[str], base_dir: Path) -> list[list[str]]:
+    """``columns`` grouped by naming the same file on every row: values compared after resolution (real path),
+    so ``imgs\\a.jpg`` and ``imgs/a.jpg`` are the same file; a value that resolves to nothing compares as
+    its text."""
     groups: list[list[str]] = []
-    decoded = {c: _as_strings(table.column(c)) for c in columns}
+    cache: dict[str, str] = {}
+
+    def key(value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value not in cache:
+            path = resolve_path(value, base_dir)
+            cache[value] = f"file:{path.resolve()}" if path is not None else f"text:{value}"
+        return cache[value]
+
+    files = {c: [key(v) for v in _as_strings(table.column(c)).to_pylist()] for c in columns}
     for name in columns:
         for group in groups:
-            if decoded[group[0]].equals(decoded[name]):
+            if files[group[0]] == files[name]:
                 group.append(name)
                 break
         else:

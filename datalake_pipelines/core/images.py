@@ -233,6 +233,10 @@ def optimize_image(data: bytes, info: ImageInfo) -> bytes | None:
 # their own orientation; ``<col>_orientation`` says how to get from one to the other.
 ORIENTATION_TAG = 274  # EXIF/TIFF "Orientation" (TIFF 6.0 tag 274; EXIF 2.32 section 4.6.5): values 1-8
 TRANSPOSED_ORIENTATIONS = frozenset((5, 6, 7, 8))  # 90/270 degree rotations: width and height swap
+# Formats whose Pillow plugin already reports the displayed size at open (and transposes on load): Pillow's
+# TiffImagePlugin._setup swaps ``size`` for orientations 5-8 and ``load()`` applies ``exif_transpose``.
+# Swapping again would disagree with ``ImageOps.exif_transpose``, HF ``datasets`` and the HDF5 export.
+SIZE_ALREADY_DISPLAYED = frozenset({"TIFF"})
 
 
 def exif_orientation(data: bytes | str | os.PathLike) -> int | None:
@@ -252,6 +256,14 @@ def exif_orientation(data: bytes | str | os.PathLike) -> int | None:
     return value if isinstance(value, int) and 1 <= value <= 8 else None
 
 
-def displayed_size(width: int, height: int, orientation: int | None) -> tuple[int, int]:
-    """``(width, height)`` as displayed: swapped for orientations 5-8 (transposed), else unchanged."""
+def displayed_size(
+    width: int, height: int, orientation: int | None, fmt: str | None = None
+) -> tuple[int, int]:
+    """``(width, height)`` as displayed (what ``ImageOps.exif_transpose`` returns), from Pillow's size at open.
+
+    Swapped for orientations 5-8 (transposed), else unchanged; never swapped for a format in
+    :data:`SIZE_ALREADY_DISPLAYED`, whose Pillow plugin reports the displayed size already.
+    """
+    if fmt in SIZE_ALREADY_DISPLAYED:
+        return width, height
     return (height, width) if orientation in TRANSPOSED_ORIENTATIONS else (width, height)

@@ -11,32 +11,44 @@ import os
 from typing import Any
 
 from .catalog import contract_disagreements
+from .hash_index import HashIndex
 from .layout import LakeLayout, PartitionRef
-from .storage import is_s3_uri
-from .verify import CheckOutcome, check_asset_files
+from .storage import LocalStorage, is_s3_uri
+from .verify import CheckOutcome, _local_sha256, check_asset_files, check_index_assets
+
+INDEX = "(index)"  # the pseudo-partition name of the hash-index check
 
 
-def _doc(ref: PartitionRef, outcome: CheckOutcome, contract_problems: list[str]) -> dict[str, Any]:
+def _doc(ref: PartitionRef | str, outcome: CheckOutcome, contract_problems: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     return {
-        "partition": ref.key,
+        "partition": ref if isinstance(ref, str) else ref.key,
         "ok": outcome.passed and not contract_problems,
         "references": outcome.checked,
         "missing": outcome.missing,
         "problems": [*outcome.problems, *contract_problems],
+        "truncated": outcome.truncated,
     }
 
 
-def verify_lake(base: str | os.PathLike, partition: str | None = None, hashes: bool = False) -> dict[str, Any]:
+def verify_lake(
+    base: str | os.PathLike, partition: str | None = None, hashes: bool = False, index: bool | None = None
+) -> dict[str, Any]:
     """Check one partition (``provider/dataset/task/variant``) or every partition of the lake at ``base``.
 
+    ``index`` (default: when no partition is given) also checks every hash-index entry, so assets that no
+    partition references (``create_data_file``) are covered; it is reported under ``"index"`` (the shape of
+    a partition's entry, ``references`` = index entries; ``None`` when not checked).
+
     Returns ``{"base", "ok", "hashes", "partitions": [{"partition", "ok", "references", "missing",
-    "problems"}], "references", "missing_count"}``; ``ok`` is False when any reference is missing, outside
-    the lake, of the wrong size or (with ``hashes``) of the wrong content, or when a part file holds a column in
-    another type than the partition's schema contract (``problems`` names the file, column and both types).
-    Raises ``InvalidNameError`` for a malformed ``partition`` and ``ValueError`` when that partition does not exist.
+    "problems", "truncated"}], "references", "missing_count", "index"}``; ``ok`` is False when any reference
+    is missing, outside the lake, of the wrong size or (with ``hashes``) of the wrong content, or when a part
+    file holds a column in another type than the partition's schema contract (``problems`` names the file,
+    column and both types). Raises ``InvalidNameError`` for a malformed ``partition`` and ``ValueError`` when
+    that partition does not exist.
     """
     refs = [PartitionRef.parse(partition)] if partition else None
     docs: list[dict[str, Any]] = []
+    index_doc: dict[str, Any] | None = None
     if is_s3_uri(str(base)):
         from .catalog_s3 import S3Catalog
         from .s3_lake import S3Lake
@@ -58,6 +70,9 @@ def verify_lake(base: str | os.PathLike, partition: str | None = None, hashes: b
                 )
                 disagreements = contract_disagreements(work, ref)
             docs.append(_doc(ref, outcome, disagreements))
+        if index or (index is None and partition is None):
+            outcome = check_index_assets(s3_lake.index_cache().index, s3_lake.storage, s3_lake.asset_sha256, hashes)
+            index_doc = _doc(INDEX, outcome)
         shown = s3_lake.base
     else:
         layout = LakeLayout(base, create=False)
@@ -68,12 +83,20 @@ def verify_lake(base: str | os.PathLike, partition: str | None = None, hashes: b
             _doc(ref, check_asset_files(layout, ref, hashes=hashes), contract_disagreements(layout, ref))
             for ref in refs or known
         ]
+        if (index or (index is None and partition is None)) and layout.hash_index.exists():
+            hash_index = HashIndex(layout.hash_index)
+            try:
+                sha = (lambda path: _local_sha256(layout, path)) if hashes else None
+                index_doc = _doc(INDEX, check_index_assets(hash_index, LocalStorage(layout.base), sha, hashes))
+            finally:
+                hash_index.close()
         shown = str(layout.base)
     return {
         "base": shown,
-        "ok": all(d["ok"] for d in docs),
+        "ok": all(d["ok"] for d in docs) and (index_doc is None or index_doc["ok"]),
         "hashes": hashes,
         "partitions": docs,
         "references": sum(d["references"] for d in docs),
         "missing_count": sum(len(d["missing"]) for d in docs),
+        "index": index_doc,
     }

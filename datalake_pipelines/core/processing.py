@@ -38,6 +38,7 @@ from .column_names import check_column_names
 from .errors import BatchError, DatalakeError, ValidationError
 from .file_accounting import FILE_COLUMN, IMAGE_COLUMN, regular_files, scan_folder
 from .files import UnsafePathError, safe_join, utc_now, utc_now_iso, write_json_atomic
+from .hand_drop import keep_unreferenced, resolve_hand_drop_columns
 from .hash_index import HashIndex
 from .images import max_pixels_from_env
 from .layout import BATCH_DATA, ERROR_FILE, LakeLayout
@@ -182,6 +183,17 @@ class BatchProcessor:
                     result.conformed_parts = [str(p) for p in conformed]
             if rejected_rows:
                 result.rejected_dir = str(quarantine_rows(self.layout, batch_dir, manifest, rejected_rows, result))
+            if manifest.hand_drop:  # nothing a user wrote is deleted with the batch (core/hand_drop.py)
+                kept = keep_unreferenced(
+                    self.layout,
+                    batch_dir,
+                    job_id,
+                    self._referenced,
+                    result.staging_report.get("skipped", []),
+                    (batch_dir / BATCH_DATA).exists(),
+                )
+                if kept:
+                    result.staging_report = {**result.staging_report, "kept": kept}
             discard_batch(batch_dir)
             result.status = "done"
         except Exception as exc:  # noqa: BLE001 - every failure must land the batch in failed/
@@ -189,6 +201,9 @@ class BatchProcessor:
                 writer.abort()
             result.status = "failed"
             result.error = str(exc) if isinstance(exc, DatalakeError) else f"{type(exc).__name__}: {exc}"
+            if result.rows_added:  # counted while ingesting, but the part file was never published
+                result.error += f" (nothing was added to the catalog; {result.rows_added} row(s) would have been)"
+            result.rows_added = 0
             details = exc.details if isinstance(exc, BatchError) else {}
             failed_dir = fail_batch(
                 self.layout,
@@ -223,6 +238,10 @@ class BatchProcessor:
         try:
             pf = pq.ParquetFile(data_path)
             schema = normalize_schema(pf.schema_arrow)  # a hand drop's data.parquet never passed through staging
+            if manifest.hand_drop:  # its image columns by the upload rules, relative to the batch folder
+                report = resolve_hand_drop_columns(data_path, batch_dir, manifest.image_columns or None)
+                manifest.image_columns = list(report["image_columns"])
+                manifest.staging_report = {**manifest.staging_report, **report}
         except (pa.ArrowException, OSError) as exc:
             raise ValidationError(f"{data_path}: malformed Parquet: {exc}") from None
 
@@ -261,6 +280,7 @@ class BatchProcessor:
         self._identity = RowIdentity()  # occurrences of identical rows are counted batch-wide
         self._sources = {f.get("path"): f.get("source") for f in manifest.files if isinstance(f, dict)}
         self._batch_files = regular_files(batch_dir)
+        self._referenced: set[str] = set()  # batch files some row names (kept with the rows or stored)
         seen = existing_row_hashes(self.layout, manifest.partition, exclude=writer.target)
         ingested_at = utc_now()
         rejected_tables: list[pa.Table] = []
@@ -306,13 +326,17 @@ class BatchProcessor:
             for i, value in enumerate(values):
                 if value is None:
                     continue
+                if "\\" in value and value not in self._batch_files:  # imgs\a.png: resolved like imgs/a.png
+                    value = value.replace("\\", "/")
                 if value in self._batch_files:  # a regular file inside the batch, reached without symlinks
                     jobs.append((i, os.path.join(batch_root, value)))
+                    self._referenced.add(value)
                     continue
                 try:
                     path = safe_join(batch_dir, value)
                     if os.path.relpath(path, batch_dir) in self._batch_files:  # e.g. "./files/a.jpg"
                         jobs.append((i, str(path)))
+                        self._referenced.add(os.path.relpath(path, batch_dir))
                         continue
                     reason = f"file {value!r} is missing from the batch"
                 except UnsafePathError as exc:

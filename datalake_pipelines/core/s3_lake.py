@@ -79,12 +79,18 @@ def job_of_manifest_key(key: str) -> str | None:
 class TieredHashIndex(HashIndex):
     """A per-run index (new entries) in front of the shared, published cache (read-only here).
 
-    ``present(paths)`` (the S3 lake's HEADs) confirms a published hit's object still exists; a hit whose
-    object is gone counts as unknown, so the run stores the content again instead of cataloguing a row that
+    ``present(paths)`` (the S3 lake's HEADs: ``path -> size``, or a set of paths) confirms a published hit's
+    object still exists with the indexed size; a hit whose object is gone or has another size counts as
+    unknown, so the run stores the content again instead of cataloguing a row that
     points at nothing.
     """
 
-    def __init__(self, path: Path, published: HashIndex, present: Callable[[list[str]], set[str]] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        published: HashIndex,
+        present: Callable[[list[str]], set[str] | dict[str, int]] | None = None,
+    ):
         super().__init__(path)
         self.published = published
         self.present = present
@@ -98,7 +104,8 @@ class TieredHashIndex(HashIndex):
         hits = self.published.get_many(missing) if missing else {}
         if hits and self.present is not None:
             there = self.present(sorted({e.path for e in hits.values()}))
-            hits = {h: e for h, e in hits.items() if e.path in there}
+            sizes = there if isinstance(there, dict) else {}  # a wrong size is as broken as a missing object
+            hits = {h: e for h, e in hits.items() if e.path in there and sizes.get(e.path, e.size) == e.size}
         return {**hits, **found}
 
     def new_entries(self) -> list[IndexEntry]:
@@ -303,10 +310,17 @@ class S3Lake:
         cache.sync()
         return cache
 
-    def existing_assets(self, paths: list[str]) -> set[str]:
-        """The ``paths`` whose objects exist (HEADs, 16 at a time)."""
+    def existing_assets(self, paths: list[str]) -> dict[str, int]:
+        """``path -> size`` for the ``paths`` whose objects exist (HEADs, 16 at a time)."""
+
+        def size(path: str) -> int | None:
+            try:
+                return self.storage.info(path).size
+            except FileNotFoundError:
+                return None
+
         with ThreadPoolExecutor(max_workers=16) as pool:
-            return {p for p, ok in zip(paths, pool.map(self.storage.exists, paths)) if ok}
+            return {p: n for p, n in zip(paths, pool.map(size, paths)) if n is not None}
 
     def asset_sizes(self, hashes: list[str]) -> dict[str, int]:
         """Stored sha256 -> size from the published hash index (validated cache), for integrity checks.
@@ -393,6 +407,11 @@ class S3Lake:
         if rejected.is_dir():
             upload_tree(self.storage, rejected, f"staging/failed/{rejected.name}", last=BATCH_MANIFEST)
             result.rejected_dir = f"{self.base}/staging/failed/{rejected.name}"
+        kept = (result.staging_report or {}).get("kept")
+        if kept:  # a hand drop's files no row took (core/hand_drop.py): kept on S3 too, never dropped
+            folder = Path(kept["folder"])
+            upload_tree(self.storage, folder, f"staging/failed/{folder.name}", last=ERROR_FILE)
+            kept["folder"] = f"{self.base}/staging/failed/{folder.name}"
         self._drop_pending(job_id)
 
     def _upload_job_record(self, work: LakeLayout, job_id: str) -> None:

@@ -29,6 +29,7 @@ from .image_columns import (
     IMAGE_NAME_HINTS,  # noqa: F401 - re-exported (remote_batch)
     RESOLVED,
     is_url,
+    missing_file_reason,
     resolve_image_columns,
     resolve_path,
 )
@@ -227,13 +228,13 @@ class BatchStager:
         source = resolve_path(str(value), base_dir)
         if source is None:
             hint = (
-                f" (column {col!r} was detected as image paths from its first values; name the image columns "
+                f" (column {col!r} was detected as image paths from its values; name the image columns "
                 "with image_columns=[...] to decide)"
                 if col in self._detected
                 else ""
             )
             raise ValidationError(
-                f"row {row}, column {col!r}: file {value!r} does not exist ({base_dir / str(value)}){hint}"
+                f"row {row}, column {col!r}: {missing_file_reason(value, base_dir)}{hint}"
             )
         suffix = source.suffix.lower()[:12]
         rel = f"{BATCH_FILES_DIR}/{safe_col}/{row:08d}{suffix}"

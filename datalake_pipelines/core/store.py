@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -117,12 +118,18 @@ def store_files(
 ) -> list[StoredFile]:
     """Hash every source, look them up in one query, validate and store only unknown content.
 
+    A dedup hit whose asset is missing or has another size than the index records (deleted or damaged
+    by hand) is stored again from the upload's bytes (:func:`_restore`) and counts as new.
+
     Never raises for bad data: a per-file problem is reported in ``StoredFile.error``. ``options`` defaults to
     :class:`StoreOptions` (pixel limit from ``$DATALAKE_MAX_IMAGE_PIXELS``).
     """
     options = options or StoreOptions()
     hashed = [_read_and_hash(str(source)) for source in sources]
     known = index.get_many(sorted({h.sha256 for h in hashed if h.sha256}))
+    # An S3 run's index (TieredHashIndex, with ``published``) already HEADs every hit and hides a missing
+    # object; on a local lake the asset is checked here, one stat per hit.
+    local_assets = getattr(index, "published", None) is None
     results = []
     for item in hashed:
         if item.error:
@@ -131,7 +138,10 @@ def store_files(
             entry = known[item.sha256]
             if entry.needs_geometry:  # an index row from before orientation was recorded
                 entry = _with_geometry(entry, item.data if item.data is not None else item.source)
-            results.append(_known(item, entry, kind, options))
+            outcome = _known(item, entry, kind, options)
+            if local_assets and outcome.error is None and asset_problem(layout, entry) is not None:
+                outcome = _restore(layout, item, entry, outcome.entry or entry, options)
+            results.append(outcome)
         else:
             results.append(_store_new(layout, item, provider, dataset, batch_id, kind, options))
     return results
@@ -151,7 +161,7 @@ def _known(item: _Hashed, entry: IndexEntry, kind: str, options: StoreOptions) -
             return StoredFile(sha256=item.sha256, error=str(exc))
         content = item.data if item.data is not None else item.source
         orientation = exif_orientation(content)
-        width, height = displayed_size(info.width, info.height, orientation)
+        width, height = displayed_size(info.width, info.height, orientation, info.format)
         facts = {"kind": "image", "format": info.format, "width": width, "height": height}
         return StoredFile(
             sha256=item.sha256, entry=replace(entry, mode=info.mode, orientation=orientation or 0, **facts)
@@ -190,7 +200,7 @@ def _store_new(
             return StoredFile(sha256=sha, error=str(exc))
         ext, fmt, mode = info.extension, info.format, info.mode
         orientation = exif_orientation(data if data is not None else source)
-        width, height = displayed_size(info.width, info.height, orientation)
+        width, height = displayed_size(info.width, info.height, orientation, info.format)
         orientation = orientation or 0  # 0 = no orientation tag (NULL would mean "not recorded")
     else:
         ext = source.suffix.lower().lstrip(".")[:16]
@@ -226,6 +236,63 @@ def _store_new(
     return StoredFile(sha256=sha, entry=entry, new=True, bytes_written=written)
 
 
+def asset_problem(layout: LakeLayout, entry: IndexEntry) -> str | None:
+    """Why the local asset of ``entry`` is unusable (missing, not a file, wrong size), or ``None``; one stat."""
+    try:
+        st = os.stat(layout.asset_path(entry.path))
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if entry.size is not None and st.st_size != entry.size:
+        return f"size {st.st_size:,} bytes, the index records {entry.size:,}"
+    return None
+
+
+def restore_asset(target: Path, content: bytes | Path, stored_sha: str) -> int:
+    """Publish ``content`` over a broken asset at ``target``: written to a temp sibling, its SHA-256 checked
+    against ``stored_sha`` (the content address), then renamed over the target (atomic on POSIX).
+
+    Returns the bytes written; raises ``ValueError`` when the content does not hash to ``stored_sha``.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(target)
+    try:
+        if isinstance(content, Path):
+            with open(content, "rb") as src, open(tmp, "wb") as dst:
+                while chunk := src.read(CHUNK):
+                    dst.write(chunk)
+        else:
+            tmp.write_bytes(content)
+        if sha256_file(tmp) != stored_sha:
+            raise ValueError(f"the content does not hash to {stored_sha}")
+        size = tmp.stat().st_size
+        os.replace(tmp, target)
+        return size
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _restore(
+    layout: LakeLayout, item: _Hashed, indexed: IndexEntry, entry: IndexEntry, options: StoreOptions
+) -> StoredFile:
+    """A dedup hit whose asset is broken: store the upload's bytes again at the indexed path (new content)."""
+    content: bytes | Path | None = item.data if item.data is not None else Path(item.source)
+    if indexed.stored_sha256 != item.sha256:  # stored optimized: only the same optimization restores it
+        info = inspect_image(item.data, options.max_pixels) if item.data is not None else None
+        content = optimize_image(item.data, info) if info is not None else None
+    try:
+        if content is None:
+            raise ValueError("the stored asset was an optimized copy that cannot be rebuilt")
+        written = restore_asset(layout.asset_path(indexed.path), content, indexed.stored_sha256)
+    except (OSError, ValueError, ImageRejected) as exc:
+        return StoredFile(sha256=item.sha256, error=f"the stored asset {indexed.path} is broken and cannot be "
+                          f"stored again: {exc}")
+    return StoredFile(sha256=item.sha256, entry=entry, new=True, bytes_written=written)
+
+
 def _with_geometry(entry: IndexEntry, content: bytes | str) -> IndexEntry:
     """``entry`` with its displayed size and orientation read from the same content's header.
 
@@ -235,5 +302,5 @@ def _with_geometry(entry: IndexEntry, content: bytes | str) -> IndexEntry:
     orientation = exif_orientation(content)
     if entry.width is None or entry.height is None:
         return replace(entry, orientation=orientation or 0)
-    width, height = displayed_size(entry.width, entry.height, orientation)
+    width, height = displayed_size(entry.width, entry.height, orientation, entry.format)
     return replace(entry, width=width, height=height, orientation=orientation or 0)

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .catalog import BATCH_ID, ROW_HASH, iter_partition_batches, read_partition_metadata
-from .hash_index import HashIndex
+from .hash_index import HashIndex, IndexEntry
 from .layout import RAW_TASK, LakeLayout, PartitionRef
 from .schema import SchemaConfig
 from .storage import LocalStorage, S3Storage, Storage
@@ -30,10 +30,17 @@ class CheckOutcome:
     problems: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
+    truncated: bool = False  # more distinct problems than MAX_REPORTED were found
+
     def add(self, problem: str) -> None:
+        """Record a problem once (rows sharing a broken asset give one problem), up to :data:`MAX_REPORTED`."""
         self.passed = False
+        if problem in self.problems:
+            return
         if len(self.problems) < MAX_REPORTED:
             self.problems.append(problem)
+        else:
+            self.truncated = True
 
 
 def stored_file_columns(names: list[str]) -> list[str]:
@@ -132,6 +139,32 @@ def check_asset_files(
                     outcome.add(f"{col}: asset {path} is {actual}")
                 elif actual != sha or not Path(path).name.startswith(actual):
                     outcome.add(f"{col}: asset {path} has sha256 {actual}, catalog says {sha}")
+    return outcome
+
+
+def check_index_assets(
+    index: HashIndex, storage: Storage, sha256_of: Callable[[str], str] | None = None, hashes: bool = False
+) -> CheckOutcome:
+    """Every hash-index entry names an existing asset of the indexed size (``hashes``: and content).
+
+    Covers assets no catalog partition references, such as data files from ``create_data_file``. One stat
+    (or HEAD) per entry; ``sha256_of(relpath)`` hashes an asset (default: read through ``storage``).
+    """
+    outcome = CheckOutcome(True)
+    for rows in index.iter_rows():
+        entries = [IndexEntry(*row) for row in rows]
+        sizes = _object_sizes(storage, sorted({e.path for e in entries}))
+        for entry in entries:
+            outcome.checked += 1
+            size = sizes[entry.path]
+            if isinstance(size, str):
+                outcome.add(f"index: asset {entry.path} is {size}")
+                if size == "missing" and len(outcome.missing) < MAX_MISSING and entry.path not in outcome.missing:
+                    outcome.missing.append(entry.path)
+            elif entry.size is not None and size != entry.size:
+                outcome.add(f"index: asset {entry.path} has {size} bytes, expected {entry.size}")
+            elif hashes and sha256_of is not None and sha256_of(entry.path) != entry.stored_sha256:
+                outcome.add(f"index: asset {entry.path} does not hash to {entry.stored_sha256}")
     return outcome
 
 
