@@ -19,7 +19,9 @@ from .verify import CheckOutcome, _local_sha256, check_asset_files, check_index_
 INDEX = "(index)"  # the pseudo-partition name of the hash-index check
 
 
-def _doc(ref: PartitionRef | str, outcome: CheckOutcome, contract_problems: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+def _doc(
+    ref: PartitionRef | str, outcome: CheckOutcome, contract_problems: list[str] | tuple[str, ...] = ()
+) -> dict[str, Any]:
     return {
         "partition": ref if isinstance(ref, str) else ref.key,
         "ok": outcome.passed and not contract_problems,
