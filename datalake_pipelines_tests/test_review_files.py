@@ -403,3 +403,56 @@ def test_xmp_orientation_is_read_as_exif_transpose_reads_it(client, lake, tmp_pa
     assert ingest(client, src).status == "done"
     [row] = rows(lake)
     assert (row["image_width"], row["image_height"], row["image_orientation"]) == (20, 40, 6)
+
+
+# second review: image-named columns that resolve to nothing, NFC/NFD references -----------------------------
+def test_an_image_named_column_of_image_paths_none_resolving_is_refused_by_name(client, imgs, lake):
+    import pandas as pd
+
+    with pytest.raises(ValidationError, match="'image'.*nope.png"):
+        client.upload_raw_data(pd.DataFrame({"image": ["/tmp/nope.png", "imgs/typo.jpg"]}), "inhouse", "miss")
+    assert not any(lake.pending.iterdir())
+    # placeholders that name no image file stay text, with the reason in the staging report
+    client.upload_raw_data(pd.DataFrame({"img": ["n/a", "n/a"]}), "inhouse", "ph")
+    assert "'n/a' resolves to no file" in client.last_staging_report["text_columns"]["img"]
+
+
+def test_a_hand_drop_whose_image_paths_resolve_to_nothing_fails_naming_the_column(client, lake):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    drop = lake.pending / "drop-missing"
+    drop.mkdir(parents=True)
+    pq.write_table(pa.table({"image": ["imgs/missing.png"]}), drop / "data.parquet")
+    (drop / "_metadata.json").write_text(json.dumps({"provider": "inhouse", "dataset": "drops"}))
+    [result] = client.process_pending()
+    assert result.status == "failed" and "'image'" in result.error and "missing.png" in result.error
+    assert (lake.failed / "drop-missing" / "data.parquet").is_file()  # the original batch is recoverable
+
+
+@pytest.mark.parametrize("stored, referenced", [("NFD", "NFC"), ("NFC", "NFD")])
+def test_references_match_a_file_name_written_in_the_other_normal_form(client, lake, tmp_path, stored, referenced):
+    import unicodedata
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    name = "imgs/caf\u00e9.png"
+    on_disk, in_row = unicodedata.normalize(stored, name), unicodedata.normalize(referenced, name)
+    drop = lake.pending / "drop-nf"
+    (drop / "imgs").mkdir(parents=True)
+    Image.new("RGB", (6, 6), (4, 5, 6)).save(drop / on_disk)
+    pq.write_table(pa.table({"image": [in_row]}), drop / "data.parquet")
+    (drop / "_metadata.json").write_text(json.dumps({"provider": "inhouse", "dataset": "drops"}))
+    [result] = client.process_pending()
+    assert result.status == "done", result.error
+    assert result.images_new == 1 and not (lake.failed / f"{result.job_id}-unreferenced").exists()
+    # the same through an upload of a Parquet file next to the images
+    src = tmp_path / "src"
+    (src / "imgs").mkdir(parents=True)
+    Image.new("RGB", (6, 6), (6, 5, 4)).save(src / on_disk)
+    pq.write_table(pa.table({"image": [in_row]}), src / "data.parquet")
+    client.upload_raw_data(src / "data.parquet", "inhouse", "uploads")
+    assert list(client.last_staging_report["image_columns"]) == ["image"]
+    [result] = client.process_pending()
+    assert result.status == "done" and result.images_new == 1

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import ValidationError
-from .file_accounting import is_image_file
+from .file_accounting import IMAGE_EXTENSIONS, is_image_file
 
 IMAGE_NAME_HINTS = ("image", "img", "picture", "photo")
 DETECT_VALUES = 200
@@ -72,7 +73,9 @@ def resolve_path(value: Any, base_dir: Path) -> Path | None:
     if not isinstance(value, str) or not value or is_url(value) or "\x00" in value:
         return None
     candidates = [value] + ([value.replace("\\", "/")] if "\\" in value else [])
-    for candidate in candidates:
+    # A name typed or stored in NFC may name a file written in NFD (macOS) or the reverse: try both forms.
+    candidates += [unicodedata.normalize(form, c) for c in list(candidates) for form in ("NFC", "NFD")]
+    for candidate in dict.fromkeys(candidates):
         path = Path(candidate).expanduser()
         if not path.is_absolute():
             path = base_dir / path
@@ -135,6 +138,14 @@ def resolve_image_columns(table: pa.Table, base_dir: Path, named: list[str] | No
             if hits and (problem is None or (named_image and not problem.startswith("holds URLs"))):
                 resolved.append(fld.name)  # a partly resolving image-named column: staging names the bad value
             elif problem:
+                if named_image and not hits and not problem.startswith("holds URLs") and _names_image_files(values):
+                    # Image-named paths of which none resolves: a wrong base folder or a typo would otherwise
+                    # turn every image of the column into text without a word.
+                    raise ValidationError(
+                        f"column {fld.name!r} is named like an image column and holds image file names, but none "
+                        f"resolves ({problem}, relative to {base_dir}); fix the paths, or name the image columns "
+                        "with image_columns=[...] (image_columns=[] keeps every column as text)"
+                    )
                 result.text_columns[fld.name] = f"{problem}: text" + (_hit_rows(column, hits) if hits else "")
     for group in _same_file_groups(table, resolved, base_dir):
         if len(group) == 1:
@@ -179,6 +190,11 @@ def _hit_rows(column: pa.ChunkedArray, hits: list[str]) -> str:
     total = len(strings) - strings.null_count
     rows = pc.sum(pc.is_in(strings, value_set=pa.array(hits, pa.large_string()))).as_py() or 0
     return f" ({rows} of {total} non-null values resolve to image files)"
+
+
+def _names_image_files(values: list[Any]) -> bool:
+    """Whether some value ends in an image file extension Pillow knows (``scan.png``, ``a/b.JPG``)."""
+    return any(isinstance(v, str) and os.path.splitext(v)[1].lower() in IMAGE_EXTENSIONS for v in values)
 
 
 def _resolve_values(values: list[Any], base_dir: Path) -> tuple[list[str], str | None]:

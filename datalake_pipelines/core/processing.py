@@ -14,6 +14,7 @@ import os
 import shutil
 import threading
 import time
+import unicodedata
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -328,6 +329,8 @@ class BatchProcessor:
                     continue
                 if "\\" in value and value not in self._batch_files:  # imgs\a.png: resolved like imgs/a.png
                     value = value.replace("\\", "/")
+                if value not in self._batch_files:  # an NFC reference to an NFD file name, or the reverse
+                    value = self._nfc_files().get(unicodedata.normalize("NFC", value), value)
                 if value in self._batch_files:  # a regular file inside the batch, reached without symlinks
                     jobs.append((i, os.path.join(batch_root, value)))
                     self._referenced.add(value)
@@ -398,6 +401,12 @@ class BatchProcessor:
             fresh.append(j)
         result.rows_added += len(fresh)
         return (out.take(pa.array(fresh, pa.int64())) if len(fresh) != out.num_rows else out), sorted(errors)
+
+    def _nfc_files(self) -> dict[str, str]:
+        """The batch's files by the NFC form of their relative path (built once per batch, on first need)."""
+        if getattr(self, "_nfc_index", None) is None or self._nfc_index[0] is not self._batch_files:
+            self._nfc_index = (self._batch_files, {unicodedata.normalize("NFC", f): f for f in self._batch_files})
+        return self._nfc_index[1]
 
     def _check_thresholds(self, result: BatchResult) -> None:
         details = {"rejected": result.rejected}
