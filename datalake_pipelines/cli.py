@@ -8,17 +8,28 @@ Expected errors (``DatalakeError`` and invalid names) print ``error: <message>``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .cli_collection import add_collection_commands
+from .cli_common import (  # noqa: F401 - re-exported: the command modules' and tests' shared helpers
+    CliError,
+    UsageError,
+    ask,
+    emit,
+    layout_of,
+    parse_allowed_values,
+    parse_pairs,
+    s3_base,
+    split_list,
+    stdin_is_tty,
+)
+from .cli_download import add_download_command
 from .cli_export import add_export_commands
-from .cli_filters import parse_columns, parse_where
 from .cli_ingest_url import add_ingest_url_command
 from .cli_verify import add_verify_command
 from .core.batches import batch_status, list_batches
@@ -27,112 +38,10 @@ from .core.layout import (
     BASE_PATH_ENV,
     DEFAULT_BASE_DIRNAME,
     InvalidNameError,
-    LakeLayout,
     PartitionRef,
 )
 
 DATA_TYPES = ("raw", "task")
-
-
-class UsageError(Exception):
-    """A needed flag is missing and cannot be prompted for (exit code 2)."""
-
-
-class CliError(Exception):
-    """An expected failure outside the core (exit code 1)."""
-
-
-# prompting ---------------------------------------------------------------------------------------------
-def stdin_is_tty() -> bool:
-    try:
-        return bool(sys.stdin is not None and sys.stdin.isatty())
-    except (ValueError, OSError):  # closed or detached stdin
-        return False
-
-
-def ask(
-    value: Any,
-    flag: str,
-    prompt: str,
-    *,
-    choices: Sequence[str] | None = None,
-    allow_empty: bool = False,
-) -> str:
-    """``value`` if given, else an answer read with ``input()`` on a terminal, else a :class:`UsageError`."""
-    if value is not None:
-        return value
-    if not stdin_is_tty():
-        raise UsageError(f"missing {flag} (stdin is not a terminal, so it cannot be asked for)")
-    hint = f" [{'/'.join(choices)}]" if choices else ""
-    for _ in range(3):
-        try:
-            answer = input(f"{prompt}{hint}: ").strip()
-        except EOFError:
-            raise UsageError(f"missing {flag} (no answer on stdin)") from None
-        if choices and answer not in choices:
-            print(f"please answer one of {', '.join(choices)}", file=sys.stderr)
-            continue
-        if answer or allow_empty:
-            return answer
-        print("an answer is required", file=sys.stderr)
-    raise UsageError(f"missing {flag} (no valid answer)")
-
-
-def split_list(text: str | None) -> list[str]:
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
-
-
-def parse_pairs(items: Sequence[str], flag: str) -> dict[str, str]:
-    """``["lang=ko", "note=Seoul, Korea"]`` -> ``{"lang": "ko", "note": "Seoul, Korea"}``.
-
-    One ``key=value`` per flag; the value is kept verbatim (commas, spaces) so it is never split or trimmed
-    silently. A key given twice is refused rather than letting the last one win unseen.
-    """
-    pairs: dict[str, str] = {}
-    for item in items:
-        key, sep, val = item.partition("=")
-        if not sep or not key.strip() or not val:
-            raise CliError(f"{flag} expects key=value (one pair per {flag}), got {item!r}")
-        if key.strip() in pairs:
-            raise CliError(f"{flag} names {key.strip()!r} twice")
-        pairs[key.strip()] = val
-    return pairs
-
-
-def parse_allowed_values(items: Sequence[str]) -> dict[str, list[str]]:
-    """``["lang=ko,en", "src=real"]`` (or one ``"lang=ko,en / src=real"``) -> ``{"lang": [...], ...}``."""
-    allowed: dict[str, list[str]] = {}
-    for item in items:
-        for part in item.split("/"):
-            if not part.strip():
-                continue
-            key, sep, vals = part.partition("=")
-            values = split_list(vals)
-            if not sep or not key.strip() or not values:
-                raise CliError(f"--allowed-values expects field=v1,v2,..., got {part.strip()!r}")
-            allowed[key.strip()] = values
-    return allowed
-
-
-# output -------------------------------------------------------------------------------------------------
-def emit(args: argparse.Namespace, doc: Any, text: str | Callable[[], str]) -> None:
-    if args.json:
-        print(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
-    else:
-        print(text() if callable(text) else text)
-
-
-def layout_of(args: argparse.Namespace) -> LakeLayout:
-    try:
-        return LakeLayout(args.base_path)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-
-
-def s3_base(args: argparse.Namespace) -> str | None:
-    """The lake base when it is ``s3://...`` (flag or ``$DATALAKE_BASE_PATH``), else None."""
-    base = str(args.base_path or os.environ.get(BASE_PATH_ENV, ""))
-    return base if base.startswith("s3://") else None
 
 
 # config -------------------------------------------------------------------------------------------------
@@ -353,68 +262,6 @@ def cmd_process_list(args: argparse.Namespace) -> int:
     return 0
 
 
-# download -----------------------------------------------------------------------------------------------
-FORMATS = {"1": "parquet", "2": "arrow", "3": "hf"}
-
-
-def cmd_download(args: argparse.Namespace) -> int:
-    """Flags, or the reference's prompts: search by partitions (1) or text (2); Parquet, Arrow or Dataset+images."""
-    from .core.download import Selection, download
-
-    interactive = stdin_is_tty() and not (args.provider or args.text or args.all)
-    if interactive:
-        method = ask(None, "--provider or --text", "search by 1) partitions or 2) text", choices=["1", "2"])
-        for flag in ("provider", "dataset", "task"):
-            answer = ask(None, f"--{flag}", f"{flag}s (comma separated, empty = all)", allow_empty=True)
-            setattr(args, flag, split_list(answer))
-        if method == "2":
-            args.search_column = ask(None, "--search-column", "column to search (e.g. ocr_result)")
-            args.text = ask(None, "--text", "text to find")
-            args.json_path = ask(
-                None, "--json-path", "JSON path (e.g. $.words[*].text; empty = whole text)", allow_empty=True
-            )
-        choice = ask(None, "--format", "format 1) Parquet 2) Arrow 3) Dataset+images", choices=["1", "2", "3"])
-        args.format = FORMATS[choice]
-        args.all = not (args.provider or args.dataset or args.task)
-    elif not (args.provider or args.dataset or args.task or args.variant or args.text or args.all):
-        raise UsageError("choose what to download: --provider/--dataset/--task/--variant, --text, or --all")
-    selection = Selection(
-        providers=args.provider or None,
-        datasets=args.dataset or None,
-        tasks=args.task or None,
-        variants=args.variant or None,
-        where=parse_where(args.where, args.where_json) or None,
-        columns=parse_columns(args.columns, lambda: _selection_columns(args)) or None,
-        limit=args.limit,
-        column=args.search_column,
-        text=args.text,
-        json_path=args.json_path or None,
-        mode=args.mode,
-    )
-    if selection.text is not None and not selection.column:
-        raise UsageError("--text needs --search-column")
-    manifest = download(
-        layout_of(args),
-        selection,
-        args.format or "parquet",
-        args.out,
-        progress=not args.json,
-        hive=args.hive,
-        overwrite=args.overwrite,
-    )
-    emit(args, manifest, lambda: f"downloaded {manifest.get('rows')} rows as {manifest.get('format')} to {args.out}")
-    return 0
-
-
-def _selection_columns(args: argparse.Namespace) -> list[str]:
-    """The columns of the partitions a download selects (to tell a column named ``a,b`` from a list)."""
-    from .core.query import DuckDBClient
-
-    with DuckDBClient(base_path=layout_of(args).base) as duck:
-        filters = {"providers": args.provider, "datasets": args.dataset, "tasks": args.task, "variants": args.variant}
-        return list(duck._selection(**{k: v or None for k, v in filters.items()}, columns=None)[1])
-
-
 # catalog ------------------------------------------------------------------------------------------------
 def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
     """Refresh catalog.duckdb now, as a Dagster run of the warehouse asset (recorded in $DAGSTER_HOME)."""
@@ -540,33 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ingest_url_command(sub, parents=[common])
 
-    p = sub.add_parser("download", parents=[common], help="download a selection as parquet, arrow or hf")
-    for flag in ("provider", "dataset", "task", "variant"):
-        p.add_argument(f"--{flag}", action="append", help=f"{flag} to include (repeatable)")
-    p.add_argument("--all", action="store_true", help="every partition")
-    p.add_argument(
-        "--where",
-        action="append",
-        metavar="COLUMN=VALUE",
-        help="one value, taken whole (commas included); repeat a column for a list (IN), other columns AND",
-    )
-    p.add_argument("--where-json", metavar="JSON", help='{"column": value or [values]}: lists and numbers at once')
-    p.add_argument(
-        "--columns",
-        action="append",
-        metavar="COLUMN",
-        help="a column to keep (repeatable, one per flag); a comma list still works unless it names a column",
-    )
-    p.add_argument("--limit", type=int)
-    p.add_argument("--search-column", help="text search: the column to search")
-    p.add_argument("--text", help="text search: the text to find (matched literally)")
-    p.add_argument("--json-path", help="text search inside JSON, e.g. $.words[*].text")
-    p.add_argument("--mode", choices=["contains", "regex"], default="contains")
-    p.add_argument("--format", choices=["parquet", "arrow", "hf"])
-    p.add_argument("--hive", action="store_true", help="parquet: a hive-partitioned folder")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--out", default="downloads", help="output folder")
-    p.set_defaults(func=cmd_download)
+    add_download_command(sub, parents=[common])
     return parser
 
 

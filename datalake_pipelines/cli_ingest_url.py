@@ -35,7 +35,7 @@ def add_ingest_url_command(sub: Any, parents: list[argparse.ArgumentParser]) -> 
 
 def cmd_ingest_url(args: argparse.Namespace) -> int:
     """``--to``: stream the URL into one S3 object (multipart from memory). ``--stage``: make it a batch."""
-    from .cli import CliError, UsageError, emit
+    from .cli_common import CliError, UsageError, emit
     from .core.transfer import TransferError, TransferSettings, stream_url_to_s3
 
     if bool(args.to) == bool(args.stage):
@@ -61,7 +61,7 @@ def cmd_ingest_url(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace, settings) -> int:
-    from .cli import ask, emit, parse_pairs
+    from .cli_common import ask, emit, parse_pairs
     from .core.remote_batch import stage_remote
 
     batch = stage_remote(

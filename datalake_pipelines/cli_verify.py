@@ -42,7 +42,7 @@ def _text(report: dict[str, Any]) -> str:
 
 
 def cmd_catalog_verify(args: argparse.Namespace) -> int:
-    from .cli import emit, layout_of, s3_base
+    from .cli_common import emit, layout_of, s3_base
     from .core.lake_verify import verify_lake
 
     base = s3_base(args) or layout_of(args).base
