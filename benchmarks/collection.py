@@ -24,10 +24,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from datalake_pipelines.core.collection_upload import upload_collection
-from datalake_pipelines.core.collections import create_collection
-from datalake_pipelines.core.layout import LakeLayout
-from datalake_pipelines.core.units import organize, read_text
+from datalake_pipelines.core.collection.config import create_collection
+from datalake_pipelines.core.collection.units import organize, read_text
+from datalake_pipelines.core.collection.upload import upload_collection
+from datalake_pipelines.core.lake.layout import LakeLayout
 
 TARGET = 0.5
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import pyarrow as pa
 from PIL import Image
 
-from datalake_pipelines.core.catalog import PartWriter, record_batch_in_partition
-from datalake_pipelines.core.layout import LakeLayout, PartitionRef
+from datalake_pipelines.core.catalog.parts import PartWriter, record_batch_in_partition
+from datalake_pipelines.core.lake.layout import LakeLayout, PartitionRef
 
 HERE = Path(__file__).resolve().parent
 PHOTOS = PartitionRef("photos", "camera", "photo", "base")
@@ -80,9 +80,9 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import duckdb, h5py, numpy as np, pyarrow.parquet as pq
-from datalake_pipelines.core.export import run_export
-from datalake_pipelines.core.layout import LakeLayout
-from datalake_pipelines.core.warehouse import parquet_scan
+from datalake_pipelines.core.export.tasks import run_export
+from datalake_pipelines.core.lake.layout import LakeLayout
+from datalake_pipelines.core.catalog.warehouse import parquet_scan
 kind, base, out, arg = sys.argv[1], sys.argv[2], Path(sys.argv[3]), json.loads(sys.argv[4])
 started = time.perf_counter()  # libraries are imported before the clock starts, for both sides
 if kind == "export":

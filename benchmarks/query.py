@@ -32,10 +32,10 @@ import duckdb
 import pyarrow as pa
 from PIL import Image
 
-from datalake_pipelines.core.catalog import PartWriter, record_batch_in_partition
-from datalake_pipelines.core.layout import LakeLayout, PartitionRef
-from datalake_pipelines.core.query import DuckDBClient
-from datalake_pipelines.core.warehouse import parquet_scan
+from datalake_pipelines.core.catalog.parts import PartWriter, record_batch_in_partition
+from datalake_pipelines.core.catalog.query import DuckDBClient
+from datalake_pipelines.core.catalog.warehouse import parquet_scan
+from datalake_pipelines.core.lake.layout import LakeLayout, PartitionRef
 
 WORDS = ["total", "amount", "date", "tax", "paid", "receipt", "order", "customer", "address", "qty", "price"]
 NEEDLE = "invoice"
@@ -117,8 +117,8 @@ def median_ms(fn, repeat: int) -> float:
 
 DOWNLOAD_CHILD = """
 import json, resource, sys, time
-from datalake_pipelines.core.layout import LakeLayout
-from datalake_pipelines.core.download import download
+from datalake_pipelines.core.lake.layout import LakeLayout
+from datalake_pipelines.core.export.download import download
 base, fmt, out, selection = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 started = time.perf_counter()
 result = download(LakeLayout(base, create=False), selection, fmt, out, progress=False)
@@ -272,10 +272,10 @@ def s3_case(workdir: Path, args: argparse.Namespace) -> None:
     """The same client calls on an S3 copy of a smaller catalog (moto server) and on the local copy."""
     import boto3
 
-    from datalake_pipelines.core.storage import S3Storage, upload_tree
+    from datalake_pipelines.core.storage.backends import S3Storage, upload_tree
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project root: the moto server helper
-    from datalake_pipelines_tests.s3_server import MotoS3
+    from datalake_pipelines_tests.support.s3_server import MotoS3
 
     layout = LakeLayout(workdir / "s3-source")
     if not any(layout.catalog_root.rglob("*.parquet")):

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datalake_pipelines.client import DatalakeClient  # noqa: E402
 from datalake_pipelines.demo import make_samples  # noqa: E402
-from datalake_pipelines_tests.s3_server import MotoS3  # noqa: E402
+from datalake_pipelines_tests.support.s3_server import MotoS3  # noqa: E402
 
 
 def ingest(base: str, samples, num_proc: int) -> dict[str, float]:

@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 
-from datalake_pipelines.core.transfer import MiB, TransferSettings, s3_client, stream_url_to_s3  # noqa: E402
-from datalake_pipelines_tests.s3_server import MotoS3, body_sha256, free_port, wait_for_port  # noqa: E402
+from datalake_pipelines.core.storage.transfer import MiB, TransferSettings, s3_client, stream_url_to_s3  # noqa: E402
+from datalake_pipelines_tests.support.s3_server import MotoS3, body_sha256, free_port, wait_for_port  # noqa: E402
 
 
 def plain_download(url: str) -> tuple[int, float]:
@@ -64,7 +64,7 @@ def main() -> int:
 
     port = free_port()  # the body server runs in its own process so it does not share our GIL or RSS
     body = subprocess.Popen(
-        [sys.executable, "-m", "datalake_pipelines_tests.s3_server", str(port)],
+        [sys.executable, "-m", "datalake_pipelines_tests.support.s3_server", str(port)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .client import DatalakeClient
-    from .core.athena_client import AthenaClient
-    from .core.catalog_dataset import catalog_dataset
-    from .core.query import DuckDBClient
+    from .core.athena.client import AthenaClient
+    from .core.catalog.dataset import catalog_dataset
+    from .core.catalog.query import DuckDBClient
 
 __all__ = ["AthenaClient", "DatalakeClient", "DuckDBClient", "catalog_dataset"]
 
@@ -20,15 +20,15 @@ def __getattr__(name: str) -> Any:
 
         return DatalakeClient
     if name == "DuckDBClient":
-        from .core.query import DuckDBClient
+        from .core.catalog.query import DuckDBClient
 
         return DuckDBClient
     if name == "AthenaClient":
-        from .core.athena_client import AthenaClient
+        from .core.athena.client import AthenaClient
 
         return AthenaClient
     if name == "catalog_dataset":
-        from .core.catalog_dataset import catalog_dataset
+        from .core.catalog.dataset import catalog_dataset
 
         return catalog_dataset
     raise AttributeError(name)

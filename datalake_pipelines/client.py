@@ -9,12 +9,12 @@ from typing import Any
 
 from .client_collections import CollectionClientMixin
 from .core.errors import DatalakeError
-from .core.layout import BASE_PATH_ENV, RAW_TASK, LakeLayout
-from .core.processing import BatchResult, ProcessOptions, process_pending
-from .core.s3_lake import S3Lake
-from .core.schema import SchemaConfig, load_schema
-from .core.staging import BatchStager, build_manifest
-from .core.storage import is_s3_uri
+from .core.ingest.processing import BatchResult, ProcessOptions, process_pending
+from .core.ingest.staging import BatchStager, build_manifest
+from .core.lake.layout import BASE_PATH_ENV, RAW_TASK, LakeLayout
+from .core.lake.s3 import S3Lake
+from .core.lake.schema import SchemaConfig, load_schema
+from .core.storage.backends import is_s3_uri
 
 NUM_PROC_ENV = "DATALAKE_NUM_PROC"
 BATCH_SIZE_ENV = "DATALAKE_BATCH_SIZE"
@@ -126,13 +126,13 @@ class DatalakeClient(CollectionClientMixin):
     ) -> dict[str, Any]:
         """Write the selected rows (partitions, ``where``, or a text search) as parquet, arrow or hf.
 
-        ``selection`` is a dict or :class:`~datalake_pipelines.core.download.Selection`; returns the
+        ``selection`` is a dict or :class:`~datalake_pipelines.core.export.download.Selection`; returns the
         ``download.json`` manifest. Streams in batches, so memory stays bounded for any selection. Columns keep
         their catalog types (``hf``: maps become key/value lists, recorded as ``hf_conversions``). ``out_dir``
         is never replaced unless ``overwrite=True`` (``FileExistsError`` otherwise, also for the loser of two
-        downloads racing to one folder). See :func:`~datalake_pipelines.core.download.download` for the errors.
+        downloads racing to one folder). See :func:`~datalake_pipelines.core.export.download.download` for the errors.
         """
-        from .core.download import download
+        from .core.export.download import download
 
         return download(self.local_layout, selection, format, out_dir, progress=self.progress, **options)
 
@@ -151,17 +151,17 @@ class DatalakeClient(CollectionClientMixin):
         ``wait=True`` runs it in this process and returns when it is done; otherwise it is submitted to the
         instance in ``$DAGSTER_HOME`` (run by the daemon / ``dagster dev``).
         """
-        from .core.export import ExportParams
-        from .lib.exports import create_export
-        from .lib.runner import get_instance
+        from .core.export.tasks import ExportParams
+        from .services.exports import create_export
+        from .services.runner import get_instance
 
         params = ExportParams(str(destination), filter or {}, export_all, file_type, options or {})
         return create_export(instance or get_instance(), params, base_path=str(self.local_layout.base), wait=wait)
 
     def export_info(self, task_id: str, instance: Any = None) -> dict[str, Any]:
         """Status, progress, counts and sampled rows of an export, like the reference's ``/task/info``."""
-        from .lib.exports import export_info
-        from .lib.runner import get_instance
+        from .services.exports import export_info
+        from .services.runner import get_instance
 
         return export_info(instance or get_instance(), self.local_layout, task_id)
 
@@ -181,9 +181,9 @@ class DatalakeClient(CollectionClientMixin):
         ``threshold`` bytes, default 50 MiB or ``$DATALAKE_CHUNKED_THRESHOLD_MB``); without it a file up to the
         threshold goes in one read and one write. The file lands under ``provider``/``dataset`` (default
         ``data_files``/``default``). Raises :class:`~datalake_pipelines.core.errors.ValidationError` for a
-        missing file or an image Pillow cannot load. See :mod:`datalake_pipelines.core.data_file`.
+        missing file or an image Pillow cannot load. See :mod:`datalake_pipelines.core.ingest.data_file`.
         """
-        from .core import data_file
+        from .core.ingest import data_file
 
         args = dict(
             use_chunked_upload=use_chunked_upload,

@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .core import collection_upload as uploads
-from .core import collections as cols
-from .core.layout import LakeLayout
+from .core.collection import config as cols
+from .core.collection import upload as uploads
+from .core.lake.layout import LakeLayout
 
 
 class CollectionClientMixin:

@@ -8,9 +8,9 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
-from .core.catalog_s3 import cached_duckdb_file
-from .core.layout import BASE_PATH_ENV, LakeLayout
-from .core.storage import is_s3_uri
+from .core.catalog.s3 import cached_duckdb_file
+from .core.lake.layout import BASE_PATH_ENV, LakeLayout
+from .core.storage.backends import is_s3_uri
 from .defs.athena.assets import athena_tables
 from .defs.athena.resources import athena_settings_from_env
 from .defs.athena.sensors import athena_job, athena_on_ingest

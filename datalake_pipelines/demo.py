@@ -22,8 +22,8 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from .client import DatalakeClient
-from .core.layout import LakeLayout
-from .lib.runner import PROJECT_ROOT, batch_status, get_instance, start_pending
+from .core.lake.layout import LakeLayout
+from .services.runner import PROJECT_ROOT, batch_status, get_instance, start_pending
 
 WORDS = ["invoice", "total", "receipt", "coffee", "tax", "cash", "card", "change", "date", "store"]
 
@@ -81,7 +81,7 @@ def run_daemon_until_done(layout: LakeLayout, job_ids: list[str], timeout: float
 
 
 def print_summary(layout: LakeLayout) -> None:
-    from .core.query import DuckDBClient
+    from .core.catalog.query import DuckDBClient
 
     with DuckDBClient(base_path=layout.base) as duck:
         print("\nPartitions in the catalog:")

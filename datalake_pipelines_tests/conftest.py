@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from datalake_pipelines.client import DatalakeClient
-from datalake_pipelines.core.layout import LakeLayout
+from datalake_pipelines.core.lake.layout import LakeLayout
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # ../shared/corpus beside the project; DATALAKE_TEST_CORPUS points elsewhere (e.g. from a git worktree).
@@ -88,7 +88,7 @@ def isolated_dagster_home(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def collection(lake):
     """A collection of data units: image (required), annotation .json (required), metadata .xml (optional)."""
-    from datalake_pipelines.core.collections import create_collection
+    from datalake_pipelines.core.collection.config import create_collection
 
     return create_collection(
         lake,
@@ -106,10 +106,7 @@ def collection(lake):
 @pytest.fixture(scope="session")
 def moto_s3():
     """moto's S3/Glue/Athena HTTP server on 127.0.0.1, one per test session (boto3 reaches it via ``env``)."""
-    try:
-        from datalake_pipelines_tests.s3_server import MotoS3
-    except ImportError:  # the tests folder is not a package, so pytest put it on sys.path
-        from s3_server import MotoS3
+    from datalake_pipelines_tests.support.s3_server import MotoS3
     with MotoS3() as moto:
         yield moto
 

@@ -7,7 +7,7 @@ from datasets import load_from_disk
 from PIL import Image
 
 from datalake_pipelines import DatalakeClient, DuckDBClient
-from datalake_pipelines.core.export_reader import iter_export_batches
+from datalake_pipelines.core.export.reader import iter_export_batches
 
 
 def test_upload_process_download_and_export(tmp_path, make_jpeg):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from ..core.layout import PARTITION_LEVELS, PartitionRef
+from ..core.lake.layout import PARTITION_LEVELS, PartitionRef
 
 lake_partitions = dg.DynamicPartitionsDefinition(name="lake_partitions")
 

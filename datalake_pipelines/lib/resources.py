@@ -6,10 +6,10 @@ import os
 
 import dagster as dg
 
-from ..core.layout import BASE_PATH_ENV, LakeLayout
-from ..core.processing import ProcessOptions
-from ..core.s3_lake import S3Lake
-from ..core.storage import S3Storage, is_s3_uri
+from ..core.ingest.processing import ProcessOptions
+from ..core.lake.layout import BASE_PATH_ENV, LakeLayout
+from ..core.lake.s3 import S3Lake
+from ..core.storage.backends import S3Storage, is_s3_uri
 
 
 class LakeResource(dg.ConfigurableResource):

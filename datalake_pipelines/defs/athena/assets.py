@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from ...core.athena import ddl_statements, sync_athena_tables
-from ...core.layout import BASE_PATH_ENV
-from ...core.storage import is_s3_uri
+from ...core.athena.tables import ddl_statements, sync_athena_tables
+from ...core.lake.layout import BASE_PATH_ENV
+from ...core.storage.backends import is_s3_uri
 from ...lib.resources import LakeResource
 from ..ingest.assets import catalog_partition
 from .resources import AthenaSettings

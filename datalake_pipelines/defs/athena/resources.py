@@ -3,7 +3,7 @@
 import boto3
 import dagster as dg
 
-from ...core.athena_client import AthenaClient
+from ...core.athena.client import AthenaClient
 from ...lib.resources import env_or
 
 # dagster-aws's AthenaClientResource is not used: it has no region or database fields and only runs SQL through

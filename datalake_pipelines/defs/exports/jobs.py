@@ -13,9 +13,9 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from ...core.export import DEFAULT_OPTIONS, ExportError, ExportParams, run_export
-from ...core.files import utc_now_iso, write_json_atomic
-from ...core.layout import LakeLayout
+from ...core.export.tasks import DEFAULT_OPTIONS, ExportError, ExportParams, run_export
+from ...core.lake.layout import LakeLayout
+from ...core.storage.files import utc_now_iso, write_json_atomic
 
 EXPORT_JOB = "export_job"
 EXPORT_OP = "export"

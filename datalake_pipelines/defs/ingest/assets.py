@@ -7,10 +7,10 @@ import dagster as dg
 import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
 
-from ...core.catalog import compact_partition, iter_partition_batches, partition_files, read_partition_metadata
-from ...core.layout import PartitionRef
-from ...core.processing import BatchProcessor, BatchResult, fail_batch
-from ...core.queue import mark_running
+from ...core.catalog.parts import compact_partition, iter_partition_batches, partition_files, read_partition_metadata
+from ...core.ingest.processing import BatchProcessor, BatchResult, fail_batch
+from ...core.lake.layout import PartitionRef
+from ...core.lake.queue import mark_running
 from ...lib.partitions import JOB_IDS_TAG, LakePartitionKey, lake_partitions
 from ...lib.resources import LakeResource
 

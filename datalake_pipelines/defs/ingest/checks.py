@@ -6,8 +6,8 @@ import warnings
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from ...core.schema import load_schema
-from ...core.verify import CheckOutcome, check_asset_files, check_duplicate_rows, check_required_meta
+from ...core.ingest.verify import CheckOutcome, check_asset_files, check_duplicate_rows, check_required_meta
+from ...core.lake.schema import load_schema
 from ...lib.partitions import LakePartitionKey, lake_partitions
 from ...lib.resources import LakeResource
 from .assets import catalog_partition, run_job_ids

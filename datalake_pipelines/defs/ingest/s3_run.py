@@ -2,8 +2,8 @@
 
 import os
 
-from ...core.processing import BatchResult
-from ...core.s3_lake import S3Lake, partition_prefix
+from ...core.ingest.processing import BatchResult
+from ...core.lake.s3 import S3Lake, partition_prefix
 from ...lib.resources import LakeResource
 
 

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 import dagster as dg
 from dagster_aws.s3.sensor import get_objects
 
-from ...core.layout import PartitionRef
-from ...core.queue import process_alive
-from ...core.s3_lake import S3Lake, job_of_manifest_key
+from ...core.lake.layout import PartitionRef
+from ...core.lake.queue import process_alive
+from ...core.lake.s3 import S3Lake, job_of_manifest_key
 from ...lib.partitions import is_valid_partition_key
 
 OVERLAP_SECONDS = 5

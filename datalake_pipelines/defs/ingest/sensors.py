@@ -9,10 +9,9 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from ...core.errors import DatalakeError
-from ...core.files import write_json_atomic
-from ...core.layout import LakeLayout, PartitionRef
-from ...core.manifest import load_manifest
-from ...core.queue import (
+from ...core.ingest.manifest import load_manifest
+from ...core.lake.layout import LakeLayout, PartitionRef
+from ...core.lake.queue import (
     CLAIM_MARKER,
     DEFAULT_GRACE_SECONDS,
     DEFAULT_QUIET_SECONDS,
@@ -28,7 +27,8 @@ from ...core.queue import (
     run_key_for,
     scan_pending,
 )
-from ...core.schema import load_schema
+from ...core.lake.schema import load_schema
+from ...core.storage.files import write_json_atomic
 from ...lib.partitions import JOB_IDS_TAG, LakePartitionKey, is_valid_partition_key, lake_partitions
 from ...lib.resources import LakeResource
 from .assets import catalog_partition

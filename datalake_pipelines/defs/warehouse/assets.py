@@ -12,11 +12,11 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from ...core.catalog_s3 import cached_duckdb_file
-from ...core.layout import BASE_PATH_ENV
-from ...core.locks import exclusive_lock
-from ...core.storage import cache_dir_for, is_s3_uri
-from ...core.warehouse import refresh_duckdb
+from ...core.catalog.s3 import cached_duckdb_file
+from ...core.catalog.warehouse import refresh_duckdb
+from ...core.lake.layout import BASE_PATH_ENV
+from ...core.lake.locks import exclusive_lock
+from ...core.storage.backends import cache_dir_for, is_s3_uri
 from ...lib.after_ingest import after_new_materializations
 from ...lib.resources import LakeResource
 from ..ingest.assets import catalog_partition

@@ -1,0 +1,104 @@
+"""``datalake download``: a selection by partitions or by text, as Parquet, Arrow or HF ``datasets``.
+
+Registered from ``cli.py`` with ``add_download_command(subparsers, parents)``. With no selection flag on a
+terminal it asks the reference's questions; filters follow ``cli_filters`` (one verbatim value per flag).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .common import UsageError, ask, emit, layout_of, split_list, stdin_is_tty
+from .filters import parse_columns, parse_where
+
+
+def add_download_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("download", parents=parents, help="download a selection as parquet, arrow or hf")
+    for flag in ("provider", "dataset", "task", "variant"):
+        p.add_argument(f"--{flag}", action="append", help=f"{flag} to include (repeatable)")
+    p.add_argument("--all", action="store_true", help="every partition")
+    p.add_argument(
+        "--where",
+        action="append",
+        metavar="COLUMN=VALUE",
+        help="one value, taken whole (commas included); repeat a column for a list (IN), other columns AND",
+    )
+    p.add_argument("--where-json", metavar="JSON", help='{"column": value or [values]}: lists and numbers at once')
+    p.add_argument(
+        "--columns",
+        action="append",
+        metavar="COLUMN",
+        help="a column to keep (repeatable, one per flag); a comma list still works unless it names a column",
+    )
+    p.add_argument("--limit", type=int)
+    p.add_argument("--search-column", help="text search: the column to search")
+    p.add_argument("--text", help="text search: the text to find (matched literally)")
+    p.add_argument("--json-path", help="text search inside JSON, e.g. $.words[*].text")
+    p.add_argument("--mode", choices=["contains", "regex"], default="contains")
+    p.add_argument("--format", choices=["parquet", "arrow", "hf"])
+    p.add_argument("--hive", action="store_true", help="parquet: a hive-partitioned folder")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--out", default="downloads", help="output folder")
+    p.set_defaults(func=cmd_download)
+
+
+FORMATS = {"1": "parquet", "2": "arrow", "3": "hf"}
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """Flags, or the reference's prompts: search by partitions (1) or text (2); Parquet, Arrow or Dataset+images."""
+    from ..core.export.download import Selection, download
+
+    interactive = stdin_is_tty() and not (args.provider or args.text or args.all)
+    if interactive:
+        method = ask(None, "--provider or --text", "search by 1) partitions or 2) text", choices=["1", "2"])
+        for flag in ("provider", "dataset", "task"):
+            answer = ask(None, f"--{flag}", f"{flag}s (comma separated, empty = all)", allow_empty=True)
+            setattr(args, flag, split_list(answer))
+        if method == "2":
+            args.search_column = ask(None, "--search-column", "column to search (e.g. ocr_result)")
+            args.text = ask(None, "--text", "text to find")
+            args.json_path = ask(
+                None, "--json-path", "JSON path (e.g. $.words[*].text; empty = whole text)", allow_empty=True
+            )
+        choice = ask(None, "--format", "format 1) Parquet 2) Arrow 3) Dataset+images", choices=["1", "2", "3"])
+        args.format = FORMATS[choice]
+        args.all = not (args.provider or args.dataset or args.task)
+    elif not (args.provider or args.dataset or args.task or args.variant or args.text or args.all):
+        raise UsageError("choose what to download: --provider/--dataset/--task/--variant, --text, or --all")
+    selection = Selection(
+        providers=args.provider or None,
+        datasets=args.dataset or None,
+        tasks=args.task or None,
+        variants=args.variant or None,
+        where=parse_where(args.where, args.where_json) or None,
+        columns=parse_columns(args.columns, lambda: _selection_columns(args)) or None,
+        limit=args.limit,
+        column=args.search_column,
+        text=args.text,
+        json_path=args.json_path or None,
+        mode=args.mode,
+    )
+    if selection.text is not None and not selection.column:
+        raise UsageError("--text needs --search-column")
+    manifest = download(
+        layout_of(args),
+        selection,
+        args.format or "parquet",
+        args.out,
+        progress=not args.json,
+        hive=args.hive,
+        overwrite=args.overwrite,
+    )
+    emit(args, manifest, lambda: f"downloaded {manifest.get('rows')} rows as {manifest.get('format')} to {args.out}")
+    return 0
+
+
+def _selection_columns(args: argparse.Namespace) -> list[str]:
+    """The columns of the partitions a download selects (to tell a column named ``a,b`` from a list)."""
+    from ..core.catalog.query import DuckDBClient
+
+    with DuckDBClient(base_path=layout_of(args).base) as duck:
+        filters = {"providers": args.provider, "datasets": args.dataset, "tasks": args.task, "variants": args.variant}
+        return list(duck._selection(**{k: v or None for k, v in filters.items()}, columns=None)[1])

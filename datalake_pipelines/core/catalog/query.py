@@ -1,0 +1,427 @@
+"""``DuckDBClient``: partition retrieval and text search over the Parquet catalog.
+
+Pruning: the partition folders are walked level by level (provider, dataset, task, variant) and only the
+filtered branches are listed, so a query reads exactly the Parquet files of the selected partitions
+(``read_parquet($files, ...)``); files of other partitions are never opened. Every user value is a bound
+parameter; column names are checked against the selection's schema and quoted.
+
+S3 lakes (``s3://bucket/prefix``): the same walk lists prefixes instead of folders, and the selected files are
+read through a ``pyarrow`` dataset registered in DuckDB (see :mod:`.catalog_s3`, which also says why not
+``httpfs``); the queries, their parameters and their results are the same as on a local lake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ..arrow.restore import local_schema, restore_reader, restore_table, selection_schema
+from ..errors import DatalakeError
+from ..lake.layout import BASE_PATH_ENV, LakeLayout, resolve_base_path
+from .parts import PARTITION_COLUMNS, CatalogError
+from .query_sql import TEXT_TYPES, check_columns, limit_sql, literal_in_json, quote_identifier, where_sql
+from .warehouse import (
+    UnknownPartitionError,
+    catalog_files,
+    check_catalog_files,
+    is_s3_base,
+    parquet_scan,
+    partition_stats,
+    select_partitions,
+)
+
+__all__ = ["DuckDBClient", "QueryPlan", "UnknownPartitionError", "select_partitions"]
+
+SNIPPET_CONTEXT = 40
+SEARCH_MODES = ("contains", "regex")
+
+
+@dataclass
+class QueryPlan:
+    """A parameterised query over an explicit list of catalog files (paths, or ``s3://`` URIs).
+
+    ``source`` is the relation the query reads (``read_parquet($files, ...)`` locally, a registered dataset
+    on S3) and ``source_params`` the parameters it needs, for callers that build another query over it.
+    """
+
+    sql: str
+    params: dict[str, Any]
+    files: list[Path] | list[str]
+    columns: list[str]
+    keep: set[str] = field(default_factory=set)  # columns never dropped as all-null
+    source: str = ""
+    source_params: dict[str, Any] = field(default_factory=dict)
+    restore: pa.Schema | None = None  # catalog Arrow types the result is cast back to (see .arrow_restore)
+
+    @property
+    def empty(self) -> bool:
+        return not self.files
+
+
+def drop_all_null_columns(table: pa.Table, keep: set[str] = frozenset()) -> pa.Table:
+    """Drop columns that are null in every row (they exist only because of ``union_by_name``)."""
+    if table.num_rows == 0:
+        return table
+    drop = [n for n in table.column_names if n not in keep and table.column(n).null_count == table.num_rows]
+    return table.drop_columns(drop) if drop else table
+
+
+def _finish(table: pa.Table, as_arrow: bool):
+    return table if as_arrow else table.to_pandas()
+
+
+class DuckDBClient:
+    """Read-only queries over a lake's catalog: ``with DuckDBClient(base) as duck: duck.retrieve_partitions()``.
+
+    ``db_path_or_base`` is the lake base folder or its ``catalog.duckdb``. If that file exists it is opened
+    (read-only by default, retrying with backoff while another process holds a write lock) so :meth:`sql`
+    sees its ``catalog`` view and ``partitions``/``hash_index`` tables; otherwise an in-memory database gets
+    equivalent ``catalog`` and ``partitions`` views. Retrieval and search always read the Parquet files of the
+    selected partitions directly, so they are never stale.
+
+    An ``s3://bucket/prefix`` base (or its ``.../catalog.duckdb``) reads the lake on S3. The ``partitions`` and
+    ``hash_index`` tables come from the cached ``catalog.duckdb`` that ``refresh_duckdb`` leaves in the lake's
+    cache folder (``storage.cache_dir_for``) when it is there, else they are built in memory from the listing
+    and the hash-index segments. The S3 ``catalog`` view cannot live in a DuckDB file (it reads a pyarrow
+    dataset registered in the connection), so it is created in every connection, over the files listed then.
+    """
+
+    def __init__(
+        self,
+        db_path_or_base: str | Path | None = None,
+        *,
+        base_path: str | Path | None = None,
+        read_only: bool = True,
+        lock_timeout: float = 30.0,
+    ):
+        raw = base_path if base_path is not None else db_path_or_base
+        self.s3 = None
+        if is_s3_base(str(raw) if raw is not None else os.environ.get(BASE_PATH_ENV)):
+            from .s3 import S3Catalog, cached_duckdb_file
+
+            base = str(raw or os.environ[BASE_PATH_ENV]).rstrip("/")
+            self.s3 = S3Catalog(base.rsplit("/", 1)[0] if base.endswith(".duckdb") else base)
+            self.layout = None
+            self.db_path = cached_duckdb_file(self.s3.base)
+        else:
+            self._init_local(resolve_base_path(raw))
+        self.read_only = read_only
+        self.con = self._connect(lock_timeout)
+        self.con.execute("SET TimeZone = 'UTC'")
+        self._in_memory = not self.db_path.exists()
+        self._views_ready = not self._in_memory and self.s3 is None
+
+    def _init_local(self, location: Path) -> None:
+        if location.suffix == ".duckdb" or location.is_file():
+            self.layout = LakeLayout(location.parent, create=False)
+            self.db_path = location
+        else:
+            self.layout = LakeLayout(location, create=False)
+            self.db_path = self.layout.duckdb_file
+
+    def _connect(self, lock_timeout: float) -> duckdb.DuckDBPyConnection:
+        if not self.db_path.exists():
+            return duckdb.connect(":memory:")
+        deadline = time.monotonic() + lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.db_path), read_only=self.read_only)
+            except duckdb.IOException:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    # lifecycle ---------------------------------------------------------------
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> DuckDBClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # running -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _reading(self, files: list[Path]) -> Iterator[None]:
+        """Turn a DuckDB read failure into a ``CatalogError`` naming the unreadable file."""
+        try:
+            yield
+        except duckdb.ConversionException as exc:  # values are cast up front; this is the last guard
+            raise DatalakeError(f"query failed: {str(exc).splitlines()[0]}") from None
+        except (duckdb.IOException, duckdb.InvalidInputException, pa.ArrowException) as exc:
+            message = str(exc).splitlines()[0]
+            named = [f for f in files if str(f).removeprefix("s3://") in message]  # pyarrow drops the scheme
+            if named:
+                raise CatalogError(f"cannot read catalog file {named[0]}: {message}") from None
+            if self.s3 is None:  # on S3 every footer was read when the dataset was registered
+                check_catalog_files(self.layout, files)
+            raise
+
+    def _source(self, files: list) -> tuple[str, dict[str, Any]]:
+        """The relation reading ``files`` and its parameters."""
+        if self.s3 is not None:
+            return quote_identifier(self.s3.register(self.con, files)), {}
+        return parquet_scan("$files"), _files_param(files)
+
+    def _relation(self, sql: str, params: dict[str, Any], files: list[Path]) -> duckdb.DuckDBPyRelation:
+        with self._reading(files):
+            return self.con.sql(sql, params=params)
+
+    def describe(self, files: list[Path]) -> dict[str, str]:
+        """Column name -> DuckDB type of the union of ``files`` (partition columns first)."""
+        if not files:
+            return {c: "VARCHAR" for c in PARTITION_COLUMNS}
+        source, params = self._source(files)
+        rel = self._relation(f"SELECT * FROM {source} LIMIT 0", params, files)
+        with self._reading(files):
+            types = dict(zip(rel.columns, map(str, rel.types)))
+        ordered = {c: types.pop(c) for c in PARTITION_COLUMNS if c in types}
+        return {**ordered, **types}
+
+    def run(self, plan: QueryPlan) -> pa.Table:
+        """Execute a plan and return an Arrow table (empty plan: empty table with the plan's columns)."""
+        if plan.empty:
+            return pa.table({c: pa.array([], pa.string()) for c in plan.columns})
+        rel = self._relation(plan.sql, plan.params, plan.files)
+        with self._reading(plan.files):
+            return restore_table(rel.to_arrow_table(), plan.restore)
+
+    def stream(self, plan: QueryPlan, batch_size: int = 10_000) -> pa.RecordBatchReader:
+        """Execute a plan as a bounded-memory reader of record batches."""
+        if plan.empty:
+            schema = pa.schema([(c, pa.string()) for c in plan.columns])
+            return pa.RecordBatchReader.from_batches(schema, [])
+        rel = self._relation(plan.sql, plan.params, plan.files)
+        with self._reading(plan.files):
+            reader = rel.to_arrow_reader(batch_size)
+
+        def guarded() -> Iterator[pa.RecordBatch]:
+            with self._reading(plan.files):
+                yield from reader
+
+        return restore_reader(pa.RecordBatchReader.from_batches(reader.schema, guarded()), plan.restore)
+
+    def catalog_schema(self, files: list, columns: Sequence[str] | None) -> pa.Schema:
+        """The stored Arrow types of ``columns`` over ``files``; a type conflict between partitions raises
+        :class:`~.arrow_restore.TypeConflictError` naming the column, its types and the partitions."""
+        if self.s3 is not None:
+            return selection_schema(files, columns, lambda fs: [f.physical_schema for f in self.s3.fragments(fs)])
+        return selection_schema(files, columns, lambda fs: [local_schema(Path(f)) for f in fs])
+
+    # planning ----------------------------------------------------------------
+    def _selection(self, providers, datasets, tasks, variants, columns):
+        if self.s3 is not None:
+            files = self.s3.files(self.s3.select(providers, datasets, tasks, variants))
+            # the registered pyarrow dataset needs one schema over every column: refuse a conflict first,
+            # naming the partitions (the dataset would only say the types)
+            self.catalog_schema(files, None)
+        else:
+            files = catalog_files(self.layout, select_partitions(self.layout, providers, datasets, tasks, variants))
+        schema = self.describe(files)
+        if columns is not None and files:
+            check_columns(columns, schema)
+        selected = list(schema) if columns is None else list(dict.fromkeys(columns))
+        return files, schema, selected
+
+    def plan_retrieval(
+        self,
+        providers=None,
+        datasets=None,
+        tasks=None,
+        variants=None,
+        columns: Sequence[str] | None = None,
+        where: dict[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> QueryPlan:
+        files, schema, selected = self._selection(providers, datasets, tasks, variants, columns)
+        source, source_params = self._source(files) if files else ("", {})
+        params = dict(source_params)
+        condition = where_sql(where, schema, params, self.con) if files else ""
+        sql = (
+            f"SELECT {', '.join(map(quote_identifier, selected))} FROM {source}"
+            f"{' WHERE ' + condition if condition else ''}{limit_sql(limit)}"
+        )
+        keep = set(columns or PARTITION_COLUMNS)
+        restore = self.catalog_schema(files, [*selected, *(where or ())]) if files else None
+        return QueryPlan(sql, params, files, selected, keep, source, source_params, restore)
+
+    def plan_search(
+        self,
+        column: str,
+        text: str,
+        json_path: str | None = None,
+        providers=None,
+        datasets=None,
+        tasks=None,
+        variants=None,
+        mode: str = "contains",
+        columns: Sequence[str] | None = None,
+        where: dict[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> QueryPlan:
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
+        if not isinstance(text, str) or not text:
+            raise ValueError("search text must be a non-empty string")
+        if json_path is not None and not (isinstance(json_path, str) and json_path.startswith("$")):
+            raise ValueError(f"invalid JSON path {json_path!r}: it must start with '$', e.g. $.words[*].text")
+        files, schema, selected = self._selection(providers, datasets, tasks, variants, columns)
+        out_columns = [*selected, "matched_snippet"]
+        if not files:
+            return QueryPlan("", {}, [], out_columns)
+        check_columns([column], schema)
+        if schema[column] not in TEXT_TYPES:
+            raise ValueError(f"column {column!r} has type {schema[column]}; text search needs a text/JSON column")
+        source, source_params = self._source(files)
+        params = dict(source_params)
+        if mode == "regex":
+            self._check_regex(text)
+            params["pattern"] = text
+
+            def matches(x: str) -> str:
+                return f"regexp_matches({x}, $pattern)"
+
+            locate = "strpos(__match, regexp_extract(__match, $pattern))", "length(regexp_extract(__match, $pattern))"
+        else:
+            # Both sides are folded by DuckDB's lower() (the term once, here; the column per row): Python's
+            # str.lower differs (it turns 'İ' into 'i' plus a combining dot, DuckDB into 'i'), and then a term
+            # never matches its own text. DuckDB's lower maps code point to code point, so a position found
+            # in the folded text is the position in the original text the snippet is cut from.
+            params["needle"] = self.con.execute("SELECT lower($t)", {"t": text}).fetchall()[0][0]
+
+            def matches(x: str) -> str:
+                return f"contains(lower({x}), $needle)"
+
+            locate = "strpos(lower(__match), $needle)", "length($needle)"
+        hay = quote_identifier(column)
+        if json_path:
+            params["json_path"] = json_path
+            values = f"try(json_extract_string({hay}, $json_path))"
+            if "*" not in json_path:
+                values = f"[{values}]"
+            match, prefilter = f"list_filter({values}, lambda v: {matches('v')})[1]", f"{hay} IS NOT NULL"
+            if mode == "contains" and literal_in_json(params["needle"]):
+                # A cheap scan filter before the per-row JSON extraction: a value holding the term holds it
+                # literally in the raw JSON text, unless that text escapes something (any backslash).
+                prefilter += f" AND (contains(lower({hay}), $needle) OR contains({hay}, '\\'))"
+        else:  # the match itself is the scan's filter, so non-matching rows are dropped in the scan
+            match, prefilter = hay, matches(hay)
+        condition = where_sql(where, schema, params, self.con)
+        start = f"greatest(__pos - {SNIPPET_CONTEXT}, 1)"
+        sql = f"""
+            SELECT * EXCLUDE (__match, __pos, __len),
+                   substr(__match, {start}, __pos - {start} + __len + {SNIPPET_CONTEXT}) AS matched_snippet
+            FROM (
+                SELECT *, {locate[0]} AS __pos, {locate[1]} AS __len FROM (
+                    SELECT {", ".join(map(quote_identifier, selected))}, {match} AS __match
+                    FROM {source}
+                    WHERE {prefilter}{" AND " + condition if condition else ""}
+                ) WHERE __match IS NOT NULL
+            ){limit_sql(limit)}"""
+        keep = {*(columns or PARTITION_COLUMNS), "matched_snippet"}
+        restore = self.catalog_schema(files, [*selected, *(where or ())])
+        return QueryPlan(sql, params, files, out_columns, keep, source, source_params, restore)
+
+    def _check_regex(self, pattern: str) -> None:
+        try:
+            self.con.execute("SELECT regexp_matches('', $p)", {"p": pattern}).fetchall()
+        except duckdb.Error as exc:
+            raise ValueError(f"invalid regular expression {pattern!r}: {str(exc).splitlines()[0]}") from None
+
+    # public queries ----------------------------------------------------------
+    def retrieve_partitions(self, table: str = "catalog", as_arrow: bool = False):
+        """Every partition with files, rows (Parquet footers), bytes, last batch and its ingest time."""
+        if table != "catalog":
+            raise ValueError(f"unknown table {table!r}; the lake has one partitioned table, 'catalog'")
+        return _finish(self.s3.stats() if self.s3 is not None else partition_stats(self.layout), as_arrow)
+
+    def retrieve_with_existing_cols(
+        self,
+        providers=None,
+        datasets=None,
+        tasks=None,
+        variants=None,
+        columns: Sequence[str] | None = None,
+        where: dict[str, Any] | None = None,
+        limit: int | None = None,
+        as_arrow: bool = False,
+    ):
+        """Rows of the selected partitions, without columns that are null in every returned row."""
+        plan = self.plan_retrieval(providers, datasets, tasks, variants, columns, where, limit)
+        return _finish(drop_all_null_columns(self.run(plan), plan.keep), as_arrow)
+
+    def search_text(
+        self,
+        column: str,
+        text: str,
+        json_path: str | None = None,
+        providers=None,
+        datasets=None,
+        tasks=None,
+        variants=None,
+        mode: str = "contains",
+        limit: int | None = None,
+        as_arrow: bool = False,
+        columns: Sequence[str] | None = None,
+        where: dict[str, Any] | None = None,
+    ):
+        """Rows whose ``column`` (or its ``json_path`` values) contains ``text`` (case-insensitive) or matches
+        the RE2 pattern ``text`` (``mode="regex"``), with a ``matched_snippet`` around the first match."""
+        plan = self.plan_search(
+            column, text, json_path, providers, datasets, tasks, variants, mode, columns, where, limit
+        )
+        return _finish(drop_all_null_columns(self.run(plan), plan.keep), as_arrow)
+
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None, as_arrow: bool = False):
+        """Run any SQL; ``catalog`` (all partitions) and ``partitions`` are available as views."""
+        self._ensure_views()
+        result = self.con.sql(query, params=params)
+        if result is None:
+            return None
+        return result.to_arrow_table() if as_arrow else result.df()
+
+    def _ensure_views(self) -> None:
+        if self._views_ready:
+            return
+        if self.s3 is not None:
+            self._ensure_s3_views()
+            return
+        files = catalog_files(self.layout)
+        if files:
+            glob = "'" + str(self.layout.catalog_root / "**" / "*.parquet").replace("'", "''") + "'"
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW catalog AS SELECT * FROM {parquet_scan(glob)}")
+        else:
+            empty = ", ".join(f"NULL::VARCHAR AS {c}" for c in PARTITION_COLUMNS)
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW catalog AS SELECT {empty} WHERE false")
+        self.con.register("partitions", partition_stats(self.layout))
+        self._views_ready = True
+
+    def _ensure_s3_views(self) -> None:
+        """The S3 ``catalog`` view (every connection); ``partitions``/``hash_index`` if there is no cached file."""
+        refs = self.s3.select()
+        files = sorted(self.s3.files(refs))  # the order a local glob reads them in, for the same column order
+        if files:
+            source = quote_identifier(self.s3.register(self.con, files))
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW catalog AS SELECT * FROM {source}")
+        else:
+            empty = ", ".join(f"NULL::VARCHAR AS {c}" for c in PARTITION_COLUMNS)
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW catalog AS SELECT {empty} WHERE false")
+        if self._in_memory:
+            self.con.register("partitions", self.s3.stats(refs))
+            self.s3.build_hash_index(self.con, temp=True)
+        self._views_ready = True
+
+
+def _files_param(files: list[Path]) -> dict[str, Any]:
+    return {"files": [str(f) for f in files]}

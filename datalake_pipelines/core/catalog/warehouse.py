@@ -1,0 +1,305 @@
+"""The DuckDB warehouse file ``<base>/catalog.duckdb`` and the catalog file facts it is built from.
+
+``refresh_duckdb`` builds a fresh database under a temporary name and ``os.replace``-s it over the old
+one: readers that already hold the old file keep reading it (same inode), new readers see the new one,
+and nobody ever sees a half-built database or waits on the builder's write lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import DatalakeError
+from ..ingest.hash_index import COLUMNS as HASH_INDEX_COLUMNS
+from ..ingest.hash_index import INTEGER_COLUMNS as INDEX_INTEGER_COLUMNS
+from ..ingest.hash_index import HashIndex
+from ..lake.layout import LakeLayout, PartitionRef
+from ..storage.files import read_json, temp_sibling
+from .parts import PARTITION_COLUMNS, CatalogError, open_parquet, partition_files
+
+HIVE_TYPES = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in PARTITION_COLUMNS) + "}"
+PARTITIONS_SCHEMA = pa.schema(
+    [
+        *(pa.field(c, pa.string()) for c in PARTITION_COLUMNS),
+        pa.field("files", pa.int64()),
+        pa.field("rows", pa.int64()),
+        pa.field("bytes", pa.int64()),
+        pa.field("last_batch", pa.string()),
+        pa.field("last_ingested_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+HASH_INDEX_SCHEMA = pa.schema(
+    [pa.field(c, pa.int64() if c in INDEX_INTEGER_COLUMNS else pa.string()) for c in HASH_INDEX_COLUMNS]
+)
+
+
+def is_s3_base(base: object) -> bool:
+    """``storage.is_s3_uri`` without importing ``storage`` (boto3), which the local path never needs."""
+    return isinstance(base, str) and base.startswith("s3://")
+
+
+class UnknownPartitionError(DatalakeError, ValueError):
+    """A provider, dataset, task or variant filter names something the catalog does not hold."""
+
+
+def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+def select_partitions(
+    layout: LakeLayout,
+    providers: str | Sequence[str] | None = None,
+    datasets: str | Sequence[str] | None = None,
+    tasks: str | Sequence[str] | None = None,
+    variants: str | Sequence[str] | None = None,
+) -> list[PartitionRef]:
+    """Partitions matching the filters, listing only the folders of the filtered branches.
+
+    A filter value that exists nowhere under the already selected branches raises
+    :class:`UnknownPartitionError` listing what exists there.
+    """
+    return walk_partitions((providers, datasets, tasks, variants), layout.catalog_root, _folder_children)
+
+
+def _folder_children(folder: Path, level: str) -> list[tuple[str, Path]]:
+    prefix = f"{level}="
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        return [(c.name[len(prefix) :], c) for c in folder.iterdir() if c.name.startswith(prefix) and c.is_dir()]
+    return []
+
+
+def walk_partitions(
+    filters: Sequence[str | Sequence[str] | None],
+    root: Any,
+    children: Callable[[Any, str], list[tuple[str, Any]]],
+    map_fn: Callable = map,
+) -> list[PartitionRef]:
+    """The level-by-level walk behind :func:`select_partitions`, over any tree: ``children(node, level)``
+    returns ``(value, child)`` for the ``level=value`` sub-folders of ``node`` (a local folder, an S3 prefix);
+    ``map_fn`` may run the listings of one level concurrently."""
+    filters = dict(zip(PARTITION_COLUMNS, map(_as_list, filters)))
+    branches: list[tuple[tuple[str, ...], Any]] = [((), root)]
+    for level in PARTITION_COLUMNS:
+        wanted = filters[level]
+        existing: set[str] = set()
+        selected = []
+        listings = map_fn(children, [node for _, node in branches], [level] * len(branches))
+        for (values, _), found in zip(branches, listings):
+            for value, child in found:
+                existing.add(value)
+                if wanted is None or value in wanted:
+                    selected.append(((*values, value), child))
+        unknown = sorted(set(wanted or ()) - existing)
+        if unknown:
+            parents = PARTITION_COLUMNS[: PARTITION_COLUMNS.index(level)]
+            earlier = [f"{k}={'|'.join(filters[k])}" for k in parents if filters[k]]
+            scope = f" under {', '.join(earlier)}" if earlier else ""
+            raise UnknownPartitionError(
+                f"unknown {level} {', '.join(map(repr, unknown))}; existing {level}s{scope}: "
+                f"{', '.join(sorted(existing)) or '(none)'}"
+            )
+        branches = selected
+    refs = []
+    for values, _ in sorted(branches, key=lambda b: b[0]):
+        with contextlib.suppress(ValueError):
+            refs.append(PartitionRef(*values))
+    return refs
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal (for DDL, where parameters are not allowed)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def parquet_scan(source: str) -> str:
+    """``read_parquet`` over ``source`` (a literal or a ``$parameter``) with hive columns as text."""
+    return f"read_parquet({source}, hive_partitioning=true, union_by_name=true, hive_types={HIVE_TYPES})"
+
+
+def catalog_files(layout: LakeLayout, refs: Iterable[PartitionRef] | None = None) -> list[Path]:
+    """Every Parquet file of the given partitions (default: the whole catalog)."""
+    refs = select_partitions(layout) if refs is None else refs
+    return [path for ref in refs for path in partition_files(layout, ref)]
+
+
+def check_catalog_files(layout: LakeLayout, paths: Iterable[Path] | None = None, deep: bool = False) -> int:
+    """Open every catalog file's footer (``deep``: read every row group too); raise ``CatalogError`` naming
+    the first unreadable file. Returns how many files were checked."""
+    checked = 0
+    for path in catalog_files(layout) if paths is None else paths:
+        pf = open_parquet(path)
+        if deep:
+            try:
+                for i in range(pf.num_row_groups):
+                    pf.read_row_group(i)
+            except (pa.ArrowException, OSError) as exc:
+                raise CatalogError(f"cannot read catalog file {path}: {exc}") from None
+        checked += 1
+    return checked
+
+
+def _last_batch(layout: LakeLayout, ref: PartitionRef) -> tuple[str | None, str | None]:
+    path = layout.partition_metadata(ref)
+    if not path.exists():
+        return None, None
+    try:
+        return last_batch_of(read_json(path))
+    except (OSError, ValueError):
+        return None, None
+
+
+def last_batch_of(doc: Any) -> tuple[str | None, str | None]:
+    """``(job_id, ingested_at)`` of the latest batch a partition's ``_metadata.json`` document records."""
+    try:
+        batches = doc.get("batches") or []
+    except AttributeError:
+        return None, None
+    batches = [b for b in batches if isinstance(b, dict)]
+    if not batches:
+        return None, None
+    last = max(batches, key=lambda b: str(b.get("ingested_at") or ""))
+    return last.get("job_id"), last.get("ingested_at")
+
+
+def stats_row(ref: PartitionRef, files: int, rows: int, size: int, last: tuple[str | None, str | None]) -> dict:
+    """One row of the ``partitions`` table (see ``PARTITIONS_SCHEMA``)."""
+    return {
+        **ref.as_dict(),
+        "files": files,
+        "rows": rows,
+        "bytes": size,
+        "last_batch": last[0],
+        "last_ingested_at": _parse_time(last[1]),
+    }
+
+
+def partition_stats(layout: LakeLayout, refs: Iterable[PartitionRef] | None = None) -> pa.Table:
+    """One row per partition: files, rows (from Parquet footers), bytes, last batch and its ingest time.
+
+    Reads footers and ``_metadata.json`` only, never row data.
+    """
+    refs = select_partitions(layout) if refs is None else list(refs)
+    rows: list[dict[str, Any]] = []
+    for ref in refs:
+        paths = partition_files(layout, ref)
+        count = 0
+        for path in paths:
+            try:
+                count += pq.read_metadata(path).num_rows
+            except (pa.ArrowException, OSError) as exc:
+                raise CatalogError(f"cannot read catalog file {path}: {exc}") from None
+        size = sum(p.stat().st_size for p in paths)
+        rows.append(stats_row(ref, len(paths), count, size, _last_batch(layout, ref)))
+    return pa.Table.from_pylist(rows, schema=PARTITIONS_SCHEMA)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _create_catalog_view(con: duckdb.DuckDBPyConnection, layout: LakeLayout, has_files: bool) -> None:
+    if has_files:
+        glob = sql_string(str(layout.catalog_root / "**" / "*.parquet"))
+        con.execute(f"CREATE OR REPLACE VIEW catalog AS SELECT * FROM {parquet_scan(glob)}")
+    else:
+        empty = ", ".join(f"NULL::VARCHAR AS {c}" for c in PARTITION_COLUMNS)
+        con.execute(f"CREATE OR REPLACE VIEW catalog AS SELECT {empty} WHERE false")
+
+
+def create_hash_index_table(con: duckdb.DuckDBPyConnection, temp: bool = False) -> None:
+    columns = ", ".join(f"{f.name} {'BIGINT' if pa.types.is_integer(f.type) else 'VARCHAR'}" for f in HASH_INDEX_SCHEMA)
+    con.execute(f"CREATE {'TEMP ' if temp else ''}TABLE hash_index ({columns})")
+
+
+def _copy_hash_index(con: duckdb.DuckDBPyConnection, layout: LakeLayout, batch_size: int) -> int:
+    create_hash_index_table(con)
+    if not layout.hash_index.exists():
+        return 0
+    index = HashIndex(layout.hash_index)
+    copied = 0
+    try:
+        for rows in index.iter_rows(batch_size):
+            chunk = pa.Table.from_arrays(
+                [pa.array(col, type=f.type) for col, f in zip(zip(*rows), HASH_INDEX_SCHEMA)],
+                schema=HASH_INDEX_SCHEMA,
+            )
+            con.register("hash_index_chunk", chunk)
+            con.execute("INSERT INTO hash_index SELECT * FROM hash_index_chunk")
+            con.unregister("hash_index_chunk")
+            copied += chunk.num_rows
+    finally:
+        index.close()
+    return copied
+
+
+def build_database(target: Path, stats: pa.Table, fill: Callable[[duckdb.DuckDBPyConnection], int]) -> int:
+    """Build a database under a temp name (``partitions`` from ``stats``, the rest by ``fill``, which returns
+    the hash-index row count), then ``os.replace`` it over ``target``; return what ``fill`` returned."""
+    tmp = temp_sibling(target)
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            con.register("partition_stats", stats)
+            con.execute("CREATE TABLE partitions AS SELECT * FROM partition_stats ORDER BY ALL")
+            con.unregister("partition_stats")
+            assets = fill(con)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.wal").unlink(missing_ok=True)
+    return assets
+
+
+def refresh_duckdb(layout: LakeLayout | str, db_path: Path | str | None = None, batch_size: int = 50_000) -> dict:
+    """Build ``catalog.duckdb`` (``catalog`` view, ``partitions`` and ``hash_index`` tables) and swap it in.
+
+    ``layout`` may also be an ``s3://bucket/prefix`` lake base: see :func:`.catalog_s3.refresh_duckdb_s3`
+    (tables only, built in the local cache folder and uploaded to ``<base>/catalog.duckdb``).
+    """
+    if is_s3_base(layout):
+        from .s3 import refresh_duckdb_s3
+
+        return refresh_duckdb_s3(layout, db_path)
+    started = time.perf_counter()
+    target = Path(db_path) if db_path is not None else layout.duckdb_file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    refs = select_partitions(layout)
+    files = catalog_files(layout, refs)
+    check_catalog_files(layout, files)
+    stats = partition_stats(layout, refs)
+
+    def fill(con: duckdb.DuckDBPyConnection) -> int:
+        _create_catalog_view(con, layout, has_files=bool(files))
+        return _copy_hash_index(con, layout, batch_size)
+
+    assets = build_database(target, stats, fill)
+    return {
+        "path": str(target),
+        "partitions": stats.num_rows,
+        "files": len(files),
+        "rows": int(pc.sum(stats["rows"]).as_py() or 0),
+        "assets": assets,
+        "seconds": round(time.perf_counter() - started, 3),
+    }

@@ -1,0 +1,306 @@
+"""The content-addressed asset store: hash a file, look it up, store new content once.
+
+A stored file is written under a temporary name and published with ``os.link`` (which fails when the
+target exists), so an existing asset is never rewritten and no reader ever sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..lake.layout import LakeLayout
+from ..storage.files import temp_sibling, utc_now_iso
+from .hash_index import HashIndex, IndexEntry
+from .images import (
+    MAX_PIXELS_ENV,
+    ImageRejected,
+    displayed_size,
+    exif_orientation,
+    inspect_image,
+    max_pixels_from_env,
+    optimize_image,
+)
+
+IN_MEMORY_LIMIT = 64 * 1024 * 1024
+CHUNK = 1024 * 1024
+_made_dirs: set[Path] = set()  # shard folders known to exist (saves a mkdir per stored file)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def publish(data_or_path: bytes | Path, target: Path) -> int:
+    """Create ``target`` with the given content unless it exists; return the bytes written (0 if it existed)."""
+    if target.exists():
+        return 0
+    if target.parent not in _made_dirs:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _made_dirs.add(target.parent)
+    tmp = temp_sibling(target)
+    try:
+        try:
+            dst = open(tmp, "wb")
+        except FileNotFoundError:  # the cached shard folder was removed meanwhile
+            target.parent.mkdir(parents=True, exist_ok=True)
+            dst = open(tmp, "wb")
+        with dst:
+            if isinstance(data_or_path, Path):
+                with open(data_or_path, "rb") as src:
+                    while chunk := src.read(CHUNK):
+                        dst.write(chunk)
+            else:
+                dst.write(data_or_path)
+        size = tmp.stat().st_size
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            return 0
+        return size
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class StoredFile:
+    """What happened to one source file."""
+
+    sha256: str | None = None
+    entry: IndexEntry | None = None
+    new: bool = False
+    bytes_written: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    max_pixels: int = field(default_factory=max_pixels_from_env)
+    optimize_images: bool = False
+    full_decode: bool = False
+
+
+@dataclass
+class _Hashed:
+    source: str
+    data: bytes | None = None
+    sha256: str | None = None
+    error: str | None = None
+
+
+def _read_and_hash(source: str) -> _Hashed:
+    try:
+        with open(source, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size <= IN_MEMORY_LIMIT:
+                data = fh.read()
+                return _Hashed(source, data, hashlib.sha256(data).hexdigest())
+        return _Hashed(source, None, sha256_file(Path(source)))
+    except OSError as exc:
+        return _Hashed(source, error=f"cannot read file: {exc.strerror or exc}")
+
+
+def store_files(
+    layout: LakeLayout,
+    index: HashIndex,
+    sources: list[str | Path],
+    provider: str,
+    dataset: str,
+    batch_id: str,
+    kind: str = "image",
+    options: StoreOptions | None = None,
+) -> list[StoredFile]:
+    """Hash every source, look them up in one query, validate and store only unknown content.
+
+    A dedup hit whose asset is missing or has another size than the index records (deleted or damaged
+    by hand) is stored again from the upload's bytes (:func:`_restore`) and counts as new.
+
+    Never raises for bad data: a per-file problem is reported in ``StoredFile.error``. ``options`` defaults to
+    :class:`StoreOptions` (pixel limit from ``$DATALAKE_MAX_IMAGE_PIXELS``).
+    """
+    options = options or StoreOptions()
+    hashed = [_read_and_hash(str(source)) for source in sources]
+    known = index.get_many(sorted({h.sha256 for h in hashed if h.sha256}))
+    # An S3 run's index (TieredHashIndex, with ``published``) already HEADs every hit and hides a missing
+    # object; on a local lake the asset is checked here, one stat per hit.
+    local_assets = getattr(index, "published", None) is None
+    results = []
+    for item in hashed:
+        if item.error:
+            results.append(StoredFile(error=item.error))
+        elif item.sha256 in known:
+            entry = known[item.sha256]
+            if entry.needs_geometry:  # an index row from before orientation was recorded
+                entry = _with_geometry(entry, item.data if item.data is not None else item.source)
+            outcome = _known(item, entry, kind, options)
+            if local_assets and outcome.error is None and asset_problem(layout, entry) is not None:
+                outcome = _restore(layout, item, entry, outcome.entry or entry, options)
+            results.append(outcome)
+        else:
+            results.append(_store_new(layout, item, provider, dataset, batch_id, kind, options))
+    return results
+
+
+def _known(item: _Hashed, entry: IndexEntry, kind: str, options: StoreOptions) -> StoredFile:
+    """A dedup hit. The pixel limit of this run still applies to a known image (from the index's width and
+    height, no decode); content first stored as a plain file is inspected now before it can be an image."""
+    if kind != "image":
+        return StoredFile(sha256=item.sha256, entry=entry)
+    if entry.kind != "image" or entry.width is None or entry.height is None:
+        try:
+            info = inspect_image(
+                item.data if item.data is not None else item.source, options.max_pixels, options.full_decode
+            )
+        except ImageRejected as exc:
+            return StoredFile(sha256=item.sha256, error=str(exc))
+        content = item.data if item.data is not None else item.source
+        orientation = exif_orientation(content)
+        width, height = displayed_size(info.width, info.height, orientation, info.format)
+        facts = {"kind": "image", "format": info.format, "width": width, "height": height}
+        return StoredFile(
+            sha256=item.sha256, entry=replace(entry, mode=info.mode, orientation=orientation or 0, **facts)
+        )
+    if entry.width * entry.height > options.max_pixels:
+        return StoredFile(
+            sha256=item.sha256,
+            error=f"decompression bomb: {entry.width}x{entry.height} = {entry.width * entry.height:,} pixels exceeds "
+            f"the limit of {options.max_pixels:,} pixels ({MAX_PIXELS_ENV} / max_pixels)",
+        )
+    return StoredFile(sha256=item.sha256, entry=entry)
+
+
+def store_file(
+    layout: LakeLayout,
+    index: HashIndex,
+    source: Path,
+    provider: str,
+    dataset: str,
+    batch_id: str,
+    kind: str = "image",
+    options: StoreOptions | None = None,
+) -> StoredFile:
+    """:func:`store_files` for a single file."""
+    return store_files(layout, index, [source], provider, dataset, batch_id, kind, options)[0]
+
+
+def _store_new(
+    layout: LakeLayout, item: _Hashed, provider: str, dataset: str, batch_id: str, kind: str, options: StoreOptions
+) -> StoredFile:
+    source, data, sha = Path(item.source), item.data, item.sha256
+    if kind == "image":
+        try:
+            info = inspect_image(data if data is not None else source, options.max_pixels, options.full_decode)
+        except ImageRejected as exc:
+            return StoredFile(sha256=sha, error=str(exc))
+        ext, fmt, mode = info.extension, info.format, info.mode
+        orientation = exif_orientation(data if data is not None else source)
+        width, height = displayed_size(info.width, info.height, orientation, info.format)
+        orientation = orientation or 0  # 0 = no orientation tag (NULL would mean "not recorded")
+    else:
+        ext = source.suffix.lower().lstrip(".")[:16]
+        fmt = width = height = mode = orientation = None
+    content: bytes | Path = data if data is not None else source
+    stored_sha = sha
+    if kind == "image" and options.optimize_images and data is not None:
+        optimized = optimize_image(data, info)
+        if optimized is not None:
+            content, stored_sha = optimized, hashlib.sha256(optimized).hexdigest()
+    relpath = layout.asset_relpath(provider, dataset, stored_sha, ext)
+    try:
+        written = publish(content, layout.asset_path(relpath))
+    except OSError as exc:
+        return StoredFile(sha256=sha, error=f"cannot store file: {exc.strerror or exc}")
+    stored_size = len(content) if isinstance(content, bytes) else source.stat().st_size
+    entry = IndexEntry(
+        sha,
+        stored_sha,
+        relpath,
+        stored_size,
+        kind,
+        fmt,
+        width,
+        height,
+        mode,
+        provider,
+        dataset,
+        batch_id,
+        utc_now_iso(),
+        orientation,
+    )
+    return StoredFile(sha256=sha, entry=entry, new=True, bytes_written=written)
+
+
+def asset_problem(layout: LakeLayout, entry: IndexEntry) -> str | None:
+    """Why the local asset of ``entry`` is unusable (missing, not a file, wrong size), or ``None``; one stat."""
+    try:
+        st = os.stat(layout.asset_path(entry.path))
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if entry.size is not None and st.st_size != entry.size:
+        return f"size {st.st_size:,} bytes, the index records {entry.size:,}"
+    return None
+
+
+def restore_asset(target: Path, content: bytes | Path, stored_sha: str) -> int:
+    """Publish ``content`` over a broken asset at ``target``: written to a temp sibling, its SHA-256 checked
+    against ``stored_sha`` (the content address), then renamed over the target (atomic on POSIX).
+
+    Returns the bytes written; raises ``ValueError`` when the content does not hash to ``stored_sha``.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(target)
+    try:
+        if isinstance(content, Path):
+            with open(content, "rb") as src, open(tmp, "wb") as dst:
+                while chunk := src.read(CHUNK):
+                    dst.write(chunk)
+        else:
+            tmp.write_bytes(content)
+        if sha256_file(tmp) != stored_sha:
+            raise ValueError(f"the content does not hash to {stored_sha}")
+        size = tmp.stat().st_size
+        os.replace(tmp, target)
+        return size
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _restore(
+    layout: LakeLayout, item: _Hashed, indexed: IndexEntry, entry: IndexEntry, options: StoreOptions
+) -> StoredFile:
+    """A dedup hit whose asset is broken: store the upload's bytes again at the indexed path (new content)."""
+    content: bytes | Path | None = item.data if item.data is not None else Path(item.source)
+    if indexed.stored_sha256 != item.sha256:  # stored optimized: only the same optimization restores it
+        info = inspect_image(item.data, options.max_pixels) if item.data is not None else None
+        content = optimize_image(item.data, info) if info is not None else None
+    try:
+        if content is None:
+            raise ValueError("the stored asset was an optimized copy that cannot be rebuilt")
+        written = restore_asset(layout.asset_path(indexed.path), content, indexed.stored_sha256)
+    except (OSError, ValueError, ImageRejected) as exc:
+        return StoredFile(sha256=item.sha256, error=f"the stored asset {indexed.path} is broken and cannot be "
+                          f"stored again: {exc}")
+    return StoredFile(sha256=item.sha256, entry=entry, new=True, bytes_written=written)
+
+
+def _with_geometry(entry: IndexEntry, content: bytes | str) -> IndexEntry:
+    """``entry`` with its displayed size and orientation read from the same content's header.
+
+    The stored size comes from ``entry`` (Pillow's header size is the stored one); only the swap for
+    orientations 5-8 is applied, so no decode is needed.
+    """
+    orientation = exif_orientation(content)
+    if entry.width is None or entry.height is None:
+        return replace(entry, orientation=orientation or 0)
+    width, height = displayed_size(entry.width, entry.height, orientation, entry.format)
+    return replace(entry, width=width, height=height, orientation=orientation or 0)

@@ -1,0 +1,114 @@
+"""The local cache of an S3 lake's hash index, validated against the bucket before every use.
+
+The bucket holds the truth: append-only Parquet segments ``index/segments/<job>.parquet``, each written
+after its assets are in S3. The cache (``<cache dir>/index/hash_index.sqlite``, the cache dir being keyed
+by endpoint, bucket and prefix, see ``storage.cache_dir_for``) holds the entries of the segments it has
+loaded plus one row per loaded segment with the segment's size and ETag. Before each run
+:meth:`SegmentCache.sync` lists the segments:
+
+* a loaded segment that is gone from the bucket or changed (another size or ETag: the bucket was
+  emptied and recreated, or the cache came from another store) invalidates the cache: every entry is
+  dropped and every listed segment is loaded again, because entries are not traced to their segment;
+* a cache without segment rows but with entries (written by an older version) is dropped the same way;
+* new segments are loaded, each with its segment row in the same SQLite transaction.
+
+So a dedup hit is only ever served from an entry of a segment the bucket still publishes. An entry
+enters the cache with its segment row, never on its own. During a run, a hit is also confirmed by a HEAD
+of its object (``s3_lake.TieredHashIndex``): an object deleted behind the index's back is stored again.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..lake.locks import exclusive_lock
+from ..storage.backends import ObjectInfo, S3Storage
+from .hash_index import COLUMNS, INTEGER_COLUMNS, HashIndex, IndexEntry
+
+SEGMENTS = "index/segments"
+SEGMENT_SCHEMA = pa.schema([pa.field(c, pa.int64() if c in INTEGER_COLUMNS else pa.string()) for c in COLUMNS])
+SEGMENTS_TABLE = "CREATE TABLE IF NOT EXISTS segments (key TEXT PRIMARY KEY, signature TEXT NOT NULL) WITHOUT ROWID"
+LEGACY_LOADED_FILE = "segments_loaded.txt"  # what older versions kept instead of the segments table
+
+
+def signature(obj: ObjectInfo) -> str:
+    """What identifies one version of a segment object: its size and ETag."""
+    return f"{obj.size}:{obj.etag}"
+
+
+def segment_entries(data: bytes) -> list[IndexEntry]:
+    """The entries of one segment (columns an older segment lacks read as ``None``)."""
+    table = pq.read_table(pa.BufferReader(data))
+    return [IndexEntry(**{c: row.get(c) for c in COLUMNS}) for row in table.to_pylist()]
+
+
+def segment_bytes(entries: list[IndexEntry]) -> bytes:
+    table = pa.Table.from_pylist([e.__dict__ for e in entries], schema=SEGMENT_SCHEMA)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+class SegmentCache:
+    """The hash-index cache of one S3 lake in ``folder`` (``<cache dir>/index``)."""
+
+    def __init__(self, storage: S3Storage, folder: Path):
+        self.storage = storage
+        self.folder = folder
+        self.index = HashIndex(folder / "hash_index.sqlite")
+        with self.index._conn as conn:
+            conn.execute(SEGMENTS_TABLE)
+
+    def _lock(self):
+        return exclusive_lock(self.folder / "sync.lock")
+
+    def loaded(self) -> dict[str, str]:
+        """Loaded segment key -> signature."""
+        return dict(self.index._conn.execute("SELECT key, signature FROM segments"))
+
+    def sync(self) -> dict[str, int]:
+        """Bring the cache in line with the bucket's segments; return counts (dropped, loaded, segments)."""
+        with self._lock():
+            listing = {o.key: o for o in self.storage.list(SEGMENTS) if o.key.endswith(".parquet")}
+            loaded = self.loaded()
+            stale = [k for k, sig in loaded.items() if k not in listing or signature(listing[k]) != sig]
+            dropped = 0
+            if stale or (not loaded and self.index.count()):
+                dropped = self._clear()
+                loaded = {}
+            (self.folder / LEGACY_LOADED_FILE).unlink(missing_ok=True)
+            fresh = sorted(k for k in listing if k not in loaded)
+            for key in fresh:
+                self._add(key, signature(listing[key]), segment_entries(self.storage.read_bytes(key)))
+        return {"dropped": dropped, "loaded": len(fresh), "segments": len(listing)}
+
+    def publish(self, job_id: str, entries: list[IndexEntry]) -> str | None:
+        """Write the run's segment to the bucket (after its assets), then add it to the cache."""
+        if not entries:
+            return None
+        key = f"{SEGMENTS}/{job_id}.parquet"
+        self.storage.write_bytes(key, segment_bytes(entries))
+        info = self.storage.info(key)
+        with self._lock():  # this run's entries are the newest truth (an older entry may name a lost object)
+            self._add(key, signature(info), entries, replace=True)
+        return key
+
+    def _clear(self) -> int:
+        conn = self.index._conn
+        with conn:
+            dropped = conn.execute("DELETE FROM assets").rowcount
+            conn.execute("DELETE FROM segments")
+        return dropped
+
+    def _add(self, key: str, sig: str, entries: list[IndexEntry], replace: bool = False) -> None:
+        conn: sqlite3.Connection = self.index._conn
+        rows = [tuple(getattr(e, c) for c in COLUMNS) for e in entries]
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        sql = f"{verb} INTO assets ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        with conn:  # entries and their segment row in one transaction
+            conn.executemany(sql, rows)
+            conn.execute("INSERT OR REPLACE INTO segments (key, signature) VALUES (?, ?)", (key, sig))

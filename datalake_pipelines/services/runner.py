@@ -1,0 +1,141 @@
+"""Running the ingest through Dagster without the daemon, and batch status from the instance.
+
+Used by ``datalake process start|status|list``: runs are recorded in the instance that ``DAGSTER_HOME``
+names, so they show up in the UI next to the ones the sensor launched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from ..core.lake.batches import batch_status as core_batch_status
+from ..core.lake.layout import LakeLayout
+from ..core.lake.queue import is_quiet, scan_pending
+from ..lib.partitions import LakePartitionKey, lake_partitions
+from ..lib.resources import LakeResource
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger("datalake")
+
+
+def get_instance() -> dg.DagsterInstance:
+    """The persistent instance in ``$DAGSTER_HOME``; defaults to ``./.dagster_home`` (created with our dagster.yaml)."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        home = str(Path.cwd() / ".dagster_home")
+        os.environ["DAGSTER_HOME"] = home
+    Path(home).mkdir(parents=True, exist_ok=True)
+    config = Path(home) / "dagster.yaml"
+    if not config.exists() and (PROJECT_ROOT / "dagster.yaml").exists():
+        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", config)
+    return dg.DagsterInstance.get()
+
+
+def start_pending(
+    layout: LakeLayout, instance: dg.DagsterInstance, quiet_seconds: float = 2.0, echo=print, **settings: Any
+) -> list[dict[str, Any]]:
+    """Claim ready pending batches and run ``ingest_job`` for each partition now, in this process."""
+    from ..defs.ingest.sensors import claim_ready
+
+    seen: dict = {}
+    pending = scan_pending(layout)
+    if any(b.hand_drop for b in pending):  # a hand-drop must stay unchanged for quiet_seconds
+        now = time.time()
+        for batch in pending:
+            is_quiet(batch, seen, now, quiet_seconds)
+        time.sleep(quiet_seconds)
+        pending = scan_pending(layout)
+    groups = claim_ready(layout, pending, seen, time.time(), log, quiet_seconds=quiet_seconds)
+    lake = LakeResource(base_path=str(layout.base), **settings)
+    run_keys = {ref: job_ids[0] for ref, job_ids in groups.items()}
+    return _run_groups(instance, lake, groups, run_keys, lambda job_id: batch_status(layout, instance, job_id), echo)
+
+
+def start_pending_s3(
+    base: str, instance: dg.DagsterInstance, quiet_seconds: float = 2.0, echo=print, **settings: Any
+) -> list[dict[str, Any]]:
+    """:func:`start_pending` for an S3 lake: the sensor's conditional-write claims, then ``ingest_job`` runs."""
+    from ..defs.ingest.s3_sensor import claim_new, group_run_key
+
+    lake = LakeResource(base_path=base, **settings)
+    s3_lake = lake.s3_lake()
+    groups, _cursor = claim_new(s3_lake, None, quiet_seconds, log)
+    run_keys = {ref: group_run_key(s3_lake, job_ids) for ref, job_ids in groups.items()}
+
+    def status(job_id: str) -> dict[str, Any]:
+        return s3_lake.batch_status(job_id) or {"job_id": job_id, "state": "unknown"}
+
+    return _run_groups(instance, lake, groups, run_keys, status, echo)
+
+
+def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo) -> list[dict[str, Any]]:
+    """One in-process ``ingest_job`` run per partition's claimed batches, then a catalog.duckdb refresh."""
+    from ..definitions import defs
+    from ..defs.ingest.sensors import run_request
+
+    job = defs.resolve_job_def("ingest_job")
+    outcomes = []
+    for ref, job_ids in groups.items():
+        key = LakePartitionKey(ref)
+        if not instance.has_dynamic_partition(lake_partitions.name, key.key):
+            instance.add_dynamic_partitions(lake_partitions.name, [key.key])
+        echo(f"running ingest for {key.key}: batches {', '.join(job_ids)}")
+        tags = run_request(ref, job_ids, run_keys[ref]).tags
+        result = job.execute_in_process(
+            instance=instance, partition_key=key.key, tags=tags, resources={"lake": lake}, raise_on_error=False
+        )
+        for job_id in job_ids:
+            outcome = {**status(job_id), "run_id": result.run_id}
+            outcomes.append(outcome)
+            echo(f"  {job_id}: {outcome['state']}" + (f" ({outcome['error']})" if outcome.get("error") else ""))
+    if outcomes:
+        refresh_catalog_db(instance, lake)
+    return outcomes
+
+
+def refresh_catalog_db(instance: dg.DagsterInstance, lake) -> bool:
+    from dagster_duckdb import DuckDBResource
+
+    from ..definitions import defs, duckdb_file
+
+    resources = {"lake": lake, "duckdb": DuckDBResource(database=str(duckdb_file(lake.base)))}
+    result = defs.resolve_job_def("refresh_catalog_db").execute_in_process(
+        instance=instance, resources=resources, raise_on_error=False
+    )
+    return result.success
+
+
+RUN_STATE = {
+    dg.DagsterRunStatus.QUEUED: "queued",
+    dg.DagsterRunStatus.NOT_STARTED: "queued",
+    dg.DagsterRunStatus.STARTING: "running",
+    dg.DagsterRunStatus.STARTED: "running",
+    dg.DagsterRunStatus.CANCELING: "running",
+}
+
+
+def dagster_run_state(instance: dg.DagsterInstance):
+    """``RunState`` for the core: a claimed batch is queued until its run starts, then running."""
+
+    def state(claim: dict[str, Any]) -> tuple[str, str | None]:
+        run_id = claim.get("run_id")
+        if claim.get("run_key"):
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": claim["run_key"]}), limit=1)
+            if runs:
+                return RUN_STATE.get(runs[0].status, "running"), runs[0].run_id
+        return ("running" if run_id else "queued"), run_id
+
+    return state
+
+
+def batch_status(layout: LakeLayout, instance: dg.DagsterInstance | None, job_id: str) -> dict[str, Any]:
+    """State of one batch (pending, queued, running, done, failed) with run id, rows and reason."""
+    run_state = dagster_run_state(instance) if instance is not None else None
+    return core_batch_status(layout, job_id, run_state) or {"job_id": job_id, "state": "unknown"}
