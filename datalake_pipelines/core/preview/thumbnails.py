@@ -94,7 +94,7 @@ def draw_annotations(thumb: Image.Image, annotations: RowAnnotations, display: t
     w, h = thumb.size
     sx, sy = (w, h) if annotations.normalized else (w / max(display[0], 1), h / max(display[1], 1))
     draw = ImageDraw.Draw(thumb)
-    width = max(1, round(max(w, h) / 64))
+    width = max(1, round(max(w, h) / 128))  # 1 px at 128, 2 px at 256
     labelled = max(w, h) >= 192  # a label on a 128 px thumbnail only hides the image: the caption lists them
     font = _font(max(w, h) // 22)
     for shape in annotations.scaled(sx, sy):
