@@ -203,7 +203,7 @@ def profile_png(doc: dict[str, Any], title: str = "", max_bytes: int = MAX_PNG_B
     ax.text(0, 0.9, "\n".join(x for x in lines if x), va="top", fontsize=8)
     for ax in axes[:5]:
         ax.tick_params(labelsize=6)
-    fig.tight_layout(pad=0.6)
+    fig.subplots_adjust(left=0.1, right=0.99, top=0.95, bottom=0.07, wspace=0.5, hspace=0.3)  # tight_layout: +0.1 s
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     png = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
