@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DATALAKE_BASE_PATH ?= $(CURDIR)/lake
 
-.PHONY: install demo test bench lint clean
+.PHONY: install browser demo test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,21 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# Headless Chromium for the gallery test (datalake_pipelines_tests/test_gallery.py): Debian's packages, installed
+# only when missing and apt-get is there (as root, or through sudo when it needs no password); idempotent.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "no apt-get: install chromium and its chromedriver yourself"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get install -y chromium chromium-driver || \
+		{ apt-get update && apt-get install -y chromium chromium-driver; }; \
+	elif sudo -n true 2>/dev/null; then sudo apt-get install -y chromium chromium-driver || \
+		{ sudo apt-get update && sudo apt-get install -y chromium chromium-driver; }; \
+	else echo "chromium missing: run 'sudo apt-get install chromium chromium-driver' (the gallery test skips)"; fi
+
 demo: install
 	$(BIN)/python -m datalake_pipelines.demo
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
 
 bench: install

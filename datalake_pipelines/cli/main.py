@@ -39,6 +39,7 @@ from .common import (  # noqa: F401 - re-exported: the command modules' and test
 from .download import add_download_command
 from .export import add_export_commands
 from .ingest_url import add_ingest_url_command
+from .profile import add_profile_commands
 from .verify import add_verify_command
 
 DATA_TYPES = ("raw", "task")
@@ -388,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ingest_url_command(sub, parents=[common])
 
     add_download_command(sub, parents=[common])
+    add_profile_commands(sub, parents=[common])
     return parser
 
 

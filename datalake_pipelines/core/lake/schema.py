@@ -12,6 +12,7 @@ import yaml
 from ..errors import SchemaConfigError, ValidationError
 from ..storage.files import write_bytes_atomic
 from .layout import RAW_TASK, InvalidNameError, LakeLayout, check_name
+from ..preview.annotations import PreviewMapping
 
 PROJECT_SCHEMA = Path(__file__).resolve().parents[3] / "config" / "schema.yaml"
 MINIMAL_SCHEMA = {"providers": [], "tasks": {}}
@@ -22,6 +23,7 @@ class TaskSpec:
     name: str
     required_fields: list[str] = field(default_factory=list)
     allowed_values: dict[str, list[str]] = field(default_factory=dict)
+    preview: dict[str, str] = field(default_factory=dict)  # optional, see core/preview/annotations.py
 
     def validate_meta(self, meta: dict[str, Any] | None) -> dict[str, Any]:
         """Return ``meta`` if it has every required field with an allowed value, else raise."""
@@ -38,7 +40,8 @@ class TaskSpec:
         return meta
 
     def as_yaml(self) -> dict[str, Any]:
-        return {"required_fields": list(self.required_fields), "allowed_values": dict(self.allowed_values)}
+        doc = {"required_fields": list(self.required_fields), "allowed_values": dict(self.allowed_values)}
+        return {**doc, "preview": dict(self.preview)} if self.preview else doc
 
 
 @dataclass
@@ -97,9 +100,15 @@ class SchemaConfig:
             spec = spec or {}
             if not isinstance(spec, dict):
                 raise fail(key, "must be a mapping with required_fields and allowed_values")
-            extra = set(spec) - {"required_fields", "allowed_values", "description"}
+            extra = set(spec) - {"required_fields", "allowed_values", "description", "preview"}
             if extra:
-                raise fail(f"{key}.{sorted(extra)[0]}", "unknown key (expected required_fields, allowed_values)")
+                raise fail(
+                    f"{key}.{sorted(extra)[0]}", "unknown key (expected required_fields, allowed_values, preview)"
+                )
+            try:
+                preview = PreviewMapping.from_config(spec.get("preview"), f"{key}.preview").as_yaml()
+            except ValueError as exc:
+                raise SchemaConfigError(f"{where}: key {exc}") from None
             required = spec.get("required_fields") or []
             if not isinstance(required, list) or not all(isinstance(f, str) and f for f in required):
                 raise fail(f"{key}.required_fields", "must be a list of field names")
@@ -109,7 +118,7 @@ class SchemaConfig:
             for fname, values in allowed.items():
                 if not isinstance(values, list) or not values:
                     raise fail(f"{key}.allowed_values.{fname}", "must be a non-empty list of values")
-            tasks[name] = TaskSpec(name, list(required), {k: list(v) for k, v in allowed.items()})
+            tasks[name] = TaskSpec(name, list(required), {k: list(v) for k, v in allowed.items()}, preview)
         return cls(list(providers), tasks, path)
 
     def as_yaml_dict(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from ...core.lake.layout import PartitionRef
 from ...core.lake.queue import mark_running
 from ...lib.partitions import JOB_IDS_TAG, LakePartitionKey, lake_partitions
 from ...lib.resources import LakeResource
+from .preview import preview_metadata
 
 PREVIEW_ROWS = 5
 
@@ -49,6 +50,7 @@ def catalog_partition(context: dg.AssetExecutionContext, lake: LakeResource, s3:
                 "files_compacted": result.files_before,
                 "duplicates_dropped": result.duplicates_dropped,
                 **partition_metadata(layout, ref),
+                **preview_metadata(layout, ref, None, context.log),
             }
         )
     processor = BatchProcessor(layout, lake.process_options())
@@ -76,6 +78,7 @@ def catalog_partition(context: dg.AssetExecutionContext, lake: LakeResource, s3:
         raise
     failed = [r for r in results if r.status != "done"]
     metadata = {**run_metadata(results), **partition_metadata(layout, ref)}
+    metadata.update(preview_metadata(layout, ref, results, context.log))
     if failed:
         raise dg.Failure(
             description="; ".join(f"batch {r.job_id} failed: {r.error}" for r in failed)
@@ -94,9 +97,11 @@ def _s3_report(results, work, ref, catalog_uri, rebuild) -> dg.MaterializeResult
                 "files_compacted": rebuild.files_before,
                 "duplicates_dropped": rebuild.duplicates_dropped,
                 **partition_metadata(work, ref, catalog_uri),
+                **preview_metadata(work, ref),
             }
         )
     metadata = {**run_metadata(results), **partition_metadata(work, ref, catalog_uri)}
+    metadata.update(preview_metadata(work, ref, results))
     failed = [r for r in results if r.status != "done"]
     if failed:
         raise dg.Failure(

@@ -1,0 +1,154 @@
+"""``datalake preview``: a static, self-contained HTML gallery of a selection of catalog rows.
+
+The folder holds ``index.html``, ``thumbs/<n>.jpg`` (annotated, 256 px) and ``images/<sha256>.<ext>`` (copies of
+the full images, each once), so it opens from the file system with no server and nothing outside the folder:
+every ``src``/``href`` is a relative path, there is no external CSS, script or font, and a Content Security
+Policy forbids any other load (``default-src 'none'``). Images are copied, not hard-linked: a user editing the
+gallery's copy must never change the lake's content-addressed asset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..lake.layout import LakeLayout, PartitionRef
+from .annotations import PreviewMapping, extract_annotations
+from .thumbnails import generated_columns, image_columns, jpeg_bytes, key_fields, render_thumbnail
+
+GALLERY_SIDE = 256
+DEFAULT_LIMIT = 100
+CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:16px;background:#fafafa;color:#222}
+h1{font-size:18px;margin:0 0 4px} p.meta{color:#666;margin:0 0 12px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(272px,1fr));gap:12px}
+figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px}
+figure img{display:block;max-width:256px;max-height:256px;margin:0 auto}
+figcaption{font-size:12px;margin-top:6px;word-break:break-word}
+.id{font-weight:600} .label{background:#eef;border-radius:3px;padding:0 4px;margin-left:4px}
+.qa{color:#a60} ul.ann{margin:4px 0 0;padding-left:16px;max-height:90px;overflow:auto;color:#444}
+li[data-kind=text]{color:#c00} li[data-kind=field]{color:#05c} li[data-kind=region]{color:#080}
+.skipped{color:#a00}
+"""
+
+
+def _figure(n: int, row: Mapping[str, Any], thumb: str | None, full: str | None, mapping, reason: str = "") -> str:
+    names = list(row)
+    ann = extract_annotations(row, mapping, skip=generated_columns(names))
+    fields = key_fields(row, ann, limit=80)
+    e = html.escape
+    parts = [f'<figure id="row{n}" data-annotations="{len(ann.shapes) + len(ann.qa)}">']
+    if thumb and full:
+        parts.append(f'<a href="{e(full)}"><img src="{e(thumb)}" alt="{e(fields["id"])}"></a>')
+    else:
+        parts.append(f'<p class="skipped">no preview: {e(reason)}</p>')
+    caption = f'<span class="id">{e(fields["id"])}</span>'
+    if fields["label"]:
+        caption += f'<span class="label">{e(fields["label"])}</span>'
+    if fields["text"]:
+        caption += f"<br>{e(fields['text'])}"
+    for q, a in ann.qa[:3]:
+        caption += f'<br><span class="qa">Q: {e(q)}<br>A: {e(a)}</span>'
+    if ann.shapes:
+        items = "".join(f'<li data-kind="{s.kind}">{e(s.label or s.kind)}</li>' for s in ann.shapes[:50])
+        caption += f'<br>{e(ann.summary())}<ul class="ann">{items}</ul>'
+    if full:
+        caption += f'<br><a href="{e(full)}">full image</a>'
+    parts.append(f"<figcaption>{caption}</figcaption></figure>")
+    return "".join(parts)
+
+
+def write_gallery(
+    layout: LakeLayout,
+    rows: Sequence[Mapping[str, Any]],
+    out_dir: str | os.PathLike,
+    title: str = "",
+    mapping: PreviewMapping | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write the gallery of ``rows`` (catalog rows as dicts) into ``out_dir``; returns
+    ``{"path", "rows", "thumbnails", "images", "skipped": [reasons]}``.
+
+    ``out_dir`` is never replaced unless ``overwrite``: it is claimed with ``os.mkdir`` (``FileExistsError``
+    otherwise); the gallery is written to a hidden sibling and renamed into place when complete."""
+    out = Path(out_dir).expanduser().resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    claimed = False
+    if not overwrite:
+        try:
+            out.mkdir()
+        except FileExistsError:
+            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it") from None
+        claimed = True
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:12]}")
+    (tmp / "thumbs").mkdir(parents=True)
+    (tmp / "images").mkdir()
+    figures, skipped, copied = [], [], set()
+    try:
+        for n, row in enumerate(rows):
+            cols = [c for c in image_columns(list(row)) if row.get(c)]
+            if not cols:
+                figures.append(_figure(n, row, None, None, mapping, "the row has no image"))
+                skipped.append(f"row {n}: no image")
+                continue
+            col = cols[0]
+            try:
+                source = layout.resolve(row[col])
+                ann = extract_annotations(row, mapping, skip=generated_columns(list(row)))
+                thumb = render_thumbnail(source, ann, GALLERY_SIDE)
+            except (OSError, ValueError) as exc:
+                figures.append(_figure(n, row, None, None, mapping, f"{type(exc).__name__}: {exc}"))
+                skipped.append(f"row {n}: {row[col]}: {exc}")
+                continue
+            full = f"images/{row.get(f'{col}_sha256') or n}{source.suffix.lower()}"
+            if full not in copied:
+                shutil.copyfile(source, tmp / full)
+                copied.add(full)
+            name = f"thumbs/{n:05d}.jpg"
+            (tmp / name).write_bytes(jpeg_bytes(thumb, 85))
+            figures.append(_figure(n, row, name, full, mapping))
+        page = (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f"<title>{html.escape(title or 'datalake preview')}</title><style>{STYLE}</style></head><body>"
+            f"<h1>{html.escape(title or 'datalake preview')}</h1>"
+            f'<p class="meta">{len(rows)} rows, {len(rows) - len(skipped)} thumbnails; click one for the full '
+            "image. Boxes: red OCR text, blue KIE fields, green layout regions.</p>"
+            f'<div class="grid">{"".join(figures)}</div></body></html>\n'
+        )
+        (tmp / "index.html").write_text(page, encoding="utf-8")
+        if claimed:
+            os.rename(tmp, out)  # onto our own empty claim
+        elif out.exists():
+            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:12]}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if claimed:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    return {"path": str(out), "index": str(out / "index.html"), "rows": len(rows),
+            "thumbnails": len(rows) - len(skipped), "images": len(copied), "skipped": skipped}
+
+
+def select_rows(layout: LakeLayout, ref: PartitionRef, where: dict[str, Any] | None, limit: int | None) -> list[dict]:
+    """Rows of one partition matching ``where`` (the download/export filter rules), at most ``limit``."""
+    from ..catalog.query import DuckDBClient
+    from ..export.download import Selection
+
+    selection = Selection(providers=[ref.provider], datasets=[ref.dataset], tasks=[ref.task],
+                          variants=[ref.variant], where=where or None, limit=limit)
+    with DuckDBClient(base_path=layout.base) as duck:
+        return duck.run(selection.plan(duck)).to_pylist()

@@ -1,0 +1,67 @@
+"""What a ``catalog_partition`` materialization shows of its data: the contact sheet and the profile.
+
+``partition_preview`` is what the Dagster layer calls; it never raises for a bad image (the row is listed in
+``skipped``), so a preview can never fail an ingest run.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..catalog.parts import partition_files
+from ..ingest.hash_index import HashIndex
+from ..lake.layout import LakeLayout, PartitionRef
+from ..lake.schema import load_schema
+from .annotations import PreviewMapping
+from .profile import profile_files, profile_png
+from .thumbnails import MAX_THUMBNAILS, ContactSheet, contact_sheet, sample_rows
+
+
+@dataclass
+class PartitionPreview:
+    sheet: ContactSheet
+    scope: str  # "added" (rows of this run's part files) or "partition" (a sample of every row)
+    profile: dict[str, Any]
+    profile_png: bytes
+    seconds: dict[str, float]
+
+    def profile_markdown(self, title: str = "profile") -> str:
+        return f"![{title}](data:image/png;base64,{base64.b64encode(self.profile_png).decode('ascii')})"
+
+
+def task_mapping(layout: LakeLayout, task: str) -> PreviewMapping:
+    """The task's ``preview`` setting from the lake's ``config/schema.yaml`` (empty when it has none)."""
+    spec = load_schema(layout).tasks.get(task)
+    return PreviewMapping.from_config(spec.preview if spec else None)
+
+
+def partition_preview(
+    layout: LakeLayout, ref: PartitionRef, added: Sequence[Path] | None = None, with_profile: bool = True
+) -> PartitionPreview:
+    """Contact sheet of up to 24 rows from ``added`` part files (a run's new rows), or sampled from the whole
+    partition when ``added`` is None (a rebuild); profile of the whole partition. Raises ``CatalogError`` or
+    ``SchemaConfigError`` when the catalog or the schema file cannot be read."""
+    t0 = time.perf_counter()
+    files = partition_files(layout, ref)
+    scope = "partition" if added is None else "added"
+    source = files if added is None else [Path(p) for p in added if Path(p).is_file()]
+    rows = sample_rows(source, MAX_THUMBNAILS)
+    sheet = contact_sheet(rows, layout.resolve, task_mapping(layout, ref.task))
+    t1 = time.perf_counter()
+    doc: dict[str, Any] = {}
+    png = b""
+    if with_profile:
+        index = HashIndex(layout.hash_index) if layout.hash_index.is_file() else None
+        try:
+            doc = profile_files(files, index)
+        finally:
+            if index is not None:
+                index.close()
+        png = profile_png(doc, ref.key)
+    t2 = time.perf_counter()
+    return PartitionPreview(sheet, scope, doc, png, {"contact_sheet": round(t1 - t0, 3), "profile": round(t2 - t1, 3)})

@@ -1,0 +1,50 @@
+"""Contact sheet and profile of a ``catalog_partition`` materialization, as Dagster metadata.
+
+The Dagster UI shows Markdown images only in the "Show Markdown" dialog of a metadata entry, strips raw HTML
+and downloads recent events' metadata on every asset page load, so everything here stays small: the sheet is
+capped at about 60 KB (``core/preview/thumbnails.py``), the profile PNG at about 40 KB.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from ...core.preview.partition import partition_preview
+
+
+def preview_metadata(layout, ref, results=None, log=None) -> dict[str, Any]:
+    """Metadata entries for the rows ``results`` (``BatchResult``s) added, or a sample of the whole partition
+    when ``results`` is None (a rebuild). A failure is logged and reported in ``preview_error``, never raised:
+    a preview must not fail an ingest."""
+    added = None if results is None else [Path(r.part_file) for r in results if r.part_file]
+    try:
+        preview = partition_preview(layout, ref, added)
+    except Exception as exc:  # noqa: BLE001 - see docstring
+        if log is not None:
+            log.warning(f"preview of {ref.key} failed: {type(exc).__name__}: {exc}")
+        return {"preview_error": f"{type(exc).__name__}: {exc}"}
+    sheet = preview.sheet
+    what = "rows this run added" if preview.scope == "added" else "a sample of the whole partition"
+    info = {
+        "scope": preview.scope,
+        "thumbnails": sheet.shown,
+        "rows_sampled": sheet.rows_sampled,
+        "side_px": sheet.side,
+        "jpeg_quality": sheet.quality,
+        "chars": sheet.chars,
+        "skipped": sheet.skipped[:10],
+        "seconds": preview.seconds,
+    }
+    figures = dict(preview.profile)
+    return {
+        "contact_sheet": dg.MetadataValue.md(
+            f"{sheet.shown} thumbnails of {what}\n\n{sheet.markdown}" if sheet.shown else f"no images among {what}"
+        ),
+        "contact_sheet_info": dg.MetadataValue.json(json.loads(json.dumps(info, default=str))),
+        "profile": dg.MetadataValue.md(preview.profile_markdown(f"profile of {ref.key}")),
+        "profile_figures": dg.MetadataValue.json(json.loads(json.dumps(figures, default=str))),
+    }
