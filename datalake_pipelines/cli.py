@@ -31,6 +31,7 @@ from .cli_common import (  # noqa: F401 - re-exported: the command modules' and 
 from .cli_download import add_download_command
 from .cli_export import add_export_commands
 from .cli_ingest_url import add_ingest_url_command
+from .cli_neardup import add_near_dups_command
 from .cli_verify import add_verify_command
 from .core.batches import batch_status, list_batches
 from .core.errors import DatalakeError
@@ -388,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ingest_url_command(sub, parents=[common])
 
     add_download_command(sub, parents=[common])
+    add_near_dups_command(sub, parents=[common])
     return parser
 
 
