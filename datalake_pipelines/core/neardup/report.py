@@ -114,8 +114,8 @@ def member_order(members: pa.Table) -> np.ndarray:
     """Indices of ``members`` in keep order: ``ingested_at``, partition, ``row_hash``, column."""
     if members.num_rows == 0:
         return np.array([], np.int64)
-    keys = [(c, "ascending") for c in ("ingested_at", *PARTITION_KEYS, "row_hash", "image_column")]
-    return pc.sort_indices(members, sort_keys=keys, null_placement="at_end").to_numpy()
+    keys = [(c, "ascending", "at_end") for c in ("ingested_at", *PARTITION_KEYS, "row_hash", "image_column")]
+    return pc.sort_indices(members, sort_keys=keys).to_numpy()
 
 
 def build_clusters(members: pa.Table, labels: np.ndarray, in_scope: np.ndarray | None = None) -> list[dict[str, Any]]:
