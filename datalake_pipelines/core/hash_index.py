@@ -10,7 +10,9 @@ Image geometry: ``width``/``height`` are the displayed size (after the EXIF orie
 ``images.displayed_size``) and ``orientation`` is the EXIF tag value 1-8, ``0`` for an image without one.
 ``orientation`` NULL marks a row written before the column existed (its width/height are the stored size):
 :meth:`IndexEntry.needs_geometry` is then true and the caller recomputes the facts from the bytes.
-An old index file gets the column on open (``ALTER TABLE ... ADD COLUMN``).
+``phash`` is the image's 64-bit perceptual hash as a signed int64 (``neardup/phash.py``), NULL when not computed;
+:meth:`HashIndex.fill_phash` records it later, once per content. An old index file gets the optional columns on
+open (``ALTER TABLE ... ADD COLUMN``).
 """
 
 from __future__ import annotations
