@@ -145,18 +145,32 @@ class DatalakeClient(CollectionClientMixin):
         options: dict[str, Any] | None = None,
         wait: bool = False,
         instance: Any = None,
+        exclude_near_duplicates: int | None = None,
     ) -> str:
         """Start an export job (a Dagster run); return its task id (the run id).
 
         ``wait=True`` runs it in this process and returns when it is done; otherwise it is submitted to the
-        instance in ``$DAGSTER_HOME`` (run by the daemon / ``dagster dev``).
+        instance in ``$DAGSTER_HOME`` (run by the daemon / ``dagster dev``). ``exclude_near_duplicates=D`` (or
+        the option of that name) keeps one row per cluster of images within ``D`` bits of pHash.
         """
         from .core.export.tasks import ExportParams
         from .services.exports import create_export
         from .services.runner import get_instance
 
-        params = ExportParams(str(destination), filter or {}, export_all, file_type, options or {})
+        options = dict(options or {})
+        if exclude_near_duplicates is not None:
+            options["exclude_near_duplicates"] = exclude_near_duplicates
+        params = ExportParams(str(destination), filter or {}, export_all, file_type, options)
         return create_export(instance or get_instance(), params, base_path=str(self.local_layout.base), wait=wait)
+
+    def near_duplicates(self, threshold: int | None = None, partition: str | None = None) -> dict[str, Any]:
+        """Clusters of near-duplicate images (pHash within ``threshold`` bits, default 8) across the lake, or
+        those touching one ``partition`` (``provider/dataset/task/variant``); local or S3 lake. See
+        :func:`~datalake_pipelines.core.neardup.report.near_duplicate_report` for the report's shape."""
+        from .core.neardup.report import DEFAULT_THRESHOLD, near_duplicate_report
+
+        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        return near_duplicate_report(str(self.base_path), threshold, partition)
 
     def export_info(self, task_id: str, instance: Any = None) -> dict[str, Any]:
         """Status, progress, counts and sampled rows of an export, like the reference's ``/task/info``."""

@@ -18,6 +18,7 @@ from .defs.exports.jobs import export_job
 from .defs.ingest.assets import catalog_partition
 from .defs.ingest.checks import asset_files_match_hashes, no_duplicate_rows, required_meta_present
 from .defs.ingest.sensors import ingest_job, staging_sensor
+from .defs.neardup.assets import near_duplicates
 from .defs.warehouse.assets import duckdb_catalog, refresh_job, refresh_on_ingest
 from .lib.resources import lake_resource_from_env
 
@@ -30,7 +31,7 @@ def duckdb_file(base: str):
 def build_defs() -> dg.Definitions:
     lake = lake_resource_from_env()
     return dg.Definitions(
-        assets=[catalog_partition, duckdb_catalog, athena_tables],
+        assets=[catalog_partition, duckdb_catalog, athena_tables, near_duplicates],
         asset_checks=[asset_files_match_hashes, no_duplicate_rows, required_meta_present],
         jobs=[ingest_job, refresh_job, export_job, athena_job],
         sensors=[staging_sensor, refresh_on_ingest, athena_on_ingest],

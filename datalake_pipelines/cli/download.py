@@ -39,6 +39,8 @@ def add_download_command(sub: Any, parents: list[argparse.ArgumentParser]) -> No
     p.add_argument("--format", choices=["parquet", "arrow", "hf"])
     p.add_argument("--hive", action="store_true", help="parquet: a hive-partitioned folder")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--exclude-near-duplicates", type=int, metavar="D",
+                   help="keep one row per cluster of images within D bits of pHash (listed in near_duplicates.json)")
     p.add_argument("--out", default="downloads", help="output folder")
     p.set_defaults(func=cmd_download)
 
@@ -90,6 +92,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         progress=not args.json,
         hive=args.hive,
         overwrite=args.overwrite,
+        exclude_near_duplicates=args.exclude_near_duplicates,
     )
     emit(args, manifest, lambda: f"downloaded {manifest.get('rows')} rows as {manifest.get('format')} to {args.out}")
     return 0

@@ -102,6 +102,7 @@ def cmd_export_create(args: argparse.Namespace) -> int:
             "hdf5_images": args.hdf5_images,
             "hdf5_image_shape": parse_shape(args.hdf5_shape),
             "hdf5_compression": args.hdf5_compression,
+            "exclude_near_duplicates": args.exclude_near_duplicates,
         },
     )
     if not params.filter and not params.export_all:
@@ -182,6 +183,8 @@ def add_export_commands(subparsers, parents: list[argparse.ArgumentParser] | Non
     p.add_argument("--hdf5-images", choices=("bytes", "resized"))
     p.add_argument("--hdf5-shape", metavar="HxWxC", help="shape of resized HDF5 images, e.g. 224x224x3")
     p.add_argument("--hdf5-compression", choices=("gzip", "lzf"))
+    p.add_argument("--exclude-near-duplicates", type=int, metavar="D",
+                   help="keep one row per cluster of images within D bits of pHash (listed in near_duplicates.json)")
     p.set_defaults(func=cmd_export_create)
     p = export.add_parser("info", parents=parents, help="status, progress and sample of an export task")
     p.add_argument("task_id")

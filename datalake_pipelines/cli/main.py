@@ -39,6 +39,7 @@ from .common import (  # noqa: F401 - re-exported: the command modules' and test
 from .download import add_download_command
 from .export import add_export_commands
 from .ingest_url import add_ingest_url_command
+from .neardup import add_near_dups_command
 from .profile import add_profile_commands
 from .verify import add_verify_command
 
@@ -390,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_download_command(sub, parents=[common])
     add_profile_commands(sub, parents=[common])
+    add_near_dups_command(sub, parents=[common])
     return parser
 
 

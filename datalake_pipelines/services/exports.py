@@ -54,6 +54,7 @@ def run_config_for(params: ExportParams, base_path: str | Path | None) -> dict[s
         "hdf5_images": opts["hdf5_images"],
         "hdf5_image_shape": list(opts["hdf5_image_shape"]),
         "hdf5_compression": opts["hdf5_compression"] or "",
+        "exclude_near_duplicates": opts["exclude_near_duplicates"],
     }  # fmt: skip
     return {"ops": {EXPORT_OP: {"config": config}}}
 
@@ -128,7 +129,7 @@ def create_export(
 
 def _params_of(run: dg.DagsterRun) -> dict[str, Any]:
     config = dict(run.run_config.get("ops", {}).get(EXPORT_OP, {}).get("config", {}))
-    names = ("batch_size", "hdf5_images", "hdf5_image_shape", "hdf5_compression")
+    names = ("batch_size", "hdf5_images", "hdf5_image_shape", "hdf5_compression", "exclude_near_duplicates")
     options = {k: config.pop(k) for k in names if k in config}
     config.pop("base_path", None)
     config.pop("filter_json", None)

@@ -81,7 +81,7 @@ def check_column_names(
             f"{where}: column names the lake cannot store unchanged: {'; '.join(problems)}. Rename them "
             "(e.g. df.rename(columns={...}) or pyarrow Table.rename_columns) so that names differ beyond letter "
             "case and avoid provider/dataset/task/variant, batch_id, ingested_at, row_hash, meta fields and the "
-            "<image>_sha256/_width/_height/_format/_mode/_orientation, <file>_sha256/_size names"
+            "<image>_sha256/_width/_height/_format/_mode/_orientation/_phash, <file>_sha256/_size names"
         )
 
 

@@ -43,6 +43,8 @@ def image_fields(column: str) -> list[pa.Field]:
     (what browsers, ``ImageOps.exif_transpose`` and HF ``datasets`` show); ``<col>_orientation`` is the EXIF
     Orientation tag (274, values 1-8), null when the image has none. The stored bytes are never rotated.
     ``<col>_orientation`` is not in :data:`IMAGE_SUFFIXES`: partitions written before it existed lack it.
+    ``<col>_phash`` is the 64-bit perceptual hash as a signed int64 (``core/neardup/phash.py``), null when not
+    computed (``$DATALAKE_PHASH=0``, or rows written before it existed); not in :data:`IMAGE_SUFFIXES` either.
     """
     return [
         pa.field(column, pa.string()),
@@ -52,6 +54,7 @@ def image_fields(column: str) -> list[pa.Field]:
         pa.field(f"{column}_format", pa.string()),
         pa.field(f"{column}_mode", pa.string()),
         pa.field(f"{column}_orientation", pa.int32()),
+        pa.field(f"{column}_phash", pa.int64()),
     ]
 
 

@@ -12,7 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +237,7 @@ def download(
     progress: bool = True,
     hive: bool = False,
     overwrite: bool = False,
+    exclude_near_duplicates: int | None = None,
 ) -> dict[str, Any]:
     """Write the selected rows to ``out_dir`` in ``format`` (``parquet``, ``arrow`` or ``hf``); return the manifest.
 
@@ -247,7 +248,13 @@ def download(
 
     ``out_dir`` is never replaced unless ``overwrite``: it is claimed first with ``os.mkdir`` (atomic), so of two
     downloads racing to one folder exactly one proceeds and the other raises ``FileExistsError``; the complete
-    output is then renamed onto the claimed (empty) folder. Raises ``ValueError`` for a bad selection (unknown
+    output is then renamed onto the claimed (empty) folder.
+
+    ``exclude_near_duplicates=D`` keeps one row of each cluster of rows whose images are within ``D`` bits of
+    pHash (:mod:`.neardup.exclude`; ``limit`` counts kept rows) and lists the others in
+    ``near_duplicates.json``, summarized in the manifest.
+
+    Raises ``ValueError`` for a bad selection (unknown
     column or partition, a value not of its column's type, a type conflict between partitions),
     ``HfUnsupportedTypeError`` (code ``hf_unsupported_type``) for a column ``hf`` cannot hold.
     """
@@ -275,8 +282,18 @@ def download(
         refs = select_partitions(layout, **selection.partition_filters())
         stats = partition_stats(layout, refs).to_pylist()
         with DuckDBClient(base_path=layout.base) as duck:
-            plan = selection.plan(duck)
-            reader = duck.stream(plan, batch_size)
+            exclusion = None
+            if exclude_near_duplicates is None:
+                reader = duck.stream(selection.plan(duck), batch_size)
+            else:
+                from ..neardup.exclude import excluding_reader
+
+                def plan_for(columns):
+                    return replace(selection, columns=columns, limit=None).plan(duck)
+
+                reader, exclusion = excluding_reader(
+                    duck, plan_for, selection.columns, selection.limit, exclude_near_duplicates, batch_size
+                )
             total = None if (selection.where or selection.is_search) else sum(s["rows"] for s in stats)
             if selection.limit is not None and total is not None:
                 total = min(total, selection.limit)
@@ -291,6 +308,8 @@ def download(
                     conversions = _write_hf(layout, counted, tmp, progress, batch_size)
                 rows = meter.rows
             schema = [{"name": f.name, "type": str(f.type)} for f in reader.schema]
+        if exclusion is not None:
+            exclusion.write(tmp)
         manifest = {
             "format": format,
             "hive": hive if format == "parquet" else None,
@@ -298,6 +317,7 @@ def download(
             "rows": rows,
             "columns": schema,
             "hf_conversions": conversions if format == "hf" else None,
+            "near_duplicates": exclusion.summary() if exclusion is not None else None,
             "catalog_snapshot_at": snapshot_at,
             "completed_at": utc_now_iso(),
             "partitions": [

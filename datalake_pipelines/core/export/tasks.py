@@ -42,6 +42,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "hdf5_images": "bytes",  # "bytes": vlen uint8 of the stored file; "resized": N x H x W x C uint8
     "hdf5_image_shape": [224, 224, 3],  # H, W, C (C: 1 = L, 3 = RGB, 4 = RGBA) for "resized"
     "hdf5_compression": None,  # None, "gzip" or "lzf" (fixed-size datasets only)
+    "exclude_near_duplicates": None,  # None, or D: keep one row per cluster within D bits (core/neardup/exclude.py)
 }
 
 # stable error codes -------------------------------------------------------------------------------------
@@ -137,6 +138,13 @@ class ExportParams:
             or shape[2] not in (1, 3, 4)
         ):
             raise ExportError(INVALID_OPTION, f"hdf5_image_shape must be [H, W, C] with C in 1/3/4, got {shape!r}")
+        if opts["exclude_near_duplicates"] is not None:
+            from ..neardup.clusters import check_threshold
+
+            try:
+                check_threshold(opts["exclude_near_duplicates"])
+            except ValueError as exc:
+                raise ExportError(INVALID_OPTION, f"exclude_near_duplicates: {exc}") from None
         if opts["hdf5_compression"] not in (None, "gzip", "lzf"):
             raise ExportError(INVALID_OPTION, f"hdf5_compression must be gzip, lzf or null: {opts['hdf5_compression']}")
         return opts
@@ -340,7 +348,15 @@ def run_export(
             progress.total_filter_count = _count(duck, plan)
             progress.stage = "exporting"
             progress.report()
+            exclusion = None
+            if opts["exclude_near_duplicates"] is not None and not plan.empty:  # before the stream opens
+                from ..neardup.exclude import plan_exclusion
+
+                exclusion = plan_exclusion(duck, plan, opts["exclude_near_duplicates"])
+                exclusion.write(tmp)
             reader = duck.stream(plan, opts["batch_size"])
+            if exclusion is not None:
+                reader = exclusion.apply(reader)
             counted = pa.RecordBatchReader.from_batches(reader.schema, progress.meter(reader))
             encodings = write_export(layout, params.file_type, counted, tmp, opts)
             columns = [{"name": f.name, "type": str(f.type)} for f in reader.schema]
@@ -355,6 +371,7 @@ def run_export(
             "sampled_at": progress.info()["sampled_at"],
             "completed_at": utc_now_iso(),
             "columns": columns,
+            "near_duplicates": exclusion.summary() if exclusion is not None else None,
             **encodings,
             "files": _files(tmp),
         }

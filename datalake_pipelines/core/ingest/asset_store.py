@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..lake.layout import LakeLayout
+from ..neardup.phash import FrameHasher, phash_enabled, phash_of
 from ..storage.files import temp_sibling, utc_now_iso
 from .hash_index import HashIndex, IndexEntry
 from .images import (
@@ -85,6 +86,7 @@ class StoreOptions:
     max_pixels: int = field(default_factory=max_pixels_from_env)
     optimize_images: bool = False
     full_decode: bool = False
+    phash: bool = field(default_factory=phash_enabled)  # $DATALAKE_PHASH: perceptual hash of each new image
 
 
 @dataclass
@@ -131,6 +133,7 @@ def store_files(
     # object; on a local lake the asset is checked here, one stat per hit.
     local_assets = getattr(index, "published", None) is None
     results = []
+    hashed_now: dict[str, int] = {}  # known images without a pHash yet: computed here, recorded in the index
     for item in hashed:
         if item.error:
             results.append(StoredFile(error=item.error))
@@ -139,12 +142,30 @@ def store_files(
             if entry.needs_geometry:  # an index row from before orientation was recorded
                 entry = _with_geometry(entry, item.data if item.data is not None else item.source)
             outcome = _known(item, entry, kind, options)
+            if outcome.entry is not None and outcome.entry.kind == "image" and options.phash:
+                outcome.entry = _with_phash(outcome.entry, item, hashed_now)
             if local_assets and outcome.error is None and asset_problem(layout, entry) is not None:
                 outcome = _restore(layout, item, entry, outcome.entry or entry, options)
             results.append(outcome)
         else:
             results.append(_store_new(layout, item, provider, dataset, batch_id, kind, options))
+    if hashed_now:
+        index.fill_phash(hashed_now)
     return results
+
+
+def _with_phash(entry: IndexEntry, item: _Hashed, hashed_now: dict[str, int]) -> IndexEntry:
+    """A known image's entry with its pHash: from the index when it has one (computed once per content), else
+    computed from the upload's bytes and remembered for the index."""
+    if entry.phash is not None:
+        return entry
+    value = hashed_now.get(entry.sha256)
+    if value is None:
+        value = phash_of(item.data if item.data is not None else item.source)
+        if value is None:
+            return entry
+        hashed_now[entry.sha256] = value
+    return replace(entry, phash=value)
 
 
 def _known(item: _Hashed, entry: IndexEntry, kind: str, options: StoreOptions) -> StoredFile:
@@ -193,11 +214,15 @@ def _store_new(
     layout: LakeLayout, item: _Hashed, provider: str, dataset: str, batch_id: str, kind: str, options: StoreOptions
 ) -> StoredFile:
     source, data, sha = Path(item.source), item.data, item.sha256
+    phash = None
     if kind == "image":
+        hasher = FrameHasher() if options.phash else None
         try:
-            info = inspect_image(data if data is not None else source, options.max_pixels, options.full_decode)
+            info = inspect_image(data if data is not None else source, options.max_pixels, options.full_decode, hasher)
         except ImageRejected as exc:
             return StoredFile(sha256=sha, error=str(exc))
+        if hasher is not None:
+            phash = hasher.result(data if data is not None else source)
         ext, fmt, mode = info.extension, info.format, info.mode
         orientation = exif_orientation(data if data is not None else source)
         width, height = displayed_size(info.width, info.height, orientation, info.format)
@@ -232,6 +257,7 @@ def _store_new(
         batch_id,
         utc_now_iso(),
         orientation,
+        phash,
     )
     return StoredFile(sha256=sha, entry=entry, new=True, bytes_written=written)
 

@@ -75,6 +75,7 @@ def catalog_rows(
                     [e.entry.format if e else None for e in entries],
                     [e.entry.mode if e else None for e in entries],
                     [(e.entry.orientation or None) if e else None for e in entries],  # 0 = no tag
+                    [e.entry.phash if e else None for e in entries],
                 ]
             for f, v in zip(_file_column_fields(fld.name, manifest), values):
                 columns[f.name] = pa.array(v, f.type)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ..errors import ValidationError
 from ..lake.layout import LakeLayout, check_name
+from ..neardup.phash import FrameHasher, phash_enabled
 from ..storage.files import temp_sibling, utc_now_iso
 from .asset_store import asset_problem, restore_asset
 from .file_accounting import identify_image
@@ -88,8 +89,9 @@ def _facts(path: Path, data: bytes | None) -> dict[str, Any]:
         raise ValidationError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
     if not is_image:
         return {"kind": "file", "format": None, "width": None, "height": None, "mode": None, "orientation": None}
+    hasher = FrameHasher() if phash_enabled() else None
     try:
-        info = inspect_image(source, max_pixels_from_env())
+        info = inspect_image(source, max_pixels_from_env(), frame0=hasher)
     except ImageRejected as exc:
         raise ValidationError(f"{path}: an image, rejected: {exc}") from None
     orientation = exif_orientation(source)
@@ -101,6 +103,7 @@ def _facts(path: Path, data: bytes | None) -> dict[str, Any]:
         "height": height,
         "mode": info.mode,
         "orientation": orientation or 0,
+        "phash": hasher.result(source) if hasher is not None else None,
         "extension": info.extension,
     }
 

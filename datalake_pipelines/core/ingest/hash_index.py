@@ -10,7 +10,9 @@ Image geometry: ``width``/``height`` are the displayed size (after the EXIF orie
 ``images.displayed_size``) and ``orientation`` is the EXIF tag value 1-8, ``0`` for an image without one.
 ``orientation`` NULL marks a row written before the column existed (its width/height are the stored size):
 :meth:`IndexEntry.needs_geometry` is then true and the caller recomputes the facts from the bytes.
-An old index file gets the column on open (``ALTER TABLE ... ADD COLUMN``).
+``phash`` is the image's 64-bit perceptual hash as a signed int64 (``neardup/phash.py``), NULL when not computed;
+:meth:`HashIndex.fill_phash` records it later, once per content. An old index file gets the optional columns on
+open (``ALTER TABLE ... ADD COLUMN``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ CREATE TABLE IF NOT EXISTS assets (
     dataset TEXT NOT NULL,
     first_batch_id TEXT NOT NULL,
     created_at TEXT NOT NULL,
-    orientation INTEGER
+    orientation INTEGER,
+    phash INTEGER
 ) WITHOUT ROWID
 """
 COLUMNS = (
@@ -54,10 +57,11 @@ COLUMNS = (
     "first_batch_id",
     "created_at",
     "orientation",
+    "phash",
 )
-INTEGER_COLUMNS = frozenset(("size", "width", "height", "orientation"))
+INTEGER_COLUMNS = frozenset(("size", "width", "height", "orientation", "phash"))
 # Columns a hash-index segment or file written by an older version may lack (read as NULL).
-OPTIONAL_COLUMNS = frozenset(("orientation",))
+OPTIONAL_COLUMNS = frozenset(("orientation", "phash"))
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class IndexEntry:
     first_batch_id: str
     created_at: str
     orientation: int | None = None
+    phash: int | None = None  # 64-bit perceptual hash as signed int64 (core/neardup/phash.py); NULL: not computed
 
     @property
     def needs_geometry(self) -> bool:
@@ -94,9 +99,9 @@ class HashIndex:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(SCHEMA)
             have = {row[1] for row in conn.execute("PRAGMA table_info(assets)")}
-            if "orientation" not in have:  # an index written before the column existed
+            for column in sorted(OPTIONAL_COLUMNS - have):  # an index written before the column existed
                 try:
-                    conn.execute("ALTER TABLE assets ADD COLUMN orientation INTEGER")
+                    conn.execute(f"ALTER TABLE assets ADD COLUMN {column} INTEGER")
                 except sqlite3.OperationalError as exc:  # another process added it meanwhile
                     if "duplicate column" not in str(exc):
                         raise
@@ -139,6 +144,19 @@ class HashIndex:
             conn.executemany(
                 f"INSERT OR IGNORE INTO assets ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                 rows,
+            )
+            return conn.total_changes - before
+
+    def fill_phash(self, values: dict[str, int]) -> int:
+        """Record ``sha256 -> phash`` for entries that have none yet (computed once per content); return how
+        many rows changed. Entries this index does not hold are left alone."""
+        if not values:
+            return 0
+        conn = self._conn
+        with conn:
+            before = conn.total_changes
+            conn.executemany(
+                "UPDATE assets SET phash = ? WHERE sha256 = ? AND phash IS NULL", [(v, k) for k, v in values.items()]
             )
             return conn.total_changes - before
 

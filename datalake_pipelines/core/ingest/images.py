@@ -26,6 +26,7 @@ import os
 import re
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,11 +132,16 @@ def jpeg_structure_problem(data: bytes, start: int = 0) -> str | None:
 
 
 def inspect_image(
-    data: bytes | str | os.PathLike, max_pixels: int | None = None, full_decode: bool = False
+    data: bytes | str | os.PathLike,
+    max_pixels: int | None = None,
+    full_decode: bool = False,
+    frame0: Callable[[Image.Image], None] | None = None,
 ) -> ImageInfo:
     """Open, size-check and decode every frame of one image; return frame 0's header facts.
 
     ``data`` is the file's bytes or its path; ``max_pixels`` defaults to :func:`max_pixels_from_env`.
+    ``frame0``, if given, is called with the image once frame 0 is decoded (formats other than JPEG, which is
+    not decoded here), so a caller can use the pixels without a second decode (the perceptual hash).
     Raises :class:`ImageRejected` (never anything else for bad data) with a per-file reason.
     """
     max_pixels = max_pixels_from_env() if max_pixels is None else int(max_pixels)
@@ -157,6 +163,8 @@ def inspect_image(
                 im.load()
                 return info
             im.load()
+            if frame0 is not None:
+                frame0(im)
             _load_other_frames(im, max_pixels)
             return info
     except ImageRejected:

@@ -10,9 +10,9 @@ from typing import Any
 import yaml
 
 from ..errors import SchemaConfigError, ValidationError
+from ..preview.annotations import PreviewMapping
 from ..storage.files import write_bytes_atomic
 from .layout import RAW_TASK, InvalidNameError, LakeLayout, check_name
-from ..preview.annotations import PreviewMapping
 
 PROJECT_SCHEMA = Path(__file__).resolve().parents[3] / "config" / "schema.yaml"
 MINIMAL_SCHEMA = {"providers": [], "tasks": {}}

@@ -52,6 +52,9 @@ class ExportConfig(dg.Config):
     hdf5_images: str = Field(default="bytes", description="HDF5 images: 'bytes' (stored file) or 'resized'")
     hdf5_image_shape: list[int] = Field(default=[224, 224, 3], description="[H, W, C] for resized HDF5 images")
     hdf5_compression: str = Field(default="", description="'', 'gzip' or 'lzf' for fixed-size HDF5 datasets")
+    exclude_near_duplicates: int | None = Field(
+        default=None, description="Keep one row per cluster of images within this many bits of pHash (0-24)"
+    )
 
     def export_params(self) -> ExportParams:
         options = {
@@ -59,6 +62,7 @@ class ExportConfig(dg.Config):
             "hdf5_images": self.hdf5_images,
             "hdf5_image_shape": list(self.hdf5_image_shape),
             "hdf5_compression": self.hdf5_compression or None,
+            "exclude_near_duplicates": self.exclude_near_duplicates,
         }
         return ExportParams(
             destination=self.destination,
@@ -121,6 +125,7 @@ def export_op(context: dg.OpExecutionContext, config: ExportConfig) -> None:
             "total_data_count": result["total_data_count"],
             "sampled_timestamp": result["sampled_timestamp"],
             "sampled_data": dg.MetadataValue.json(result["sampled_data"]),
+            "near_duplicates": dg.MetadataValue.json(result["manifest"].get("near_duplicates") or {}),
         }
     )
 

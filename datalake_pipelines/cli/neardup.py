@@ -1,0 +1,52 @@
+"""``datalake near-dups``: clusters of near-duplicate images in the lake (pHash within a Hamming distance).
+
+Registered from ``cli.py`` with ``add_near_dups_command(subparsers, parents)``. Prints each cluster's members
+(partition, row hash, column, asset SHA-256, distance to the kept member); ``--json`` prints the whole report
+(:func:`~datalake_pipelines.core.neardup.report.near_duplicate_report`). Exit code 0 either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..core.neardup.report import DEFAULT_THRESHOLD
+
+
+def add_near_dups_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("near-dups", parents=parents, help="clusters of near-duplicate images (perceptual hash)")
+    p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD, metavar="D",
+                   help=f"Hamming distance in bits of the 64-bit pHash (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--partition", metavar="P/D/T/V",
+                   help="only clusters with an image of this partition (against the whole lake)")
+    p.add_argument("--limit", type=int, default=50, help="clusters to print in text output (default 50)")
+    p.set_defaults(func=cmd_near_dups)
+
+
+def _text(report: dict[str, Any], limit: int) -> str:
+    lines = []
+    for cluster in report["clusters"][:limit]:
+        lines.append(f"cluster {cluster['cluster']}: {cluster['size']} images, {cluster['distinct_assets']} "
+                     f"distinct asset(s), max distance {cluster['max_distance']}")  # fmt: skip
+        for m in cluster["members"]:
+            mark = "keep" if m["kept"] else f"d={m['distance']}"
+            lines.append(f"  {mark:>5}  {m['partition']}  row {m['row_hash'][:16]}  {m['column']}  {m['sha256']}")
+    if len(report["clusters"]) > limit:
+        lines.append(f"... {len(report['clusters']) - limit} more clusters (--limit, or --json for all)")
+    scope = f" touching {report['scope']}" if report["scope"] else ""
+    lines.append(
+        f"{report['cluster_count']} cluster(s){scope} holding {report['images_in_clusters']} of {report['images']} "
+        f"images within {report['threshold']} bits ({report['images_without_phash']} without pHash), "
+        f"{report['seconds']} s"
+    )
+    return "\n".join(lines)
+
+
+def cmd_near_dups(args: argparse.Namespace) -> int:
+    from ..core.neardup.report import near_duplicate_report
+    from .common import emit, layout_of, s3_base
+
+    base = s3_base(args) or str(layout_of(args).base)
+    report = near_duplicate_report(base, args.threshold, args.partition)
+    emit(args, report, lambda: _text(report, args.limit))
+    return 0

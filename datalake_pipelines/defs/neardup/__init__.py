@@ -1,0 +1,1 @@
+"""Near-duplicates domain: the lake-wide ``near_duplicates`` report asset."""
