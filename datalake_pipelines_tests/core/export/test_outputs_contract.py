@@ -143,6 +143,19 @@ def test_export_to_an_s3_destination(filled, s3_lake, tmp_path, file_type):
     assert err.value.code == "UNWRITABLE_DESTINATION"
 
 
+def test_cli_export_now_to_an_s3_destination(filled, s3_lake, capsys):
+    client, rows, _ = filled
+    destination = f"{s3_lake.rsplit('/', 1)[0]}/exports/cli/"
+    args = ["--base-path", str(client.base_path), "export", "create", "--filter", "note=Seoul, Korea"]
+    assert main([*args, "--file-type", "jsonl", "--destination", destination, "--now", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["task_status"] == "done" and info["export_path"].startswith(destination.rstrip("/") + "/export-")
+    name = info["export_path"].rsplit("/", 1)[1]
+    storage = S3Storage(destination)
+    assert json.loads(storage.read_bytes(f"{name}/export.json"))["rows"] == 1
+    assert json.loads(storage.read_bytes(f"{name}/data.jsonl"))["uid"] == "u1"
+
+
 def test_failed_s3_export_leaves_nothing(filled, s3_lake):
     client, _, _ = filled
     destination = f"{s3_lake.rsplit('/', 1)[0]}/exports/failed"
