@@ -2,10 +2,13 @@
 
     .venv/bin/python benchmarks/export.py                          # 1,000,000 rows + 20,000 images
     .venv/bin/python benchmarks/export.py --rows 100000 --images 2000   # quick run
+    .venv/bin/python benchmarks/export.py --s3      # also: the same exports from an S3 copy of the lake (moto)
 
 The catalog is synthesised with the core's ``PartWriter`` (``benchmarks/query.py``'s builder, 100 partitions of
 OCR rows) plus one partition of distinct JPEGs for the HDF5 case. Every measurement runs in a child process,
-so its peak RSS (``ru_maxrss``) is its own; the figure is the best of ``--repeat`` runs.
+so its peak RSS (``ru_maxrss``) is its own; the figure is the best of ``--repeat`` runs. With ``--s3`` the lake
+is also uploaded to moto's S3 server (its own process, on this machine) and the same exports run from
+``s3://bench/lake`` next to the local lake, rounds alternating; the peer of that line is the local export.
 """
 
 from __future__ import annotations
@@ -86,7 +89,8 @@ from datalake_pipelines.core.catalog.warehouse import parquet_scan
 kind, base, out, arg = sys.argv[1], sys.argv[2], Path(sys.argv[3]), json.loads(sys.argv[4])
 started = time.perf_counter()  # libraries are imported before the clock starts, for both sides
 if kind == "export":
-    result = run_export(LakeLayout(base, create=False), {**arg, "destination": str(out)}, name="x")
+    lake = base if base.startswith("s3://") else LakeLayout(base, create=False)
+    result = run_export(lake, {**arg, "destination": str(out)}, name="x")
     rows, files = result["scan_data_count"], list((out / "x").rglob("*"))
 elif kind == "copy":
     con = duckdb.connect()
@@ -120,12 +124,13 @@ print(json.dumps({"seconds": seconds, "rows": rows, "bytes": size,
 """
 
 
-def child(kind: str, base: Path, out: Path, arg: dict) -> dict:
+def child(kind: str, base: Path | str, out: Path, arg: dict, env: dict | None = None) -> dict:
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, kind, str(base), str(out), json.dumps(arg)],
         check=True,
         capture_output=True,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -133,6 +138,38 @@ def child(kind: str, base: Path, out: Path, arg: dict) -> dict:
 def best(kind: str, base: Path, outdir: Path, arg: dict, repeat: int) -> dict:
     runs = [child(kind, base, outdir / f"{kind}-{time.time_ns()}", arg) for _ in range(repeat)]
     return {**min(runs, key=lambda r: r["seconds"]), "rss_mb": max(r["rss_mb"] for r in runs)}
+
+
+def s3_rows(layout: LakeLayout, outdir: Path, repeat: int) -> list[tuple[str, dict, dict]]:
+    """The same exports from an S3 copy of the lake (moto in its own process) and from the local lake."""
+    import boto3
+
+    from datalake_pipelines.core.storage.backends import S3Storage, upload_tree
+    from datalake_pipelines_tests.support.s3_server import MotoS3
+
+    rows = []
+    with MotoS3(process=True) as moto:
+        env = {**moto.env, "DATALAKE_CACHE_DIR": str(outdir / "s3-cache")}
+        os.environ.update(env)
+        boto3.client("s3").create_bucket(Bucket="bench")
+        storage = S3Storage("s3://bench/lake")
+        started = time.perf_counter()
+        upload_tree(storage, layout.catalog_root, "catalog", workers=16)
+        upload_tree(storage, layout.assets_root, "assets", workers=16)
+        print(f"uploaded the lake to moto in {time.perf_counter() - started:.1f} s")
+        cases = [
+            ("parquet from S3 vs local lake", {"filter": {"task": ["ocr"]}, "file_type": "parquet"}),
+            ("hdf5 (image bytes) from S3 vs local lake", {"filter": {"task": ["photo"]}, "file_type": "hdf5"}),
+        ]
+        for name, arg in cases:
+            s3_runs, local_runs = [], []
+            for _ in range(repeat):  # alternating rounds
+                s3_runs.append(child("export", "s3://bench/lake", outdir / f"s3-{time.time_ns()}", arg, env))
+                local_runs.append(child("export", layout.base, outdir / f"local-{time.time_ns()}", arg))
+            pick = [{**min(r, key=lambda x: x["seconds"]), "rss_mb": max(x["rss_mb"] for x in r)}
+                    for r in (s3_runs, local_runs)]  # fmt: skip
+            rows.append((name, *pick))
+    return rows
 
 
 def main() -> None:
@@ -143,6 +180,7 @@ def main() -> None:
     parser.add_argument("--image-size", default="160x120")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None, help="reuse/keep the catalog here")
+    parser.add_argument("--s3", action="store_true", help="also export from an S3 copy of the lake (moto)")
     args = parser.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="datalake-export-bench-"))
@@ -166,6 +204,8 @@ def main() -> None:
     ours = best("export", layout.base, outdir, {"filter": {"task": ["photo"]}, "file_type": "hdf5"}, args.repeat)
     raw = best("h5py", layout.base, outdir, {"catalog_file": str(photos_file)}, args.repeat)
     rows.append(("hdf5 (image bytes): run_export vs raw h5py", ours, raw))
+    if args.s3:
+        rows += s3_rows(layout, outdir, args.repeat)
 
     print()
     header = f"{'case':<44} {'rows':>9} {'ours rows/s':>12} {'ours MB/s':>10} {'raw rows/s':>11} {'raw MB/s':>9}"
@@ -177,7 +217,8 @@ def main() -> None:
             f" {r['rows'] / r['seconds']:>11,.0f} {r['bytes'] / 1e6 / r['seconds']:>9.1f} {ratio:>6.2f}"
             f" {o['rss_mb']:>12.0f}"
         )
-    print("MB/s = output bytes per second; ratio = ours / raw rows per second (targets: parquet >= 0.7, hdf5 >= 0.7)")
+    print("MB/s = output bytes per second; ratio = ours / raw rows per second (targets: parquet >= 0.7, hdf5 >= 0.7);")
+    print("S3 lines: ours = export from the S3 lake (moto on this machine), raw = the same export from the local lake")
     print(f"peak RSS of the exports: {max(o['rss_mb'] for _, o, _ in rows):.0f} MB (target <= 500 MB)")
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from .client_collections import CollectionClientMixin
-from .core.errors import DatalakeError
 from .core.ingest.processing import BatchResult, ProcessOptions, process_pending
 from .core.ingest.staging import BatchStager, build_manifest
 from .core.lake.layout import BASE_PATH_ENV, RAW_TASK, LakeLayout
@@ -54,14 +53,9 @@ class DatalakeClient(CollectionClientMixin):
         return self.s3_lake.base if self.s3_lake else self.layout.base
 
     @property
-    def local_layout(self) -> LakeLayout:
-        """The lake's layout for operations that need a local or NAS lake (downloads, exports, collections)."""
-        if self.s3_lake is not None:
-            raise DatalakeError(
-                f"{self.s3_lake.base} is an S3 lake: downloads, exports and collections need a local or NAS lake "
-                "for now (query it with DuckDBClient or AthenaClient)"
-            )
-        return self.layout
+    def lake_ref(self) -> LakeLayout | str:
+        """The lake as downloads, exports and collections take it: the layout, or the ``s3://`` base."""
+        return self.s3_lake.base if self.s3_lake else self.layout
 
     @property
     def schema(self) -> SchemaConfig:
@@ -134,7 +128,7 @@ class DatalakeClient(CollectionClientMixin):
         """
         from .core.export.download import download
 
-        return download(self.local_layout, selection, format, out_dir, progress=self.progress, **options)
+        return download(self.lake_ref, selection, format, out_dir, progress=self.progress, **options)
 
     def create_export(
         self,
@@ -161,7 +155,7 @@ class DatalakeClient(CollectionClientMixin):
         if exclude_near_duplicates is not None:
             options["exclude_near_duplicates"] = exclude_near_duplicates
         params = ExportParams(str(destination), filter or {}, export_all, file_type, options)
-        return create_export(instance or get_instance(), params, base_path=str(self.local_layout.base), wait=wait)
+        return create_export(instance or get_instance(), params, base_path=str(self.base_path), wait=wait)
 
     def near_duplicates(self, threshold: int | None = None, partition: str | None = None) -> dict[str, Any]:
         """Clusters of near-duplicate images (pHash within ``threshold`` bits, default 8) across the lake, or
@@ -177,7 +171,7 @@ class DatalakeClient(CollectionClientMixin):
         from .services.exports import export_info
         from .services.runner import get_instance
 
-        return export_info(instance or get_instance(), self.local_layout, task_id)
+        return export_info(instance or get_instance(), self.lake_ref, task_id)
 
     def create_data_file(
         self,

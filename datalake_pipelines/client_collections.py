@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .core.collection import config as cols
+from .core.collection import api as cols
 from .core.collection import upload as uploads
 from .core.lake.layout import LakeLayout
 
@@ -20,17 +20,17 @@ class CollectionClientMixin:
     progress: bool
 
     @property
-    def local_layout(self) -> LakeLayout:
-        """The lake collections work on (a host for an S3 lake overrides this to refuse)."""
+    def lake_ref(self) -> LakeLayout | str:
+        """The lake collections work on: the layout, or an ``s3://`` base (a host for an S3 lake overrides this)."""
         return self.layout
 
     def list_data_collection(self) -> list[dict[str, Any]]:
         """Every collection: ``id``, ``name``, ``description``, ``file_specifications``, ``project``, ``created_at``."""
-        return cols.list_data_collection(self.local_layout)
+        return cols.list_data_collection(self.lake_ref)
 
     def get_data_collection(self, data_collection_id: str | int) -> dict[str, Any]:
         """One collection by id or name."""
-        return cols.get_data_collection(self.local_layout, data_collection_id)
+        return cols.get_data_collection(self.lake_ref, data_collection_id)
 
     def create_data_collection(
         self,
@@ -45,7 +45,7 @@ class CollectionClientMixin:
     ) -> dict[str, Any]:
         """Declare a collection in ``config/collections.yaml``; provider/task/meta are checked against the schema."""
         return cols.create_collection(
-            self.local_layout, name, provider, dataset, file_specifications, description, task, variant, meta
+            self.lake_ref, name, provider, dataset, file_specifications, description, task, variant, meta
         ).to_dict()
 
     def upload_data_file(
@@ -57,20 +57,18 @@ class CollectionClientMixin:
         50 MB are always chunked, as the reference recommends).
         """
         if not use_chunked_upload:
-            return uploads.upload_data_file(self.local_layout, organized_file, str(collection_id))
+            return cols.upload_data_file(self.lake_ref, organized_file, str(collection_id))
         sizes = [os.path.getsize(p) for p in organized_file.get("files", {}).values() if os.path.isfile(p)]
         bar = uploads._Progress(sum(sizes), len(sizes), "uploading", self.progress)
         try:
-            return uploads.upload_data_file(
-                self.local_layout, organized_file, str(collection_id), progress=bar, chunked=True
-            )
+            return cols.upload_data_file(self.lake_ref, organized_file, str(collection_id), progress=bar, chunked=True)
         finally:
             bar.close()
 
     def create_data_units(self, uploaded_files: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Stage uploaded units as one batch; each data unit's ``id`` is its future catalog ``row_hash``."""
-        return uploads.create_data_units(
-            self.local_layout, uploaded_files, num_proc=self.num_proc, batch_size=self.batch_size
+        return cols.create_data_units(
+            self.lake_ref, uploaded_files, num_proc=self.num_proc, batch_size=self.batch_size
         )
 
     def upload_collection(
@@ -85,8 +83,8 @@ class CollectionClientMixin:
         report_path: str | os.PathLike | None = None,
     ) -> dict[str, Any]:
         """Organize, validate and stage a folder as data units of ``collection``; return the report."""
-        return uploads.upload_collection(
-            self.local_layout,
+        return cols.upload_collection(
+            self.lake_ref,
             folder,
             str(collection),
             strict=strict,

@@ -13,10 +13,12 @@ from typing import Any
 
 from ..core.errors import DatalakeError
 from ..core.lake.layout import LakeLayout
+from .common import s3_base
 
 
-def _layout(args: argparse.Namespace) -> LakeLayout:
-    return LakeLayout(getattr(args, "base_path", None))
+def _layout(args: argparse.Namespace) -> LakeLayout | str:
+    """The lake: its layout, or its ``s3://`` base (the collection API takes both)."""
+    return s3_base(args) or LakeLayout(getattr(args, "base_path", None))
 
 
 def _print(args: argparse.Namespace, doc: Any, text: str) -> None:
@@ -50,7 +52,7 @@ def _describe(c: dict[str, Any]) -> str:
 
 
 def cmd_collection_list(args: argparse.Namespace) -> int:
-    from ..core.collection.config import list_data_collection
+    from ..core.collection.api import list_data_collection
 
     found = list_data_collection(_layout(args))
     _print(args, found, "\n".join(_describe(c) for c in found) or "(no collections)")
@@ -58,7 +60,7 @@ def cmd_collection_list(args: argparse.Namespace) -> int:
 
 
 def cmd_collection_show(args: argparse.Namespace) -> int:
-    from ..core.collection.config import get_data_collection
+    from ..core.collection.api import get_data_collection
 
     c = get_data_collection(_layout(args), args.name)
     _print(args, c, _describe(c))
@@ -66,7 +68,7 @@ def cmd_collection_show(args: argparse.Namespace) -> int:
 
 
 def cmd_collection_create(args: argparse.Namespace) -> int:
-    from ..core.collection.config import create_collection
+    from ..core.collection.api import create_collection
 
     meta = {}
     for item in args.meta or []:
@@ -93,8 +95,9 @@ def cmd_collection_create(args: argparse.Namespace) -> int:
 
 
 def cmd_collection_upload(args: argparse.Namespace) -> int:
+    from ..core.collection.api import upload_collection
     from ..core.collection.units import format_table
-    from ..core.collection.upload import UploadError, upload_collection
+    from ..core.collection.upload import UploadError
 
     layout = _layout(args)
     kwargs = {}

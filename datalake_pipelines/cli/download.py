@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import UsageError, ask, emit, layout_of, split_list, stdin_is_tty
+from .common import UsageError, ask, emit, layout_of, s3_base, split_list, stdin_is_tty
 from .filters import parse_columns, parse_where
 
 
@@ -85,7 +85,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     if selection.text is not None and not selection.column:
         raise UsageError("--text needs --search-column")
     manifest = download(
-        layout_of(args),
+        s3_base(args) or layout_of(args),
         selection,
         args.format or "parquet",
         args.out,
@@ -102,6 +102,6 @@ def _selection_columns(args: argparse.Namespace) -> list[str]:
     """The columns of the partitions a download selects (to tell a column named ``a,b`` from a list)."""
     from ..core.catalog.query import DuckDBClient
 
-    with DuckDBClient(base_path=layout_of(args).base) as duck:
+    with DuckDBClient(base_path=s3_base(args) or layout_of(args).base) as duck:
         filters = {"providers": args.provider, "datasets": args.dataset, "tasks": args.task, "variants": args.variant}
         return list(duck._selection(**{k: v or None for k, v in filters.items()}, columns=None)[1])

@@ -177,7 +177,7 @@ def add_export_commands(subparsers, parents: list[argparse.ArgumentParser] | Non
     p.add_argument("--filter-json", metavar="JSON", help='{"field": [values, ...]}: lists and numbers at once')
     p.add_argument("--export-all", action="store_true", help="export every row (filters are ignored)")
     p.add_argument("--file-type", choices=FILE_TYPES, default="parquet")
-    p.add_argument("--destination", required=True, help="local folder")
+    p.add_argument("--destination", required=True, help="local folder or s3://bucket/prefix")
     p.add_argument("--now", action="store_true", help="run here and now instead of queueing for the daemon")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--hdf5-images", choices=("bytes", "resized"))

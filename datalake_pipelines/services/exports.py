@@ -15,10 +15,12 @@ from typing import Any
 
 import dagster as dg
 
+from ..core.export.destination import normalize_destination
+from ..core.export.source import open_source
 from ..core.export.tasks import ExportError, ExportParams
 from ..core.lake.layout import LakeLayout
-from ..core.storage.files import read_json
-from ..defs.exports.jobs import EXPORT_JOB, EXPORT_OP, export_job, export_name, progress_path
+from ..core.storage.backends import open_storage
+from ..defs.exports.jobs import EXPORT_JOB, EXPORT_OP, export_job, export_name, progress_key
 
 DEFAULT_MODULE = "datalake_pipelines.definitions"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -42,14 +44,14 @@ def run_config_for(params: ExportParams, base_path: str | Path | None) -> dict[s
     """``export_job`` run config for ``params`` (filter values become text; the op casts them per column)."""
     opts = params.resolved_options()
     config = {
-        "destination": str(Path(params.destination).expanduser().resolve()),
+        "destination": normalize_destination(params.destination),
         "filter": {k: [v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v) for v in vals]
                    for k, vals in params.filter.items()},
         # the values with their own types, so the op casts 1 and "1" differently (see .query_sql.cast_value)
         "filter_json": json.dumps(params.filter, default=str),
         "export_all": params.export_all,
         "file_type": params.file_type,
-        "base_path": str(LakeLayout(base_path, create=False).base),
+        "base_path": str(open_source(base_path).base),
         "batch_size": opts["batch_size"],
         "hdf5_images": opts["hdf5_images"],
         "hdf5_image_shape": list(opts["hdf5_image_shape"]),
@@ -149,16 +151,19 @@ def _empty_process_info() -> dict[str, Any]:
     }
 
 
-def export_info(instance: dg.DagsterInstance, layout: LakeLayout | None, task_id: str) -> dict[str, Any]:
-    """Status of an export task in the shape of the reference's ``/task/info``."""
+def export_info(instance: dg.DagsterInstance, lake: LakeLayout | str | None, task_id: str) -> dict[str, Any]:
+    """Status of an export task in the shape of the reference's ``/task/info``; its progress is read from the lake
+    the run exported from (its run config), else from ``lake`` (a layout, folder or ``s3://`` base)."""
     record = instance.get_run_record_by_id(task_id)
     if record is None or record.dagster_run.job_name != EXPORT_JOB:
         raise ExportError(TASK_NOT_FOUND, f"no export task {task_id!r} in this Dagster instance")
     run = record.dagster_run
     base = run.run_config.get("ops", {}).get(EXPORT_OP, {}).get("config", {}).get("base_path")
-    layout = LakeLayout(base, create=False) if base else (layout or LakeLayout(create=False))
-    progress_file = progress_path(layout, task_id)
-    progress = read_json(progress_file) if progress_file.is_file() else {}
+    storage = open_storage(str(open_source(base or lake).base))
+    try:
+        progress = json.loads(storage.read_bytes(progress_key(task_id)))
+    except FileNotFoundError:
+        progress = {}
     info = {**_empty_process_info(), **progress.get("process_info", {})}
     status = TASK_STATUS.get(run.status, "running")
     if status == "fail" and not info["err_code"]:
@@ -179,7 +184,7 @@ def export_info(instance: dg.DagsterInstance, layout: LakeLayout | None, task_id
         "create_time": record.create_timestamp.isoformat(),
         "update_time": update.isoformat(),
         "task_params": params,
-        "export_path": progress.get("path") or str(Path(params.get("destination", ".")) / export_name(task_id)),
+        "export_path": progress.get("path") or f"{params.get('destination', '.').rstrip('/')}/{export_name(task_id)}",
         "process_info": info,
     }
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from ..core.athena.scope import athena_applies
 from ..core.lake.batches import batch_status as core_batch_status
 from ..core.lake.layout import LakeLayout
 from ..core.lake.queue import is_quiet, scan_pending
@@ -97,6 +98,8 @@ def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo) ->
             echo(f"  {job_id}: {outcome['state']}" + (f" ({outcome['error']})" if outcome.get("error") else ""))
     if outcomes:
         refresh_catalog_db(instance, lake)
+        if refresh_athena(instance, lake) is False:
+            echo("  warning: registering the new Athena partitions failed (see the refresh_athena_tables run)")
     return outcomes
 
 
@@ -108,6 +111,19 @@ def refresh_catalog_db(instance: dg.DagsterInstance, lake) -> bool:
     resources = {"lake": lake, "duckdb": DuckDBResource(database=str(duckdb_file(lake.base)))}
     result = defs.resolve_job_def("refresh_catalog_db").execute_in_process(
         instance=instance, resources=resources, raise_on_error=False
+    )
+    return result.success
+
+
+def refresh_athena(instance: dg.DagsterInstance, lake) -> bool | None:
+    """Register new catalog partitions in Glue/Athena now (a ``refresh_athena_tables`` run), as the daemon's
+    ``athena_on_ingest`` sensor does after sensor-launched runs; None for a lake without Athena tables."""
+    if not athena_applies(lake.base):
+        return None
+    from ..definitions import defs
+
+    result = defs.resolve_job_def("refresh_athena_tables").execute_in_process(
+        instance=instance, resources={"lake": lake}, raise_on_error=False
     )
     return result.success
 

@@ -27,7 +27,6 @@ from typing import Any
 import pyarrow as pa
 from tqdm import tqdm
 
-from ..catalog.parts import existing_row_hashes
 from ..errors import DatalakeError
 from ..ingest.hash_index import HashIndex
 from ..ingest.row_identity import RowIdentity, content_digests, row_hashes
@@ -35,6 +34,7 @@ from ..ingest.staging import BatchStager, build_manifest
 from ..lake.layout import BATCH_FILES_DIR, LakeLayout, PartitionRef
 from ..lake.schema import load_schema
 from ..storage.files import utc_now, write_json_atomic
+from .backend import CollectionLake, LocalCollectionLake
 from .config import UNIT_META_COLUMNS, Collection, find_collection, validate_against_schema
 from .units import DataUnit, Organized, check_json, format_table, organize, read_text
 
@@ -403,12 +403,14 @@ def upload_collection(
     num_proc: int = 4,
     report_path: str | os.PathLike | None = None,
     policy: RetryPolicy | None = None,
+    lake: CollectionLake | None = None,
 ) -> dict[str, Any]:
     """Organize ``folder`` into units, validate them and stage complete units in batches; return the report.
 
     Strict mode refuses the whole upload (:class:`UploadError`, nothing staged) if any unit has a problem or a
     file matches no spec; lenient mode uploads complete units and reports the rest. The report (also written
-    as JSON to ``report_path`` or ``logs/collections/``) lists every unit with its upload status.
+    as JSON to ``report_path`` or ``logs/collections/``) lists every unit with its upload status. ``lake``
+    (default: ``layout`` itself) says where batches and dedup facts live (an S3 lake: :mod:`.backend`).
     """
     started = time.perf_counter()
     if not isinstance(collection, Collection):
@@ -429,7 +431,8 @@ def upload_collection(
                 f"strict mode: upload refused, {len(organized.bad_units)} units have problems and "
                 f"{len(organized.unmatched_files)} files match no unit (nothing was staged)"
             )
-        _upload_units(layout, collection, organized, state, batch_size, progress, num_proc, policy)
+        lake = lake or LocalCollectionLake(layout)
+        _upload_units(layout, collection, organized, state, batch_size, progress, num_proc, policy, lake)
     except UploadError as exc:
         state.error = str(exc)
         exc.report = state.finish(target, started)
@@ -489,11 +492,12 @@ def _upload_units(
     progress: bool,
     num_proc: int,
     policy: RetryPolicy,
+    lake: CollectionLake,
 ) -> None:
     units = organized.complete_units
     partition = PartitionRef(collection.provider, collection.dataset, collection.task, collection.variant)
-    known_rows = existing_row_hashes(layout, partition)
-    index = HashIndex(layout.hash_index)
+    known_rows = lake.known_rows(partition)
+    index = lake.hash_index()
     scratch = upload_scratch(layout)
     n_files = sum(len(u.files) - len(u.texts) for u in units)
     n_bytes = sum(f.size for u in units for name, f in u.files.items() if name not in u.texts)
@@ -531,7 +535,7 @@ def _upload_units(
                         state.status[du["unit"]].update(upload="uploaded", batch_id=job_id, row_hash=du["id"])
                     state.bytes += sum(f.get("size") or 0 for u in ready for f in u["files"].values())
                     state.batches.append(
-                        {"job_id": job_id, "units": len(ready), "staging_dir": str(layout.pending_batch(job_id))}
+                        {"job_id": job_id, "units": len(ready), "staging_dir": lake.publish(job_id)}
                     )
     finally:
         bar.close()

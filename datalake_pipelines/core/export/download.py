@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 
 from ..catalog.parts import IMAGE_SUFFIXES, PARTITION_COLUMNS
 from ..catalog.query import DuckDBClient, QueryPlan
-from ..catalog.warehouse import partition_stats, select_partitions
 from ..errors import DatalakeError
 from ..lake.layout import LakeLayout
 from ..storage.files import utc_now_iso, write_json_atomic
 from .hf_types import hf_batch, hf_plan
+from .source import LakeSource, open_source
 
 FORMATS = ("parquet", "arrow", "hf")
 MANIFEST = "download.json"
@@ -138,17 +138,9 @@ def _write_arrow(reader: pa.RecordBatchReader, out: Path) -> None:
             writer.write_batch(batch)
 
 
-def asset_reader(layout: LakeLayout):
-    """``relpath -> bytes`` for lake-relative asset paths; refuses absolute paths and ``..``."""
-    base = str(layout.base)
-
-    def read(relpath: str) -> bytes:
-        if relpath.startswith(("/", "\\")) or ".." in relpath.replace("\\", "/").split("/"):
-            raise DatalakeError(f"asset path {relpath!r} escapes the lake")
-        with open(os.path.join(base, relpath), "rb") as fh:
-            return fh.read()
-
-    return read
+def asset_reader(lake: LakeSource | LakeLayout | str):
+    """``relpath -> bytes`` for lake-relative asset paths (local or S3); refuses absolute paths and ``..``."""
+    return open_source(lake).read_asset
 
 
 def _with_image_bytes(read, batch: pa.RecordBatch, columns: list[str], image_type) -> pa.Table:
@@ -172,7 +164,7 @@ def _with_image_bytes(read, batch: pa.RecordBatch, columns: list[str], image_typ
 
 
 def _write_hf(
-    layout: LakeLayout, reader: pa.RecordBatchReader, out: Path, progress: bool, batch_size: int
+    lake: LakeSource | LakeLayout, reader: pa.RecordBatchReader, out: Path, progress: bool, batch_size: int
 ) -> list[dict[str, Any]]:
     """Write a ``save_to_disk`` dataset; return the type conversions made (see :mod:`.hf_types`).
 
@@ -190,7 +182,7 @@ def _write_hf(
     for name in images:
         features[name] = datasets.Image()
     image_type = datasets.Image().pa_type
-    read = asset_reader(layout)
+    read = asset_reader(lake)
     scratch = out.with_name(f"{out.name}.hf-scratch")
     bars_were_enabled = False
     scratch.mkdir()
@@ -229,7 +221,7 @@ def _checksums(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def download(
-    layout: LakeLayout,
+    lake: LakeSource | LakeLayout | str,
     selection: Selection | dict[str, Any] | None,
     format: str,
     out_dir: str | Path,
@@ -239,7 +231,8 @@ def download(
     overwrite: bool = False,
     exclude_near_duplicates: int | None = None,
 ) -> dict[str, Any]:
-    """Write the selected rows to ``out_dir`` in ``format`` (``parquet``, ``arrow`` or ``hf``); return the manifest.
+    """Write the selected rows of ``lake`` (a :class:`LakeLayout`, a folder or ``s3://bucket/prefix``) to the local
+    folder ``out_dir`` in ``format`` (``parquet``, ``arrow`` or ``hf``); return the manifest.
 
     Data lands in ``data.parquet`` (``hive=True``: a hive-partitioned ``data/`` folder), ``data.arrow``, or the
     ``save_to_disk`` files of a HuggingFace dataset (``datasets.load_from_disk(out_dir)``). Memory stays
@@ -263,6 +256,7 @@ def download(
     if format not in FORMATS:
         raise ValueError(f"unknown download format {format!r}; use one of {FORMATS}")
     selection = Selection.coerce(selection)
+    source = open_source(lake)
     out = Path(out_dir).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     claimed = False
@@ -279,9 +273,9 @@ def download(
     snapshot_at = utc_now_iso()
     conversions: list[dict[str, Any]] = []
     try:
-        refs = select_partitions(layout, **selection.partition_filters())
-        stats = partition_stats(layout, refs).to_pylist()
-        with DuckDBClient(base_path=layout.base) as duck:
+        refs = source.select(**selection.partition_filters())
+        stats = source.stats(refs).to_pylist()
+        with DuckDBClient(base_path=source.base) as duck:
             exclusion = None
             if exclude_near_duplicates is None:
                 reader = duck.stream(selection.plan(duck), batch_size)
@@ -305,7 +299,7 @@ def download(
                 elif format == "arrow":
                     _write_arrow(counted, tmp)
                 else:
-                    conversions = _write_hf(layout, counted, tmp, progress, batch_size)
+                    conversions = _write_hf(source, counted, tmp, progress, batch_size)
                 rows = meter.rows
             schema = [{"name": f.name, "type": str(f.type)} for f in reader.schema]
         if exclusion is not None:

@@ -1,4 +1,4 @@
-"""Export a filtered catalog snapshot to a local folder as Parquet, JSONL, Arrow IPC, a HuggingFace dataset or HDF5.
+"""Export a filtered catalog snapshot of a local or S3 lake as Parquet, JSONL, Arrow IPC, HF dataset or HDF5.
 
 ``run_export`` fixes ``sampled_timestamp`` first and exports only rows with ``ingested_at <= sampled_timestamp``:
 the catalog is append-only part files and every row carries its ``ingested_at``, so rows ingested later (even
@@ -6,14 +6,13 @@ into the same partitions, even while the export runs) are excluded exactly. Rows
 :class:`~datalake_pipelines.core.catalog.query.DuckDBClient` (partition pruning, bound parameters) and streamed in
 record batches, so memory stays bounded. Output is written to ``<destination>/.<name>.tmp-*`` and renamed to
 ``<destination>/<name>/`` (``data.<ext>`` + ``export.json``) only when complete; on failure the temp folder is
-removed. Every expected failure is an :class:`ExportError` with a stable ``code``.
+removed (an ``s3://`` destination: written in the cache folder, uploaded with ``export.json`` last; see
+:mod:`.destination`). Every expected failure is an :class:`ExportError` with a stable ``code``.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,11 +26,24 @@ import pyarrow as pa
 from ..catalog.parts import INGESTED_AT, PARTITION_COLUMNS
 from ..catalog.query import DuckDBClient, QueryPlan, quote_identifier
 from ..catalog.query_sql import InvalidFilterValueError, cast_value
-from ..catalog.warehouse import UnknownPartitionError, parquet_scan
-from ..errors import CodedError, DatalakeError
+from ..catalog.warehouse import UnknownPartitionError
+from ..errors import CodedError
 from ..lake.layout import LakeLayout
 from ..storage.files import utc_now, utc_now_iso, write_json_atomic
+from .destination import open_destination
+from .errors import (
+    EMPTY_FILTER_VALUES,
+    EXPORT_FAILED,
+    INVALID_FILE_TYPE,
+    INVALID_FILTER_FIELD,
+    INVALID_FILTER_TYPE,
+    INVALID_OPTION,
+    UNKNOWN_PARTITION,
+    UNWRITABLE_DESTINATION,
+    ExportError,
+)
 from .jsonl_codec import python_rows
+from .source import LakeSource, open_source
 from .writers import DATA_FILES, write_export
 
 FILE_TYPES = ("parquet", "jsonl", "arrow", "hf", "hdf5")
@@ -45,26 +57,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "exclude_near_duplicates": None,  # None, or D: keep one row per cluster within D bits (core/neardup/exclude.py)
 }
 
-# stable error codes -------------------------------------------------------------------------------------
-INVALID_FILTER_FIELD = "INVALID_FILTER_FIELD"
-EMPTY_FILTER_VALUES = "EMPTY_FILTER_VALUES"
-INVALID_FILTER_TYPE = "INVALID_FILTER_TYPE"
-INVALID_FILE_TYPE = "INVALID_FILE_TYPE"
-INVALID_OPTION = "INVALID_OPTION"
-UNKNOWN_PARTITION = "UNKNOWN_PARTITION"
-UNWRITABLE_DESTINATION = "UNWRITABLE_DESTINATION"
-EXPORT_FAILED = "EXPORT_FAILED"
-
 ProgressCallback = Callable[[dict[str, Any]], None]
-
-
-class ExportError(DatalakeError):
-    """An export that cannot run or did not finish; ``code`` is one of the stable codes above."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(f"[{code}] {message}")
-        self.code = code
-        self.message = message
 
 
 @dataclass
@@ -273,8 +266,8 @@ def plan_export(duck: DuckDBClient, params: ExportParams, sampled: datetime) -> 
         f"SELECT * FROM ({plan.sql}) AS q WHERE {snap}", params_, plan.files, plan.columns, restore=plan.restore
     )
     total = QueryPlan(
-        f"SELECT count(*) AS n FROM {parquet_scan('$files')} WHERE {snap}",
-        {"files": plan.params["files"], "sampled_timestamp": sampled},
+        f"SELECT count(*) AS n FROM {plan.source} WHERE {snap}",
+        {**plan.source_params, "sampled_timestamp": sampled},
         plan.files,
         ["n"],
     )
@@ -290,22 +283,6 @@ def _count(duck: DuckDBClient, plan: QueryPlan) -> int:
     return int(duck.run(counting).column(0)[0].as_py())
 
 
-def prepare_destination(destination: str) -> Path:
-    """The destination folder, created if needed; :class:`ExportError` ``UNWRITABLE_DESTINATION`` otherwise."""
-    if str(destination).startswith("s3://"):
-        raise ExportError(UNWRITABLE_DESTINATION, f"{destination}: s3:// destinations are not supported by this build")
-    folder = Path(destination).expanduser().resolve()
-    if folder.exists() and not folder.is_dir():
-        raise ExportError(UNWRITABLE_DESTINATION, f"{folder} exists and is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(UNWRITABLE_DESTINATION, f"cannot create {folder}: {exc.strerror or exc}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ExportError(UNWRITABLE_DESTINATION, f"{folder} is not writable")
-    return folder
-
-
 def default_export_name() -> str:
     return f"export-{utc_now().strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
 
@@ -315,12 +292,14 @@ def _files(folder: Path) -> dict[str, int]:
 
 
 def run_export(
-    layout: LakeLayout,
+    lake: LakeSource | LakeLayout | str,
     params: ExportParams | dict[str, Any],
     progress_cb: ProgressCallback | None = None,
     name: str | None = None,
 ) -> dict[str, Any]:
-    """Export the snapshot selection to ``<destination>/<name>/``; return ``process_info`` plus ``path``/``manifest``.
+    """Export the snapshot selection of ``lake`` (a :class:`LakeLayout`, a folder or ``s3://bucket/prefix``) to
+    ``<destination>/<name>/`` (a local folder or ``s3://bucket/prefix``, see :mod:`.destination`); return
+    ``process_info`` plus ``path`` (a folder or an ``s3://`` URI) and ``manifest``.
 
     ``progress_cb(process_info)`` is called once the snapshot is fixed (before the file listing), after the
     counts, after every batch, and at the end. An exception raised by it aborts the export.
@@ -331,18 +310,12 @@ def run_export(
     sampled = utc_now()
     progress = ExportProgress(sampled, progress_cb)
     progress.report()
-    folder = prepare_destination(params.destination)
+    destination = open_destination(params.destination)
     name = name or default_export_name()
-    final = folder / name
-    if final.exists():
-        raise ExportError(UNWRITABLE_DESTINATION, f"{final} already exists")
-    tmp = folder / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = destination.start(name)
     try:
-        tmp.mkdir()
-    except OSError as exc:
-        raise ExportError(UNWRITABLE_DESTINATION, f"cannot write into {folder}: {exc.strerror or exc}") from None
-    try:
-        with DuckDBClient(base_path=layout.base) as duck:
+        source = open_source(lake)
+        with DuckDBClient(base_path=source.base) as duck:
             plan, total = plan_export(duck, params, sampled)
             progress.total_data_count = _count(duck, total)
             progress.total_filter_count = _count(duck, plan)
@@ -358,7 +331,7 @@ def run_export(
             if exclusion is not None:
                 reader = exclusion.apply(reader)
             counted = pa.RecordBatchReader.from_batches(reader.schema, progress.meter(reader))
-            encodings = write_export(layout, params.file_type, counted, tmp, opts)
+            encodings = write_export(source, params.file_type, counted, tmp, opts)
             columns = [{"name": f.name, "type": str(f.type)} for f in reader.schema]
         manifest = {
             "task_params": params.to_dict(),
@@ -376,9 +349,9 @@ def run_export(
             "files": _files(tmp),
         }
         write_json_atomic(tmp / MANIFEST, manifest)
-        tmp.rename(final)
+        final = destination.publish(tmp, name)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        destination.discard(tmp)
         if isinstance(exc, ExportError) or not isinstance(exc, Exception):
             raise
         if isinstance(exc, CodedError):  # type conflict, unrestorable type, hf_unsupported_type, bad value
@@ -386,4 +359,4 @@ def run_export(
         raise ExportError(EXPORT_FAILED, f"{type(exc).__name__}: {exc}") from exc
     progress.stage = "done"
     progress.report(done=True)
-    return {**progress.info(done=True), "path": str(final), "manifest": manifest}
+    return {**progress.info(done=True), "path": final, "manifest": manifest}

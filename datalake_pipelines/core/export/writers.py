@@ -12,10 +12,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ..catalog.parts import read_partition_metadata
-from ..lake.layout import LakeLayout, PartitionRef
-from .download import _write_arrow, _write_hf, _write_parquet, asset_reader, image_columns
+from ..lake.layout import PartitionRef
+from .download import _write_arrow, _write_hf, _write_parquet, image_columns
 from .jsonl_codec import column_encodings, encode_batch, serialize_schema
+from .source import LakeSource
 
 DATA_FILES = {"parquet": "data.parquet", "jsonl": "data.jsonl", "arrow": "data.arrow", "hf": ".", "hdf5": "data.h5"}
 
@@ -40,15 +40,15 @@ def _write_jsonl(reader: pa.RecordBatchReader, out: Path) -> dict[str, Any]:
     return {"encodings": column_encodings(reader.schema), "arrow_schema": serialize_schema(reader.schema)}
 
 
-def _write_hdf5(layout: LakeLayout, reader: pa.RecordBatchReader, out: Path, opts: dict[str, Any]) -> None:
+def _write_hdf5(source: LakeSource, reader: pa.RecordBatchReader, out: Path, opts: dict[str, Any]) -> None:
     from .hdf5 import Hdf5ExportWriter
 
     def partition_meta(key: tuple[str, str, str, str]) -> dict[str, Any]:
-        return read_partition_metadata(layout, PartitionRef(*key))
+        return source.partition_metadata(PartitionRef(*key))
 
     writer = Hdf5ExportWriter(
         out / DATA_FILES["hdf5"],
-        read_asset=asset_reader(layout),
+        read_asset=source.read_asset,
         partition_meta=partition_meta,
         image_columns=image_columns(reader.schema),
         image_mode=opts["hdf5_images"],
@@ -65,9 +65,10 @@ def _write_hdf5(layout: LakeLayout, reader: pa.RecordBatchReader, out: Path, opt
 
 
 def write_export(
-    layout: LakeLayout, file_type: str, reader: pa.RecordBatchReader, out: Path, opts: dict
+    source: LakeSource, file_type: str, reader: pa.RecordBatchReader, out: Path, opts: dict
 ) -> dict[str, Any]:
-    """Write ``reader`` as ``file_type`` into ``out``; return the manifest entries about encodings."""
+    """Write ``reader`` as ``file_type`` into the local folder ``out`` (images and partition metadata read from
+    ``source``); return the manifest entries about encodings."""
     if file_type == "parquet":
         _write_parquet(reader, out, hive=False)
     elif file_type == "arrow":
@@ -75,7 +76,7 @@ def write_export(
     elif file_type == "jsonl":
         return _write_jsonl(reader, out)
     elif file_type == "hf":
-        return {"hf_conversions": _write_hf(layout, reader, out, progress=False, batch_size=opts["batch_size"])}
+        return {"hf_conversions": _write_hf(source, reader, out, progress=False, batch_size=opts["batch_size"])}
     else:
-        _write_hdf5(layout, reader, out, opts)
+        _write_hdf5(source, reader, out, opts)
     return {}

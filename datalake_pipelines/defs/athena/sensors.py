@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from ...core.athena.scope import athena_applies
 from ...lib.after_ingest import after_new_materializations
 from ...lib.resources import LakeResource
 from ..ingest.assets import catalog_partition
@@ -19,6 +20,6 @@ athena_job = dg.define_asset_job(
     description="Materializes athena_tables after new catalog_partition materializations on an S3 lake.",
 )
 def athena_on_ingest(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
-    if not lake.is_s3:
+    if not athena_applies(lake.base):
         return dg.SkipReason("the lake is not on S3: no Athena tables to maintain")
     return after_new_materializations(context, catalog_partition.key, "athena", "Athena partitions are up to date")

@@ -1,21 +1,22 @@
 """``export_job``: one op running :func:`run_export` from typed run config (launchpad, CLI or Python).
 
 Progress is live in three places: ``context.log.info`` lines in the run's event log (every 10% or 5 s),
-``<base>/exports/<run_id>/progress.json`` (read by ``export_info``), and the op's output metadata at the end.
+``<base>/exports/<run_id>/progress.json`` (in the lake, local or S3; read by ``export_info``), and the op's
+output metadata at the end.
 An :class:`ExportError` fails the run with ``dg.Failure`` carrying ``err_code`` in its metadata.
 """
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from ...core.export.source import open_source
 from ...core.export.tasks import DEFAULT_OPTIONS, ExportError, ExportParams, run_export
-from ...core.lake.layout import LakeLayout
-from ...core.storage.files import utc_now_iso, write_json_atomic
+from ...core.storage.backends import Storage, open_storage
+from ...core.storage.files import utc_now_iso
 
 EXPORT_JOB = "export_job"
 EXPORT_OP = "export"
@@ -23,8 +24,9 @@ PROGRESS_FILE = "progress.json"
 TASK_TAG = "datalake/task_type"
 
 
-def progress_path(layout: LakeLayout, run_id: str) -> Path:
-    return layout.exports_dir / run_id / PROGRESS_FILE
+def progress_key(run_id: str) -> str:
+    """Where an export run's ``progress.json`` lives in its lake (local folder or S3: the same key)."""
+    return f"exports/{run_id}/{PROGRESS_FILE}"
 
 
 def export_name(run_id: str) -> str:
@@ -35,7 +37,9 @@ def export_name(run_id: str) -> str:
 class ExportConfig(dg.Config):
     """Run config of ``export_job`` (the ``task_params`` of an export task)."""
 
-    destination: str = Field(description="Local folder; the export lands in <destination>/export-<run_id>/")
+    destination: str = Field(
+        description="Local folder or s3://bucket/prefix; the export lands in <destination>/export-<run_id>/"
+    )
     filter: dict[str, list[str]] = Field(
         default_factory=dict,
         description='Field -> accepted values, AND across fields, e.g. {"provider": ["aihub"], "lang": ["ko"]}',
@@ -47,7 +51,9 @@ class ExportConfig(dg.Config):
     )
     export_all: bool = Field(default=False, description="Export every row; the filter is ignored")
     file_type: str = Field(default="parquet", description="parquet, jsonl, arrow, hf or hdf5")
-    base_path: str = Field(default="", description="Lake folder; empty: $DATALAKE_BASE_PATH or ./lake")
+    base_path: str = Field(
+        default="", description="Lake folder or s3://bucket/prefix; empty: $DATALAKE_BASE_PATH or ./lake"
+    )
     batch_size: int = Field(default=DEFAULT_OPTIONS["batch_size"], description="Rows per record batch")
     hdf5_images: str = Field(default="bytes", description="HDF5 images: 'bytes' (stored file) or 'resized'")
     hdf5_image_shape: list[int] = Field(default=[224, 224, 3], description="[H, W, C] for resized HDF5 images")
@@ -76,15 +82,16 @@ class ExportConfig(dg.Config):
 class ProgressReporter:
     """Writes ``progress.json`` (at most every 0.5 s) and logs a line every 10% or 5 s."""
 
-    def __init__(self, context: dg.OpExecutionContext, path: Path):
+    def __init__(self, context: dg.OpExecutionContext, storage: Storage):
         self.context = context
-        self.path = path
+        self.storage = storage
         self.last_write = self.last_log = 0.0
         self.last_percent = -10
 
     def write(self, status: str, info: dict[str, Any], **extra: Any) -> None:
         doc = {"task_id": self.context.run_id, "status": status, "process_info": info, **extra}
-        write_json_atomic(self.path, {**doc, "updated_at": utc_now_iso()})
+        data = json.dumps({**doc, "updated_at": utc_now_iso()}, indent=2, default=str).encode()
+        self.storage.write_bytes(progress_key(self.context.run_id), data)  # atomic locally, one PUT on S3
         self.last_write = time.monotonic()
 
     def __call__(self, info: dict[str, Any]) -> None:
@@ -102,11 +109,11 @@ class ProgressReporter:
 
 @dg.op(name=EXPORT_OP, out=dg.Out(dg.Nothing), description="Export a filtered catalog snapshot to files.")
 def export_op(context: dg.OpExecutionContext, config: ExportConfig) -> None:
-    layout = LakeLayout(config.base_path or None)
-    reporter = ProgressReporter(context, progress_path(layout, context.run_id))
+    source = open_source(config.base_path or None)
+    reporter = ProgressReporter(context, open_storage(str(source.base)))
     reporter.write("running", {})
     try:
-        result = run_export(layout, config.export_params(), reporter, name=export_name(context.run_id))
+        result = run_export(source, config.export_params(), reporter, name=export_name(context.run_id))
     except ExportError as exc:
         reporter.write("fail", {"err_code": exc.code, "err_msg": exc.message})
         raise dg.Failure(
@@ -119,7 +126,7 @@ def export_op(context: dg.OpExecutionContext, config: ExportConfig) -> None:
     context.log.info(f"export done: {result['scan_data_count']:,} rows -> {result['path']}")
     context.add_output_metadata(
         {
-            "path": dg.MetadataValue.path(result["path"]),
+            "path": dg.MetadataValue.path(result["path"]),  # a folder or an s3:// URI
             "file_type": config.file_type,
             "dagster/row_count": result["scan_data_count"],
             "total_data_count": result["total_data_count"],
