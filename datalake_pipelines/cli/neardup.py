@@ -2,7 +2,9 @@
 
 Registered from ``cli.py`` with ``add_near_dups_command(subparsers, parents)``. Prints each cluster's members
 (partition, row hash, column, asset SHA-256, distance to the kept member); ``--json`` prints the whole report
-(:func:`~datalake_pipelines.core.neardup.report.near_duplicate_report`). Exit code 0 either way.
+(:func:`~datalake_pipelines.core.neardup.report.near_duplicate_report`). ``--out DIR`` also writes the report as
+a static HTML page, each cluster's members side by side as thumbnails (``core/neardup/gallery.py``). Exit code 0
+either way.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ def add_near_dups_command(sub: Any, parents: list[argparse.ArgumentParser]) -> N
                    help=f"Hamming distance in bits of the 64-bit pHash (default {DEFAULT_THRESHOLD})")
     p.add_argument("--partition", metavar="P/D/T/V",
                    help="only clusters with an image of this partition (against the whole lake)")
-    p.add_argument("--limit", type=int, default=50, help="clusters to print in text output (default 50)")
+    p.add_argument("--limit", type=int, default=50,
+                   help="clusters printed in text output and shown in the --out page (default 50)")
+    p.add_argument("--out", metavar="DIR",
+                   help="also write an HTML page of the clusters, members side by side (index.html, thumbs/, images/)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_near_dups)
 
 
@@ -44,9 +50,22 @@ def _text(report: dict[str, Any], limit: int) -> str:
 
 def cmd_near_dups(args: argparse.Namespace) -> int:
     from ..core.neardup.report import near_duplicate_report
-    from .common import emit, layout_of, s3_base
+    from .common import CliError, emit, layout_of, s3_base
 
+    if args.limit < 1:
+        raise CliError("--limit must be at least 1")
     base = s3_base(args) or str(layout_of(args).base)
     report = near_duplicate_report(base, args.threshold, args.partition)
-    emit(args, report, lambda: _text(report, args.limit))
+    text = _text(report, args.limit)
+    if args.out:
+        from ..core.neardup.gallery import member_rows, write_near_dups_gallery
+        from ..core.storage.backends import open_storage
+
+        shown = [m["row_hash"] for c in report["clusters"][: args.limit] for m in c["members"]]
+        page = write_near_dups_gallery(report, open_storage(base).read_bytes, args.out, member_rows(base, shown),
+                                       args.limit, overwrite=args.overwrite)  # fmt: skip
+        report = {**report, "gallery": page}
+        text += f"\nwrote {page['clusters_shown']} cluster(s), {page['thumbnails']} thumbnails to {page['index']}"
+        text += "".join(f"\n  skipped {s}" for s in page["skipped"])
+    emit(args, report, text)
     return 0

@@ -14,7 +14,7 @@ import html
 import os
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,55 @@ figcaption{font-size:12px;margin-top:6px;word-break:break-word}
 li[data-kind=text]{color:#c00} li[data-kind=field]{color:#05c} li[data-kind=region]{color:#080}
 .skipped{color:#a00}
 """
+
+
+def page_html(title: str, meta: str, body: str, style: str = STYLE) -> str:
+    """A whole self-contained page: ``meta`` and ``body`` are HTML (escaped by the caller), ``title`` is text.
+    The Content-Security-Policy (:data:`CSP`) lets the page load images from its own folder only."""
+    t = html.escape(title)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f"<title>{t}</title><style>{style}</style></head><body>"
+        f'<h1>{t}</h1><p class="meta">{meta}</p>{body}</body></html>\n'
+    )
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[tuple[Path, Path]]:
+    """Yield ``(tmp, out)``: write the folder's content into ``tmp`` (a hidden sibling of ``out``); on a clean
+    exit it is renamed to ``out``, on an error it is removed and ``out`` is left as it was.
+
+    ``out`` is never replaced unless ``overwrite``: it is claimed with ``os.mkdir`` first (``FileExistsError``
+    when it exists). With ``overwrite`` the old folder is removed only after the new one is complete."""
+    out = Path(out_dir).expanduser().resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    claimed = False
+    if not overwrite:
+        try:
+            out.mkdir()
+        except FileExistsError:
+            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it") from None
+        claimed = True
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp.mkdir()
+    try:
+        yield tmp, out
+        if claimed:
+            os.rename(tmp, out)  # onto our own empty claim
+        elif out.exists():
+            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:12]}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if claimed:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
 
 
 def _figure(n: int, row: Mapping[str, Any], thumb: str | None, full: str | None, mapping, reason: str = "") -> str:
@@ -78,20 +127,10 @@ def write_gallery(
 
     ``out_dir`` is never replaced unless ``overwrite``: it is claimed with ``os.mkdir`` (``FileExistsError``
     otherwise); the gallery is written to a hidden sibling and renamed into place when complete."""
-    out = Path(out_dir).expanduser().resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    claimed = False
-    if not overwrite:
-        try:
-            out.mkdir()
-        except FileExistsError:
-            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it") from None
-        claimed = True
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:12]}")
-    (tmp / "thumbs").mkdir(parents=True)
-    (tmp / "images").mkdir()
     figures, skipped, copied = [], [], set()
-    try:
+    with staged_folder(out_dir, overwrite) as (tmp, out):
+        (tmp / "thumbs").mkdir()
+        (tmp / "images").mkdir()
         for n, row in enumerate(rows):
             cols = [c for c in image_columns(list(row)) if row.get(c)]
             if not cols:
@@ -114,31 +153,11 @@ def write_gallery(
             name = f"thumbs/{n:05d}.jpg"
             (tmp / name).write_bytes(jpeg_bytes(thumb, 85))
             figures.append(_figure(n, row, name, full, mapping))
-        page = (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-            f"<title>{html.escape(title or 'datalake preview')}</title><style>{STYLE}</style></head><body>"
-            f"<h1>{html.escape(title or 'datalake preview')}</h1>"
-            f'<p class="meta">{len(rows)} rows, {len(rows) - len(skipped)} thumbnails; click one for the full '
-            "image. Boxes: red OCR text, blue KIE fields, green layout regions.</p>"
-            f'<div class="grid">{"".join(figures)}</div></body></html>\n'
-        )
-        (tmp / "index.html").write_text(page, encoding="utf-8")
-        if claimed:
-            os.rename(tmp, out)  # onto our own empty claim
-        elif out.exists():
-            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:12]}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if claimed:
-            with contextlib.suppress(OSError):
-                out.rmdir()
-        raise
+        meta = (f"{len(rows)} rows, {len(rows) - len(skipped)} thumbnails; click one for the full image. Boxes: "
+                "red OCR text, blue KIE fields, green layout regions.")
+        body = f'<div class="grid">{"".join(figures)}</div>'
+        (tmp / "index.html").write_text(page_html(title or "datalake preview", html.escape(meta), body),
+                                        encoding="utf-8")
     return {"path": str(out), "index": str(out / "index.html"), "rows": len(rows),
             "thumbnails": len(rows) - len(skipped), "images": len(copied), "skipped": skipped}
 
