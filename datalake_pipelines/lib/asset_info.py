@@ -122,7 +122,9 @@ def asset_info(env: Mapping[str, str] | None = None) -> AssetInfo:
     return AssetInfo(parse_owners(env.get(OWNERS_ENV, "")), parse_tags(env.get(TAGS_ENV, "")))
 
 
-def table_schema(columns: list[tuple[str, str]], file_columns: frozenset[str] | set[str] = frozenset()) -> dg.TableSchema:
+def table_schema(
+    columns: list[tuple[str, str]], file_columns: frozenset[str] | set[str] = frozenset()
+) -> dg.TableSchema:
     """``dg.TableSchema`` of ``(name, type)`` pairs with the lake's own columns described."""
     return dg.TableSchema(
         columns=[dg.TableColumn(n, t, description=column_description(n, file_columns)) for n, t in columns]
