@@ -131,3 +131,17 @@ def test_bad_settings_are_refused_by_name():
     assert asset_info({}).asset_kwargs() == {"owners": [], "tags": {}, "code_version": CODE_VERSION}
     assert column_description("image_width", {"image"}).startswith("Displayed width")
     assert column_description("image_width", set()) is None
+
+
+def test_totals_on_an_s3_lake(s3_lake, tmp_path, make_jpeg):
+    from datalake_pipelines.core.catalog.warehouse import refresh_duckdb
+
+    client = DatalakeClient(s3_lake, progress=False)
+    a = [make_jpeg(tmp_path / "a" / f"a{i}.jpg") for i in range(2)]
+    client.upload_raw_data(pd.DataFrame({"image": [str(a[0]), str(a[1]), str(a[0])]}), "inhouse", "set_a")
+    assert all(r.status == "done" for r in client.process_pending())
+    refresh_duckdb(s3_lake)
+    totals = read_lake_totals(s3_lake)
+    [row] = totals.datasets
+    assert (row["rows"], row["assets"], row["file_refs"], row["distinct_files"]) == (3, 2, 3, 2)
+    assert row["bytes_stored"] == sum(p.stat().st_size for p in a) and row["dedup_ratio_pct"] == 33.33
