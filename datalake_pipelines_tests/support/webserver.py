@@ -45,10 +45,22 @@ class GraphQLError(RuntimeError):
 
 
 def prepare_home(home: Path) -> Path:
-    """``home`` with the project's ``dagster.yaml`` (the run queue, tag limits, pools) copied in."""
+    """``home`` with the project's ``dagster.yaml`` (the run queue, tag limits, pools) copied in and its SQLite
+    storage created."""
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    init_storage(home)
     return home
+
+
+def init_storage(home: Path) -> None:
+    """Create the instance's SQLite databases (runs, event log, schedules) now, in one process. Otherwise the
+    webserver, the daemon and their code servers all create them at once on a fresh ``DAGSTER_HOME``, and under
+    load one of them fails with alembic's "Version table 'alembic_version' has more than one head present"."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)
 
 
 class DagsterUI:
@@ -70,6 +82,7 @@ class DagsterUI:
         self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
         self.port = free_port()
         self.procs: dict[str, subprocess.Popen] = {}
+        init_storage(self.home)
 
     @property
     def url(self) -> str:
