@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DATALAKE_BASE_PATH ?= $(CURDIR)/lake
 
-.PHONY: install browser demo test bench lint clean
+.PHONY: install browser demo dev test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ browser:
 
 demo: install
 	$(BIN)/python -m datalake_pipelines.demo
+
+# The UI and its daemon on the same instance and lake as the demo (code location datalake_pipelines).
+dev: install
+	$(BIN)/dg dev
 
 test: install browser
 	$(BIN)/python -m pytest -q

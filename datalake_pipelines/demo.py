@@ -3,7 +3,8 @@
 Run with ``make demo`` (or ``python -m datalake_pipelines.demo``). It generates sample images with
 OCR-style JSON annotations, stages one raw and one task upload with ``DatalakeClient``, starts the real
 Dagster daemon (the staging sensor claims the batches and launches the ingest runs), waits for the
-catalog, stops the daemon and prints what the lake now holds, ending with a DuckDB query result.
+catalog and for every run in flight (the refresh included), stops the daemon and prints what the lake now
+holds, ending with a DuckDB query result.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from PIL import Image, ImageDraw
 
 from .client import DatalakeClient
 from .core.lake.layout import LakeLayout
+from .services.idle import wait_until_idle
 from .services.runner import PROJECT_ROOT, batch_status, get_instance, start_pending
 
 WORDS = ["invoice", "total", "receipt", "coffee", "tax", "cash", "card", "change", "date", "store"]
@@ -62,15 +64,20 @@ def run_daemon_until_done(layout: LakeLayout, job_ids: list[str], timeout: float
         )
     print(f"dagster-daemon started (pid {proc.pid}, log {log_path}); the staging sensor will claim the batches")
     instance = get_instance()
-    deadline = time.time() + timeout
+    states: dict[str, str] = {}
+
+    def batches_finished() -> bool:
+        states.update({j: batch_status(layout, instance, j)["state"] for j in job_ids})
+        return all(s in ("done", "failed") for s in states.values()) and layout.duckdb_file.exists()
+
     try:
-        while time.time() < deadline:
-            states = {j: batch_status(layout, instance, j)["state"] for j in job_ids}
-            if all(s in ("done", "failed") for s in states.values()) and layout.duckdb_file.exists():
-                print("batches:", states)
-                return True
-            time.sleep(1)
-        print("timed out waiting for the daemon; states:", states)
+        # Stop the daemon only once nothing is in flight and catalog.duckdb was refreshed after the last ingest:
+        # killing it mid-run would leave a failed run behind (and an outdated catalog.duckdb).
+        idle, running = wait_until_idle(instance, timeout, ready=batches_finished)
+        if idle:
+            print("batches:", states)
+            return True
+        print("timed out waiting for the daemon; states:", states, "runs in flight:", [r.run_id for r in running])
         return False
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -1,10 +1,10 @@
 """Export tasks on the Dagster instance: ``create_export`` launches ``export_job``, ``export_info`` reports it.
 
 The task id is the Dagster run id. Without ``wait`` the run is created from the code location (loaded from
-``module``, by default the project's ``datalake_pipelines.definitions``, the location ``workspace.yaml`` names)
-and submitted to the instance's run coordinator: queued for the daemon under ``dagster dev``/``dagster-daemon``,
-or launched at once in the code server's subprocess with the default coordinator. With ``wait=True`` the job
-runs now, in this process, recorded in the same instance.
+``module``, by default the project's ``datalake_pipelines.definitions``, named ``LOCATION_NAME`` as in
+``workspace.yaml``) and submitted to the instance's run coordinator: queued for the daemon under
+``dagster dev``/``dagster-daemon``, or launched at once in the code server's subprocess with the default
+coordinator. With ``wait=True`` the job runs now, in this process, recorded in the same instance.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from ..core.export.tasks import ExportError, ExportParams
 from ..core.lake.layout import LakeLayout
 from ..core.storage.backends import open_storage
 from ..defs.exports.jobs import EXPORT_JOB, EXPORT_OP, export_job, export_name, progress_key
+from ..lib.location import DEFINITIONS_MODULE, LOCATION_NAME
 
-DEFAULT_MODULE = "datalake_pipelines.definitions"
+DEFAULT_MODULE = DEFINITIONS_MODULE
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TASK_NOT_FOUND = "TASK_NOT_FOUND"
 EXPORT_CANCELED = "EXPORT_CANCELED"
@@ -68,13 +69,15 @@ def _submit(instance: dg.DagsterInstance, run_config: dict, module: str, working
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import ModuleTarget
 
-    target = ModuleTarget(module, None, working_directory or str(PROJECT_ROOT), None)
+    # The project's module gets the one location name (lib/location.py): the daemon's workspace must know it.
+    name = LOCATION_NAME if module == DEFINITIONS_MODULE else module
+    target = ModuleTarget(module, None, working_directory or str(PROJECT_ROOT), name)
     with WorkspaceProcessContext(instance, target, version=__version__) as process_context:
         workspace = process_context.create_request_context()
-        error = workspace.get_code_location_error(module)
+        error = workspace.get_code_location_error(name)
         if error:
             raise ExportError("EXPORT_FAILED", f"cannot load code location {module!r}: {error.message}")
-        location = workspace.get_code_location(module)
+        location = workspace.get_code_location(name)
         repos = [r for r in location.get_repositories().values() if r.has_job(EXPORT_JOB)]
         if not repos:
             raise ExportError("EXPORT_FAILED", f"code location {module!r} has no {EXPORT_JOB!r}; add it to its defs")

@@ -17,6 +17,7 @@ from PIL import Image
 from datalake_pipelines import DatalakeClient
 from datalake_pipelines.core.lake.queue import read_claim
 from datalake_pipelines.services.runner import batch_status
+from datalake_pipelines_tests.support.webserver import init_storage
 
 PROJECT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(300)
@@ -62,6 +63,7 @@ def daemon_env(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    init_storage(home)  # once, before the daemon and its code server race to create it
     lake = tmp_path / "lake"
     env = {
         **os.environ,

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from ...core.neardup.report import DEFAULT_THRESHOLD, near_duplicate_report, thumbnails_markdown
 from ...core.storage.backends import open_storage
+from ...lib.asset_info import asset_info
 from ...lib.resources import LakeResource
 from ..ingest.assets import catalog_partition
 
@@ -28,6 +29,7 @@ class NearDuplicatesConfig(dg.Config):
     group_name="neardup",
     kinds={"python"},
     description="Clusters of near-duplicate images across the lake (64-bit pHash, multi-index hashing).",
+    **asset_info().asset_kwargs(),
 )
 def near_duplicates(
     context: dg.AssetExecutionContext, config: NearDuplicatesConfig, lake: LakeResource

@@ -13,13 +13,16 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from ...core.catalog.s3 import cached_duckdb_file
+from ...core.catalog.totals import read_lake_totals
 from ...core.catalog.warehouse import refresh_duckdb
 from ...core.lake.layout import BASE_PATH_ENV
 from ...core.lake.locks import exclusive_lock
 from ...core.storage.backends import cache_dir_for, is_s3_uri
 from ...lib.after_ingest import after_new_materializations
+from ...lib.asset_info import asset_info
 from ...lib.resources import LakeResource
 from ..ingest.assets import catalog_partition
+from .totals_metadata import totals_metadata
 
 WAREHOUSE_POOL = "catalog_warehouse"
 
@@ -29,7 +32,9 @@ WAREHOUSE_POOL = "catalog_warehouse"
     group_name="warehouse",
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
-    description="DuckDB database over the Parquet catalog; rebuilt in a temp file and swapped in atomically.",
+    description="DuckDB database over the Parquet catalog; rebuilt in a temp file and swapped in atomically. "
+    "Its metadata holds the lake's totals per provider and dataset (rows, stored files and bytes, dedup ratio).",
+    **asset_info().asset_kwargs(),
 )
 def duckdb_catalog(
     context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
@@ -45,14 +50,15 @@ def duckdb_catalog(
         raise dg.Failure(f"the duckdb resource points at {duckdb.database}, not this lake's {database}")
     with exclusive_lock(lock):
         summary = refresh_duckdb(target, database)
-    with duckdb.get_connection() as con:
-        partitions = con.execute("SELECT count(*), coalesce(sum(rows), 0) FROM partitions").fetchone()
+    # DuckDB over the refreshed file plus the catalog view: totals per provider/dataset for the metadata
+    totals = read_lake_totals(base if is_s3_uri(base) else layout.base)
     context.log.info(f"catalog.duckdb refreshed: {summary}")
     return dg.MaterializeResult(
         metadata={
             "database": dg.MetadataValue.path(str(duckdb.database)),
-            "partitions": int(partitions[0]),
-            "dagster/row_count": int(partitions[1]),
+            "partitions": totals.totals["partitions"],
+            "dagster/row_count": totals.totals["rows"],
+            **totals_metadata(totals),
             "summary": dg.MetadataValue.json(summary),
         }
     )
