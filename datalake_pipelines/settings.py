@@ -4,26 +4,7 @@
 ``monkeypatch.setenv``, a Dagster run's process) is seen by the next call; nothing is read at import time.
 Every other module asks :func:`load` instead of ``os.environ``. Each setting has exactly one default, here.
 
-====================================  ==========================  ===================================================
-variable                              default                     used by
-====================================  ==========================  ===================================================
-``DATALAKE_BASE_PATH``                ``./lake``                  every command: a lake folder or ``s3://bucket/prefix``
-``DATALAKE_NUM_PROC``                 CPU count                   worker processes of uploads and processing
-``DATALAKE_BATCH_SIZE``               1000                        rows per processing batch
-``DATALAKE_SENSOR_INTERVAL``          30 (s)                      the staging sensor's minimum interval
-``DATALAKE_QUIET_SECONDS``            10 (s)                      a hand drop is claimed after this long unchanged
-``DATALAKE_GRACE_SECONDS``            600 (s)                     a manifest-less hand drop fails after this long
-``DATALAKE_CACHE_DIR``                ``~/.cache/datalake``       local working folder of S3 lakes
-``DATALAKE_MULTIPART_THRESHOLD_MB``   100                         S3 uploads above this are multipart
-``DATALAKE_CHUNKED_THRESHOLD_MB``     50                          data-file transfers above this are chunked
-``DATALAKE_MAX_IMAGE_PIXELS``         89,478,485                  the one image pixel limit (Pillow's default)
-``DATALAKE_ATHENA_DATABASE``          ``datalake``                Glue database of the Athena tables
-``DATALAKE_ATHENA_OUTPUT``            ``<lake>/athena-results/``  Athena query results
-``DATALAKE_ATHENA_WORKGROUP``         Athena's primary            Athena workgroup
-``DATALAKE_ATHENA_REGION``            the AWS region              Athena and Glue region
-``AWS_ENDPOINT_URL_S3`` / ``_URL``    AWS                         S3 endpoint (MinIO, moto), as boto3 resolves it
-``AWS_REGION`` / ``_DEFAULT_REGION``  boto3's                     region of pyarrow's S3 file system
-====================================  ==========================  ===================================================
+The variables, their defaults and what they set are listed in README.md, section "Settings".
 """
 
 from __future__ import annotations
