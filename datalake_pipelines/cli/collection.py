@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import DatalakeError
 from .common import emit, layout_of, parse_pairs
+
+if TYPE_CHECKING:  # the core modules are imported by the handlers only, to keep `datalake --help` quick
+    from ..core.collection.config import FileSpec
 
 
 def parse_spec_flag(text: str) -> dict[str, Any]:
@@ -64,7 +67,7 @@ def cmd_collection_create(args: argparse.Namespace) -> int:
     from ..core.collection.config import create_collection
 
     meta = parse_pairs(args.meta or [], "--meta")
-    specs = [parse_spec_flag(s) for s in args.spec or []]
+    specs: list[dict[str, Any] | FileSpec] = [parse_spec_flag(s) for s in args.spec or []]
     if not specs:
         raise DatalakeError("give at least one --spec NAME:required|optional:.ext1,.ext2")
     c = create_collection(

@@ -23,10 +23,12 @@ def lake_schema(args: argparse.Namespace) -> tuple[Any, Callable[[], None], str]
         return schema, schema.save, str(schema.path)
     s3_lake = S3Lake(base)
     schema = load_schema(s3_lake.scratch_layout())
+    local_copy = schema.path
+    assert local_copy is not None  # a schema loaded from a layout knows its file
 
     def save() -> None:
         schema.save()
-        s3_lake.put_schema(schema.path)
+        s3_lake.put_schema(local_copy)
 
     return schema, save, s3_lake.uri_of("config/schema.yaml")
 

@@ -1,6 +1,4 @@
-"""``datalake ingest-url URL``: stream a URL into S3 (``--to``) or stage it as a batch (``--stage``).
-
-"""
+"""``datalake ingest-url URL``: stream a URL into S3 (``--to``) or stage it as a batch (``--stage``)."""
 
 from __future__ import annotations
 

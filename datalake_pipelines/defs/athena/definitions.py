@@ -1,8 +1,11 @@
-"""The Athena domain's definitions, for ``dg.Definitions.merge`` into the code location."""
+"""The Athena domain's definitions: the Glue tables asset, its job and the sensor after ingests.
+
+Its ``athena`` resource is bound once, with the others, in ``datalake_pipelines/definitions.py``.
+"""
 
 import dagster as dg
 
 from .assets import athena_tables
-from .resources import athena_settings_from_env
+from .sensors import athena_job, athena_on_ingest
 
-defs = dg.Definitions(assets=[athena_tables], resources={"athena": athena_settings_from_env()})
+defs = dg.Definitions(assets=[athena_tables], jobs=[athena_job], sensors=[athena_on_ingest])
