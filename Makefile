@@ -41,8 +41,11 @@ test: install browser
 bench: install
 	$(BIN)/python benchmarks/ingest.py
 
+# ruff (lint rules and formatting, checked, never rewritten here) and mypy (config in pyproject.toml).
 lint: install
 	$(BIN)/ruff check datalake_pipelines datalake_pipelines_tests benchmarks
+	$(BIN)/ruff format --check datalake_pipelines datalake_pipelines_tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) lake .dagster_home

@@ -10,21 +10,11 @@ from typing import Any
 from .client_collections import CollectionClientMixin
 from .core.ingest.processing import BatchResult, ProcessOptions, process_pending
 from .core.ingest.staging import BatchStager, build_manifest
-from .core.lake.layout import BASE_PATH_ENV, RAW_TASK, LakeLayout
+from .core.lake.layout import RAW_TASK, LakeLayout
 from .core.lake.s3 import S3Lake
 from .core.lake.schema import SchemaConfig, load_schema
 from .core.storage.backends import is_s3_uri
-
-NUM_PROC_ENV = "DATALAKE_NUM_PROC"
-BATCH_SIZE_ENV = "DATALAKE_BATCH_SIZE"
-
-
-def default_num_proc() -> int:
-    return int(os.environ.get(NUM_PROC_ENV) or max(1, os.cpu_count() or 1))
-
-
-def default_batch_size() -> int:
-    return int(os.environ.get(BATCH_SIZE_ENV) or 1000)
+from .settings import load as load_settings
 
 
 class DatalakeClient(CollectionClientMixin):
@@ -37,12 +27,13 @@ class DatalakeClient(CollectionClientMixin):
         batch_size: int | None = None,
         progress: bool = True,
     ):
-        base = str(base_path) if base_path is not None else os.environ.get(BASE_PATH_ENV, "")
+        settings = load_settings()
+        base = str(base_path) if base_path is not None else settings.base_path
         self.s3_lake = S3Lake(base) if is_s3_uri(base) else None
         # On S3 a batch is assembled in a local scratch lake, then uploaded with its manifest last.
         self.layout = self.s3_lake.scratch_layout() if self.s3_lake else LakeLayout(base_path)
-        self.num_proc = num_proc or default_num_proc()
-        self.batch_size = batch_size or default_batch_size()
+        self.num_proc = num_proc or settings.num_proc
+        self.batch_size = batch_size or settings.batch_size
         self.progress = progress
         # The staging report of the last upload: images, other_files, skipped_count, skipped (path, reason),
         # image_columns and text_columns (column -> why); also in the batch's _metadata.json.

@@ -1,46 +1,55 @@
-"""The Dagster code location: ``defs`` for ``dagster dev``, ``dagster asset materialize`` and workspace.yaml."""
+"""The Dagster code location: ``defs`` for ``dagster dev``, ``dagster asset materialize`` and workspace.yaml.
+
+Each domain under ``defs/`` declares its own ``defs`` (assets, checks, jobs, sensors); this module merges them
+with ``dg.Definitions.merge`` and binds the resources, once, here (``merge`` refuses two different resource
+objects under one key, so no domain binds its own).
+"""
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
 from .core.catalog.s3 import cached_duckdb_file
-from .core.lake.layout import BASE_PATH_ENV, LakeLayout
+from .core.lake.layout import LakeLayout
 from .core.storage.backends import is_s3_uri
-from .defs.athena.assets import athena_tables
+from .defs.athena import definitions as athena
 from .defs.athena.resources import athena_settings_from_env
-from .defs.athena.sensors import athena_job, athena_on_ingest
-from .defs.exports.jobs import export_job
-from .defs.ingest.assets import catalog_partition
-from .defs.ingest.checks import asset_files_match_hashes, no_duplicate_rows, required_meta_present
-from .defs.ingest.sensors import ingest_job, staging_sensor
-from .defs.neardup.assets import near_duplicates
-from .defs.warehouse.assets import duckdb_catalog, refresh_job, refresh_on_ingest
+from .defs.exports import definitions as exports
+from .defs.ingest import definitions as ingest
+from .defs.neardup import definitions as neardup
+from .defs.warehouse import definitions as warehouse
 from .lib.resources import lake_resource_from_env
+from .settings import load as load_settings
 
 
-def duckdb_file(base: str):
+def duckdb_file(base: str) -> Path:
     """``<base>/catalog.duckdb``, or its local copy in the cache folder for an S3 lake."""
     return cached_duckdb_file(base) if is_s3_uri(base) else LakeLayout(base or None, create=False).duckdb_file
 
 
+def resources() -> dict[str, object]:
+    """The code location's resources (``lake``, ``duckdb``, ``s3``, ``athena``), configured from the settings."""
+    return {
+        "lake": lake_resource_from_env(),
+        "duckdb": DuckDBResource(database=str(duckdb_file(load_settings().base_path))),
+        "s3": S3Resource(),
+        "athena": athena_settings_from_env(),
+    }
+
+
 def build_defs() -> dg.Definitions:
-    lake = lake_resource_from_env()
-    return dg.Definitions(
-        assets=[catalog_partition, duckdb_catalog, athena_tables, near_duplicates],
-        asset_checks=[asset_files_match_hashes, no_duplicate_rows, required_meta_present],
-        jobs=[ingest_job, refresh_job, export_job, athena_job],
-        sensors=[staging_sensor, refresh_on_ingest, athena_on_ingest],
-        resources={
-            "lake": lake,
-            "duckdb": DuckDBResource(database=str(duckdb_file(os.environ.get(BASE_PATH_ENV, "")))),
-            "s3": S3Resource(),
-            "athena": athena_settings_from_env(),
-        },
+    """Every domain's definitions merged, with the resources bound once."""
+    return dg.Definitions.merge(
+        ingest.defs,
+        warehouse.defs,
+        athena.build_defs(),  # empty on a local lake: read at load time, like the resources
+        exports.defs,
+        neardup.defs,
+        dg.Definitions(resources=resources()),
     )
 
 

@@ -26,6 +26,8 @@ from .client import DatalakeClient
 from .core.lake.layout import LakeLayout
 from .services.idle import wait_until_idle
 from .services.runner import PROJECT_ROOT, batch_status, get_instance, start_pending
+from .settings import SENSOR_INTERVAL_ENV
+from .settings import load as load_settings
 
 WORDS = ["invoice", "total", "receipt", "coffee", "tax", "cash", "card", "change", "date", "store"]
 
@@ -55,7 +57,9 @@ def make_samples(folder: Path, count: int, seed: int = 7) -> pd.DataFrame:
 
 def run_daemon_until_done(layout: LakeLayout, job_ids: list[str], timeout: float) -> bool:
     """Start ``dagster-daemon`` in its own process group, wait for the batches, stop the group."""
-    env = {**os.environ, "DATALAKE_SENSOR_INTERVAL": os.environ.get("DATALAKE_SENSOR_INTERVAL", "5")}
+    settings = load_settings()
+    interval = settings.sensor_interval if SENSOR_INTERVAL_ENV in settings.explicit else 5  # the demo's 5 s
+    env = {**os.environ, SENSOR_INTERVAL_ENV: str(interval)}
     daemon = [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")]
     log_path = layout.logs_dir / "demo-daemon.log"
     with open(log_path, "wb") as log:

@@ -1,32 +1,28 @@
 """``datalake collection list|show|create|upload``: collections of data units from the command line.
 
-Wire with ``add_collection_commands(sub)`` in ``cli.build_parser``. Handlers take ``args`` (``args.base_path``
-may be ``None``: the default lake) and return an exit code: 0 done, 1 refused or failed upload.
+Handlers take ``args`` (``args.base_path`` may be ``None``: the default lake) and return an exit code: 0 done,
+1 refused or failed upload.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import DatalakeError
-from ..core.lake.layout import LakeLayout
-from .common import s3_base
+from .common import emit, lake_of, parse_pairs
 
-
-def _layout(args: argparse.Namespace) -> LakeLayout | str:
-    """The lake: its layout, or its ``s3://`` base (the collection API takes both)."""
-    return s3_base(args) or LakeLayout(getattr(args, "base_path", None))
-
-
-def _print(args: argparse.Namespace, doc: Any, text: str) -> None:
-    print(json.dumps(doc, indent=2, ensure_ascii=False, default=str) if getattr(args, "json", False) else text)
+if TYPE_CHECKING:  # the core modules are imported by the handlers only, to keep `datalake --help` quick
+    from ..core.collection.config import FileSpec
 
 
 def parse_spec_flag(text: str) -> dict[str, Any]:
-    """``image:required:.jpg,.png[:description]`` -> a file specification mapping."""
+    """``image:required:.jpg,.png[:description]`` -> a file specification mapping.
+
+    Not a ``key=value`` flag: four ``:``-separated fields, the extensions a comma list. Raises
+    :class:`DatalakeError` for another shape.
+    """
     parts = text.split(":", 3)
     if len(parts) < 3 or parts[1] not in ("required", "optional") or not parts[2].strip():
         raise DatalakeError(f"--spec expects NAME:required|optional:.ext1,.ext2[:description], got {text!r}")
@@ -54,33 +50,28 @@ def _describe(c: dict[str, Any]) -> str:
 def cmd_collection_list(args: argparse.Namespace) -> int:
     from ..core.collection.api import list_data_collection
 
-    found = list_data_collection(_layout(args))
-    _print(args, found, "\n".join(_describe(c) for c in found) or "(no collections)")
+    found = list_data_collection(lake_of(args))
+    emit(args, found, "\n".join(_describe(c) for c in found) or "(no collections)")
     return 0
 
 
 def cmd_collection_show(args: argparse.Namespace) -> int:
     from ..core.collection.api import get_data_collection
 
-    c = get_data_collection(_layout(args), args.name)
-    _print(args, c, _describe(c))
+    c = get_data_collection(lake_of(args), args.name)
+    emit(args, c, _describe(c))
     return 0
 
 
 def cmd_collection_create(args: argparse.Namespace) -> int:
     from ..core.collection.api import create_collection
 
-    meta = {}
-    for item in args.meta or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise DatalakeError(f"--meta expects key=value, got {item!r}")
-        meta[key.strip()] = value.strip()
-    specs = [parse_spec_flag(s) for s in args.spec or []]
+    meta = parse_pairs(args.meta or [], "--meta")
+    specs: list[dict[str, Any] | FileSpec] = [parse_spec_flag(s) for s in args.spec or []]
     if not specs:
         raise DatalakeError("give at least one --spec NAME:required|optional:.ext1,.ext2")
     c = create_collection(
-        _layout(args),
+        lake_of(args),
         args.name,
         args.provider,
         args.dataset,
@@ -90,7 +81,7 @@ def cmd_collection_create(args: argparse.Namespace) -> int:
         args.variant,
         meta,
     ).to_dict()
-    _print(args, c, "created collection\n" + _describe(c))
+    emit(args, c, "created collection\n" + _describe(c))
     return 0
 
 
@@ -99,7 +90,7 @@ def cmd_collection_upload(args: argparse.Namespace) -> int:
     from ..core.collection.units import format_table
     from ..core.collection.upload import UploadError
 
-    layout = _layout(args)
+    layout = lake_of(args)
     kwargs = {}
     if args.batch_size:
         kwargs["batch_size"] = args.batch_size
@@ -121,19 +112,18 @@ def cmd_collection_upload(args: argparse.Namespace) -> int:
     except UploadError as exc:
         if not exc.report:
             raise
-        _print(args, exc.report, f"{format_table(exc.report)}\nreport: {exc.report.get('report_path')}")
+        emit(args, exc.report, f"{format_table(exc.report)}\nreport: {exc.report.get('report_path')}")
         print(f"error: {exc}", file=sys.stderr)
         return 1
     text = f"{format_table(report)}\nreport: {report['report_path']}"
     if report["upload"]["batches"]:
         text += "\nrun `datalake process start` to ingest the staged batches"
-    _print(args, report, text)
+    emit(args, report, text)
     return 0
 
 
-def add_collection_commands(subparsers: Any, parents: list[argparse.ArgumentParser] | None = None) -> None:
-    """Add ``collection list|show|create|upload`` to the ``datalake`` sub-command parsers."""
-    parents = parents or []
+def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """``collection list|show|create|upload``."""
     collection = subparsers.add_parser("collection", help="collections of data units (config/collections.yaml)")
     sub = collection.add_subparsers(dest="action", required=True)
     p = sub.add_parser("list", parents=parents, help="list collections")

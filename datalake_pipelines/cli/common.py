@@ -1,19 +1,35 @@
-"""What every ``datalake`` command shares: its errors, prompting, ``key=value`` parsing and output.
+"""What every ``datalake`` command shares, once: errors, global options, prompting, ``key=value`` parsing,
+the lake selection and the output helper.
 
-Kept apart from ``cli.py`` so that the command modules (``cli_download``, ``cli_verify``, ``cli_ingest_url``)
-import it without importing the parser that imports them.
+Command modules import this module and nothing else of the CLI (``main`` imports them), so there is no
+import circle.
+
+``key=value`` flags follow one rule, :func:`split_pair`: split at the first ``=``, the key trimmed and
+required, the value verbatim (commas, spaces and further ``=`` are data, never split or trimmed). What
+differs between flags is what a repeated key and an empty value mean, so each has its own small parser:
+
+- :func:`parse_pairs` (``upload --meta``, ``collection create --meta``, ``ingest-url --meta``): one value per
+  field of a task's meta; an empty value or a repeated key is refused (a second value would silently win).
+- :func:`parse_where` (``download --where``): a repeated column is a list (SQL ``IN``), an empty value is the
+  empty string (a value a column can hold); raises ``ValueError`` (the query's own error type).
+- ``export.parse_filters`` (``export create --filter``): always a list of distinct values, an empty value is
+  refused; raises ``ExportError`` with the export API's stable codes, so it lives with the export command.
+- :func:`parse_allowed_values` (``config task create --allowed-values``): ``field=v1,v2``, the value *is* a
+  comma list (allowed values are names, never free text).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from ..core.lake.layout import BASE_PATH_ENV, LakeLayout
+from ..core.lake.layout import LakeLayout
+from ..settings import BASE_PATH_ENV
+from ..settings import load as load_settings
 
 
 class UsageError(Exception):
@@ -22,6 +38,21 @@ class UsageError(Exception):
 
 class CliError(Exception):
     """An expected failure outside the core (exit code 1)."""
+
+
+# global options -----------------------------------------------------------------------------------------
+BASE_HELP = f"lake folder (default ${BASE_PATH_ENV} or ./lake)"
+
+
+def global_options() -> argparse.ArgumentParser:
+    """The parent parser of every sub-command: ``--base-path`` and ``--json`` after the sub-command too.
+
+    ``SUPPRESS`` keeps the value given before the sub-command (the top-level parser's) when it is not repeated.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--base-path", default=argparse.SUPPRESS, help=BASE_HELP)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    return common
 
 
 # prompting ---------------------------------------------------------------------------------------------
@@ -60,24 +91,36 @@ def ask(
     raise UsageError(f"missing {flag} (no valid answer)")
 
 
+# key=value ----------------------------------------------------------------------------------------------
 def split_list(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def split_pair(item: str) -> tuple[str, str] | None:
+    """``"key=value"`` -> ``("key", "value")``: the key trimmed, the value verbatim (possibly empty).
+
+    None when ``item`` has no ``=`` or an empty key: each caller raises its own error type.
+    """
+    key, sep, value = item.partition("=")
+    return (key.strip(), value) if sep and key.strip() else None
 
 
 def parse_pairs(items: Sequence[str], flag: str) -> dict[str, str]:
     """``["lang=ko", "note=Seoul, Korea"]`` -> ``{"lang": "ko", "note": "Seoul, Korea"}``.
 
     One ``key=value`` per flag; the value is kept verbatim (commas, spaces) so it is never split or trimmed
-    silently. A key given twice is refused rather than letting the last one win unseen.
+    silently. A key given twice is refused rather than letting the last one win unseen. Raises
+    :class:`CliError` for a malformed item.
     """
     pairs: dict[str, str] = {}
     for item in items:
-        key, sep, val = item.partition("=")
-        if not sep or not key.strip() or not val:
+        pair = split_pair(item)
+        if pair is None or not pair[1]:
             raise CliError(f"{flag} expects key=value (one pair per {flag}), got {item!r}")
-        if key.strip() in pairs:
-            raise CliError(f"{flag} names {key.strip()!r} twice")
-        pairs[key.strip()] = val
+        key, value = pair
+        if key in pairs:
+            raise CliError(f"{flag} names {key!r} twice")
+        pairs[key] = value
     return pairs
 
 
@@ -88,30 +131,85 @@ def parse_allowed_values(items: Sequence[str]) -> dict[str, list[str]]:
         for part in item.split("/"):
             if not part.strip():
                 continue
-            key, sep, vals = part.partition("=")
-            values = split_list(vals)
-            if not sep or not key.strip() or not values:
+            pair = split_pair(part)
+            values = split_list(pair[1]) if pair else []
+            if pair is None or not values:
                 raise CliError(f"--allowed-values expects field=v1,v2,..., got {part.strip()!r}")
-            allowed[key.strip()] = values
+            allowed[pair[0]] = values
     return allowed
 
 
-# output -------------------------------------------------------------------------------------------------
-def emit(args: argparse.Namespace, doc: Any, text: str | Callable[[], str]) -> None:
-    if args.json:
-        print(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
-    else:
-        print(text() if callable(text) else text)
-
-
-def layout_of(args: argparse.Namespace) -> LakeLayout:
+def json_object(text: str, flag: str, shape: str, error: Callable[[str], Exception]) -> dict[str, Any]:
+    """``text`` parsed as a JSON object; ``error(message)`` is raised for bad JSON or another JSON type
+    (the message names ``flag`` and the expected ``shape``, e.g. ``{column: [values]}``)."""
     try:
-        return LakeLayout(args.base_path)
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{flag} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise error(f"{flag} must be an object {shape}")
+    return doc
+
+
+def parse_where(items: Sequence[str] | None, json_text: str | None = None) -> dict[str, Any]:
+    """``--where`` flags and ``--where-json`` -> ``{column: value or [values]}``.
+
+    Each ``--where COLUMN=VALUE`` holds exactly one value, everything after the first ``=`` (commas and spaces
+    included: ``--where "city=Seoul, Korea"``; ``--where city=`` is the empty string); repeating a column gives
+    a list (``IN``). ``--where-json '{"city": ["Seoul, Korea", "Busan"], "score": 3}'`` gives lists and numbers
+    at once. Values are cast to their column's type by the query; one that does not cast is an error naming
+    the column. Raises ``ValueError`` for a malformed flag.
+    """
+    where: dict[str, Any] = {}
+
+    def add(key: str, value: Any) -> None:
+        if key not in where:
+            where[key] = value
+        else:
+            current = where[key] if isinstance(where[key], list) else [where[key]]
+            where[key] = current + (value if isinstance(value, list) else [value])
+
+    for item in items or []:
+        pair = split_pair(item)
+        if pair is None:  # an empty value is the empty string
+            raise ValueError(f"--where expects COLUMN=VALUE, got {item!r}")
+        add(*pair)
+    if json_text:
+        doc = json_object(json_text, "--where-json", "{column: value or [values]}", ValueError)
+        for key, value in doc.items():
+            add(key, value)
+    return where
+
+
+# the lake -----------------------------------------------------------------------------------------------
+def layout_of(args: argparse.Namespace) -> LakeLayout:
+    """The local lake of ``--base-path`` (``$DATALAKE_BASE_PATH`` or ``./lake``); CliError for an S3 base."""
+    try:
+        return LakeLayout(getattr(args, "base_path", None))
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
 
 def s3_base(args: argparse.Namespace) -> str | None:
     """The lake base when it is ``s3://...`` (flag or ``$DATALAKE_BASE_PATH``), else None."""
-    base = str(args.base_path or os.environ.get(BASE_PATH_ENV, ""))
+    base = str(getattr(args, "base_path", None) or load_settings().base_path)
     return base if base.startswith("s3://") else None
+
+
+def lake_base(args: argparse.Namespace) -> str | Path:
+    """The lake of ``--base-path``: its ``s3://`` URI, else the resolved local folder."""
+    return s3_base(args) or layout_of(args).base
+
+
+def lake_of(args: argparse.Namespace) -> LakeLayout | str:
+    """The lake of ``--base-path`` for APIs that take either backend: its ``s3://`` URI, else its local layout."""
+    return s3_base(args) or layout_of(args)
+
+
+# output -------------------------------------------------------------------------------------------------
+def emit(args: argparse.Namespace, doc: Any, text: str | Callable[[], str]) -> None:
+    """Print ``doc`` as indented JSON with ``--json``, else ``text`` (a string, or a function making it)."""
+    if getattr(args, "json", False):
+        print(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(text() if callable(text) else text)

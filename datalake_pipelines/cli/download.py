@@ -1,20 +1,21 @@
 """``datalake download``: a selection by partitions or by text, as Parquet, Arrow or HF ``datasets``.
 
-Registered from ``cli.py`` with ``add_download_command(subparsers, parents)``. With no selection flag on a
-terminal it asks the reference's questions; filters follow ``cli_filters`` (one verbatim value per flag).
+With no selection flag on a terminal it asks the reference's questions; ``--where`` follows
+:func:`.common.parse_where` (one verbatim value per flag).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .common import UsageError, ask, emit, layout_of, s3_base, split_list, stdin_is_tty
-from .filters import parse_columns, parse_where
+from .common import UsageError, ask, emit, lake_of, layout_of, parse_where, s3_base, split_list, stdin_is_tty
 
 
-def add_download_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("download", parents=parents, help="download a selection as parquet, arrow or hf")
+def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """``download``."""
+    p = subparsers.add_parser("download", parents=parents, help="download a selection as parquet, arrow or hf")
     for flag in ("provider", "dataset", "task", "variant"):
         p.add_argument(f"--{flag}", action="append", help=f"{flag} to include (repeatable)")
     p.add_argument("--all", action="store_true", help="every partition")
@@ -85,7 +86,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     if selection.text is not None and not selection.column:
         raise UsageError("--text needs --search-column")
     manifest = download(
-        s3_base(args) or layout_of(args),
+        lake_of(args),
         selection,
         args.format or "parquet",
         args.out,
@@ -105,3 +106,24 @@ def _selection_columns(args: argparse.Namespace) -> list[str]:
     with DuckDBClient(base_path=s3_base(args) or layout_of(args).base) as duck:
         filters = {"providers": args.provider, "datasets": args.dataset, "tasks": args.task, "variants": args.variant}
         return list(duck._selection(**{k: v or None for k, v in filters.items()}, columns=None)[1])
+
+
+def parse_columns(items: Sequence[str] | None, available: Callable[[], Sequence[str]]) -> list[str]:
+    """``--columns`` flags -> column names, one column per flag (repeatable).
+
+    A flag holding a comma is still read as a comma-separated list (the old form), unless its whole text is
+    the name of a column of the selection: an existing column named verbatim wins, so a column whose name
+    holds a comma can always be chosen (``--columns "a,b"``). ``available`` gives the selection's columns
+    and is only called when some flag holds a comma.
+    """
+    names: list[str] = []
+    existing: set[str] | None = None
+    for item in items or []:
+        if "," in item:
+            if existing is None:
+                existing = set(available())
+            if item not in existing:
+                names.extend(part.strip() for part in item.split(",") if part.strip())
+                continue
+        names.append(item)
+    return list(dict.fromkeys(names))

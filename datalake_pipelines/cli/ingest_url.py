@@ -1,19 +1,18 @@
-"""``datalake ingest-url URL``: stream a URL into S3 (``--to``) or stage it as a batch (``--stage``).
-
-Registered from ``cli.py`` with ``add_ingest_url_command(sub, parents)``. Helpers of ``cli.py`` are imported
-inside the handler (``cli.py`` imports this module at load time).
-"""
+"""``datalake ingest-url URL``: stream a URL into S3 (``--to``) or stage it as a batch (``--stage``)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from .common import CliError, UsageError, ask, emit, parse_pairs
+
 GiB = 1024**3
 
 
-def add_ingest_url_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """``ingest-url``."""
+    p = subparsers.add_parser(
         "ingest-url", parents=parents, help="stream a URL into S3 (--to) or stage a Parquet/zip URL (--stage)"
     )
     p.add_argument("url")
@@ -36,7 +35,6 @@ def add_ingest_url_command(sub: Any, parents: list[argparse.ArgumentParser]) -> 
 def cmd_ingest_url(args: argparse.Namespace) -> int:
     """``--to``: stream the URL into one S3 object (multipart from memory). ``--stage``: make it a batch."""
     from ..core.storage.transfer import TransferError, TransferSettings, stream_url_to_s3
-    from .common import CliError, UsageError, emit
 
     if bool(args.to) == bool(args.stage):
         raise UsageError("pass either --to s3://bucket/key or --stage (into the lake at --base-path)")
@@ -62,7 +60,6 @@ def cmd_ingest_url(args: argparse.Namespace) -> int:
 
 def _stage(args: argparse.Namespace, settings) -> int:
     from ..core.ingest.remote_batch import stage_remote
-    from .common import ask, emit, parse_pairs
 
     batch = stage_remote(
         args.url,

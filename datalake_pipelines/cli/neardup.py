@@ -69,3 +69,4 @@ def cmd_near_dups(args: argparse.Namespace) -> int:
         text += "".join(f"\n  skipped {s}" for s in page["skipped"])
     emit(args, report, text)
     return 0
+add_parser = add_near_dups_command  # the cli package wires every group through its add_parser

@@ -105,3 +105,4 @@ def cmd_preview(args: argparse.Namespace) -> int:
     emit(args, report, lambda: f"wrote {report['thumbnails']} of {report['rows']} rows to {report['index']}"
          + "".join(f"\n  skipped {s}" for s in report["skipped"]))
     return 0
+add_parser = add_profile_commands  # the cli package wires every group through its add_parser

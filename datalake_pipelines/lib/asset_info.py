@@ -10,7 +10,6 @@ stored files), for ``dagster/column_schema``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -23,9 +22,9 @@ from dagster._core.definitions.utils import is_valid_owner
 from dagster._utils.tags import is_valid_strict_tag_value, is_valid_tag_key
 
 from ..core.catalog.parts import BATCH_ID, INGESTED_AT, ROW_HASH
-
-OWNERS_ENV = "DATALAKE_ASSET_OWNERS"
-TAGS_ENV = "DATALAKE_ASSET_TAGS"
+from ..settings import ASSET_OWNERS_ENV as OWNERS_ENV
+from ..settings import ASSET_TAGS_ENV as TAGS_ENV
+from ..settings import load as load_settings
 
 
 def _package_version() -> str:
@@ -118,8 +117,8 @@ class AssetInfo:
 
 def asset_info(env: Mapping[str, str] | None = None) -> AssetInfo:
     """Owners and tags from ``DATALAKE_ASSET_OWNERS``/``DATALAKE_ASSET_TAGS`` (both optional) and the code version."""
-    env = os.environ if env is None else env
-    return AssetInfo(parse_owners(env.get(OWNERS_ENV, "")), parse_tags(env.get(TAGS_ENV, "")))
+    settings = load_settings(env)
+    return AssetInfo(parse_owners(settings.asset_owners), parse_tags(settings.asset_tags))
 
 
 def table_schema(

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from ..core.ingest.processing import ProcessOptions
-from ..core.lake.layout import BASE_PATH_ENV, LakeLayout
+from ..core.lake.layout import LakeLayout
 from ..core.lake.s3 import S3Lake
 from ..core.storage.backends import S3Storage, is_s3_uri
+from ..settings import BASE_PATH_ENV, BATCH_SIZE_ENV, DEFAULT_BATCH_SIZE, NUM_PROC_ENV
+from ..settings import load as load_settings
 
 
 class LakeResource(dg.ConfigurableResource):
-    """Where the lake lives and how batches are processed. Empty base_path means ``$DATALAKE_BASE_PATH``/``./lake``."""
+    """Where the lake lives and how batches are processed.
+
+    Empty ``base_path`` means ``$DATALAKE_BASE_PATH``/``./lake``; ``num_proc`` 0 means the settings' default
+    (``$DATALAKE_NUM_PROC``, else the CPU count), read when a run starts.
+    """
 
     base_path: str = ""
-    num_proc: int = 2
-    batch_size: int = 1000
+    num_proc: int = 0
+    batch_size: int = DEFAULT_BATCH_SIZE
     max_reject_ratio: float = 0.5
 
     @property
     def base(self) -> str:
-        return self.base_path or os.environ.get(BASE_PATH_ENV, "")
+        return self.base_path or load_settings().base_path
 
     @property
     def is_s3(self) -> bool:
@@ -38,18 +42,20 @@ class LakeResource(dg.ConfigurableResource):
 
     def process_options(self) -> ProcessOptions:
         return ProcessOptions(
-            num_proc=self.num_proc, batch_size=self.batch_size, max_reject_ratio=self.max_reject_ratio
+            num_proc=self.num_proc or load_settings().num_proc,
+            batch_size=self.batch_size,
+            max_reject_ratio=self.max_reject_ratio,
         )
 
 
 def env_or(name: str, default: str) -> str | dg.EnvVar:
     """``dg.EnvVar(name)`` when the variable is set (shown as such in the UI), else the default."""
-    return dg.EnvVar(name) if os.environ.get(name) else default
+    return dg.EnvVar(name) if name in load_settings().explicit else default
 
 
 def lake_resource_from_env() -> LakeResource:
-    return LakeResource(
-        base_path=env_or(BASE_PATH_ENV, ""),
-        num_proc=dg.EnvVar.int("DATALAKE_NUM_PROC") if os.environ.get("DATALAKE_NUM_PROC") else 2,
-        batch_size=dg.EnvVar.int("DATALAKE_BATCH_SIZE") if os.environ.get("DATALAKE_BATCH_SIZE") else 1000,
-    )
+    """The lake resource of the code location: each setting set in the environment shows as its ``EnvVar``."""
+    explicit = load_settings().explicit
+    num_proc = dg.EnvVar.int(NUM_PROC_ENV) if NUM_PROC_ENV in explicit else 0
+    batch_size = dg.EnvVar.int(BATCH_SIZE_ENV) if BATCH_SIZE_ENV in explicit else DEFAULT_BATCH_SIZE
+    return LakeResource(base_path=env_or(BASE_PATH_ENV, ""), num_proc=num_proc, batch_size=batch_size)

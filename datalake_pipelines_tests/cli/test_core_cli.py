@@ -398,7 +398,7 @@ def test_console_script_prompts_on_a_real_pseudo_terminal(tmp_path):
 
 def test_meta_values_are_kept_verbatim_one_pair_per_flag(run, lake, tmp_path, make_jpeg):
     """A comma or a space inside a --meta value is data: it is never split into another pair or trimmed."""
-    from datalake_pipelines.cli.main import CliError, parse_pairs
+    from datalake_pipelines.cli.common import CliError, parse_pairs
 
     assert parse_pairs(["note=Seoul, Korea", "tag= a=b "], "--meta") == {"note": "Seoul, Korea", "tag": " a=b "}
     with pytest.raises(CliError, match="twice"):

@@ -4,12 +4,13 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from datalake_pipelines.defs.athena.definitions import build_defs, lake_is_on_s3
+from datalake_pipelines.defs.athena.resources import athena_settings_from_env
 from datalake_pipelines.lib.resources import LakeResource
 
 
 def loaded(defs: dg.Definitions, base: str) -> dg.Definitions:
     """The domain's definitions merged with the resources the code location provides, resolved as Dagster loads them."""
-    resources = {"lake": LakeResource(base_path=base), "s3": S3Resource()}
+    resources = {"lake": LakeResource(base_path=base), "s3": S3Resource(), "athena": athena_settings_from_env()}
     merged = dg.Definitions.merge(defs, dg.Definitions(resources=resources))
     dg.Definitions.validate_loadable(merged)
     return merged

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..lake.layout import BASE_PATH_ENV
+from ...settings import load as load_settings
 from ..storage.backends import is_s3_uri
 
 
@@ -12,4 +12,4 @@ def athena_applies(base: str | os.PathLike | None) -> bool:
     """True for an ``s3://`` lake (Glue tables point at S3 locations), False for a folder.
 
     ``base`` empty or ``None`` means ``$DATALAKE_BASE_PATH``."""
-    return is_s3_uri(str(base or os.environ.get(BASE_PATH_ENV, "")))
+    return is_s3_uri(str(base or load_settings().base_path))

@@ -13,7 +13,6 @@ read through a ``pyarrow`` dataset registered in DuckDB (see :mod:`.catalog_s3`,
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +22,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from ...settings import load as load_settings
 from ..arrow.restore import local_schema, restore_reader, restore_table, selection_schema
 from ..errors import DatalakeError
-from ..lake.layout import BASE_PATH_ENV, LakeLayout, resolve_base_path
+from ..lake.layout import LakeLayout, resolve_base_path
 from .parts import PARTITION_COLUMNS, CatalogError
 from .query_sql import TEXT_TYPES, check_columns, limit_sql, literal_in_json, quote_identifier, where_sql
 from .warehouse import (
@@ -104,10 +104,10 @@ class DuckDBClient:
     ):
         raw = base_path if base_path is not None else db_path_or_base
         self.s3 = None
-        if is_s3_base(str(raw) if raw is not None else os.environ.get(BASE_PATH_ENV)):
+        if is_s3_base(str(raw) if raw is not None else load_settings().base_path):
             from .s3 import S3Catalog, cached_duckdb_file
 
-            base = str(raw or os.environ[BASE_PATH_ENV]).rstrip("/")
+            base = str(raw or load_settings().base_path).rstrip("/")
             self.s3 = S3Catalog(base.rsplit("/", 1)[0] if base.endswith(".duckdb") else base)
             self.layout = None
             self.db_path = cached_duckdb_file(self.s3.base)

@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
+from ...settings import load as load_settings
 from ..catalog.parts import ROW_HASH, existing_row_hashes
 from ..ingest.hash_index import HashIndex
 from ..lake.layout import LakeLayout, PartitionRef
@@ -136,7 +137,7 @@ def open_collection_lake(lake: LakeLayout | str | os.PathLike | None) -> Collect
     default lake). The one place choosing local or S3 for collections."""
     if isinstance(lake, LakeLayout):
         return LocalCollectionLake(lake)
-    raw = str(lake) if lake is not None else os.environ.get("DATALAKE_BASE_PATH", "")
+    raw = str(lake) if lake is not None else load_settings().base_path
     if is_s3_uri(raw):
         return S3CollectionLake(raw)
     return LocalCollectionLake(LakeLayout(lake))

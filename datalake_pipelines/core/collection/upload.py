@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 from tqdm import tqdm
 
+from ...settings import load as load_settings
 from ..errors import DatalakeError
 from ..ingest.hash_index import HashIndex
 from ..ingest.row_identity import RowIdentity, content_digests, row_hashes
@@ -336,7 +337,7 @@ def create_data_units(
     uploaded_files: list[dict[str, Any]],
     collection: Collection | str | None = None,
     job_id: str | None = None,
-    num_proc: int = 4,
+    num_proc: int | None = None,
     batch_size: int = 1000,
 ) -> list[dict[str, Any]]:
     """Stage uploaded units as one batch in ``staging/pending``; return the data units (id = row hash)."""
@@ -400,7 +401,7 @@ def upload_collection(
     retries: int = 4,
     group_by: str = "stem",
     pattern: str | None = None,
-    num_proc: int = 4,
+    num_proc: int | None = None,
     report_path: str | os.PathLike | None = None,
     policy: RetryPolicy | None = None,
     lake: CollectionLake | None = None,
@@ -413,6 +414,7 @@ def upload_collection(
     (default: ``layout`` itself) says where batches and dedup facts live (an S3 lake: :mod:`.backend`).
     """
     started = time.perf_counter()
+    num_proc = num_proc or load_settings().num_proc  # default: $DATALAKE_NUM_PROC or the CPU count
     if not isinstance(collection, Collection):
         collection = find_collection(layout, collection)
     validate_against_schema(collection, load_schema(layout))

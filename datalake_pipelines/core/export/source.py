@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from ...settings import load as load_settings
 from ..catalog.parts import read_partition_metadata
 from ..catalog.warehouse import is_s3_base, partition_stats, select_partitions
 from ..errors import DatalakeError
@@ -115,7 +116,7 @@ def open_source(lake: LakeSource | LakeLayout | str | os.PathLike | None) -> Lak
         return lake
     if isinstance(lake, LakeLayout):
         return LocalSource(lake)
-    raw = str(lake) if lake is not None else os.environ.get("DATALAKE_BASE_PATH")
+    raw = str(lake) if lake is not None else (load_settings().base_path or None)
     if is_s3_base(raw):
         return S3Source(raw)
     return LocalSource(LakeLayout(lake, create=False))

@@ -28,6 +28,7 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from tqdm import tqdm
 
+from ...settings import load as load_settings
 from ..errors import ValidationError
 from ..lake.layout import LakeLayout, check_name
 from ..neardup.phash import FrameHasher, phash_enabled
@@ -38,8 +39,6 @@ from .hash_index import HashIndex, IndexEntry
 from .images import ImageRejected, displayed_size, exif_orientation, inspect_image, max_pixels_from_env
 
 MiB = 1024 * 1024
-DEFAULT_THRESHOLD = 50 * MiB
-THRESHOLD_ENV = "DATALAKE_CHUNKED_THRESHOLD_MB"
 DEFAULT_PROVIDER = "data_files"
 DEFAULT_DATASET = "default"
 S3_MIN_PART = 5 * MiB  # S3's smallest multipart part (every part but the last)
@@ -49,8 +48,7 @@ def chunked_threshold(threshold: int | None = None) -> int:
     """Bytes above which a transfer is chunked: ``threshold``, else ``$DATALAKE_CHUNKED_THRESHOLD_MB``, else 50 MiB."""
     if threshold is not None:
         return int(threshold)
-    env = os.environ.get(THRESHOLD_ENV)
-    return int(float(env) * MiB) if env else DEFAULT_THRESHOLD
+    return load_settings().chunked_threshold
 
 
 def chunk_size(threshold: int) -> int:

@@ -32,10 +32,9 @@ from pathlib import Path
 
 from PIL import Image, ImageFile
 
+from ...settings import MAX_PIXELS_ENV
+from ...settings import load as load_settings
 from ..errors import ValidationError
-
-DEFAULT_MAX_PIXELS = 89_478_485
-MAX_PIXELS_ENV = "DATALAKE_MAX_IMAGE_PIXELS"
 
 # Stored file extension per Pillow format; bytes are never changed, only the name is normalised.
 FORMAT_EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "TIFF": "tif", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
@@ -52,16 +51,7 @@ def max_pixels_from_env() -> int:
 
     Raises :class:`~datalake_pipelines.core.errors.ValidationError` for any other value.
     """
-    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValidationError(f"{MAX_PIXELS_ENV} must be a positive whole number of pixels, not {raw!r}")
-    return value
+    return load_settings().max_image_pixels
 
 
 def allow_pixels_in_pillow(max_pixels: int) -> None:

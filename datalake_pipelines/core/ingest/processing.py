@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ...settings import load as load_settings
 from ..arrow.cast import cast_table
 from ..arrow.column_names import check_column_names
 from ..arrow.normalize import normalize_batch, normalize_schema
@@ -57,7 +58,7 @@ STORE_CHUNK = 64  # files per worker task: amortizes the pool overhead and batch
 
 @dataclass
 class ProcessOptions:
-    num_proc: int = max(1, (os.cpu_count() or 2))
+    num_proc: int = field(default_factory=lambda: load_settings().num_proc)  # $DATALAKE_NUM_PROC or CPU count
     batch_size: int = 1000
     max_reject_ratio: float = 0.5
     max_pixels: int = field(default_factory=max_pixels_from_env)  # $DATALAKE_MAX_IMAGE_PIXELS or 89,478,485

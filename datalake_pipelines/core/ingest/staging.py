@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from ...settings import load as load_settings
 from ..arrow.column_names import check_column_names
 from ..arrow.normalize import normalize_table, table_from_pandas
 from ..errors import ValidationError
@@ -53,9 +54,9 @@ def detect_image_columns(table: pa.Table, base_dir: Path | None = None) -> list[
 class BatchStager:
     """Builds one batch folder from a DataFrame, a Parquet file or a folder of files."""
 
-    def __init__(self, layout: LakeLayout, num_proc: int = 4, batch_size: int = 1000, progress: bool = True):
+    def __init__(self, layout: LakeLayout, num_proc: int | None = None, batch_size: int = 1000, progress: bool = True):
         self.layout = layout
-        self.num_proc = max(1, num_proc)
+        self.num_proc = max(1, num_proc or load_settings().num_proc)  # default: $DATALAKE_NUM_PROC or CPU count
         self.batch_size = batch_size
         self.progress = progress
         self._scan: FolderScan | None = None  # set by a folder upload

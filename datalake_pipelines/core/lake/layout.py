@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_BASE_DIRNAME = "lake"
-BASE_PATH_ENV = "DATALAKE_BASE_PATH"
+from ...settings import BASE_PATH_ENV, DEFAULT_BASE_DIRNAME  # noqa: F401 - re-exported
+from ...settings import load as load_settings
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PARTITION_LEVELS = ("provider", "dataset", "task", "variant")
@@ -93,7 +93,7 @@ class PartitionRef:
 
 def resolve_base_path(base_path: str | os.PathLike | None = None) -> Path:
     """The lake's base path: the argument, else ``$DATALAKE_BASE_PATH``, else ``./lake``."""
-    raw = base_path if base_path is not None else os.environ.get(BASE_PATH_ENV) or DEFAULT_BASE_DIRNAME
+    raw = base_path if base_path is not None else load_settings().base_path or DEFAULT_BASE_DIRNAME
     raw = str(raw)
     if raw.startswith("s3://"):
         raise ValueError(f"{raw} is an S3 lake: this operation needs a local or NAS lake folder")

@@ -17,14 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ...settings import DEFAULT_GRACE_SECONDS, DEFAULT_QUIET_SECONDS  # noqa: F401 - one default, in settings
 from ..errors import ValidationError
 from ..ingest.manifest import load_manifest
 from ..storage.files import read_json, utc_now_iso, write_json_atomic
 from .layout import BATCH_MANIFEST, LakeLayout, PartitionRef
 
 CLAIM_MARKER = ".claim.json"
-DEFAULT_QUIET_SECONDS = 10.0
-DEFAULT_GRACE_SECONDS = 600.0
 
 
 @dataclass

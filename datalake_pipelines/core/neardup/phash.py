@@ -30,18 +30,18 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
+from ...settings import PHASH_ENV  # noqa: F401 - re-exported: tests and docs name it here
+from ...settings import load as load_settings
 from ..ingest.images import ORIENTATION_TAG, SIZE_ALREADY_DISPLAYED
 
-PHASH_ENV = "DATALAKE_PHASH"
 HASH_BITS = 64
 DRAFT_SIDE = 64  # JPEG draft target: at least twice the 32x32 the DCT runs on
 JPEG_FORMATS = frozenset(("JPEG", "MPO"))
-_OFF = {"0", "false", "no", "off"}
 
 
 def phash_enabled() -> bool:
     """``$DATALAKE_PHASH``: on unless set to ``0``/``false``/``no``/``off`` (any case)."""
-    return os.environ.get(PHASH_ENV, "").strip().lower() not in _OFF
+    return load_settings().phash
 
 
 def to_signed(value: int) -> int:

@@ -26,6 +26,7 @@ import pyarrow.fs as pafs
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
+from ...settings import load as load_settings
 from .files import write_bytes_atomic
 from .transfer import MiB, s3_client
 
@@ -162,7 +163,7 @@ class S3Storage:
         # boto3's managed transfer does multipart above the threshold, concurrent parts, retries.
         # The threshold is ``$DATALAKE_MULTIPART_THRESHOLD_MB`` (default 100); s3transfer grows the part size so an
         # upload never needs more than 10,000 parts.
-        threshold = int(float(os.environ.get("DATALAKE_MULTIPART_THRESHOLD_MB") or 100) * MiB)
+        threshold = load_settings().multipart_threshold
         self.transfer = transfer or TransferConfig(multipart_threshold=threshold, multipart_chunksize=16 * MiB)
 
     def _key(self, key: str) -> str:
@@ -279,14 +280,14 @@ class S3Storage:
 
 def s3_filesystem() -> pafs.S3FileSystem:
     """``pyarrow.fs.S3FileSystem`` honouring ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` like boto3 does."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    settings = load_settings()
+    endpoint = settings.aws_endpoint_url
     kwargs = {}
     if endpoint:
         parsed = urlparse(endpoint)
         kwargs = {"endpoint_override": parsed.netloc or parsed.path, "scheme": parsed.scheme or "https"}
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        kwargs["region"] = region
+    if settings.aws_region:
+        kwargs["region"] = settings.aws_region
     return pafs.S3FileSystem(**kwargs)
 
 
@@ -295,7 +296,7 @@ def endpoint_slug(endpoint: str | None = None) -> str:
 
     ``endpoint`` defaults to ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, as boto3 resolves it.
     """
-    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = endpoint or load_settings().aws_endpoint_url
     if not endpoint:
         return "aws"
     parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
@@ -310,7 +311,7 @@ def cache_dir_for(base: str, endpoint: str | None = None) -> Path:
     """Local working folder of an S3 lake: ``$DATALAKE_CACHE_DIR`` (default ``~/.cache/datalake``)/
     ``<endpoint>/<bucket>/<prefix>`` (:func:`endpoint_slug`), so two stores with a bucket of the same name
     (MinIO and AWS, or a moto server per test) never share a cache."""
-    root = Path(os.environ.get("DATALAKE_CACHE_DIR") or Path.home() / ".cache" / "datalake")
+    root = load_settings().cache_dir
     bucket, prefix = split_s3_uri(base)
     return root / endpoint_slug(endpoint) / bucket / (prefix or "_root")
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
 import queue
 import random
 import threading
@@ -40,6 +39,8 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from tqdm import tqdm
+
+from ...settings import load as load_settings
 
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB
@@ -71,7 +72,7 @@ def s3_client(
     read_timeout: float = 120,
 ):
     """An S3 client from the standard AWS environment, with botocore retries and timeouts."""
-    endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint_url = endpoint_url or load_settings().aws_endpoint_url
     # botocore's "max_attempts" counts retries only; "total_max_attempts" includes the first request.
     config = Config(
         retries={"mode": retry_mode, "total_max_attempts": max_attempts},

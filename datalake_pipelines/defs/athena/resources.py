@@ -5,6 +5,13 @@ import dagster as dg
 
 from ...core.athena.client import AthenaClient
 from ...lib.resources import env_or
+from ...settings import (
+    ATHENA_DATABASE_ENV,
+    ATHENA_OUTPUT_ENV,
+    ATHENA_REGION_ENV,
+    ATHENA_WORKGROUP_ENV,
+    DEFAULT_ATHENA_DATABASE,
+)
 
 # dagster-aws's AthenaClientResource is not used: it has no region or database fields and only runs SQL through
 # Athena, while the tables are registered through the Glue API and queries need ExecutionParameters.
@@ -14,7 +21,7 @@ class AthenaSettings(dg.ConfigurableResource):
     """Glue database and Athena query settings. Empty ``s3_output`` means ``<lake base>/athena-results/``;
     empty ``workgroup``/``region`` mean Athena's primary workgroup and the AWS environment's region."""
 
-    database: str = "datalake"
+    database: str = DEFAULT_ATHENA_DATABASE
     s3_output: str = ""
     workgroup: str = ""
     region: str = ""
@@ -32,8 +39,8 @@ class AthenaSettings(dg.ConfigurableResource):
 def athena_settings_from_env() -> AthenaSettings:
     """Settings from ``DATALAKE_ATHENA_DATABASE``, ``_OUTPUT``, ``_WORKGROUP`` and ``_REGION`` (all optional)."""
     return AthenaSettings(
-        database=env_or("DATALAKE_ATHENA_DATABASE", "datalake"),
-        s3_output=env_or("DATALAKE_ATHENA_OUTPUT", ""),
-        workgroup=env_or("DATALAKE_ATHENA_WORKGROUP", ""),
-        region=env_or("DATALAKE_ATHENA_REGION", ""),
+        database=env_or(ATHENA_DATABASE_ENV, DEFAULT_ATHENA_DATABASE),
+        s3_output=env_or(ATHENA_OUTPUT_ENV, ""),
+        workgroup=env_or(ATHENA_WORKGROUP_ENV, ""),
+        region=env_or(ATHENA_REGION_ENV, ""),
     )

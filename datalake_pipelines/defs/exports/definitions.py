@@ -1,4 +1,4 @@
-"""The exports domain's definitions, for ``dg.Definitions.merge`` into the code location."""
+"""The exports domain's definitions: the export job (one run per export task)."""
 
 import dagster as dg
 

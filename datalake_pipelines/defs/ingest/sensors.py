@@ -1,7 +1,6 @@
 """The staging sensor (claims pending batches, launches one run per partition) and its reaper."""
 
 import json
-import os
 import time
 from collections import defaultdict
 
@@ -13,8 +12,6 @@ from ...core.ingest.manifest import load_manifest
 from ...core.lake.layout import LakeLayout, PartitionRef
 from ...core.lake.queue import (
     CLAIM_MARKER,
-    DEFAULT_GRACE_SECONDS,
-    DEFAULT_QUIET_SECONDS,
     PendingBatch,
     attempt_of,
     claim,
@@ -31,6 +28,7 @@ from ...core.lake.schema import load_schema
 from ...core.storage.files import write_json_atomic
 from ...lib.partitions import JOB_IDS_TAG, LakePartitionKey, is_valid_partition_key, lake_partitions
 from ...lib.resources import LakeResource
+from ...settings import load as load_settings
 from .assets import catalog_partition
 from .s3_sensor import s3_tick
 
@@ -41,9 +39,10 @@ ingest_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
 )
 
-SENSOR_INTERVAL = int(os.environ.get("DATALAKE_SENSOR_INTERVAL", "30"))
-QUIET_SECONDS = float(os.environ.get("DATALAKE_QUIET_SECONDS", DEFAULT_QUIET_SECONDS))
-GRACE_SECONDS = float(os.environ.get("DATALAKE_GRACE_SECONDS", DEFAULT_GRACE_SECONDS))
+_settings = load_settings()  # when Dagster loads the code location: the sensor decorator needs the interval
+SENSOR_INTERVAL = _settings.sensor_interval
+QUIET_SECONDS = _settings.quiet_seconds
+GRACE_SECONDS = _settings.grace_seconds
 RECOVERY_AGE_SECONDS = 5.0
 TERMINAL = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 

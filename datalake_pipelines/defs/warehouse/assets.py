@@ -6,7 +6,6 @@ view is created per connection by ``DuckDBClient``). The lock file is local to t
 ``catalog_warehouse`` pool is what keeps refreshes from overlapping across runs.
 """
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -15,7 +14,6 @@ from dagster_duckdb import DuckDBResource
 from ...core.catalog.s3 import cached_duckdb_file
 from ...core.catalog.totals import read_lake_totals
 from ...core.catalog.warehouse import refresh_duckdb
-from ...core.lake.layout import BASE_PATH_ENV
 from ...core.lake.locks import exclusive_lock
 from ...core.storage.backends import cache_dir_for, is_s3_uri
 from ...lib.after_ingest import after_new_materializations
@@ -39,7 +37,7 @@ WAREHOUSE_POOL = "catalog_warehouse"
 def duckdb_catalog(
     context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
-    base = lake.base_path or os.environ.get(BASE_PATH_ENV, "")
+    base = lake.base
     if is_s3_uri(base):
         target, database = base, cached_duckdb_file(base).resolve()
         lock = cache_dir_for(base) / "locks" / "catalog.duckdb.lock"

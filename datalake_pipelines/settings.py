@@ -1,0 +1,144 @@
+"""The one place that reads the environment: ``DATALAKE_*`` settings and the AWS endpoint and region.
+
+``load()`` reads them at call time (cheap: a few dictionary look-ups), so a changed environment (a test's
+``monkeypatch.setenv``, a Dagster run's process) is seen by the next call; nothing is read at import time.
+Every other module asks :func:`load` instead of ``os.environ``. Each setting has exactly one default, here.
+
+The variables, their defaults and what they set are listed in README.md, section "Settings".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .core.errors import ValidationError
+
+MiB = 1024 * 1024
+
+BASE_PATH_ENV = "DATALAKE_BASE_PATH"
+PHASH_ENV = "DATALAKE_PHASH"  # on unless 0/false/no/off (any case)
+ASSET_OWNERS_ENV = "DATALAKE_ASSET_OWNERS"
+ASSET_TAGS_ENV = "DATALAKE_ASSET_TAGS"
+NUM_PROC_ENV = "DATALAKE_NUM_PROC"
+BATCH_SIZE_ENV = "DATALAKE_BATCH_SIZE"
+SENSOR_INTERVAL_ENV = "DATALAKE_SENSOR_INTERVAL"
+QUIET_SECONDS_ENV = "DATALAKE_QUIET_SECONDS"
+GRACE_SECONDS_ENV = "DATALAKE_GRACE_SECONDS"
+CACHE_DIR_ENV = "DATALAKE_CACHE_DIR"
+MULTIPART_THRESHOLD_ENV = "DATALAKE_MULTIPART_THRESHOLD_MB"
+CHUNKED_THRESHOLD_ENV = "DATALAKE_CHUNKED_THRESHOLD_MB"
+MAX_PIXELS_ENV = "DATALAKE_MAX_IMAGE_PIXELS"
+ATHENA_DATABASE_ENV = "DATALAKE_ATHENA_DATABASE"
+ATHENA_OUTPUT_ENV = "DATALAKE_ATHENA_OUTPUT"
+ATHENA_WORKGROUP_ENV = "DATALAKE_ATHENA_WORKGROUP"
+ATHENA_REGION_ENV = "DATALAKE_ATHENA_REGION"
+
+DEFAULT_BASE_DIRNAME = "lake"
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_SENSOR_INTERVAL = 30
+DEFAULT_QUIET_SECONDS = 10.0
+DEFAULT_GRACE_SECONDS = 600.0
+DEFAULT_MULTIPART_THRESHOLD_MB = 100.0
+DEFAULT_CHUNKED_THRESHOLD_MB = 50.0
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own Image.MAX_IMAGE_PIXELS
+DEFAULT_ATHENA_DATABASE = "datalake"
+
+
+def default_num_proc() -> int:
+    """The one default worker count: every CPU of this machine (at least 1)."""
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The environment's settings, parsed; see the module's table for variables and defaults.
+
+    ``explicit`` names the variables that are set (non-empty), for callers that show where a value came from
+    (Dagster's ``EnvVar`` in the UI). Empty strings mean "not set" for the optional text settings.
+    """
+
+    base_path: str = ""
+    num_proc: int = field(default_factory=default_num_proc)
+    batch_size: int = DEFAULT_BATCH_SIZE
+    sensor_interval: int = DEFAULT_SENSOR_INTERVAL
+    quiet_seconds: float = DEFAULT_QUIET_SECONDS
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "datalake")
+    multipart_threshold_mb: float = DEFAULT_MULTIPART_THRESHOLD_MB
+    chunked_threshold_mb: float = DEFAULT_CHUNKED_THRESHOLD_MB
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    athena_database: str = DEFAULT_ATHENA_DATABASE
+    athena_output: str = ""
+    athena_workgroup: str = ""
+    athena_region: str = ""
+    aws_endpoint_url: str = ""
+    aws_region: str = ""
+    phash: bool = True
+    asset_owners: str = ""
+    asset_tags: str = ""
+    explicit: frozenset[str] = frozenset()
+
+    @property
+    def multipart_threshold(self) -> int:
+        """``multipart_threshold_mb`` in bytes."""
+        return int(self.multipart_threshold_mb * MiB)
+
+    @property
+    def chunked_threshold(self) -> int:
+        """``chunked_threshold_mb`` in bytes."""
+        return int(self.chunked_threshold_mb * MiB)
+
+
+def _number(env: Mapping[str, str], name: str, kind: type, default, what: str, zero_ok: bool = False):
+    """``env[name]`` as ``kind`` (``int`` or ``float``), ``default`` when unset or empty; positive (or zero)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw) if kind is float else int(raw)
+    except ValueError:
+        value = -1
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ValidationError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} {what}, not {raw!r}")
+    return value
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings of ``environ`` (default ``os.environ``), read now.
+
+    Raises :class:`~datalake_pipelines.core.errors.ValidationError` naming the variable for a number setting
+    that is not a positive number (e.g. ``DATALAKE_MAX_IMAGE_PIXELS must be a positive whole number of pixels``).
+    """
+    env = os.environ if environ is None else environ
+
+    def text(*names: str) -> str:
+        return next((env[n] for n in names if env.get(n)), "")
+
+    cache_dir = env.get(CACHE_DIR_ENV)
+    return Settings(
+        base_path=text(BASE_PATH_ENV),
+        num_proc=_number(env, NUM_PROC_ENV, int, default_num_proc(), "whole number of processes"),
+        batch_size=_number(env, BATCH_SIZE_ENV, int, DEFAULT_BATCH_SIZE, "whole number of rows"),
+        sensor_interval=_number(env, SENSOR_INTERVAL_ENV, int, DEFAULT_SENSOR_INTERVAL, "whole number of seconds"),
+        quiet_seconds=_number(env, QUIET_SECONDS_ENV, float, DEFAULT_QUIET_SECONDS, "number of seconds", True),
+        grace_seconds=_number(env, GRACE_SECONDS_ENV, float, DEFAULT_GRACE_SECONDS, "number of seconds", True),
+        cache_dir=Path(cache_dir) if cache_dir else Path.home() / ".cache" / "datalake",
+        multipart_threshold_mb=_number(
+            env, MULTIPART_THRESHOLD_ENV, float, DEFAULT_MULTIPART_THRESHOLD_MB, "number of MB"
+        ),
+        chunked_threshold_mb=_number(env, CHUNKED_THRESHOLD_ENV, float, DEFAULT_CHUNKED_THRESHOLD_MB, "number of MB"),
+        max_image_pixels=_number(env, MAX_PIXELS_ENV, int, DEFAULT_MAX_IMAGE_PIXELS, "whole number of pixels"),
+        athena_database=text(ATHENA_DATABASE_ENV) or DEFAULT_ATHENA_DATABASE,
+        athena_output=text(ATHENA_OUTPUT_ENV),
+        athena_workgroup=text(ATHENA_WORKGROUP_ENV),
+        athena_region=text(ATHENA_REGION_ENV),
+        aws_endpoint_url=text("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        aws_region=text("AWS_REGION", "AWS_DEFAULT_REGION"),
+        phash=env.get(PHASH_ENV, "").strip().lower() not in {"0", "false", "no", "off"},
+        asset_owners=text(ASSET_OWNERS_ENV),
+        asset_tags=text(ASSET_TAGS_ENV),
+        explicit=frozenset(name for name, value in env.items() if name.startswith("DATALAKE_") and value),
+    )
