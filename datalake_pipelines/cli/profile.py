@@ -94,8 +94,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     from ..core.preview.gallery import select_rows, write_gallery
     from ..core.preview.partition import task_mapping
-    from .common import CliError, emit
-    from .filters import parse_where
+    from .common import CliError, emit, parse_where
 
     if args.limit is not None and args.limit < 1:
         raise CliError("--limit must be at least 1")
