@@ -9,6 +9,7 @@ for MinIO, moto or any S3-compatible store); Parquet goes through ``pyarrow.fs.S
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import os
@@ -19,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeGuard
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -33,7 +34,7 @@ from .transfer import MiB, s3_client
 S3_SCHEME = "s3://"
 
 
-def is_s3_uri(base: object) -> bool:
+def is_s3_uri(base: object) -> TypeGuard[str]:
     return isinstance(base, str) and base.startswith(S3_SCHEME)
 
 
@@ -59,7 +60,7 @@ class Storage(Protocol):
     uri: str
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
-    def list_dirs(self, prefix: str) -> list[str]: ...
+    def list_dirs(self, prefix: str) -> builtins.list[str]: ...  # bare list is the method here
     def exists(self, key: str) -> bool: ...
     def info(self, key: str) -> ObjectInfo: ...
     def read_bytes(self, key: str) -> bytes: ...
@@ -99,7 +100,7 @@ class LocalStorage:
                     key = full.relative_to(self.root).as_posix()
                     yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc))
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:  # bare list is the method here
         base = self.path(prefix.strip("/")) if prefix.strip("/") else self.root
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             return sorted(p.name for p in base.iterdir() if p.is_dir())
@@ -183,7 +184,7 @@ class S3Storage:
             for obj in page.get("Contents", []):
                 yield ObjectInfo(self._rel(obj["Key"]), obj["Size"], obj["LastModified"], obj.get("ETag", ""))
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:  # bare list is the method here
         full = self._dir(prefix)
         names = []
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full, Delimiter="/")

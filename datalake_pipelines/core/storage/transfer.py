@@ -301,6 +301,7 @@ def stream_url_to_s3(
         size = size if size is not None else expected_size
         part_size = settings.part_size_for(size)
         digest = hashlib.sha256()
+        first: bytes | None  # dropped to None once handed to _pump
         try:
             first = _read_part(resp, part_size)
         except Exception as exc:
