@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 
 import boto3
 import pandas as pd
@@ -51,7 +51,11 @@ def sql_literal(value: Any) -> str:
     raise TypeError(f"unsupported parameter type {type(value).__name__}: use str, int, float or bool")
 
 
-def _values(kind: str, values: str | Sequence[Any] | None) -> list[Any] | None:
+@overload
+def _values(kind: str, values: None) -> None: ...
+@overload
+def _values(kind: str, values: str | Iterable[Any]) -> list[Any]: ...
+def _values(kind: str, values: str | Iterable[Any] | None) -> list[Any] | None:
     if values is None:
         return None
     values = [values] if isinstance(values, str) else list(values)

@@ -23,7 +23,7 @@ specs as Athena DDL (``CREATE EXTERNAL TABLE`` / ``ALTER TABLE ... ADD PARTITION
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -270,7 +270,7 @@ def add_partition_ddl(spec: TableSpec, database: str, ref: PartitionRef) -> str:
 
 
 def ddl_statements(
-    specs: Iterable[TableSpec], database: str, partitions: dict[str, Iterable[str]] | None = None
+    specs: Iterable[TableSpec], database: str, partitions: Mapping[str, Iterable[str]] | None = None
 ) -> list[str]:
     """``CREATE EXTERNAL TABLE`` for each spec, then ``ALTER TABLE ADD PARTITION`` for its partitions
     (all of them, or only the keys listed per table in ``partitions``)."""
