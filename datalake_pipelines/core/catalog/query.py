@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -37,6 +37,9 @@ from .warehouse import (
     partition_stats,
     select_partitions,
 )
+
+if TYPE_CHECKING:
+    from .s3 import S3Catalog
 
 __all__ = ["DuckDBClient", "QueryPlan", "UnknownPartitionError", "select_partitions"]
 
@@ -66,7 +69,7 @@ class QueryPlan:
         return not self.files
 
 
-def drop_all_null_columns(table: pa.Table, keep: set[str] = frozenset()) -> pa.Table:
+def drop_all_null_columns(table: pa.Table, keep: set[str] | frozenset[str] = frozenset()) -> pa.Table:
     """Drop columns that are null in every row (they exist only because of ``union_by_name``)."""
     if table.num_rows == 0:
         return table
@@ -93,6 +96,10 @@ class DuckDBClient:
     and the hash-index segments. The S3 ``catalog`` view cannot live in a DuckDB file (it reads a pyarrow
     dataset registered in the connection), so it is created in every connection, over the files listed then.
     """
+
+    layout: LakeLayout | None  # None on S3
+    s3: S3Catalog | None  # None on a local lake
+    db_path: Path
 
     def __init__(
         self,
@@ -127,6 +134,13 @@ class DuckDBClient:
             self.layout = LakeLayout(location, create=False)
             self.db_path = self.layout.duckdb_file
 
+    @property
+    def _local(self) -> LakeLayout:
+        """The local lake's layout (callers have checked ``self.s3 is None``, so it is set)."""
+        if self.layout is None:
+            raise RuntimeError("this DuckDBClient reads an S3 lake; it has no local layout")
+        return self.layout
+
     def _connect(self, lock_timeout: float) -> duckdb.DuckDBPyConnection:
         if not self.db_path.exists():
             return duckdb.connect(":memory:")
@@ -153,7 +167,7 @@ class DuckDBClient:
 
     # running -----------------------------------------------------------------
     @contextlib.contextmanager
-    def _reading(self, files: list[Path]) -> Iterator[None]:
+    def _reading(self, files: Sequence[Path | str]) -> Iterator[None]:
         """Turn a DuckDB read failure into a ``CatalogError`` naming the unreadable file."""
         try:
             yield
@@ -165,7 +179,7 @@ class DuckDBClient:
             if named:
                 raise CatalogError(f"cannot read catalog file {named[0]}: {message}") from None
             if self.s3 is None:  # on S3 every footer was read when the dataset was registered
-                check_catalog_files(self.layout, files)
+                check_catalog_files(self._local, [Path(f) for f in files])
             raise
 
     def _source(self, files: list) -> tuple[str, dict[str, Any]]:
@@ -174,11 +188,11 @@ class DuckDBClient:
             return quote_identifier(self.s3.register(self.con, files)), {}
         return parquet_scan("$files"), _files_param(files)
 
-    def _relation(self, sql: str, params: dict[str, Any], files: list[Path]) -> duckdb.DuckDBPyRelation:
+    def _relation(self, sql: str, params: dict[str, Any], files: Sequence[Path | str]) -> duckdb.DuckDBPyRelation:
         with self._reading(files):
             return self.con.sql(sql, params=params)
 
-    def describe(self, files: list[Path]) -> dict[str, str]:
+    def describe(self, files: list[Path] | list[str]) -> dict[str, str]:
         """Column name -> DuckDB type of the union of ``files`` (partition columns first)."""
         if not files:
             return {c: "VARCHAR" for c in PARTITION_COLUMNS}
@@ -215,19 +229,21 @@ class DuckDBClient:
     def catalog_schema(self, files: list, columns: Sequence[str] | None) -> pa.Schema:
         """The stored Arrow types of ``columns`` over ``files``; a type conflict between partitions raises
         :class:`~.arrow_restore.TypeConflictError` naming the column, its types and the partitions."""
-        if self.s3 is not None:
-            return selection_schema(files, columns, lambda fs: [f.physical_schema for f in self.s3.fragments(fs)])
+        s3 = self.s3  # a local name: the lambda keeps its narrowing
+        if s3 is not None:
+            return selection_schema(files, columns, lambda fs: [f.physical_schema for f in s3.fragments(fs)])
         return selection_schema(files, columns, lambda fs: [local_schema(Path(f)) for f in fs])
 
     # planning ----------------------------------------------------------------
     def _selection(self, providers, datasets, tasks, variants, columns):
+        files: list[Path] | list[str]
         if self.s3 is not None:
             files = self.s3.files(self.s3.select(providers, datasets, tasks, variants))
             # the registered pyarrow dataset needs one schema over every column: refuse a conflict first,
             # naming the partitions (the dataset would only say the types)
             self.catalog_schema(files, None)
         else:
-            files = catalog_files(self.layout, select_partitions(self.layout, providers, datasets, tasks, variants))
+            files = catalog_files(self._local, select_partitions(self._local, providers, datasets, tasks, variants))
         schema = self.describe(files)
         if columns is not None and files:
             check_columns(columns, schema)
@@ -344,7 +360,7 @@ class DuckDBClient:
         """Every partition with files, rows (Parquet footers), bytes, last batch and its ingest time."""
         if table != "catalog":
             raise ValueError(f"unknown table {table!r}; the lake has one partitioned table, 'catalog'")
-        return _finish(self.s3.stats() if self.s3 is not None else partition_stats(self.layout), as_arrow)
+        return _finish(self.s3.stats() if self.s3 is not None else partition_stats(self._local), as_arrow)
 
     def retrieve_with_existing_cols(
         self,
@@ -395,31 +411,31 @@ class DuckDBClient:
         if self._views_ready:
             return
         if self.s3 is not None:
-            self._ensure_s3_views()
+            self._ensure_s3_views(self.s3)
             return
-        files = catalog_files(self.layout)
+        files = catalog_files(self._local)
         if files:
-            glob = "'" + str(self.layout.catalog_root / "**" / "*.parquet").replace("'", "''") + "'"
+            glob = "'" + str(self._local.catalog_root / "**" / "*.parquet").replace("'", "''") + "'"
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW catalog AS SELECT * FROM {parquet_scan(glob)}")
         else:
             empty = ", ".join(f"NULL::VARCHAR AS {c}" for c in PARTITION_COLUMNS)
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW catalog AS SELECT {empty} WHERE false")
-        self.con.register("partitions", partition_stats(self.layout))
+        self.con.register("partitions", partition_stats(self._local))
         self._views_ready = True
 
-    def _ensure_s3_views(self) -> None:
+    def _ensure_s3_views(self, s3: S3Catalog) -> None:
         """The S3 ``catalog`` view (every connection); ``partitions``/``hash_index`` if there is no cached file."""
-        refs = self.s3.select()
-        files = sorted(self.s3.files(refs))  # the order a local glob reads them in, for the same column order
+        refs = s3.select()
+        files = sorted(s3.files(refs))  # the order a local glob reads them in, for the same column order
         if files:
-            source = quote_identifier(self.s3.register(self.con, files))
+            source = quote_identifier(s3.register(self.con, files))
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW catalog AS SELECT * FROM {source}")
         else:
             empty = ", ".join(f"NULL::VARCHAR AS {c}" for c in PARTITION_COLUMNS)
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW catalog AS SELECT {empty} WHERE false")
         if self._in_memory:
-            self.con.register("partitions", self.s3.stats(refs))
-            self.s3.build_hash_index(self.con, temp=True)
+            self.con.register("partitions", s3.stats(refs))
+            s3.build_hash_index(self.con, temp=True)
         self._views_ready = True
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import duckdb
 import pyarrow as pa
@@ -44,7 +44,7 @@ HASH_INDEX_SCHEMA = pa.schema(
 )
 
 
-def is_s3_base(base: object) -> bool:
+def is_s3_base(base: object) -> TypeGuard[str]:
     """``storage.is_s3_uri`` without importing ``storage`` (boto3), which the local path never needs."""
     return isinstance(base, str) and base.startswith("s3://")
 
@@ -90,10 +90,10 @@ def walk_partitions(
     """The level-by-level walk behind :func:`select_partitions`, over any tree: ``children(node, level)``
     returns ``(value, child)`` for the ``level=value`` sub-folders of ``node`` (a local folder, an S3 prefix);
     ``map_fn`` may run the listings of one level concurrently."""
-    filters = dict(zip(PARTITION_COLUMNS, map(_as_list, filters)))
+    by_level = dict(zip(PARTITION_COLUMNS, map(_as_list, filters)))
     branches: list[tuple[tuple[str, ...], Any]] = [((), root)]
     for level in PARTITION_COLUMNS:
-        wanted = filters[level]
+        wanted = by_level[level]
         existing: set[str] = set()
         selected = []
         listings = map_fn(children, [node for _, node in branches], [level] * len(branches))
@@ -105,7 +105,7 @@ def walk_partitions(
         unknown = sorted(set(wanted or ()) - existing)
         if unknown:
             parents = PARTITION_COLUMNS[: PARTITION_COLUMNS.index(level)]
-            earlier = [f"{k}={'|'.join(filters[k])}" for k in parents if filters[k]]
+            earlier = [f"{k}={'|'.join(by_level[k] or ())}" for k in parents if by_level[k]]
             scope = f" under {', '.join(earlier)}" if earlier else ""
             raise UnknownPartitionError(
                 f"unknown {level} {', '.join(map(repr, unknown))}; existing {level}s{scope}: "
@@ -282,6 +282,8 @@ def refresh_duckdb(layout: LakeLayout | str, db_path: Path | str | None = None, 
         from .s3 import refresh_duckdb_s3
 
         return refresh_duckdb_s3(layout, db_path)
+    if not isinstance(layout, LakeLayout):
+        raise TypeError(f"refresh_duckdb takes a LakeLayout or an s3:// lake base, got {layout!r}")
     started = time.perf_counter()
     target = Path(db_path) if db_path is not None else layout.duckdb_file
     target.parent.mkdir(parents=True, exist_ok=True)

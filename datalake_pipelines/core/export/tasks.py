@@ -239,7 +239,7 @@ def _cast_values(con: duckdb.DuckDBPyConnection, name: str, sql_type: str, value
 def plan_export(duck: DuckDBClient, params: ExportParams, sampled: datetime) -> tuple[QueryPlan, QueryPlan]:
     """The export query and the snapshot row count query of the selected partitions (same file list)."""
     wanted = {} if params.export_all else dict(params.filter)
-    partitions = {PARTITION_ARGS[k]: list(v) for k, v in wanted.items() if k in PARTITION_COLUMNS}
+    partitions: dict[str, Any] = {PARTITION_ARGS[k]: list(v) for k, v in wanted.items() if k in PARTITION_COLUMNS}
     try:
         probe = duck.plan_retrieval(**partitions)
     except UnknownPartitionError as exc:

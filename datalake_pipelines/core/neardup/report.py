@@ -169,7 +169,8 @@ def near_duplicate_report(
     started = time.perf_counter()
     with DuckDBClient(base_path=base) as duck:
         if scope is not None:
-            duck.plan_retrieval(**{f"{k}s": [v] for k, v in PartitionRef.parse(scope).as_dict().items()}, limit=0)
+            selection: dict[str, Any] = {f"{k}s": [v] for k, v in PartitionRef.parse(scope).as_dict().items()}
+            duck.plan_retrieval(**selection, limit=0)
         all_members = members_of_plan(duck, duck.plan_retrieval())
     has_hash = all_members.column("phash").is_valid()
     members = all_members.filter(has_hash)

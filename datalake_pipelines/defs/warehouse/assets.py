@@ -14,6 +14,7 @@ from dagster_duckdb import DuckDBResource
 from ...core.catalog.s3 import cached_duckdb_file
 from ...core.catalog.totals import read_lake_totals
 from ...core.catalog.warehouse import refresh_duckdb
+from ...core.lake.layout import LakeLayout
 from ...core.lake.locks import exclusive_lock
 from ...core.storage.backends import cache_dir_for, is_s3_uri
 from ...lib.after_ingest import after_new_materializations
@@ -38,6 +39,7 @@ def duckdb_catalog(
     context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
     base = lake.base
+    target: LakeLayout | str
     if is_s3_uri(base):
         target, database = base, cached_duckdb_file(base).resolve()
         lock = cache_dir_for(base) / "locks" / "catalog.duckdb.lock"

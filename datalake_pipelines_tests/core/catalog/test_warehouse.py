@@ -123,3 +123,10 @@ def test_partition_stats_reads_footers(lake):
     assert stats[("acme", "ocr", "base")]["rows"] == 3
     assert stats[("acme", "ocr", "base")]["files"] == 1
     assert stats[("acme", "ocr", "base")]["last_ingested_at"] is not None
+
+
+def test_refresh_names_a_local_path_string_it_cannot_take(tmp_path):
+    # a plain local path string is neither a LakeLayout nor an s3:// base: a clear TypeError, not AttributeError
+    with pytest.raises(TypeError, match="LakeLayout or an s3:// lake base"):
+        refresh_duckdb(str(tmp_path))
+    assert not list(tmp_path.iterdir())
