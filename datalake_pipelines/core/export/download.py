@@ -53,7 +53,7 @@ class Selection:
     def coerce(cls, value: Selection | dict[str, Any] | None) -> Selection:
         if value is None:
             return cls()
-        if isinstance(value, cls):
+        if isinstance(value, Selection):
             return value
         known = {f.name for f in fields(cls)} - {"extra"}
         unknown = set(value) - known
@@ -69,7 +69,7 @@ class Selection:
         return {"providers": self.providers, "datasets": self.datasets, "tasks": self.tasks, "variants": self.variants}
 
     def plan(self, duck: DuckDBClient) -> QueryPlan:
-        if self.is_search:
+        if self.text is not None:  # self.is_search, spelled out so that text narrows to str
             if not self.column:
                 raise ValueError("a text search selection needs 'column' as well as 'text'")
             return duck.plan_search(
@@ -148,7 +148,7 @@ def _with_image_bytes(read, batch: pa.RecordBatch, columns: list[str], image_typ
     table = pa.Table.from_batches([batch])
     for name in columns:
         cache: dict[str, bytes] = {}  # the same asset often backs several rows of a batch
-        values = []
+        values: list[dict[str, Any] | None] = []
         for relpath in table.column(name).to_pylist():
             if relpath is None:
                 values.append(None)

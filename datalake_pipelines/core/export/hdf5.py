@@ -51,7 +51,7 @@ VLEN_BYTES = h5py.vlen_dtype(np.uint8)
 UTF8 = h5py.string_dtype("utf-8")
 IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 # Pillow modes deeper than 8 bits per sample and the dtype that holds their values exactly.
-HIGH_DEPTH_DTYPES = {
+HIGH_DEPTH_DTYPES: dict[str, type[np.integer[Any]] | type[np.floating[Any]]] = {
     "I;16": np.uint16,
     "I;16L": np.uint16,
     "I;16B": np.uint16,
@@ -136,7 +136,9 @@ class _Group:
         if name in self.datasets:
             return self.datasets[name]
         w = self.writer
-        fixed = {}
+        fixed: dict[str, Any] = {}
+        shape: tuple[int, ...]
+        dtype: Any  # a numpy scalar type, an h5py special dtype or a pandas dtype
         if encoding == "image_array":
             h, wd, c = w.image_shape
             shape, dtype = (0, h, wd, c), np.uint8
@@ -377,7 +379,7 @@ class Hdf5ExportWriter:
         pixels = np.asarray(band).astype(depth)[:, :, None]
         if c == 1:
             return pixels
-        full = np.iinfo(depth).max if np.issubdtype(depth, np.integer) else 1.0
+        full = np.iinfo(depth).max if issubclass(depth, np.integer) else 1.0
         alpha = [np.full_like(pixels, full)] if c == 4 else []
         return np.concatenate([pixels] * 3 + alpha, axis=2)
 

@@ -119,4 +119,4 @@ def open_source(lake: LakeSource | LakeLayout | str | os.PathLike | None) -> Lak
     raw = str(lake) if lake is not None else (load_settings().base_path or None)
     if is_s3_base(raw):
         return S3Source(raw)
-    return LocalSource(LakeLayout(lake, create=False))
+    return LocalSource(LakeLayout(raw, create=False))  # str(lake) or None: the base LakeLayout(lake) resolves to

@@ -43,7 +43,7 @@ def _write_jsonl(reader: pa.RecordBatchReader, out: Path) -> dict[str, Any]:
 def _write_hdf5(source: LakeSource, reader: pa.RecordBatchReader, out: Path, opts: dict[str, Any]) -> None:
     from .hdf5 import Hdf5ExportWriter
 
-    def partition_meta(key: tuple[str, str, str, str]) -> dict[str, Any]:
+    def partition_meta(key: tuple[str, ...]) -> dict[str, Any]:
         return source.partition_metadata(PartitionRef(*key))
 
     writer = Hdf5ExportWriter(
