@@ -183,10 +183,11 @@ def _known(item: _Hashed, entry: IndexEntry, kind: str, options: StoreOptions) -
         content = item.data if item.data is not None else item.source
         orientation = exif_orientation(content)
         width, height = displayed_size(info.width, info.height, orientation, info.format)
-        facts = {"kind": "image", "format": info.format, "width": width, "height": height}
-        return StoredFile(
-            sha256=item.sha256, entry=replace(entry, mode=info.mode, orientation=orientation or 0, **facts)
-        )
+        facts = replace(
+            entry, kind="image", format=info.format, width=width, height=height, mode=info.mode,
+            orientation=orientation or 0,
+        )  # fmt: skip
+        return StoredFile(sha256=item.sha256, entry=facts)
     if entry.width * entry.height > options.max_pixels:
         return StoredFile(
             sha256=item.sha256,
@@ -214,7 +215,13 @@ def _store_new(
     layout: LakeLayout, item: _Hashed, provider: str, dataset: str, batch_id: str, kind: str, options: StoreOptions
 ) -> StoredFile:
     source, data, sha = Path(item.source), item.data, item.sha256
+    assert sha is not None  # _read_and_hash sets sha256 on every item without an error
     phash = None
+    fmt: str | None
+    width: int | None
+    height: int | None
+    mode: str | None
+    orientation: int | None
     if kind == "image":
         hasher = FrameHasher() if options.phash else None
         try:
@@ -307,8 +314,9 @@ def _restore(
     """A dedup hit whose asset is broken: store the upload's bytes again at the indexed path (new content)."""
     content: bytes | Path | None = item.data if item.data is not None else Path(item.source)
     if indexed.stored_sha256 != item.sha256:  # stored optimized: only the same optimization restores it
-        info = inspect_image(item.data, options.max_pixels) if item.data is not None else None
-        content = optimize_image(item.data, info) if info is not None else None
+        content = None
+        if item.data is not None:
+            content = optimize_image(item.data, inspect_image(item.data, options.max_pixels))
     try:
         if content is None:
             raise ValueError("the stored asset was an optimized copy that cannot be rebuilt")

@@ -8,6 +8,7 @@ import pyarrow as pa
 
 from ..catalog.parts import BATCH_ID, INGESTED_AT, INGESTED_AT_TYPE, ROW_HASH, file_fields, image_fields
 from .asset_store import StoredFile
+from .hash_index import IndexEntry
 from .manifest import BatchManifest
 from .row_identity import RowIdentity
 
@@ -16,6 +17,16 @@ BOOKKEEPING_FIELDS = [
     pa.field(INGESTED_AT, INGESTED_AT_TYPE),
     pa.field(ROW_HASH, pa.string()),
 ]
+
+
+def _entry_of(outcome: StoredFile | None) -> IndexEntry | None:
+    """The index entry of a kept row's file (``None``: the cell names no file). A kept row has no file error, so
+    each of its files was stored or found and carries its entry; raises ``ValueError`` if one does not."""
+    if outcome is None:
+        return None
+    if outcome.entry is None:
+        raise ValueError(f"stored file {outcome.sha256} has no index entry ({outcome.error or 'no error'})")
+    return outcome.entry
 
 
 def _file_column_fields(name: str, manifest: BatchManifest) -> list[pa.Field]:
@@ -61,21 +72,21 @@ def catalog_rows(
     fields: list[pa.Field] = []
     for fld in table.schema:
         if fld.name in stored:
-            entries = [stored[fld.name][i] for i in keep_idx]
-            values = [
-                [e.entry.path if e else None for e in entries],
-                [e.entry.stored_sha256 if e else None for e in entries],
+            entries = [_entry_of(stored[fld.name][i]) for i in keep_idx]
+            values: list[list[Any]] = [
+                [e.path if e else None for e in entries],
+                [e.stored_sha256 if e else None for e in entries],
             ]
             if fld.name in manifest.file_columns:
-                values.append([e.entry.size if e else None for e in entries])
+                values.append([e.size if e else None for e in entries])
             else:
                 values += [
-                    [e.entry.width if e else None for e in entries],
-                    [e.entry.height if e else None for e in entries],
-                    [e.entry.format if e else None for e in entries],
-                    [e.entry.mode if e else None for e in entries],
-                    [(e.entry.orientation or None) if e else None for e in entries],  # 0 = no tag
-                    [e.entry.phash if e else None for e in entries],
+                    [e.width if e else None for e in entries],
+                    [e.height if e else None for e in entries],
+                    [e.format if e else None for e in entries],
+                    [e.mode if e else None for e in entries],
+                    [(e.orientation or None) if e else None for e in entries],  # 0 = no tag
+                    [e.phash if e else None for e in entries],
                 ]
             for f, v in zip(_file_column_fields(fld.name, manifest), values):
                 columns[f.name] = pa.array(v, f.type)

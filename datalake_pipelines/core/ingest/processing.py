@@ -139,6 +139,8 @@ def write_job_record(layout: LakeLayout, result: BatchResult, extra: dict[str, A
 class BatchProcessor:
     """Runs the processing steps for one batch already in ``staging/processing/<job_id>``."""
 
+    _nfc_index: tuple[set[str], dict[str, str]] | None  # (the batch's files, NFC path -> path), see _nfc_files
+
     def __init__(
         self,
         layout: LakeLayout,
@@ -377,12 +379,12 @@ class BatchProcessor:
         keep_idx = [i for i in range(n) if i not in errors]
         for col in image_cols:
             for i in keep_idx:
-                outcome = stored[col][i]
-                if outcome is None:
+                kept = stored[col][i]
+                if kept is None:
                     continue
-                if outcome.new and outcome.bytes_written:
+                if kept.new and kept.bytes_written:
                     result.images_new += 1
-                    result.bytes_stored += outcome.bytes_written
+                    result.bytes_stored += kept.bytes_written
                 else:
                     result.images_deduplicated += 1
         result.rows_rejected += len(errors)
@@ -405,9 +407,11 @@ class BatchProcessor:
 
     def _nfc_files(self) -> dict[str, str]:
         """The batch's files by the NFC form of their relative path (built once per batch, on first need)."""
-        if getattr(self, "_nfc_index", None) is None or self._nfc_index[0] is not self._batch_files:
-            self._nfc_index = (self._batch_files, {unicodedata.normalize("NFC", f): f for f in self._batch_files})
-        return self._nfc_index[1]
+        index = getattr(self, "_nfc_index", None)
+        if index is None or index[0] is not self._batch_files:
+            by_nfc = {unicodedata.normalize("NFC", f): f for f in self._batch_files}
+            index = self._nfc_index = (self._batch_files, by_nfc)
+        return index[1]
 
     def _check_thresholds(self, result: BatchResult) -> None:
         details = {"rejected": result.rejected}
