@@ -105,7 +105,7 @@ def lake_totals(con: duckdb.DuckDBPyConnection) -> LakeTotals:
     totals: dict[str, Any] = {k: sum(d[k] for d in datasets) for k in SUMMED}
     totals["datasets"] = len(datasets)
     totals["distinct_files"] = (
-        int(con.execute(f"SELECT count(DISTINCT sha) FROM ({_references_sql(file_columns)})").fetchone()[0])
+        int(con.execute(f"SELECT count(DISTINCT sha) FROM ({_references_sql(file_columns)})").fetchall()[0][0])
         if file_columns
         else 0
     )

@@ -37,7 +37,7 @@ def _stats(con: duckdb.DuckDBPyConnection, expr: str, source: str, params: dict)
         f"SELECT min(v), quantile_cont(v, 0.5), max(v), avg(v), sum(v), count(v) "
         f"FROM (SELECT ({expr})::DOUBLE AS v FROM {source})",
         params,
-    ).fetchone()
+    ).fetchall()[0]  # an aggregate: exactly one row (fetchone is typed Optional)
     keys = ("min", "median", "max", "mean", "total", "count")
     return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in zip(keys, row)}
 
@@ -71,9 +71,9 @@ def profile_files(files: Sequence[Path], index: HashIndex | None = None) -> dict
     types = {name: str(t) for name, t, *_ in described}
     names = list(types)
     q = quote_identifier
-    rows = con.execute(f"SELECT count(*) FROM {source}", params).fetchone()[0]
+    rows = con.execute(f"SELECT count(*) FROM {source}", params).fetchall()[0][0]
     nulls_sql = ", ".join(f"count(*) - count({q(c)})" for c in names)
-    nulls = dict(zip(names, con.execute(f"SELECT {nulls_sql} FROM {source}", params).fetchone()))
+    nulls = dict(zip(names, con.execute(f"SELECT {nulls_sql} FROM {source}", params).fetchall()[0]))
     doc: dict[str, Any] = {"rows": rows, "columns": len(names), "images": {}, "files": {}, "text_lengths": {}}
     images = image_columns(names)
     for col in images:
@@ -160,7 +160,7 @@ def profile_png(doc: dict[str, Any], title: str = "", max_bytes: int = MAX_PNG_B
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 3).ravel()
     small = {"fontsize": 7}
-    img = next(iter(doc["images"].values()), None)
+    img: dict[str, Any] | None = next(iter(doc["images"].values()), None)
     ax = axes[0]
     if img and img["sizes"]:
         s = np.array(img["sizes"], dtype=float)
@@ -173,7 +173,8 @@ def profile_png(doc: dict[str, Any], title: str = "", max_bytes: int = MAX_PNG_B
         ax.barh(list(cats)[:10][::-1], list(cats.values())[:10][::-1], color="tab:orange")
     ax.set_title("formats and modes (rows)", **small)
     ax = axes[2]
-    sizes = (img or {}).get("file_bytes_log2") or next(iter(doc["files"].values()), {}).get("file_bytes_log2", {})
+    no_file: dict[str, Any] = {}
+    sizes = (img or {}).get("file_bytes_log2") or next(iter(doc["files"].values()), no_file).get("file_bytes_log2", {})
     labels, counts = _bin_labels(sizes)
     ax.bar(labels, counts, color="tab:green")
     ax.set_title("file size (bytes, power-of-2 bins)", **small)

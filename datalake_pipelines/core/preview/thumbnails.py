@@ -15,7 +15,7 @@ import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -68,13 +68,19 @@ def _rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    return ImageFont.load_default(max(8, size))
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    font = ImageFont.load_default(max(8, size))
+    if not isinstance(font, ImageFont.FreeTypeFont):  # Pillow without FreeType: a bitmap font, no .size
+        raise RuntimeError("thumbnail labels need Pillow with FreeType (the PyPI wheels include it)")
+    return font
 
 
-def render_thumbnail(path: Path, annotations: RowAnnotations | None = None, max_side: int = THUMB_SIDE) -> Image.Image:
-    """The displayed image fitted into ``max_side`` px with ``annotations`` drawn; raises ``OSError`` when the
-    file cannot be read or decoded. Only the first frame of an animation is shown."""
+def render_thumbnail(
+    path: Path | IO[bytes], annotations: RowAnnotations | None = None, max_side: int = THUMB_SIDE
+) -> Image.Image:
+    """The displayed image (a file, or an open binary file object) fitted into ``max_side`` px with
+    ``annotations`` drawn; raises ``OSError`` when the file cannot be read or decoded. Only the first frame of an
+    animation is shown."""
     with Image.open(path) as im:
         orientation = im.getexif().get(274) if im.format != "TIFF" else None  # Pillow shows TIFF transposed
         full = im.size
