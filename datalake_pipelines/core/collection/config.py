@@ -91,7 +91,12 @@ class Collection:
 
     def to_dict(self) -> dict[str, Any]:
         """The reference client's shape: id, name, description, file_specifications, project, created_at."""
-        project = {"provider": self.provider, "dataset": self.dataset, "task": self.task, "variant": self.variant}
+        project: dict[str, Any] = {
+            "provider": self.provider,
+            "dataset": self.dataset,
+            "task": self.task,
+            "variant": self.variant,
+        }
         if self.meta:
             project["meta"] = dict(self.meta)
         return {
@@ -282,7 +287,12 @@ def create_collection(
 ) -> Collection:
     """Declare a collection in ``config/collections.yaml`` (validated against the schema) and return it."""
     specs = [s.to_dict() if isinstance(s, FileSpec) else s for s in file_specifications]
-    project = {"provider": provider, "dataset": dataset, "task": task or RAW_TASK, "variant": variant or name}
+    project: dict[str, Any] = {
+        "provider": provider,
+        "dataset": dataset,
+        "task": task or RAW_TASK,
+        "variant": variant or name,
+    }
     if meta:
         project["meta"] = meta
     doc = {

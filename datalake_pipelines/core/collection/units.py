@@ -268,6 +268,7 @@ def organize(
     entries = _walk(folder, frozenset(str(Path(p).resolve()) for p in skip or ()))
     gc_was_enabled = gc.isenabled()
     gc.disable()  # tens of thousands of small objects: collector passes cost ~10% and free nothing
+    key: str | None
     try:
         for entry, rel in entries:
             if fast:  # inlined _classify for the default mode: this loop is the hot path
@@ -383,6 +384,7 @@ def _classify(
         if ext not in spec.extensions:
             return None, stem, f"extension {ext or '(none)'!r} is not allowed for {top!r}"
         return top, stem, ""
+    assert regex is not None  # group_by == "regex": the caller compiled the pattern
     match = regex.search(rel)
     if match is None or not match.group("unit"):
         return None, None, ""

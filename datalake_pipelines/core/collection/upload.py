@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +208,7 @@ def upload_data_file(
         if name in sources and name not in texts:
             texts[name] = _read_json_text(sources[name], name)
     file_specs = [n for n in sources if collection.spec(n).kind != "json"]
-    uploaded = {
+    uploaded: dict[str, Any] = {
         "collection": collection.id,
         "unit": meta.get("origin_file_stem"),
         "files": {},
@@ -216,7 +217,7 @@ def upload_data_file(
         "skipped": False,
     }
     if known_rows:
-        shas = {n: _retry_io(lambda n=n: hash_file(sources[n]), policy, n, sources[n]) for n in file_specs}
+        shas = {n: _retry_io(partial(hash_file, sources[n]), policy, n, sources[n]) for n in file_specs}
         uploaded["files"] = {n: {"sha256": s, "source": sources[n], "path": None} for n, s in shas.items()}
         row = unit_row_hash(collection, uploaded)
         if row in known_rows and all(index is None or index.get(s) for s in shas.values()):
