@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 
@@ -132,8 +132,14 @@ def create_export(
     return result.run_id
 
 
+def _op_config(run: dg.DagsterRun) -> dict[str, Any]:
+    """The export op's config in ``run``'s run config (``{}`` when it has none)."""
+    run_config = cast(dict[str, Any], run.run_config)  # typed Mapping[str, object]; ours is nested dicts
+    return run_config.get("ops", {}).get(EXPORT_OP, {}).get("config", {})
+
+
 def _params_of(run: dg.DagsterRun) -> dict[str, Any]:
-    config = dict(run.run_config.get("ops", {}).get(EXPORT_OP, {}).get("config", {}))
+    config = dict(_op_config(run))
     names = ("batch_size", "hdf5_images", "hdf5_image_shape", "hdf5_compression", "exclude_near_duplicates")
     options = {k: config.pop(k) for k in names if k in config}
     config.pop("base_path", None)
@@ -161,7 +167,7 @@ def export_info(instance: dg.DagsterInstance, lake: LakeLayout | str | None, tas
     if record is None or record.dagster_run.job_name != EXPORT_JOB:
         raise ExportError(TASK_NOT_FOUND, f"no export task {task_id!r} in this Dagster instance")
     run = record.dagster_run
-    base = run.run_config.get("ops", {}).get(EXPORT_OP, {}).get("config", {}).get("base_path")
+    base = _op_config(run).get("base_path")
     storage = open_storage(str(open_source(base or lake).base))
     try:
         progress = json.loads(storage.read_bytes(progress_key(task_id)))
