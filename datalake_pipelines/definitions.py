@@ -41,12 +41,13 @@ def resources() -> dict[str, object]:
     }
 
 
-def build_defs() -> dg.Definitions:
-    """Every domain's definitions merged, with the resources bound once."""
+def build_defs(base: str | None = None) -> dg.Definitions:
+    """Every domain's definitions merged, with the resources bound once; ``base`` (default: the
+    ``DATALAKE_BASE_PATH`` setting) decides whether the S3-only Athena domain is in."""
     return dg.Definitions.merge(
         ingest.defs,
         warehouse.defs,
-        athena.build_defs(),  # empty on a local lake: read at load time, like the resources
+        athena.build_defs(None if base is None else {"DATALAKE_BASE_PATH": base}),  # empty on a local lake
         exports.defs,
         neardup.defs,
         dg.Definitions(resources=resources()),

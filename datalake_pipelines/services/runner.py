@@ -120,9 +120,10 @@ def refresh_athena(instance: dg.DagsterInstance, lake) -> bool | None:
     ``athena_on_ingest`` sensor does after sensor-launched runs; None for a lake without Athena tables."""
     if not athena_applies(lake.base):
         return None
-    from ..definitions import defs
+    from ..definitions import build_defs
 
-    result = defs.resolve_job_def("refresh_athena_tables").execute_in_process(
+    # the lake of this call (maybe a --base-path flag), not the environment the location was imported with
+    result = build_defs(base=str(lake.base)).resolve_job_def("refresh_athena_tables").execute_in_process(
         instance=instance, resources={"lake": lake}, raise_on_error=False
     )
     return result.success

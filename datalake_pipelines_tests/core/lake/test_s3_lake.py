@@ -18,7 +18,7 @@ from datalake_pipelines import DatalakeClient, DuckDBClient
 from datalake_pipelines.core.lake.layout import PartitionRef
 from datalake_pipelines.core.lake.s3 import S3Lake, claim_key
 from datalake_pipelines.core.storage.backends import S3Storage, split_s3_uri
-from datalake_pipelines.definitions import defs, duckdb_file
+from datalake_pipelines.definitions import build_defs, defs, duckdb_file
 from datalake_pipelines.defs.athena.resources import AthenaSettings
 from datalake_pipelines.defs.athena.sensors import athena_on_ingest
 from datalake_pipelines.defs.ingest import sensors
@@ -112,7 +112,7 @@ def test_s3_ingest_end_to_end(instance, s3_lake, s3_client_api, corpus_dir, tmp_
     run_resources = {**resources(s3_lake), "athena": AthenaSettings(database=database)}
     athena_tick = athena_on_ingest(dg.build_sensor_context(instance=instance, resources=run_resources))
     assert len(athena_tick.run_requests) == 1
-    athena_run = defs.resolve_job_def("refresh_athena_tables").execute_in_process(
+    athena_run = build_defs(base=s3_lake).resolve_job_def("refresh_athena_tables").execute_in_process(
         instance=instance, resources=run_resources
     )
     assert athena_run.success
