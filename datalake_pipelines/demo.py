@@ -65,7 +65,7 @@ def run_daemon_until_done(layout: LakeLayout, job_ids: list[str], timeout: float
     deadline = time.time() + timeout
     try:
         while time.time() < deadline:
-            states = {j: batch_status(layout, instance, j)["state"] for j in job_ids}
+            states = {j: batch_status(layout.base, instance, j)["state"] for j in job_ids}
             if all(s in ("done", "failed") for s in states.values()) and layout.duckdb_file.exists():
                 print("batches:", states)
                 return True
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"staged raw batch {raw_job} and OCR batch {ocr_job} in {layout.pending}")
     if args.no_daemon:
-        ok = bool(start_pending(layout, get_instance()))
+        ok = bool(start_pending(str(layout.base), get_instance()))
     else:
         ok = run_daemon_until_done(layout, [raw_job, ocr_job], args.timeout)
     if not ok:

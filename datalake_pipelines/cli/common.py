@@ -111,6 +111,16 @@ def layout_of(args: argparse.Namespace) -> LakeLayout:
         raise CliError(str(exc)) from None
 
 
+def lake_of(args: argparse.Namespace):
+    """The lake of ``--base-path`` / ``$DATALAKE_BASE_PATH`` (folder or ``s3://``), a ``core.lake`` ``Lake``."""
+    from ..core.lake.open import open_lake
+
+    try:
+        return open_lake(args.base_path)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
 def s3_base(args: argparse.Namespace) -> str | None:
     """The lake base when it is ``s3://...`` (flag or ``$DATALAKE_BASE_PATH``), else None."""
     base = str(args.base_path or os.environ.get(BASE_PATH_ENV, ""))

@@ -8,6 +8,7 @@ Expected errors (``DatalakeError`` and invalid names) print ``error: <message>``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -16,7 +17,6 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.errors import DatalakeError
-from ..core.lake.batches import batch_status, list_batches
 from ..core.lake.layout import (
     BASE_PATH_ENV,
     DEFAULT_BASE_DIRNAME,
@@ -29,6 +29,7 @@ from .common import (  # noqa: F401 - re-exported: the command modules' and test
     UsageError,
     ask,
     emit,
+    lake_of,
     layout_of,
     parse_allowed_values,
     parse_pairs,
@@ -46,23 +47,11 @@ DATA_TYPES = ("raw", "task")
 
 # config -------------------------------------------------------------------------------------------------
 def lake_schema(args: argparse.Namespace):
-    """(schema, save, where) of the lake's ``config/schema.yaml``; on S3, a local copy saved back to S3."""
-    from ..core.lake.s3 import S3Lake
-    from ..core.lake.schema import load_schema
-    from ..core.storage.backends import is_s3_uri
-
-    base = args.base_path or os.environ.get(BASE_PATH_ENV, "")
-    if not is_s3_uri(base):
-        schema = load_schema(layout_of(args))
-        return schema, schema.save, str(schema.path)
-    s3_lake = S3Lake(base)
-    schema = load_schema(s3_lake.scratch_layout())
-
-    def save() -> None:
-        schema.save()
-        s3_lake.put_schema(schema.path)
-
-    return schema, save, s3_lake.uri_of("config/schema.yaml")
+    """(schema, save, where) of the lake's ``config/schema.yaml``, folder or S3 (saved back by ``save()``)."""
+    lake = lake_of(args)
+    editing = contextlib.ExitStack()
+    schema = editing.enter_context(lake.edit_schema())
+    return schema, editing.close, lake.schema_uri
 
 
 def cmd_provider_create(args: argparse.Namespace) -> int:
@@ -75,7 +64,7 @@ def cmd_provider_create(args: argparse.Namespace) -> int:
 
 
 def cmd_provider_list(args: argparse.Namespace) -> int:
-    schema, _save, _where = lake_schema(args)
+    schema = lake_of(args).schema()
     emit(args, list(schema.providers), lambda: "\n".join(schema.providers) or "(no providers)")
     return 0
 
@@ -109,9 +98,7 @@ def cmd_task_create(args: argparse.Namespace) -> int:
 
 
 def cmd_task_list(args: argparse.Namespace) -> int:
-    from ..core.lake.schema import load_schema
-
-    schema = load_schema(layout_of(args))
+    schema = lake_of(args).schema()
     doc = {name: spec.as_yaml() for name, spec in schema.tasks.items()}
 
     def text() -> str:
@@ -194,16 +181,12 @@ def cmd_upload(args: argparse.Namespace) -> int:
 # process ------------------------------------------------------------------------------------------------
 def run_pending(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Claim every ready pending batch and run it through Dagster now (runs recorded in $DAGSTER_HOME)."""
-    from ..services.runner import get_instance, start_pending, start_pending_s3
+    from ..services.runner import get_instance, start_pending
 
     settings = {"num_proc": args.num_proc, "batch_size": args.batch_size, "max_reject_ratio": args.max_reject_ratio}
     echo = (lambda _msg: None) if args.json else print
-    if s3_base(args):
-        settings = {k: v for k, v in settings.items() if v is not None}
-        return start_pending_s3(s3_base(args), get_instance(), echo=echo, **settings)
-    return start_pending(
-        layout_of(args), get_instance(), echo=echo, **{k: v for k, v in settings.items() if v is not None}
-    )
+    base = lake_of(args).base
+    return start_pending(base, get_instance(), echo=echo, **{k: v for k, v in settings.items() if v is not None})
 
 
 def cmd_process_start(args: argparse.Namespace) -> int:
@@ -240,24 +223,16 @@ def _n(value: Any) -> str:
 
 
 def cmd_process_status(args: argparse.Namespace) -> int:
-    if s3_base(args):
-        from ..core.lake.s3 import S3Lake
-
-        entry = S3Lake(s3_base(args)).batch_status(args.job_id, run_state(args))
-        if entry is None:
-            raise CliError(f"no batch with job id {args.job_id!r} in {s3_base(args)}")
-        emit(args, entry, lambda: format_entry(entry))
-        return 0
-    layout = layout_of(args)
-    entry = batch_status(layout, args.job_id, run_state(args))
+    lake = lake_of(args)
+    entry = lake.status(args.job_id, run_state(args))
     if entry is None:
-        raise CliError(f"no batch with job id {args.job_id!r} in {layout.base}")
+        raise CliError(f"no batch with job id {args.job_id!r} in {lake.base}")
     emit(args, entry, lambda: format_entry(entry))
     return 0
 
 
 def cmd_process_list(args: argparse.Namespace) -> int:
-    entries = list_batches(layout_of(args), run_state(args))
+    entries = lake_of(args).list_batches(run_state(args))
     emit(args, entries, lambda: "\n".join(format_entry(e) for e in entries) or "no batches")
     return 0
 

@@ -20,11 +20,13 @@ from typing import Any
 from ..errors import ValidationError
 from ..ingest.manifest import load_manifest
 from ..storage.files import read_json, utc_now_iso, write_json_atomic
+from .keys import LOCAL_CLAIM_MARKER
 from .layout import BATCH_MANIFEST, LakeLayout, PartitionRef
 
-CLAIM_MARKER = ".claim.json"
-DEFAULT_QUIET_SECONDS = 10.0
-DEFAULT_GRACE_SECONDS = 600.0
+CLAIM_MARKER = LOCAL_CLAIM_MARKER
+DEFAULT_QUIET_SECONDS = 10.0  # a hand drop must be unchanged this long before it is claimed
+DEFAULT_GRACE_SECONDS = 600.0  # a local folder without a usable manifest waits this long before failed/
+MAX_ATTEMPTS = 2  # a batch whose run died is tried once more (run key <job>.attempt2), then failed
 
 
 @dataclass
@@ -194,7 +196,6 @@ def process_alive(pid: int | None, host: str | None) -> bool | None:
 
 
 ATTEMPT_FILE = ".attempt"
-MAX_ATTEMPTS = 2
 
 
 def attempt_of(folder: Path) -> int:

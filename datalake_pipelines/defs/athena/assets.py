@@ -4,7 +4,6 @@ import dagster as dg
 
 from ...core.athena.tables import ddl_statements, sync_athena_tables
 from ...core.lake.layout import BASE_PATH_ENV
-from ...core.storage.backends import is_s3_uri
 from ...lib.resources import LakeResource
 from ..ingest.assets import catalog_partition
 from .resources import AthenaSettings
@@ -26,7 +25,7 @@ def athena_tables(
     context: dg.AssetExecutionContext, lake: LakeResource, athena: AthenaSettings
 ) -> dg.MaterializeResult:
     base = lake.base
-    if not is_s3_uri(base):
+    if lake.kind != "s3":
         raise dg.Failure(
             description=f"Athena needs an s3:// lake, but the lake base is {base or './lake'!r} "
             f"(set {BASE_PATH_ENV} or the lake resource's base_path to s3://bucket/prefix)"

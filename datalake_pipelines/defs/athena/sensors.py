@@ -19,6 +19,6 @@ athena_job = dg.define_asset_job(
     description="Materializes athena_tables after new catalog_partition materializations on an S3 lake.",
 )
 def athena_on_ingest(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
-    if not lake.is_s3:
+    if lake.kind != "s3":
         return dg.SkipReason("the lake is not on S3: no Athena tables to maintain")
     return after_new_materializations(context, catalog_partition.key, "athena", "Athena partitions are up to date")

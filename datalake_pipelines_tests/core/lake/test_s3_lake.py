@@ -15,8 +15,9 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from datalake_pipelines import DatalakeClient, DuckDBClient
+from datalake_pipelines.core.lake import keys as lake_keys
 from datalake_pipelines.core.lake.layout import PartitionRef
-from datalake_pipelines.core.lake.s3 import S3Lake, claim_key
+from datalake_pipelines.core.lake.s3 import S3Lake
 from datalake_pipelines.core.storage.backends import S3Storage, split_s3_uri
 from datalake_pipelines.definitions import defs, duckdb_file
 from datalake_pipelines.defs.athena.resources import AthenaSettings
@@ -149,7 +150,7 @@ def test_task_data_and_invalid_batches_on_s3(instance, s3_lake, s3_client_api, m
     for bad in ("bad1", "bad2"):
         error = json.loads(storage.read_bytes(f"staging/failed/{bad}/error.json"))
         assert error["job_id"] == bad and error["error"]
-        assert not keys(s3_lake, f"staging/pending/{bad}") and not storage.exists(claim_key(bad))
+        assert not keys(s3_lake, f"staging/pending/{bad}") and not storage.exists(lake_keys.claim_marker(bad, local=False))
     assert storage.read_bytes("staging/failed/bad1/data.txt") == b"x"  # the original is kept
     assert "unknown provider 'nobody'" in json.loads(storage.read_bytes("staging/failed/bad1/error.json"))["error"]
     bad2 = json.loads(storage.read_bytes("staging/failed/bad2/error.json"))["error"]
@@ -196,14 +197,14 @@ def test_failed_run_keeps_the_batch_in_failed(instance, s3_lake, s3_client_api, 
     assert len([k for k in kept if "/files/" in k]) == 3 and f"staging/failed/{job}/_metadata.json" in kept
     assert {r["source"].split("/")[-1] for r in error["rejected"]} == {p.name for p in folder.iterdir()}
     assert keys(s3_lake, "assets") == [] and keys(s3_lake, "catalog") == []  # nothing half-published
-    assert keys(s3_lake, "staging/pending") == [] and not storage.exists(claim_key(job))
+    assert keys(s3_lake, "staging/pending") == [] and not storage.exists(lake_keys.claim_marker(job, local=False))
 
 
 def test_s3_base_from_environment_and_bucket_prefix(s3_lake, monkeypatch):
     bucket, prefix = split_s3_uri(s3_lake)
     assert prefix == "lake"
     monkeypatch.setenv("DATALAKE_BASE_PATH", s3_lake)
-    assert LakeResource().is_s3 and LakeResource().base == s3_lake
+    assert LakeResource().kind == "s3" and LakeResource().base == s3_lake
     client = DatalakeClient(progress=False)
     assert client.base_path == s3_lake
     assert boto3.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
