@@ -38,16 +38,17 @@ def get_instance() -> dg.DagsterInstance:
 
 
 def start_pending(
-    base: str, instance: dg.DagsterInstance, quiet_seconds: float = 2.0, echo=print, **settings: Any
+    base: Any, instance: dg.DagsterInstance, quiet_seconds: float = 2.0, echo=print, **settings: Any
 ) -> list[dict[str, Any]]:
-    """Claim ready pending batches of the lake at ``base`` (folder or ``s3://``) and run ``ingest_job`` for each
-    partition now, in this process. Hand drops still settling are waited for once, ``quiet_seconds`` long.
+    """Claim ready pending batches of the lake at ``base`` (folder, ``s3://`` URI or ``LakeLayout``) and run
+    ``ingest_job`` for each partition now, in this process.
+    Hand drops still settling are waited for once, ``quiet_seconds`` long.
 
     Returns one status entry per claimed batch (``job_id``, ``state`` done/failed, ``run_id`` ...).
     """
     from ..defs.ingest.sensors import claim_options
 
-    resource = LakeResource(base_path=str(base), **settings)
+    resource = LakeResource(base_path=_base_of(base), **settings)
     lake = resource.lake()
     state: dict[str, Any] = {}
     options = claim_options(log, quiet_seconds=quiet_seconds)
@@ -125,9 +126,14 @@ def dagster_run_state(instance: dg.DagsterInstance):
     return state
 
 
-def batch_status(base: str | os.PathLike, instance: dg.DagsterInstance | None, job_id: str) -> dict[str, Any]:
+def _base_of(lake: Any) -> str:
+    """A lake's base from a path, an ``s3://`` URI or a ``LakeLayout`` (what callers have at hand)."""
+    return str(getattr(lake, "base", lake))
+
+
+def batch_status(base: Any, instance: dg.DagsterInstance | None, job_id: str) -> dict[str, Any]:
     """State of one batch of the lake at ``base`` (pending, queued, running, done, failed) with run id, rows
     and reason; ``{"job_id", "state": "unknown"}`` when the lake has no such batch."""
     run_state = dagster_run_state(instance) if instance is not None else None
-    lake = open_lake(base)
+    lake = open_lake(_base_of(base))
     return lake.status(job_id, run_state) or {"job_id": job_id, "state": "unknown"}

@@ -20,6 +20,7 @@ from typing import Any
 from ..catalog.parts import CompactionResult, compact_partition
 from ..errors import DatalakeError, ValidationError
 from ..ingest.asset_store import sha256_file
+from ..ingest.hash_index import HashIndex
 from ..ingest.manifest import load_manifest
 from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, fail_batch, process_pending
 from ..ingest.verify import local_sizes
@@ -28,7 +29,7 @@ from ..storage.files import write_json_atomic
 from . import batches, queue
 from .keys import LOCAL_CLAIM_MARKER
 from .layout import LakeLayout, PartitionRef
-from .protocol import BaseLake, Claim, Claimed, ClaimOptions, RunState
+from .protocol import BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_state
 from .schema import SchemaConfig, load_schema
 
 
@@ -192,6 +193,22 @@ class LocalLake(BaseLake):
         """Compact a partition in place: one ``data.parquet``, duplicates dropped (idempotent)."""
         return compact_partition(self.layout, ref, batch_size)
 
+    def partitions(self) -> list[PartitionRef]:
+        """Every partition folder under ``catalog/``."""
+        return self.layout.list_partitions()
+
+    @contextlib.contextmanager
+    def hash_index(self) -> Iterator[HashIndex | None]:
+        """The lake's hash index (None when nothing was ingested yet), closed afterwards."""
+        if not self.layout.hash_index.exists():
+            yield None
+            return
+        index = HashIndex(self.layout.hash_index)
+        try:
+            yield index
+        finally:
+            index.close()
+
     def catalog_uri(self, ref: PartitionRef) -> str:
         return str(self.layout.partition_dir(ref))
 
@@ -210,7 +227,7 @@ class LocalLake(BaseLake):
 
 
 def _dict_state(run_state: RunState | None):
-    """The core status functions read claim markers as dicts; give them the ``Claim`` view."""
-    if run_state is None:
-        return None
-    return lambda doc: run_state(Claim.from_json(doc))
+    """The core status functions read claim markers as dicts; give them the ``Claim`` view (default
+    :func:`claim_state`: queued, or running once a run marked the claim)."""
+    state = run_state or claim_state
+    return lambda doc: state(Claim.from_json(doc))

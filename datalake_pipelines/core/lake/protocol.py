@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ..catalog.parts import CompactionResult
+from ..ingest.hash_index import HashIndex
 from ..ingest.processing import BatchResult, ProcessOptions
 from .layout import LakeLayout, PartitionRef
 from .queue import DEFAULT_GRACE_SECONDS, DEFAULT_QUIET_SECONDS, MAX_ATTEMPTS
@@ -69,6 +70,13 @@ class Claim:
 
 # Given a claim, the orchestrator's view of it: (state, run_id), state one of queued / running.
 RunState = Callable[[Claim], "tuple[str, str | None]"]
+
+
+def claim_state(claim: Claim) -> tuple[str, str | None]:
+    """The :data:`RunState` without an orchestrator: ``running`` once a run marked the claim, else ``queued``."""
+    return ("running" if claim.run_id else "queued"), claim.run_id
+
+
 # Whether a partition key may become a Dagster partition (the Dagster layer's rule, passed in).
 KeyAllowed = Callable[[str], bool]
 
@@ -139,6 +147,8 @@ class Lake(Protocol):
         self, ref: PartitionRef, batch_size: int, view: LakeLayout | None = None
     ) -> CompactionResult: ...
     def catalog_uri(self, ref: PartitionRef) -> str: ...
+    def partitions(self) -> list[PartitionRef]: ...
+    def hash_index(self) -> contextlib.AbstractContextManager[HashIndex | None]: ...
 
     # assets
     def asset_sha256(self, relpath: str) -> str: ...

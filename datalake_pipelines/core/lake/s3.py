@@ -43,7 +43,7 @@ from ..storage.files import utc_now_iso
 from . import keys
 from .keys import ERROR_FILE
 from .layout import LakeLayout, PartitionRef
-from .protocol import MAX_ATTEMPTS, BaseLake, Claim, Claimed, ClaimOptions, RunState
+from .protocol import MAX_ATTEMPTS, BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_state
 from .s3_work import S3Processing
 from .schema import SchemaConfig, load_schema
 
@@ -276,7 +276,7 @@ class S3Lake(S3Processing, BaseLake):
             entry.update(state="failed", error=error.get("error"), path=self.uri_of(keys.failed_batch(job_id)))
         marker = self.read_claim(job_id)
         if marker is not None and entry.get("state") not in ("done", "failed"):
-            state, run_id = run_state(marker) if run_state else ("running" if marker.run_id else "queued", None)
+            state, run_id = (run_state or claim_state)(marker)
             entry.update(state=state, partition=marker.partition, run_id=run_id or marker.run_id)
         elif "state" not in entry and self.storage.exists(keys.pending_manifest(job_id)):
             entry.update(state="pending", path=self.uri_of(keys.pending_batch(job_id)))

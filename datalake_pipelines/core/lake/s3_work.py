@@ -68,6 +68,17 @@ class S3Processing:
         """The local cache of every published segment, validated and brought up to date with S3 first."""
         return self.index_cache().index
 
+    @contextlib.contextmanager
+    def hash_index(self) -> Iterator[HashIndex]:
+        """The published hash index (the validated local cache of every segment)."""
+        yield self.published_index()
+
+    def partitions(self) -> list[PartitionRef]:
+        """Every partition of the catalog, listed level by level."""
+        from ..catalog.s3 import S3Catalog  # the catalog package imports the lake's layout
+
+        return S3Catalog(self.base, self.storage).select()
+
     def asset_sha256(self, relpath: str) -> str:
         """SHA-256 of a stored asset, streamed from S3; "missing" if there is no such object."""
         if not keys.is_asset(relpath):
