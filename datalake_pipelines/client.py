@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from .client_collections import CollectionClientMixin
-from .core.ingest.processing import BatchResult, ProcessOptions, process_pending
+from .core.ingest.processing import BatchResult, ProcessOptions
 from .core.ingest.staging import BatchStager, build_manifest
 from .core.lake.layout import RAW_TASK, LakeLayout
-from .core.lake.s3 import S3Lake
+from .core.lake.open import open_lake
 from .core.lake.schema import SchemaConfig, load_schema
-from .core.storage.backends import is_s3_uri
 from .settings import load as load_settings
 
 
@@ -29,9 +27,10 @@ class DatalakeClient(CollectionClientMixin):
     ):
         settings = load_settings()
         base = str(base_path) if base_path is not None else settings.base_path
-        self.s3_lake = S3Lake(base) if is_s3_uri(base) else None
+        self.lake = open_lake(base)
+        self.s3_lake = self.lake if self.lake.kind == "s3" else None  # for the S3-only data-file path below
         # On S3 a batch is assembled in a local scratch lake, then uploaded with its manifest last.
-        self.layout = self.s3_lake.scratch_layout() if self.s3_lake else LakeLayout(base_path)
+        self.layout = self.lake.scratch_layout()
         self.num_proc = num_proc or settings.num_proc
         self.batch_size = batch_size or settings.batch_size
         self.progress = progress
@@ -41,7 +40,7 @@ class DatalakeClient(CollectionClientMixin):
 
     @property
     def base_path(self) -> Path | str:
-        return self.s3_lake.base if self.s3_lake else self.layout.base
+        return self.lake.base if self.s3_lake else self.layout.base
 
     @property
     def lake_ref(self) -> LakeLayout | str:
@@ -83,12 +82,7 @@ class DatalakeClient(CollectionClientMixin):
     def _stage(self, data_file: Any, manifest, image_columns: list[str] | None) -> tuple[str, str]:
         staged = self._stager().stage(data_file, manifest, image_columns)
         self.last_staging_report = staged.manifest.staging_report
-        if self.s3_lake is None:
-            return str(staged.staging_dir), staged.job_id
-        try:
-            return self.s3_lake.stage(staged.staging_dir, staged.job_id), staged.job_id
-        finally:
-            shutil.rmtree(staged.staging_dir, ignore_errors=True)
+        return self.lake.stage(staged.staging_dir, staged.job_id), staged.job_id
 
     def upload_task_data(
         self,
@@ -198,6 +192,4 @@ class DatalakeClient(CollectionClientMixin):
     def process_pending(self, **options: Any) -> list[BatchResult]:
         """Process every pending batch in this process (no Dagster needed)."""
         opts = ProcessOptions(num_proc=self.num_proc, batch_size=self.batch_size, **options)
-        if self.s3_lake is not None:
-            return self.s3_lake.process_pending(opts)
-        return process_pending(self.layout, opts)
+        return self.lake.process_pending(opts)

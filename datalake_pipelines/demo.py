@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"staged raw batch {raw_job} and OCR batch {ocr_job} in {layout.pending}")
     if args.no_daemon:
-        ok = bool(start_pending(layout, get_instance()))
+        ok = bool(start_pending(str(layout.base), get_instance()))
     else:
         ok = run_daemon_until_done(layout, [raw_job, ocr_job], args.timeout)
     if not ok:

@@ -11,7 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import DatalakeError
-from .common import emit, lake_of, parse_pairs
+from .common import emit, lake_target, parse_pairs
 
 if TYPE_CHECKING:  # the core modules are imported by the handlers only, to keep `datalake --help` quick
     from ..core.collection.config import FileSpec
@@ -50,7 +50,7 @@ def _describe(c: dict[str, Any]) -> str:
 def cmd_collection_list(args: argparse.Namespace) -> int:
     from ..core.collection.api import list_data_collection
 
-    found = list_data_collection(lake_of(args))
+    found = list_data_collection(lake_target(args))
     emit(args, found, "\n".join(_describe(c) for c in found) or "(no collections)")
     return 0
 
@@ -58,7 +58,7 @@ def cmd_collection_list(args: argparse.Namespace) -> int:
 def cmd_collection_show(args: argparse.Namespace) -> int:
     from ..core.collection.api import get_data_collection
 
-    c = get_data_collection(lake_of(args), args.name)
+    c = get_data_collection(lake_target(args), args.name)
     emit(args, c, _describe(c))
     return 0
 
@@ -71,7 +71,7 @@ def cmd_collection_create(args: argparse.Namespace) -> int:
     if not specs:
         raise DatalakeError("give at least one --spec NAME:required|optional:.ext1,.ext2")
     c = create_collection(
-        lake_of(args),
+        lake_target(args),
         args.name,
         args.provider,
         args.dataset,
@@ -90,7 +90,7 @@ def cmd_collection_upload(args: argparse.Namespace) -> int:
     from ..core.collection.units import format_table
     from ..core.collection.upload import UploadError
 
-    layout = lake_of(args)
+    layout = lake_target(args)
     kwargs = {}
     if args.batch_size:
         kwargs["batch_size"] = args.batch_size

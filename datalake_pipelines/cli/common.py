@@ -190,6 +190,16 @@ def layout_of(args: argparse.Namespace) -> LakeLayout:
         raise CliError(str(exc)) from None
 
 
+def lake_of(args: argparse.Namespace):
+    """The lake of ``--base-path`` / ``$DATALAKE_BASE_PATH`` (folder or ``s3://``), a ``core.lake`` ``Lake``."""
+    from ..core.lake.open import open_lake
+
+    try:
+        return open_lake(args.base_path)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
 def s3_base(args: argparse.Namespace) -> str | None:
     """The lake base when it is ``s3://...`` (flag or ``$DATALAKE_BASE_PATH``), else None."""
     base = str(getattr(args, "base_path", None) or load_settings().base_path)
@@ -201,7 +211,7 @@ def lake_base(args: argparse.Namespace) -> str | Path:
     return s3_base(args) or layout_of(args).base
 
 
-def lake_of(args: argparse.Namespace) -> LakeLayout | str:
+def lake_target(args: argparse.Namespace) -> LakeLayout | str:
     """The lake of ``--base-path`` for APIs that take either backend: its ``s3://`` URI, else its local layout."""
     return s3_base(args) or layout_of(args)
 

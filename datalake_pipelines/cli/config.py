@@ -6,31 +6,19 @@ On an S3 lake the schema is edited in a local copy (the lake's cache folder) and
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from .common import ask, emit, layout_of, parse_allowed_values, s3_base, split_list, stdin_is_tty
+from .common import ask, emit, lake_of, parse_allowed_values, split_list, stdin_is_tty
 
 
 def lake_schema(args: argparse.Namespace) -> tuple[Any, Callable[[], None], str]:
-    """(schema, save, where) of the lake's ``config/schema.yaml``; on S3, a local copy saved back to S3."""
-    from ..core.lake.s3 import S3Lake
-    from ..core.lake.schema import load_schema
-
-    base = s3_base(args)
-    if base is None:
-        schema = load_schema(layout_of(args))
-        return schema, schema.save, str(schema.path)
-    s3_lake = S3Lake(base)
-    schema = load_schema(s3_lake.scratch_layout())
-    local_copy = schema.path
-    assert local_copy is not None  # a schema loaded from a layout knows its file
-
-    def save() -> None:
-        schema.save()
-        s3_lake.put_schema(local_copy)
-
-    return schema, save, s3_lake.uri_of("config/schema.yaml")
+    """(schema, save, where) of the lake's ``config/schema.yaml``, folder or S3 (saved back by ``save()``)."""
+    lake = lake_of(args)
+    editing = contextlib.ExitStack()
+    schema = editing.enter_context(lake.edit_schema())
+    return schema, editing.close, lake.schema_uri
 
 
 def cmd_provider_create(args: argparse.Namespace) -> int:
@@ -43,7 +31,7 @@ def cmd_provider_create(args: argparse.Namespace) -> int:
 
 
 def cmd_provider_list(args: argparse.Namespace) -> int:
-    schema, _save, _where = lake_schema(args)
+    schema = lake_of(args).schema()
     emit(args, list(schema.providers), lambda: "\n".join(schema.providers) or "(no providers)")
     return 0
 
@@ -77,9 +65,7 @@ def cmd_task_create(args: argparse.Namespace) -> int:
 
 
 def cmd_task_list(args: argparse.Namespace) -> int:
-    from ..core.lake.schema import load_schema
-
-    schema = load_schema(layout_of(args))
+    schema = lake_of(args).schema()
     doc = {name: spec.as_yaml() for name, spec in schema.tasks.items()}
 
     def text() -> str:

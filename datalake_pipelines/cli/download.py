@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .common import UsageError, ask, emit, lake_of, layout_of, parse_where, s3_base, split_list, stdin_is_tty
+from .common import UsageError, ask, emit, lake_target, layout_of, parse_where, s3_base, split_list, stdin_is_tty
 
 
 def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -86,7 +86,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     if selection.text is not None and not selection.column:
         raise UsageError("--text needs --search-column")
     manifest = download(
-        lake_of(args),
+        lake_target(args),
         selection,
         args.format or "parquet",
         args.out,

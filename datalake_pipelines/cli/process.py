@@ -5,20 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import CliError, emit, layout_of, s3_base
+from .common import CliError, emit, lake_of
 
 
 def run_pending(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Claim every ready pending batch and run it through Dagster now (runs recorded in $DAGSTER_HOME)."""
-    from ..services.runner import get_instance, start_pending, start_pending_s3
+    from ..services.runner import get_instance, start_pending
 
     settings = {"num_proc": args.num_proc, "batch_size": args.batch_size, "max_reject_ratio": args.max_reject_ratio}
     settings = {k: v for k, v in settings.items() if v is not None}
     echo = (lambda _msg: None) if args.json else print
-    base = s3_base(args)
-    if base:
-        return start_pending_s3(base, get_instance(), echo=echo, **settings)
-    return start_pending(layout_of(args), get_instance(), echo=echo, **settings)
+    return start_pending(lake_of(args).base, get_instance(), echo=echo, **settings)
 
 
 def cmd_process_start(args: argparse.Namespace) -> int:
@@ -56,27 +53,16 @@ def _n(value: Any) -> str:
 
 
 def cmd_process_status(args: argparse.Namespace) -> int:
-    base = s3_base(args)
-    if base:
-        from ..core.lake.s3 import S3Lake
-
-        entry = S3Lake(base).batch_status(args.job_id, run_state(args))
-        where: Any = base
-    else:
-        from ..core.lake.batches import batch_status
-
-        layout = layout_of(args)
-        entry, where = batch_status(layout, args.job_id, run_state(args)), layout.base
+    lake = lake_of(args)
+    entry = lake.status(args.job_id, run_state(args))
     if entry is None:
-        raise CliError(f"no batch with job id {args.job_id!r} in {where}")
+        raise CliError(f"no batch with job id {args.job_id!r} in {lake.base}")
     emit(args, entry, lambda: format_entry(entry))
     return 0
 
 
 def cmd_process_list(args: argparse.Namespace) -> int:
-    from ..core.lake.batches import list_batches
-
-    entries = list_batches(layout_of(args), run_state(args))
+    entries = lake_of(args).list_batches(run_state(args))
     emit(args, entries, lambda: "\n".join(format_entry(e) for e in entries) or "no batches")
     return 0
 

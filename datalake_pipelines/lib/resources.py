@@ -6,8 +6,8 @@ import dagster as dg
 
 from ..core.ingest.processing import ProcessOptions
 from ..core.lake.layout import LakeLayout
-from ..core.lake.s3 import S3Lake
-from ..core.storage.backends import S3Storage, is_s3_uri
+from ..core.lake.open import lake_kind, open_lake
+from ..core.lake.protocol import Lake
 from ..settings import BASE_PATH_ENV, BATCH_SIZE_ENV, DEFAULT_BATCH_SIZE, NUM_PROC_ENV
 from ..settings import load as load_settings
 
@@ -29,16 +29,19 @@ class LakeResource(dg.ConfigurableResource):
         return self.base_path or load_settings().base_path
 
     @property
-    def is_s3(self) -> bool:
-        return is_s3_uri(self.base)
+    def kind(self) -> str:
+        """``"s3"`` or ``"local"``: which :class:`~..core.lake.protocol.Lake` :meth:`lake` returns."""
+        return lake_kind(self.base)
 
     @property
     def layout(self) -> LakeLayout:
+        """The layout of a local lake (ValueError for an S3 lake: ask :meth:`lake` instead)."""
         return LakeLayout(self.base_path or None)
 
-    def s3_lake(self, client=None) -> S3Lake:
-        """The S3 lake; ``client`` is the boto3 client of the ``s3`` resource (dagster-aws ``S3Resource``)."""
-        return S3Lake(self.base, S3Storage(self.base, client=client) if client is not None else None)
+    def lake(self, s3=None) -> Lake:
+        """The lake, local or S3. ``s3`` is the dagster-aws ``S3Resource`` whose client an S3 lake uses (its
+        ``get_client`` is only called for an S3 lake); without it boto3's default client is used."""
+        return open_lake(self.base, client=s3.get_client if s3 is not None else None)
 
     def process_options(self) -> ProcessOptions:
         return ProcessOptions(

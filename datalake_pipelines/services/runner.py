@@ -16,9 +16,8 @@ from typing import Any
 import dagster as dg
 
 from ..core.athena.scope import athena_applies
-from ..core.lake.batches import batch_status as core_batch_status
-from ..core.lake.layout import LakeLayout
-from ..core.lake.queue import is_quiet, scan_pending
+from ..core.lake.open import open_lake
+from ..core.lake.protocol import Claim
 from ..lib.partitions import LakePartitionKey, lake_partitions
 from ..lib.resources import LakeResource
 
@@ -40,40 +39,33 @@ def get_instance() -> dg.DagsterInstance:
 
 
 def start_pending(
-    layout: LakeLayout, instance: dg.DagsterInstance, quiet_seconds: float = 2.0, echo=print, **settings: Any
+    base: Any, instance: dg.DagsterInstance, quiet_seconds: float = 2.0, echo=print, **settings: Any
 ) -> list[dict[str, Any]]:
-    """Claim ready pending batches and run ``ingest_job`` for each partition now, in this process."""
-    from ..defs.ingest.sensors import claim_ready
+    """Claim ready pending batches of the lake at ``base`` (folder, ``s3://`` URI or ``LakeLayout``) and run
+    ``ingest_job`` for each partition now, in this process.
+    Hand drops still settling are waited for once, ``quiet_seconds`` long.
 
-    seen: dict = {}
-    pending = scan_pending(layout)
-    if any(b.hand_drop for b in pending):  # a hand-drop must stay unchanged for quiet_seconds
-        now = time.time()
-        for batch in pending:
-            is_quiet(batch, seen, now, quiet_seconds)
+    Returns one status entry per claimed batch (``job_id``, ``state`` done/failed, ``run_id`` ...).
+    """
+    from ..defs.ingest.sensors import claim_options
+
+    resource = LakeResource(base_path=_base_of(base), **settings)
+    lake = resource.lake()
+    state: dict[str, Any] = {}
+    options = claim_options(log, quiet_seconds=quiet_seconds)
+    claimed = lake.claim_ready(state, options)
+    groups = {ref: list(ids) for ref, ids in claimed.groups.items()}
+    if claimed.waiting:  # a hand drop must stay unchanged for quiet_seconds
         time.sleep(quiet_seconds)
-        pending = scan_pending(layout)
-    groups = claim_ready(layout, pending, seen, time.time(), log, quiet_seconds=quiet_seconds)
-    lake = LakeResource(base_path=str(layout.base), **settings)
-    run_keys = {ref: job_ids[0] for ref, job_ids in groups.items()}
-    return _run_groups(instance, lake, groups, run_keys, lambda job_id: batch_status(layout, instance, job_id), echo)
-
-
-def start_pending_s3(
-    base: str, instance: dg.DagsterInstance, quiet_seconds: float = 2.0, echo=print, **settings: Any
-) -> list[dict[str, Any]]:
-    """:func:`start_pending` for an S3 lake: the sensor's conditional-write claims, then ``ingest_job`` runs."""
-    from ..defs.ingest.s3_sensor import claim_new, group_run_key
-
-    lake = LakeResource(base_path=base, **settings)
-    s3_lake = lake.s3_lake()
-    groups, _cursor = claim_new(s3_lake, None, quiet_seconds, log)
-    run_keys = {ref: group_run_key(s3_lake, job_ids) for ref, job_ids in groups.items()}
+        for ref, ids in lake.claim_ready(state, options).groups.items():
+            groups.setdefault(ref, []).extend(ids)
+    run_keys = {ref: lake.group_run_key(job_ids) for ref, job_ids in groups.items()}
+    run_state = dagster_run_state(instance)
 
     def status(job_id: str) -> dict[str, Any]:
-        return s3_lake.batch_status(job_id) or {"job_id": job_id, "state": "unknown"}
+        return lake.status(job_id, run_state) or {"job_id": job_id, "state": "unknown"}
 
-    return _run_groups(instance, lake, groups, run_keys, status, echo)
+    return _run_groups(instance, resource, groups, run_keys, status, echo)
 
 
 def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo) -> list[dict[str, Any]]:
@@ -141,18 +133,24 @@ RUN_STATE = {
 def dagster_run_state(instance: dg.DagsterInstance):
     """``RunState`` for the core: a claimed batch is queued until its run starts, then running."""
 
-    def state(claim: dict[str, Any]) -> tuple[str, str | None]:
-        run_id = claim.get("run_id")
-        if claim.get("run_key"):
-            runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": claim["run_key"]}), limit=1)
+    def state(claim: Claim) -> tuple[str, str | None]:
+        if claim.run_key:
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": claim.run_key}), limit=1)
             if runs:
                 return RUN_STATE.get(runs[0].status, "running"), runs[0].run_id
-        return ("running" if run_id else "queued"), run_id
+        return ("running" if claim.run_id else "queued"), claim.run_id
 
     return state
 
 
-def batch_status(layout: LakeLayout, instance: dg.DagsterInstance | None, job_id: str) -> dict[str, Any]:
-    """State of one batch (pending, queued, running, done, failed) with run id, rows and reason."""
+def _base_of(lake: Any) -> str:
+    """A lake's base from a path, an ``s3://`` URI or a ``LakeLayout`` (what callers have at hand)."""
+    return str(getattr(lake, "base", lake))
+
+
+def batch_status(base: Any, instance: dg.DagsterInstance | None, job_id: str) -> dict[str, Any]:
+    """State of one batch of the lake at ``base`` (pending, queued, running, done, failed) with run id, rows
+    and reason; ``{"job_id", "state": "unknown"}`` when the lake has no such batch."""
     run_state = dagster_run_state(instance) if instance is not None else None
-    return core_batch_status(layout, job_id, run_state) or {"job_id": job_id, "state": "unknown"}
+    lake = open_lake(_base_of(base))
+    return lake.status(job_id, run_state) or {"job_id": job_id, "state": "unknown"}

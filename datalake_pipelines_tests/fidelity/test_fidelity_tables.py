@@ -350,7 +350,7 @@ def test_dictionary_image_paths_are_detected_like_plain_paths(client, lake, fide
 
 def test_s3_lake_keeps_repeats_and_refuses_type_drift(s3_lake, fidelity):
     from datalake_pipelines.client import DatalakeClient
-    from datalake_pipelines.core.lake.s3 import partition_prefix
+    from datalake_pipelines.core.lake.keys import partition as partition_prefix
     from datalake_pipelines.core.storage.backends import S3Storage
 
     s3_client = DatalakeClient(s3_lake, num_proc=2, batch_size=4, progress=False)

@@ -86,7 +86,7 @@ def test_after_each_promotion_query_download_and_export_read_the_partition(clien
 
 def test_an_s3_lake_publishes_the_older_parts_rewritten_in_the_promoted_types(s3_lake):
     from datalake_pipelines.client import DatalakeClient
-    from datalake_pipelines.core.lake.s3 import partition_prefix
+    from datalake_pipelines.core.lake.keys import partition as partition_prefix
     from datalake_pipelines.core.storage.backends import S3Storage
 
     s3_client = DatalakeClient(s3_lake, num_proc=2, progress=False)

@@ -32,7 +32,8 @@ import pyarrow.dataset as ds
 
 from ..arrow.restore import duckdb_readable
 from ..ingest.hash_index import OPTIONAL_COLUMNS
-from ..lake.layout import COMPACTED_PART, PARTITION_METADATA, PartitionRef
+from ..lake import keys
+from ..lake.layout import COMPACTED_PART, PartitionRef
 from ..storage.backends import ObjectInfo, S3Storage, cache_dir_for
 from .parts import PARTITION_COLUMNS, CatalogError
 from .warehouse import (
@@ -45,8 +46,8 @@ from .warehouse import (
     walk_partitions,
 )
 
-SEGMENTS = "index/segments"
-DUCKDB_FILE = "catalog.duckdb"
+SEGMENTS = keys.SEGMENTS
+DUCKDB_FILE = keys.DUCKDB
 # appended in the order DuckDB's read_parquet(hive_partitioning=true) appends them (by name), so that
 # ``SELECT * FROM catalog`` has the same columns as on a local lake
 PARTITION_FIELDS = [pa.field(c, pa.string()) for c in sorted(PARTITION_COLUMNS)]
@@ -63,7 +64,7 @@ def cached_duckdb_file(base: str) -> Path:
 
 
 def partition_key(ref: PartitionRef) -> str:
-    return "catalog/" + "/".join(f"{c}={v}" for c, v in ref.as_dict().items())
+    return keys.partition(ref)
 
 
 class S3Catalog:
@@ -97,7 +98,7 @@ class S3Catalog:
             return [(d[len(mark) :], f"{prefix}/{d}") for d in self.storage.list_dirs(prefix) if d.startswith(mark)]
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return walk_partitions((providers, datasets, tasks, variants), "catalog", children, pool.map)
+            return walk_partitions((providers, datasets, tasks, variants), keys.CATALOG, children, pool.map)
 
     def _list_partition(self, ref: PartitionRef) -> list[ObjectInfo]:
         prefix = partition_key(ref)
@@ -193,7 +194,7 @@ class S3Catalog:
 
     def _metadata_doc(self, ref: PartitionRef) -> object:
         try:
-            return json.loads(self.storage.read_bytes(f"{partition_key(ref)}/{PARTITION_METADATA}"))
+            return json.loads(self.storage.read_bytes(keys.partition_metadata(ref)))
         except (FileNotFoundError, ValueError):
             return None
 

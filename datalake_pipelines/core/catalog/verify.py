@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..ingest.hash_index import HashIndex
-from ..ingest.verify import CheckOutcome, _local_sha256, check_asset_files, check_index_assets
-from ..lake.layout import LakeLayout, PartitionRef
-from ..storage.backends import LocalStorage, is_s3_uri
+from ..ingest.verify import CheckOutcome, check_asset_files, check_index_assets
+from ..lake.layout import PartitionRef
+from ..lake.open import open_lake
 from .parts import contract_disagreements
 
 INDEX = "(index)"  # the pseudo-partition name of the hash-index check
@@ -49,50 +48,24 @@ def verify_lake(
     that partition does not exist.
     """
     refs = [PartitionRef.parse(partition)] if partition else None
+    lake = open_lake(base, create=False)
+    known = lake.partitions()
+    if refs is not None and refs[0] not in known:
+        raise ValueError(f"no partition {partition} in {lake.base}")
     docs: list[dict[str, Any]] = []
+    for ref in refs if refs is not None else known:
+        with lake.partition_view(ref) as view:  # the lake itself, or a work copy of an S3 partition
+            outcome = check_asset_files(
+                view, ref, sha256_of=lake.asset_sha256, storage=lake.storage, sizes_of=lake.asset_sizes, hashes=hashes
+            )
+            docs.append(_doc(ref, outcome, contract_disagreements(view, ref)))
     index_doc: dict[str, Any] | None = None
-    if is_s3_uri(str(base)):
-        from ..lake.s3 import S3Lake
-        from .s3 import S3Catalog
-
-        s3_lake = S3Lake(str(base))
-        known = S3Catalog(s3_lake.base, s3_lake.storage).select()
-        if refs is not None and refs[0] not in known:
-            raise ValueError(f"no partition {partition} in {s3_lake.base}")
-        for ref in refs if refs is not None else known:
-            with s3_lake.work_lake([f"verify-{ref.provider}"]) as work:
-                s3_lake.fetch_partition(work, ref)
-                outcome = check_asset_files(
-                    work,
-                    ref,
-                    sha256_of=s3_lake.asset_sha256,
-                    storage=s3_lake.storage,
-                    sizes_of=s3_lake.asset_sizes,
-                    hashes=hashes,
-                )
-                disagreements = contract_disagreements(work, ref)
-            docs.append(_doc(ref, outcome, disagreements))
-        if index or (index is None and partition is None):
-            outcome = check_index_assets(s3_lake.index_cache().index, s3_lake.storage, s3_lake.asset_sha256, hashes)
-            index_doc = _doc(INDEX, outcome)
-        shown = s3_lake.base
-    else:
-        layout = LakeLayout(base, create=False)
-        known = layout.list_partitions()
-        if refs is not None and refs[0] not in known:
-            raise ValueError(f"no partition {partition} in {layout.base}")
-        docs = [
-            _doc(ref, check_asset_files(layout, ref, hashes=hashes), contract_disagreements(layout, ref))
-            for ref in refs or known
-        ]
-        if (index or (index is None and partition is None)) and layout.hash_index.exists():
-            hash_index = HashIndex(layout.hash_index)
-            try:
-                sha = (lambda path: _local_sha256(layout, path)) if hashes else None
-                index_doc = _doc(INDEX, check_index_assets(hash_index, LocalStorage(layout.base), sha, hashes))
-            finally:
-                hash_index.close()
-        shown = str(layout.base)
+    if index or (index is None and partition is None):
+        with lake.hash_index() as hash_index:
+            if hash_index is not None:
+                outcome = check_index_assets(hash_index, lake.storage, lake.asset_sha256, hashes)
+                index_doc = _doc(INDEX, outcome)
+    shown = lake.base
     return {
         "base": shown,
         "ok": all(d["ok"] for d in docs) and (index_doc is None or index_doc["ok"]),

@@ -38,8 +38,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ..errors import ValidationError
+from ..lake import keys
 from ..lake.layout import BATCH_DATA, BATCH_FILES_DIR, BATCH_MANIFEST, RAW_TASK, LakeLayout
-from ..lake.s3 import S3Lake, claim_key, pending_prefix
+from ..lake.s3 import S3Lake
 from ..lake.schema import SchemaConfig, load_schema
 from ..storage.backends import LocalStorage, S3Storage, is_s3_uri
 from ..storage.files import utc_now_iso
@@ -51,7 +52,7 @@ from .staging import IMAGE_NAME_HINTS, build_manifest
 log = logging.getLogger(__name__)
 
 SOURCE_FILE = "source.json"
-INCOMING = "staging/incoming"
+INCOMING = keys.INCOMING
 KINDS = {".parquet": "parquet", ".pq": "parquet", ".zip": "zip"}
 DEFAULT_MAX_UNZIPPED_BYTES = 50 * 1024**3
 MAX_LISTED = 100  # skipped member names kept in source.json (all are counted)
@@ -337,14 +338,15 @@ class _S3Sink(_Sink):
     def __init__(self, base: str, job_id: str):
         self.lake = S3Lake(base)
         self.storage, self.job_id = self.lake.storage, job_id
-        self.batch, self.zip_name = pending_prefix(job_id), f"{INCOMING}/{job_id}.zip"
+        self.batch, self.zip_name = keys.pending_batch(job_id), f"{INCOMING}/{job_id}.zip"
 
     def schema(self) -> SchemaConfig:
         return self.lake.schema()
 
     def check_free(self) -> None:
         used = next(iter(self.storage.list(self.batch)), None) is not None
-        if used or self.storage.exists(claim_key(self.job_id)) or self.storage.exists(self.zip_name):
+        claimed = self.storage.exists(keys.claim_marker(self.job_id, local=False))
+        if used or claimed or self.storage.exists(self.zip_name):
             raise ValidationError(f"job id {self.job_id!r} is already used in {self.lake.base}/staging")
 
     def _full(self, name: str) -> str:

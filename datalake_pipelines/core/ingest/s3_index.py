@@ -14,22 +14,24 @@ loaded plus one row per loaded segment with the segment's size and ETag. Before 
 
 So a dedup hit is only ever served from an entry of a segment the bucket still publishes. An entry
 enters the cache with its segment row, never on its own. During a run, a hit is also confirmed by a HEAD
-of its object (``s3_lake.TieredHashIndex``): an object deleted behind the index's back is stored again.
+of its object (:class:`TieredHashIndex`): an object deleted behind the index's back is stored again.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..lake import keys
 from ..lake.locks import exclusive_lock
 from ..storage.backends import ObjectInfo, S3Storage
 from .hash_index import COLUMNS, INTEGER_COLUMNS, HashIndex, IndexEntry
 
-SEGMENTS = "index/segments"
+SEGMENTS = keys.SEGMENTS
 SEGMENT_SCHEMA = pa.schema([pa.field(c, pa.int64() if c in INTEGER_COLUMNS else pa.string()) for c in COLUMNS])
 SEGMENTS_TABLE = "CREATE TABLE IF NOT EXISTS segments (key TEXT PRIMARY KEY, signature TEXT NOT NULL) WITHOUT ROWID"
 LEGACY_LOADED_FILE = "segments_loaded.txt"  # what older versions kept instead of the segments table
@@ -90,7 +92,7 @@ class SegmentCache:
         """Write the run's segment to the bucket (after its assets), then add it to the cache."""
         if not entries:
             return None
-        key = f"{SEGMENTS}/{job_id}.parquet"
+        key = keys.index_segment(job_id)
         self.storage.write_bytes(key, segment_bytes(entries))
         info = self.storage.info(key)
         with self._lock():  # this run's entries are the newest truth (an older entry may name a lost object)
@@ -112,3 +114,39 @@ class SegmentCache:
         with conn:  # entries and their segment row in one transaction
             conn.executemany(sql, rows)
             conn.execute("INSERT OR REPLACE INTO segments (key, signature) VALUES (?, ?)", (key, sig))
+
+
+class TieredHashIndex(HashIndex):
+    """A per-run index (new entries) in front of the shared, published cache (read-only here).
+
+    ``present(paths)`` (the S3 lake's HEADs: ``path -> size``, or a set of paths) confirms a published hit's
+    object still exists with the indexed size; a hit whose object is gone or has another size counts as
+    unknown, so the run stores the content again instead of cataloguing a row that
+    points at nothing.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        published: HashIndex,
+        present: Callable[[list[str]], set[str] | dict[str, int]] | None = None,
+    ):
+        super().__init__(path)
+        self.published = published
+        self.present = present
+
+    def get(self, sha256: str) -> IndexEntry | None:
+        return self.get_many([sha256]).get(sha256)
+
+    def get_many(self, hashes: list[str]) -> dict[str, IndexEntry]:
+        found = super().get_many(hashes)
+        missing = [h for h in hashes if h not in found]
+        hits = self.published.get_many(missing) if missing else {}
+        if hits and self.present is not None:
+            there = self.present(sorted({e.path for e in hits.values()}))
+            sizes = there if isinstance(there, dict) else {}  # a wrong size is as broken as a missing object
+            hits = {h: e for h, e in hits.items() if e.path in there and sizes.get(e.path, e.size) == e.size}
+        return {**hits, **found}
+
+    def new_entries(self) -> list[IndexEntry]:
+        return [IndexEntry(*row) for rows in self.iter_rows() for row in rows]

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..catalog.parts import BATCH_ID, ROW_HASH, iter_partition_batches, read_partition_metadata
+from ..lake import keys
 from ..lake.layout import RAW_TASK, LakeLayout, PartitionRef
 from ..lake.schema import SchemaConfig
 from ..storage.backends import LocalStorage, S3Storage, Storage
@@ -66,7 +67,7 @@ def _object_sizes(storage: Storage, paths: list[str]) -> dict[str, int | str]:
     """``path -> size``, or the reason it is unusable ("missing", "outside the lake"); S3 HEADs run in parallel."""
 
     def one(path: str) -> int | str:
-        if not path.startswith("assets/") or ".." in path.split("/"):
+        if not keys.is_asset(path):
             return "outside the lake"
         try:
             return storage.info(path).size

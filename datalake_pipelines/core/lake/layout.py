@@ -1,6 +1,7 @@
-"""Every path rule of a lake: staging folders, catalog partitions, sharded assets, index, logs.
+"""Every path of a local lake: staging folders, catalog partitions, sharded assets, index, logs.
 
-No other module builds a lake path by hand; they all ask a :class:`LakeLayout`.
+Each path is ``base / key`` with the key from :mod:`.keys`, the one module that builds lake keys (the S3 lake
+uses the same keys as object names); no other module builds a lake path by hand.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ from pathlib import Path
 
 from ...settings import BASE_PATH_ENV, DEFAULT_BASE_DIRNAME  # noqa: F401 - re-exported
 from ...settings import load as load_settings
+from . import keys
+from .keys import BATCH_MANIFEST, COMPACTED_PART, ERROR_FILE, PARTITION_METADATA
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PARTITION_LEVELS = ("provider", "dataset", "task", "variant")
 RAW_TASK = "raw"
-BATCH_MANIFEST = "_metadata.json"
 BATCH_DATA = "data.parquet"
 BATCH_FILES_DIR = "files"
-ERROR_FILE = "error.json"
-PARTITION_METADATA = "_metadata.json"
-COMPACTED_PART = "data.parquet"
+__all__ = ["BATCH_MANIFEST", "COMPACTED_PART", "ERROR_FILE", "PARTITION_METADATA"]  # re-exported from .keys
 
 
 # Limits every path and key the lake builds must respect (checked by tests with maximum-length names):
@@ -125,59 +125,53 @@ class LakeLayout:
     # staging -----------------------------------------------------------------
     @property
     def staging(self) -> Path:
-        return self.base / "staging"
+        return self.base / keys.STAGING
 
     @property
     def pending(self) -> Path:
-        return self.staging / "pending"
+        return self.base / keys.PENDING
 
     @property
     def processing(self) -> Path:
-        return self.staging / "processing"
+        return self.base / keys.PROCESSING
 
     @property
     def failed(self) -> Path:
-        return self.staging / "failed"
+        return self.base / keys.FAILED
 
     def pending_batch(self, job_id: str) -> Path:
-        return self.pending / job_id
+        return self.base / keys.pending_batch(job_id)
 
     def pending_temp(self, job_id: str) -> Path:
         """Hidden name a batch is written under before its atomic rename into ``pending/``."""
         return self.pending / f".tmp-{job_id}"
 
     def processing_batch(self, job_id: str) -> Path:
-        return self.processing / job_id
+        return self.base / keys.processing_batch(job_id)
 
     def failed_batch(self, job_id: str) -> Path:
-        return self.failed / job_id
+        return self.base / keys.failed_batch(job_id)
 
     def rejected_batch(self, job_id: str) -> Path:
         """Where rows quarantined from an otherwise successful batch are kept, re-submittable."""
-        return self.failed / f"{job_id}-rejected"
+        return self.base / keys.rejected_batch(job_id)
 
     # catalog -----------------------------------------------------------------
     @property
     def catalog_root(self) -> Path:
-        return self.base / "catalog"
+        return self.base / keys.CATALOG
 
     def partition_dir(self, ref: PartitionRef) -> Path:
-        return (
-            self.catalog_root
-            / f"provider={ref.provider}"
-            / f"dataset={ref.dataset}"
-            / f"task={ref.task}"
-            / f"variant={ref.variant}"
-        )
+        return self.base / keys.partition(ref)
 
     def part_file(self, ref: PartitionRef, job_id: str) -> Path:
-        return self.partition_dir(ref) / f"part-{job_id}.parquet"
+        return self.base / keys.part_file(ref, job_id)
 
     def compacted_file(self, ref: PartitionRef) -> Path:
-        return self.partition_dir(ref) / COMPACTED_PART
+        return self.base / keys.compacted_file(ref)
 
     def partition_metadata(self, ref: PartitionRef) -> Path:
-        return self.partition_dir(ref) / PARTITION_METADATA
+        return self.base / keys.partition_metadata(ref)
 
     def list_partitions(self) -> list[PartitionRef]:
         """Every partition folder present under ``catalog/``."""
@@ -195,14 +189,11 @@ class LakeLayout:
     # assets ------------------------------------------------------------------
     @property
     def assets_root(self) -> Path:
-        return self.base / "assets"
+        return self.base / keys.ASSETS
 
     def asset_relpath(self, provider: str, dataset: str, sha256: str, ext: str) -> str:
         """Lake-relative sharded path of content: ``assets/provider=P/dataset=D/ab/cd/<sha>.<ext>``."""
-        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-        name = f"{sha256}.{ext}" if ext else sha256
-        return f"assets/provider={provider}/dataset={dataset}/{sha256[:2]}/{sha256[2:4]}/{name}"
+        return keys.asset(provider, dataset, sha256, ext)
 
     def asset_path(self, relpath: str) -> Path:
         """Absolute path of an asset path this layout built (no symlink resolution needed: we made it)."""
@@ -220,7 +211,7 @@ class LakeLayout:
     # index, config, logs, warehouse -------------------------------------------
     @property
     def index_dir(self) -> Path:
-        return self.base / "index"
+        return self.base / keys.INDEX
 
     @property
     def hash_index(self) -> Path:
@@ -237,27 +228,27 @@ class LakeLayout:
 
     @property
     def config_dir(self) -> Path:
-        return self.base / "config"
+        return self.base / keys.CONFIG
 
     @property
     def schema_file(self) -> Path:
-        return self.config_dir / "schema.yaml"
+        return self.base / keys.SCHEMA
 
     @property
     def logs_dir(self) -> Path:
-        return self.base / "logs"
+        return self.base / keys.LOGS
 
     @property
     def jobs_dir(self) -> Path:
-        return self.logs_dir / "jobs"
+        return self.base / keys.JOBS
 
     def job_record(self, job_id: str) -> Path:
-        return self.jobs_dir / f"{job_id}.json"
+        return self.base / keys.job_record(job_id)
 
     @property
     def duckdb_file(self) -> Path:
-        return self.base / "catalog.duckdb"
+        return self.base / keys.DUCKDB
 
     @property
     def exports_dir(self) -> Path:
-        return self.base / "exports"
+        return self.base / keys.EXPORTS

@@ -21,9 +21,11 @@ from ...settings import DEFAULT_GRACE_SECONDS, DEFAULT_QUIET_SECONDS  # noqa: F4
 from ..errors import ValidationError
 from ..ingest.manifest import load_manifest
 from ..storage.files import read_json, utc_now_iso, write_json_atomic
+from .keys import LOCAL_CLAIM_MARKER
 from .layout import BATCH_MANIFEST, LakeLayout, PartitionRef
 
-CLAIM_MARKER = ".claim.json"
+CLAIM_MARKER = LOCAL_CLAIM_MARKER
+MAX_ATTEMPTS = 2  # a batch whose run died is tried once more (run key <job>.attempt2), then failed
 
 
 @dataclass
@@ -193,7 +195,6 @@ def process_alive(pid: int | None, host: str | None) -> bool | None:
 
 
 ATTEMPT_FILE = ".attempt"
-MAX_ATTEMPTS = 2
 
 
 def attempt_of(folder: Path) -> int:

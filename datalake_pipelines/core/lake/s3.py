@@ -17,132 +17,56 @@ Design (S3 has no rename and no POSIX locks):
   and prefix) before each run, so a lookup is still a B-tree probe. The cache is validated against the
   bucket's segments first (:mod:`.s3_index`): entries of a segment the bucket no longer has are dropped.
 * One run per partition at a time comes from Dagster's tag concurrency limit, not from a lock file.
+* New batches are found by listing manifests changed after a ``since`` cursor kept by the caller (a sensor
+  cursor), looking back ``OVERLAP_SECONDS`` because ``LastModified`` has one-second resolution; seeing a
+  manifest twice is harmless because claiming is a conditional create that only one caller wins.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import shutil
 import tempfile
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from ..catalog.parts import CompactionResult, compact_partition
 from ..errors import DatalakeError, ValidationError
-from ..ingest.hash_index import HashIndex, IndexEntry
 from ..ingest.manifest import BatchManifest, load_manifest
-from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions
-from ..ingest.s3_index import SegmentCache
-from ..storage.backends import S3Storage, cache_dir_for, download_tree, upload_tree
+from ..storage.backends import S3Storage, cache_dir_for, upload_tree
 from ..storage.files import utc_now_iso
-from .layout import BATCH_MANIFEST, ERROR_FILE, PARTITION_METADATA, LakeLayout, PartitionRef
+from . import keys
+from .keys import ERROR_FILE
+from .layout import LakeLayout, PartitionRef
+from .protocol import MAX_ATTEMPTS, BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_state
+from .s3_work import S3Processing
 from .schema import SchemaConfig, load_schema
 
-CLAIM_MARKER = "_claim.json"
-SCHEMA_KEY = "config/schema.yaml"
-MAX_ATTEMPTS = 2
+OVERLAP_SECONDS = 5  # look-back of the since cursor: LastModified has one-second resolution
 
 
-def pending_prefix(job_id: str) -> str:
-    return f"staging/pending/{job_id}"
-
-
-def claim_key(job_id: str) -> str:
-    return f"staging/processing/{job_id}/{CLAIM_MARKER}"
-
-
-def failed_prefix(job_id: str) -> str:
-    return f"staging/failed/{job_id}"
-
-
-def partition_prefix(ref: PartitionRef) -> str:
-    return f"catalog/provider={ref.provider}/dataset={ref.dataset}/task={ref.task}/variant={ref.variant}"
-
-
-def job_of_manifest_key(key: str) -> str | None:
-    """``staging/pending/<job>/_metadata.json`` -> ``<job>`` (None for anything else)."""
-    parts = key.split("/")
-    if len(parts) == 4 and parts[:2] == ["staging", "pending"] and parts[3] == BATCH_MANIFEST:
-        return parts[2]
-    return None
-
-
-class TieredHashIndex(HashIndex):
-    """A per-run index (new entries) in front of the shared, published cache (read-only here).
-
-    ``present(paths)`` (the S3 lake's HEADs: ``path -> size``, or a set of paths) confirms a published hit's
-    object still exists with the indexed size; a hit whose object is gone or has another size counts as
-    unknown, so the run stores the content again instead of cataloguing a row that
-    points at nothing.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        published: HashIndex,
-        present: Callable[[list[str]], set[str] | dict[str, int]] | None = None,
-    ):
-        super().__init__(path)
-        self.published = published
-        self.present = present
-
-    def get(self, sha256: str) -> IndexEntry | None:
-        return self.get_many([sha256]).get(sha256)
-
-    def get_many(self, hashes: list[str]) -> dict[str, IndexEntry]:
-        found = super().get_many(hashes)
-        missing = [h for h in hashes if h not in found]
-        hits = self.published.get_many(missing) if missing else {}
-        if hits and self.present is not None:
-            there = self.present(sorted({e.path for e in hits.values()}))
-            sizes = there if isinstance(there, dict) else {}  # a wrong size is as broken as a missing object
-            hits = {h: e for h, e in hits.items() if e.path in there and sizes.get(e.path, e.size) == e.size}
-        return {**hits, **found}
-
-    def new_entries(self) -> list[IndexEntry]:
-        return [IndexEntry(*row) for rows in self.iter_rows() for row in rows]
-
-
-@dataclass
-class S3Claim:
-    job_id: str
-    run_key: str
-    partition: str
-    attempt: int = 1
-    claimed_ts: float = 0.0
-    run_id: str | None = None
-    pid: int | None = None
-    host: str | None = None
-    group: list[str] | None = None
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(self.__dict__, indent=2).encode()
-
-
-class S3Lake:
+class S3Lake(S3Processing, BaseLake):
     """Operations on an S3 lake; local work happens under :func:`cache_dir_for` (``$DATALAKE_CACHE_DIR``)."""
+
+    kind = "s3"
 
     def __init__(self, base: str, storage: S3Storage | None = None):
         self.storage = storage or S3Storage(base)
         self.base = self.storage.uri
         self.cache = cache_dir_for(self.base, self.storage.client.meta.endpoint_url)
-        self._sizes_cache: SegmentCache | None = None
+        self._sizes_cache = None
 
-    # config ------------------------------------------------------------------------
+    # config ------------------------------------------------------------------------------------------------
     def scratch_layout(self) -> LakeLayout:
         """A local lake for assembling batches, holding a fresh copy of the S3 lake's ``config/schema.yaml``."""
         layout = LakeLayout(self.cache / "scratch")
         try:
-            layout.schema_file.write_bytes(self.storage.read_bytes(SCHEMA_KEY))
+            layout.schema_file.write_bytes(self.storage.read_bytes(keys.SCHEMA))
         except FileNotFoundError:
             layout.schema_file.unlink(missing_ok=True)  # the packaged default applies
         return layout
@@ -152,64 +76,96 @@ class S3Lake:
         with tempfile.TemporaryDirectory(dir=self.cache if self.cache.is_dir() else None) as tmp:
             layout = LakeLayout(tmp, create=False)
             with contextlib.suppress(FileNotFoundError):
-                data = self.storage.read_bytes(SCHEMA_KEY)
+                data = self.storage.read_bytes(keys.SCHEMA)
                 layout.config_dir.mkdir(parents=True)
                 layout.schema_file.write_bytes(data)
             return load_schema(layout)
 
-    def put_schema(self, local_schema: Path) -> None:
-        self.storage.upload(local_schema, SCHEMA_KEY)
+    @contextlib.contextmanager
+    def edit_schema(self) -> Iterator[SchemaConfig]:
+        """A local copy of the schema; saved back to the lake when the block ends without an exception."""
+        schema = load_schema(self.scratch_layout())
+        yield schema
+        schema.save()
+        self.put_schema(schema.path)
 
-    # staging -----------------------------------------------------------------------
+    @property
+    def schema_uri(self) -> str:
+        return self.uri_of(keys.SCHEMA)
+
+    def put_schema(self, local_schema: Path) -> None:
+        self.storage.upload(local_schema, keys.SCHEMA)
+
+    # staging -----------------------------------------------------------------------------------------------
     def stage(self, batch_dir: Path, job_id: str) -> str:
-        """Upload a local batch folder to ``staging/pending/<job>/``, manifest last; return its URI."""
-        if self.storage.exists(f"{pending_prefix(job_id)}/{BATCH_MANIFEST}") or self.storage.exists(claim_key(job_id)):
-            raise ValidationError(f"job id {job_id!r} is already used in {self.base}/staging")
-        upload_tree(self.storage, batch_dir, pending_prefix(job_id), last=BATCH_MANIFEST)
-        return f"{self.base}/{pending_prefix(job_id)}"
+        """Move a batch assembled in :meth:`scratch_layout` into ``staging/pending/<job>/``: upload it, manifest
+        last, then remove the local folder (also on failure); return its URI. ValidationError for a used job id."""
+        try:
+            if self.storage.exists(keys.pending_manifest(job_id)) or self.storage.exists(self._claim_key(job_id)):
+                raise ValidationError(f"job id {job_id!r} is already used in {self.base}/staging")
+            upload_tree(self.storage, batch_dir, keys.pending_batch(job_id), last=keys.BATCH_MANIFEST)
+        finally:
+            shutil.rmtree(batch_dir, ignore_errors=True)
+        return self.uri_of(keys.pending_batch(job_id))
 
     def read_manifest(self, job_id: str) -> BatchManifest:
-        data = self.storage.read_bytes(f"{pending_prefix(job_id)}/{BATCH_MANIFEST}")
+        data = self.storage.read_bytes(keys.pending_manifest(job_id))
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / BATCH_MANIFEST).write_bytes(data)
+            (Path(tmp) / keys.BATCH_MANIFEST).write_bytes(data)
             try:
                 return load_manifest(Path(tmp), job_id)
             except ValidationError as exc:  # name the object, not the temporary copy
-                raise ValidationError(str(exc).replace(tmp, self.uri_of(pending_prefix(job_id)))) from None
+                raise ValidationError(str(exc).replace(tmp, self.uri_of(keys.pending_batch(job_id)))) from None
 
     def newest_change(self, job_id: str) -> datetime:
         """Latest ``LastModified`` among a pending batch's objects (hand drops are claimed once it is old)."""
-        return max(o.modified for o in self.storage.list(pending_prefix(job_id)))
+        return max(o.modified for o in self.storage.list(keys.pending_batch(job_id)))
 
-    def claim_ready(self, candidates, since: datetime | None, quiet_seconds: float, log, key_allowed=None):
-        """Claim each complete batch among ``(job_id, manifest LastModified)`` candidates.
+    def pending(self) -> list[str]:
+        """Job ids with a complete batch (manifest present) in ``staging/pending``, by manifest time."""
+        return [job_id for job_id, _ in self.new_manifests(None)]
 
-        Invalid batches go to failed/; hand drops wait until all their objects are ``quiet_seconds`` old.
-        Returns the claimed job ids by partition and a cursor time that never passes a batch still waiting.
+    def new_manifests(self, since: datetime | None) -> list[tuple[str, datetime]]:
+        """(job id, LastModified) of pending manifests changed after ``since`` minus the look-back, oldest first."""
+        after = since - timedelta(seconds=OVERLAP_SECONDS) if since else None
+        found = []
+        for obj in self.storage.list(keys.PENDING):
+            job_id = keys.job_of_manifest_key(obj.key)
+            if job_id and (after is None or obj.modified > after):
+                found.append((job_id, obj.modified))
+        return sorted(found, key=lambda f: f[1])
+
+    def claim_ready(self, state: dict[str, Any], options: ClaimOptions) -> Claimed:
+        """Claim each complete batch whose manifest changed since ``state["since"]``; advance that cursor.
+
+        Invalid batches go to failed/; hand drops wait until all their objects are ``quiet_seconds`` old, and
+        the cursor never passes a batch still waiting.
         """
+        since = datetime.fromisoformat(state["since"]) if state.get("since") else None
         groups: dict[PartitionRef, list[str]] = defaultdict(list)
         staged_at: dict[str, str] = {}
-        schema, cursor, waiting = None, since, None
+        schema, cursor, waiting, n_waiting = None, since, None, 0
         now = datetime.now(timezone.utc)
-        for job_id, modified in candidates:
+        for job_id, modified in self.new_manifests(since):
             try:
                 manifest = self.read_manifest(job_id)
             except FileNotFoundError:
-                continue  # processed since the listing, or still being uploaded (no manifest yet)
+                continue  # processed since the listing
             except (DatalakeError, ValueError) as exc:
-                self._reject_logged(job_id, str(exc), log)
+                self._reject_logged(job_id, str(exc), options.log)
                 continue
-            if manifest.hand_drop and (now - self.newest_change(job_id)).total_seconds() < quiet_seconds:
+            if manifest.hand_drop and (now - self.newest_change(job_id)).total_seconds() < options.quiet_seconds:
                 waiting = min(waiting, modified) if waiting else modified  # `aws s3 sync` sends the manifest early
+                n_waiting += 1
                 continue
             cursor = max(cursor, modified) if cursor else modified
             try:
                 schema = schema or self.schema()
                 manifest.validate(schema)
-                if key_allowed is not None and not key_allowed(manifest.partition.key):
+                if options.key_allowed is not None and not options.key_allowed(manifest.partition.key):
                     raise ValidationError(f"partition key {manifest.partition.key!r} is not allowed")
             except (DatalakeError, ValueError) as exc:
-                self._reject_logged(job_id, str(exc), log)
+                self._reject_logged(job_id, str(exc), options.log)
                 continue
             if self.claim(job_id, job_id, manifest.partition):
                 groups[manifest.partition].append(job_id)
@@ -218,234 +174,126 @@ class S3Lake:
             job_ids.sort(key=lambda j: (staged_at[j], j))
         if waiting is not None:
             cursor = min(cursor, waiting) if cursor else waiting
-        return groups, cursor
+        if cursor:
+            state["since"] = cursor.isoformat()
+        return Claimed(dict(groups), n_waiting)
 
     def _reject_logged(self, job_id: str, reason: str, log) -> None:
         if self.reject(job_id, reason):
             log.warning(f"pending batch {job_id} rejected: {reason}")
 
+    # claims ------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _claim_key(job_id: str) -> str:
+        return keys.claim_marker(job_id, local=False)
+
     def claim(self, job_id: str, run_key: str, partition: PartitionRef, attempt: int = 1) -> bool:
         """Create the claim marker if nobody has; True only for the caller that created it."""
-        marker = S3Claim(job_id, run_key, partition.key, attempt, time.time())
-        return self.storage.create_exclusive(claim_key(job_id), marker.to_bytes())
+        marker = Claim(job_id, run_key, partition.key, attempt, time.time(), utc_now_iso())
+        return self.storage.create_exclusive(self._claim_key(job_id), marker.to_bytes())
 
     def reject(self, job_id: str, reason: str) -> bool:
         """Send an unusable pending batch to failed/ (claiming it first, so only one caller does)."""
-        marker = S3Claim(job_id, f"{job_id}.rejected", "", 1, time.time())
-        if not self.storage.create_exclusive(claim_key(job_id), marker.to_bytes()):
+        marker = Claim(job_id, f"{job_id}.rejected", "", 1, time.time())
+        if not self.storage.create_exclusive(self._claim_key(job_id), marker.to_bytes()):
             return False
         self.fail(job_id, {"error": reason})
         return True
 
-    def read_claim(self, job_id: str) -> S3Claim | None:
+    def read_claim(self, job_id: str) -> Claim | None:
         try:
-            doc = json.loads(self.storage.read_bytes(claim_key(job_id)))
+            doc = json.loads(self.storage.read_bytes(self._claim_key(job_id)))
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        return S3Claim(**{k: v for k, v in doc.items() if k in S3Claim.__dataclass_fields__})
+        return Claim.from_json(doc)
 
-    def write_claim(self, marker: S3Claim) -> None:
-        self.storage.write_bytes(claim_key(marker.job_id), marker.to_bytes())
+    def write_claim(self, claim: Claim) -> None:
+        self.storage.write_bytes(self._claim_key(claim.job_id), claim.to_bytes())
 
-    def claims(self) -> list[S3Claim]:
-        return [c for job in self.storage.list_dirs("staging/processing") if (c := self.read_claim(job))]
+    def claims(self) -> list[Claim]:
+        return [c for job in self.storage.list_dirs(keys.PROCESSING) if (c := self.read_claim(job))]
+
+    def mark_running(self, job_id: str, run_id: str, pid: int) -> None:
+        """Record in the claim which run (and process) works on the batch, for the reaper."""
+        import os
+
+        marker = self.read_claim(job_id)
+        if marker is not None:
+            marker.run_id, marker.pid, marker.host, marker.started_at = run_id, pid, os.uname().nodename, utc_now_iso()
+            self.write_claim(marker)
 
     def requeue_or_fail(self, job_id: str, reason: str, run_id: str | None) -> str:
         """After the run holding a batch died: a new claim with the next attempt's run key, or failed/."""
         marker = self.read_claim(job_id)
         attempt = marker.attempt if marker else MAX_ATTEMPTS
-        if marker and attempt < MAX_ATTEMPTS and self.storage.exists(f"{pending_prefix(job_id)}/{BATCH_MANIFEST}"):
-            self.write_claim(S3Claim(job_id, f"{job_id}.attempt{attempt + 1}", marker.partition, attempt + 1, 0.0))
+        if marker and attempt < MAX_ATTEMPTS and self.storage.exists(keys.pending_manifest(job_id)):
+            self.write_claim(Claim(job_id, f"{job_id}.attempt{attempt + 1}", marker.partition, attempt + 1, 0.0))
             return "requeued"
         self.fail(job_id, {"error": reason, "run_id": run_id, "attempts": attempt})
         return "failed"
 
+    def abort(self, job_id: str, error: dict[str, Any]) -> bool:
+        """Send a batch still claimed to failed/ (its run is going away); False if it is not claimed."""
+        if self.read_claim(job_id) is None:
+            return False
+        self.fail(job_id, error)
+        return True
+
     def fail(self, job_id: str, error: dict[str, Any]) -> str:
         """Copy the batch (server side) to ``staging/failed/<job>/`` with ``error.json``; drop it from pending."""
-        target = failed_prefix(job_id)
+        target = keys.failed_batch(job_id)
         if self.storage.exists(f"{target}/{ERROR_FILE}"):
             target = f"{target}-{int(time.time())}"
-        objects = [o.key for o in self.storage.list(pending_prefix(job_id))]
+        source = keys.pending_batch(job_id)
+        objects = [o.key for o in self.storage.list(source)]
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda k: self.storage.copy(k, target + k[len(pending_prefix(job_id)) :]), objects))
+            list(pool.map(lambda k: self.storage.copy(k, target + k[len(source) :]), objects))
         doc = {"job_id": job_id, **error, "failed_at": utc_now_iso()}
         self.storage.write_bytes(f"{target}/{ERROR_FILE}", json.dumps(doc, indent=2, default=str).encode())
         self._drop_pending(job_id, objects)
-        return f"{self.base}/{target}"
+        return self.uri_of(target)
 
     def _drop_pending(self, job_id: str, objects: list[str] | None = None) -> None:
         """Delete a batch from pending (manifest first, so it never looks complete) and its claim."""
-        manifest = f"{pending_prefix(job_id)}/{BATCH_MANIFEST}"
-        objects = objects if objects is not None else [o.key for o in self.storage.list(pending_prefix(job_id))]
+        manifest = keys.pending_manifest(job_id)
+        objects = objects if objects is not None else [o.key for o in self.storage.list(keys.pending_batch(job_id))]
         self.storage.delete([manifest])
         self.storage.delete([k for k in objects if k != manifest])
-        self.storage.delete([claim_key(job_id)])
+        self.storage.delete([self._claim_key(job_id)])
 
-    def batch_status(self, job_id: str, run_state=None) -> dict[str, Any] | None:
+    # status ------------------------------------------------------------------------------------------------
+    def status(self, job_id: str, run_state: RunState | None = None) -> dict[str, Any] | None:
         """pending / queued / running / done / failed for one batch, from staging objects and the job record."""
         entry: dict[str, Any] = {"job_id": job_id}
         with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-            record = json.loads(self.storage.read_bytes(f"logs/jobs/{job_id}.json"))
+            record = json.loads(self.storage.read_bytes(keys.job_record(job_id)))
             entry.update(
                 {k: record.get(k) for k in ("partition", "rows_in", "rows_added", "rows_duplicate", "rows_rejected")}
             )
             entry.update(rows=record.get("rows_in"), state=record.get("status"), error=record.get("error"))
         with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-            error = json.loads(self.storage.read_bytes(f"{failed_prefix(job_id)}/{ERROR_FILE}"))
-            entry.update(state="failed", error=error.get("error"), path=self.uri_of(failed_prefix(job_id)))
+            error = json.loads(self.storage.read_bytes(f"{keys.failed_batch(job_id)}/{ERROR_FILE}"))
+            entry.update(state="failed", error=error.get("error"), path=self.uri_of(keys.failed_batch(job_id)))
         marker = self.read_claim(job_id)
         if marker is not None and entry.get("state") not in ("done", "failed"):
-            state, run_id = (
-                run_state(marker.__dict__) if run_state else ("running" if marker.run_id else "queued", None)
-            )
+            state, run_id = (run_state or claim_state)(marker)
             entry.update(state=state, partition=marker.partition, run_id=run_id or marker.run_id)
-        elif "state" not in entry and self.storage.exists(f"{pending_prefix(job_id)}/{BATCH_MANIFEST}"):
-            entry.update(state="pending", path=self.uri_of(pending_prefix(job_id)))
+        elif "state" not in entry and self.storage.exists(keys.pending_manifest(job_id)):
+            entry.update(state="pending", path=self.uri_of(keys.pending_batch(job_id)))
         return entry if "state" in entry else None
 
-    # hash index --------------------------------------------------------------------
-    def index_cache(self) -> SegmentCache:
-        """The local cache of the published hash index, checked against the bucket's segments first."""
-        cache = SegmentCache(self.storage, self.cache / "index")
-        cache.sync()
-        return cache
-
-    def existing_assets(self, paths: list[str]) -> dict[str, int]:
-        """``path -> size`` for the ``paths`` whose objects exist (HEADs, 16 at a time)."""
-
-        def size(path: str) -> int | None:
-            try:
-                return self.storage.info(path).size
-            except FileNotFoundError:
-                return None
-
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            return {p: n for p, n in zip(paths, pool.map(size, paths)) if n is not None}
-
-    def asset_sizes(self, hashes: list[str]) -> dict[str, int]:
-        """Stored sha256 -> size from the published hash index (validated cache), for integrity checks.
-
-        The cache is synced with the bucket on the first call of this object only (one listing per check).
-        """
-        if self._sizes_cache is None:
-            self._sizes_cache = self.index_cache()
-        found = self._sizes_cache.index.get_many(hashes)
-        return {h: e.size for h, e in found.items() if e.stored_sha256 == h}
-
-    def published_index(self) -> HashIndex:
-        """The local cache of every published segment, validated and brought up to date with S3 first."""
-        return self.index_cache().index
-
-    # processing --------------------------------------------------------------------
-    @contextlib.contextmanager
-    def work_lake(self, job_ids: list[str]) -> Iterator[LakeLayout]:
-        """A throwaway local lake for one run, removed afterwards."""
-        root = self.cache / "runs" / f"{(job_ids or ['rebuild'])[0]}-{uuid.uuid4().hex[:8]}"
-        layout = LakeLayout(root)
-        try:
-            yield layout
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-
-    def fetch_partition(self, work: LakeLayout, ref: PartitionRef) -> int:
-        """Download a partition's catalog files (Parquet parts and ``_metadata.json``) into ``work``."""
-        return download_tree(self.storage, partition_prefix(ref), work.partition_dir(ref))
-
-    def process(
-        self, work: LakeLayout, job_id: str, options: ProcessOptions, run_info: dict[str, Any] | None = None
-    ) -> BatchResult:
-        """Process one claimed batch in ``work`` and publish the outcome to S3."""
-        result = BatchResult(job_id)
-        if not self.storage.exists(f"{pending_prefix(job_id)}/{BATCH_MANIFEST}"):
-            result.status, result.error = "skipped", "the batch is no longer in staging/pending"
-            self.storage.delete([claim_key(job_id)])
-            return result
-        schema = self.schema()
-        download_tree(self.storage, pending_prefix(job_id), work.processing_batch(job_id))
-        with contextlib.suppress(ValidationError, ValueError):
-            self.fetch_partition(work, load_manifest(work.processing_batch(job_id), job_id).partition)
-        cache = self.index_cache()
-        run_index = TieredHashIndex(work.index_dir / f"run-{job_id}.sqlite", cache.index, self.existing_assets)
-        processor = BatchProcessor(work, options, schema=schema, index=run_index)
-        result = processor.process(job_id, run_info)
-        if result.status == "done":
-            self._publish(work, job_id, result, run_index, cache)
-        else:
-            error = json.loads((work.failed_batch(job_id) / ERROR_FILE).read_text())
-            result.rejected_dir = self.fail(job_id, error)
-        self._upload_job_record(work, job_id)
-        return result
-
-    def process_pending(self, options: ProcessOptions, quiet_seconds: float = 2.0) -> list[BatchResult]:
-        """Claim and process every complete pending batch in this process (no Dagster needed)."""
-        candidates = [(job_id, datetime.now(timezone.utc)) for job_id in self.storage.list_dirs("staging/pending")]
-        groups, _ = self.claim_ready(candidates, None, quiet_seconds, logging.getLogger("datalake"))
-        results = []
-        for job_id in [j for job_ids in groups.values() for j in job_ids]:  # each partition's in staging order
-            with self.work_lake([job_id]) as work:
-                results.append(self.process(work, job_id, options))
-        return results
-
-    def _publish(
-        self, work: LakeLayout, job_id: str, result: BatchResult, run_index: TieredHashIndex, cache: SegmentCache
-    ) -> None:
-        entries = run_index.new_entries()
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(lambda e: self.storage.upload(work.base / e.path, e.path), entries))
-        if result.part_file:
-            ref = PartitionRef.parse(result.partition)
-            part = Path(result.part_file)
-            self.storage.upload(part, f"{partition_prefix(ref)}/{part.name}")
-            conformed = [Path(c) for c in result.conformed_parts]  # older parts rewritten in widened contract types
-            for path in conformed:
-                self.storage.upload(path, f"{partition_prefix(ref)}/{path.name}")
-            result.conformed_parts = [f"{self.base}/{partition_prefix(ref)}/{p.name}" for p in conformed]
-            self.storage.upload(work.partition_metadata(ref), f"{partition_prefix(ref)}/{PARTITION_METADATA}")
-            result.part_file = f"{self.base}/{partition_prefix(ref)}/{part.name}"
-        cache.publish(job_id, entries)
-        rejected = work.rejected_batch(job_id)
-        if rejected.is_dir():
-            upload_tree(self.storage, rejected, f"staging/failed/{rejected.name}", last=BATCH_MANIFEST)
-            result.rejected_dir = f"{self.base}/staging/failed/{rejected.name}"
-        kept = (result.staging_report or {}).get("kept")
-        if kept:  # a hand drop's files no row took (core/hand_drop.py): kept on S3 too, never dropped
-            folder = Path(kept["folder"])
-            upload_tree(self.storage, folder, f"staging/failed/{folder.name}", last=ERROR_FILE)
-            kept["folder"] = f"{self.base}/staging/failed/{folder.name}"
-        self._drop_pending(job_id)
-
-    def _upload_job_record(self, work: LakeLayout, job_id: str) -> None:
-        record = work.job_record(job_id)
-        if record.exists():
-            self.storage.upload(record, f"logs/jobs/{job_id}.json")
-
-    def rebuild_partition(self, work: LakeLayout, ref: PartitionRef, batch_size: int) -> CompactionResult:
-        """Compact a partition in ``work`` (idempotent rebuild) and publish the result to S3."""
-        self.fetch_partition(work, ref)
-        folder = work.partition_dir(ref)
-        before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-        result = compact_partition(work, ref, batch_size)
-        if folder.is_dir():
-            self.publish_partition(work, ref, before)
-        return result
-
-    def publish_partition(self, work: LakeLayout, ref: PartitionRef, before: set[str]) -> None:
-        """After a local rebuild of a partition in ``work``: upload its files, delete the replaced parts."""
-        folder = work.partition_dir(ref)
-        now = {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
-        for name in sorted(now - {PARTITION_METADATA}):
-            self.storage.upload(folder / name, f"{partition_prefix(ref)}/{name}")
-        self.storage.upload(folder / PARTITION_METADATA, f"{partition_prefix(ref)}/{PARTITION_METADATA}")
-        self.storage.delete(f"{partition_prefix(ref)}/{name}" for name in sorted(before - now))
-
-    def asset_sha256(self, relpath: str) -> str:
-        """SHA-256 of a stored asset, streamed from S3; "missing" if there is no such object."""
-        if not relpath.startswith("assets/") or ".." in relpath.split("/"):
-            return "outside the lake"
-        try:
-            return self.storage.sha256(relpath)
-        except FileNotFoundError:
-            return "missing"
+    def list_batches(self, run_state: RunState | None = None) -> list[dict[str, Any]]:
+        """Every batch of the lake (pending, claimed, with a job record, or failed), one entry per job id."""
+        records = [o.key.rsplit("/", 1)[-1][: -len(".json")] for o in self.storage.list(keys.JOBS)]
+        names = {
+            *self.storage.list_dirs(keys.PENDING),
+            *self.storage.list_dirs(keys.PROCESSING),
+            *self.storage.list_dirs(keys.FAILED),
+            *(r for r in records if r),
+        }
+        entries = [e for job_id in sorted(names) if (e := self.status(job_id, run_state)) is not None]
+        order = {"pending": 0, "queued": 1, "processing": 1, "running": 1, "done": 2, "failed": 3}
+        return sorted(entries, key=lambda e: (order.get(e["state"], 9), e["job_id"]))
 
     def uri_of(self, key: str) -> str:
         return f"{self.base}/{key}"

@@ -1,16 +1,14 @@
 """``catalog_partition``: one catalog partition, materialized from the batches claimed for it."""
 
-import os
 from typing import Any
 
 import dagster as dg
 import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
 
-from ...core.catalog.parts import compact_partition, iter_partition_batches, partition_files, read_partition_metadata
-from ...core.ingest.processing import BatchProcessor, BatchResult, fail_batch
+from ...core.catalog.parts import iter_partition_batches, partition_files, read_partition_metadata
+from ...core.ingest.processing import BatchResult
 from ...core.lake.layout import PartitionRef
-from ...core.lake.queue import mark_running
 from ...lib.partitions import JOB_IDS_TAG, LakePartitionKey, lake_partitions
 from ...lib.resources import LakeResource
 from .preview import preview_metadata
@@ -36,72 +34,26 @@ def run_job_ids(context: dg.AssetExecutionContext) -> list[str]:
 def catalog_partition(context: dg.AssetExecutionContext, lake: LakeResource, s3: S3Resource) -> dg.MaterializeResult:
     ref = LakePartitionKey.parse(context.partition_key).ref
     job_ids = run_job_ids(context)
-    if lake.is_s3:
-        from .s3_run import materialize_s3_partition
-
-        return materialize_s3_partition(context, lake, s3.get_client(), ref, job_ids, _s3_report)
-    layout = lake.layout
-    if not job_ids:
-        result = compact_partition(layout, ref, lake.batch_size)
-        context.log.info(f"rebuilt {ref.key}: {result.rows} rows from {result.files_before} files")
-        return dg.MaterializeResult(
-            metadata={
-                "mode": "rebuild",
-                "files_compacted": result.files_before,
-                "duplicates_dropped": result.duplicates_dropped,
-                **partition_metadata(layout, ref),
-                **preview_metadata(layout, ref, None, context.log),
-            }
-        )
-    processor = BatchProcessor(layout, lake.process_options())
-    results: list[BatchResult] = []
-    run_info = {"run_id": context.run.run_id, "step": context.op_handle.name if hasattr(context, "op_handle") else ""}
-    run_info["step"] = run_info["step"] or "catalog_partition"
-    try:
-        for job_id in job_ids:
-            if not layout.processing_batch(job_id).is_dir():
-                context.log.warning(f"batch {job_id} is no longer in staging/processing; skipped")
-                continue
-            mark_running(layout, job_id, context.run.run_id, os.getpid())
-            result = processor.process(job_id, run_info)
-            results.append(result)
-            log = context.log.info if result.status == "done" else context.log.error
-            log(
-                f"batch {job_id}: {result.status}, {result.rows_added} rows added, {result.rows_rejected} rejected"
-                + (f": {result.error}" if result.error else "")
+    the_lake = lake.lake(s3)
+    catalog_uri = the_lake.catalog_uri(ref)
+    # The metadata is read from the view the run worked in (on S3 a work lake holding the whole partition).
+    with the_lake.work_view((job_ids or [f"rebuild-{ref.provider}"])[0]) as view:
+        if not job_ids:
+            rebuild = the_lake.rebuild_partition(ref, lake.batch_size, view)
+            context.log.info(f"rebuilt {ref.key}: {rebuild.rows} rows from {rebuild.files_before} files")
+            return dg.MaterializeResult(
+                metadata={
+                    "mode": "rebuild",
+                    "files_compacted": rebuild.files_before,
+                    "duplicates_dropped": rebuild.duplicates_dropped,
+                    **partition_metadata(view, ref, catalog_uri),
+                    **preview_metadata(view, ref, None, context.log),
+                }
             )
-    except BaseException as exc:
-        # Anything unexpected (including a cancel): no batch of this run stays stranded in processing/.
-        for job_id in job_ids:
-            if layout.processing_batch(job_id).is_dir():
-                fail_batch(layout, job_id, {**run_info, "error": f"run aborted: {type(exc).__name__}: {exc}"})
-        raise
-    failed = [r for r in results if r.status != "done"]
-    metadata = {**run_metadata(results), **partition_metadata(layout, ref)}
-    metadata.update(preview_metadata(layout, ref, results, context.log))
-    if failed:
-        raise dg.Failure(
-            description="; ".join(f"batch {r.job_id} failed: {r.error}" for r in failed)
-            + " (originals kept in staging/failed/<job_id>/ with error.json)",
-            metadata=metadata,
-        )
-    return dg.MaterializeResult(metadata=metadata)
-
-
-def _s3_report(results, work, ref, catalog_uri, rebuild) -> dg.MaterializeResult:
-    """Metadata of an S3 run, read from the work lake (which holds the whole partition) before it goes."""
-    if rebuild is not None:
-        return dg.MaterializeResult(
-            metadata={
-                "mode": "rebuild",
-                "files_compacted": rebuild.files_before,
-                "duplicates_dropped": rebuild.duplicates_dropped,
-                **partition_metadata(work, ref, catalog_uri),
-                **preview_metadata(work, ref),
-            }
-        )
-    metadata = {**run_metadata(results), **partition_metadata(work, ref, catalog_uri)}
-    metadata.update(preview_metadata(work, ref, results))
+        run_info = {"run_id": context.run.run_id, "step": "catalog_partition"}
+        results = the_lake.process(job_ids, lake.process_options(), run_info, view, context.log)
+        metadata = {**run_metadata(results), **partition_metadata(view, ref, catalog_uri)}
+        metadata.update(preview_metadata(view, ref, results, context.log))
     failed = [r for r in results if r.status != "done"]
     if failed:
         raise dg.Failure(

@@ -1,13 +1,11 @@
 """Asset checks of ``catalog_partition``: asset files, duplicate rows, required meta."""
 
-import contextlib
 import warnings
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from ...core.ingest.verify import CheckOutcome, check_asset_files, check_duplicate_rows, check_required_meta
-from ...core.lake.schema import load_schema
 from ...lib.partitions import LakePartitionKey, lake_partitions
 from ...lib.resources import LakeResource
 from .assets import catalog_partition, run_job_ids
@@ -36,11 +34,10 @@ def asset_files_match_hashes(
     existing asset of the expected size whose SHA-256 matches its name and the catalog."""
     ref = LakePartitionKey.parse(context.partition_key).ref
     job_ids = run_job_ids(context) or None
-    with partition_view(lake, s3, ref) as (layout, s3_lake):
-        if s3_lake is None:
-            return _result(check_asset_files(layout, ref, job_ids), "asset references")
+    the_lake = lake.lake(s3)
+    with the_lake.partition_view(ref) as view:
         outcome = check_asset_files(
-            layout, ref, job_ids, s3_lake.asset_sha256, storage=s3_lake.storage, sizes_of=s3_lake.asset_sizes
+            view, ref, job_ids, the_lake.asset_sha256, storage=the_lake.storage, sizes_of=the_lake.asset_sizes
         )
         return _result(outcome, "asset references")
 
@@ -52,8 +49,8 @@ def no_duplicate_rows(
     """No two catalog rows of the partition share a ``row_hash`` (content + occurrence number): no row was stored
     twice. Identical rows uploaded together are distinct rows with distinct hashes, so they do not count."""
     ref = LakePartitionKey.parse(context.partition_key).ref
-    with partition_view(lake, s3, ref) as (layout, _):
-        return _result(check_duplicate_rows(layout, ref), "rows")
+    with lake.lake(s3).partition_view(ref) as view:
+        return _result(check_duplicate_rows(view, ref), "rows")
 
 
 @dg.asset_check(asset=catalog_partition, partitions_def=lake_partitions, blocking=False)
@@ -62,18 +59,6 @@ def required_meta_present(
 ) -> dg.AssetCheckResult:
     """Task partitions: every row has each required meta field with an allowed value."""
     ref = LakePartitionKey.parse(context.partition_key).ref
-    with partition_view(lake, s3, ref) as (layout, s3_lake):
-        schema = s3_lake.schema() if s3_lake else load_schema(layout)
-        return _result(check_required_meta(layout, ref, schema), "rows")
-
-
-@contextlib.contextmanager
-def partition_view(lake: LakeResource, s3: S3Resource, ref):
-    """The lake layout holding the partition: the lake itself, or a work copy of an S3 partition."""
-    if not lake.is_s3:
-        yield lake.layout, None
-        return
-    s3_lake = lake.s3_lake(s3.get_client())
-    with s3_lake.work_lake([f"check-{ref.provider}"]) as work:
-        s3_lake.fetch_partition(work, ref)
-        yield work, s3_lake
+    the_lake = lake.lake(s3)
+    with the_lake.partition_view(ref) as view:
+        return _result(check_required_meta(view, ref, the_lake.schema()), "rows")

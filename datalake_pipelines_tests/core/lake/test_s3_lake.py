@@ -1,4 +1,7 @@
-"""A lake on S3 (moto's HTTP server): staging, sensor claims, runs, dedup, failures, queries."""
+"""What only an S3 lake does (moto's HTTP server): the end-to-end path with Athena and catalog.duckdb, the since
+cursor, unreadable manifests, bucket prefixes, multipart uploads, S3-specific CLI answers.
+
+The queue cases every backend shares are in ``test_lake_contract.py``."""
 
 import hashlib
 import json
@@ -9,14 +12,13 @@ from pathlib import Path
 
 import boto3
 import dagster as dg
-import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 from dagster_duckdb import DuckDBResource
 
 from datalake_pipelines import DatalakeClient, DuckDBClient
+from datalake_pipelines.core.lake import keys as lake_keys
 from datalake_pipelines.core.lake.layout import PartitionRef
-from datalake_pipelines.core.lake.s3 import S3Lake, claim_key
+from datalake_pipelines.core.lake.s3 import S3Lake
 from datalake_pipelines.core.storage.backends import S3Storage, split_s3_uri
 from datalake_pipelines.definitions import build_defs, defs, duckdb_file
 from datalake_pipelines.defs.athena.resources import AthenaSettings
@@ -132,78 +134,28 @@ def test_s3_ingest_end_to_end(instance, s3_lake, s3_client_api, corpus_dir, tmp_
     assert refresh.success and S3Storage(s3_lake).exists("catalog.duckdb")
 
 
-def test_task_data_and_invalid_batches_on_s3(instance, s3_lake, s3_client_api, make_jpeg, tmp_path, monkeypatch):
-    monkeypatch.setattr(sensors, "QUIET_SECONDS", 0.0)  # the hand-written batches below are complete
-    images = [str(make_jpeg(tmp_path / f"im{i}.jpg")) for i in range(3)]
-    df = pd.DataFrame({"image": images, "text": ["a", "b", "c"]})
-    _, job = s3_client_api.upload_task_data(df, "aihub", "receipts", "ocr", "word", {"lang": "ko", "src": "real"})
-    # a hand-written batch whose manifest names an unknown provider goes to failed/ without a run
+def test_an_unparseable_manifest_fails_at_once_on_s3(instance, s3_lake, monkeypatch):
+    # S3-only: a prefix is listed only once its manifest exists, so an unreadable one is final (a local folder
+    # waits for its grace period instead: defs/test_sensor.py). Valid-JSON invalid manifests: the contract suite.
+    monkeypatch.setattr(sensors, "QUIET_SECONDS", 0.0)
     storage = S3Storage(s3_lake)
-    storage.write_bytes("staging/pending/bad1/data.txt", b"x")
-    storage.write_bytes(
-        "staging/pending/bad1/_metadata.json", json.dumps({"provider": "nobody", "dataset": "d"}).encode()
-    )
+    storage.write_bytes("staging/pending/bad2/data.txt", b"x")
     storage.write_bytes("staging/pending/bad2/_metadata.json", b"{not json")
     result = tick(instance, s3_lake)
-    assert [r.run_key for r in result.run_requests] == [job]
-    for bad in ("bad1", "bad2"):
-        error = json.loads(storage.read_bytes(f"staging/failed/{bad}/error.json"))
-        assert error["job_id"] == bad and error["error"]
-        assert not keys(s3_lake, f"staging/pending/{bad}") and not storage.exists(claim_key(bad))
-    assert storage.read_bytes("staging/failed/bad1/data.txt") == b"x"  # the original is kept
-    assert "unknown provider 'nobody'" in json.loads(storage.read_bytes("staging/failed/bad1/error.json"))["error"]
-    bad2 = json.loads(storage.read_bytes("staging/failed/bad2/error.json"))["error"]
-    assert bad2.startswith(f"{s3_lake}/staging/pending/bad2/_metadata.json: not valid JSON")
-    outcome = run(instance, s3_lake, result.run_requests[0], result)
-    assert outcome.success
-    part = f"catalog/provider=aihub/dataset=receipts/task=ocr/variant=word/part-{job}.parquet"
-    fs, root = storage.arrow()
-    table = pq.read_table(f"{root}/{part}", filesystem=fs)
-    assert table.num_rows == 3 and set(table.column("lang").to_pylist()) == {"ko"}
-
-
-def test_claim_is_exactly_once_and_a_lost_launch_is_reissued(instance, s3_lake, s3_client_api, make_jpeg, tmp_path):
-    make_jpeg(tmp_path / "src" / "a.jpg")
-    _, job = s3_client_api.upload_raw_data(tmp_path / "src", "aihub", "receipts")
-    lake = S3Lake(s3_lake)
-    assert lake.claim(job, job, RAW) is True
-    assert lake.claim(job, job, RAW) is False  # a second claimer (another tick, another daemon) loses
-    # the tick that claimed died before launching: the next tick does not re-claim but re-issues the run key
-    marker = lake.read_claim(job)
-    marker.claimed_ts = time.time() - 60
-    lake.write_claim(marker)
-    result = tick(instance, s3_lake)
-    assert [r.run_key for r in result.run_requests] == [job]
-    outcome = run(instance, s3_lake, result.run_requests[0], result)
-    assert outcome.success
-    # once launched, further ticks issue nothing for it
-    assert tick(instance, s3_lake, result.cursor).run_requests == []
-
-
-def test_failed_run_keeps_the_batch_in_failed(instance, s3_lake, s3_client_api, corpus_dir, tmp_path):
-    folder = tmp_path / "bad"
-    folder.mkdir()
-    for src in sorted((corpus_dir / "invalid").iterdir())[:3]:
-        shutil.copy(src, folder / src.name)
-    _, job = s3_client_api.upload_raw_data(folder, "aihub", "receipts")
-    result = tick(instance, s3_lake)
-    outcome = run(instance, s3_lake, result.run_requests[0], result)
-    assert not outcome.success
-    storage = S3Storage(s3_lake)
-    error = json.loads(storage.read_bytes(f"staging/failed/{job}/error.json"))
-    assert "rejected" in error["error"] and error["run_id"] == outcome.run_id
-    kept = keys(s3_lake, f"staging/failed/{job}")
-    assert len([k for k in kept if "/files/" in k]) == 3 and f"staging/failed/{job}/_metadata.json" in kept
-    assert {r["source"].split("/")[-1] for r in error["rejected"]} == {p.name for p in folder.iterdir()}
-    assert keys(s3_lake, "assets") == [] and keys(s3_lake, "catalog") == []  # nothing half-published
-    assert keys(s3_lake, "staging/pending") == [] and not storage.exists(claim_key(job))
+    assert result.run_requests == []
+    bad2 = json.loads(storage.read_bytes("staging/failed/bad2/error.json"))
+    assert bad2["job_id"] == "bad2"
+    assert bad2["error"].startswith(f"{s3_lake}/staging/pending/bad2/_metadata.json: not valid JSON")
+    assert storage.read_bytes("staging/failed/bad2/data.txt") == b"x"  # the original is kept
+    assert not keys(s3_lake, "staging/pending/bad2")
+    assert not storage.exists(lake_keys.claim_marker("bad2", local=False))
 
 
 def test_s3_base_from_environment_and_bucket_prefix(s3_lake, monkeypatch):
     bucket, prefix = split_s3_uri(s3_lake)
     assert prefix == "lake"
     monkeypatch.setenv("DATALAKE_BASE_PATH", s3_lake)
-    assert LakeResource().is_s3 and LakeResource().base == s3_lake
+    assert LakeResource().kind == "s3" and LakeResource().base == s3_lake
     client = DatalakeClient(progress=False)
     assert client.base_path == s3_lake
     assert boto3.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
@@ -253,49 +205,8 @@ def test_cli_on_an_s3_lake(s3_lake, make_jpeg, tmp_path, capsys):
     assert got["rows"] == 3
 
 
-def test_a_run_that_died_is_requeued_once_then_failed(instance, s3_lake, s3_client_api, make_jpeg, tmp_path):
-    make_jpeg(tmp_path / "src" / "a.jpg")
-    _, job = s3_client_api.upload_raw_data(tmp_path / "src", "aihub", "receipts")
-    lake = S3Lake(s3_lake)
-    first = tick(instance, s3_lake)
-    assert [r.run_key for r in first.run_requests] == [job]
-
-    def died(run_key: str) -> None:  # a launched run whose worker vanished before it could clean up
-        run = instance.create_run_for_job(
-            job_def=defs.resolve_job_def("ingest_job"),
-            tags={"dagster/run_key": run_key},
-            status=dg.DagsterRunStatus.STARTED,
-        )
-        instance.report_run_failed(run, "worker killed")
-
-    died(job)
-    requeued = tick(instance, s3_lake, first.cursor)
-    assert lake.read_claim(job).attempt == 2
-    assert [r.run_key for r in requeued.run_requests] == []  # the new claim is issued on the next tick
-    marker = lake.read_claim(job)
-    retry = tick(instance, s3_lake, requeued.cursor)
-    assert [r.run_key for r in retry.run_requests] == [marker.run_key] == [f"{job}.attempt2"]
-    died(marker.run_key)
-    tick(instance, s3_lake, retry.cursor)
-    error = json.loads(S3Storage(s3_lake).read_bytes(f"staging/failed/{job}/error.json"))
-    assert error["attempts"] == 2 and "ended (FAILURE)" in error["error"]
-    assert keys(s3_lake, "staging/pending") == [] and lake.read_claim(job) is None
 
 
-def test_hand_drop_waits_until_every_object_is_quiet(instance, s3_lake, monkeypatch, make_jpeg, tmp_path):
-    storage = S3Storage(s3_lake)
-    doc = {"provider": "aihub", "dataset": "receipts"}
-    storage.write_bytes("staging/pending/drop1/_metadata.json", json.dumps(doc).encode())  # `aws s3 sync` order
-    time.sleep(4.0)
-    storage.upload(make_jpeg(tmp_path / "a.jpg"), "staging/pending/drop1/a.jpg")
-    monkeypatch.setattr(sensors, "QUIET_SECONDS", 3.0)  # the manifest is older than this, the image is not
-    waiting = tick(instance, s3_lake)
-    assert waiting.run_requests == [] and S3Lake(s3_lake).read_claim("drop1") is None
-    time.sleep(3.2)
-    ready = tick(instance, s3_lake, waiting.cursor)
-    assert [r.run_key for r in ready.run_requests] == ["drop1"]
-    assert run(instance, s3_lake, ready.run_requests[0], ready).success
-    assert len(keys(s3_lake, "assets")) == 1
 
 
 def test_a_waiting_hand_drop_is_not_skipped_by_the_cursor(
@@ -332,24 +243,6 @@ def test_multipart_threshold_comes_from_the_environment(s3_lake, monkeypatch, tm
     assert storage.sha256("t/big.bin") == hashlib.sha256(big.read_bytes()).hexdigest()
 
 
-def test_rebuild_compacts_an_s3_partition(instance, s3_lake, s3_client_api, make_jpeg, tmp_path):
-    cursor = None
-    for n in range(2):
-        make_jpeg(tmp_path / f"src{n}" / "a.jpg")
-        s3_client_api.upload_raw_data(tmp_path / f"src{n}", "aihub", "receipts")
-        result = tick(instance, s3_lake, cursor)
-        cursor = result.cursor
-        assert run(instance, s3_lake, result.run_requests[0], result).success
-    prefix = "catalog/provider=aihub/dataset=receipts/task=raw/variant=image"
-    assert len([k for k in keys(s3_lake, prefix) if k.endswith(".parquet")]) == 2
-    rebuild = defs.resolve_job_def("ingest_job").execute_in_process(
-        instance=instance, partition_key=RAW.key, resources=resources(s3_lake)
-    )
-    meta = rebuild.asset_materializations_for_node("catalog_partition")[0].metadata
-    assert meta["mode"].value == "rebuild" and meta["files_compacted"].value == 2
-    assert [k for k in keys(s3_lake, prefix) if k.endswith(".parquet")] == [f"{prefix}/data.parquet"]
-    with DuckDBClient(s3_lake) as duck:
-        assert len(duck.retrieve_with_existing_cols(providers=["aihub"])) == 2
 
 
 def test_cli_names_a_missing_bucket(s3_lake, make_jpeg, tmp_path, capsys):

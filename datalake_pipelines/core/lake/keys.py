@@ -1,0 +1,116 @@
+"""Every key of a lake, relative to its base: ``staging/pending/<job>/...``, ``catalog/provider=.../``, ``assets/...``.
+
+One module builds them all, for both backends: :class:`~.layout.LakeLayout` joins them to a folder
+(``base / key``), :class:`~.s3.S3Lake`, the S3 catalog and the S3 hash index use them as object keys.
+Keys are ``/``-separated text without a leading or trailing ``/``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # layout imports this module; the reference is only for type hints
+    from .layout import PartitionRef
+
+BATCH_MANIFEST = "_metadata.json"
+PARTITION_METADATA = "_metadata.json"
+ERROR_FILE = "error.json"
+COMPACTED_PART = "data.parquet"
+LOCAL_CLAIM_MARKER = ".claim.json"  # inside the batch folder moved to processing/ (local lake)
+S3_CLAIM_MARKER = "_claim.json"  # the object that *is* the claim on S3 (the batch stays in pending/)
+
+STAGING = "staging"
+PENDING = "staging/pending"
+PROCESSING = "staging/processing"
+FAILED = "staging/failed"
+INCOMING = "staging/incoming"
+CATALOG = "catalog"
+ASSETS = "assets"
+INDEX = "index"
+SEGMENTS = "index/segments"
+CONFIG = "config"
+SCHEMA = "config/schema.yaml"
+LOGS = "logs"
+JOBS = "logs/jobs"
+DUCKDB = "catalog.duckdb"
+EXPORTS = "exports"
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+# staging ---------------------------------------------------------------------------------------------------
+def pending_batch(job_id: str) -> str:
+    return f"{PENDING}/{job_id}"
+
+
+def pending_manifest(job_id: str) -> str:
+    """The object whose presence makes a pending batch complete (uploaded last)."""
+    return f"{PENDING}/{job_id}/{BATCH_MANIFEST}"
+
+
+def processing_batch(job_id: str) -> str:
+    return f"{PROCESSING}/{job_id}"
+
+
+def claim_marker(job_id: str, local: bool) -> str:
+    """The claim marker of a batch: ``.claim.json`` in the moved folder (local), ``_claim.json`` object (S3)."""
+    return f"{PROCESSING}/{job_id}/{LOCAL_CLAIM_MARKER if local else S3_CLAIM_MARKER}"
+
+
+def failed_batch(job_id: str) -> str:
+    return f"{FAILED}/{job_id}"
+
+
+def rejected_batch(job_id: str) -> str:
+    """Rows quarantined from an otherwise successful batch, kept re-submittable."""
+    return f"{FAILED}/{job_id}-rejected"
+
+
+def job_of_manifest_key(key: str) -> str | None:
+    """``staging/pending/<job>/_metadata.json`` -> ``<job>`` (None for any other key)."""
+    parts = key.split("/")
+    if len(parts) == 4 and "/".join(parts[:2]) == PENDING and parts[3] == BATCH_MANIFEST:
+        return parts[2]
+    return None
+
+
+# catalog ---------------------------------------------------------------------------------------------------
+def partition(ref: PartitionRef) -> str:
+    """``catalog/provider=P/dataset=D/task=T/variant=V`` (hive partitioning)."""
+    return f"{CATALOG}/provider={ref.provider}/dataset={ref.dataset}/task={ref.task}/variant={ref.variant}"
+
+
+def part_file(ref: PartitionRef, job_id: str) -> str:
+    return f"{partition(ref)}/part-{job_id}.parquet"
+
+
+def compacted_file(ref: PartitionRef) -> str:
+    return f"{partition(ref)}/{COMPACTED_PART}"
+
+
+def partition_metadata(ref: PartitionRef) -> str:
+    return f"{partition(ref)}/{PARTITION_METADATA}"
+
+
+# assets, index, logs ---------------------------------------------------------------------------------------
+def asset(provider: str, dataset: str, sha256: str, ext: str) -> str:
+    """Sharded content path ``assets/provider=P/dataset=D/ab/cd/<sha>.<ext>``; ValueError for a non-digest."""
+    if not _SHA256.fullmatch(sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+    name = f"{sha256}.{ext}" if ext else sha256
+    return f"{ASSETS}/provider={provider}/dataset={dataset}/{sha256[:2]}/{sha256[2:4]}/{name}"
+
+
+def is_asset(key: str) -> bool:
+    """True for a key under ``assets/`` that cannot escape it (no ``..`` segment)."""
+    return key.startswith(ASSETS + "/") and ".." not in key.split("/")
+
+
+def index_segment(job_id: str) -> str:
+    """A published hash-index segment of the S3 lake (append-only Parquet, one per job)."""
+    return f"{SEGMENTS}/{job_id}.parquet"
+
+
+def job_record(job_id: str) -> str:
+    return f"{JOBS}/{job_id}.json"

@@ -1,0 +1,237 @@
+"""The ``Lake`` protocol: what the Dagster layer, the runner and the CLI may ask of a lake, whatever its backend.
+
+Two implementations: :class:`~.local.LocalLake` (a folder, claims by atomic rename) and :class:`~.s3.S3Lake`
+(``s3://bucket/prefix``, claims by conditional write). :func:`~.open.open_lake` picks one; nothing else asks
+where a lake's bytes live. The batch lifecycle is the same on both:
+
+    pending --claim--> claimed (run_key) --mark_running--> running --process--> done | failed
+                                     \\--(run died)--> requeue_or_fail: attempt 2 (<job>.attempt2), then failed
+
+Shared behaviour (the claim-and-process loop, run keys of a partition's group, in-process processing) lives
+in :class:`BaseLake`; each backend implements the storage-specific steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ..catalog.parts import CompactionResult
+from ..ingest.hash_index import HashIndex
+from ..ingest.processing import BatchResult, ProcessOptions
+from .layout import LakeLayout, PartitionRef
+from .queue import DEFAULT_GRACE_SECONDS, DEFAULT_QUIET_SECONDS, MAX_ATTEMPTS
+from .schema import SchemaConfig
+
+__all__ = ["DEFAULT_GRACE_SECONDS", "DEFAULT_QUIET_SECONDS", "MAX_ATTEMPTS"]  # re-exported: shared by both lakes
+
+
+@dataclass
+class Claim:
+    """A claimed batch: which run key launches it, for which partition, and (once running) which run holds it.
+
+    ``claimed_ts`` is a Unix time in seconds (0 = "re-issue now": a requeued S3 claim); ``attempt`` counts
+    from 1; ``group`` lists every job id of the run when one run takes several batches of a partition.
+    """
+
+    job_id: str
+    run_key: str | None = None
+    partition: str | None = None
+    attempt: int = 1
+    claimed_ts: float = 0.0
+    claimed_at: str | None = None
+    run_id: str | None = None
+    pid: int | None = None
+    host: str | None = None
+    started_at: str | None = None
+    group: list[str] | None = None
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Claim:
+        """A claim from its marker document; unknown keys are ignored, ``job_id`` is required (KeyError)."""
+        names = {f.name for f in fields(cls)}
+        claim = cls(**{k: v for k, v in doc.items() if k in names})
+        claim.claimed_ts = float(claim.claimed_ts or 0.0)
+        claim.attempt = int(claim.attempt or 1)
+        return claim
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_json(), indent=2).encode()
+
+
+# Given a claim, the orchestrator's view of it: (state, run_id), state one of queued / running.
+RunState = Callable[[Claim], "tuple[str, str | None]"]
+
+
+def claim_state(claim: Claim) -> tuple[str, str | None]:
+    """The :data:`RunState` without an orchestrator: ``running`` once a run marked the claim, else ``queued``."""
+    return ("running" if claim.run_id else "queued"), claim.run_id
+
+
+# Whether a partition key may become a Dagster partition (the Dagster layer's rule, passed in).
+KeyAllowed = Callable[[str], bool]
+
+
+@dataclass
+class ClaimOptions:
+    """How ready batches are triaged: seconds a hand drop stays unchanged, seconds an unusable folder waits."""
+
+    quiet_seconds: float = DEFAULT_QUIET_SECONDS
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    key_allowed: KeyAllowed | None = None
+    log: Any = field(default_factory=lambda: logging.getLogger("datalake"))
+
+
+@dataclass
+class Claimed:
+    """What one claiming round did: the claimed job ids by partition (each in staging order), and how many hand
+    drops are still settling (claimed by a later round once unchanged for ``quiet_seconds``)."""
+
+    groups: dict[PartitionRef, list[str]] = field(default_factory=dict)
+    waiting: int = 0
+
+
+@runtime_checkable
+class Lake(Protocol):
+    """One lake. ``base`` is its path or ``s3://`` URI as shown to users; ``kind`` is ``"local"`` or ``"s3"``."""
+
+    base: str
+    kind: str
+    storage: Any  # the lake's bytes (core.storage.backends.Storage): LocalStorage or S3Storage
+
+    # config
+    def schema(self) -> SchemaConfig: ...
+    def edit_schema(self) -> contextlib.AbstractContextManager[SchemaConfig]: ...
+    @property
+    def schema_uri(self) -> str: ...
+    def scratch_layout(self) -> LakeLayout: ...
+    def stage(self, batch_dir: Path, job_id: str) -> str: ...
+
+    # queue
+    def pending(self) -> list[str]: ...
+    def claim_ready(self, state: dict[str, Any], options: ClaimOptions) -> Claimed: ...
+    def claim(self, job_id: str, run_key: str, partition: PartitionRef, attempt: int = 1) -> bool: ...
+    def read_claim(self, job_id: str) -> Claim | None: ...
+    def write_claim(self, claim: Claim) -> None: ...
+    def claims(self) -> list[Claim]: ...
+    def group_run_key(self, job_ids: list[str]) -> str: ...
+    def mark_running(self, job_id: str, run_id: str, pid: int) -> None: ...
+    def requeue_or_fail(self, job_id: str, reason: str, run_id: str | None) -> str: ...
+    def reject(self, job_id: str, reason: str) -> bool: ...
+    def abort(self, job_id: str, error: dict[str, Any]) -> bool: ...
+    def status(self, job_id: str, run_state: RunState | None = None) -> dict[str, Any] | None: ...
+    def list_batches(self, run_state: RunState | None = None) -> list[dict[str, Any]]: ...
+
+    # processing and the catalog
+    def work_view(self, name: str) -> contextlib.AbstractContextManager[LakeLayout]: ...
+    def partition_view(self, ref: PartitionRef) -> contextlib.AbstractContextManager[LakeLayout]: ...
+    def process(
+        self,
+        job_ids: list[str],
+        options: ProcessOptions,
+        run_info: dict[str, Any] | None = None,
+        view: LakeLayout | None = None,
+        log: Any = None,
+    ) -> list[BatchResult]: ...
+    def process_pending(self, options: ProcessOptions, quiet_seconds: float = 2.0) -> list[BatchResult]: ...
+    def rebuild_partition(
+        self, ref: PartitionRef, batch_size: int, view: LakeLayout | None = None
+    ) -> CompactionResult: ...
+    def catalog_uri(self, ref: PartitionRef) -> str: ...
+    def partitions(self) -> list[PartitionRef]: ...
+    def hash_index(self) -> contextlib.AbstractContextManager[HashIndex | None]: ...
+
+    # assets
+    def asset_sha256(self, relpath: str) -> str: ...
+    def asset_sizes(self, hashes: list[str]) -> dict[str, int]: ...
+
+
+class BaseLake:
+    """What both backends share; subclasses provide the storage-specific steps named below."""
+
+    kind = ""
+
+    # the storage-specific steps ------------------------------------------------------------------------
+    def read_claim(self, job_id: str) -> Claim | None:
+        raise NotImplementedError
+
+    def write_claim(self, claim: Claim) -> None:
+        raise NotImplementedError
+
+    def claim_ready(self, state: dict[str, Any], options: ClaimOptions) -> Claimed:
+        raise NotImplementedError
+
+    def work_view(self, name: str) -> contextlib.AbstractContextManager[LakeLayout]:
+        raise NotImplementedError
+
+    def abort(self, job_id: str, error: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def _process_one(
+        self, view: LakeLayout, job_id: str, options: ProcessOptions, run_info: dict[str, Any] | None
+    ) -> BatchResult:
+        raise NotImplementedError
+
+    # shared ------------------------------------------------------------------------------------------------
+    def group_run_key(self, job_ids: list[str]) -> str:
+        """One run per partition per tick: the first batch's claim run key (``+N`` for N more); claims record it."""
+        first = self.read_claim(job_ids[0])
+        head = (first.run_key if first else None) or job_ids[0]
+        run_key = head if len(job_ids) == 1 else f"{head}+{len(job_ids) - 1}"
+        if len(job_ids) > 1:
+            for job_id in job_ids:
+                claim = self.read_claim(job_id)
+                if claim is not None:
+                    claim.run_key, claim.group = run_key, list(job_ids)
+                    self.write_claim(claim)
+        return run_key
+
+    def process(
+        self,
+        job_ids: list[str],
+        options: ProcessOptions,
+        run_info: dict[str, Any] | None = None,
+        view: LakeLayout | None = None,
+        log: Any = None,
+    ) -> list[BatchResult]:
+        """Process claimed batches in order (one partition's, in staging order); one result per processed batch.
+
+        ``view`` is the local layout to work in (:meth:`work_view`); a batch no longer claimed is skipped with
+        a warning. Whatever escapes (a crash, a cancel) first sends every batch still claimed to failed/.
+        """
+        log = log or logging.getLogger("datalake")
+        if view is None:
+            with self.work_view((job_ids or ["run"])[0]) as work:
+                return self.process(job_ids, options, run_info, work, log)
+        results: list[BatchResult] = []
+        try:
+            for job_id in job_ids:
+                if run_info and run_info.get("run_id"):  # the reaper's view: which run and process hold it
+                    self.mark_running(job_id, run_info["run_id"], os.getpid())
+                result = self._process_one(view, job_id, options, run_info)
+                if result.status == "skipped":
+                    log.warning(f"batch {job_id}: {result.error}; skipped")
+                    continue
+                results.append(result)
+                say = log.info if result.status == "done" else log.error
+                say(
+                    f"batch {job_id}: {result.status}, {result.rows_added} rows added, {result.rows_rejected} rejected"
+                    + (f": {result.error}" if result.error else "")
+                )
+        except BaseException as exc:  # no batch of this run stays stranded in a claim
+            for job_id in job_ids:
+                self.abort(job_id, {**(run_info or {}), "error": f"run aborted: {type(exc).__name__}: {exc}"})
+            raise
+        return results
+
+    def mark_running(self, job_id: str, run_id: str, pid: int) -> None:
+        raise NotImplementedError

@@ -1,0 +1,212 @@
+"""Processing on an S3 lake: a local work lake per run, then publishing to S3 in an idempotent order.
+
+The mixin :class:`S3Processing` holds the processing half of :class:`~.s3.S3Lake` (kept apart for size): the
+claimed batch and its partition's catalog files are downloaded into a throwaway work lake under the cache
+folder, :class:`~..ingest.processing.BatchProcessor` runs there with a :class:`~..ingest.s3_index.TieredHashIndex`,
+and the outcome is published: new assets, the catalog part, ``_metadata.json``, the hash-index segment, the job
+record, and finally the staging clean-up. A run that dies anywhere can simply run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..catalog.parts import CompactionResult, compact_partition
+from ..errors import ValidationError
+from ..ingest.hash_index import HashIndex
+from ..ingest.manifest import load_manifest
+from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions
+from ..ingest.s3_index import SegmentCache, TieredHashIndex
+from ..storage.backends import download_tree, upload_tree
+from . import keys
+from .keys import BATCH_MANIFEST, ERROR_FILE, PARTITION_METADATA
+from .layout import LakeLayout, PartitionRef
+from .protocol import ClaimOptions
+
+
+class S3Processing:
+    """Needs ``storage`` (S3Storage), ``base``, ``cache`` (Path), ``schema()``, ``fail()``, ``claim_ready()``,
+    ``_claim_key()``, ``uri_of()`` and ``_sizes_cache`` from the lake class it is mixed into."""
+
+    # hash index --------------------------------------------------------------------------------------------
+    def index_cache(self) -> SegmentCache:
+        """The local cache of the published hash index, checked against the bucket's segments first."""
+        cache = SegmentCache(self.storage, self.cache / "index")
+        cache.sync()
+        return cache
+
+    def existing_assets(self, paths: list[str]) -> dict[str, int]:
+        """``path -> size`` for the ``paths`` whose objects exist (HEADs, 16 at a time)."""
+
+        def size(path: str) -> int | None:
+            try:
+                return self.storage.info(path).size
+            except FileNotFoundError:
+                return None
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return {p: n for p, n in zip(paths, pool.map(size, paths)) if n is not None}
+
+    def asset_sizes(self, hashes: list[str]) -> dict[str, int]:
+        """Stored sha256 -> size from the published hash index (validated cache), for integrity checks.
+
+        The cache is synced with the bucket on the first call of this object only (one listing per check).
+        """
+        if self._sizes_cache is None:
+            self._sizes_cache = self.index_cache()
+        found = self._sizes_cache.index.get_many(hashes)
+        return {h: e.size for h, e in found.items() if e.stored_sha256 == h}
+
+    def published_index(self) -> HashIndex:
+        """The local cache of every published segment, validated and brought up to date with S3 first."""
+        return self.index_cache().index
+
+    @contextlib.contextmanager
+    def hash_index(self) -> Iterator[HashIndex]:
+        """The published hash index (the validated local cache of every segment)."""
+        yield self.published_index()
+
+    def partitions(self) -> list[PartitionRef]:
+        """Every partition of the catalog, listed level by level."""
+        from ..catalog.s3 import S3Catalog  # the catalog package imports the lake's layout
+
+        return S3Catalog(self.base, self.storage).select()
+
+    def asset_sha256(self, relpath: str) -> str:
+        """SHA-256 of a stored asset, streamed from S3; "missing" if there is no such object."""
+        if not keys.is_asset(relpath):
+            return "outside the lake"
+        try:
+            return self.storage.sha256(relpath)
+        except FileNotFoundError:
+            return "missing"
+
+    # work lakes --------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def work_view(self, name: str) -> Iterator[LakeLayout]:
+        """A throwaway local lake under the cache folder for one run (``name`` starts its folder), removed after."""
+        root = self.cache / "runs" / f"{name}-{uuid.uuid4().hex[:8]}"
+        layout = LakeLayout(root)
+        try:
+            yield layout
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def work_lake(self, job_ids: list[str]):
+        """:meth:`work_view` named after the first job id (kept for callers of the older name)."""
+        return self.work_view((job_ids or ["rebuild"])[0])
+
+    @contextlib.contextmanager
+    def partition_view(self, ref: PartitionRef) -> Iterator[LakeLayout]:
+        """A work lake holding a copy of the partition's catalog files (for checks and reports)."""
+        with self.work_view(f"view-{ref.provider}") as work:
+            self.fetch_partition(work, ref)
+            yield work
+
+    def fetch_partition(self, work: LakeLayout, ref: PartitionRef) -> int:
+        """Download a partition's catalog files (Parquet parts and ``_metadata.json``) into ``work``."""
+        return download_tree(self.storage, keys.partition(ref), work.partition_dir(ref))
+
+    def catalog_uri(self, ref: PartitionRef) -> str:
+        return self.uri_of(keys.partition(ref))
+
+    # processing --------------------------------------------------------------------------------------------
+    def _process_one(
+        self, work: LakeLayout, job_id: str, options: ProcessOptions, run_info: dict[str, Any] | None = None
+    ) -> BatchResult:
+        """Process one claimed batch in ``work`` and publish the outcome to S3."""
+        result = BatchResult(job_id)
+        if not self.storage.exists(keys.pending_manifest(job_id)):
+            result.status, result.error = "skipped", "the batch is no longer in staging/pending"
+            self.storage.delete([self._claim_key(job_id)])
+            return result
+        schema = self.schema()
+        download_tree(self.storage, keys.pending_batch(job_id), work.processing_batch(job_id))
+        with contextlib.suppress(ValidationError, ValueError):
+            self.fetch_partition(work, load_manifest(work.processing_batch(job_id), job_id).partition)
+        cache = self.index_cache()
+        run_index = TieredHashIndex(work.index_dir / f"run-{job_id}.sqlite", cache.index, self.existing_assets)
+        processor = BatchProcessor(work, options, schema=schema, index=run_index)
+        result = processor.process(job_id, run_info)
+        if result.status == "done":
+            self._publish(work, job_id, result, run_index, cache)
+        else:
+            error = json.loads((work.failed_batch(job_id) / ERROR_FILE).read_text())
+            result.rejected_dir = self.fail(job_id, error)
+        self._upload_job_record(work, job_id)
+        return result
+
+    def process_pending(self, options: ProcessOptions, quiet_seconds: float = 2.0) -> list[BatchResult]:
+        """Claim and process every complete pending batch in this process (no Dagster needed), each batch in
+        its own work lake; hand drops whose objects are younger than ``quiet_seconds`` wait."""
+        claimed = self.claim_ready({}, ClaimOptions(quiet_seconds=quiet_seconds))
+        results = []
+        for job_id in [j for job_ids in claimed.groups.values() for j in job_ids]:  # each partition's in order
+            with self.work_view(job_id) as work:
+                results.append(self._process_one(work, job_id, options))
+        return results
+
+    def _publish(
+        self, work: LakeLayout, job_id: str, result: BatchResult, run_index: TieredHashIndex, cache: SegmentCache
+    ) -> None:
+        entries = run_index.new_entries()
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(lambda e: self.storage.upload(work.base / e.path, e.path), entries))
+        if result.part_file:
+            ref = PartitionRef.parse(result.partition)
+            prefix = keys.partition(ref)
+            part = Path(result.part_file)
+            self.storage.upload(part, f"{prefix}/{part.name}")
+            conformed = [Path(c) for c in result.conformed_parts]  # older parts rewritten in widened contract types
+            for path in conformed:
+                self.storage.upload(path, f"{prefix}/{path.name}")
+            result.conformed_parts = [self.uri_of(f"{prefix}/{p.name}") for p in conformed]
+            self.storage.upload(work.partition_metadata(ref), keys.partition_metadata(ref))
+            result.part_file = self.uri_of(f"{prefix}/{part.name}")
+        cache.publish(job_id, entries)
+        rejected = work.rejected_batch(job_id)
+        if rejected.is_dir():
+            upload_tree(self.storage, rejected, keys.rejected_batch(job_id), last=BATCH_MANIFEST)
+            result.rejected_dir = self.uri_of(keys.rejected_batch(job_id))
+        kept = (result.staging_report or {}).get("kept")
+        if kept:  # a hand drop's files no row took (core/hand_drop.py): kept on S3 too, never dropped
+            folder = Path(kept["folder"])
+            upload_tree(self.storage, folder, keys.failed_batch(folder.name), last=ERROR_FILE)
+            kept["folder"] = self.uri_of(keys.failed_batch(folder.name))
+        self._drop_pending(job_id)
+
+    def _upload_job_record(self, work: LakeLayout, job_id: str) -> None:
+        record = work.job_record(job_id)
+        if record.exists():
+            self.storage.upload(record, keys.job_record(job_id))
+
+    # rebuild -----------------------------------------------------------------------------------------------
+    def rebuild_partition(self, ref: PartitionRef, batch_size: int, view: LakeLayout | None = None) -> CompactionResult:
+        """Compact a partition in a work lake (``view``, else a fresh one) and publish the result to S3."""
+        if view is None:
+            with self.work_view(f"rebuild-{ref.provider}") as work:
+                return self.rebuild_partition(ref, batch_size, work)
+        self.fetch_partition(view, ref)
+        folder = view.partition_dir(ref)
+        before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        result = compact_partition(view, ref, batch_size)
+        if folder.is_dir():
+            self.publish_partition(view, ref, before)
+        return result
+
+    def publish_partition(self, work: LakeLayout, ref: PartitionRef, before: set[str]) -> None:
+        """After a local rebuild of a partition in ``work``: upload its files, delete the replaced parts."""
+        folder = work.partition_dir(ref)
+        prefix = keys.partition(ref)
+        now = {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+        for name in sorted(now - {PARTITION_METADATA}):
+            self.storage.upload(folder / name, f"{prefix}/{name}")
+        self.storage.upload(folder / PARTITION_METADATA, keys.partition_metadata(ref))
+        self.storage.delete(f"{prefix}/{name}" for name in sorted(before - now))
