@@ -74,8 +74,14 @@ def one_round(paths: list[Path], num_proc: int, batch_size: int, work: Path) -> 
         out = subprocess.run([sys.executable, "-c", FRESH, str(client.layout.base), PARTITION, *map(str, added)],
                              check=True, capture_output=True, text=True, env=env)  # fmt: skip
         fresh = json.loads(out.stdout.strip().splitlines()[-1])
-        return {"ingest": ingest, "preview": warm, "sheet": preview.seconds["contact_sheet"],
-                "profile": preview.seconds["profile"], "fresh": fresh["total"], "fresh_imports": fresh["imports"]}
+        return {
+            "ingest": ingest,
+            "preview": warm,
+            "sheet": preview.seconds["contact_sheet"],
+            "profile": preview.seconds["profile"],
+            "fresh": fresh["total"],
+            "fresh_imports": fresh["imports"],
+        }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,10 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     best = {key: min(r[key] for r in rounds) for key in rounds[0]}
     print(f"best of {args.rounds}, load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}:")
     print(f"  (a) core ingest of the batch       {best['ingest']:.3f} s")
-    print(f"  (b) preview (sheet + profile)      {best['preview']:.3f} s = {best['preview'] / best['ingest']:.0%} "
-          "of the core ingest")
-    print(f"  (c) preview in a fresh process     {best['fresh']:.3f} s = {best['fresh'] / best['ingest']:.0%} "
-          f"of the core ingest (imports {best['fresh_imports']:.3f} s)")
+    print(
+        f"  (b) preview (sheet + profile)      {best['preview']:.3f} s = {best['preview'] / best['ingest']:.0%} "
+        "of the core ingest"
+    )
+    print(
+        f"  (c) preview in a fresh process     {best['fresh']:.3f} s = {best['fresh'] / best['ingest']:.0%} "
+        f"of the core ingest (imports {best['fresh_imports']:.3f} s)"
+    )
     return 0
 
 

@@ -67,9 +67,7 @@ class CollectionClientMixin:
 
     def create_data_units(self, uploaded_files: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Stage uploaded units as one batch; each data unit's ``id`` is its future catalog ``row_hash``."""
-        return cols.create_data_units(
-            self.lake_ref, uploaded_files, num_proc=self.num_proc, batch_size=self.batch_size
-        )
+        return cols.create_data_units(self.lake_ref, uploaded_files, num_proc=self.num_proc, batch_size=self.batch_size)
 
     def upload_collection(
         self,

@@ -107,6 +107,7 @@ def collection(lake):
 def moto_s3():
     """moto's S3/Glue/Athena HTTP server on 127.0.0.1, one per test session (boto3 reaches it via ``env``)."""
     from datalake_pipelines_tests.support.s3_server import MotoS3
+
     with MotoS3() as moto:
         yield moto
 

@@ -40,8 +40,12 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--format", choices=["parquet", "arrow", "hf"])
     p.add_argument("--hive", action="store_true", help="parquet: a hive-partitioned folder")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--exclude-near-duplicates", type=int, metavar="D",
-                   help="keep one row per cluster of images within D bits of pHash (listed in near_duplicates.json)")
+    p.add_argument(
+        "--exclude-near-duplicates",
+        type=int,
+        metavar="D",
+        help="keep one row per cluster of images within D bits of pHash (listed in near_duplicates.json)",
+    )
     p.add_argument("--out", default="downloads", help="output folder")
     p.set_defaults(func=cmd_download)
 

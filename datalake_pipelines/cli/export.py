@@ -172,8 +172,12 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | None = 
     p.add_argument("--hdf5-images", choices=("bytes", "resized"))
     p.add_argument("--hdf5-shape", metavar="HxWxC", help="shape of resized HDF5 images, e.g. 224x224x3")
     p.add_argument("--hdf5-compression", choices=("gzip", "lzf"))
-    p.add_argument("--exclude-near-duplicates", type=int, metavar="D",
-                   help="keep one row per cluster of images within D bits of pHash (listed in near_duplicates.json)")
+    p.add_argument(
+        "--exclude-near-duplicates",
+        type=int,
+        metavar="D",
+        help="keep one row per cluster of images within D bits of pHash (listed in near_duplicates.json)",
+    )
     p.set_defaults(func=cmd_export_create)
     p = export.add_parser("info", parents=parents, help="status, progress and sample of an export task")
     p.add_argument("task_id")

@@ -17,14 +17,24 @@ from ..core.neardup.report import DEFAULT_THRESHOLD
 
 def add_near_dups_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("near-dups", parents=parents, help="clusters of near-duplicate images (perceptual hash)")
-    p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD, metavar="D",
-                   help=f"Hamming distance in bits of the 64-bit pHash (default {DEFAULT_THRESHOLD})")
-    p.add_argument("--partition", metavar="P/D/T/V",
-                   help="only clusters with an image of this partition (against the whole lake)")
-    p.add_argument("--limit", type=int, default=50,
-                   help="clusters printed in text output and shown in the --out page (default 50)")
-    p.add_argument("--out", metavar="DIR",
-                   help="also write an HTML page of the clusters, members side by side (index.html, thumbs/, images/)")
+    p.add_argument(
+        "--threshold",
+        type=int,
+        default=DEFAULT_THRESHOLD,
+        metavar="D",
+        help=f"Hamming distance in bits of the 64-bit pHash (default {DEFAULT_THRESHOLD})",
+    )
+    p.add_argument(
+        "--partition", metavar="P/D/T/V", help="only clusters with an image of this partition (against the whole lake)"
+    )
+    p.add_argument(
+        "--limit", type=int, default=50, help="clusters printed in text output and shown in the --out page (default 50)"
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also write an HTML page of the clusters, members side by side (index.html, thumbs/, images/)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_near_dups)
 
@@ -69,4 +79,6 @@ def cmd_near_dups(args: argparse.Namespace) -> int:
         text += "".join(f"\n  skipped {s}" for s in page["skipped"])
     emit(args, report, text)
     return 0
+
+
 add_parser = add_near_dups_command  # the cli package wires every group through its add_parser

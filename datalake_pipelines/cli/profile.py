@@ -60,8 +60,10 @@ def profile_text(key: str, doc: dict[str, Any]) -> str:
         lines.append(f"  most common sizes: {top}")
         lines.append("  formats: " + ", ".join(f"{k} {v}" for k, v in img.get("formats", {}).items()))
         lines.append("  modes: " + ", ".join(f"{k} {v}" for k, v in img.get("modes", {}).items()))
-        lines.append(f"  file size {_stats(img['file_bytes'], ' B')}"
-                     + (f" ({img['unknown_sizes']} unknown)" if img.get("unknown_sizes") else ""))
+        lines.append(
+            f"  file size {_stats(img['file_bytes'], ' B')}"
+            + (f" ({img['unknown_sizes']} unknown)" if img.get("unknown_sizes") else "")
+        )
     for col, f in doc["files"].items():
         lines.append(f"file column {col}: size {_stats(f['file_bytes'], ' B')}")
     for col, t in doc["text_lengths"].items():
@@ -101,7 +103,15 @@ def cmd_preview(args: argparse.Namespace) -> int:
     layout, ref, _ = _partition(args)
     rows = select_rows(layout, ref, parse_where(args.where, args.where_json), args.limit)
     report = write_gallery(layout, rows, args.out, ref.key, task_mapping(layout, ref.task), args.overwrite)
-    emit(args, report, lambda: f"wrote {report['thumbnails']} of {report['rows']} rows to {report['index']}"
-         + "".join(f"\n  skipped {s}" for s in report["skipped"]))
+    emit(
+        args,
+        report,
+        lambda: (
+            f"wrote {report['thumbnails']} of {report['rows']} rows to {report['index']}"
+            + "".join(f"\n  skipped {s}" for s in report["skipped"])
+        ),
+    )
     return 0
+
+
 add_parser = add_profile_commands  # the cli package wires every group through its add_parser

@@ -115,8 +115,10 @@ def refresh_athena(instance: dg.DagsterInstance, lake) -> bool | None:
     from ..definitions import build_defs
 
     # the lake of this call (maybe a --base-path flag), not the environment the location was imported with
-    result = build_defs(base=str(lake.base)).resolve_job_def("refresh_athena_tables").execute_in_process(
-        instance=instance, resources={"lake": lake}, raise_on_error=False
+    result = (
+        build_defs(base=str(lake.base))
+        .resolve_job_def("refresh_athena_tables")
+        .execute_in_process(instance=instance, resources={"lake": lake}, raise_on_error=False)
     )
     return result.success
 

@@ -76,10 +76,6 @@ def run(instance, lake_client, request: dg.RunRequest, result: dg.SensorResult):
     )
 
 
-
-
-
-
 @pytest.mark.parametrize("manifest", [None, "{not json"])
 def test_folder_without_usable_manifest_waits_then_fails(instance, lake_client, tmp_path, monkeypatch, manifest):
     monkeypatch.setattr(sensors, "QUIET_SECONDS", 0.0)
@@ -98,14 +94,6 @@ def test_folder_without_usable_manifest_waits_then_fails(instance, lake_client, 
     error = json.loads((failed / "error.json").read_text())
     assert "_metadata.json" in error["error"]
     assert (failed / "im0000.png").is_file(), "the original files are kept"
-
-
-
-
-
-
-
-
 
 
 def test_dagster_yaml_limits_one_run_per_partition(tmp_path):

@@ -127,8 +127,10 @@ def test_old_index_file_gains_the_orientation_column(tmp_path):
             "provider TEXT NOT NULL, dataset TEXT NOT NULL, first_batch_id TEXT NOT NULL, "
             "created_at TEXT NOT NULL) WITHOUT ROWID"
         )
-        con.execute("INSERT INTO assets VALUES ('ab', 'ab', 'assets/x.jpg', 3, 'image', 'JPEG', 40, 20, 'RGB', "
-                    "'p', 'd', 'j', '2026-01-01')")
+        con.execute(
+            "INSERT INTO assets VALUES ('ab', 'ab', 'assets/x.jpg', 3, 'image', 'JPEG', 40, 20, 'RGB', "
+            "'p', 'd', 'j', '2026-01-01')"
+        )
     entry = HashIndex(path).get("ab")
     assert entry.orientation is None and entry.needs_geometry
     assert HashIndex(path).get("ab").width == 40  # opening twice is fine

@@ -220,7 +220,6 @@ def test_jsonl_binary_round_trips_through_base64(client, lake, tmp_path):
     assert rows == sorted(zip(raw, nested), key=repr)
 
 
-
 def test_jsonl_decimals_read_back_as_exact_decimals(client, lake, tmp_path):
     from decimal import Decimal
 
@@ -237,6 +236,7 @@ def test_jsonl_decimals_read_back_as_exact_decimals(client, lake, tmp_path):
     assert table.schema.field("ds").type == pa.list_(pa.decimal128(5, 1))
     rows = sorted(zip(table["d"].to_pylist(), table["ds"].to_pylist()), key=repr)
     assert rows == sorted(zip(values, nested), key=repr)
+
 
 # 5. HDF5 strings with NUL -------------------------------------------------------------------------------
 def test_hdf5_keeps_strings_with_nul_as_bytes(client, lake, tmp_path):

@@ -211,4 +211,3 @@ def table_from_pandas(df: pd.DataFrame) -> pa.Table:
         return pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise ValidationError(f"the DataFrame cannot be converted to Arrow: {exc}") from None
-

@@ -149,9 +149,7 @@ def where_sql(
 ) -> str:
     """``AND``-ed equality / ``IN`` conditions with every value cast to its column's type and bound."""
     if where is not None and not isinstance(where, dict):
-        raise ValueError(
-            f"where must be a dict {{column: value or [values]}}, got {type(where).__name__} {where!r}"
-        )
+        raise ValueError(f"where must be a dict {{column: value or [values]}}, got {type(where).__name__} {where!r}")
     if not where:
         return ""
     check_columns(list(where), schema)

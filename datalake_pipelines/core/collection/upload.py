@@ -537,9 +537,7 @@ def _upload_units(
                     for du in data_units:
                         state.status[du["unit"]].update(upload="uploaded", batch_id=job_id, row_hash=du["id"])
                     state.bytes += sum(f.get("size") or 0 for u in ready for f in u["files"].values())
-                    state.batches.append(
-                        {"job_id": job_id, "units": len(ready), "staging_dir": lake.publish(job_id)}
-                    )
+                    state.batches.append({"job_id": job_id, "units": len(ready), "staging_dir": lake.publish(job_id)})
     finally:
         bar.close()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -72,4 +72,3 @@ def iter_hdf5_batches(path: str | Path, batch_size: int = 10_000) -> Iterator[tu
                             values = [None if m else v for v, m in zip(list(values), mask)]
                     batch[name] = values
                 yield group_path, batch
-

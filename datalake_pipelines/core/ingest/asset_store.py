@@ -322,8 +322,9 @@ def _restore(
             raise ValueError("the stored asset was an optimized copy that cannot be rebuilt")
         written = restore_asset(layout.asset_path(indexed.path), content, indexed.stored_sha256)
     except (OSError, ValueError, ImageRejected) as exc:
-        return StoredFile(sha256=item.sha256, error=f"the stored asset {indexed.path} is broken and cannot be "
-                          f"stored again: {exc}")
+        return StoredFile(
+            sha256=item.sha256, error=f"the stored asset {indexed.path} is broken and cannot be stored again: {exc}"
+        )
     return StoredFile(sha256=item.sha256, entry=entry, new=True, bytes_written=written)
 
 

@@ -254,9 +254,7 @@ def exif_orientation(data: bytes | str | os.PathLike) -> int | None:
     return value if isinstance(value, int) and 1 <= value <= 8 else None
 
 
-def displayed_size(
-    width: int, height: int, orientation: int | None, fmt: str | None = None
-) -> tuple[int, int]:
+def displayed_size(width: int, height: int, orientation: int | None, fmt: str | None = None) -> tuple[int, int]:
     """``(width, height)`` as displayed (what ``ImageOps.exif_transpose`` returns), from Pillow's size at open.
 
     Swapped for orientations 5-8 (transposed), else unchanged; never swapped for a format in

@@ -134,8 +134,6 @@ def write_job_record(layout: LakeLayout, result: BatchResult, extra: dict[str, A
     write_json_atomic(layout.job_record(result.job_id), {**result.to_json(), **(extra or {})})
 
 
-
-
 class BatchProcessor:
     """Runs the processing steps for one batch already in ``staging/processing/<job_id>``."""
 

@@ -174,4 +174,3 @@ def row_hash(digest: bytes, occurrence: int = 0) -> str:
 def row_hashes(content: pa.Table) -> list[str]:
     """Row hashes of one whole batch given as one table (occurrences counted within it)."""
     return RowIdentity().row_hashes(content)
-

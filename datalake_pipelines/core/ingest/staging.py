@@ -234,9 +234,7 @@ class BatchStager:
                 if col in self._detected
                 else ""
             )
-            raise ValidationError(
-                f"row {row}, column {col!r}: {missing_file_reason(value, base_dir)}{hint}"
-            )
+            raise ValidationError(f"row {row}, column {col!r}: {missing_file_reason(value, base_dir)}{hint}")
         suffix = source.suffix.lower()[:12]
         rel = f"{BATCH_FILES_DIR}/{safe_col}/{row:08d}{suffix}"
         dest = tmp / rel

@@ -46,8 +46,10 @@ class BandPlan:
 
 def check_threshold(threshold: object) -> int:
     """``threshold`` as an int in 0..:data:`MAX_THRESHOLD`; ``ValueError`` otherwise."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or not (
-        0 <= int(threshold) <= MAX_THRESHOLD
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, np.integer))
+        or not (0 <= int(threshold) <= MAX_THRESHOLD)
     ):
         raise ValueError(f"the near-duplicate threshold must be a whole number of bits from 0 to {MAX_THRESHOLD}, "
                          f"got {threshold!r}")  # fmt: skip

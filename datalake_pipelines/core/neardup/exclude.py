@@ -70,9 +70,7 @@ class Exclusion:
                     keys = pc.binary_join_element_wise(*(batch.column(c) for c in ROW_KEY_COLUMNS), SEPARATOR)
                     batch = batch.filter(pc.invert(pc.fill_null(pc.is_in(keys, value_set=value_set), False)))
                 if drop:
-                    batch = pa.RecordBatch.from_arrays(
-                        [batch.column(f.name) for f in out_schema], schema=out_schema
-                    )
+                    batch = pa.RecordBatch.from_arrays([batch.column(f.name) for f in out_schema], schema=out_schema)
                 if left is not None:
                     batch = batch.slice(0, left)
                     left -= batch.num_rows

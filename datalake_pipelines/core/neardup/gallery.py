@@ -29,7 +29,9 @@ from ..preview.thumbnails import jpeg_bytes, key_fields, render_thumbnail
 
 THUMB_SIDE = 192
 PER_CLUSTER = 24  # members shown per cluster; a cluster of a blank image can hold thousands
-CLUSTER_STYLE = STYLE + """
+CLUSTER_STYLE = (
+    STYLE
+    + """
 section.cluster{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 10px;margin:0 0 12px}
 section.cluster h2{font-size:14px;margin:0 0 6px}
 .members{display:flex;gap:10px;overflow-x:auto;align-items:flex-start}
@@ -39,6 +41,7 @@ section.cluster h2{font-size:14px;margin:0 0 6px}
 .badge{border-radius:3px;padding:0 4px;font-weight:600} .kept .badge{background:#2a2;color:#fff}
 .dist .badge{background:#fd8;color:#520} code{font-size:11px;color:#555} .part{color:#05c}
 """
+)
 
 
 def member_rows(base: str, row_hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -132,10 +135,14 @@ def write_near_dups_gallery(
                 thumbs += 1
                 figures.append(_member_html(n, k, m, row, name, full, size))
             more = c["size"] - min(c["size"], per_cluster)
-            head = (f"cluster {n} · {c['size']} images · {c['distinct_assets']} distinct asset(s) · "
-                    f"max distance {c['max_distance']} bits" + (f" · {more} more not shown" if more else ""))
-            sections.append(f'<section class="cluster" id="cluster{n}" data-size="{c["size"]}">'
-                            f'<h2>{html.escape(head)}</h2><div class="members">{"".join(figures)}</div></section>')
+            head = (
+                f"cluster {n} · {c['size']} images · {c['distinct_assets']} distinct asset(s) · "
+                f"max distance {c['max_distance']} bits" + (f" · {more} more not shown" if more else "")
+            )
+            sections.append(
+                f'<section class="cluster" id="cluster{n}" data-size="{c["size"]}">'
+                f'<h2>{html.escape(head)}</h2><div class="members">{"".join(figures)}</div></section>'
+            )
         scope = f" touching {report['scope']}" if report.get("scope") else ""
         meta = (f"{report['cluster_count']} cluster(s){scope} holding {report['images_in_clusters']} of "
                 f"{report['images']} images within {report['threshold']} bits of 64-bit pHash"

@@ -154,9 +154,7 @@ def build_clusters(members: pa.Table, labels: np.ndarray, in_scope: np.ndarray |
     return clusters
 
 
-def near_duplicate_report(
-    base: str, threshold: int = DEFAULT_THRESHOLD, scope: str | None = None
-) -> dict[str, Any]:
+def near_duplicate_report(base: str, threshold: int = DEFAULT_THRESHOLD, scope: str | None = None) -> dict[str, Any]:
     """Find clusters of near-duplicate images in the lake at ``base`` (a folder or ``s3://bucket/prefix``).
 
     Returns ``{"threshold", "scope", "images", "images_without_phash", "distinct_hashes", "pairs", "bands",

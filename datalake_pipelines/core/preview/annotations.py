@@ -23,8 +23,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-GEOMETRY_KEYS = ("bbox", "box", "bounding_box", "boundingBox", "polygon", "poly", "points", "quad", "vertices",
-                 "coords", "coordinates", "segmentation")
+GEOMETRY_KEYS = (
+    "bbox",
+    "box",
+    "bounding_box",
+    "boundingBox",
+    "polygon",
+    "poly",
+    "points",
+    "quad",
+    "vertices",
+    "coords",
+    "coordinates",
+    "segmentation",
+)
 TEXT_KEYS = ("text", "transcription", "word", "value", "label", "category", "class", "name", "type")
 QUESTION_KEYS = ("question", "query", "q")
 ANSWER_KEYS = ("answer", "answers", "a")

@@ -44,7 +44,7 @@ def page_html(title: str, meta: str, body: str, style: str = STYLE) -> str:
     The Content-Security-Policy (:data:`CSP`) lets the page load images from its own folder only."""
     t = html.escape(title)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         f"<title>{t}</title><style>{style}</style></head><body>"
         f'<h1>{t}</h1><p class="meta">{meta}</p>{body}</body></html>\n'
@@ -153,13 +153,22 @@ def write_gallery(
             name = f"thumbs/{n:05d}.jpg"
             (tmp / name).write_bytes(jpeg_bytes(thumb, 85))
             figures.append(_figure(n, row, name, full, mapping))
-        meta = (f"{len(rows)} rows, {len(rows) - len(skipped)} thumbnails; click one for the full image. Boxes: "
-                "red OCR text, blue KIE fields, green layout regions.")
+        meta = (
+            f"{len(rows)} rows, {len(rows) - len(skipped)} thumbnails; click one for the full image. Boxes: "
+            "red OCR text, blue KIE fields, green layout regions."
+        )
         body = f'<div class="grid">{"".join(figures)}</div>'
-        (tmp / "index.html").write_text(page_html(title or "datalake preview", html.escape(meta), body),
-                                        encoding="utf-8")
-    return {"path": str(out), "index": str(out / "index.html"), "rows": len(rows),
-            "thumbnails": len(rows) - len(skipped), "images": len(copied), "skipped": skipped}
+        (tmp / "index.html").write_text(
+            page_html(title or "datalake preview", html.escape(meta), body), encoding="utf-8"
+        )
+    return {
+        "path": str(out),
+        "index": str(out / "index.html"),
+        "rows": len(rows),
+        "thumbnails": len(rows) - len(skipped),
+        "images": len(copied),
+        "skipped": skipped,
+    }
 
 
 def select_rows(layout: LakeLayout, ref: PartitionRef, where: dict[str, Any] | None, limit: int | None) -> list[dict]:
@@ -167,7 +176,13 @@ def select_rows(layout: LakeLayout, ref: PartitionRef, where: dict[str, Any] | N
     from ..catalog.query import DuckDBClient
     from ..export.download import Selection
 
-    selection = Selection(providers=[ref.provider], datasets=[ref.dataset], tasks=[ref.task],
-                          variants=[ref.variant], where=where or None, limit=limit)
+    selection = Selection(
+        providers=[ref.provider],
+        datasets=[ref.dataset],
+        tasks=[ref.task],
+        variants=[ref.variant],
+        where=where or None,
+        limit=limit,
+    )
     with DuckDBClient(base_path=layout.base) as duck:
         return duck.run(selection.plan(duck)).to_pylist()

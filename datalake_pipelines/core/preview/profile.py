@@ -82,15 +82,22 @@ def profile_files(files: Sequence[Path], index: HashIndex | None = None) -> dict
             "count": rows - nulls[col],
             "width": _stats(con, w, source, params),
             "height": _stats(con, h, source, params),
-            "sizes": [list(r) for r in con.execute(
-                f"SELECT {w}, {h}, count(*) AS n FROM {source} WHERE {w} IS NOT NULL GROUP BY ALL "
-                f"ORDER BY n DESC, 1, 2 LIMIT {TOP_SIZES}", params).fetchall()],
+            "sizes": [
+                list(r)
+                for r in con.execute(
+                    f"SELECT {w}, {h}, count(*) AS n FROM {source} WHERE {w} IS NOT NULL GROUP BY ALL "
+                    f"ORDER BY n DESC, 1, 2 LIMIT {TOP_SIZES}",
+                    params,
+                ).fetchall()
+            ],
         }
         for what in ("format", "mode"):
             if f"{col}_{what}" in types:
                 got = con.execute(
                     f"SELECT coalesce({q(f'{col}_{what}')}, '(null)'), count(*) AS n FROM {source} "
-                    f"WHERE {q(col)} IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1", params).fetchall()
+                    f"WHERE {q(col)} IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1",
+                    params,
+                ).fetchall()
                 fig[what + "s"] = dict(got)
         fig.update(_image_bytes(con, q(f"{col}_sha256"), source, params, index))
         doc["images"][col] = fig
@@ -128,9 +135,14 @@ def _image_bytes(con, sha: str, source: str, params: dict, index: HashIndex | No
     order = np.argsort(sizes)
     cum = np.cumsum(weights[order])
     median = float(sizes[order][np.searchsorted(cum, cum[-1] / 2)])
-    stats = {"min": int(sizes.min()), "median": median, "max": int(sizes.max()),
-             "mean": round(float((sizes * weights).sum() / weights.sum()), 2),
-             "total": int((sizes * weights).sum()), "count": int(weights.sum())}
+    stats = {
+        "min": int(sizes.min()),
+        "median": median,
+        "max": int(sizes.max()),
+        "mean": round(float((sizes * weights).sum() / weights.sum()), 2),
+        "total": int((sizes * weights).sum()),
+        "count": int(weights.sum()),
+    }
     return {"file_bytes": stats, "file_bytes_log2": _log2_hist(sizes, weights), "unknown_sizes": unknown}
 
 
@@ -198,9 +210,11 @@ def profile_png(doc: dict[str, Any], title: str = "", max_bytes: int = MAX_PNG_B
     lines = [title, f"{doc['rows']} rows, {doc['columns']} columns"]
     if img:
         fb = img.get("file_bytes") or {}
-        lines += [f"width {img['width']['min']:.0f}-{img['width']['max']:.0f}, "
-                  f"height {img['height']['min']:.0f}-{img['height']['max']:.0f}",
-                  f"median file {fb.get('median', 0) / 1024:.1f} KiB" if fb else "file sizes unknown"]
+        lines += [
+            f"width {img['width']['min']:.0f}-{img['width']['max']:.0f}, "
+            f"height {img['height']['min']:.0f}-{img['height']['max']:.0f}",
+            f"median file {fb.get('median', 0) / 1024:.1f} KiB" if fb else "file sizes unknown",
+        ]
     ax.text(0, 0.9, "\n".join(x for x in lines if x), va="top", fontsize=8)
     for ax in axes[:5]:
         ax.tick_params(labelsize=6)

@@ -48,8 +48,16 @@ def generated_columns(names: Sequence[str]) -> set[str]:
     out = set(BOOKKEEPING)
     for c in names:
         if f"{c}_sha256" in have:
-            out |= {c, f"{c}_sha256", f"{c}_width", f"{c}_height", f"{c}_format", f"{c}_mode",
-                    f"{c}_orientation", f"{c}_size"}
+            out |= {
+                c,
+                f"{c}_sha256",
+                f"{c}_width",
+                f"{c}_height",
+                f"{c}_format",
+                f"{c}_mode",
+                f"{c}_orientation",
+                f"{c}_size",
+            }
     return out
 
 
@@ -181,8 +189,11 @@ def key_fields(row: Mapping[str, Any], annotations: RowAnnotations | None = None
     if text is None and annotations is not None and annotations.shapes:
         text = " ".join(s.label for s in annotations.shapes if s.label)
     if text is None:
-        plain = [n for n in lowered.values() if n not in (id_col, label_col) and isinstance(row[n], str)
-                 and row[n][:1] not in ("{", "[")]
+        plain = [
+            n
+            for n in lowered.values()
+            if n not in (id_col, label_col) and isinstance(row[n], str) and row[n][:1] not in ("{", "[")
+        ]
         text = row[plain[0]] if plain else ""
     label = row[label_col] if label_col else ""
     return {"id": _short(ident, limit), "text": _short(text, limit), "label": _short(label, limit)}

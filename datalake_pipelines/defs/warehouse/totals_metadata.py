@@ -44,9 +44,7 @@ def _columns() -> list[str]:
 
 TABLE_SCHEMA = dg.TableSchema(
     columns=[
-        dg.TableColumn(
-            c, TYPES.get(c, "float" if c.endswith("_pct") else "int"), description=DESCRIPTIONS[c]
-        )
+        dg.TableColumn(c, TYPES.get(c, "float" if c.endswith("_pct") else "int"), description=DESCRIPTIONS[c])
         for c in _columns()
     ]
 )

@@ -105,6 +105,7 @@ def s3_lake_own_process(monkeypatch, tmp_path):
     import boto3
 
     from datalake_pipelines_tests.support.s3_server import MotoS3
+
     with MotoS3(process=True) as moto:
         for name, value in moto.env.items():
             monkeypatch.setenv(name, value)

@@ -114,8 +114,10 @@ def test_s3_ingest_end_to_end(instance, s3_lake, s3_client_api, corpus_dir, tmp_
     run_resources = {**resources(s3_lake), "athena": AthenaSettings(database=database)}
     athena_tick = athena_on_ingest(dg.build_sensor_context(instance=instance, resources=run_resources))
     assert len(athena_tick.run_requests) == 1
-    athena_run = build_defs(base=s3_lake).resolve_job_def("refresh_athena_tables").execute_in_process(
-        instance=instance, resources=run_resources
+    athena_run = (
+        build_defs(base=s3_lake)
+        .resolve_job_def("refresh_athena_tables")
+        .execute_in_process(instance=instance, resources=run_resources)
     )
     assert athena_run.success
     glue = boto3.client("glue")
@@ -205,10 +207,6 @@ def test_cli_on_an_s3_lake(s3_lake, make_jpeg, tmp_path, capsys):
     assert got["rows"] == 3
 
 
-
-
-
-
 def test_a_waiting_hand_drop_is_not_skipped_by_the_cursor(
     instance, s3_lake, s3_client_api, monkeypatch, make_jpeg, tmp_path
 ):
@@ -241,8 +239,6 @@ def test_multipart_threshold_comes_from_the_environment(s3_lake, monkeypatch, tm
     assert "-" in head(Bucket=bucket, Key=f"{prefix}/t/big.bin")["ETag"]  # multipart ETags end in -<parts>
     assert "-" not in head(Bucket=bucket, Key=f"{prefix}/t/small.bin")["ETag"]
     assert storage.sha256("t/big.bin") == hashlib.sha256(big.read_bytes()).hexdigest()
-
-
 
 
 def test_cli_names_a_missing_bucket(s3_lake, make_jpeg, tmp_path, capsys):

@@ -160,8 +160,10 @@ def test_catalog_phash_is_imagehash_phash_and_duckdb_can_compare_it(planted):
     expected = imagehash.phash(Image.open(lake.base / png["image"]))
     assert phash_module.to_hex(png["image_phash"]) == str(expected)
     jpeg = next(r for r in rows if r["kind"] == "original")  # decoded at a reduced DCT scale: a few bits apart
-    assert phash_module.hamming(jpeg["image_phash"], int(str(imagehash.phash(Image.open(lake.base / jpeg["image"]))),
-                                                                16)) <= 4
+    assert (
+        phash_module.hamming(jpeg["image_phash"], int(str(imagehash.phash(Image.open(lake.base / jpeg["image"]))), 16))
+        <= 4
+    )
     index = HashIndex(lake.hash_index)
     assert all(e.phash is not None for e in index.get_many([r["image"].rsplit("/", 1)[1][:64] for r in rows]).values())
     glob = str(lake.catalog_root / "**" / "*.parquet")

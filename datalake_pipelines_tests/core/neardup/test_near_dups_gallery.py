@@ -66,12 +66,14 @@ def test_near_dups_page_renders_offline_in_chromium(small_lake, tmp_path, capsys
     browser.get(out.joinpath("index.html").as_uri())
     assert browser.title == "near-duplicates (threshold 8)"
     policy = browser.execute_script(
-        "return document.querySelector('meta[http-equiv=\"Content-Security-Policy\"]').content")
+        "return document.querySelector('meta[http-equiv=\"Content-Security-Policy\"]').content"
+    )
     assert policy == CSP
     # every thumbnail decoded, at the size of its file (fitted into 192 px)
     imgs = browser.execute_script(
         "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth, "
-        "i.naturalHeight])")
+        "i.naturalHeight])"
+    )
     assert len(imgs) == GROUPS * 4
     for src, done, width, height in imgs:
         assert done and width > 0 and (width, height) == Image.open(out / src).size, (src, width, height)
@@ -82,7 +84,8 @@ def test_near_dups_page_renders_offline_in_chromium(small_lake, tmp_path, capsys
         "return Array.from(document.querySelectorAll('section.cluster')).map(s => Array.from("
         "s.querySelectorAll('figure.member')).map(f => [f.dataset.rowHash, f.dataset.partition, "
         "f.dataset.distance, f.dataset.kept, f.querySelector('figcaption').innerText, "
-        "f.getBoundingClientRect().top, f.getBoundingClientRect().left]))")
+        "f.getBoundingClientRect().top, f.getBoundingClientRect().left]))"
+    )
     assert len(sections) == GROUPS
     groups_seen = set()
     by_hash = {m["row_hash"]: m for c in doc["clusters"] for m in c["members"]}
@@ -111,7 +114,8 @@ def test_near_dups_page_renders_offline_in_chromium(small_lake, tmp_path, capsys
     # here would be a network request)
     refs = browser.execute_script(
         "return Array.from(document.querySelectorAll('[src],[href]')).map(e => e.getAttribute('src') || "
-        "e.getAttribute('href'))")
+        "e.getAttribute('href'))"
+    )
     assert len(refs) == GROUPS * 4 * 3  # thumbnail, its link and the caption's link
     for ref in refs:
         assert "://" not in ref and not ref.startswith(("/", "//", "data:")), ref
@@ -122,8 +126,10 @@ def test_near_dups_page_renders_offline_in_chromium(small_lake, tmp_path, capsys
     # a thumbnail links to the copy of the full image
     first = sections[0][0][0]
     browser.get(browser.execute_script(f"return document.querySelector('[data-row-hash=\"{first}\"] a').href"))
-    assert browser.execute_script("return document.images[0].naturalWidth") == Image.open(
-        base / rows[first]["image"]).size[0]
+    assert (
+        browser.execute_script("return document.images[0].naturalWidth")
+        == Image.open(base / rows[first]["image"]).size[0]
+    )
 
 
 def test_partition_scope_limit_and_existing_folder(small_lake, tmp_path, capsys):

@@ -20,8 +20,10 @@ from datalake_pipelines.cli.main import main
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 KEY = "inhouse/receipts/ocr/v1"
-FLAGS = ("--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
-         "--disable-component-update --disable-sync --window-size=1200,900").split()
+FLAGS = (
+    "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
+    "--disable-component-update --disable-sync --window-size=1200,900"
+).split()
 
 
 @pytest.fixture
@@ -53,8 +55,14 @@ def receipts(client, tmp_path, n=6):
         p = src / f"r{i}.png"
         Image.new("RGB", (400, 300), (235, 235, 235)).save(p)
         words = [{"text": f"word{i}", "bbox": [40, 40, 200, 100]}]
-        rows.append({"image": str(p), "doc_id": f"r{i}", "ocr_result": json.dumps({"words": words}),
-                     "city": "Seoul, Korea" if i % 2 == 0 else "Busan"})
+        rows.append(
+            {
+                "image": str(p),
+                "doc_id": f"r{i}",
+                "ocr_result": json.dumps({"words": words}),
+                "city": "Seoul, Korea" if i % 2 == 0 else "Busan",
+            }
+        )
     client.upload_task_data(pd.DataFrame(rows), "inhouse", "receipts", "ocr", "v1", meta={"lang": "ko", "src": "real"})
     assert [r.status for r in client.process_pending()] == ["done"]
 
@@ -62,8 +70,22 @@ def receipts(client, tmp_path, n=6):
 def test_gallery_renders_offline_in_chromium(client, lake, tmp_path, capsys, browser):
     receipts(client, tmp_path)
     out = tmp_path / "gallery"
-    code = main(["--base-path", str(lake.base), "preview", "--partition", KEY, "--where", "city=Seoul, Korea",
-                 "--limit", "10", "--out", str(out), "--json"])
+    code = main(
+        [
+            "--base-path",
+            str(lake.base),
+            "preview",
+            "--partition",
+            KEY,
+            "--where",
+            "city=Seoul, Korea",
+            "--limit",
+            "10",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["rows"] == 3 and report["thumbnails"] == 3 and report["images"] == 1
     # same pixels in every row: one full image copied, three thumbnails
@@ -145,6 +167,17 @@ def test_preview_refuses_an_existing_folder_and_a_bad_filter(client, lake, tmp_p
     (out / "mine.txt").write_text("keep")
     assert main(["--base-path", str(lake.base), "preview", "--partition", KEY, "--out", str(out)]) == 1
     assert "already exists" in capsys.readouterr().err and (out / "mine.txt").read_text() == "keep"
-    code = main(["--base-path", str(lake.base), "preview", "--partition", KEY, "--where", "nope=1", "--out",
-                 str(tmp_path / "h")])
+    code = main(
+        [
+            "--base-path",
+            str(lake.base),
+            "preview",
+            "--partition",
+            KEY,
+            "--where",
+            "nope=1",
+            "--out",
+            str(tmp_path / "h"),
+        ]
+    )
     assert code == 1 and "nope" in capsys.readouterr().err and not (tmp_path / "h").exists()

@@ -25,7 +25,7 @@ def build(client, tmp_path):
     for i in range(3):
         p = src / f"j{i}.jpg"
         Image.frombytes("RGB", (64, 48), os.urandom(64 * 48 * 3)).save(p, quality=90)
-        rows.append({"image": str(p), "caption": "x" * (10 ** i), "note": f"n{i}"})
+        rows.append({"image": str(p), "caption": "x" * (10**i), "note": f"n{i}"})
     for i, mode in enumerate(("L", "RGBA")):
         p = src / f"p{i}.png"
         Image.new(mode, (30, 20), 7 + i).save(p)
