@@ -34,7 +34,7 @@ class NearDuplicatesConfig(dg.Config):
 def near_duplicates(
     context: dg.AssetExecutionContext, config: NearDuplicatesConfig, lake: LakeResource
 ) -> dg.MaterializeResult:
-    base = lake.base if lake.is_s3 else str(lake.layout.base)
+    base = lake.base if lake.kind == "s3" else str(lake.layout.base)
     report = near_duplicate_report(base, config.threshold, config.partition or None)
     storage = open_storage(base)
     markdown = thumbnails_markdown(report["clusters"], storage.read_bytes, budget=THUMBNAIL_BUDGET)
