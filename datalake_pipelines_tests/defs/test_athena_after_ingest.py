@@ -12,7 +12,7 @@ import pandas as pd
 from datalake_pipelines import DatalakeClient
 from datalake_pipelines.core.lake.layout import LakeLayout
 from datalake_pipelines.lib.resources import LakeResource
-from datalake_pipelines.services.runner import refresh_athena, start_pending, start_pending_s3
+from datalake_pipelines.services.runner import refresh_athena, start_pending
 
 
 def _stage(base: str, dataset: str, tmp_path, make_jpeg) -> None:
@@ -25,7 +25,7 @@ def test_process_start_registers_new_partitions_in_glue(s3_lake, tmp_path, make_
     dataset = f"d{uuid.uuid4().hex[:8]}"
     _stage(s3_lake, dataset, tmp_path, make_jpeg)
     with dg.instance_for_test() as instance:
-        outcomes = start_pending_s3(s3_lake, instance, quiet_seconds=0, echo=lambda *_: None)
+        outcomes = start_pending(s3_lake, instance, quiet_seconds=0, echo=lambda *_: None)
         assert [o["state"] for o in outcomes] == ["done"]
         runs = instance.get_runs(filters=dg.RunsFilter(job_name="refresh_athena_tables"))
         assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS]
