@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..export.output_guard import GALLERY_MARKERS, check_output
 from ..lake.layout import LakeLayout, PartitionRef
 from .annotations import PreviewMapping, extract_annotations
 from .thumbnails import generated_columns, image_columns, jpeg_bytes, key_fields, render_thumbnail
@@ -52,13 +53,17 @@ def page_html(title: str, meta: str, body: str, style: str = STYLE) -> str:
 
 
 @contextlib.contextmanager
-def staged_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[tuple[Path, Path]]:
+def staged_folder(
+    out_dir: str | os.PathLike, overwrite: bool = False, lake: object = None, markers: Sequence[str] = GALLERY_MARKERS
+) -> Iterator[tuple[Path, Path]]:
     """Yield ``(tmp, out)``: write the folder's content into ``tmp`` (a hidden sibling of ``out``); on a clean
     exit it is renamed to ``out``, on an error it is removed and ``out`` is left as it was.
 
-    ``out`` is never replaced unless ``overwrite``: it is claimed with ``os.mkdir`` first (``FileExistsError``
-    when it exists). With ``overwrite`` the old folder is removed only after the new one is complete."""
-    out = Path(out_dir).expanduser().resolve()
+    ``out`` is checked by :func:`~..export.output_guard.check_output` against ``lake`` (never the lake, inside it
+    or holding it; only a folder holding ``markers`` or an empty one is replaced: ``OutputPathError``). It is never
+    replaced unless ``overwrite``: it is claimed with ``os.mkdir`` first (``FileExistsError`` when it exists).
+    With ``overwrite`` the old folder is removed only after the new one is complete."""
+    out = check_output(out_dir, lake, overwrite, markers)
     out.parent.mkdir(parents=True, exist_ok=True)
     claimed = False
     if not overwrite:
@@ -128,7 +133,7 @@ def write_gallery(
     ``out_dir`` is never replaced unless ``overwrite``: it is claimed with ``os.mkdir`` (``FileExistsError``
     otherwise); the gallery is written to a hidden sibling and renamed into place when complete."""
     figures, skipped, copied = [], [], set()
-    with staged_folder(out_dir, overwrite) as (tmp, out):
+    with staged_folder(out_dir, overwrite, layout) as (tmp, out):
         (tmp / "thumbs").mkdir()
         (tmp / "images").mkdir()
         for n, row in enumerate(rows):
