@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .annotations import PreviewMapping, RowAnnotations, extract_annotations
+from .markdown import md_escape
 
 MAX_THUMBNAILS = 24
 THUMB_SIDE = 128
@@ -235,11 +236,7 @@ def data_uri(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
-def _md(text: str) -> str:
-    """Text safe in a Markdown table cell: no pipes, no markup, no raw HTML."""
-    for ch in "\\|*_`[]<>#":
-        text = text.replace(ch, "\\" + ch)
-    return text
+_md = md_escape  # the one escape of user text in metadata Markdown (also the ``preview`` table's)
 
 
 def sheet_markdown(thumbs: Sequence[Thumb], columns: int = SHEET_COLUMNS) -> str:

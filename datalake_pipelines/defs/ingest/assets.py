@@ -11,6 +11,7 @@ from ...core.catalog.parts import compact_partition, iter_partition_batches, par
 from ...core.ingest.processing import BatchProcessor, BatchResult, fail_batch
 from ...core.lake.layout import PartitionRef
 from ...core.lake.queue import mark_running
+from ...core.preview.markdown import markdown_table
 from ...lib.partitions import JOB_IDS_TAG, LakePartitionKey, lake_partitions
 from ...lib.resources import LakeResource
 from .preview import preview_metadata
@@ -173,11 +174,4 @@ def partition_metadata(layout, ref: PartitionRef, shown_path: str | None = None)
 
 
 def _md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def cell(value: Any) -> str:
-        text = "" if value is None else str(value)
-        text = text.replace("|", "\\|").replace("\n", " ")
-        return text if len(text) <= 60 else text[:57] + "..."
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, columns)  # escaped, one line per cell, at most 12 columns (core/preview/markdown.py)
