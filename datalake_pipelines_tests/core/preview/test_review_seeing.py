@@ -3,15 +3,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
+from datalake_pipelines.cli.main import main
+from datalake_pipelines.core.preview.annotations import extract_annotations
+from datalake_pipelines.core.preview.fonts import label_font
 from datalake_pipelines.core.preview.partition import PartitionPreview
 from datalake_pipelines.core.preview.profile import compact_figures, profile_figure, profile_files
-from datalake_pipelines.core.preview.thumbnails import ContactSheet
+from datalake_pipelines.core.preview.thumbnails import ContactSheet, jpeg_bytes, render_thumbnail
 from datalake_pipelines.defs.ingest.assets import _md_table
 
 
@@ -74,3 +81,70 @@ def test_a_run_that_added_no_rows_says_so():
     assert no_images.sheet_text() == "no images among rows this run added"
 
 
+
+
+# thumbnails ---------------------------------------------------------------------------------------------------
+def noise(side=256, seed=0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8))
+
+
+def test_a_noisy_thumbnail_encodes_at_every_quality():
+    for quality in (70, 85, 95):
+        assert Image.open(io.BytesIO(jpeg_bytes(noise(), quality))).size == (256, 256)
+
+
+def test_the_gallery_shows_every_image_column_and_survives_noisy_images(client, lake, tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    rows = []
+    for i in range(2):
+        noise(256, i).save(src / f"n{i}.png")
+        Image.new("RGB", (60, 40), (0, 90, 200 - i)).save(src / f"p{i}.png")
+        rows.append({"image": str(src / f"n{i}.png"), "photo": str(src / f"p{i}.png"), "doc_id": f"d{i}"})
+    client.upload_task_data(pd.DataFrame(rows), "inhouse", "noisy", "ocr", "v1", meta={"lang": "en", "src": "real"})
+    assert [r.status for r in client.process_pending()] == ["done"]
+    out = tmp_path / "gallery"
+    code = main(["--base-path", str(lake.base), "preview", "--partition", "inhouse/noisy/ocr/v1", "--out", str(out),
+                 "--json"])  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["rows"] == 2 and report["thumbnails"] == 4 and report["skipped"] == []
+    page = (out / "index.html").read_text()
+    assert page.count("<img ") == 4 and 'title="photo"' in page
+
+
+def test_labels_in_other_scripts_are_drawn_with_a_font_that_has_them():
+    for text in ("한국어", "中文", "テキスト", "مرحبا", "שלום", "Привет"):
+        font, drawable = label_font(text, 20)
+        assert drawable == text
+        masks = {bytes(font.getmask(ch)) for ch in text if not ch.isspace()}
+        assert len(masks) > 1, text  # distinct glyphs, not one missing-glyph box repeated
+    font, drawable = label_font("ok 🎉", 20)
+    assert drawable == "ok"  # no font here has the emoji: it is left out, not drawn as a box
+
+
+def test_a_nan_or_inf_coordinate_drops_that_box_only(tmp_path):
+    words = [{"text": "nan", "bbox": [float("nan"), 10, 50, 40]}, {"text": "inf", "bbox": [0, 0, float("inf"), 5]},
+             {"text": "good", "bbox": [10, 10, 60, 40]}]  # fmt: skip
+    ann = extract_annotations({"ocr": json.dumps({"words": words})})
+    assert [s.label for s in ann.shapes] == ["good"]
+    path = tmp_path / "p.png"
+    Image.new("RGB", (100, 80), (255, 255, 255)).save(path)
+    assert render_thumbnail(path, ann, 128).size == (100, 80)
+
+
+def test_a_capped_box_count_says_how_many_were_drawn():
+    words = [{"text": f"w{i}", "bbox": [i % 400, i // 400, i % 400 + 5, i // 400 + 5]} for i in range(20000)]
+    ann = extract_annotations({"ocr": json.dumps({"words": words})})
+    assert len(ann.shapes) == 500 and ann.summary() == "20000 text boxes (500 drawn)"
+    few = extract_annotations({"ocr": json.dumps({"words": words[:3]})})
+    assert few.summary() == "3 text boxes"
+
+
+def test_extreme_aspect_ratios_are_letterboxed_to_a_visible_size(tmp_path):
+    wide, tall = tmp_path / "wide.png", tmp_path / "tall.png"
+    Image.new("RGB", (10000, 50), (0, 128, 255)).save(wide)
+    Image.new("L", (50, 10000), 0).save(tall)
+    w = render_thumbnail(wide, None, 128)
+    t = render_thumbnail(tall, None, 128)
+    assert w.size == (128, 16) and t.size == (16, 128)
+    assert w.getpixel((64, 7)) == (0, 128, 255) and w.getpixel((64, 0)) == (200, 200, 200)
