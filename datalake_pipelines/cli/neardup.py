@@ -28,6 +28,8 @@ def add_near_dups_command(sub: Any, parents: list[argparse.ArgumentParser]) -> N
     p.add_argument("--out", metavar="DIR",
                    help="also write an HTML page of the clusters, members side by side (index.html, thumbs/, images/)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--include-near-constant", action="store_true",
+                   help="also cluster plain/single-colour images (left out by default: their pHashes all match)")
     p.set_defaults(func=cmd_near_dups)
 
 
@@ -44,7 +46,9 @@ def _text(report: dict[str, Any], limit: int) -> str:
     scope = f" touching {report['scope']}" if report["scope"] else ""
     lines.append(
         f"{report['cluster_count']} cluster(s){scope} holding {report['images_in_clusters']} of {report['images']} "
-        f"images within {report['threshold']} bits ({report['images_without_phash']} without pHash), "
+        f"images within {report['threshold']} bits ({report['images_without_phash']} without pHash, "
+        f"{report['images_near_constant']} near-constant "
+        f"{'included' if report['near_constant_included'] else 'left out'}), "
         f"{report['seconds']} s"
     )
     return "\n".join(lines)
@@ -55,7 +59,7 @@ def cmd_near_dups(args: argparse.Namespace) -> int:
     from .common import emit, layout_of, s3_base
 
     base = s3_base(args) or str(layout_of(args).base)
-    report = near_duplicate_report(base, args.threshold, args.partition)
+    report = near_duplicate_report(base, args.threshold, args.partition, args.include_near_constant)
     text = _text(report, args.limit)
     if args.out:
         from ..core.neardup.gallery import member_rows, write_near_dups_gallery
