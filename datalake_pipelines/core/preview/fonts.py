@@ -1,7 +1,7 @@
 """Fonts for labels drawn on thumbnails, chosen per label by glyph coverage so no label is drawn as boxes.
 
 Pillow's ``ImageFont.load_default`` covers Latin only. The chain tried is: a CJK font if the machine has one
-(WenQuanYi Micro Hei from Debian ``fonts-wqy-microhei``, 1.6 MB, installed by ``make install``; or Noto Sans
+(WenQuanYi Micro Hei from Debian ``fonts-wqy-microhei``, 1.6 MB, installed by ``make browser``; or Noto Sans
 CJK), then DejaVu Sans (matplotlib ships it, so it is always there: Latin, Greek, Cyrillic, Arabic, Hebrew;
 Pillow shapes Arabic and right-to-left text with libraqm when it has it). Characters no font in the chain covers
 (e.g. colour emoji) are left out of the drawn label; the gallery's HTML caption and the contact sheet's
