@@ -27,6 +27,11 @@ browser:
 	elif sudo -n true 2>/dev/null; then sudo apt-get install -y chromium chromium-driver || \
 		{ sudo apt-get update && sudo apt-get install -y chromium chromium-driver; }; \
 	else echo "chromium missing: run 'sudo apt-get install chromium chromium-driver' (the gallery test skips)"; fi
+	@# a CJK font for labels drawn on thumbnails (1.6 MB; core/preview/fonts.py); DejaVu covers the rest
+	@if [ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || ! command -v apt-get >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get install -y fonts-wqy-microhei || echo "fonts-wqy-microhei not installed"; \
+	elif sudo -n true 2>/dev/null; then sudo apt-get install -y fonts-wqy-microhei || echo "fonts-wqy-microhei not installed"; \
+	else echo "no CJK font: run 'sudo apt-get install fonts-wqy-microhei' (CJK labels are left out of thumbnails)"; fi
 
 demo: install
 	$(BIN)/python -m datalake_pipelines.demo

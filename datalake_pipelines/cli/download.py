@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .common import UsageError, ask, emit, lake_target, layout_of, parse_where, s3_base, split_list, stdin_is_tty
+from .limits import limit_arg
 
 
 def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -32,7 +33,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         metavar="COLUMN",
         help="a column to keep (repeatable, one per flag); a comma list still works unless it names a column",
     )
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=limit_arg, help="at most this many rows (0: none, the columns only)")
     p.add_argument("--search-column", help="text search: the column to search")
     p.add_argument("--text", help="text search: the text to find (matched literally)")
     p.add_argument("--json-path", help="text search inside JSON, e.g. $.words[*].text")

@@ -13,6 +13,7 @@ import argparse
 from typing import Any
 
 from ..core.neardup.report import DEFAULT_THRESHOLD
+from .limits import limit_arg
 
 
 def add_near_dups_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -28,7 +29,11 @@ def add_near_dups_command(sub: Any, parents: list[argparse.ArgumentParser]) -> N
         "--partition", metavar="P/D/T/V", help="only clusters with an image of this partition (against the whole lake)"
     )
     p.add_argument(
-        "--limit", type=int, default=50, help="clusters printed in text output and shown in the --out page (default 50)"
+        "--limit",
+        type=limit_arg,
+        default=50,
+        help="clusters printed in text output and shown in the --out page (default 50; 0: summary only; "
+        "--json always holds all)",
     )
     p.add_argument(
         "--out",
@@ -36,6 +41,11 @@ def add_near_dups_command(sub: Any, parents: list[argparse.ArgumentParser]) -> N
         help="also write an HTML page of the clusters, members side by side (index.html, thumbs/, images/)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument(
+        "--include-near-constant",
+        action="store_true",
+        help="also cluster plain/single-colour images (left out by default: their pHashes all match)",
+    )
     p.set_defaults(func=cmd_near_dups)
 
 
@@ -52,7 +62,9 @@ def _text(report: dict[str, Any], limit: int) -> str:
     scope = f" touching {report['scope']}" if report["scope"] else ""
     lines.append(
         f"{report['cluster_count']} cluster(s){scope} holding {report['images_in_clusters']} of {report['images']} "
-        f"images within {report['threshold']} bits ({report['images_without_phash']} without pHash), "
+        f"images within {report['threshold']} bits ({report['images_without_phash']} without pHash, "
+        f"{report['images_near_constant']} near-constant "
+        f"{'included' if report['near_constant_included'] else 'left out'}), "
         f"{report['seconds']} s"
     )
     return "\n".join(lines)
@@ -60,12 +72,10 @@ def _text(report: dict[str, Any], limit: int) -> str:
 
 def cmd_near_dups(args: argparse.Namespace) -> int:
     from ..core.neardup.report import near_duplicate_report
-    from .common import CliError, emit, layout_of, s3_base
+    from .common import emit, layout_of, s3_base
 
-    if args.limit < 1:
-        raise CliError("--limit must be at least 1")
     base = s3_base(args) or str(layout_of(args).base)
-    report = near_duplicate_report(base, args.threshold, args.partition)
+    report = near_duplicate_report(base, args.threshold, args.partition, args.include_near_constant)
     text = _text(report, args.limit)
     if args.out:
         from ..core.neardup.gallery import member_rows, write_near_dups_gallery
@@ -73,7 +83,7 @@ def cmd_near_dups(args: argparse.Namespace) -> int:
 
         shown = [m["row_hash"] for c in report["clusters"][: args.limit] for m in c["members"]]
         page = write_near_dups_gallery(report, open_storage(base).read_bytes, args.out, member_rows(base, shown),
-                                       args.limit, overwrite=args.overwrite)  # fmt: skip
+                                       args.limit, overwrite=args.overwrite, lake=base)  # fmt: skip
         report = {**report, "gallery": page}
         text += f"\nwrote {page['clusters_shown']} cluster(s), {page['thumbnails']} thumbnails to {page['index']}"
         text += "".join(f"\n  skipped {s}" for s in page["skipped"])

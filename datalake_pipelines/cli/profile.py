@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .limits import limit_arg
+
 
 def add_profile_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("profile", parents=parents, help="a partition's profile: sizes, formats, text, nulls")
     p.add_argument("--partition", required=True, help="provider/dataset/task/variant")
-    p.add_argument("--png", metavar="FILE", help="also write the profile figure as PNG")
+    p.add_argument("--png", metavar="FILE", help="also write the profile figure as PNG (missing folders are created)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --png file")
     p.set_defaults(func=cmd_profile)
     p = sub.add_parser("preview", parents=parents, help="write a static HTML gallery of a partition's rows")
     p.add_argument("--partition", required=True, help="provider/dataset/task/variant")
@@ -25,7 +28,7 @@ def add_profile_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> No
         help="one value, taken whole (commas included); repeat a column for a list (IN), other columns AND",
     )
     p.add_argument("--where-json", metavar="JSON", help='{"column": value or [values]}: lists and numbers at once')
-    p.add_argument("--limit", type=int, default=100, help="rows shown (default 100)")
+    p.add_argument("--limit", type=limit_arg, default=100, help="rows shown (default 100)")
     p.add_argument("--out", required=True, help="output folder (index.html, thumbs/, images/)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_preview)
@@ -74,13 +77,14 @@ def profile_text(key: str, doc: dict[str, Any]) -> str:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from ..core.export.output_guard import check_output, write_file
     from ..core.ingest.hash_index import HashIndex
     from ..core.preview.profile import profile_files, profile_png
     from .common import emit
 
     layout, ref, files = _partition(args)
+    if args.png:
+        check_output(args.png, layout, args.overwrite, kind="file")  # before the work: same rule as --out
     index = HashIndex(layout.hash_index) if layout.hash_index.is_file() else None
     try:
         doc = profile_files(files, index)
@@ -88,7 +92,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if index is not None:
             index.close()
     if args.png:
-        Path(args.png).write_bytes(profile_png(doc, ref.key))
+        write_file(args.png, profile_png(doc, ref.key), layout, args.overwrite)
     emit(args, {"partition": ref.key, **doc}, lambda: profile_text(ref.key, doc))
     return 0
 
@@ -96,10 +100,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     from ..core.preview.gallery import select_rows, write_gallery
     from ..core.preview.partition import task_mapping
-    from .common import CliError, emit, parse_where
+    from .common import emit, parse_where
 
-    if args.limit is not None and args.limit < 1:
-        raise CliError("--limit must be at least 1")
     layout, ref, _ = _partition(args)
     rows = select_rows(layout, ref, parse_where(args.where, args.where_json), args.limit)
     report = write_gallery(layout, rows, args.out, ref.key, task_mapping(layout, ref.task), args.overwrite)

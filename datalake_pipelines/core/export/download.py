@@ -22,10 +22,12 @@ import pyarrow.parquet as pq
 
 from ..catalog.parts import IMAGE_SUFFIXES, PARTITION_COLUMNS
 from ..catalog.query import DuckDBClient, QueryPlan
+from ..catalog.query_sql import limit_sql
 from ..errors import DatalakeError
 from ..lake.layout import LakeLayout
 from ..storage.files import utc_now_iso, write_json_atomic
 from .hf_types import hf_batch, hf_plan
+from .output_guard import DOWNLOAD_MARKERS, check_output
 from .source import LakeSource, open_source
 
 FORMATS = ("parquet", "arrow", "hf")
@@ -241,7 +243,9 @@ def download(
 
     ``out_dir`` is never replaced unless ``overwrite``: it is claimed first with ``os.mkdir`` (atomic), so of two
     downloads racing to one folder exactly one proceeds and the other raises ``FileExistsError``; the complete
-    output is then renamed onto the claimed (empty) folder.
+    output is then renamed onto the claimed (empty) folder. ``out_dir`` may not be the lake, lie inside it or hold
+    it, and ``overwrite`` replaces only a folder holding a ``download.json`` (or an empty one): else
+    ``OutputPathError`` (:mod:`.output_guard`).
 
     ``exclude_near_duplicates=D`` keeps one row of each cluster of rows whose images are within ``D`` bits of
     pHash (:mod:`.neardup.exclude`; ``limit`` counts kept rows) and lists the others in
@@ -257,7 +261,8 @@ def download(
         raise ValueError(f"unknown download format {format!r}; use one of {FORMATS}")
     selection = Selection.coerce(selection)
     source = open_source(lake)
-    out = Path(out_dir).expanduser().resolve()
+    limit_sql(selection.limit)  # a negative limit is refused here, with or without exclude_near_duplicates
+    out = check_output(out_dir, source, overwrite, DOWNLOAD_MARKERS)  # never the lake; only our own folder
     out.parent.mkdir(parents=True, exist_ok=True)
     claimed = False
     if not overwrite:

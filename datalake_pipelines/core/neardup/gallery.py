@@ -90,6 +90,7 @@ def write_near_dups_gallery(
     limit: int | None = None,
     per_cluster: int = PER_CLUSTER,
     overwrite: bool = False,
+    lake: object = None,
 ) -> dict[str, Any]:
     """Write the page of ``report`` (:func:`~.report.near_duplicate_report`) into ``out_dir``.
 
@@ -99,16 +100,18 @@ def write_near_dups_gallery(
     first; kept member first). A member whose image cannot be read or decoded gets a caption and no
     thumbnail, and is listed in ``skipped``. Returns ``{"path", "index", "clusters", "clusters_shown",
     "members_shown", "thumbnails", "images", "skipped"}``. Raises ``FileExistsError`` when ``out_dir`` exists
-    and not ``overwrite``; ``ValueError`` for a ``limit`` or ``per_cluster`` below 1.
+    and not ``overwrite``; ``OutputPathError`` (a ``ValueError``) when ``out_dir`` is the lake at ``lake`` (its
+    base path), inside it or holds it, or exists and is not a page written here; ``ValueError`` for a ``limit``
+    below 0 or a ``per_cluster`` below 1.
     """
-    if (limit is not None and limit < 1) or per_cluster < 1:
-        raise ValueError("limit and per_cluster must be at least 1")
+    if (limit is not None and limit < 0) or per_cluster < 1:
+        raise ValueError("limit must be 0 or more and per_cluster at least 1")
     rows = rows or {}
     clusters = list(report["clusters"])
     shown = clusters if limit is None else clusters[:limit]
     sections, skipped, copied = [], [], set()
     thumbs = members_shown = 0
-    with staged_folder(out_dir, overwrite) as (tmp, out):
+    with staged_folder(out_dir, overwrite, lake) as (tmp, out):
         (tmp / "thumbs").mkdir()
         (tmp / "images").mkdir()
         for c in shown:

@@ -28,10 +28,11 @@ from PIL import Image, ImageOps
 from ..catalog.query import DuckDBClient, QueryPlan
 from ..catalog.query_sql import quote_identifier
 from ..catalog.warehouse import sql_string
-from ..lake.layout import PartitionRef
+from ..lake.layout import InvalidNameError, PartitionRef
 from .clusters import check_threshold, cluster_labels, near_pairs, plan_bands
 from .phash import to_hex
 
+MIN_PHASH_BITS = 8  # fewer set bits: a near-constant image (see near_constant), left out of clustering
 DEFAULT_THRESHOLD = 8  # bits of 64; see README "Near-duplicates" for the measured distances
 PARTITION_KEYS = ("provider", "dataset", "task", "variant")
 MEMBER_SCHEMA = pa.schema(
@@ -39,6 +40,7 @@ MEMBER_SCHEMA = pa.schema(
         *(pa.field(c, pa.string()) for c in PARTITION_KEYS),
         pa.field("row_hash", pa.string()),
         pa.field("ingested_at", pa.timestamp("us", "UTC")),
+        pa.field("position", pa.int64()),
         pa.field("image_column", pa.string()),
         pa.field("path", pa.string()),
         pa.field("sha256", pa.string()),
@@ -62,13 +64,17 @@ def members_query(inner_sql: str, names: list[str], with_null: bool = False) -> 
         q = quote_identifier
         ph = q(f"{col}_phash")
         parts.append(
-            f"SELECT provider, dataset, task, variant, row_hash, ingested_at, {sql_string(col)} AS image_column, "
+            f"SELECT provider, dataset, task, variant, row_hash, ingested_at, __position AS position, "
+            f"{sql_string(col)} AS image_column, "
             f"{q(col)} AS path, {q(col + '_sha256')} AS sha256, {ph} AS phash FROM __rows WHERE {q(col)} IS NOT NULL"
             + ("" if with_null else f" AND {ph} IS NOT NULL")
         )
     if not parts:
         return None
-    return f"WITH __rows AS ({inner_sql}) " + " UNION ALL ".join(parts)
+    # __position: the row's place in the scan of the catalog files (each partition's files in name order, each
+    # file in row order), i.e. upload order within a batch; DuckDB keeps scan order for an empty OVER ()
+    return (f"WITH __scan AS ({inner_sql}), __rows AS (SELECT *, row_number() OVER () AS __position FROM __scan) "
+            + " UNION ALL ".join(parts))  # fmt: skip
 
 
 def members_of_plan(duck: DuckDBClient, plan: QueryPlan) -> pa.Table:
@@ -92,6 +98,15 @@ def partition_keys(members: pa.Table) -> np.ndarray:
     return np.asarray(joined.to_numpy(zero_copy_only=False), object)
 
 
+def near_constant(phash: np.ndarray) -> np.ndarray:
+    """Which pHashes (int64) are of near-constant images: fewer than :data:`MIN_PHASH_BITS` bits set.
+
+    pHash sets a bit for each of its 64 DCT coefficients *above their median*, so an image with structure has
+    about 32 bits set; a plain or single-colour image has all coefficients tied (0 or 1 bit set: 0x0, 0x8000...)
+    and a smooth gradient a few. All such images are within a few bits of each other whatever they show."""
+    return np.bitwise_count(np.asarray(phash, np.int64).view(np.uint64)) < MIN_PHASH_BITS
+
+
 def member_labels(members: pa.Table, threshold: int, in_scope: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Cluster label of each member (members sharing a label are one cluster) and search statistics.
 
@@ -111,10 +126,12 @@ def member_labels(members: pa.Table, threshold: int, in_scope: np.ndarray | None
 
 
 def member_order(members: pa.Table) -> np.ndarray:
-    """Indices of ``members`` in keep order: ``ingested_at``, partition, ``row_hash``, column."""
+    """Indices of ``members`` in keep order: ``ingested_at``, then upload order (``position``: partition files
+    in name order, rows in file order), then partition, ``row_hash`` and column."""
     if members.num_rows == 0:
         return np.array([], np.int64)
-    keys = [(c, "ascending", "at_end") for c in ("ingested_at", *PARTITION_KEYS, "row_hash", "image_column")]
+    names = ("ingested_at", "position", *PARTITION_KEYS, "row_hash", "image_column")
+    keys = [(c, "ascending", "at_end") for c in names]
     return pc.sort_indices(members, sort_keys=keys).to_numpy()
 
 
@@ -154,24 +171,33 @@ def build_clusters(members: pa.Table, labels: np.ndarray, in_scope: np.ndarray |
     return clusters
 
 
-def near_duplicate_report(base: str, threshold: int = DEFAULT_THRESHOLD, scope: str | None = None) -> dict[str, Any]:
+def near_duplicate_report(
+    base: str, threshold: int = DEFAULT_THRESHOLD, scope: str | None = None, include_near_constant: bool = False
+) -> dict[str, Any]:
     """Find clusters of near-duplicate images in the lake at ``base`` (a folder or ``s3://bucket/prefix``).
 
     Returns ``{"threshold", "scope", "images", "images_without_phash", "distinct_hashes", "pairs", "bands",
     "band_radius", "cluster_count", "images_in_clusters", "clusters": [{"cluster", "size", "distinct_assets",
     "max_distance", "members": [{"partition", "row_hash", "column", "path", "sha256", "phash" (16 hex digits),
-    "ingested_at", "distance", "kept"}]}], "seconds"}``. Raises ``ValueError`` for a bad threshold or scope
-    (``UnknownPartitionError`` for a partition the lake does not have).
+    "ingested_at", "distance", "kept"}]}], "seconds", "images_near_constant", "near_constant_included"}``.
+    Near-constant images (:func:`near_constant`: plain, single-colour) are left out of the clusters and counted
+    unless ``include_near_constant``. Raises ``ValueError`` for a bad threshold or scope (``InvalidNameError``
+    for a scope that is no partition key, ``UnknownPartitionError`` for a partition the lake does not have).
     """
     threshold = check_threshold(threshold)
+    if scope is not None and not isinstance(scope, str):
+        raise InvalidNameError(f"partition key {scope!r} must look like provider/dataset/task/variant")
     started = time.perf_counter()
     with DuckDBClient(base_path=base) as duck:
         if scope is not None:
-            selection: dict[str, Any] = {f"{k}s": [v] for k, v in PartitionRef.parse(scope).as_dict().items()}
-            duck.plan_retrieval(**selection, limit=0)
+            levels: dict[str, Any] = {f"{k}s": [v] for k, v in PartitionRef.parse(scope).as_dict().items()}
+            duck.plan_retrieval(**levels, limit=0)
         all_members = members_of_plan(duck, duck.plan_retrieval())
     has_hash = all_members.column("phash").is_valid()
     members = all_members.filter(has_hash)
+    flat = near_constant(members.column("phash").to_numpy()) if members.num_rows else np.array([], bool)
+    if not include_near_constant:
+        members = members.filter(pa.array(~flat))
     in_scope = partition_keys(members) == scope if scope is not None else None
     labels, stats = member_labels(members, threshold, in_scope)
     clusters = build_clusters(members, labels, in_scope)
@@ -179,7 +205,9 @@ def near_duplicate_report(base: str, threshold: int = DEFAULT_THRESHOLD, scope: 
         "threshold": threshold,
         "scope": scope,
         "images": int(members.num_rows),
-        "images_without_phash": int(all_members.num_rows - members.num_rows),
+        "images_without_phash": int(all_members.num_rows - int(pc.sum(has_hash).as_py() or 0)),
+        "images_near_constant": int(flat.sum()),
+        "near_constant_included": include_near_constant,
         **stats,
         "cluster_count": len(clusters),
         "images_in_clusters": sum(c["size"] for c in clusters),

@@ -19,6 +19,7 @@ keys of each item; ``format`` is ``auto`` (default), ``xyxy``, ``xywh`` or ``pol
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +96,7 @@ class RowAnnotations:
     shapes: list[Shape] = field(default_factory=list)
     qa: list[tuple[str, str]] = field(default_factory=list)
     normalized: bool = False
+    found: dict[str, int] = field(default_factory=dict)  # shapes found per kind, drawn or not (MAX_SHAPES)
 
     def __bool__(self) -> bool:
         return bool(self.shapes or self.qa)
@@ -109,7 +111,11 @@ class RowAnnotations:
         for s in self.shapes:
             kinds[s.kind] = kinds.get(s.kind, 0) + 1
         names = {"text": "text box", "field": "field", "region": "region"}
-        parts = [f"{n} {names[k]}{'es' if k == 'text' and n != 1 else 's' if n != 1 else ''}" for k, n in kinds.items()]
+        parts = []
+        for k in dict.fromkeys([*kinds, *self.found]):
+            drawn, n = kinds.get(k, 0), max(self.found.get(k, 0), kinds.get(k, 0))
+            part = f"{n} {names[k]}{'es' if k == 'text' and n != 1 else 's' if n != 1 else ''}"
+            parts.append(part + (f" ({drawn} drawn)" if drawn < n else ""))
         return ", ".join(parts)
 
 
@@ -199,7 +205,8 @@ def _items(items: list, mapping: PreviewMapping) -> list[Shape]:
         keys = [mapping.box] if mapping.box else [k for k in GEOMETRY_KEYS if k in item]
         for key in keys:
             geometry = parse_geometry(item.get(key), mapping.format)
-            if geometry is not None:
+            # a NaN/inf coordinate (JSON NaN/Infinity) drops this shape only, never the row
+            if geometry is not None and all(math.isfinite(v) for p in geometry[0] for v in p):
                 label, kind = _label(item, mapping.text)
                 shapes.append(Shape(geometry[0], label, kind, geometry[1]))
                 break
@@ -208,7 +215,7 @@ def _items(items: list, mapping: PreviewMapping) -> list[Shape]:
 
 def _walk(value: Any, mapping: PreviewMapping, out: RowAnnotations, depth: int = 0) -> None:
     value = _decoded(value)
-    if depth > MAX_DEPTH or len(out.shapes) >= MAX_SHAPES:
+    if depth > MAX_DEPTH:
         return
     if isinstance(value, Mapping):
         q = next((value[k] for k in QUESTION_KEYS if isinstance(value.get(k), str)), None)
@@ -220,7 +227,9 @@ def _walk(value: Any, mapping: PreviewMapping, out: RowAnnotations, depth: int =
     elif isinstance(value, (list, tuple)) and value:
         shapes = _items(list(value), mapping)
         if shapes:
-            out.shapes.extend(shapes[: MAX_SHAPES - len(out.shapes)])
+            for shape in shapes:
+                out.found[shape.kind] = out.found.get(shape.kind, 0) + 1
+            out.shapes.extend(shapes[: max(0, MAX_SHAPES - len(out.shapes))])
             return
         for child in value[:200]:
             if isinstance(child, (Mapping, list, tuple, str)):

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..export.output_guard import GALLERY_MARKERS, check_output
 from ..lake.layout import LakeLayout, PartitionRef
 from .annotations import PreviewMapping, extract_annotations
 from .thumbnails import generated_columns, image_columns, jpeg_bytes, key_fields, render_thumbnail
@@ -52,13 +53,17 @@ def page_html(title: str, meta: str, body: str, style: str = STYLE) -> str:
 
 
 @contextlib.contextmanager
-def staged_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[tuple[Path, Path]]:
+def staged_folder(
+    out_dir: str | os.PathLike, overwrite: bool = False, lake: object = None, markers: Sequence[str] = GALLERY_MARKERS
+) -> Iterator[tuple[Path, Path]]:
     """Yield ``(tmp, out)``: write the folder's content into ``tmp`` (a hidden sibling of ``out``); on a clean
     exit it is renamed to ``out``, on an error it is removed and ``out`` is left as it was.
 
-    ``out`` is never replaced unless ``overwrite``: it is claimed with ``os.mkdir`` first (``FileExistsError``
-    when it exists). With ``overwrite`` the old folder is removed only after the new one is complete."""
-    out = Path(out_dir).expanduser().resolve()
+    ``out`` is checked by :func:`~..export.output_guard.check_output` against ``lake`` (never the lake, inside it
+    or holding it; only a folder holding ``markers`` or an empty one is replaced: ``OutputPathError``). It is never
+    replaced unless ``overwrite``: it is claimed with ``os.mkdir`` first (``FileExistsError`` when it exists).
+    With ``overwrite`` the old folder is removed only after the new one is complete."""
+    out = check_output(out_dir, lake, overwrite, markers)
     out.parent.mkdir(parents=True, exist_ok=True)
     claimed = False
     if not overwrite:
@@ -88,15 +93,18 @@ def staged_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterat
         raise
 
 
-def _figure(n: int, row: Mapping[str, Any], thumb: str | None, full: str | None, mapping, reason: str = "") -> str:
+def _figure(n: int, row: Mapping[str, Any], shown: Sequence[tuple[str, str, str]], mapping, reason: str = "") -> str:
+    """One row's ``<figure>``: a linked thumbnail per ``(column, thumb, full)`` in ``shown``, captions, and the
+    reason for any image not shown."""
     names = list(row)
     ann = extract_annotations(row, mapping, skip=generated_columns(names))
     fields = key_fields(row, ann, limit=80)
     e = html.escape
     parts = [f'<figure id="row{n}" data-annotations="{len(ann.shapes) + len(ann.qa)}">']
-    if thumb and full:
-        parts.append(f'<a href="{e(full)}"><img src="{e(thumb)}" alt="{e(fields["id"])}"></a>')
-    else:
+    for col, thumb, full in shown:
+        title = f' title="{e(col)}"' if len(shown) > 1 else ""
+        parts.append(f'<a href="{e(full)}"{title}><img src="{e(thumb)}" alt="{e(fields["id"])}"></a>')
+    if reason:
         parts.append(f'<p class="skipped">no preview: {e(reason)}</p>')
     caption = f'<span class="id">{e(fields["id"])}</span>'
     if fields["label"]:
@@ -108,8 +116,8 @@ def _figure(n: int, row: Mapping[str, Any], thumb: str | None, full: str | None,
     if ann.shapes:
         items = "".join(f'<li data-kind="{s.kind}">{e(s.label or s.kind)}</li>' for s in ann.shapes[:50])
         caption += f'<br>{e(ann.summary())}<ul class="ann">{items}</ul>'
-    if full:
-        caption += f'<br><a href="{e(full)}">full image</a>'
+    for col, _, full in shown:
+        caption += f'<br><a href="{e(full)}">full image{f" ({e(col)})" if len(shown) > 1 else ""}</a>'
     parts.append(f"<figcaption>{caption}</figcaption></figure>")
     return "".join(parts)
 
@@ -128,34 +136,38 @@ def write_gallery(
     ``out_dir`` is never replaced unless ``overwrite``: it is claimed with ``os.mkdir`` (``FileExistsError``
     otherwise); the gallery is written to a hidden sibling and renamed into place when complete."""
     figures, skipped, copied = [], [], set()
-    with staged_folder(out_dir, overwrite) as (tmp, out):
+    thumbs = 0
+    with staged_folder(out_dir, overwrite, layout) as (tmp, out):
         (tmp / "thumbs").mkdir()
         (tmp / "images").mkdir()
         for n, row in enumerate(rows):
             cols = [c for c in image_columns(list(row)) if row.get(c)]
             if not cols:
-                figures.append(_figure(n, row, None, None, mapping, "the row has no image"))
+                figures.append(_figure(n, row, [], mapping, "the row has no image"))
                 skipped.append(f"row {n}: no image")
                 continue
-            col = cols[0]
-            try:
-                source = layout.resolve(row[col])
-                ann = extract_annotations(row, mapping, skip=generated_columns(list(row)))
-                thumb = render_thumbnail(source, ann, GALLERY_SIDE)
-            except (OSError, ValueError) as exc:
-                figures.append(_figure(n, row, None, None, mapping, f"{type(exc).__name__}: {exc}"))
-                skipped.append(f"row {n}: {row[col]}: {exc}")
-                continue
-            full = f"images/{row.get(f'{col}_sha256') or n}{source.suffix.lower()}"
-            if full not in copied:
-                shutil.copyfile(source, tmp / full)
-                copied.add(full)
-            name = f"thumbs/{n:05d}.jpg"
-            (tmp / name).write_bytes(jpeg_bytes(thumb, 85))
-            figures.append(_figure(n, row, name, full, mapping))
+            ann = extract_annotations(row, mapping, skip=generated_columns(list(row)))
+            shown, reasons = [], []
+            for k, col in enumerate(cols):  # every image column; annotations are drawn on the first one
+                try:
+                    source = layout.resolve(row[col])
+                    thumb = render_thumbnail(source, ann if k == 0 else None, GALLERY_SIDE)
+                    name = f"thumbs/{n:05d}_{k}.jpg"
+                    (tmp / name).write_bytes(jpeg_bytes(thumb, 85))
+                    full = f"images/{row.get(f'{col}_sha256') or f'{n}_{k}'}{source.suffix.lower()}"
+                    if full not in copied:
+                        shutil.copyfile(source, tmp / full)
+                        copied.add(full)
+                except Exception as exc:  # noqa: BLE001 - one row's failure is reported, never aborts the page
+                    reasons.append(f"{col}: {type(exc).__name__}: {exc}")
+                    skipped.append(f"row {n}: {row[col]}: {type(exc).__name__}: {exc}")
+                    continue
+                shown.append((col, name, full))
+            thumbs += len(shown)
+            figures.append(_figure(n, row, shown, mapping, "; ".join(reasons)))
         meta = (
-            f"{len(rows)} rows, {len(rows) - len(skipped)} thumbnails; click one for the full image. Boxes: "
-            "red OCR text, blue KIE fields, green layout regions."
+            f"{len(rows)} rows, {thumbs} thumbnails (every image column; annotations on the first); click one "
+            "for the full image. Boxes: red OCR text, blue KIE fields, green layout regions."
         )
         body = f'<div class="grid">{"".join(figures)}</div>'
         (tmp / "index.html").write_text(
@@ -165,7 +177,7 @@ def write_gallery(
         "path": str(out),
         "index": str(out / "index.html"),
         "rows": len(rows),
-        "thumbnails": len(rows) - len(skipped),
+        "thumbnails": thumbs,
         "images": len(copied),
         "skipped": skipped,
     }

@@ -30,6 +30,16 @@ class PartitionPreview:
     profile_png: bytes
     seconds: dict[str, float]
 
+    def sheet_text(self) -> str:
+        """The ``contact_sheet`` entry: a line saying what is shown, then the grid; or why nothing is shown."""
+        sheet = self.sheet
+        what = "rows this run added" if self.scope == "added" else "a sample of the whole partition"
+        if sheet.shown:
+            return f"{sheet.shown} thumbnails of {what}\n\n{sheet.markdown}"
+        if sheet.rows_sampled == 0:
+            return "no rows added by this run" if self.scope == "added" else "the partition has no rows"
+        return f"no images among {what}"
+
     def profile_markdown(self, title: str = "profile") -> str:
         return f"![{title}](data:image/png;base64,{base64.b64encode(self.profile_png).decode('ascii')})"
 

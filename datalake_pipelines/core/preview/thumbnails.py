@@ -19,14 +19,17 @@ from typing import IO, Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from .annotations import PreviewMapping, RowAnnotations, extract_annotations
+from .fonts import label_font
+from .markdown import md_escape
 
 MAX_THUMBNAILS = 24
 THUMB_SIDE = 128
 MAX_SHEET_CHARS = 60_000
 SHEET_COLUMNS = 4
+MIN_SIDE = 16  # px: the short side of a thumbnail of an extreme aspect ratio is padded to this
 # (side, JPEG quality) steps tried in order until the sheet fits its cap
 LADDER = ((128, 70), (128, 55), (112, 50), (96, 45), (80, 40), (64, 35))
 COLORS = {"text": (255, 0, 0), "field": (0, 90, 255), "region": (0, 170, 0)}
@@ -76,19 +79,18 @@ def _rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    font = ImageFont.load_default(max(8, size))
-    if not isinstance(font, ImageFont.FreeTypeFont):  # Pillow without FreeType: a bitmap font, no .size
-        raise RuntimeError("thumbnail labels need Pillow with FreeType (the PyPI wheels include it)")
-    return font
+def _text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, size: int, fill) -> None:
+    """Draw ``text`` in a font that has its glyphs (:mod:`.fonts`); characters no font has are left out."""
+    font, drawable = label_font(text, size)
+    if drawable:
+        draw.text(xy, drawable, fill=fill, font=font)
 
 
 def render_thumbnail(
     path: Path | IO[bytes], annotations: RowAnnotations | None = None, max_side: int = THUMB_SIDE
 ) -> Image.Image:
-    """The displayed image (a file, or an open binary file object) fitted into ``max_side`` px with
-    ``annotations`` drawn; raises ``OSError`` when the file cannot be read or decoded. Only the first frame of an
-    animation is shown."""
+    """The displayed image fitted into ``max_side`` px with ``annotations`` drawn; raises ``OSError`` when the
+    file cannot be read or decoded. Only the first frame of an animation is shown."""
     with Image.open(path) as im:
         orientation = im.getexif().get(274) if im.format != "TIFF" else None  # Pillow shows TIFF transposed
         full = im.size
@@ -100,7 +102,18 @@ def render_thumbnail(
     thumb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     if annotations:
         draw_annotations(thumb, annotations, display)
-    return thumb
+    return letterbox(thumb)
+
+
+def letterbox(thumb: Image.Image, min_side: int = MIN_SIDE) -> Image.Image:
+    """``thumb`` centred on a grey band of at least ``min_side`` px each way: a 10000x50 image fitted into 128 px
+    is 128x1, which no one can see or click."""
+    w, h = thumb.size
+    if w >= min_side and h >= min_side:
+        return thumb
+    canvas = Image.new("RGB", (max(w, min_side), max(h, min_side)), (200, 200, 200))
+    canvas.paste(thumb, ((canvas.width - w) // 2, (canvas.height - h) // 2))
+    return canvas
 
 
 def draw_annotations(thumb: Image.Image, annotations: RowAnnotations, display: tuple[int, int]) -> None:
@@ -110,7 +123,7 @@ def draw_annotations(thumb: Image.Image, annotations: RowAnnotations, display: t
     draw = ImageDraw.Draw(thumb)
     width = max(1, round(max(w, h) / 128))  # 1 px at 128, 2 px at 256
     labelled = max(w, h) >= 192  # a label on a 128 px thumbnail only hides the image: the caption lists them
-    font = _font(max(w, h) // 22)
+    size = max(8, max(w, h) // 22)
     for shape in annotations.scaled(sx, sy):
         color = COLORS.get(shape.kind, COLORS["region"])
         if shape.is_box:
@@ -120,21 +133,24 @@ def draw_annotations(thumb: Image.Image, annotations: RowAnnotations, display: t
             draw.line([*shape.points, shape.points[0]], fill=color, width=width, joint="curve")
         if labelled and shape.label:
             x, y = shape.points[0]
-            draw.text((x, max(0, y - font.size - 1)), shape.label[:24], fill=color, font=font)
+            _text(draw, (x, max(0, y - size - 1)), shape.label[:24], size, color)
     if annotations.qa:
         q, a = annotations.qa[0]
-        font = _font(max(w, h) // 12)
+        size = max(8, max(w, h) // 12)
         lines = [f"Q: {q}"[:48], f"A: {a}"[:48]]
-        band = (font.size + 2) * len(lines) + 2
+        band = (size + 2) * len(lines) + 2
         draw.rectangle([0, h - band, w, h], fill=(0, 0, 0))
         for i, line in enumerate(lines):
-            draw.text((2, h - band + 1 + i * (font.size + 2)), line, fill=(255, 255, 0), font=font)
+            _text(draw, (2, h - band + 1 + i * (size + 2)), line, size, (255, 255, 0))
 
 
 def jpeg_bytes(im: Image.Image, quality: int) -> bytes:
-    """JPEG of ``im``; 4:4:4 chroma keeps 2 px coloured box edges their colour (4:2:0 smears them)."""
+    """JPEG of ``im``; 4:4:4 chroma keeps 2 px coloured box edges their colour (4:2:0 smears them). No
+    ``optimize``: with it Pillow 13 fails on noisy 256 px images at quality >= 70 ("broken data stream when
+    writing image file": libjpeg's Huffman pass outgrows Pillow's buffer); the contact sheet's size cap is
+    met by its quality/size ladder instead."""
     buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality, subsampling=0, optimize=True)
+    im.save(buf, "JPEG", quality=quality, subsampling=0)
     return buf.getvalue()
 
 
@@ -252,11 +268,7 @@ def data_uri(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
-def _md(text: str) -> str:
-    """Text safe in a Markdown table cell: no pipes, no markup, no raw HTML."""
-    for ch in "\\|*_`[]<>#":
-        text = text.replace(ch, "\\" + ch)
-    return text
+_md = md_escape  # the one escape of user text in metadata Markdown (also the ``preview`` table's)
 
 
 def sheet_markdown(thumbs: Sequence[Thumb], columns: int = SHEET_COLUMNS) -> str:

@@ -9,6 +9,7 @@ from dagster_aws.s3 import S3Resource
 from ...core.catalog.parts import iter_partition_batches, partition_files, read_partition_metadata
 from ...core.ingest.processing import BatchResult
 from ...core.lake.layout import PartitionRef
+from ...core.preview.markdown import markdown_table
 from ...lib.partitions import JOB_IDS_TAG, LakePartitionKey, lake_partitions
 from ...lib.resources import LakeResource
 from .preview import preview_metadata
@@ -125,11 +126,4 @@ def partition_metadata(layout, ref: PartitionRef, shown_path: str | None = None)
 
 
 def _md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def cell(value: Any) -> str:
-        text = "" if value is None else str(value)
-        text = text.replace("|", "\\|").replace("\n", " ")
-        return text if len(text) <= 60 else text[:57] + "..."
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, columns)  # escaped, one line per cell, at most 12 columns (core/preview/markdown.py)

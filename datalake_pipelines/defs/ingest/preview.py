@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from ...core.preview.partition import partition_preview
+from ...core.preview.profile import compact_figures
 
 
 def preview_metadata(layout, ref, results=None, log=None) -> dict[str, Any]:
@@ -28,7 +29,6 @@ def preview_metadata(layout, ref, results=None, log=None) -> dict[str, Any]:
             log.warning(f"preview of {ref.key} failed: {type(exc).__name__}: {exc}")
         return {"preview_error": f"{type(exc).__name__}: {exc}"}
     sheet = preview.sheet
-    what = "rows this run added" if preview.scope == "added" else "a sample of the whole partition"
     info = {
         "scope": preview.scope,
         "thumbnails": sheet.shown,
@@ -39,11 +39,9 @@ def preview_metadata(layout, ref, results=None, log=None) -> dict[str, Any]:
         "skipped": sheet.skipped[:10],
         "seconds": preview.seconds,
     }
-    figures = dict(preview.profile)
+    figures = compact_figures(preview.profile) if preview.profile else {}  # top 20 columns: see profile --json
     return {
-        "contact_sheet": dg.MetadataValue.md(
-            f"{sheet.shown} thumbnails of {what}\n\n{sheet.markdown}" if sheet.shown else f"no images among {what}"
-        ),
+        "contact_sheet": dg.MetadataValue.md(preview.sheet_text()),
         "contact_sheet_info": dg.MetadataValue.json(json.loads(json.dumps(info, default=str))),
         "profile": dg.MetadataValue.md(preview.profile_markdown(f"profile of {ref.key}")),
         "profile_figures": dg.MetadataValue.json(json.loads(json.dumps(figures, default=str))),

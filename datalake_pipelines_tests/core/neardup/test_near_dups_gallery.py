@@ -166,5 +166,5 @@ def test_an_unreadable_member_is_captioned_not_fatal(small_lake, tmp_path):
     html = (tmp_path / "p" / "index.html").read_text()
     assert html.count("no preview: UnidentifiedImageError") == 1 and html.count("1 more not shown") == GROUPS
     with pytest.raises(ValueError):
-        write_near_dups_gallery(report, read, tmp_path / "q", limit=0)
+        write_near_dups_gallery(report, read, tmp_path / "q", per_cluster=0)  # limit=0 is allowed: no clusters
     assert not (tmp_path / "q").exists()

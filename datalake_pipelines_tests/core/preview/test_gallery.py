@@ -166,7 +166,7 @@ def test_preview_refuses_an_existing_folder_and_a_bad_filter(client, lake, tmp_p
     out.mkdir()
     (out / "mine.txt").write_text("keep")
     assert main(["--base-path", str(lake.base), "preview", "--partition", KEY, "--out", str(out)]) == 1
-    assert "already exists" in capsys.readouterr().err and (out / "mine.txt").read_text() == "keep"
+    assert "never replaced" in capsys.readouterr().err and (out / "mine.txt").read_text() == "keep"  # not ours
     code = main(
         [
             "--base-path",
