@@ -15,7 +15,7 @@ from ..storage.files import write_bytes_atomic
 from .layout import RAW_TASK, InvalidNameError, LakeLayout, check_name
 
 PROJECT_SCHEMA = Path(__file__).resolve().parents[3] / "config" / "schema.yaml"
-MINIMAL_SCHEMA = {"providers": [], "tasks": {}}
+MINIMAL_SCHEMA: dict[str, Any] = {"providers": [], "tasks": {}}
 
 
 @dataclass
@@ -128,7 +128,7 @@ class SchemaConfig:
         target = path or self.path
         if target is None:
             raise SchemaConfigError("no path to save the schema to")
-        existing = {}
+        existing: Any = {}
         if target.exists():
             existing = yaml.safe_load(target.read_text(encoding="utf-8")) or {}
         doc = self.as_yaml_dict()
