@@ -178,16 +178,15 @@ class DatalakeClient(CollectionClientMixin):
         """
         from .core.ingest import data_file
 
-        args = dict(
-            use_chunked_upload=use_chunked_upload,
-            provider=provider or data_file.DEFAULT_PROVIDER,
-            dataset=dataset or data_file.DEFAULT_DATASET,
-            threshold=threshold,
-            progress=self.progress,
-        )
+        provider = provider or data_file.DEFAULT_PROVIDER
+        dataset = dataset or data_file.DEFAULT_DATASET
         if self.s3_lake is not None:
-            return data_file.create_data_file_s3(self.s3_lake, file_path, **args)
-        return data_file.create_data_file_local(self.layout, file_path, **args)
+            return data_file.create_data_file_s3(
+                self.s3_lake, file_path, use_chunked_upload, provider, dataset, threshold, progress=self.progress
+            )
+        return data_file.create_data_file_local(
+            self.layout, file_path, use_chunked_upload, provider, dataset, threshold, progress=self.progress
+        )
 
     def process_pending(self, **options: Any) -> list[BatchResult]:
         """Process every pending batch in this process (no Dagster needed)."""

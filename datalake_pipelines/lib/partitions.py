@@ -8,7 +8,8 @@ import dagster as dg
 
 from ..core.lake.layout import PARTITION_LEVELS, PartitionRef
 
-lake_partitions = dg.DynamicPartitionsDefinition(name="lake_partitions")
+LAKE_PARTITIONS = "lake_partitions"  # the name as a str: DynamicPartitionsDefinition.name is Optional
+lake_partitions = dg.DynamicPartitionsDefinition(name=LAKE_PARTITIONS)
 
 TAG_PREFIX = "datalake"
 PARTITION_TAG = f"{TAG_PREFIX}/partition"

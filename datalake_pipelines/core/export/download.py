@@ -226,7 +226,7 @@ def download(
     lake: LakeSource | LakeLayout | str,
     selection: Selection | dict[str, Any] | None,
     format: str,
-    out_dir: str | Path,
+    out_dir: str | os.PathLike,
     batch_size: int = 10_000,
     progress: bool = True,
     hive: bool = False,

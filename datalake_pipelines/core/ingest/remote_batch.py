@@ -77,7 +77,7 @@ class RemoteBatch:
 def detect_kind(url: str, kind: str | None = None) -> str:
     """``parquet`` or ``zip``: ``kind`` if given, else from the URL path's suffix."""
     found = kind or KINDS.get(PurePosixPath(urlparse(url).path).suffix.lower())
-    if found not in KINDS.values():
+    if found is None or found not in KINDS.values():
         raise ValidationError(f"cannot stage {url!r} as {found!r}: pass kind='parquet' or kind='zip'")
     return found
 
@@ -209,7 +209,11 @@ def member_path(name: str) -> tuple[str | None, str | None]:
 
 def _plan(url: str, infos: list[zipfile.ZipInfo], max_bytes: int):
     """Split members into (index, relpath) to extract, refused (reported) and skipped (not images)."""
-    accepted, refused, skipped, files, dirs = [], [], [], set(), set()
+    accepted: list[tuple[int, str]] = []
+    refused: list[dict[str, str]] = []
+    skipped: list[str] = []
+    files: set[str] = set()
+    dirs: set[str] = set()
     for index, info in enumerate(infos):
         if info.is_dir():
             continue
@@ -230,6 +234,7 @@ def _plan(url: str, infos: list[zipfile.ZipInfo], max_bytes: int):
         if reason:
             refused.append({"name": info.filename, "reason": reason})
             continue
+        assert rel is not None  # member_path gives a path or a reason
         files.add(rel)
         dirs |= parents
         accepted.append((index, rel))
@@ -335,6 +340,8 @@ class _Sink:
 
 
 class _S3Sink(_Sink):
+    storage: S3Storage
+
     def __init__(self, base: str, job_id: str):
         self.lake = S3Lake(base)
         self.storage, self.job_id = self.lake.storage, job_id
@@ -371,7 +378,7 @@ class _S3Sink(_Sink):
                 number = len(parts) + 1
                 etag = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data)
                 parts.append({"PartNumber": number, "ETag": etag["ETag"]})
-                data = None  # free the part before reading the next one
+                del data  # free the part before reading the next one
                 data = src.read(part_size)
             client.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}

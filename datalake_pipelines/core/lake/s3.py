@@ -84,10 +84,11 @@ class S3Lake(S3Processing, BaseLake):
     @contextlib.contextmanager
     def edit_schema(self) -> Iterator[SchemaConfig]:
         """A local copy of the schema; saved back to the lake when the block ends without an exception."""
-        schema = load_schema(self.scratch_layout())
+        layout = self.scratch_layout()
+        schema = load_schema(layout)  # loaded from layout.schema_file
         yield schema
-        schema.save()
-        self.put_schema(schema.path)
+        schema.save(layout.schema_file)
+        self.put_schema(layout.schema_file)
 
     @property
     def schema_uri(self) -> str:

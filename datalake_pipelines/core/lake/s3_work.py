@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..catalog.parts import CompactionResult, compact_partition
 from ..errors import ValidationError
@@ -30,10 +30,31 @@ from .keys import BATCH_MANIFEST, ERROR_FILE, PARTITION_METADATA
 from .layout import LakeLayout, PartitionRef
 from .protocol import ClaimOptions
 
+if TYPE_CHECKING:
+    from ..storage.backends import S3Storage
+    from .protocol import Claimed
+    from .schema import SchemaConfig
+
 
 class S3Processing:
     """Needs ``storage`` (S3Storage), ``base``, ``cache`` (Path), ``schema()``, ``fail()``, ``claim_ready()``,
     ``_claim_key()``, ``uri_of()`` and ``_sizes_cache`` from the lake class it is mixed into."""
+
+    # what the lake class provides, declared for the type checker only (set in S3Lake.__init__)
+    storage: S3Storage
+    base: str
+    cache: Path
+    _sizes_cache: SegmentCache | None
+
+    if TYPE_CHECKING:  # defined by S3Lake; stubs only for mypy, so that nothing shadows BaseLake at run time
+
+        def schema(self) -> SchemaConfig: ...
+        def fail(self, job_id: str, error: dict[str, Any]) -> str: ...
+        def claim_ready(self, state: dict[str, Any], options: ClaimOptions) -> Claimed: ...
+        @staticmethod
+        def _claim_key(job_id: str) -> str: ...
+        def uri_of(self, key: str) -> str: ...
+        def _drop_pending(self, job_id: str, objects: list[str] | None = None) -> None: ...
 
     # hash index --------------------------------------------------------------------------------------------
     def index_cache(self) -> SegmentCache:
@@ -160,6 +181,8 @@ class S3Processing:
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(lambda e: self.storage.upload(work.base / e.path, e.path), entries))
         if result.part_file:
+            if result.partition is None:  # BatchProcessor sets the partition before it writes a part
+                raise ValueError(f"batch {job_id} wrote a catalog part but names no partition")
             ref = PartitionRef.parse(result.partition)
             prefix = keys.partition(ref)
             part = Path(result.part_file)

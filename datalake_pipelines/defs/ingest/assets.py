@@ -17,7 +17,7 @@ from .preview import preview_metadata
 PREVIEW_ROWS = 5
 
 
-def run_job_ids(context: dg.AssetExecutionContext) -> list[str]:
+def run_job_ids(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[str]:
     raw = context.run.tags.get(JOB_IDS_TAG, "")
     return [j for j in raw.split(",") if j]
 

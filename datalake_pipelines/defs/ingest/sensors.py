@@ -15,7 +15,7 @@ from dagster_aws.s3 import S3Resource
 from ...core.lake.layout import PartitionRef
 from ...core.lake.protocol import ClaimOptions, Lake
 from ...core.lake.queue import process_alive
-from ...lib.partitions import JOB_IDS_TAG, LakePartitionKey, is_valid_partition_key, lake_partitions
+from ...lib.partitions import JOB_IDS_TAG, LAKE_PARTITIONS, LakePartitionKey, is_valid_partition_key, lake_partitions
 from ...lib.resources import LakeResource
 from ...settings import load as load_settings
 from .assets import catalog_partition
@@ -67,7 +67,8 @@ def staging_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, s3: 
         {
             r.partition_key
             for r in requests
-            if not context.instance.has_dynamic_partition(lake_partitions.name, r.partition_key)
+            if r.partition_key is not None  # run_request always sets one
+            and not context.instance.has_dynamic_partition(LAKE_PARTITIONS, r.partition_key)
         }
     )
     return dg.SensorResult(
