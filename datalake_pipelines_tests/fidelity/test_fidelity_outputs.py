@@ -25,6 +25,7 @@ from datalake_pipelines.core.catalog.query import DuckDBClient
 from datalake_pipelines.core.catalog.query_sql import InvalidFilterValueError
 from datalake_pipelines.core.export.download import download
 from datalake_pipelines.core.export.hf_types import HfUnsupportedTypeError, hf_plan
+from datalake_pipelines.core.export.output_guard import OutputPathError
 from datalake_pipelines.core.export.reader import iter_export_batches
 from datalake_pipelines.core.export.tasks import ExportError, run_export
 from datalake_pipelines.core.lake.layout import PartitionRef
@@ -346,14 +347,21 @@ def test_cli_value_not_of_the_column_type_is_an_error_line(city_lake, tmp_path, 
 
 # 9. destinations are never replaced unless asked ---------------------------------------------------------
 def test_download_never_replaces_unless_asked_and_races_have_one_winner(city_lake, tmp_path):
+    # A folder the user wrote is never replaced, even with overwrite (the output guard's rule since the
+    # review of issue 18 found --overwrite could delete any folder); a download folder of ours is, when asked.
     out = tmp_path / "dl"
     out.mkdir()
     (out / "mine.txt").write_text("keep")
-    with pytest.raises(FileExistsError, match="already exists"):
-        download(city_lake, {"where": {"city": "Busan"}}, "parquet", out, progress=False)
+    for overwrite in (False, True):
+        with pytest.raises(OutputPathError, match="not written by this command"):
+            download(city_lake, {"where": {"city": "Busan"}}, "parquet", out, progress=False, overwrite=overwrite)
     assert (out / "mine.txt").read_text() == "keep"
-    download(city_lake, {"where": {"city": "Busan"}}, "parquet", out, progress=False, overwrite=True)
-    assert not (out / "mine.txt").exists() and pq.read_table(out / "data.parquet").num_rows == 1
+    ours = tmp_path / "ours"
+    download(city_lake, {"where": {"city": "Seoul"}}, "parquet", ours, progress=False)
+    with pytest.raises(FileExistsError, match="already exists"):
+        download(city_lake, {"where": {"city": "Busan"}}, "parquet", ours, progress=False)
+    download(city_lake, {"where": {"city": "Busan"}}, "parquet", ours, progress=False, overwrite=True)
+    assert pq.read_table(ours / "data.parquet")["city"].to_pylist() == ["Busan"]
 
     race = tmp_path / "race"
     barrier = threading.Barrier(2)
