@@ -6,11 +6,9 @@ Output goes to a hidden sibling of ``out_dir`` and is renamed into place only wh
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -27,7 +25,7 @@ from ..errors import DatalakeError
 from ..lake.layout import LakeLayout
 from ..storage.files import utc_now_iso, write_json_atomic
 from .hf_types import hf_batch, hf_plan
-from .output_guard import DOWNLOAD_MARKERS, check_output
+from .output_guard import DOWNLOAD_MARKERS, staged_folder
 from .source import LakeSource, open_source
 
 FORMATS = ("parquet", "arrow", "hf")
@@ -262,22 +260,10 @@ def download(
     selection = Selection.coerce(selection)
     source = open_source(lake)
     limit_sql(selection.limit)  # a negative limit is refused here, with or without exclude_near_duplicates
-    out = check_output(out_dir, source, overwrite, DOWNLOAD_MARKERS)  # never the lake; only our own folder
-    out.parent.mkdir(parents=True, exist_ok=True)
-    claimed = False
-    if not overwrite:
-        try:
-            out.mkdir()  # the claim: atomic, so a concurrent download to the same folder fails here
-        except FileExistsError:
-            raise FileExistsError(
-                f"{out} already exists; pass overwrite=True (CLI: --overwrite) to replace it"
-            ) from None
-        claimed = True
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:12]}")
-    tmp.mkdir()
     snapshot_at = utc_now_iso()
     conversions: list[dict[str, Any]] = []
-    try:
+    # never the lake; only our own folder; claimed with mkdir, written aside and renamed into place
+    with staged_folder(out_dir, overwrite, source, DOWNLOAD_MARKERS) as (tmp, out):
         refs = source.select(**selection.partition_filters())
         stats = source.stats(refs).to_pylist()
         with DuckDBClient(base_path=source.base) as duck:
@@ -331,19 +317,4 @@ def download(
             "files": _checksums(tmp),
         }
         write_json_atomic(tmp / MANIFEST, manifest)
-        if claimed:
-            os.rename(tmp, out)  # onto our own empty folder; fails (ENOTEMPTY) if someone wrote into it
-        elif out.exists():
-            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:12]}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if claimed:
-            with contextlib.suppress(OSError):
-                out.rmdir()  # only if still our empty claim
-        raise
     return {**manifest, "path": str(out)}

@@ -15,8 +15,11 @@ Refusals raise :class:`OutputPathError` (a ``ValueError``) naming the path and, 
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import CodedError
@@ -91,3 +94,46 @@ def write_file(out: str | os.PathLike, data: bytes, lake: object, overwrite: boo
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def staged_folder(
+    out_dir: str | os.PathLike, overwrite: bool = False, lake: object = None, markers: Sequence[str] = GALLERY_MARKERS
+) -> Iterator[tuple[Path, Path]]:
+    """Yield ``(tmp, out)``: write the folder's content into ``tmp`` (a hidden sibling of ``out``); on a clean
+    exit it is renamed to ``out``, on an error it is removed and ``out`` is left as it was.
+
+    ``out`` is checked by :func:`check_output` against ``lake`` (never the lake, inside it
+    or holding it; only a folder holding ``markers`` or an empty one is replaced: ``OutputPathError``). It is never
+    replaced unless ``overwrite``: it is claimed with ``os.mkdir`` first (``FileExistsError`` when it exists).
+    With ``overwrite`` the old folder is removed only after the new one is complete."""
+    out = check_output(out_dir, lake, overwrite, markers)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    claimed = False
+    if not overwrite:
+        try:
+            out.mkdir()  # the claim: atomic, so of two writers racing to one folder exactly one gets here
+        except FileExistsError:
+            raise FileExistsError(
+                f"{out} already exists; pass overwrite=True (CLI: --overwrite) to replace it"
+            ) from None
+        claimed = True
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp.mkdir()
+    try:
+        yield tmp, out
+        if claimed:
+            os.rename(tmp, out)  # onto our own empty claim; fails (ENOTEMPTY) if someone wrote into it
+        elif out.exists():
+            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:12]}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if claimed:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise

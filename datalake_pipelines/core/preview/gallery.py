@@ -9,16 +9,13 @@ gallery's copy must never change the lake's content-addressed asset.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import os
 import shutil
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..export.output_guard import GALLERY_MARKERS, check_output
+from ..export.output_guard import staged_folder
 from ..lake.layout import LakeLayout, PartitionRef
 from .annotations import PreviewMapping, extract_annotations
 from .thumbnails import generated_columns, image_columns, jpeg_bytes, key_fields, render_thumbnail
@@ -50,47 +47,6 @@ def page_html(title: str, meta: str, body: str, style: str = STYLE) -> str:
         f"<title>{t}</title><style>{style}</style></head><body>"
         f'<h1>{t}</h1><p class="meta">{meta}</p>{body}</body></html>\n'
     )
-
-
-@contextlib.contextmanager
-def staged_folder(
-    out_dir: str | os.PathLike, overwrite: bool = False, lake: object = None, markers: Sequence[str] = GALLERY_MARKERS
-) -> Iterator[tuple[Path, Path]]:
-    """Yield ``(tmp, out)``: write the folder's content into ``tmp`` (a hidden sibling of ``out``); on a clean
-    exit it is renamed to ``out``, on an error it is removed and ``out`` is left as it was.
-
-    ``out`` is checked by :func:`~..export.output_guard.check_output` against ``lake`` (never the lake, inside it
-    or holding it; only a folder holding ``markers`` or an empty one is replaced: ``OutputPathError``). It is never
-    replaced unless ``overwrite``: it is claimed with ``os.mkdir`` first (``FileExistsError`` when it exists).
-    With ``overwrite`` the old folder is removed only after the new one is complete."""
-    out = check_output(out_dir, lake, overwrite, markers)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    claimed = False
-    if not overwrite:
-        try:
-            out.mkdir()
-        except FileExistsError:
-            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it") from None
-        claimed = True
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:12]}")
-    tmp.mkdir()
-    try:
-        yield tmp, out
-        if claimed:
-            os.rename(tmp, out)  # onto our own empty claim
-        elif out.exists():
-            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:12]}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if claimed:
-            with contextlib.suppress(OSError):
-                out.rmdir()
-        raise
 
 
 def _figure(n: int, row: Mapping[str, Any], shown: Sequence[tuple[str, str, str]], mapping, reason: str = "") -> str:
