@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from ..catalog.parts import PARTITION_COLUMNS, CatalogError
 from ..errors import CodedError
 from .cast import cast_array
+from .walk import rebuild_type
 
 TYPE_CONFLICT = "type_conflict"
 TYPE_NOT_RESTORABLE = "type_not_restorable"
@@ -244,15 +245,4 @@ def restore_table(table: pa.Table, catalog: pa.Schema | None) -> pa.Table:
 def duckdb_readable(t: pa.DataType) -> pa.DataType:
     """``t`` with every ``float16`` widened to ``float32`` (exact): DuckDB's Arrow scan refuses float16
     ("Unsupported Internal Arrow Type e"), while its Parquet reader widens it the same way."""
-    if pa.types.is_float16(t):
-        return pa.float32()
-    if isinstance(t, pa.MapType):
-        return pa.map_(duckdb_readable(t.key_type), t.item_field.with_type(duckdb_readable(t.item_type)))
-    if pa.types.is_struct(t):
-        return pa.struct([t.field(i).with_type(duckdb_readable(t.field(i).type)) for i in range(t.num_fields)])
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        value = t.value_field.with_type(duckdb_readable(t.value_type))
-        if pa.types.is_fixed_size_list(t):
-            return pa.list_(value, t.list_size)
-        return pa.large_list(value) if pa.types.is_large_list(t) else pa.list_(value)
-    return t
+    return rebuild_type(t, lambda x: pa.float32() if pa.types.is_float16(x) else None)

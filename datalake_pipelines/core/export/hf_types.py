@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..arrow.walk import rebuild_type
 from ..errors import CodedError
 
 HF_UNSUPPORTED_TYPE = "hf_unsupported_type"
@@ -29,18 +30,15 @@ class HfUnsupportedTypeError(CodedError):
 
 def hf_type(t: pa.DataType) -> pa.DataType:
     """``t`` with every map replaced by a list of ``{key, value}`` structs."""
-    if isinstance(t, pa.MapType):
+
+    def node(t: pa.DataType) -> pa.DataType | None:
+        if not isinstance(t, pa.MapType):
+            return None
         value = pa.field("value", hf_type(t.item_type), nullable=t.item_field.nullable)
         entry = pa.struct([pa.field("key", hf_type(t.key_type), nullable=False), value])
         return pa.list_(pa.field("item", entry, nullable=False))
-    if pa.types.is_struct(t):
-        return pa.struct([t.field(i).with_type(hf_type(t.field(i).type)) for i in range(t.num_fields)])
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        value = t.value_field.with_type(hf_type(t.value_type))
-        if pa.types.is_fixed_size_list(t):
-            return pa.list_(value, t.list_size)
-        return pa.large_list(value) if pa.types.is_large_list(t) else pa.list_(value)
-    return t
+
+    return rebuild_type(t, node)
 
 
 def hf_array(array: pa.Array, target: pa.DataType) -> pa.Array:

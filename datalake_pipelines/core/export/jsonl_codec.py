@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..arrow.walk import is_list_type, rebuild_type
+
 BASE64 = "base64"
 MAP_ENTRIES = "map_entries"
 EPOCH_UNITS = "epoch_units"
@@ -45,10 +47,6 @@ def _is_binary(t: pa.DataType) -> bool:
         or pa.types.is_fixed_size_binary(t)
         or pa.types.is_binary_view(t)
     )
-
-
-def _is_list(t: pa.DataType) -> bool:
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
 def _has(t: pa.DataType, test) -> bool:
@@ -73,20 +71,14 @@ def column_encodings(schema: pa.Schema) -> dict[str, list[str]]:
 def _map_type(t: pa.DataType, leaf, plain_lists: bool = False) -> pa.DataType:
     """``t`` with ``leaf`` applied to every non-nested type and maps as lists of key/value structs
     (``plain_lists``: every list kind as ``list``, the only one pyarrow's JSON reader builds)."""
-    if isinstance(t, pa.MapType):
-        key, item = _map_type(t.key_type, leaf, plain_lists), _map_type(t.item_type, leaf, plain_lists)
-        return pa.list_(pa.struct([("key", key), ("value", item)]))
-    if pa.types.is_struct(t):
-        fields = [t.field(i) for i in range(t.num_fields)]
-        return pa.struct([f.with_type(_map_type(f.type, leaf, plain_lists)) for f in fields])
-    if _is_list(t):
-        value = t.value_field.with_type(_map_type(t.value_type, leaf, plain_lists))
-        if plain_lists:
-            return pa.list_(value)
-        if pa.types.is_fixed_size_list(t):
-            return pa.list_(value, t.list_size)
-        return pa.large_list(value) if pa.types.is_large_list(t) else pa.list_(value)
-    return leaf(t)
+
+    def node(t: pa.DataType) -> pa.DataType | None:
+        if isinstance(t, pa.MapType):
+            key, item = _map_type(t.key_type, leaf, plain_lists), _map_type(t.item_type, leaf, plain_lists)
+            return pa.list_(pa.struct([("key", key), ("value", item)]))
+        return None if pa.types.is_struct(t) or is_list_type(t) else leaf(t)
+
+    return rebuild_type(t, node, plain_lists)
 
 
 def _written_leaf(t: pa.DataType) -> pa.DataType:
@@ -108,16 +100,7 @@ def _read_leaf(t: pa.DataType) -> pa.DataType:
 
 def _restored_type(t: pa.DataType) -> pa.DataType:
     """The type the reader gives back for an exported ``t``: ``t`` itself, at every depth."""
-    if isinstance(t, pa.MapType):
-        return pa.map_(_restored_type(t.key_type), t.item_field.with_type(_restored_type(t.item_type)))
-    if pa.types.is_struct(t):
-        return pa.struct([t.field(i).with_type(_restored_type(t.field(i).type)) for i in range(t.num_fields)])
-    if _is_list(t):
-        value = t.value_field.with_type(_restored_type(t.value_type))
-        if pa.types.is_fixed_size_list(t):
-            return pa.list_(value, t.list_size)
-        return pa.large_list(value) if pa.types.is_large_list(t) else pa.list_(value)
-    return t
+    return rebuild_type(t, lambda _: None)
 
 
 def _encode_value(value: Any, t: pa.DataType) -> Any:
@@ -129,7 +112,7 @@ def _encode_value(value: Any, t: pa.DataType) -> Any:
         return [{"key": _encode_value(k, t.key_type), "value": _encode_value(v, t.item_type)} for k, v in value]
     if pa.types.is_struct(t):
         return {f.name: _encode_value(value.get(f.name), f.type) for f in t}
-    if _is_list(t):
+    if is_list_type(t):
         return [_encode_value(v, t.value_type) for v in value]
     return value
 
@@ -172,7 +155,7 @@ def _decode_value(value: Any, t: pa.DataType) -> Any:
         return [(_decode_value(e["key"], t.key_type), _decode_value(e["value"], t.item_type)) for e in value]
     if pa.types.is_struct(t):
         return {f.name: _decode_value(value.get(f.name), f.type) for f in t}
-    if _is_list(t):
+    if is_list_type(t):
         return [_decode_value(v, t.value_type) for v in value]
     return value
 
@@ -221,20 +204,12 @@ def decode_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 # Python values of any Arrow value -------------------------------------------------------------------------
 def _times_as_int(t: pa.DataType) -> pa.DataType:
-    if pa.types.is_timestamp(t) or pa.types.is_date64(t):
-        return pa.int64()
-    if pa.types.is_date32(t):
-        return pa.int32()
-    if isinstance(t, pa.MapType):
-        return pa.map_(_times_as_int(t.key_type), t.item_field.with_type(_times_as_int(t.item_type)))
-    if pa.types.is_struct(t):
-        return pa.struct([t.field(i).with_type(_times_as_int(t.field(i).type)) for i in range(t.num_fields)])
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        value = t.value_field.with_type(_times_as_int(t.value_type))
-        if pa.types.is_fixed_size_list(t):
-            return pa.list_(value, t.list_size)
-        return pa.large_list(value) if pa.types.is_large_list(t) else pa.list_(value)
-    return t
+    def node(t: pa.DataType) -> pa.DataType | None:
+        if pa.types.is_timestamp(t) or pa.types.is_date64(t):
+            return pa.int64()
+        return pa.int32() if pa.types.is_date32(t) else None
+
+    return rebuild_type(t, node)
 
 
 def _iso(value: Any, t: pa.DataType) -> Any:
@@ -275,22 +250,15 @@ def python_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
 # typed JSON (HDF5 nested columns) -------------------------------------------------------------------------
 def _storage(t: pa.DataType) -> pa.DataType:
     """``t`` with times as integers in their unit and float16 as float32 (both exact), at any depth."""
-    if pa.types.is_timestamp(t) or pa.types.is_date64(t) or pa.types.is_time64(t) or pa.types.is_duration(t):
-        return pa.int64()
-    if pa.types.is_date32(t) or pa.types.is_time32(t):
-        return pa.int32()
-    if pa.types.is_float16(t):
-        return pa.float32()
-    if isinstance(t, pa.MapType):
-        return pa.map_(_storage(t.key_type), t.item_field.with_type(_storage(t.item_type)))
-    if pa.types.is_struct(t):
-        return pa.struct([t.field(i).with_type(_storage(t.field(i).type)) for i in range(t.num_fields)])
-    if _is_list(t):
-        value = t.value_field.with_type(_storage(t.value_type))
-        if pa.types.is_fixed_size_list(t):
-            return pa.list_(value, t.list_size)
-        return pa.large_list(value) if pa.types.is_large_list(t) else pa.list_(value)
-    return t
+
+    def node(t: pa.DataType) -> pa.DataType | None:
+        if pa.types.is_timestamp(t) or pa.types.is_date64(t) or pa.types.is_time64(t) or pa.types.is_duration(t):
+            return pa.int64()
+        if pa.types.is_date32(t) or pa.types.is_time32(t):
+            return pa.int32()
+        return pa.float32() if pa.types.is_float16(t) else None
+
+    return rebuild_type(t, node)
 
 
 def _to_json(value: Any, t: pa.DataType) -> Any:
@@ -304,7 +272,7 @@ def _to_json(value: Any, t: pa.DataType) -> Any:
         return [{"key": _to_json(k, t.key_type), "value": _to_json(v, t.item_type)} for k, v in value]
     if pa.types.is_struct(t):
         return {f.name: _to_json(value.get(f.name), f.type) for f in t}
-    if _is_list(t):
+    if is_list_type(t):
         return [_to_json(v, t.value_type) for v in value]
     return value
 
@@ -330,7 +298,7 @@ def _from_json(value: Any, t: pa.DataType) -> Any:
         return [(_from_json(e["key"], t.key_type), _from_json(e["value"], t.item_type)) for e in value]
     if pa.types.is_struct(t):
         return {f.name: _from_json(value.get(f.name), f.type) for f in t}
-    if _is_list(t):
+    if is_list_type(t):
         return [_from_json(v, t.value_type) for v in value]
     return value
 
