@@ -28,6 +28,7 @@ import json
 import os
 import stat
 import unicodedata
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,9 +262,9 @@ def hand_drop_table(batch_dir: Path, workers: int = 4) -> pa.Table:
     return scan_folder(batch_dir, hand_drop=True, workers=workers).table()
 
 
-def regular_files(folder: Path) -> set[str]:
-    """Relative paths of the regular files under ``folder``; symlinks (to files or folders) are left out."""
-    found: set[str] = set()
+def walk_files(folder: Path) -> Iterator[tuple[str, os.DirEntry]]:
+    """Yield ``(relative posix path, os.DirEntry)`` for every entry under ``folder`` that is not a folder
+    (regular files, symlinks, FIFOs, ...); symlinked folders are not entered. Order is not defined."""
     stack = [("", folder)]
     while stack:
         prefix, current = stack.pop()
@@ -272,6 +273,10 @@ def regular_files(folder: Path) -> set[str]:
                 rel = f"{prefix}{entry.name}"
                 if entry.is_dir(follow_symlinks=False):
                     stack.append((f"{rel}/", Path(entry.path)))
-                elif entry.is_file(follow_symlinks=False):
-                    found.add(rel)
-    return found
+                else:
+                    yield rel, entry
+
+
+def regular_files(folder: Path) -> set[str]:
+    """Relative paths of the regular files under ``folder``; symlinks (to files or folders) are left out."""
+    return {rel for rel, entry in walk_files(folder) if entry.is_file(follow_symlinks=False)}

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from ..lake.layout import BATCH_DATA, BATCH_MANIFEST, ERROR_FILE, LakeLayout
 from ..storage.files import utc_now_iso, write_json_atomic
-from .file_accounting import CLAIM_MARKER, display_name, is_lake_claim_marker, is_utf8_name
+from .file_accounting import CLAIM_MARKER, display_name, is_lake_claim_marker, is_utf8_name, walk_files
 from .image_columns import is_string_like, resolve_image_columns
 
 KEPT_FILES_DIR = "files"
@@ -56,17 +56,7 @@ def unreferenced_files(batch_dir: Path, referenced: set[str], with_data: bool) -
     """Relative paths of every entry under ``batch_dir`` that is not a folder (regular files, symlinks, FIFOs,
     ...) and neither in ``referenced`` nor one of the lake's own files; symlinked folders are not entered."""
     owned = _lake_files(batch_dir, with_data)
-    found: list[str] = []
-    stack = [("", batch_dir)]
-    while stack:
-        prefix, current = stack.pop()
-        with os.scandir(current) as entries:
-            for entry in entries:
-                rel = f"{prefix}{entry.name}"
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((f"{rel}/", Path(entry.path)))
-                elif rel not in referenced and not (not prefix and entry.name in owned):
-                    found.append(rel)
+    found = [rel for rel, _ in walk_files(batch_dir) if rel not in referenced and not ("/" not in rel and rel in owned)]
     return sorted(found)
 
 

@@ -119,8 +119,11 @@ class S3Lake(S3Processing, BaseLake):
                 raise ValidationError(str(exc).replace(tmp, self.uri_of(keys.pending_batch(job_id)))) from None
 
     def newest_change(self, job_id: str) -> datetime:
-        """Latest ``LastModified`` among a pending batch's objects (hand drops are claimed once it is old)."""
-        return max(o.modified for o in self.storage.list(keys.pending_batch(job_id)))
+        """Latest ``LastModified`` among a pending batch's objects (hand drops are claimed once it is old),
+        as an upper bound: S3 lists it truncated to the second (AWS and moto send ``.000``), so a whole-second
+        value counts from the end of its second, never making a drop look older than it is."""
+        newest = max(o.modified for o in self.storage.list(keys.pending_batch(job_id)))
+        return newest + timedelta(seconds=1) if newest.microsecond == 0 else newest
 
     def pending(self) -> list[str]:
         """Job ids with a complete batch (manifest present) in ``staging/pending``, by manifest time."""

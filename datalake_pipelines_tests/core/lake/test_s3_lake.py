@@ -248,3 +248,15 @@ def test_cli_names_a_missing_bucket(s3_lake, make_jpeg, tmp_path, capsys):
     args = ["upload", "--type", "raw", "--data", str(tmp_path / "src"), "--provider", "aihub", "--dataset", "d"]
     assert main(["--base-path", "s3://no-such-bucket-here/lake", *args]) == 1
     assert "NoSuchBucket" in capsys.readouterr().err
+
+
+def test_a_hand_drop_is_never_older_than_it_really_is(s3_lake):
+    """S3 lists ``LastModified`` in whole seconds (moto and AWS alike), so a drop at 12.9 s reads as 12.0 s;
+    the quiet period must count from the end of that second, or a drop still being copied is claimed up to a
+    second early (found as a flaky contract test under load)."""
+    lake = S3Lake(s3_lake)
+    for n in range(5):
+        time.sleep(0.3)
+        before = time.time()
+        lake.storage.write_bytes(f"{lake_keys.pending_batch('drop')}/f{n}.bin", b"x")
+        assert lake.newest_change("drop").timestamp() >= before
