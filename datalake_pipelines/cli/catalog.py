@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import CliError, emit, lake_base, layout_of
+from .common import CliError, emit, lake_base, lake_of
 
 
 def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
@@ -36,19 +36,20 @@ def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog_compact(args: argparse.Namespace) -> int:
-    from ..core.catalog.parts import compact_partition
+    """Compact one partition or all of them, through the lake (a folder in place; S3 in a work lake, published
+    back with the replaced parts deleted)."""
     from ..core.lake.layout import PartitionRef
 
-    layout = layout_of(args)
-    refs = [PartitionRef.parse(args.partition)] if args.partition else layout.list_partitions()
-    results = [compact_partition(layout, ref) for ref in refs]
+    lake = lake_of(args)
+    refs = [PartitionRef.parse(args.partition)] if args.partition else lake.partitions()
+    results = [lake.rebuild_partition(ref, args.batch_size) for ref in refs]
     docs = [
         {
             "partition": r.partition,
             "files_before": r.files_before,
             "rows": r.rows,
             "duplicates_dropped": r.duplicates_dropped,
-            "path": str(r.path) if r.path else None,
+            "path": f"{lake.catalog_uri(PartitionRef.parse(r.partition))}/{r.path.name}" if r.path else None,
         }
         for r in results
     ]
@@ -98,6 +99,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     catalog = subparsers.add_parser("catalog", help="catalog maintenance").add_subparsers(dest="action", required=True)
     p = catalog.add_parser("compact", parents=parents, help="merge part files into data.parquet")
     p.add_argument("--partition", help="provider/dataset/task/variant (default: every partition)")
+    p.add_argument("--batch-size", type=int, default=10_000, help="rows read and written at a time (memory bound)")
     p.set_defaults(func=cmd_catalog_compact)
     p = catalog.add_parser("rebuild", parents=parents, help="refresh catalog.duckdb (partitions, hash index)")
     p.set_defaults(func=cmd_catalog_rebuild)

@@ -29,6 +29,7 @@ from ..storage.files import write_json_atomic
 from . import batches, queue
 from .keys import LOCAL_CLAIM_MARKER
 from .layout import LakeLayout, PartitionRef
+from .locks import exclusive_lock
 from .protocol import BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_state
 from .schema import SchemaConfig, load_schema
 
@@ -190,8 +191,10 @@ class LocalLake(BaseLake):
         return process_pending(self.layout, options)
 
     def rebuild_partition(self, ref: PartitionRef, batch_size: int, view: LakeLayout | None = None) -> CompactionResult:
-        """Compact a partition in place: one ``data.parquet``, duplicates dropped (idempotent)."""
-        return compact_partition(self.layout, ref, batch_size)
+        """Compact a partition in place: one ``data.parquet``, duplicates dropped (idempotent), under the
+        partition lock a processing run takes, so a CLI compaction never races an ingest of that partition."""
+        with exclusive_lock(self.layout.partition_lock(ref)):
+            return compact_partition(self.layout, ref, batch_size)
 
     def partitions(self) -> list[PartitionRef]:
         """Every partition folder under ``catalog/``."""
