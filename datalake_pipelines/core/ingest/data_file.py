@@ -34,7 +34,7 @@ from ..lake.layout import LakeLayout, check_name
 from ..neardup.phash import FrameHasher, phash_enabled
 from ..storage.files import temp_sibling, utc_now_iso
 from .asset_store import asset_problem, restore_asset
-from .file_accounting import identify_image
+from .file_accounting import is_image_file
 from .hash_index import HashIndex, IndexEntry
 from .images import ImageRejected, displayed_size, exif_orientation, inspect_image, max_pixels_from_env
 
@@ -81,8 +81,9 @@ def _facts(path: Path, data: bytes | None) -> dict[str, Any]:
     source = data if data is not None else path
     try:
         # Identification reads the header only; a header Pillow refuses as a decompression bomb is an image
-        # (rejected below by the pixel limit with its reason), never a plain file.
-        is_image = identify_image(path) is not None
+        # (rejected below by the pixel limit with its reason), never a plain file. A file named as an image
+        # that Pillow cannot identify (cut inside its header) is a broken image, as in folder uploads.
+        is_image = is_image_file(path)
     except OSError as exc:
         raise ValidationError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
     if not is_image:

@@ -79,6 +79,18 @@ def test_plain_file_and_a_broken_image(client, lake, tmp_path):
         client.create_data_file(tmp_path / "nope.bin")
 
 
+@pytest.mark.parametrize("keep", [2, 20, 542])
+def test_a_jpeg_cut_inside_its_header_is_refused_as_folder_uploads_refuse_it(client, lake, tmp_path, make_jpeg, keep):
+    """Found in review: a .jpg cut so early that Pillow cannot identify it was stored as a plain file; a folder
+    upload rejects the same file (the extension names an image format), and so must ``create_data_file``."""
+    whole = make_jpeg(tmp_path / "whole.jpg", size=(300, 200)).read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole[:keep])
+    with pytest.raises(ValidationError, match="cut.jpg"):
+        client.create_data_file(cut)
+    assert not lake.hash_index.exists() or HashIndex(lake.hash_index).get(sha(cut)) is None
+
+
 def test_chunked_local_copy_streams_with_bounded_memory(lake, tmp_path, capsys):
     client = DatalakeClient(lake.base, progress=True)
     small = tmp_path / "small.bin"  # without the flag: one read, unless above the threshold (also warms imports)
