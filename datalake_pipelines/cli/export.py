@@ -65,7 +65,9 @@ def parse_shape(text: str | None) -> list[int] | None:
         raise ExportError("INVALID_OPTION", f"--hdf5-shape expects HxWxC, e.g. 224x224x3, got {text!r}") from None
 
 
-def _summary(info: dict[str, Any]) -> str:
+def _summary(info: dict[str, Any], with_error: bool = True) -> str:
+    """The task as text; ``with_error=False`` leaves the error out when the caller prints it as its own
+    ``error:`` line on stderr (one error line per failure)."""
     p = info["process_info"]
     lines = [
         f"task {info['task_id']}: {info['task_status']} ({p['task_progress']})",
@@ -75,7 +77,7 @@ def _summary(info: dict[str, Any]) -> str:
         f"  output: {info['export_path']}",
         f"  created {info['create_time']}, updated {info['update_time']}",
     ]
-    if p.get("err_code"):
+    if with_error and p.get("err_code"):
         lines.append(f"  error: [{p['err_code']}] {p['err_msg']}")
     return "\n".join(lines)
 
@@ -110,7 +112,7 @@ def cmd_export_create(args: argparse.Namespace) -> int:
         from ..services.exports import export_info
 
         info = export_info(instance, None, task_id)
-        emit(args, info, _summary(info))
+        emit(args, info, _summary(info, with_error=False))
         if info["task_status"] == "done":
             return 0
         p = info["process_info"]

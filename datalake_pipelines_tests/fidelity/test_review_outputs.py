@@ -105,9 +105,12 @@ def test_cli_export_filter_not_exact_is_an_error_line(typed_lake, tmp_path, caps
     argv = ["--base-path", str(typed_lake.base), "export", "create", "--filter", "score=3.5",
             "--destination", str(tmp_path / "exp"), "--now"]  # fmt: skip
     assert main(argv) == 1
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert err.splitlines() == [err.splitlines()[0]] and err.startswith("error: [INVALID_FILTER_TYPE] column 'score'")
     assert "3.5" in err and "Traceback" not in err
+    # one error line per failure: the task summary on stdout does not repeat it (found in review)
+    assert "INVALID_FILTER_TYPE" not in captured.out and "task " in captured.out
     assert not (tmp_path / "exp").exists() or not any(
         p for p in (tmp_path / "exp").rglob("*") if p.is_file() and p.suffix in (".parquet", ".jsonl", ".h5")
     )
