@@ -51,6 +51,16 @@ def detect_image_columns(table: pa.Table, base_dir: Path | None = None) -> list[
     return list(resolve_image_columns(table, base_dir or Path.cwd()).image_columns)
 
 
+# A data path is a Parquet file or a folder: text tables carry no types, and guessing them (ids that look like
+# numbers, dates, empty cells) would change values silently, so the user chooses them in pandas or Arrow.
+TEXT_TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".txt")
+TEXT_TABLE_HINT = (
+    "; a CSV or JSON lines file is not read directly (its column types would be guessed): read it with pandas "
+    "(pd.read_csv / pd.read_json(lines=True)) and pass the DataFrame to the Python client, or save it as "
+    "Parquet (DataFrame.to_parquet) for --data"
+)
+
+
 class BatchStager:
     """Builds one batch folder from a DataFrame, a Parquet file or a folder of files."""
 
@@ -131,7 +141,8 @@ class BatchStager:
                 # memory_map keeps the data file out of RSS; rows are then staged batch by batch.
                 table = pq.read_table(path, memory_map=True)
             except (pa.ArrowException, OSError) as exc:
-                raise ValidationError(f"{path}: not a readable Parquet file: {exc}") from None
+                hint = TEXT_TABLE_HINT if path.suffix.lower() in TEXT_TABLE_SUFFIXES else ""
+                raise ValidationError(f"{path}: not a readable Parquet file: {exc}{hint}") from None
             _check_not_empty(table, str(path))
             return normalize_table(table), path.resolve().parent
         raise ValidationError(f"data file {path} does not exist")

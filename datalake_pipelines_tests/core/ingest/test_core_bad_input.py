@@ -252,3 +252,13 @@ def test_hand_dropped_folder_with_a_symlink_out_is_quarantined(client, lake, tmp
     assert {r["image_sha256"] for r in read_catalog()} == good
     assert [r["file"] for r in result.rejected] == ["zz_link.jpg"]
     assert sha_file(outside) not in asset_hashes(lake)
+
+
+@pytest.mark.parametrize("name", ["rows.csv", "rows.jsonl"])
+def test_a_text_table_path_is_refused_with_what_to_do(client, lake, tmp_path, name):
+    """Found in review: ``upload --data rows.csv`` failed with Arrow's "Parquet magic bytes not found" only."""
+    path = tmp_path / name
+    path.write_text("image,text\na.jpg,hello\n" if name.endswith(".csv") else '{"text": "hello"}\n')
+    with pytest.raises(ValidationError, match=r"not a readable Parquet file.*pd\.read_csv.*DataFrame"):
+        client.upload_task_data(path, "aihub", "d", "ocr", "v", meta={"lang": "ko", "src": "real"})
+    assert not lake.pending.exists() or not any(lake.pending.iterdir())  # nothing staged
