@@ -22,7 +22,7 @@ from ..errors import DatalakeError, ValidationError
 from ..ingest.asset_store import sha256_file
 from ..ingest.hash_index import HashIndex
 from ..ingest.manifest import load_manifest
-from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, fail_batch, process_pending
+from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, process_pending
 from ..ingest.verify import local_sizes
 from ..storage.backends import LocalStorage
 from ..storage.files import write_json_atomic
@@ -147,7 +147,7 @@ class LocalLake(BaseLake):
         """Send a batch still in ``processing/`` to ``failed/`` (its run is going away); False if it is not there."""
         if not self.layout.processing_batch(job_id).is_dir():
             return False
-        fail_batch(self.layout, job_id, error)
+        queue.fail_batch(self.layout, job_id, error)
         return True
 
     def status(self, job_id: str, run_state: RunState | None = None) -> dict[str, Any] | None:
