@@ -17,8 +17,6 @@ MAX_LINES = 450
 
 # Modules over MAX_LINES today (to be split); the list can only shrink.
 OVERSIZED = {
-    "datalake_pipelines/core/collection/units.py",
-    "datalake_pipelines/core/collection/upload.py",
     "datalake_pipelines/core/ingest/remote_batch.py",
 }
 # Circles closed only by an import inside a function (no import-time failure, still one design in two
