@@ -20,6 +20,7 @@ from typing import Any
 from ..catalog.parts import CompactionResult, compact_partition
 from ..errors import DatalakeError, ValidationError
 from ..ingest.asset_store import sha256_file
+from ..ingest.batch_sinks import LocalBatchSink
 from ..ingest.hash_index import HashIndex
 from ..ingest.manifest import load_manifest
 from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, process_pending
@@ -65,6 +66,10 @@ class LocalLake(BaseLake):
     def stage(self, batch_dir: Path, job_id: str) -> str:
         """A batch assembled in :meth:`scratch_layout` is already in ``pending/`` (atomic rename): its path."""
         return str(batch_dir)
+
+    def batch_sink(self, job_id: str) -> LocalBatchSink:
+        """Where a batch is written piece by piece: ``pending/.tmp-<job>``, renamed into ``pending/`` on publish."""
+        return LocalBatchSink(self, job_id)
 
     # queue -------------------------------------------------------------------------------------------------
     def pending(self) -> list[str]:
