@@ -38,11 +38,15 @@ def refused(args, capsys, match: str) -> None:
 
 
 def lake_files(lake) -> set[str]:
+    """The lake's files, less those that come and go on their own: SQLite side files, and processed batches
+    (``staging/processing/.done-*``) that processing deletes in the background."""
     return {
-        p.relative_to(lake.base).as_posix()
+        rel
         for p in lake.base.rglob("*")
-        if p.is_file() and not p.name.endswith(("-wal", "-shm"))
-    }  # SQLite side files come and go
+        if p.is_file()
+        and not p.name.endswith(("-wal", "-shm"))
+        and "/.done-" not in (rel := p.relative_to(lake.base).as_posix())
+    }
 
 
 def commands(lake, out):
