@@ -25,7 +25,8 @@ from pathlib import Path
 from PIL import Image
 
 from datalake_pipelines.core.collection.config import create_collection
-from datalake_pipelines.core.collection.units import organize, read_text
+from datalake_pipelines.core.collection.organize import organize
+from datalake_pipelines.core.collection.reading import read_text
 from datalake_pipelines.core.collection.upload import upload_collection
 from datalake_pipelines.core.lake.layout import LakeLayout
 

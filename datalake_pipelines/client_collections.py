@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from .core.collection import api as cols
-from .core.collection import upload as uploads
+from .core.collection.file_copy import CopyProgress
 from .core.lake.layout import LakeLayout
 
 
@@ -59,7 +59,7 @@ class CollectionClientMixin:
         if not use_chunked_upload:
             return cols.upload_data_file(self.lake_ref, organized_file, str(collection_id))
         sizes = [os.path.getsize(p) for p in organized_file.get("files", {}).values() if os.path.isfile(p)]
-        bar = uploads._Progress(sum(sizes), len(sizes), "uploading", self.progress)
+        bar = CopyProgress(sum(sizes), len(sizes), "uploading", self.progress)
         try:
             return cols.upload_data_file(self.lake_ref, organized_file, str(collection_id), progress=bar, chunked=True)
         finally:

@@ -1,6 +1,7 @@
 """Collections on any lake (a :class:`LakeLayout`, a folder or ``s3://bucket/prefix``): what the CLI and the
 Python client call. Each function opens the lake's :class:`~.backend.CollectionLake` and runs the local code of
-:mod:`.config` / :mod:`.upload` on its layout, publishing config, batches and reports where the lake keeps them.
+:mod:`.config`, :mod:`.data_units` and :mod:`.upload` on its layout, publishing config, batches and reports
+where the lake keeps them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from ..lake.layout import LakeLayout
 from . import config as cols
+from . import data_units
 from . import upload as uploads
 from .backend import open_collection_lake
 
@@ -41,17 +43,17 @@ def create_collection(lake: Lake, *args: Any, **kwargs: Any) -> cols.Collection:
 
 
 def upload_data_file(lake: Lake, organized_file: dict[str, Any], collection_id: str, **kwargs: Any) -> dict[str, Any]:
-    """:func:`.upload.upload_data_file` on any lake (files go to the local upload scratch until staged)."""
+    """:func:`.data_units.upload_data_file` on any lake (files go to the local upload scratch until staged)."""
     target = open_collection_lake(lake)
     target.pull_config()
-    return uploads.upload_data_file(target.layout, organized_file, collection_id, **kwargs)
+    return data_units.upload_data_file(target.layout, organized_file, collection_id, **kwargs)
 
 
 def create_data_units(lake: Lake, uploaded_files: list[dict[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
-    """:func:`.upload.create_data_units` on any lake; the batch is published to the lake's ``staging/pending``."""
+    """:func:`.data_units.create_data_units` on any lake; the batch is published to the lake's ``staging/pending``."""
     target = open_collection_lake(lake)
     target.pull_config()
-    units = uploads.create_data_units(target.layout, uploaded_files, **kwargs)
+    units = data_units.create_data_units(target.layout, uploaded_files, **kwargs)
     if units:
         target.publish(units[0]["job_id"])
     return units

@@ -38,9 +38,9 @@ from ..catalog.parts import (
 )
 from ..catalog.schema_contract import merge_contract, part_schema
 from ..errors import BatchError, DatalakeError, ValidationError
-from ..lake.layout import BATCH_DATA, ERROR_FILE, LakeLayout
+from ..lake.layout import BATCH_DATA, LakeLayout
 from ..lake.locks import exclusive_lock
-from ..lake.queue import scan_pending
+from ..lake.queue import fail_batch, scan_pending
 from ..lake.schema import SchemaConfig, load_schema
 from ..storage.files import UnsafePathError, safe_join, utc_now, utc_now_iso, write_json_atomic
 from .asset_store import StoredFile, StoreOptions, store_files
@@ -101,20 +101,6 @@ def claim_batch(layout: LakeLayout, job_id: str) -> bool:
     except (FileNotFoundError, OSError):
         return False
     return True
-
-
-def fail_batch(layout: LakeLayout, job_id: str, error: dict[str, Any]) -> Path:
-    """Move a batch from ``processing/`` to ``failed/`` with ``error.json``; its files stay intact."""
-    source = layout.processing_batch(job_id)
-    target = layout.failed_batch(job_id)
-    if target.exists():
-        target = target.with_name(f"{job_id}-{utc_now():%Y%m%dT%H%M%S%f}")
-    if source.exists():
-        os.rename(source, target)
-    else:
-        target.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(target / ERROR_FILE, {"job_id": job_id, "failed_at": utc_now_iso(), **error})
-    return target
 
 
 def discard_batch(batch_dir: Path) -> None:

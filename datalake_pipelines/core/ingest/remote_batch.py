@@ -7,56 +7,42 @@
 * **Local lake**: the body is streamed onto the lake's own disk, into ``staging/pending/.tmp-<job>``, which is
   renamed into place once complete (a zip is unpacked there, then deleted).
 
-``_metadata.json`` is written last. ``source.json`` in the batch records the URL, byte count and sha256 of
-the transferred body and the zip members that were refused (absolute path, ``..``, unreadable) or skipped
-(not an image). An empty ``description`` becomes the URL, sha256 and size, so that survives ingestion.
+The lake at ``base`` hands out where the batch goes (``Lake.batch_sink``, :mod:`.batch_sinks`); a zip's members
+are chosen and unpacked by :mod:`.remote_zip`. ``_metadata.json`` is written last. ``source.json`` in the batch
+records the URL, byte count and sha256 of the transferred body and the zip members that were refused (absolute
+path, ``..``, unreadable) or skipped (not an image). An empty ``description`` becomes the URL, sha256 and size,
+so that survives ingestion.
 Memory stays near part_size x (max_concurrency + 2) while streaming and part_size x workers while unpacking.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import http.client
 import json
 import logging
 import os
-import shutil
-import threading
-import urllib.error
-import urllib.request
-import zipfile
-import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from pathlib import PurePosixPath
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from ..errors import ValidationError
-from ..lake import keys
-from ..lake.layout import BATCH_DATA, BATCH_FILES_DIR, BATCH_MANIFEST, RAW_TASK, LakeLayout
-from ..lake.s3 import S3Lake
-from ..lake.schema import SchemaConfig, load_schema
-from ..storage.backends import LocalStorage, S3Storage, is_s3_uri
+from ..lake.layout import BATCH_DATA, BATCH_MANIFEST, RAW_TASK
+from ..lake.open import open_lake
 from ..storage.files import utc_now_iso
-from ..storage.transfer import MiB, TransferError, TransferSettings, stream_url_to_s3
-from .file_accounting import IMAGE_EXTENSIONS
+from ..storage.transfer import TransferSettings
+from .batch_sinks import BatchSink
 from .manifest import BatchManifest
+from .remote_zip import unpack_zip
 from .staging import IMAGE_NAME_HINTS, build_manifest
 
 log = logging.getLogger(__name__)
 
 SOURCE_FILE = "source.json"
-INCOMING = keys.INCOMING
 KINDS = {".parquet": "parquet", ".pq": "parquet", ".zip": "zip"}
 DEFAULT_MAX_UNZIPPED_BYTES = 50 * 1024**3
-MAX_LISTED = 100  # skipped member names kept in source.json (all are counted)
-CHUNK = 1000  # zip members in flight
 
 
 @dataclass
@@ -133,8 +119,9 @@ def stage_remote(
     manifest = build_manifest(
         "raw" if task == RAW_TASK else "task", provider, dataset, task, variant, meta, description, job_id
     )
-    sink = _S3Sink(str(base), manifest.job_id) if is_s3_uri(str(base)) else _LocalSink(base, manifest.job_id)
-    manifest.validate(sink.schema())
+    lake = open_lake(base)
+    sink = lake.batch_sink(manifest.job_id)
+    manifest.validate(lake.schema())
     sink.check_free()
     settings = settings or TransferSettings()
     try:
@@ -143,7 +130,7 @@ def stage_remote(
         if kind == "parquet":
             rows = _check_parquet(url, sink, manifest)
         else:
-            rows, members = _unpack(url, sink, manifest, settings, max_unzipped_bytes, workers, progress)
+            rows, members = unpack_zip(url, sink, manifest, settings, max_unzipped_bytes, workers, progress)
             source.update(members)
         source["staged_at"] = utc_now_iso()
         manifest.row_count = rows
@@ -165,7 +152,7 @@ def _json(doc: Any) -> bytes:
 
 
 # parquet ---------------------------------------------------------------------------------------------
-def _check_parquet(url: str, sink: _Sink, manifest: BatchManifest) -> int:
+def _check_parquet(url: str, sink: BatchSink, manifest: BatchManifest) -> int:
     """Validate ``data.parquet`` from its footer alone (range reads); return its row count."""
     try:
         with sink.open(BATCH_DATA) as fh:
@@ -193,285 +180,3 @@ def _holds_images(fld: pa.Field) -> bool:
         return {t.field(i).name for i in range(t.num_fields)} >= {"bytes", "path"}
     binary = pa.types.is_binary(t) or pa.types.is_large_binary(t)
     return binary and any(hint in fld.name.lower() for hint in IMAGE_NAME_HINTS)
-
-
-# zip -------------------------------------------------------------------------------------------------
-def member_path(name: str) -> tuple[str | None, str | None]:
-    """``(relative path, None)`` for a safe member name, ``(None, reason)`` for a hostile one."""
-    raw = name.replace("\\", "/")
-    if raw.startswith("/") or (len(raw) > 1 and raw[1] == ":"):
-        return None, "absolute path"
-    parts = [p for p in raw.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        return None, "path contains '..'"
-    return ("/".join(parts), None) if parts else (None, "empty name")
-
-
-def _plan(url: str, infos: list[zipfile.ZipInfo], max_bytes: int):
-    """Split members into (index, relpath) to extract, refused (reported) and skipped (not images)."""
-    accepted: list[tuple[int, str]] = []
-    refused: list[dict[str, str]] = []
-    skipped: list[str] = []
-    files: set[str] = set()
-    dirs: set[str] = set()
-    for index, info in enumerate(infos):
-        if info.is_dir():
-            continue
-        rel, reason = member_path(info.filename)
-        if rel is not None:
-            parts = rel.split("/")
-            parents = {"/".join(parts[:i]) for i in range(1, len(parts))}
-            if any(p.startswith(".") or p == "__MACOSX" for p in parts):
-                skipped.append(info.filename)
-                continue
-            if Path(rel).suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped.append(info.filename)
-                continue
-            if rel in files or rel in dirs or parents & files:
-                reason = "clashes with another member of the same path"
-            elif info.flag_bits & 0x1:
-                reason = "encrypted"
-        if reason:
-            refused.append({"name": info.filename, "reason": reason})
-            continue
-        assert rel is not None  # member_path gives a path or a reason
-        files.add(rel)
-        dirs |= parents
-        accepted.append((index, rel))
-    total = sum(infos[i].file_size for i, _ in accepted)
-    if total > max_bytes:
-        raise ValidationError(
-            f"{url}: the zip's images would unpack to {total:,} bytes, above the limit of {max_bytes:,} "
-            "(max_unzipped_bytes); nothing was staged"
-        )
-    return accepted, refused, skipped
-
-
-def _unpack(url, sink, manifest, settings, max_bytes, workers, progress) -> tuple[int, dict[str, Any]]:
-    """Copy the zip's image members into ``files/``, write ``data.parquet``; return (rows, report)."""
-    try:
-        with sink.open(sink.zip_name) as raw, zipfile.ZipFile(raw) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, pa.ArrowException) as exc:
-        raise ValidationError(f"{url}: not a readable zip file ({exc}); nothing was staged") from None
-    accepted, refused, skipped = _plan(url, infos, max_bytes)
-    failures = _copy_members(sink, infos, accepted, settings, workers, progress)
-    refused += [{"name": infos[i].filename, "reason": failures[i]} for i, _ in accepted if i in failures]
-    done = [(i, rel) for i, rel in accepted if i not in failures]
-    if not done:
-        raise ValidationError(
-            f"{url}: the zip holds no usable image files; nothing was staged (refused: {refused[:5]})"
-        )
-    paths = [f"{BATCH_FILES_DIR}/{rel}" for _, rel in done]
-    table = pa.table({"image": pa.array(paths, pa.string()), "file_name": pa.array([r for _, r in done], pa.string())})
-    sink_buf = pa.BufferOutputStream()
-    pq.write_table(table, sink_buf)
-    sink.write(BATCH_DATA, sink_buf.getvalue().to_pybytes())
-    manifest.image_columns = ["image"]
-    manifest.files = [
-        {"path": p, "size": infos[i].file_size, "source": infos[i].filename} for p, (i, _) in zip(paths, done)
-    ]
-    report = {"members": len(done), "refused": refused, "skipped": len(skipped), "skipped_names": skipped[:MAX_LISTED]}
-    return len(done), report
-
-
-def _copy_members(sink, infos, accepted, settings, workers, progress) -> dict[int, str]:
-    """Stream members into the batch, one zip reader per thread; return {index: reason} of unreadable ones."""
-    local, opened, lock, stop = threading.local(), [], threading.Lock(), threading.Event()
-    failures: dict[int, str] = {}
-
-    def reader() -> zipfile.ZipFile:
-        if not hasattr(local, "zf"):
-            raw = sink.open(sink.zip_name)
-            local.zf = zipfile.ZipFile(raw)
-            with lock:
-                opened.append((local.zf, raw))
-        return local.zf
-
-    def copy(item: tuple[int, str]) -> None:
-        index, rel = item
-        if stop.is_set():
-            return
-        try:
-            zf = reader()
-            with zf.open(zf.infolist()[index]) as src:
-                sink.put(f"{BATCH_FILES_DIR}/{rel}", src, infos[index].file_size, settings)
-        except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError) as exc:
-            failures[index] = f"unreadable: {exc}"
-        except BaseException:
-            stop.set()
-            raise
-
-    try:
-        with (
-            ThreadPoolExecutor(max(1, workers)) as pool,
-            tqdm(total=len(accepted), unit="file", desc="unzipping", disable=not progress, leave=False) as bar,
-        ):
-            for start in range(0, len(accepted), CHUNK):  # bounded: map() submits a whole chunk at once
-                for _ in pool.map(copy, accepted[start : start + CHUNK]):
-                    bar.update(1)
-    finally:
-        for zf, raw in opened:
-            zf.close()
-            raw.close()
-    return failures
-
-
-# where the batch goes --------------------------------------------------------------------------------
-class _Sink:
-    """A batch being written: ``storage`` keys under ``batch``; the zip (if any) at ``zip_name``."""
-
-    storage: LocalStorage | S3Storage
-    batch: str
-    zip_name: str
-
-    def key(self, name: str) -> str:
-        return name if name.startswith(INCOMING + "/") else f"{self.batch}/{name}"
-
-    def open(self, name: str):
-        fs, root = self.storage.arrow()
-        return fs.open_input_file(f"{root}/{self.key(name)}")
-
-    def write(self, name: str, data: bytes) -> None:
-        self.storage.write_bytes(self.key(name), data)
-
-    def tidy(self) -> None:
-        """After success: drop what is no longer needed (best effort)."""
-
-
-class _S3Sink(_Sink):
-    storage: S3Storage
-
-    def __init__(self, base: str, job_id: str):
-        self.lake = S3Lake(base)
-        self.storage, self.job_id = self.lake.storage, job_id
-        self.batch, self.zip_name = keys.pending_batch(job_id), f"{INCOMING}/{job_id}.zip"
-
-    def schema(self) -> SchemaConfig:
-        return self.lake.schema()
-
-    def check_free(self) -> None:
-        used = next(iter(self.storage.list(self.batch)), None) is not None
-        claimed = self.storage.exists(keys.claim_marker(self.job_id, local=False))
-        if used or claimed or self.storage.exists(self.zip_name):
-            raise ValidationError(f"job id {self.job_id!r} is already used in {self.lake.base}/staging")
-
-    def _full(self, name: str) -> str:
-        key = self.key(name)
-        return f"{self.storage.prefix}/{key}" if self.storage.prefix else key
-
-    def fetch(self, url: str, name: str, settings: TransferSettings, progress: bool) -> dict[str, Any]:
-        return stream_url_to_s3(url, f"s3://{self.storage.bucket}/{self._full(name)}", settings, progress=progress)
-
-    def put(self, name: str, src: BinaryIO, size: int, settings: TransferSettings) -> None:
-        """Upload a stream: one put if it fits a part, else a multipart upload of one part at a time."""
-        client, bucket, key = self.storage.client, self.storage.bucket, self._full(name)
-        part_size = settings.part_size_for(size)
-        data = src.read(part_size)
-        if len(data) < part_size:
-            client.put_object(Bucket=bucket, Key=key, Body=data)
-            return
-        upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-        parts: list[dict[str, Any]] = []
-        try:
-            while data:
-                number = len(parts) + 1
-                etag = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data)
-                parts.append({"PartNumber": number, "ETag": etag["ETag"]})
-                del data  # free the part before reading the next one
-                data = src.read(part_size)
-            client.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            )
-        except BaseException:
-            with contextlib.suppress(Exception):  # the original error matters more
-                client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-            raise
-
-    def publish(self) -> str:
-        return self.lake.uri_of(self.batch)
-
-    def discard(self) -> None:
-        """Delete everything staged for the job (manifest first, so it never looks complete)."""
-        keys = [o.key for o in self.storage.list(self.batch)]
-        manifest = f"{self.batch}/{BATCH_MANIFEST}"
-        self.storage.delete([k for k in keys if k == manifest])
-        self.storage.delete([k for k in keys if k != manifest] + [self.zip_name])
-
-    def tidy(self) -> None:
-        try:
-            self.storage.delete([self.zip_name])
-        except Exception as exc:  # noqa: BLE001 - the batch is staged; a lifecycle rule can clean up
-            log.warning("could not delete %s: %s", self.lake.uri_of(self.zip_name), exc)
-
-
-class _LocalSink(_Sink):
-    def __init__(self, base: str | os.PathLike, job_id: str):
-        self.layout = LakeLayout(base)
-        self.storage, self.job_id = LocalStorage(self.layout.base), job_id
-        self.tmp = self.layout.pending_temp(job_id)
-        self.batch, self.zip_name = self.tmp.relative_to(self.layout.base).as_posix(), ".source.zip"
-
-    def schema(self) -> SchemaConfig:
-        return load_schema(self.layout)
-
-    def check_free(self) -> None:
-        lay = self.layout
-        places = [lay.pending_batch, lay.pending_temp, lay.processing_batch, lay.failed_batch, lay.job_record]
-        try:
-            if any(place(self.job_id).exists() for place in places):
-                raise FileExistsError
-            self.tmp.mkdir()  # claims the name: a concurrent stager with the same job id fails here
-        except FileExistsError:
-            raise ValidationError(f"job id {self.job_id!r} is already used in this lake; pick another") from None
-
-    def fetch(self, url: str, name: str, settings: TransferSettings, progress: bool) -> dict[str, Any]:
-        return download(url, self.tmp / name, progress=progress)
-
-    def put(self, name: str, src: BinaryIO, size: int, settings: TransferSettings) -> None:
-        dest = self.tmp / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(dest, "xb") as out:
-                shutil.copyfileobj(src, out, MiB)
-        except BaseException:
-            dest.unlink(missing_ok=True)
-            raise
-
-    def publish(self) -> str:
-        (self.tmp / self.zip_name).unlink(missing_ok=True)
-        final = self.layout.pending_batch(self.job_id)
-        os.rename(self.tmp, final)
-        return str(final)
-
-    def discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def download(url: str, dest: Path, progress: bool = False, timeout: float = 60) -> dict[str, Any]:
-    """Stream ``url`` into ``dest`` 1 MiB at a time; return its bytes and sha256 (``TransferError`` on failure)."""
-    try:
-        resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - http(s) URLs from the caller
-    except urllib.error.HTTPError as exc:
-        raise TransferError(f"GET {url} failed: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise TransferError(f"GET {url} failed: {exc}") from exc
-    digest, nbytes = hashlib.sha256(), 0
-    length = resp.headers.get("Content-Length")
-    size = int(length) if length and length.isdigit() else None
-    try:
-        with (
-            resp,
-            open(dest, "wb") as out,
-            tqdm(total=size, unit="B", unit_scale=True, disable=not progress, leave=False, desc=dest.name) as bar,
-        ):
-            while chunk := resp.read(MiB):
-                digest.update(chunk)
-                out.write(chunk)
-                nbytes += len(chunk)
-                bar.update(len(chunk))
-    except (OSError, http.client.HTTPException) as exc:
-        raise TransferError(f"reading {url} failed after {nbytes} bytes: {exc}") from exc
-    if size is not None and nbytes != size:
-        raise TransferError(f"{url} ended after {nbytes} of {size} bytes (Content-Length)")
-    return {"bytes": nbytes, "sha256": digest.hexdigest()}

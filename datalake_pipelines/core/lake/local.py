@@ -21,9 +21,10 @@ from ..catalog.parts import CompactionResult, compact_partition
 from ..catalog.warehouse import refresh_duckdb
 from ..errors import DatalakeError, ValidationError
 from ..ingest.asset_store import sha256_file
+from ..ingest.batch_sinks import LocalBatchSink
 from ..ingest.hash_index import HashIndex
 from ..ingest.manifest import load_manifest
-from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, fail_batch, process_pending
+from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, process_pending
 from ..ingest.verify import local_sizes
 from ..storage.backends import LocalStorage
 from ..storage.files import write_json_atomic
@@ -67,6 +68,10 @@ class LocalLake(BaseLake):
     def stage(self, batch_dir: Path, job_id: str) -> str:
         """A batch assembled in :meth:`scratch_layout` is already in ``pending/`` (atomic rename): its path."""
         return str(batch_dir)
+
+    def batch_sink(self, job_id: str) -> LocalBatchSink:
+        """Where a batch is written piece by piece: ``pending/.tmp-<job>``, renamed into ``pending/`` on publish."""
+        return LocalBatchSink(self, job_id)
 
     # queue -------------------------------------------------------------------------------------------------
     def pending(self) -> list[str]:
@@ -149,7 +154,7 @@ class LocalLake(BaseLake):
         """Send a batch still in ``processing/`` to ``failed/`` (its run is going away); False if it is not there."""
         if not self.layout.processing_batch(job_id).is_dir():
             return False
-        fail_batch(self.layout, job_id, error)
+        queue.fail_batch(self.layout, job_id, error)
         return True
 
     def status(self, job_id: str, run_state: RunState | None = None) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ..catalog.parts import CompactionResult
+from ..ingest.batch_sinks import BatchSink
 from ..ingest.hash_index import HashIndex
 from ..ingest.processing import BatchResult, ProcessOptions
 from .layout import LakeLayout, PartitionRef
@@ -115,6 +116,7 @@ class Lake(Protocol):
     def schema_uri(self) -> str: ...
     def scratch_layout(self) -> LakeLayout: ...
     def stage(self, batch_dir: Path, job_id: str) -> str: ...
+    def batch_sink(self, job_id: str) -> BatchSink: ...  # a batch written in place (staged from a URL)
 
     # queue
     def pending(self) -> list[str]: ...

@@ -1,4 +1,4 @@
-"""The staging queue: which pending batches are ready, claiming them exactly once, claim markers.
+"""The staging queue: which pending batches are ready, claiming them exactly once, claim markers, failing a batch.
 
 A batch written by the client is complete the moment it appears in ``pending/`` (atomic rename).
 A hand-dropped folder (copied with ``cp``/``rsync``) is ready only once its file count, sizes and
@@ -20,9 +20,9 @@ from typing import Any
 from ...settings import DEFAULT_GRACE_SECONDS, DEFAULT_QUIET_SECONDS  # noqa: F401 - one default, in settings
 from ..errors import ValidationError
 from ..ingest.manifest import load_manifest
-from ..storage.files import read_json, utc_now_iso, write_json_atomic
+from ..storage.files import read_json, utc_now, utc_now_iso, write_json_atomic
 from .keys import LOCAL_CLAIM_MARKER
-from .layout import BATCH_MANIFEST, LakeLayout, PartitionRef
+from .layout import BATCH_MANIFEST, ERROR_FILE, LakeLayout, PartitionRef
 
 CLAIM_MARKER = LOCAL_CLAIM_MARKER
 MAX_ATTEMPTS = 2  # a batch whose run died is tried once more (run key <job>.attempt2), then failed
@@ -210,8 +210,6 @@ def run_key_for(job_id: str, attempt: int) -> str:
 
 def requeue_or_fail(layout: LakeLayout, job_id: str, reason: str, run_id: str | None) -> str:
     """After the run holding a batch died: back to ``pending/`` for another attempt, or to ``failed/``."""
-    from ..ingest.processing import fail_batch  # local import: processing imports nothing from here
-
     folder = layout.processing_batch(job_id)
     attempt = attempt_of(folder)
     if attempt < MAX_ATTEMPTS:
@@ -221,6 +219,20 @@ def requeue_or_fail(layout: LakeLayout, job_id: str, reason: str, run_id: str | 
     (folder / CLAIM_MARKER).unlink(missing_ok=True)
     fail_batch(layout, job_id, {"error": reason, "run_id": run_id, "attempts": attempt})
     return "failed"
+
+
+def fail_batch(layout: LakeLayout, job_id: str, error: dict[str, Any]) -> Path:
+    """Move a batch from ``processing/`` to ``failed/`` with ``error.json``; its files stay intact."""
+    source = layout.processing_batch(job_id)
+    target = layout.failed_batch(job_id)
+    if target.exists():
+        target = target.with_name(f"{job_id}-{utc_now():%Y%m%dT%H%M%S%f}")
+    if source.exists():
+        os.rename(source, target)
+    else:
+        target.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(target / ERROR_FILE, {"job_id": job_id, "failed_at": utc_now_iso(), **error})
+    return target
 
 
 def reject_pending(layout: LakeLayout, job_id: str, reason: str) -> Path | None:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatalakeError, ValidationError
+from ..ingest.batch_sinks import S3BatchSink
 from ..ingest.manifest import BatchManifest, load_manifest
 from ..storage.backends import S3Storage, cache_dir_for, upload_tree
 from ..storage.files import utc_now_iso
@@ -108,6 +109,10 @@ class S3Lake(S3Processing, BaseLake):
         finally:
             shutil.rmtree(batch_dir, ignore_errors=True)
         return self.uri_of(keys.pending_batch(job_id))
+
+    def batch_sink(self, job_id: str) -> S3BatchSink:
+        """Where a batch is written piece by piece: objects in ``staging/pending/<job>/``, manifest last."""
+        return S3BatchSink(self, job_id)
 
     def read_manifest(self, job_id: str) -> BatchManifest:
         data = self.storage.read_bytes(keys.pending_manifest(job_id))

@@ -13,8 +13,9 @@ import pytest
 
 from datalake_pipelines.cli.main import main
 from datalake_pipelines.client_collections import CollectionClientMixin
-from datalake_pipelines.core.collection import upload as up
-from datalake_pipelines.core.collection.upload import RetryPolicy, UploadError, copy_file, upload_collection
+from datalake_pipelines.core.collection import data_units
+from datalake_pipelines.core.collection.file_copy import CHUNK_SIZE, CHUNKED_THRESHOLD, RetryPolicy, copy_file
+from datalake_pipelines.core.collection.upload import UploadError, upload_collection
 from datalake_pipelines.core.ingest.hash_index import HashIndex
 from datalake_pipelines.core.ingest.processing import list_pending, process_pending
 from datalake_pipelines.core.lake.layout import LakeLayout
@@ -112,7 +113,7 @@ def flaky(failures: int, err: int = errno.EIO):
 
 def test_transient_errors_are_retried_with_exponential_backoff(lake, collection, folder, monkeypatch):
     copy, calls = flaky(2)
-    monkeypatch.setattr(up, "copy_file", copy)
+    monkeypatch.setattr(data_units, "copy_file", copy)
     delays: list[float] = []
     policy = RetryPolicy(attempts=3, base_delay=0.1, max_delay=10, sleep=delays.append)
     report = upload_collection(lake, folder, collection, progress=False, num_proc=1, policy=policy)
@@ -127,7 +128,7 @@ def test_transient_errors_are_retried_with_exponential_backoff(lake, collection,
 
 def test_clear_error_after_the_last_try(lake, collection, folder, monkeypatch):
     copy, calls = flaky(99, errno.EAGAIN)
-    monkeypatch.setattr(up, "copy_file", copy)
+    monkeypatch.setattr(data_units, "copy_file", copy)
     report = upload_collection(lake, folder, collection, progress=False, policy=NO_SLEEP)
     assert report["upload"]["failed"] == 5 and report["upload"]["uploaded"] == 0
     unit = next(x for x in report["units"] if x["unit"] == "sample_001")
@@ -147,7 +148,7 @@ def test_permission_denied_at_upload_is_not_retried(lake, collection, folder, mo
             raise PermissionError(errno.EACCES, "Permission denied", source)
         return real(source, dest, progress)
 
-    monkeypatch.setattr(up, "copy_file", copy)
+    monkeypatch.setattr(data_units, "copy_file", copy)
     report = upload_collection(lake, folder, collection, progress=False, policy=NO_SLEEP)
     assert report["upload"]["failed"] == 1 and report["upload"]["uploaded"] == 4
     assert sum(c.endswith("sample_002.jpg") for c in calls) == 1
@@ -163,7 +164,7 @@ def test_file_disappearing_mid_upload(lake, collection, folder, monkeypatch, rea
             os.unlink(source)
         return real(source, dest, progress)
 
-    monkeypatch.setattr(up, "copy_file", copy)
+    monkeypatch.setattr(data_units, "copy_file", copy)
     report = upload_collection(lake, folder, collection, progress=False, policy=NO_SLEEP)
     unit = next(x for x in report["units"] if x["unit"] == "sample_003")
     assert unit["upload"] == "failed" and unit["problems"][-1]["kind"] == "vanished"
@@ -178,7 +179,7 @@ def test_file_disappearing_mid_upload(lake, collection, folder, monkeypatch, rea
 
 
 def test_failed_batch_keeps_earlier_batches_and_rerun_completes(lake, collection, folder, monkeypatch, read_catalog):
-    real_stage = up._LinkingStager.stage
+    real_stage = data_units._LinkingStager.stage
     calls = [0]
 
     def stage(self, *args, **kwargs):
@@ -187,13 +188,13 @@ def test_failed_batch_keeps_earlier_batches_and_rerun_completes(lake, collection
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_stage(self, *args, **kwargs)
 
-    monkeypatch.setattr(up._LinkingStager, "stage", stage)
+    monkeypatch.setattr(data_units._LinkingStager, "stage", stage)
     with pytest.raises(UploadError, match="No space left on device") as err:
         upload_collection(lake, folder, collection, batch_size=2, progress=False)
     u = err.value.report["upload"]
     assert (u["status"], u["uploaded"], len(u["batches"])) == ("failed", 2, 1)
     assert pending_count(lake) == 1
-    monkeypatch.setattr(up._LinkingStager, "stage", real_stage)
+    monkeypatch.setattr(data_units._LinkingStager, "stage", real_stage)
     process_pending(lake)
     again = upload_collection(lake, folder, collection, batch_size=2, progress=False)
     assert (again["upload"]["skipped"], again["upload"]["uploaded"]) == (2, 3)
@@ -205,7 +206,7 @@ def test_chunked_copy_of_a_large_file_keeps_memory_bounded(tmp_path):
     source = tmp_path / "big.bin"
     block = os.urandom(1024 * 1024)
     with open(source, "wb") as fh:
-        for _ in range(up.CHUNKED_THRESHOLD // len(block) + 8):  # 58 MiB
+        for _ in range(CHUNKED_THRESHOLD // len(block) + 8):  # 58 MiB
             fh.write(block)
     chunks: list[int] = []
     tracemalloc.start()
@@ -214,9 +215,9 @@ def test_chunked_copy_of_a_large_file_keeps_memory_bounded(tmp_path):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert size == source.stat().st_size and len(chunks) == -(-size // up.CHUNK_SIZE)
+    assert size == source.stat().st_size and len(chunks) == -(-size // CHUNK_SIZE)
     assert sha == hashlib.sha256(source.read_bytes()).hexdigest()
-    assert peak < 2 * up.CHUNK_SIZE, f"peak {peak / 2**20:.1f} MiB"
+    assert peak < 2 * CHUNK_SIZE, f"peak {peak / 2**20:.1f} MiB"
 
 
 class Client(CollectionClientMixin):
@@ -225,7 +226,7 @@ class Client(CollectionClientMixin):
 
 
 def test_mixin_in_the_reference_shape(lake, collection, folder, read_catalog):
-    from datalake_pipelines.core.collection.units import organize
+    from datalake_pipelines.core.collection.organize import organize
 
     client = Client(lake)
     assert client.list_data_collection()[0]["name"] == "docs"
@@ -287,7 +288,7 @@ def test_a_lake_inside_the_uploaded_folder_is_not_walked(tmp_path, make_jpeg):
 def test_identical_units_in_one_batch_are_two_rows_with_the_ids_processing_gives(
     lake, collection, folder, read_catalog
 ):
-    from datalake_pipelines.core.collection.units import organize
+    from datalake_pipelines.core.collection.organize import organize
 
     client = Client(lake)
     unit = next(u for u in organize(folder, collection).units if u.key == "sample_001")

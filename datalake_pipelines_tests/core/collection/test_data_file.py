@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from datalake_pipelines import DatalakeClient
-from datalake_pipelines.core.collection import upload as up
+from datalake_pipelines.core.collection import file_copy
 from datalake_pipelines.core.errors import ValidationError
 from datalake_pipelines.core.ingest.hash_index import HashIndex
 from datalake_pipelines.core.lake.s3 import S3Lake
@@ -155,7 +155,7 @@ def test_upload_data_file_honours_use_chunked_upload(lake, collection, tmp_path,
     note = tmp_path / "u1.json"
     note.write_text(json.dumps({"words": ["a"]}))
     unit = {"files": {"image": image, "annotation": note}, "meta": {"origin_file_stem": "u1"}}
-    monkeypatch.setattr(up, "CHUNK_SIZE", 64 * KiB)
+    monkeypatch.setattr(file_copy, "CHUNK_SIZE", 64 * KiB)
     client = DatalakeClient(lake.base, progress=True)
     plain, plain_peak = peak_of(lambda: client.upload_data_file(unit, collection.id))
     chunked, chunked_peak = peak_of(lambda: client.upload_data_file(unit, collection.id, use_chunked_upload=True))

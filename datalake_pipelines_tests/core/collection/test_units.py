@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from datalake_pipelines.core.collection import units as units_mod
+from datalake_pipelines.core.collection import organize as organize_mod
 from datalake_pipelines.core.collection.config import CollectionError, create_collection
-from datalake_pipelines.core.collection.units import format_table, organize
+from datalake_pipelines.core.collection.organize import organize
+from datalake_pipelines.core.collection.units import format_table
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -155,7 +156,7 @@ def test_file_disappearing_before_it_is_read(tmp_path, collection, make_unit, mo
     folder = tmp_path / "in"
     make_unit(folder, "stays")
     make_unit(folder, "goes")
-    walk = units_mod._walk
+    walk = organize_mod.walk_files
 
     def walk_then_delete(path, *skip):
         found = walk(path, *skip)
@@ -163,7 +164,7 @@ def test_file_disappearing_before_it_is_read(tmp_path, collection, make_unit, mo
         (folder / "goes.jpg").unlink()
         return found
 
-    monkeypatch.setattr(units_mod, "_walk", walk_then_delete)
+    monkeypatch.setattr(organize_mod, "walk_files", walk_then_delete)
     units = by_key(organize(folder, collection))
     assert units["stays"].complete
     assert sorted(kinds(units["goes"])) == ["vanished", "vanished"]

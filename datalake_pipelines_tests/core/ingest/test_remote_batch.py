@@ -26,7 +26,8 @@ from PIL import Image
 from datalake_pipelines.cli.main import main
 from datalake_pipelines.client import DatalakeClient
 from datalake_pipelines.core.errors import ValidationError
-from datalake_pipelines.core.ingest.remote_batch import member_path, stage_remote, stage_url
+from datalake_pipelines.core.ingest.remote_batch import stage_remote, stage_url
+from datalake_pipelines.core.ingest.remote_zip import member_path
 from datalake_pipelines.core.lake.s3 import S3Lake
 from datalake_pipelines.core.storage.backends import S3Storage, split_s3_uri
 from datalake_pipelines.core.storage.transfer import MiB, TransferError, TransferSettings
