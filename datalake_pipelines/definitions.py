@@ -7,15 +7,11 @@ objects under one key, so no domain binds its own).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
-from .core.catalog.s3 import cached_duckdb_file
-from .core.lake.layout import LakeLayout
-from .core.storage.backends import is_s3_uri
+from .core.lake.open import duckdb_file_of
 from .defs.athena import definitions as athena
 from .defs.athena.resources import athena_settings_from_env
 from .defs.exports import definitions as exports
@@ -26,16 +22,11 @@ from .lib.resources import lake_resource_from_env
 from .settings import load as load_settings
 
 
-def duckdb_file(base: str) -> Path:
-    """``<base>/catalog.duckdb``, or its local copy in the cache folder for an S3 lake."""
-    return cached_duckdb_file(base) if is_s3_uri(base) else LakeLayout(base or None, create=False).duckdb_file
-
-
 def resources() -> dict[str, object]:
     """The code location's resources (``lake``, ``duckdb``, ``s3``, ``athena``), configured from the settings."""
     return {
         "lake": lake_resource_from_env(),
-        "duckdb": DuckDBResource(database=str(duckdb_file(load_settings().base_path))),
+        "duckdb": DuckDBResource(database=str(duckdb_file_of(load_settings().base_path))),
         "s3": S3Resource(),
         "athena": athena_settings_from_env(),
     }

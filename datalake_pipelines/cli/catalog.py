@@ -15,7 +15,7 @@ from .common import CliError, emit, lake_base, lake_of
 def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
     """Refresh catalog.duckdb now, as a Dagster run of the warehouse asset (recorded in $DAGSTER_HOME)."""
     from ..core.catalog.query import DuckDBClient
-    from ..definitions import duckdb_file
+    from ..core.lake.open import duckdb_file_of
     from ..lib.resources import LakeResource
     from ..services.runner import get_instance, refresh_catalog_db
 
@@ -26,7 +26,7 @@ def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
     with DuckDBClient(base_path=base) as duck:
         parts = duck.retrieve_partitions()
     rows = int(parts["rows"].sum()) if len(parts) else 0
-    database = duckdb_file(base)
+    database = duckdb_file_of(base)
     emit(
         args,
         {"database": str(database), "partitions": len(parts), "rows": rows},

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.lake.layout import LakeLayout
+from ..core.lake.open import lake_kind
 from ..settings import BASE_PATH_ENV
 from ..settings import load as load_settings
 
@@ -203,7 +204,7 @@ def lake_of(args: argparse.Namespace):
 def s3_base(args: argparse.Namespace) -> str | None:
     """The lake base when it is ``s3://...`` (flag or ``$DATALAKE_BASE_PATH``), else None."""
     base = str(getattr(args, "base_path", None) or load_settings().base_path)
-    return base if base.startswith("s3://") else None
+    return base if lake_kind(base) == "s3" else None
 
 
 def lake_base(args: argparse.Namespace) -> str | Path:

@@ -98,9 +98,10 @@ def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo) ->
 def refresh_catalog_db(instance: dg.DagsterInstance, lake) -> bool:
     from dagster_duckdb import DuckDBResource
 
-    from ..definitions import defs, duckdb_file
+    from ..core.lake.open import duckdb_file_of
+    from ..definitions import defs
 
-    resources = {"lake": lake, "duckdb": DuckDBResource(database=str(duckdb_file(lake.base)))}
+    resources = {"lake": lake, "duckdb": DuckDBResource(database=str(duckdb_file_of(lake.base)))}
     result = defs.resolve_job_def("refresh_catalog_db").execute_in_process(
         instance=instance, resources=resources, raise_on_error=False
     )

@@ -134,13 +134,11 @@ def test_bad_settings_are_refused_by_name():
 
 
 def test_totals_on_an_s3_lake(s3_lake, tmp_path, make_jpeg):
-    from datalake_pipelines.core.catalog.warehouse import refresh_duckdb
-
     client = DatalakeClient(s3_lake, progress=False)
     a = [make_jpeg(tmp_path / "a" / f"a{i}.jpg") for i in range(2)]
     client.upload_raw_data(pd.DataFrame({"image": [str(a[0]), str(a[1]), str(a[0])]}), "inhouse", "set_a")
     assert all(r.status == "done" for r in client.process_pending())
-    refresh_duckdb(s3_lake)
+    client.lake.refresh_warehouse()
     totals = read_lake_totals(s3_lake)
     [row] = totals.datasets
     assert (row["rows"], row["assets"], row["file_refs"], row["distinct_files"]) == (3, 2, 3, 2)

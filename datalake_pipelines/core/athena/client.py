@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..catalog.parts import PARTITION_COLUMNS
 from ..errors import DatalakeError
-from ..storage.backends import is_s3_uri
+from ..storage.backends import storage_kind
 from .tables import TABLE_PREFIX, check_database, check_identifier, table_name
 
 ALL_TABLES = "catalog"
@@ -142,7 +142,7 @@ class AthenaClient:
         glue=None,
     ):
         self.database = check_database(database)
-        if s3_output and not is_s3_uri(s3_output):
+        if s3_output and storage_kind(s3_output) != "s3":
             raise ValueError(f"s3_output must be an s3:// location, got {s3_output!r}")
         self.s3_output = s3_output or None
         self.workgroup = workgroup or None

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 
-from ...settings import load as load_settings
-from ..storage.backends import is_s3_uri
+from ..lake.open import lake_kind
 
 
 def athena_applies(base: str | os.PathLike | None) -> bool:
     """True for an ``s3://`` lake (Glue tables point at S3 locations), False for a folder.
 
     ``base`` empty or ``None`` means ``$DATALAKE_BASE_PATH``."""
-    return is_s3_uri(str(base or load_settings().base_path))
+    return lake_kind(base) == "s3"

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from ..catalog.parts import CatalogError
 from ..errors import DatalakeError
 from ..lake.layout import PARTITION_LEVELS, InvalidNameError, PartitionRef
-from ..storage.backends import Storage, is_s3_uri, open_storage
+from ..storage.backends import Storage, open_storage
 
 GLUE_BATCH = 100
 PARQUET_INPUT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
@@ -229,10 +229,11 @@ def _table_columns(name: str, schemas: dict[PartitionRef, list[pa.Schema]]) -> t
 
 
 def plan_tables(base: str, storage: Storage | None = None) -> tuple[list[TableSpec], list[SkippedColumn]]:
-    """Table specs of an S3 lake (from listing and footers) and the columns left out of them."""
-    if not is_s3_uri(base):
-        raise ValueError(f"Athena needs an s3:// lake; {base!r} is not an S3 location")
+    """Table specs of an S3 lake (from listing and footers) and the columns left out of them; ``ValueError``
+    when ``base`` (or ``storage``) is not on S3."""
     storage = storage or open_storage(base)
+    if storage.kind != "s3":
+        raise ValueError(f"Athena needs an s3:// lake; {base!r} is not an S3 location")
     location = f"{storage.uri}/catalog/"
     schemas = read_schemas(storage, catalog_objects(storage))
     families: dict[str, dict[PartitionRef, list[pa.Schema]]] = {}

@@ -22,17 +22,16 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from ...settings import load as load_settings
 from ..arrow.restore import local_schema, restore_reader, restore_table, selection_schema
 from ..errors import DatalakeError
 from ..lake.layout import LakeLayout, resolve_base_path
+from ..lake.open import lake_base, lake_kind
 from .parts import PARTITION_COLUMNS, CatalogError
 from .query_sql import TEXT_TYPES, check_columns, limit_sql, literal_in_json, quote_identifier, where_sql
 from .warehouse import (
     UnknownPartitionError,
     catalog_files,
     check_catalog_files,
-    is_s3_base,
     parquet_scan,
     partition_stats,
     select_partitions,
@@ -91,7 +90,7 @@ class DuckDBClient:
     selected partitions directly, so they are never stale.
 
     An ``s3://bucket/prefix`` base (or its ``.../catalog.duckdb``) reads the lake on S3. The ``partitions`` and
-    ``hash_index`` tables come from the cached ``catalog.duckdb`` that ``refresh_duckdb`` leaves in the lake's
+    ``hash_index`` tables come from the cached ``catalog.duckdb`` that ``refresh_warehouse`` leaves in the lake's
     cache folder (``storage.cache_dir_for``) when it is there, else they are built in memory from the listing
     and the hash-index segments. The S3 ``catalog`` view cannot live in a DuckDB file (it reads a pyarrow
     dataset registered in the connection), so it is created in every connection, over the files listed then.
@@ -111,10 +110,10 @@ class DuckDBClient:
     ):
         raw = base_path if base_path is not None else db_path_or_base
         self.s3 = None
-        if is_s3_base(str(raw) if raw is not None else load_settings().base_path):
+        if lake_kind(raw) == "s3":
             from .s3 import S3Catalog, cached_duckdb_file
 
-            base = str(raw or load_settings().base_path).rstrip("/")
+            base = lake_base(raw).rstrip("/")
             self.s3 = S3Catalog(base.rsplit("/", 1)[0] if base.endswith(".duckdb") else base)
             self.layout = None
             self.db_path = cached_duckdb_file(self.s3.base)

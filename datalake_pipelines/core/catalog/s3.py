@@ -231,12 +231,13 @@ class S3Catalog:
         return con.execute("SELECT count(*) FROM hash_index").fetchall()[0][0]
 
 
-def refresh_duckdb_s3(base: str, db_path: Path | str | None = None) -> dict:
+def refresh_duckdb_s3(base: str, db_path: Path | str | None = None, storage: S3Storage | None = None) -> dict:
     """Build the S3 lake's ``catalog.duckdb`` (``partitions`` and ``hash_index`` tables; no ``catalog`` view,
     see the module docstring) in the cache folder, swap it in with ``os.replace`` and upload it to
-    ``<base>/catalog.duckdb``. Every catalog footer is read first: an unreadable file raises ``CatalogError``."""
+    ``<base>/catalog.duckdb`` (through ``storage``, default one opened on ``base``). Every catalog footer is read
+    first: an unreadable file raises ``CatalogError``."""
     started = time.perf_counter()
-    catalog = S3Catalog(base)
+    catalog = S3Catalog(base, storage)
     target = Path(db_path) if db_path is not None else cached_duckdb_file(catalog.base)
     target.parent.mkdir(parents=True, exist_ok=True)
     refs = catalog.select()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -42,11 +42,6 @@ PARTITIONS_SCHEMA = pa.schema(
 HASH_INDEX_SCHEMA = pa.schema(
     [pa.field(c, pa.int64() if c in INDEX_INTEGER_COLUMNS else pa.string()) for c in HASH_INDEX_COLUMNS]
 )
-
-
-def is_s3_base(base: object) -> TypeGuard[str]:
-    """``storage.is_s3_uri`` without importing ``storage`` (boto3), which the local path never needs."""
-    return isinstance(base, str) and base.startswith("s3://")
 
 
 class UnknownPartitionError(DatalakeError, ValueError):
@@ -272,18 +267,15 @@ def build_database(target: Path, stats: pa.Table, fill: Callable[[duckdb.DuckDBP
     return assets
 
 
-def refresh_duckdb(layout: LakeLayout | str, db_path: Path | str | None = None, batch_size: int = 50_000) -> dict:
-    """Build ``catalog.duckdb`` (``catalog`` view, ``partitions`` and ``hash_index`` tables) and swap it in.
-
-    ``layout`` may also be an ``s3://bucket/prefix`` lake base: see :func:`.catalog_s3.refresh_duckdb_s3`
-    (tables only, built in the local cache folder and uploaded to ``<base>/catalog.duckdb``).
-    """
-    if is_s3_base(layout):
-        from .s3 import refresh_duckdb_s3
-
-        return refresh_duckdb_s3(layout, db_path)
+def refresh_duckdb(layout: LakeLayout, db_path: Path | str | None = None, batch_size: int = 50_000) -> dict:
+    """Build a local lake's ``catalog.duckdb`` (``catalog`` view, ``partitions`` and ``hash_index`` tables) and
+    swap it in; return a summary (path, partitions, files, rows, assets, seconds). ``CatalogError`` names an
+    unreadable catalog file. Any lake: ``open_lake(base).refresh_warehouse()`` (an S3 lake's is
+    :func:`.s3.refresh_duckdb_s3`)."""
     if not isinstance(layout, LakeLayout):
-        raise TypeError(f"refresh_duckdb takes a LakeLayout or an s3:// lake base, got {layout!r}")
+        raise TypeError(
+            f"refresh_duckdb takes a LakeLayout (any lake: open_lake(base).refresh_warehouse()), got {layout!r}"
+        )
     started = time.perf_counter()
     target = Path(db_path) if db_path is not None else layout.duckdb_file
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,10 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
-from ...settings import load as load_settings
 from ..catalog.parts import ROW_HASH, existing_row_hashes
 from ..ingest.hash_index import HashIndex
 from ..lake.layout import LakeLayout, PartitionRef
-from ..storage.backends import is_s3_uri
+from ..lake.open import lake_base, lake_kind
 from .config import COLLECTIONS_FILE, collections_path
 
 COLLECTIONS_KEY = f"config/{COLLECTIONS_FILE}"
@@ -137,7 +136,6 @@ def open_collection_lake(lake: LakeLayout | str | os.PathLike | None) -> Collect
     default lake). The one place choosing local or S3 for collections."""
     if isinstance(lake, LakeLayout):
         return LocalCollectionLake(lake)
-    raw = str(lake) if lake is not None else load_settings().base_path
-    if is_s3_uri(raw):
-        return S3CollectionLake(raw)
+    if lake_kind(lake) == "s3":
+        return S3CollectionLake(lake_base(lake))
     return LocalCollectionLake(LakeLayout(lake))

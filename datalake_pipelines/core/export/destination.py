@@ -9,7 +9,8 @@ Both write the export into a private local folder first (beside the result local
   ``export.json`` sees a complete export; a failed publish deletes what it uploaded. The scratch folder is
   removed either way.
 
-:func:`open_destination` is the one place choosing between them.
+:func:`open_destination` opens the one that :data:`DESTINATIONS` gives for the destination's kind of storage, as
+:func:`..storage.backends.storage_kind` tells it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Protocol
 
-from ..storage.backends import is_s3_uri
+from ..storage.backends import StorageKind, storage_kind
 from .errors import UNWRITABLE_DESTINATION, ExportError
 
 MANIFEST = "export.json"
@@ -40,17 +41,13 @@ class Destination(Protocol):
         ...
 
 
-def normalize_destination(destination: str | os.PathLike) -> str:
-    """An absolute folder path, or the ``s3://`` URI without a trailing ``/``."""
-    text = str(destination)
-    if is_s3_uri(text):
-        return text.rstrip("/")
-    return str(Path(text).expanduser().resolve())
-
-
 class LocalDestination:
-    def __init__(self, destination: str | os.PathLike):
-        folder = Path(destination).expanduser().resolve()
+    @staticmethod
+    def normalize(destination: str) -> str:
+        return str(Path(destination).expanduser().resolve())
+
+    def __init__(self, destination: str):
+        folder = Path(self.normalize(destination))
         if folder.exists() and not folder.is_dir():
             raise ExportError(UNWRITABLE_DESTINATION, f"{folder} exists and is not a folder")
         try:
@@ -82,6 +79,10 @@ class LocalDestination:
 
 
 class S3Destination:
+    @staticmethod
+    def normalize(destination: str) -> str:
+        return destination.rstrip("/")
+
     def __init__(self, uri: str):
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -131,6 +132,16 @@ def open_destination(destination: str | os.PathLike) -> Destination:
 
     Raises :class:`ExportError` ``UNWRITABLE_DESTINATION`` when it cannot be written (not a folder, not
     writable, no such bucket or no access)."""
-    if is_s3_uri(str(destination)):
-        return S3Destination(str(destination))
-    return LocalDestination(destination)
+    return DESTINATIONS[storage_kind(destination)](str(destination))
+
+
+def normalize_destination(destination: str | os.PathLike) -> str:
+    """An absolute folder path, or the ``s3://`` URI without a trailing ``/``."""
+    return DESTINATIONS[storage_kind(destination)].normalize(str(destination))
+
+
+# by the kind of storage the destination is on (``storage.backends`` tells)
+DESTINATIONS: dict[StorageKind, type[LocalDestination] | type[S3Destination]] = {
+    "local": LocalDestination,
+    "s3": S3Destination,
+}

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import CodedError
+from ..storage.backends import storage_kind
 
 GALLERY_MARKERS = ("index.html", "thumbs")  # both must be present
 DOWNLOAD_MARKERS = ("download.json",)
@@ -42,7 +43,7 @@ def lake_folder(lake: object) -> Path | None:
     """The local base folder of ``lake`` (a ``LakeLayout``, a ``LakeSource``, a path or ``s3://...``), resolved;
     None for an S3 lake (nothing local to protect)."""
     base = getattr(lake, "base", lake)
-    if base is None or str(base).startswith("s3://"):
+    if base is None or storage_kind(str(base)) == "s3":
         return None
     return Path(str(base)).expanduser().resolve()
 

@@ -17,9 +17,10 @@ import pyarrow as pa
 
 from ...settings import load as load_settings
 from ..catalog.parts import read_partition_metadata
-from ..catalog.warehouse import is_s3_base, partition_stats, select_partitions
+from ..catalog.warehouse import partition_stats, select_partitions
 from ..errors import DatalakeError
 from ..lake.layout import PARTITION_METADATA, LakeLayout, PartitionRef
+from ..lake.open import lake_base, lake_kind
 
 
 class LakeSource(Protocol):
@@ -117,6 +118,6 @@ def open_source(lake: LakeSource | LakeLayout | str | os.PathLike | None) -> Lak
     if isinstance(lake, LakeLayout):
         return LocalSource(lake)
     raw = str(lake) if lake is not None else (load_settings().base_path or None)
-    if is_s3_base(raw):
-        return S3Source(raw)
+    if lake_kind(raw) == "s3":
+        return S3Source(lake_base(raw))
     return LocalSource(LakeLayout(raw, create=False))  # str(lake) or None: the base LakeLayout(lake) resolves to

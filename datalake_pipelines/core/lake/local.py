@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog.parts import CompactionResult, compact_partition
+from ..catalog.warehouse import refresh_duckdb
 from ..errors import DatalakeError, ValidationError
 from ..ingest.asset_store import sha256_file
 from ..ingest.batch_sinks import LocalBatchSink
@@ -219,6 +220,21 @@ class LocalLake(BaseLake):
 
     def catalog_uri(self, ref: PartitionRef) -> str:
         return str(self.layout.partition_dir(ref))
+
+    # the DuckDB warehouse ----------------------------------------------------------------------------------
+    @property
+    def duckdb_file(self) -> Path:
+        """``<base>/catalog.duckdb``."""
+        return self.layout.duckdb_file
+
+    @property
+    def warehouse_lock(self) -> Path:
+        return self.layout.warehouse_lock
+
+    def refresh_warehouse(self, db_path: Path | None = None) -> dict[str, Any]:
+        """Build ``catalog.duckdb`` at ``db_path`` (default :attr:`duckdb_file`) and swap it in; see
+        :func:`~..catalog.warehouse.refresh_duckdb` (the summary it returns, ``CatalogError`` for a bad file)."""
+        return refresh_duckdb(self.layout, db_path)
 
     # assets ------------------------------------------------------------------------------------------------
     def asset_sha256(self, relpath: str) -> str:

@@ -1,13 +1,21 @@
-"""``open_lake``: the one place that decides whether a lake is a folder or an S3 prefix."""
+"""``open_lake``: the one place that decides whether a lake is a folder or an S3 prefix.
+
+Code that holds a :class:`~.protocol.Lake` asks it (``lake.kind``, ``lake.duckdb_file``, ...); code that has only
+a base asks :func:`lake_kind` or :func:`duckdb_file_of` here, never the URI's scheme.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...settings import load as load_settings
-from ..storage.backends import is_s3_uri
+from ..storage.backends import StorageKind, storage_kind
 from .layout import LakeLayout
-from .protocol import Lake
+
+if TYPE_CHECKING:
+    from .protocol import Lake
 
 
 def lake_base(base: str | os.PathLike | None = None) -> str:
@@ -15,9 +23,21 @@ def lake_base(base: str | os.PathLike | None = None) -> str:
     return str(base) if base not in (None, "") else load_settings().base_path
 
 
-def lake_kind(base: str | os.PathLike | None = None) -> str:
+def lake_kind(base: str | os.PathLike | None = None) -> StorageKind:
     """``"s3"`` for an ``s3://`` base, else ``"local"`` (what :func:`open_lake` would open, without opening it)."""
-    return "s3" if is_s3_uri(lake_base(base)) else "local"
+    return storage_kind(lake_base(base))
+
+
+def duckdb_file_of(base: str | os.PathLike | None = None) -> Path:
+    """The local ``catalog.duckdb`` DuckDB opens for the lake at ``base`` (what :attr:`Lake.duckdb_file` says),
+    without opening the lake: ``<base>/catalog.duckdb`` for a folder (not created), its copy in the lake's cache
+    folder for ``s3://bucket/prefix`` (``ValueError`` without a bucket)."""
+    raw = lake_base(base)
+    if lake_kind(raw) == "s3":
+        from ..catalog.s3 import cached_duckdb_file
+
+        return cached_duckdb_file(raw)
+    return LakeLayout(raw or None, create=False).duckdb_file
 
 
 def open_lake(base: str | os.PathLike | None = None, *, client=None, create: bool = True) -> Lake:
@@ -30,7 +50,7 @@ def open_lake(base: str | os.PathLike | None = None, *, client=None, create: boo
     raw = lake_base(base)
     if lake_kind(raw) == "s3":
         from ..storage.backends import S3Storage
-        from .s3 import S3Lake  # boto3 work only for S3 lakes
+        from .s3 import S3Lake  # the S3 implementation is imported only for S3 lakes
 
         if callable(client):
             client = client()

@@ -24,7 +24,7 @@ from ..ingest.hash_index import HashIndex
 from ..ingest.manifest import load_manifest
 from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions
 from ..ingest.s3_index import SegmentCache, TieredHashIndex
-from ..storage.backends import download_tree, upload_tree
+from ..storage.backends import cache_dir_for, download_tree, upload_tree
 from . import keys
 from .keys import BATCH_MANIFEST, ERROR_FILE, PARTITION_METADATA
 from .layout import LakeLayout, PartitionRef
@@ -99,6 +99,27 @@ class S3Processing:
         from ..catalog.s3 import S3Catalog  # the catalog package imports the lake's layout
 
         return S3Catalog(self.base, self.storage).select()
+
+    # the DuckDB warehouse ----------------------------------------------------------------------------------
+    # keyed by the environment's endpoint (as the code location's ``duckdb`` resource is), not the client's
+    @property
+    def duckdb_file(self) -> Path:
+        """The local ``catalog.duckdb`` in the lake's cache folder; ``<base>/catalog.duckdb`` is its uploaded copy."""
+        from ..catalog.s3 import cached_duckdb_file
+
+        return cached_duckdb_file(self.base)
+
+    @property
+    def warehouse_lock(self) -> Path:
+        """The refresh's lock file, local to this machine (across machines Dagster's pool keeps refreshes apart)."""
+        return cache_dir_for(self.base) / "locks" / "catalog.duckdb.lock"
+
+    def refresh_warehouse(self, db_path: Path | None = None) -> dict[str, Any]:
+        """Build ``catalog.duckdb`` at ``db_path`` (default :attr:`duckdb_file`) and upload it; see
+        :func:`~..catalog.s3.refresh_duckdb_s3` (the summary it returns, ``CatalogError`` for a bad file)."""
+        from ..catalog.s3 import refresh_duckdb_s3
+
+        return refresh_duckdb_s3(self.base, db_path, self.storage)
 
     def asset_sha256(self, relpath: str) -> str:
         """SHA-256 of a stored asset, streamed from S3; "missing" if there is no such object."""

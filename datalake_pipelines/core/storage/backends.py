@@ -5,6 +5,10 @@ Keys are ``/``-separated and relative to the lake's base (``staging/pending/<job
 create (``O_EXCL`` locally, ``If-None-Match: *`` on S3) that makes claiming a batch exactly-once.
 The S3 client comes from the standard AWS environment (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``
 for MinIO, moto or any S3-compatible store); Parquet goes through ``pyarrow.fs.S3FileSystem``.
+
+This module is the one place that tells an S3 location from a local one (:func:`storage_kind`,
+:func:`open_storage`; :func:`~..lake.open.lake_kind` asks it for lakes). boto3 is imported only when an
+``S3Storage`` is created or used, so a local lake never loads it.
 """
 
 from __future__ import annotations
@@ -20,22 +24,31 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol, TypeGuard
+from typing import TYPE_CHECKING, Literal, Protocol, TypeGuard
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
-from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import ClientError
 
+from ...settings import MiB
 from ...settings import load as load_settings
 from .files import write_bytes_atomic
-from .transfer import MiB, s3_client
+
+if TYPE_CHECKING:
+    from boto3.s3.transfer import TransferConfig
 
 S3_SCHEME = "s3://"
+NOT_FOUND_CODES = ("404", "NoSuchKey", "NotFound")
+StorageKind = Literal["local", "s3"]
 
 
 def is_s3_uri(base: object) -> TypeGuard[str]:
+    """True for text starting with ``s3://``. Other modules ask :func:`storage_kind` or the object they hold."""
     return isinstance(base, str) and base.startswith(S3_SCHEME)
+
+
+def storage_kind(location: str | os.PathLike) -> StorageKind:
+    """``"s3"`` for an ``s3://`` URI, else ``"local"``: the storage :func:`open_storage` would open, unopened."""
+    return "s3" if is_s3_uri(str(location)) else "local"
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -58,6 +71,7 @@ class ObjectInfo:
 
 class Storage(Protocol):
     uri: str
+    kind: StorageKind  # what storage_kind(uri) says
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
     def list_dirs(self, prefix: str) -> builtins.list[str]: ...  # bare list is the method here
@@ -80,6 +94,8 @@ def _norm(prefix: str) -> str:
 
 class LocalStorage:
     """A lake in a local or NAS folder."""
+
+    kind: StorageKind = "local"
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).absolute()
@@ -154,10 +170,29 @@ class LocalStorage:
         return pafs.LocalFileSystem(), str(self.root)
 
 
+@contextlib.contextmanager
+def _missing_as_file_not_found(uri: str) -> Iterator[None]:
+    """Turn S3's "no such key" error inside the block into ``FileNotFoundError(uri)``."""
+    from botocore.exceptions import ClientError  # boto3 only once an S3 storage is used
+
+    try:
+        yield
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in NOT_FOUND_CODES:
+            raise FileNotFoundError(uri) from None
+        raise
+
+
 class S3Storage:
     """A lake under ``s3://bucket/prefix``; keys map to ``prefix/key`` objects."""
 
+    kind: StorageKind = "s3"
+
     def __init__(self, uri: str, client=None, transfer: TransferConfig | None = None):
+        from boto3.s3.transfer import TransferConfig
+
+        from .transfer import s3_client
+
         self.bucket, self.prefix = split_s3_uri(uri)
         self.uri = f"{S3_SCHEME}{self.bucket}/{self.prefix}".rstrip("/")
         self.client = client or s3_client()
@@ -194,40 +229,26 @@ class S3Storage:
 
     def exists(self, key: str) -> bool:
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+            self.info(key)
+        except FileNotFoundError:
+            return False
+        return True
 
     def info(self, key: str) -> ObjectInfo:
         """Size, LastModified and ETag of one object (``FileNotFoundError`` when absent)."""
-        try:
+        with _missing_as_file_not_found(f"{self.uri}/{key}"):
             head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                raise FileNotFoundError(f"{self.uri}/{key}") from None
-            raise
         return ObjectInfo(key, head["ContentLength"], head["LastModified"], head.get("ETag", ""))
 
     def read_bytes(self, key: str) -> bytes:
-        try:
+        with _missing_as_file_not_found(f"{self.uri}/{key}"):
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                raise FileNotFoundError(f"{self.uri}/{key}") from None
-            raise
 
     def sha256(self, key: str) -> str:
         """SHA-256 of an object, streamed (1 MiB at a time)."""
         digest = hashlib.sha256()
-        try:
+        with _missing_as_file_not_found(f"{self.uri}/{key}"):
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                raise FileNotFoundError(f"{self.uri}/{key}") from None
-            raise
         for chunk in body.iter_chunks(MiB):
             digest.update(chunk)
         return digest.hexdigest()
@@ -237,6 +258,8 @@ class S3Storage:
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Create the object only if absent (S3 conditional write); False if it already existed."""
+        from botocore.exceptions import ClientError
+
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
             return True
@@ -318,8 +341,8 @@ def cache_dir_for(base: str, endpoint: str | None = None) -> Path:
 
 
 def open_storage(base: str | os.PathLike) -> Storage:
-    """The storage of a lake base: ``s3://bucket/prefix`` or a local folder."""
-    return S3Storage(base) if is_s3_uri(base) else LocalStorage(base)
+    """The storage at ``base``: ``s3://bucket/prefix`` (``ValueError`` without a bucket) or a local folder."""
+    return S3Storage(str(base)) if storage_kind(base) == "s3" else LocalStorage(base)
 
 
 def upload_tree(storage: Storage, folder: Path, prefix: str, last: str | None = None, workers: int = 8) -> int:

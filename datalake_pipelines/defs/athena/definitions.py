@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from ...core.storage.backends import is_s3_uri
+from ...core.athena.scope import athena_applies
 from ...settings import load as load_settings
 from .assets import athena_tables
 from .sensors import athena_job, athena_on_ingest
@@ -20,7 +20,7 @@ from .sensors import athena_job, athena_on_ingest
 
 def lake_is_on_s3(env: Mapping[str, str] | None = None) -> bool:
     """True when ``DATALAKE_BASE_PATH`` (in ``env``, default the process environment) is an ``s3://`` URI."""
-    return is_s3_uri(str(load_settings(env).base_path))
+    return athena_applies(load_settings(env).base_path)
 
 
 def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:

@@ -1,9 +1,9 @@
 """``duckdb_catalog``: ``<base>/catalog.duckdb`` with the ``catalog`` view and ``partitions``/``hash_index`` tables.
 
-On an S3 lake the database is built in the lake's cache folder (``cached_duckdb_file``, where the ``duckdb``
-resource must point) and uploaded to ``<base>/catalog.duckdb``; it holds the two tables only (the ``catalog``
-view is created per connection by ``DuckDBClient``). The lock file is local to this machine there, and the
-``catalog_warehouse`` pool is what keeps refreshes from overlapping across runs.
+The lake builds it (``Lake.refresh_warehouse``) at ``Lake.duckdb_file``, where the ``duckdb`` resource must point.
+On an S3 lake that file is in the lake's cache folder and is uploaded to ``<base>/catalog.duckdb``; it holds the
+two tables only (the ``catalog`` view is created per connection by ``DuckDBClient``). The lock file is local to
+this machine there, and the ``catalog_warehouse`` pool is what keeps refreshes from overlapping across runs.
 """
 
 from pathlib import Path
@@ -11,12 +11,8 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from ...core.catalog.s3 import cached_duckdb_file
 from ...core.catalog.totals import read_lake_totals
-from ...core.catalog.warehouse import refresh_duckdb
-from ...core.lake.layout import LakeLayout
 from ...core.lake.locks import exclusive_lock
-from ...core.storage.backends import cache_dir_for, is_s3_uri
 from ...lib.after_ingest import after_new_materializations
 from ...lib.asset_info import asset_info
 from ...lib.resources import LakeResource
@@ -38,20 +34,14 @@ WAREHOUSE_POOL = "catalog_warehouse"
 def duckdb_catalog(
     context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
-    base = lake.base
-    target: LakeLayout | str
-    if is_s3_uri(base):
-        target, database = base, cached_duckdb_file(base).resolve()
-        lock = cache_dir_for(base) / "locks" / "catalog.duckdb.lock"
-    else:
-        target = layout = lake.layout
-        database, lock = layout.duckdb_file, layout.warehouse_lock
+    the_lake = lake.lake()
+    database = the_lake.duckdb_file.resolve()
     if Path(duckdb.database).resolve() != database:
         raise dg.Failure(f"the duckdb resource points at {duckdb.database}, not this lake's {database}")
-    with exclusive_lock(lock):
-        summary = refresh_duckdb(target, database)
+    with exclusive_lock(the_lake.warehouse_lock):
+        summary = the_lake.refresh_warehouse(database)
     # DuckDB over the refreshed file plus the catalog view: totals per provider/dataset for the metadata
-    totals = read_lake_totals(base if is_s3_uri(base) else layout.base)
+    totals = read_lake_totals(the_lake.base)
     context.log.info(f"catalog.duckdb refreshed: {summary}")
     return dg.MaterializeResult(
         metadata={

@@ -1,4 +1,4 @@
-"""DuckDBClient and refresh_duckdb on an S3 lake (moto's real HTTP server) against an identical local lake."""
+"""DuckDBClient and the warehouse refresh on an S3 lake (moto's real HTTP server) against an identical local lake."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 from datalake_pipelines.core.catalog.parts import CatalogError
 from datalake_pipelines.core.catalog.query import DuckDBClient, UnknownPartitionError
 from datalake_pipelines.core.catalog.s3 import S3Catalog, cached_duckdb_file, partition_key
-from datalake_pipelines.core.catalog.warehouse import HASH_INDEX_SCHEMA, partition_stats, refresh_duckdb
+from datalake_pipelines.core.catalog.warehouse import HASH_INDEX_SCHEMA, partition_stats
+from datalake_pipelines.core.lake.open import open_lake
 from datalake_pipelines.core.storage.backends import S3Storage, upload_tree
 from datalake_pipelines_tests.core.catalog.test_query import OCR, OTHER, add_batch, lake  # noqa: F401 - fixture
 
@@ -174,7 +175,7 @@ def test_empty_s3_lake(s3_lake):
         assert len(duck.search_text("x", "y")) == 0
         assert list(duck.sql("SELECT * FROM catalog").columns) == ["provider", "dataset", "task", "variant"]
         assert len(duck.sql("SELECT * FROM hash_index")) == 0
-    summary = refresh_duckdb(s3_lake)
+    summary = open_lake(s3_lake).refresh_warehouse()
     assert summary == {**summary, "partitions": 0, "rows": 0, "assets": 0, "files": 0}
 
 
@@ -202,7 +203,7 @@ def test_refresh_builds_and_uploads_catalog_duckdb(lakes):
         entry(1, "2024-01-01T00:00:00+00:00", "assets/early-1.jpg"),
         entry(3, "2024-01-03T00:00:00+00:00", "assets/only-3.jpg"),
     ]))  # fmt: skip
-    summary = refresh_duckdb(base)
+    summary = open_lake(base).refresh_warehouse()
     assert summary["partitions"] == 4 and summary["rows"] == 9 and summary["files"] == 6 and summary["assets"] == 3
     cached = cached_duckdb_file(base)
     assert summary["local_path"] == str(cached) and summary["path"] == f"{base}/catalog.duckdb"
@@ -233,7 +234,7 @@ def test_refresh_builds_and_uploads_catalog_duckdb(lakes):
 
 def test_malformed_parquet_on_s3_is_a_catalog_error(lakes):
     local, base = lakes
-    refresh_duckdb(base)
+    open_lake(base).refresh_warehouse()
     before = S3Storage(base).read_bytes("catalog.duckdb")
     bad = f"{partition_key(OTHER)}/part-job-corrupt.parquet"
     S3Storage(base).write_bytes(bad, b"PAR1 this is not parquet")
@@ -246,14 +247,14 @@ def test_malformed_parquet_on_s3_is_a_catalog_error(lakes):
         with pytest.raises(CatalogError, match="part-job-corrupt.parquet"):
             duck.retrieve_partitions()
     with pytest.raises(CatalogError, match="part-job-corrupt.parquet"):
-        refresh_duckdb(base)
+        open_lake(base).refresh_warehouse()
     assert S3Storage(base).read_bytes("catalog.duckdb") == before
 
 
 def test_bad_hash_segment_is_named(s3_lake):
     S3Storage(s3_lake).write_bytes("index/segments/job-x.parquet", b"not parquet at all")
     with pytest.raises(CatalogError, match="index/segments/job-x.parquet"):
-        refresh_duckdb(s3_lake)
+        open_lake(s3_lake).refresh_warehouse()
 
 
 def test_duckdb_catalog_asset_on_s3(lakes, monkeypatch):

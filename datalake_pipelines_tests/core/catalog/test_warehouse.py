@@ -125,8 +125,9 @@ def test_partition_stats_reads_footers(lake):
     assert stats[("acme", "ocr", "base")]["last_ingested_at"] is not None
 
 
-def test_refresh_names_a_local_path_string_it_cannot_take(tmp_path):
-    # a plain local path string is neither a LakeLayout nor an s3:// base: a clear TypeError, not AttributeError
-    with pytest.raises(TypeError, match="LakeLayout or an s3:// lake base"):
-        refresh_duckdb(str(tmp_path))
+def test_refresh_names_a_path_string_it_cannot_take(tmp_path):
+    # a path or URI string is not a LakeLayout: a clear TypeError naming the way for any lake, not AttributeError
+    for base in (str(tmp_path), "s3://bucket/lake"):
+        with pytest.raises(TypeError, match=r"takes a LakeLayout \(any lake: open_lake\(base\).refresh_warehouse"):
+            refresh_duckdb(base)  # type: ignore[arg-type]
     assert not list(tmp_path.iterdir())

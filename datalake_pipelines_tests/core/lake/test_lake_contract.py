@@ -16,13 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pandas as pd
 import pytest
 
 from datalake_pipelines import DatalakeClient
+from datalake_pipelines.core.catalog.query import DuckDBClient
 from datalake_pipelines.core.lake import keys
 from datalake_pipelines.core.lake.layout import PartitionRef
-from datalake_pipelines.core.lake.open import open_lake
+from datalake_pipelines.core.lake.locks import exclusive_lock
+from datalake_pipelines.core.lake.open import duckdb_file_of, open_lake
 from datalake_pipelines.core.lake.protocol import Lake
 from datalake_pipelines.definitions import defs
 from datalake_pipelines.defs.ingest import sensors
@@ -316,6 +319,23 @@ def test_rebuild_compacts_a_partition(backend, make_jpeg, tmp_path):
     assert meta["files_compacted"].value == 1
     result = backend.lake.rebuild_partition(RAW, 1000)
     assert result.rows == 4 and result.duplicates_dropped == 0
+
+
+def test_the_warehouse_is_built_where_the_duckdb_resource_points(backend, make_jpeg, tmp_path):
+    backend.client.upload_raw_data(jpegs(make_jpeg, tmp_path / "src", 3), "aihub", "receipts")
+    result = backend.tick()
+    assert backend.run(result.run_requests[0], result).success
+    database = backend.lake.duckdb_file
+    assert database == duckdb_file_of(backend.base) and not database.exists()
+    with exclusive_lock(backend.lake.warehouse_lock):
+        summary = backend.lake.refresh_warehouse()
+    assert summary["partitions"] == 1 and summary["rows"] == 3 and summary["assets"] == 3
+    with duckdb.connect(str(database), read_only=True) as con:
+        assert con.execute("SELECT rows FROM partitions").fetchall() == [(3,)]
+        assert con.execute("SELECT count(*) FROM hash_index").fetchall() == [(3,)]
+    assert backend.lake.storage.exists(keys.DUCKDB)  # on S3 the upload of the local file
+    with DuckDBClient(base_path=backend.base) as duck:
+        assert duck.db_path == database and duck.retrieve_partitions()["rows"].tolist() == [3]
 
 
 def test_status_and_claims_listing(backend, make_jpeg, tmp_path, monkeypatch):

@@ -18,9 +18,10 @@ from dagster_duckdb import DuckDBResource
 from datalake_pipelines import DatalakeClient, DuckDBClient
 from datalake_pipelines.core.lake import keys as lake_keys
 from datalake_pipelines.core.lake.layout import PartitionRef
+from datalake_pipelines.core.lake.open import duckdb_file_of
 from datalake_pipelines.core.lake.s3 import S3Lake
 from datalake_pipelines.core.storage.backends import S3Storage, split_s3_uri
-from datalake_pipelines.definitions import build_defs, defs, duckdb_file
+from datalake_pipelines.definitions import build_defs, defs
 from datalake_pipelines.defs.athena.resources import AthenaSettings
 from datalake_pipelines.defs.athena.sensors import athena_on_ingest
 from datalake_pipelines.defs.ingest import sensors
@@ -130,7 +131,7 @@ def test_s3_ingest_end_to_end(instance, s3_lake, s3_client_api, corpus_dir, tmp_
         instance=instance,
         resources={
             "lake": LakeResource(base_path=s3_lake),
-            "duckdb": DuckDBResource(database=str(duckdb_file(s3_lake))),
+            "duckdb": DuckDBResource(database=str(duckdb_file_of(s3_lake))),
         },
     )
     assert refresh.success and S3Storage(s3_lake).exists("catalog.duckdb")
