@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from ..errors import ValidationError
 from ..lake import keys
+from ..lake.batches import JOB_ID_USED, check_job_id_free
 from ..lake.layout import BATCH_DATA, BATCH_FILES_DIR, BATCH_MANIFEST, RAW_TASK, LakeLayout
 from ..lake.s3 import S3Lake
 from ..lake.schema import SchemaConfig, load_schema
@@ -345,16 +346,13 @@ class _S3Sink(_Sink):
     def __init__(self, base: str, job_id: str):
         self.lake = S3Lake(base)
         self.storage, self.job_id = self.lake.storage, job_id
-        self.batch, self.zip_name = keys.pending_batch(job_id), f"{INCOMING}/{job_id}.zip"
+        self.batch, self.zip_name = keys.pending_batch(job_id), keys.incoming_zip(job_id)
 
     def schema(self) -> SchemaConfig:
         return self.lake.schema()
 
     def check_free(self) -> None:
-        used = next(iter(self.storage.list(self.batch)), None) is not None
-        claimed = self.storage.exists(keys.claim_marker(self.job_id, local=False))
-        if used or claimed or self.storage.exists(self.zip_name):
-            raise ValidationError(f"job id {self.job_id!r} is already used in {self.lake.base}/staging")
+        check_job_id_free(self.storage, self.job_id)
 
     def _full(self, name: str) -> str:
         key = self.key(name)
@@ -416,14 +414,11 @@ class _LocalSink(_Sink):
         return load_schema(self.layout)
 
     def check_free(self) -> None:
-        lay = self.layout
-        places = [lay.pending_batch, lay.pending_temp, lay.processing_batch, lay.failed_batch, lay.job_record]
+        check_job_id_free(self.storage, self.job_id)
         try:
-            if any(place(self.job_id).exists() for place in places):
-                raise FileExistsError
             self.tmp.mkdir()  # claims the name: a concurrent stager with the same job id fails here
         except FileExistsError:
-            raise ValidationError(f"job id {self.job_id!r} is already used in this lake; pick another") from None
+            raise ValidationError(JOB_ID_USED.format(job_id=self.job_id)) from None
 
     def fetch(self, url: str, name: str, settings: TransferSettings, progress: bool) -> dict[str, Any]:
         return download(url, self.tmp / name, progress=progress)
