@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .client_collections import CollectionClientMixin
+from .core.ingest.manifest import check_job_id
 from .core.ingest.processing import BatchResult, ProcessOptions
 from .core.ingest.staging import BatchStager, build_manifest
 from .core.lake.layout import RAW_TASK, LakeLayout
@@ -80,6 +81,8 @@ class DatalakeClient(CollectionClientMixin):
         return self._stage(data_file, manifest, image_columns)
 
     def _stage(self, data_file: Any, manifest, image_columns: list[str] | None) -> tuple[str, str]:
+        check_job_id(manifest.job_id)
+        self.lake.check_job_id_free(manifest.job_id)  # in the lake itself, before anything is assembled
         staged = self._stager().stage(data_file, manifest, image_columns)
         self.last_staging_report = staged.manifest.staging_report
         return self.lake.stage(staged.staging_dir, staged.job_id), staged.job_id

@@ -1,16 +1,14 @@
 """Dagster-specific behaviour of the staging sensor and the ingest job (a real, ephemeral instance).
 
-The queue cases shared by every backend (claiming once, hand drops, invalid batches, concurrency, failures,
-requeue, rebuild) are in ``core/lake/test_lake_contract.py``; what stays here is a local folder's grace period
-for unusable folders, the instance's run limits and ``dagster asset materialize`` (on both backends).
+The queue cases shared by every backend (claiming once, hand drops, unusable and invalid batches, concurrency,
+failures, requeue, rebuild) are in ``core/lake/test_lake_contract.py``; what stays here is the instance's run
+limits and ``dagster asset materialize`` (on both backends).
 """
 
-import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -26,7 +24,6 @@ from datalake_pipelines.core.catalog.parts import partition_files
 from datalake_pipelines.core.lake.layout import PartitionRef
 from datalake_pipelines.core.lake.open import open_lake
 from datalake_pipelines.definitions import defs
-from datalake_pipelines.defs.ingest import sensors
 from datalake_pipelines.defs.ingest.sensors import staging_sensor
 from datalake_pipelines.lib.resources import LakeResource
 
@@ -74,26 +71,6 @@ def run(instance, lake_client, request: dg.RunRequest, result: dg.SensorResult):
         resources={"lake": LakeResource(base_path=str(lake_client.base_path))},
         raise_on_error=False,
     )
-
-
-@pytest.mark.parametrize("manifest", [None, "{not json"])
-def test_folder_without_usable_manifest_waits_then_fails(instance, lake_client, tmp_path, monkeypatch, manifest):
-    monkeypatch.setattr(sensors, "QUIET_SECONDS", 0.0)
-    monkeypatch.setattr(sensors, "GRACE_SECONDS", 0.5)
-    drop = lake_client.layout.pending / "no_manifest"
-    drop.mkdir()
-    shutil.copy(images(tmp_path / "src", 1)[0], drop)
-    if manifest is not None:
-        (drop / "_metadata.json").write_text(manifest)
-    result = tick(instance, lake_client)
-    assert not result.run_requests and drop.is_dir(), "must wait in pending during the grace period"
-    time.sleep(0.6)
-    result = tick(instance, lake_client, result.cursor)
-    failed = lake_client.layout.failed_batch("no_manifest")
-    assert not result.run_requests and not drop.exists() and failed.is_dir()
-    error = json.loads((failed / "error.json").read_text())
-    assert "_metadata.json" in error["error"]
-    assert (failed / "im0000.png").is_file(), "the original files are kept"
 
 
 def test_dagster_yaml_limits_one_run_per_partition(tmp_path):

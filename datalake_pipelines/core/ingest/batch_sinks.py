@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..errors import ValidationError
 from ..lake import keys
+from ..lake.batches import JOB_ID_USED, check_job_id_free
 from ..lake.layout import BATCH_MANIFEST
 from ..storage.backends import LocalStorage, S3Storage
 from ..storage.transfer import MiB, TransferError, TransferSettings, stream_url_to_s3
@@ -91,13 +92,10 @@ class S3BatchSink(BatchSink):
     def __init__(self, lake: S3Lake, job_id: str):
         self.lake = lake
         self.storage, self.job_id = lake.storage, job_id
-        self.batch, self.zip_name = keys.pending_batch(job_id), f"{INCOMING}/{job_id}.zip"
+        self.batch, self.zip_name = keys.pending_batch(job_id), keys.incoming_zip(job_id)
 
     def check_free(self) -> None:
-        used = next(iter(self.storage.list(self.batch)), None) is not None
-        claimed = self.storage.exists(keys.claim_marker(self.job_id, local=False))
-        if used or claimed or self.storage.exists(self.zip_name):
-            raise ValidationError(f"job id {self.job_id!r} is already used in {self.lake.base}/staging")
+        check_job_id_free(self.storage, self.job_id)
 
     def _full(self, name: str) -> str:
         key = self.key(name)
@@ -156,14 +154,11 @@ class LocalBatchSink(BatchSink):
         self.batch, self.zip_name = self.tmp.relative_to(self.layout.base).as_posix(), ".source.zip"
 
     def check_free(self) -> None:
-        lay = self.layout
-        places = [lay.pending_batch, lay.pending_temp, lay.processing_batch, lay.failed_batch, lay.job_record]
+        check_job_id_free(self.storage, self.job_id)
         try:
-            if any(place(self.job_id).exists() for place in places):
-                raise FileExistsError
             self.tmp.mkdir()  # claims the name: a concurrent stager with the same job id fails here
         except FileExistsError:
-            raise ValidationError(f"job id {self.job_id!r} is already used in this lake; pick another") from None
+            raise ValidationError(JOB_ID_USED.format(job_id=self.job_id)) from None
 
     def fetch(self, url: str, name: str, settings: TransferSettings, progress: bool) -> dict[str, Any]:
         return download(url, self.tmp / name, progress=progress)

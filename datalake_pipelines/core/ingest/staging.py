@@ -24,8 +24,10 @@ from ...settings import load as load_settings
 from ..arrow.column_names import check_column_names
 from ..arrow.normalize import normalize_table, table_from_pandas
 from ..errors import ValidationError
+from ..lake.batches import check_job_id_free
 from ..lake.layout import BATCH_DATA, BATCH_FILES_DIR, BATCH_MANIFEST, LakeLayout
 from ..lake.schema import SchemaConfig, load_schema
+from ..storage.backends import LocalStorage
 from ..storage.files import write_json_atomic
 from .file_accounting import FILE_COLUMN, IMAGE_COLUMN, FolderScan, scan_folder
 from .image_columns import (
@@ -158,15 +160,7 @@ class BatchStager:
 
     def _check_job_id_free(self, job_id: str) -> None:
         check_job_id(job_id)
-        places = [
-            self.layout.pending_batch(job_id),
-            self.layout.pending_temp(job_id),
-            self.layout.processing_batch(job_id),
-            self.layout.failed_batch(job_id),
-            self.layout.job_record(job_id),
-        ]
-        if any(p.exists() for p in places):
-            raise ValidationError(f"job id {job_id!r} is already used in this lake; pick another")
+        check_job_id_free(LocalStorage(self.layout.base), job_id)  # the rule of every lake (core/lake/batches.py)
 
     # writing -------------------------------------------------------------------
     def _write(self, table: pa.Table, base_dir: Path, manifest: BatchManifest, tmp: Path) -> None:

@@ -44,6 +44,16 @@ def pending_batch(job_id: str) -> str:
     return f"{PENDING}/{job_id}"
 
 
+def pending_temp(job_id: str) -> str:
+    """Where a local upload assembles its batch before the rename into ``pending/`` (hidden: never listed)."""
+    return f"{PENDING}/.tmp-{job_id}"
+
+
+def incoming_zip(job_id: str) -> str:
+    """A zip being streamed into an S3 lake before its members are staged (``stage_url``)."""
+    return f"{INCOMING}/{job_id}.zip"
+
+
 def pending_manifest(job_id: str) -> str:
     """The object whose presence makes a pending batch complete (uploaded last)."""
     return f"{PENDING}/{job_id}/{BATCH_MANIFEST}"

@@ -144,7 +144,7 @@ class LakeLayout:
 
     def pending_temp(self, job_id: str) -> Path:
         """Hidden name a batch is written under before its atomic rename into ``pending/``."""
-        return self.pending / f".tmp-{job_id}"
+        return self.base / keys.pending_temp(job_id)
 
     def processing_batch(self, job_id: str) -> Path:
         return self.base / keys.processing_batch(job_id)

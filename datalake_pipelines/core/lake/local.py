@@ -11,6 +11,8 @@ to ``failed/`` with the reason.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -32,8 +34,9 @@ from . import batches, queue
 from .keys import LOCAL_CLAIM_MARKER
 from .layout import LakeLayout, PartitionRef
 from .locks import exclusive_lock
-from .protocol import BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_state
+from .protocol import BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_doc_state
 from .schema import SchemaConfig, load_schema
+from .triage import unusable_reason
 
 
 class LocalLake(BaseLake):
@@ -65,8 +68,13 @@ class LocalLake(BaseLake):
         """Where batches are assembled before staging: the lake itself (they are renamed into ``pending/``)."""
         return self.layout
 
+    def check_job_id_free(self, job_id: str) -> None:
+        """ValidationError when the lake holds ``job_id`` anywhere (:func:`.batches.check_job_id_free`)."""
+        batches.check_job_id_free(self.storage, job_id)
+
     def stage(self, batch_dir: Path, job_id: str) -> str:
-        """A batch assembled in :meth:`scratch_layout` is already in ``pending/`` (atomic rename): its path."""
+        """A batch assembled in :meth:`scratch_layout` is already in ``pending/`` (atomic rename; its job id was
+        checked free before it was assembled): its path."""
         return str(batch_dir)
 
     def batch_sink(self, job_id: str) -> LocalBatchSink:
@@ -89,7 +97,7 @@ class LocalLake(BaseLake):
             if not queue.is_quiet(batch, seen, now, options.quiet_seconds):
                 waiting += 1
                 continue
-            ref = self._triage(batch, seen, now, options)
+            ref = self._triage(batch, now, options)
             if ref is None:
                 continue
             run_key = queue.run_key_for(batch.job_id, queue.attempt_of(self.layout.pending_batch(batch.job_id)))
@@ -99,31 +107,34 @@ class LocalLake(BaseLake):
         state["seen"] = {k: v for k, v in seen.items() if k.split(":", 1)[-1] in names}
         return Claimed(dict(groups), waiting)
 
-    def _triage(self, batch: queue.PendingBatch, seen: dict, now: float, options: ClaimOptions) -> PartitionRef | None:
+    def _triage(self, batch: queue.PendingBatch, now: float, options: ClaimOptions) -> PartitionRef | None:
         """A quiet pending batch: ready (its partition), not yet (None), or unusable (moved to failed/, None)."""
-        log, job_id = options.log, batch.job_id
-        if batch.problem and batch.fatal:
-            if queue.reject_pending(self.layout, job_id, batch.problem):
-                log.warning(f"pending batch {job_id} rejected: {batch.problem}")
-            return None
-        if batch.problem:
-            first_seen = seen.setdefault(f"problem:{job_id}", now)
-            if now - first_seen < options.grace_seconds:
-                log.warning(f"pending batch {job_id} is not usable yet ({batch.problem}); waiting")
-                return None
-            queue.reject_pending(self.layout, job_id, f"{batch.problem} (gave up after {options.grace_seconds:.0f} s)")
+        job_id = batch.job_id
+        if batch.problem:  # no usable manifest: wait for the grace period, or give up (core/lake/triage.py)
+            try:
+                idle = now - last_change(self.layout.pending_batch(job_id))
+            except FileNotFoundError:
+                return None  # claimed by a concurrent round since the scan
+            reason = unusable_reason(job_id, batch.problem, batch.fatal, idle, options.grace_seconds, options.log)
+            if reason is not None:
+                self._reject_logged(job_id, reason, options.log)
             return None
         try:
             manifest = load_manifest(self.layout.pending_batch(job_id), job_id).validate(self.schema())
             if options.key_allowed is not None and not options.key_allowed(manifest.partition.key):
                 raise ValidationError(f"partition key {manifest.partition.key!r} is not allowed")
+            reused = batches.done_job_reused(self.storage, job_id)
+            if reused:
+                raise ValidationError(reused)
         except (DatalakeError, ValueError) as exc:
-            if not self.layout.pending_batch(job_id).is_dir():
-                return None  # claimed by a concurrent round since the scan
-            if queue.reject_pending(self.layout, job_id, str(exc)):
-                log.warning(f"pending batch {job_id} rejected: {exc}")
+            if self.layout.pending_batch(job_id).is_dir():  # else claimed by a concurrent round since the scan
+                self._reject_logged(job_id, str(exc), options.log)
             return None
         return manifest.partition
+
+    def _reject_logged(self, job_id: str, reason: str, log: Any) -> None:
+        if queue.reject_pending(self.layout, job_id, reason):
+            log.warning(f"pending batch {job_id} rejected: {reason}")
 
     def claim(self, job_id: str, run_key: str, partition: PartitionRef, attempt: int = 1) -> bool:
         """Rename ``pending/<job>`` into ``processing/`` and write its claim marker; False if already taken."""
@@ -158,10 +169,11 @@ class LocalLake(BaseLake):
         return True
 
     def status(self, job_id: str, run_state: RunState | None = None) -> dict[str, Any] | None:
-        return batches.batch_status(self.layout, job_id, _dict_state(run_state))
+        """Where a batch is, in the record shape of :func:`.batches.batch_entry`; None for an unknown job id."""
+        return batches.BatchReader(self.storage, local=True).status(job_id, claim_doc_state(run_state))
 
     def list_batches(self, run_state: RunState | None = None) -> list[dict[str, Any]]:
-        return batches.list_batches(self.layout, _dict_state(run_state))
+        return batches.BatchReader(self.storage, local=True).list_all(claim_doc_state(run_state))
 
     # processing and the catalog ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -193,7 +205,12 @@ class LocalLake(BaseLake):
 
     def process_pending(self, options: ProcessOptions, quiet_seconds: float = 2.0) -> list[BatchResult]:
         """Claim (rename) and process every pending batch in this process, in staging order; hand drops are
-        taken as they are (the caller knows they are complete), invalid batches end in ``failed/``."""
+        taken as they are (the caller knows they are complete), invalid batches end in ``failed/``; a batch
+        reusing the job id of a done one is sent to ``failed/`` unprocessed (its part file would be replaced)."""
+        for batch in queue.scan_pending(self.layout):
+            reused = batches.done_job_reused(self.storage, batch.job_id)
+            if reused:
+                self._reject_logged(batch.job_id, reused, logging.getLogger("datalake"))
         return process_pending(self.layout, options)
 
     def rebuild_partition(self, ref: PartitionRef, batch_size: int, view: LakeLayout | None = None) -> CompactionResult:
@@ -250,8 +267,16 @@ class LocalLake(BaseLake):
         return local_sizes(self.layout)(hashes)
 
 
-def _dict_state(run_state: RunState | None):
-    """The core status functions read claim markers as dicts; give them the ``Claim`` view (default
-    :func:`claim_state`: queued, or running once a run marked the claim)."""
-    state = run_state or claim_state
-    return lambda doc: state(Claim.from_json(doc))
+def last_change(folder: Path) -> float:
+    """When anything in ``folder`` (itself included) last changed, as a Unix time: the latest mtime or ctime of its
+    entries (symbolic links not followed). ctime counts because ``cp -p`` and ``rsync -a`` keep old mtimes."""
+    st = folder.lstat()
+    newest = max(st.st_mtime, st.st_ctime)
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in dirs + files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            newest = max(newest, st.st_mtime, st.st_ctime)
+    return newest

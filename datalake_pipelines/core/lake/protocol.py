@@ -78,6 +78,12 @@ def claim_state(claim: Claim) -> tuple[str, str | None]:
     return ("running" if claim.run_id else "queued"), claim.run_id
 
 
+def claim_doc_state(run_state: RunState | None) -> Callable[[dict[str, Any]], tuple[str, str | None]]:
+    """``run_state`` (default :func:`claim_state`) over a claim marker read as a dict (core/lake/batches.py)."""
+    state = run_state or claim_state
+    return lambda doc: state(Claim.from_json(doc))
+
+
 # Whether a partition key may become a Dagster partition (the Dagster layer's rule, passed in).
 KeyAllowed = Callable[[str], bool]
 
@@ -115,6 +121,7 @@ class Lake(Protocol):
     @property
     def schema_uri(self) -> str: ...
     def scratch_layout(self) -> LakeLayout: ...
+    def check_job_id_free(self, job_id: str) -> None: ...
     def stage(self, batch_dir: Path, job_id: str) -> str: ...
     def batch_sink(self, job_id: str) -> BatchSink: ...  # a batch written in place (staged from a URL)
 

@@ -3,7 +3,8 @@
 Design (S3 has no rename and no POSIX locks):
 
 * **Atomic staging**: a batch is uploaded to ``staging/pending/<job>/`` file by file and its
-  ``_metadata.json`` goes last; a prefix without a manifest is incomplete and never claimed.
+  ``_metadata.json`` goes last; a prefix without a manifest is incomplete and never claimed (a hand drop
+  without a readable one waits ``grace_seconds`` after its last change, then fails: :mod:`.triage`).
 * **Exactly-once claiming**: ``staging/processing/<job>/_claim.json`` is created with a conditional
   write (``If-None-Match: *``); only the creator launches a run, whose Dagster ``run_key`` is the job id,
   so a retried tick re-issues the same key and Dagster drops the duplicate. The batch's objects stay in
@@ -11,15 +12,15 @@ Design (S3 has no rename and no POSIX locks):
 * **Processing** runs the local engine (:class:`BatchProcessor`) in a per-run working folder holding
   the batch, the partition's catalog files and a per-run hash index, then publishes in an order where
   every step is idempotent: new assets, the catalog part, ``_metadata.json``, the hash-index segment,
-  the job record, and finally the staging clean-up. A run that dies anywhere can simply run again.
+  the staging clean-up, and finally the job record. A run that dies anywhere can simply run again.
 * **Hash index**: append-only Parquet segments ``index/segments/<job>.parquet`` written after their
   assets are uploaded, merged into a local SQLite cache (:func:`cache_dir_for`, keyed by endpoint, bucket
   and prefix) before each run, so a lookup is still a B-tree probe. The cache is validated against the
   bucket's segments first (:mod:`.s3_index`): entries of a segment the bucket no longer has are dropped.
 * One run per partition at a time comes from Dagster's tag concurrency limit, not from a lock file.
-* New batches are found by listing manifests changed after a ``since`` cursor kept by the caller (a sensor
-  cursor), looking back ``OVERLAP_SECONDS`` because ``LastModified`` has one-second resolution; seeing a
-  manifest twice is harmless because claiming is a conditional create that only one caller wins.
+* Each claiming round lists ``staging/pending`` and the claims in ``staging/processing`` once and reads the
+  manifest of every batch not claimed yet; seeing a batch twice is harmless because claiming is a conditional
+  create that only one caller wins.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -41,14 +43,14 @@ from ..ingest.batch_sinks import S3BatchSink
 from ..ingest.manifest import BatchManifest, load_manifest
 from ..storage.backends import S3Storage, cache_dir_for, upload_tree
 from ..storage.files import utc_now_iso
-from . import keys
+from . import batches, keys
+from .batches import key_present
 from .keys import ERROR_FILE
 from .layout import LakeLayout, PartitionRef
-from .protocol import MAX_ATTEMPTS, BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_state
+from .protocol import MAX_ATTEMPTS, BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_doc_state
 from .s3_work import S3Processing
 from .schema import SchemaConfig, load_schema
-
-OVERLAP_SECONDS = 5  # look-back of the since cursor: LastModified has one-second resolution
+from .triage import readable_json, unusable_reason
 
 
 class S3Lake(S3Processing, BaseLake):
@@ -99,12 +101,16 @@ class S3Lake(S3Processing, BaseLake):
         self.storage.upload(local_schema, keys.SCHEMA)
 
     # staging -----------------------------------------------------------------------------------------------
+    def check_job_id_free(self, job_id: str) -> None:
+        """ValidationError when the lake holds ``job_id`` anywhere (:func:`.batches.check_job_id_free`)."""
+        batches.check_job_id_free(self.storage, job_id)
+
     def stage(self, batch_dir: Path, job_id: str) -> str:
         """Move a batch assembled in :meth:`scratch_layout` into ``staging/pending/<job>/``: upload it, manifest
-        last, then remove the local folder (also on failure); return its URI. ValidationError for a used job id."""
+        last, then remove the local folder (also on failure); return its URI. ValidationError for a used job id
+        (the rule of both backends; checked again here, as the upload may have taken a while)."""
         try:
-            if self.storage.exists(keys.pending_manifest(job_id)) or self.storage.exists(self._claim_key(job_id)):
-                raise ValidationError(f"job id {job_id!r} is already used in {self.base}/staging")
+            batches.check_job_id_free(self.storage, job_id)
             upload_tree(self.storage, batch_dir, keys.pending_batch(job_id), last=keys.BATCH_MANIFEST)
         finally:
             shutil.rmtree(batch_dir, ignore_errors=True)
@@ -115,7 +121,10 @@ class S3Lake(S3Processing, BaseLake):
         return S3BatchSink(self, job_id)
 
     def read_manifest(self, job_id: str) -> BatchManifest:
-        data = self.storage.read_bytes(keys.pending_manifest(job_id))
+        """The pending batch's manifest (FileNotFoundError without one, ValidationError when unusable)."""
+        return self._load_manifest(job_id, self.storage.read_bytes(keys.pending_manifest(job_id)))
+
+    def _load_manifest(self, job_id: str, data: bytes) -> BatchManifest:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / keys.BATCH_MANIFEST).write_bytes(data)
             try:
@@ -124,57 +133,73 @@ class S3Lake(S3Processing, BaseLake):
                 raise ValidationError(str(exc).replace(tmp, self.uri_of(keys.pending_batch(job_id)))) from None
 
     def newest_change(self, job_id: str) -> datetime:
-        """Latest ``LastModified`` among a pending batch's objects (hand drops are claimed once it is old),
-        as an upper bound: S3 lists it truncated to the second (AWS and moto send ``.000``), so a whole-second
-        value counts from the end of its second, never making a drop look older than it is."""
-        newest = max(o.modified for o in self.storage.list(keys.pending_batch(job_id)))
-        return newest + timedelta(seconds=1) if newest.microsecond == 0 else newest
+        """Latest ``LastModified`` among a pending batch's objects (see :func:`_upper_bound`)."""
+        return max(_upper_bound(o.modified) for o in self.storage.list(keys.pending_batch(job_id)))
+
+    def pending_batches(self) -> dict[str, PendingObjects]:
+        """Every batch in ``staging/pending`` that is not claimed, from one listing, in staging order (manifest
+        time, else last change; then job id): with or without a manifest, like a local ``pending/`` folder."""
+        found: dict[str, PendingObjects] = {}
+        for obj in self.storage.list(keys.PENDING):
+            job_id, sep, name = obj.key[len(keys.PENDING) + 1 :].partition("/")
+            if not sep or job_id.startswith("."):
+                continue
+            drop = found.setdefault(job_id, PendingObjects(job_id, None, _upper_bound(obj.modified)))
+            drop.changed = max(drop.changed, _upper_bound(obj.modified))
+            if name == keys.BATCH_MANIFEST:
+                drop.manifest = obj.modified
+        claimed = set(self.storage.list_dirs(keys.PROCESSING)) if found else set()
+        drops = [d for d in found.values() if d.job_id not in claimed]
+        return {d.job_id: d for d in sorted(drops, key=lambda d: (d.manifest or d.changed, d.job_id))}
 
     def pending(self) -> list[str]:
-        """Job ids with a complete batch (manifest present) in ``staging/pending``, by manifest time."""
-        return [job_id for job_id, _ in self.new_manifests(None)]
-
-    def new_manifests(self, since: datetime | None) -> list[tuple[str, datetime]]:
-        """(job id, LastModified) of pending manifests changed after ``since`` minus the look-back, oldest first."""
-        after = since - timedelta(seconds=OVERLAP_SECONDS) if since else None
-        found = []
-        for obj in self.storage.list(keys.PENDING):
-            job_id = keys.job_of_manifest_key(obj.key)
-            if job_id and (after is None or obj.modified > after):
-                found.append((job_id, obj.modified))
-        return sorted(found, key=lambda f: f[1])
+        """Job ids of the unclaimed batches in ``staging/pending`` (complete or not), in staging order."""
+        return list(self.pending_batches())
 
     def claim_ready(self, state: dict[str, Any], options: ClaimOptions) -> Claimed:
-        """Claim each complete batch whose manifest changed since ``state["since"]``; advance that cursor.
+        """Claim every complete, valid pending batch that is not claimed yet; ``state`` is not needed (kept for
+        the protocol: each round lists ``staging/pending`` and ``staging/processing`` once).
 
-        Invalid batches go to failed/; hand drops wait until all their objects are ``quiet_seconds`` old, and
-        the cursor never passes a batch still waiting.
+        Invalid batches go to failed/; hand drops wait until all their objects are ``quiet_seconds`` old; a batch
+        without a readable manifest waits ``grace_seconds`` after its last change (core/lake/triage.py).
         """
-        since = datetime.fromisoformat(state["since"]) if state.get("since") else None
+        state.pop("since", None)  # the cursor of older versions
         groups: dict[PartitionRef, list[str]] = defaultdict(list)
         staged_at: dict[str, str] = {}
-        schema, cursor, waiting, n_waiting = None, since, None, 0
+        schema, n_waiting = None, 0
         now = datetime.now(timezone.utc)
-        for job_id, modified in self.new_manifests(since):
+        quiet = options.quiet_seconds > 0  # 0: the caller knows the hand drops are complete (as on a local lake)
+        for job_id, drop in self.pending_batches().items():
+            idle = (now - drop.changed).total_seconds()
             try:
-                manifest = self.read_manifest(job_id)
+                manifest, problem, final = self._triage_manifest(job_id, drop)
             except FileNotFoundError:
                 continue  # processed since the listing
-            except (DatalakeError, ValueError) as exc:
-                self._reject_logged(job_id, str(exc), options.log)
+            if manifest is None:
+                if quiet and idle < options.quiet_seconds:  # still being written: no warning yet
+                    n_waiting += 1
+                    continue
+                if not final and idle >= options.grace_seconds:
+                    idle = self._idle_with_uploads(job_id, idle, now)
+                reason = unusable_reason(job_id, str(problem), final, idle, options.grace_seconds, options.log)
+                if reason is not None:
+                    self._reject_logged(job_id, reason, options.log)
                 continue
-            # quiet_seconds 0: the caller knows the drop is complete (newest_change may lie up to 1 s ahead)
-            quiet = options.quiet_seconds
-            if manifest.hand_drop and quiet > 0 and (now - self.newest_change(job_id)).total_seconds() < quiet:
-                waiting = min(waiting, modified) if waiting else modified  # `aws s3 sync` sends the manifest early
+            if (  # `aws s3 sync` sends the manifest early
+                manifest.hand_drop
+                and quiet
+                and (idle < options.quiet_seconds or self._idle_with_uploads(job_id, idle, now) < options.quiet_seconds)
+            ):
                 n_waiting += 1
                 continue
-            cursor = max(cursor, modified) if cursor else modified
             try:
                 schema = schema or self.schema()
                 manifest.validate(schema)
                 if options.key_allowed is not None and not options.key_allowed(manifest.partition.key):
                     raise ValidationError(f"partition key {manifest.partition.key!r} is not allowed")
+                reused = batches.done_job_reused(self.storage, job_id)
+                if reused:
+                    raise ValidationError(reused)
             except (DatalakeError, ValueError) as exc:
                 self._reject_logged(job_id, str(exc), options.log)
                 continue
@@ -183,11 +208,27 @@ class S3Lake(S3Processing, BaseLake):
                 staged_at[job_id] = str(manifest.created_at)
         for job_ids in groups.values():  # staging order: a partition's first batch is the first one staged
             job_ids.sort(key=lambda j: (staged_at[j], j))
-        if waiting is not None:
-            cursor = min(cursor, waiting) if cursor else waiting
-        if cursor:
-            state["since"] = cursor.isoformat()
         return Claimed(dict(groups), n_waiting)
+
+    def _triage_manifest(self, job_id: str, drop: PendingObjects) -> tuple[BatchManifest | None, str | None, bool]:
+        """(manifest, None, False) for a usable manifest, else (None, problem, final): ``final`` for a manifest
+        that is valid JSON (waiting will not fix it). FileNotFoundError when the batch went meanwhile."""
+        manifest_key = keys.pending_manifest(job_id)
+        if drop.manifest is None:
+            if not key_present(self.storage, keys.pending_batch(job_id)):
+                raise FileNotFoundError(self.uri_of(keys.pending_batch(job_id)))
+            return None, f"{self.uri_of(manifest_key)}: the batch has no {keys.BATCH_MANIFEST}", False
+        data = self.storage.read_bytes(manifest_key)
+        try:
+            return self._load_manifest(job_id, data), None, False
+        except ValidationError as exc:
+            return None, str(exc), readable_json(data)
+
+    def _idle_with_uploads(self, job_id: str, idle: float, now: datetime) -> float:
+        """``idle`` (seconds since the batch's listed objects changed) shortened by a multipart upload into the
+        batch still under way: its object is listed only once complete, so the batch would look idle meanwhile."""
+        activity = self.storage.upload_activity(keys.pending_batch(job_id))
+        return idle if activity is None else min(idle, (now - _upper_bound(activity)).total_seconds())
 
     def _reject_logged(self, job_id: str, reason: str, log) -> None:
         if self.reject(job_id, reason):
@@ -274,37 +315,29 @@ class S3Lake(S3Processing, BaseLake):
 
     # status ------------------------------------------------------------------------------------------------
     def status(self, job_id: str, run_state: RunState | None = None) -> dict[str, Any] | None:
-        """pending / queued / running / done / failed for one batch, from staging objects and the job record."""
-        entry: dict[str, Any] = {"job_id": job_id}
-        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-            record = json.loads(self.storage.read_bytes(keys.job_record(job_id)))
-            entry.update(
-                {k: record.get(k) for k in ("partition", "rows_in", "rows_added", "rows_duplicate", "rows_rejected")}
-            )
-            entry.update(rows=record.get("rows_in"), state=record.get("status"), error=record.get("error"))
-        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-            error = json.loads(self.storage.read_bytes(f"{keys.failed_batch(job_id)}/{ERROR_FILE}"))
-            entry.update(state="failed", error=error.get("error"), path=self.uri_of(keys.failed_batch(job_id)))
-        marker = self.read_claim(job_id)
-        if marker is not None and entry.get("state") not in ("done", "failed"):
-            state, run_id = (run_state or claim_state)(marker)
-            entry.update(state=state, partition=marker.partition, run_id=run_id or marker.run_id)
-        elif "state" not in entry and self.storage.exists(keys.pending_manifest(job_id)):
-            entry.update(state="pending", path=self.uri_of(keys.pending_batch(job_id)))
-        return entry if "state" in entry else None
+        """Where a batch is, in the record shape of :func:`.batches.batch_entry`; None for an unknown job id."""
+        return batches.BatchReader(self.storage, local=False).status(job_id, claim_doc_state(run_state))
 
     def list_batches(self, run_state: RunState | None = None) -> list[dict[str, Any]]:
         """Every batch of the lake (pending, claimed, with a job record, or failed), one entry per job id."""
-        records = [o.key.rsplit("/", 1)[-1][: -len(".json")] for o in self.storage.list(keys.JOBS)]
-        names = {
-            *self.storage.list_dirs(keys.PENDING),
-            *self.storage.list_dirs(keys.PROCESSING),
-            *self.storage.list_dirs(keys.FAILED),
-            *(r for r in records if r),
-        }
-        entries = [e for job_id in sorted(names) if (e := self.status(job_id, run_state)) is not None]
-        order = {"pending": 0, "queued": 1, "processing": 1, "running": 1, "done": 2, "failed": 3}
-        return sorted(entries, key=lambda e: (order.get(e["state"], 9), e["job_id"]))
+        return batches.BatchReader(self.storage, local=False).list_all(claim_doc_state(run_state))
 
     def uri_of(self, key: str) -> str:
         return f"{self.base}/{key}"
+
+
+@dataclass
+class PendingObjects:
+    """A batch in ``staging/pending`` as one listing shows it: when its manifest was written (None: no manifest)
+    and when any of its objects last changed (:func:`_upper_bound`)."""
+
+    job_id: str
+    manifest: datetime | None
+    changed: datetime
+
+
+def _upper_bound(modified: datetime) -> datetime:
+    """A ``LastModified`` as the latest moment it may stand for: S3 lists it truncated to the second (AWS and
+    moto send ``.000``), so a whole-second value counts from the end of its second, never making a batch look
+    older than it is."""
+    return modified + timedelta(seconds=1) if modified.microsecond == 0 else modified

@@ -3,8 +3,9 @@
 The mixin :class:`S3Processing` holds the processing half of :class:`~.s3.S3Lake` (kept apart for size): the
 claimed batch and its partition's catalog files are downloaded into a throwaway work lake under the cache
 folder, :class:`~..ingest.processing.BatchProcessor` runs there with a :class:`~..ingest.s3_index.TieredHashIndex`,
-and the outcome is published: new assets, the catalog part, ``_metadata.json``, the hash-index segment, the job
-record, and finally the staging clean-up. A run that dies anywhere can simply run again.
+and the outcome is published: new assets, the catalog part, ``_metadata.json``, the hash-index segment, the
+staging clean-up, and finally the job record. A run that dies anywhere can simply run again: its batch is still
+in ``pending/`` until the clean-up, so a done job record always belongs to a batch that is gone from staging.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from ..catalog.parts import CompactionResult, compact_partition
 from ..errors import ValidationError
 from ..ingest.hash_index import HashIndex
 from ..ingest.manifest import load_manifest
-from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions
+from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, write_job_record
 from ..ingest.s3_index import SegmentCache, TieredHashIndex
 from ..storage.backends import cache_dir_for, download_tree, upload_tree
-from . import keys
+from . import batches, keys
 from .keys import BATCH_MANIFEST, ERROR_FILE, PARTITION_METADATA
 from .layout import LakeLayout, PartitionRef
 from .protocol import ClaimOptions
@@ -177,13 +178,28 @@ class S3Processing:
         run_index = TieredHashIndex(work.index_dir / f"run-{job_id}.sqlite", cache.index, self.existing_assets)
         processor = BatchProcessor(work, options, schema=schema, index=run_index)
         result = processor.process(job_id, run_info)
+        clash = self._part_clash(job_id, result) if result.status == "done" else None
+        if clash is not None:  # nothing is published, and the done batch's job record stays
+            result.status, result.error, result.rows_added, result.part_file = "failed", clash, 0, None
+            result.rejected_dir = self.fail(job_id, {"error": clash, "partition": result.partition, **(run_info or {})})
+            return result
         if result.status == "done":
             self._publish(work, job_id, result, run_index, cache)
         else:
             error = json.loads((work.failed_batch(job_id) / ERROR_FILE).read_text())
             result.rejected_dir = self.fail(job_id, error)
-        self._upload_job_record(work, job_id)
+        write_job_record(work, result, run_info)  # with the S3 URIs publishing gave its paths
+        self.storage.upload(work.job_record(job_id), keys.job_record(job_id))
         return result
+
+    def _part_clash(self, job_id: str, result: BatchResult) -> str | None:
+        """Why publishing ``result`` would replace the part file of another batch of the same job id (a done one,
+        whose rows it holds), or None. Staging and claiming refuse a used job id already; this is the last guard."""
+        if not result.part_file or result.partition is None:
+            return None
+        key = f"{keys.partition(PartitionRef.parse(result.partition))}/{Path(result.part_file).name}"
+        reused = batches.done_job_reused(self.storage, job_id) if self.storage.exists(key) else None
+        return None if reused is None else f"{reused} ({self.uri_of(key)} was not replaced)"
 
     def process_pending(self, options: ProcessOptions, quiet_seconds: float = 2.0) -> list[BatchResult]:
         """Claim and process every complete pending batch in this process (no Dagster needed), each batch in
@@ -201,19 +217,21 @@ class S3Processing:
         entries = run_index.new_entries()
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(lambda e: self.storage.upload(work.base / e.path, e.path), entries))
-        if result.part_file:
-            if result.partition is None:  # BatchProcessor sets the partition before it writes a part
-                raise ValueError(f"batch {job_id} wrote a catalog part but names no partition")
+        if result.part_file and result.partition is None:  # BatchProcessor sets the partition before a part
+            raise ValueError(f"batch {job_id} wrote a catalog part but names no partition")
+        if result.partition is not None:
             ref = PartitionRef.parse(result.partition)
             prefix = keys.partition(ref)
-            part = Path(result.part_file)
-            self.storage.upload(part, f"{prefix}/{part.name}")
+            if result.part_file:
+                part = Path(result.part_file)
+                self.storage.upload(part, f"{prefix}/{part.name}")
+                result.part_file = self.uri_of(f"{prefix}/{part.name}")
             conformed = [Path(c) for c in result.conformed_parts]  # older parts rewritten in widened contract types
             for path in conformed:
                 self.storage.upload(path, f"{prefix}/{path.name}")
             result.conformed_parts = [self.uri_of(f"{prefix}/{p.name}") for p in conformed]
-            self.storage.upload(work.partition_metadata(ref), keys.partition_metadata(ref))
-            result.part_file = self.uri_of(f"{prefix}/{part.name}")
+            if work.partition_metadata(ref).is_file():  # also for a batch that added no row: its batches entry
+                self.storage.upload(work.partition_metadata(ref), keys.partition_metadata(ref))
         cache.publish(job_id, entries)
         rejected = work.rejected_batch(job_id)
         if rejected.is_dir():
@@ -225,11 +243,6 @@ class S3Processing:
             upload_tree(self.storage, folder, keys.failed_batch(folder.name), last=ERROR_FILE)
             kept["folder"] = self.uri_of(keys.failed_batch(folder.name))
         self._drop_pending(job_id)
-
-    def _upload_job_record(self, work: LakeLayout, job_id: str) -> None:
-        record = work.job_record(job_id)
-        if record.exists():
-            self.storage.upload(record, keys.job_record(job_id))
 
     # rebuild -----------------------------------------------------------------------------------------------
     def rebuild_partition(self, ref: PartitionRef, batch_size: int, view: LakeLayout | None = None) -> CompactionResult:

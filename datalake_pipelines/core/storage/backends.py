@@ -240,6 +240,22 @@ class S3Storage:
             head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         return ObjectInfo(key, head["ContentLength"], head["LastModified"], head.get("ETag", ""))
 
+    def upload_activity(self, prefix: str) -> datetime | None:
+        """When a multipart upload under ``prefix/`` still open last made progress (its start or newest part);
+        None when there is none. Such an object is not listed until complete, and then with the start time."""
+        newest: datetime | None = None
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=self._dir(prefix)
+        )
+        for upload in (u for page in pages for u in page.get("Uploads", [])):
+            times = [upload["Initiated"]]
+            parts = self.client.get_paginator("list_parts").paginate(
+                Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+            times += [p["LastModified"] for page in parts for p in page.get("Parts", [])]
+            newest = max([t for t in (newest, *times) if t is not None])
+        return newest
+
     def read_bytes(self, key: str) -> bytes:
         with _missing_as_file_not_found(f"{self.uri}/{key}"):
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()

@@ -139,7 +139,9 @@ def test_processing_a_batch_again_after_a_crash_never_duplicates(client, lake, t
     assert sorted(r["row_hash"] for r in read_catalog()) == rows
     ref = PartitionRef("inhouse", "scans", "raw", "mixed")
     assert json.loads(lake.partition_metadata(ref).read_text())["row_count"] == 6
-    # ...or the operator moved it back to pending/.
+    # ...or the operator moved it back to pending/. Such a crash leaves no job record (it is written after the
+    # clean-up); with one, the pending batch would be another batch reusing a done job id, refused unprocessed.
+    lake.job_record(job_id).unlink()
     shutil.copytree(backup, lake.pending_batch(job_id))
     [third] = client.process_pending()
     assert third.status == "done", third.error

@@ -142,6 +142,9 @@ def test_the_same_images_again_store_nothing_new(backend, make_jpeg, tmp_path):
     assert mat["images_new"].value == 0 and mat["images_deduplicated"].value == 2
     assert mat["rows_added"].value == 0 and mat["rows_duplicate"].value == 2
     assert len(backend.keys("assets")) == 2
+    metadata = backend.read_json(keys.partition_metadata(RAW))  # a batch that added no row is recorded too
+    assert [(b["job_id"], b["rows"]) for b in metadata["batches"]] == [(first, 2), (second, 0)]
+    assert metadata["row_count"] == 2 and backend.lake.status(second)["path"] is None
 
 
 def test_two_claimers_race_and_one_wins(backend, make_jpeg, tmp_path):
@@ -410,3 +413,105 @@ def test_cli_process_and_config_commands(backend, make_jpeg, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["rows_added"] == 2
     assert cli("process", "list", "--json") == 0
     assert [(e["job_id"], e["state"]) for e in json.loads(capsys.readouterr().out)] == [("scan1", "done")]
+
+
+def test_a_used_job_id_is_refused_and_the_done_batch_keeps_its_rows(backend, make_jpeg, tmp_path, capsys):
+    from datalake_pipelines.cli.main import main
+    from datalake_pipelines.core.errors import ValidationError
+
+    used = "job id 'jobA' is already used in this lake; pick another"
+    first = jpegs(make_jpeg, tmp_path / "a", 2, [(200, 10, 10), (10, 200, 10)])
+    second = jpegs(make_jpeg, tmp_path / "b", 3, [(1, 1, 250), (250, 250, 1), (9, 99, 199)])
+    backend.client.upload_raw_data(first, "aihub", "receipts", job_id="jobA")
+    with pytest.raises(ValidationError, match=used):  # while it is pending
+        backend.client.upload_raw_data(second, "aihub", "receipts", job_id="jobA")
+    result = backend.tick()
+    assert backend.run(result.run_requests[0], result).success
+    part = keys.part_file(RAW, "jobA")
+    before = backend.lake.storage.read_bytes(part)
+    with pytest.raises(ValidationError, match=used):  # done: its job record holds the id
+        backend.client.upload_raw_data(second, "aihub", "receipts", job_id="jobA")
+    capsys.readouterr()
+    args = ["--base-path", backend.base, "upload", "--type", "raw", "--data", str(second)]
+    assert main([*args, "--provider", "aihub", "--dataset", "receipts", "--job-id", "jobA"]) == 1
+    assert f"error: {used}" in capsys.readouterr().err
+    backend.drop("bad", {"_metadata.json": b'{"provider": "nobody", "dataset": "x"}'})
+    backend.lake.reject("bad", "unusable")
+    with pytest.raises(ValidationError, match="job id 'bad' is already used in this lake"):  # failed/ holds it
+        backend.client.upload_raw_data(second, "aihub", "receipts", job_id="bad")
+    assert backend.lake.pending() == [] and backend.lake.storage.read_bytes(part) == before
+    assert backend.lake.status("jobA")["rows_added"] == 2
+
+
+def test_a_hand_drop_named_like_a_done_batch_is_refused(backend, make_jpeg, tmp_path, monkeypatch):
+    monkeypatch.setattr(sensors, "QUIET_SECONDS", 0.0)
+    backend.client.upload_raw_data(jpegs(make_jpeg, tmp_path / "a", 2), "aihub", "receipts", job_id="scans")
+    result = backend.tick()
+    assert backend.run(result.run_requests[0], result).success
+    part = backend.lake.storage.read_bytes(keys.part_file(RAW, "scans"))
+    image = make_jpeg(tmp_path / "new.jpg", color=(3, 140, 250)).read_bytes()
+    backend.drop("scans", {"new.jpg": image, "_metadata.json": b'{"provider": "aihub", "dataset": "receipts"}'})
+    again = backend.tick(result.cursor)
+    assert again.run_requests == [] and backend.keys(keys.PENDING) == []
+    error = backend.read_json(f"{keys.failed_batch('scans')}/error.json")
+    assert "job id 'scans' is already used in this lake" in error["error"] and "rename the folder" in error["error"]
+    assert backend.lake.storage.read_bytes(f"{keys.failed_batch('scans')}/new.jpg") == image
+    assert backend.lake.storage.read_bytes(keys.part_file(RAW, "scans")) == part, "the done batch's rows stay"
+    assert backend.lake.status("scans")["state"] == "done"
+
+
+@pytest.mark.parametrize("manifest", [None, b"{oops"])
+def test_a_drop_without_a_usable_manifest_waits_then_fails(backend, make_jpeg, tmp_path, monkeypatch, manifest):
+    from datalake_pipelines.services.runner import start_pending
+
+    monkeypatch.setattr(sensors, "QUIET_SECONDS", 0.0)
+    monkeypatch.setattr(sensors, "GRACE_SECONDS", 6.0)  # long enough for a tick and a start on a loaded machine
+    image = make_jpeg(tmp_path / "x.jpg").read_bytes()
+    backend.drop("nomani", {"x.jpg": image, **({"_metadata.json": manifest} if manifest else {})})
+    dropped = time.time()
+    waiting = backend.tick()  # the sensor waits
+    assert waiting.run_requests == [] and backend.keys(keys.FAILED) == []
+    assert start_pending(backend.base, backend.instance, quiet_seconds=0.0, echo=lambda _m: None) == []
+    assert backend.lake.pending() == ["nomani"] and backend.keys(keys.FAILED) == []
+    [entry] = backend.lake.list_batches()
+    assert (entry["job_id"], entry["state"], entry["partition"], entry["rows"]) == ("nomani", "pending", None, None)
+    assert backend.lake.status("nomani")["state"] == "pending"
+    time.sleep(max(0.0, dropped + 7.2 - time.time()))  # S3 lists LastModified to the second: one more second
+    assert start_pending(backend.base, backend.instance, quiet_seconds=0.0, echo=lambda _m: None) == []
+    error = backend.read_json(f"{keys.failed_batch('nomani')}/error.json")  # `process start` applies the grace too
+    assert "_metadata.json" in error["error"] and "gave up after 6 s" in error["error"]
+    assert backend.lake.storage.read_bytes(f"{keys.failed_batch('nomani')}/x.jpg") == image, "the original is kept"
+    assert backend.keys(keys.PENDING) == [] and backend.lake.claims() == []
+    assert backend.lake.status("nomani")["state"] == "failed"
+
+
+def test_status_entries_have_one_shape_on_every_backend(backend, make_jpeg, tmp_path, monkeypatch, capsys):
+    from datalake_pipelines.cli.main import main
+    from datalake_pipelines.core.lake.batches import ENTRY_KEYS
+
+    ref = PartitionRef("aihub", "one", "raw", "image")
+    _, done = backend.client.upload_raw_data(jpegs(make_jpeg, tmp_path / "a", 2), "aihub", "one")
+    result = backend.tick()
+    assert backend.run(result.run_requests[0], result).success
+    _, claimed = backend.client.upload_raw_data(jpegs(make_jpeg, tmp_path / "b", 1), "aihub", "two")
+    assert backend.tick(result.cursor).run_requests
+    _, pending = backend.client.upload_raw_data(jpegs(make_jpeg, tmp_path / "c", 3), "aihub", "three")
+    _, failed = backend.client.upload_raw_data(jpegs(make_jpeg, tmp_path / "d", 1), "aihub", "four")
+    backend.lake.reject(failed, "unusable")
+    entries = {e["job_id"]: e for e in backend.lake.list_batches()}
+    assert all(tuple(e) == ENTRY_KEYS for e in entries.values())
+    assert {j: (e["state"], e["partition"], e["rows"]) for j, e in entries.items()} == {
+        pending: ("pending", "aihub/three/raw/image", 3),
+        claimed: ("queued", "aihub/two/raw/image", 1),
+        done: ("done", ref.key, 2),
+        failed: ("failed", "aihub/four/raw/image", 1),
+    }
+    assert entries[pending]["path"].endswith(keys.pending_batch(pending))
+    assert entries[failed]["path"].endswith(keys.failed_batch(failed)) and entries[failed]["error"] == "unusable"
+    assert entries[failed]["finished_at"]
+    assert entries[done]["path"].endswith(keys.part_file(ref, done)) and entries[done]["finished_at"]
+    assert (entries[done]["rows_added"], entries[done]["rows_duplicate"], entries[done]["rows_rejected"]) == (2, 0, 0)
+    assert all(backend.lake.status(j) == e for j, e in entries.items())
+    capsys.readouterr()
+    assert main(["--base-path", backend.base, "process", "status", done, "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)) == list(ENTRY_KEYS)

@@ -1,5 +1,5 @@
-"""What only an S3 lake does (moto's HTTP server): the end-to-end path with Athena and catalog.duckdb, the since
-cursor, unreadable manifests, bucket prefixes, multipart uploads, S3-specific CLI answers.
+"""What only an S3 lake does (moto's HTTP server): the end-to-end path with Athena and catalog.duckdb, drops
+still being uploaded, the publish guard, bucket prefixes, multipart uploads, S3-specific CLI answers.
 
 The queue cases every backend shares are in ``test_lake_contract.py``."""
 
@@ -137,21 +137,48 @@ def test_s3_ingest_end_to_end(instance, s3_lake, s3_client_api, corpus_dir, tmp_
     assert refresh.success and S3Storage(s3_lake).exists("catalog.duckdb")
 
 
-def test_an_unparseable_manifest_fails_at_once_on_s3(instance, s3_lake, monkeypatch):
-    # S3-only: a prefix is listed only once its manifest exists, so an unreadable one is final (a local folder
-    # waits for its grace period instead: defs/test_sensor.py). Valid-JSON invalid manifests: the contract suite.
+def test_a_drop_being_uploaded_in_parts_is_not_failed(instance, s3_lake, monkeypatch):
+    # S3-only: an object of a multipart upload is listed only once complete (with the time it began), so a drop
+    # whose last object is still uploading looks idle; the grace period counts from its newest part instead.
     monkeypatch.setattr(sensors, "QUIET_SECONDS", 0.0)
+    monkeypatch.setattr(sensors, "GRACE_SECONDS", 4.0)
     storage = S3Storage(s3_lake)
-    storage.write_bytes("staging/pending/bad2/data.txt", b"x")
-    storage.write_bytes("staging/pending/bad2/_metadata.json", b"{not json")
-    result = tick(instance, s3_lake)
-    assert result.run_requests == []
-    bad2 = json.loads(storage.read_bytes("staging/failed/bad2/error.json"))
-    assert bad2["job_id"] == "bad2"
-    assert bad2["error"].startswith(f"{s3_lake}/staging/pending/bad2/_metadata.json: not valid JSON")
-    assert storage.read_bytes("staging/failed/bad2/data.txt") == b"x"  # the original is kept
-    assert not keys(s3_lake, "staging/pending/bad2")
-    assert not storage.exists(lake_keys.claim_marker("bad2", local=False))
+    storage.write_bytes("staging/pending/big/a.txt", b"x")
+    key = f"{storage.prefix}/staging/pending/big/huge.bin"
+    upload = storage.client.create_multipart_upload(Bucket=storage.bucket, Key=key)["UploadId"]
+    time.sleep(5.2)
+    storage.client.upload_part(Bucket=storage.bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"y" * 1024)
+    assert tick(instance, s3_lake).run_requests == []
+    assert keys(s3_lake, "staging/failed") == [], "a part arrived within the grace period: still waiting"
+    storage.client.abort_multipart_upload(Bucket=storage.bucket, Key=key, UploadId=upload)
+    time.sleep(5.2)
+    assert tick(instance, s3_lake).run_requests == []
+    error = json.loads(storage.read_bytes("staging/failed/big/error.json"))
+    assert "the batch has no _metadata.json" in error["error"]
+    assert storage.read_bytes("staging/failed/big/a.txt") == b"x"
+
+
+def test_publishing_never_replaces_the_part_of_a_done_batch(s3_lake, s3_client_api, make_jpeg, tmp_path):
+    # The last guard behind staging and claiming (test_lake_contract.py): a second batch of a done job id that
+    # got past both (here claimed directly) fails instead of replacing part-<job>.parquet and the job record.
+    from datalake_pipelines.core.ingest.processing import ProcessOptions
+
+    lake = S3Lake(s3_lake)
+    make_jpeg(tmp_path / "a" / "a.jpg")
+    s3_client_api.upload_raw_data(tmp_path / "a", "aihub", "receipts", job_id="jobA")
+    assert [r.status for r in lake.process_pending(ProcessOptions(num_proc=2))] == ["done"]
+    part, record = lake_keys.part_file(RAW, "jobA"), lake_keys.job_record("jobA")
+    before = {k: lake.storage.read_bytes(k) for k in (part, record, lake_keys.partition_metadata(RAW))}
+    image = make_jpeg(tmp_path / "b.jpg", color=(9, 200, 90)).read_bytes()
+    lake.storage.write_bytes("staging/pending/jobA/b.jpg", image)
+    lake.storage.write_bytes("staging/pending/jobA/_metadata.json", b'{"provider": "aihub", "dataset": "receipts"}')
+    assert lake.claim("jobA", "jobA", RAW)
+    [result] = lake.process(["jobA"], ProcessOptions(num_proc=2))
+    assert result.status == "failed" and result.rows_added == 0
+    assert "job id 'jobA' is already used in this lake" in result.error and "was not replaced" in result.error
+    assert {k: lake.storage.read_bytes(k) for k in before} == before
+    assert lake.storage.read_bytes("staging/failed/jobA/b.jpg") == image
+    assert keys(s3_lake, "staging/pending") == [] and lake.claims() == []
 
 
 def test_s3_base_from_environment_and_bucket_prefix(s3_lake, monkeypatch):
@@ -208,17 +235,18 @@ def test_cli_on_an_s3_lake(s3_lake, make_jpeg, tmp_path, capsys):
     assert got["rows"] == 3
 
 
-def test_a_waiting_hand_drop_is_not_skipped_by_the_cursor(
+def test_a_settling_hand_drop_is_claimed_by_a_later_tick(
     instance, s3_lake, s3_client_api, monkeypatch, make_jpeg, tmp_path
 ):
     storage = S3Storage(s3_lake)
     doc = {"provider": "aihub", "dataset": "receipts"}
     storage.write_bytes("staging/pending/drop2/_metadata.json", json.dumps(doc).encode())
-    time.sleep(6.5)  # more than the sensor's 5 s look-back
+    time.sleep(1.5)  # the manifest is older than the batch's newest object
     storage.upload(make_jpeg(tmp_path / "a.jpg"), "staging/pending/drop2/a.jpg")
     make_jpeg(tmp_path / "src" / "b.jpg")
     _, job = s3_client_api.upload_raw_data(tmp_path / "src", "aihub", "receipts")  # a newer, complete batch
     monkeypatch.setattr(sensors, "QUIET_SECONDS", 3.0)
+    monkeypatch.setattr(sensors, "RECOVERY_AGE_SECONDS", 600.0)  # the first tick's claim is not re-issued here
     first = tick(instance, s3_lake)
     assert [r.run_key for r in first.run_requests] == [job]  # the hand drop is still settling
     time.sleep(3.2)
