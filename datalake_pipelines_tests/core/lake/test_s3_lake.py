@@ -199,7 +199,10 @@ def test_cli_on_an_s3_lake(s3_lake, make_jpeg, tmp_path, capsys):
     assert S3Storage(s3_lake).exists("catalog.duckdb")  # process start refreshed it
     capsys.readouterr()
     assert cli("catalog", "rebuild", "--json") == 0
-    assert json.loads(capsys.readouterr().out)["rows"] == 3
+    rebuilt = json.loads(capsys.readouterr().out)
+    assert rebuilt["rows"] == 3 and rebuilt["database"] == f"{s3_lake}/catalog.duckdb"  # the lake's, not the cache's
+    assert cli("catalog", "rebuild") == 0
+    assert capsys.readouterr().out.startswith(f"rebuilt {s3_lake}/catalog.duckdb: 1 partitions")
     # downloads read the S3 lake itself, never a local scratch folder (the contract suite covers every format)
     assert cli("download", "--provider", "scanner_co", "--out", str(tmp_path / "dl"), "--json") == 0
     assert json.loads(capsys.readouterr().out)["rows"] == 3
