@@ -1,4 +1,7 @@
-"""Where a batch is and what happened to it: pending, processing (queued/running), done or failed."""
+"""Where a batch is and what happened to it: pending, processing (queued/running), done or failed.
+
+The entries (:func:`staged_entry`, :func:`record_entry`, :func:`failed_entry`) are built from the batch's
+documents whatever holds them, so a local and an S3 lake (``s3.S3Lake.status``) answer with the same fields."""
 
 from __future__ import annotations
 
@@ -33,19 +36,19 @@ def _partition_of(doc: dict[str, Any]) -> str | None:
         return None
 
 
-def _staged_entry(job_id: str, state: str, folder: Path) -> dict[str, Any]:
-    manifest = _safe_json(folder / BATCH_MANIFEST)
-    entry: dict[str, Any] = {
+def staged_entry(job_id: str, state: str, manifest: dict[str, Any], path: str) -> dict[str, Any]:
+    """The entry of a staged batch (pending, processing, failed) from its ``_metadata.json`` and its location."""
+    return {
         "job_id": job_id,
         "state": state,
         "partition": _partition_of(manifest),
         "rows": manifest.get("row_count"),
-        "path": str(folder),
+        "path": path,
     }
-    return entry
 
 
-def _record_entry(job_id: str, record: dict[str, Any]) -> dict[str, Any]:
+def record_entry(job_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The entry of a processed batch from its job record (``path``: the catalog part, or where rows went)."""
     state = record.get("status") if record.get("status") in ("done", "failed") else "failed"
     return {
         "job_id": job_id,
@@ -61,12 +64,20 @@ def _record_entry(job_id: str, record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _failed_entry(job_id: str, folder: Path) -> dict[str, Any]:
-    entry = _staged_entry(job_id, "failed", folder)
-    error = _safe_json(folder / ERROR_FILE)
+def failed_entry(job_id: str, manifest: dict[str, Any], error: dict[str, Any], path: str) -> dict[str, Any]:
+    """The entry of a batch in ``failed/`` without a job record, from its manifest and ``error.json``."""
+    entry = staged_entry(job_id, "failed", manifest, path)
     entry["error"] = error.get("error") or "(no error.json)"
     entry["rows_rejected"] = len(error.get("rejected") or []) or None
     return entry
+
+
+def _staged_entry(job_id: str, state: str, folder: Path) -> dict[str, Any]:
+    return staged_entry(job_id, state, _safe_json(folder / BATCH_MANIFEST), str(folder))
+
+
+def _failed_entry(job_id: str, folder: Path) -> dict[str, Any]:
+    return failed_entry(job_id, _safe_json(folder / BATCH_MANIFEST), _safe_json(folder / ERROR_FILE), str(folder))
 
 
 def _processing_entry(layout: LakeLayout, job_id: str, run_state: RunState | None) -> dict[str, Any]:
@@ -84,7 +95,7 @@ def batch_status(layout: LakeLayout, job_id: str, run_state: RunState | None = N
         return _processing_entry(layout, job_id, run_state)
     record_path = layout.job_record(job_id)
     if record_path.is_file():
-        return _record_entry(job_id, _safe_json(record_path))
+        return record_entry(job_id, _safe_json(record_path))
     if layout.failed_batch(job_id).is_dir():
         return _failed_entry(job_id, layout.failed_batch(job_id))
     return None
@@ -105,7 +116,7 @@ def list_batches(layout: LakeLayout, run_state: RunState | None = None) -> list[
         entries.setdefault(folder.name, _processing_entry(layout, folder.name, run_state))
     if layout.jobs_dir.is_dir():
         for path in sorted(layout.jobs_dir.glob("*.json")):
-            entries.setdefault(path.stem, _record_entry(path.stem, _safe_json(path)))
+            entries.setdefault(path.stem, record_entry(path.stem, _safe_json(path)))
     for folder in subdirs(layout.failed):
         entries.setdefault(folder.name, _failed_entry(folder.name, folder))
     order = {"pending": 0, "queued": 1, "processing": 1, "running": 1, "done": 2, "failed": 3}

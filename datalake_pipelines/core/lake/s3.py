@@ -40,7 +40,7 @@ from ..errors import DatalakeError, ValidationError
 from ..ingest.manifest import BatchManifest, load_manifest
 from ..storage.backends import S3Storage, cache_dir_for, upload_tree
 from ..storage.files import utc_now_iso
-from . import keys
+from . import batches, keys
 from .keys import ERROR_FILE
 from .layout import LakeLayout, PartitionRef
 from .protocol import MAX_ATTEMPTS, BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_state
@@ -173,14 +173,20 @@ class S3Lake(S3Processing, BaseLake):
                 continue
             if self.claim(job_id, job_id, manifest.partition):
                 groups[manifest.partition].append(job_id)
-                staged_at[job_id] = str(manifest.created_at)
+                # staging order as on a local lake: created_at, or for a hand drop when its manifest arrived
+                staged_at[job_id] = (
+                    modified.isoformat(timespec="microseconds") if manifest.hand_drop else str(manifest.created_at)
+                )
         for job_ids in groups.values():  # staging order: a partition's first batch is the first one staged
             job_ids.sort(key=lambda j: (staged_at[j], j))
+        # partitions in the staging order of their first batch, as on a local lake (LastModified has whole
+        # seconds, so the listing order would put batches staged in one second in key order)
+        ordered = dict(sorted(groups.items(), key=lambda kv: (staged_at[kv[1][0]], kv[1][0])))
         if waiting is not None:
             cursor = min(cursor, waiting) if cursor else waiting
         if cursor:
             state["since"] = cursor.isoformat()
-        return Claimed(dict(groups), n_waiting)
+        return Claimed(ordered, n_waiting)
 
     def _reject_logged(self, job_id: str, reason: str, log) -> None:
         if self.reject(job_id, reason):
@@ -267,24 +273,34 @@ class S3Lake(S3Processing, BaseLake):
 
     # status ------------------------------------------------------------------------------------------------
     def status(self, job_id: str, run_state: RunState | None = None) -> dict[str, Any] | None:
-        """pending / queued / running / done / failed for one batch, from staging objects and the job record."""
-        entry: dict[str, Any] = {"job_id": job_id}
-        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-            record = json.loads(self.storage.read_bytes(keys.job_record(job_id)))
-            entry.update(
-                {k: record.get(k) for k in ("partition", "rows_in", "rows_added", "rows_duplicate", "rows_rejected")}
-            )
-            entry.update(rows=record.get("rows_in"), state=record.get("status"), error=record.get("error"))
-        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-            error = json.loads(self.storage.read_bytes(f"{keys.failed_batch(job_id)}/{ERROR_FILE}"))
-            entry.update(state="failed", error=error.get("error"), path=self.uri_of(keys.failed_batch(job_id)))
+        """pending / queued / running / done / failed for one batch, with the local lake's fields
+        (:mod:`.batches`): from the job record, the claim marker, ``failed/`` or the pending manifest."""
+        record = self._json(keys.job_record(job_id))
+        if record is not None and record.get("status") in ("done", "failed"):
+            return batches.record_entry(job_id, record)
         marker = self.read_claim(job_id)
-        if marker is not None and entry.get("state") not in ("done", "failed"):
+        if marker is not None:  # a claimed batch stays in pending/ while it is processed
+            manifest = self._json(keys.pending_manifest(job_id)) or {}
+            entry = batches.staged_entry(job_id, "queued", manifest, self.uri_of(keys.pending_batch(job_id)))
             state, run_id = (run_state or claim_state)(marker)
-            entry.update(state=state, partition=marker.partition, run_id=run_id or marker.run_id)
-        elif "state" not in entry and self.storage.exists(keys.pending_manifest(job_id)):
-            entry.update(state="pending", path=self.uri_of(keys.pending_batch(job_id)))
-        return entry if "state" in entry else None
+            entry.update(state=state, partition=entry["partition"] or marker.partition, run_id=run_id or marker.run_id)
+            return entry
+        error = self._json(f"{keys.failed_batch(job_id)}/{ERROR_FILE}")
+        if error is not None:
+            manifest = self._json(f"{keys.failed_batch(job_id)}/{keys.BATCH_MANIFEST}") or {}
+            return batches.failed_entry(job_id, manifest, error, self.uri_of(keys.failed_batch(job_id)))
+        pending = self._json(keys.pending_manifest(job_id))
+        if pending is not None:
+            return batches.staged_entry(job_id, "pending", pending, self.uri_of(keys.pending_batch(job_id)))
+        return batches.record_entry(job_id, record) if record is not None else None
+
+    def _json(self, key: str) -> dict[str, Any] | None:
+        """The JSON object stored at ``key``; None when it is missing or not a JSON object."""
+        try:
+            doc = json.loads(self.storage.read_bytes(key))
+        except (FileNotFoundError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
 
     def list_batches(self, run_state: RunState | None = None) -> list[dict[str, Any]]:
         """Every batch of the lake (pending, claimed, with a job record, or failed), one entry per job id."""

@@ -185,7 +185,7 @@ class S3Processing:
         else:
             error = json.loads((work.failed_batch(job_id) / ERROR_FILE).read_text())
             result.rejected_dir = self.fail(job_id, error)
-        self._upload_job_record(work, job_id)
+        self._upload_job_record(work, job_id, result)
         return result
 
     def process_pending(self, options: ProcessOptions, quiet_seconds: float = 2.0) -> list[BatchResult]:
@@ -229,10 +229,13 @@ class S3Processing:
             kept["folder"] = self.uri_of(keys.failed_batch(folder.name))
         self._drop_pending(job_id)
 
-    def _upload_job_record(self, work: LakeLayout, job_id: str) -> None:
+    def _upload_job_record(self, work: LakeLayout, job_id: str, result: BatchResult) -> None:
+        """The work lake's job record with the published locations (``result`` names ``s3://`` parts and
+        folders once published; the work lake's record still names its own, soon deleted, paths)."""
         record = work.job_record(job_id)
         if record.exists():
-            self.storage.upload(record, keys.job_record(job_id))
+            doc = {**json.loads(record.read_text()), **result.to_json()}  # the run's extra keys are kept
+            self.storage.write_bytes(keys.job_record(job_id), json.dumps(doc, indent=2, default=str).encode())
 
     # rebuild -----------------------------------------------------------------------------------------------
     def rebuild_partition(self, ref: PartitionRef, batch_size: int, view: LakeLayout | None = None) -> CompactionResult:
