@@ -158,7 +158,9 @@ class S3Lake(S3Processing, BaseLake):
             except (DatalakeError, ValueError) as exc:
                 self._reject_logged(job_id, str(exc), options.log)
                 continue
-            if manifest.hand_drop and (now - self.newest_change(job_id)).total_seconds() < options.quiet_seconds:
+            # quiet_seconds 0: the caller knows the drop is complete (newest_change may lie up to 1 s ahead)
+            quiet = options.quiet_seconds
+            if manifest.hand_drop and quiet > 0 and (now - self.newest_change(job_id)).total_seconds() < quiet:
                 waiting = min(waiting, modified) if waiting else modified  # `aws s3 sync` sends the manifest early
                 n_waiting += 1
                 continue
