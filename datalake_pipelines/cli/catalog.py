@@ -13,9 +13,12 @@ from .common import CliError, emit, lake_base, lake_of
 
 
 def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
-    """Refresh catalog.duckdb now, as a Dagster run of the warehouse asset (recorded in $DAGSTER_HOME)."""
+    """Refresh catalog.duckdb now, as a Dagster run of the warehouse asset (recorded in $DAGSTER_HOME).
+
+    The output names the database in the lake, as the run's log does: ``<folder>/catalog.duckdb``, or
+    ``s3://bucket/prefix/catalog.duckdb`` (built in the cache folder and uploaded there)."""
     from ..core.catalog.query import DuckDBClient
-    from ..core.lake.open import duckdb_file_of
+    from ..core.lake.keys import DUCKDB
     from ..lib.resources import LakeResource
     from ..services.runner import get_instance, refresh_catalog_db
 
@@ -26,7 +29,7 @@ def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
     with DuckDBClient(base_path=base) as duck:
         parts = duck.retrieve_partitions()
     rows = int(parts["rows"].sum()) if len(parts) else 0
-    database = duckdb_file_of(base)
+    database = f"{base.rstrip('/')}/{DUCKDB}"  # base: the resolved folder or the s3:// URI
     emit(
         args,
         {"database": str(database), "partitions": len(parts), "rows": rows},

@@ -75,6 +75,10 @@ def cmd_near_dups(args: argparse.Namespace) -> int:
     from .common import emit, layout_of, s3_base
 
     base = s3_base(args) or str(layout_of(args).base)
+    if args.out:
+        from ..core.export.output_guard import GALLERY_MARKERS, check_output
+
+        check_output(args.out, base, args.overwrite, GALLERY_MARKERS)  # before the report; checked again on writing
     report = near_duplicate_report(base, args.threshold, args.partition, args.include_near_constant)
     text = _text(report, args.limit)
     if args.out:

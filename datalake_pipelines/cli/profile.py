@@ -3,11 +3,14 @@
 Registered from ``cli.py`` with ``add_profile_commands(subparsers, parents)``. ``profile`` prints what the
 ``catalog_partition`` materialization shows as plots (``--json``: the figures; ``--png FILE``: the figure);
 ``preview`` writes ``index.html`` with annotated thumbnails and copies of the full images (``core/preview``).
+Both read a local or an S3 lake (``Lake.partition_view``); the outputs are local files.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from .limits import limit_arg
@@ -34,17 +37,20 @@ def add_profile_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> No
     p.set_defaults(func=cmd_preview)
 
 
-def _partition(args: argparse.Namespace):
+@contextlib.contextmanager
+def _partition(args: argparse.Namespace, lake) -> Iterator[tuple[Any, Any, list]]:
+    """``(view, ref, files)`` of ``--partition``: a local view holding its catalog files (the lake itself, or a
+    throwaway work lake of an S3 lake, removed afterwards; it reads image bytes from the lake)."""
     from ..core.catalog.parts import partition_files
     from ..core.lake.layout import PartitionRef
-    from .common import CliError, layout_of
+    from .common import CliError
 
-    layout = layout_of(args)
     ref = PartitionRef.parse(args.partition)
-    files = partition_files(layout, ref)
-    if not files:
-        raise CliError(f"partition {ref.key} has no catalog files in {layout.catalog_root}")
-    return layout, ref, files
+    with lake.partition_view(ref) as view:
+        files = partition_files(view, ref)
+        if not files:
+            raise CliError(f"partition {ref.key} has no catalog files at {lake.catalog_uri(ref)}")
+        yield view, ref, files
 
 
 def _stats(s: dict[str, Any] | None, unit: str = "") -> str:
@@ -78,33 +84,33 @@ def profile_text(key: str, doc: dict[str, Any]) -> str:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from ..core.export.output_guard import check_output, write_file
-    from ..core.ingest.hash_index import HashIndex
-    from ..core.preview.profile import profile_files, profile_png
-    from .common import emit
+    from ..core.preview.partition import profile_partition
+    from ..core.preview.profile import profile_png
+    from .common import emit, lake_of
 
-    layout, ref, files = _partition(args)
+    lake = lake_of(args)
     if args.png:
-        check_output(args.png, layout, args.overwrite, kind="file")  # before the work: same rule as --out
-    index = HashIndex(layout.hash_index) if layout.hash_index.is_file() else None
-    try:
-        doc = profile_files(files, index)
-    finally:
-        if index is not None:
-            index.close()
+        check_output(args.png, lake.base, args.overwrite, kind="file")  # before the work: same rule as --out
+    with _partition(args, lake) as (view, ref, files):
+        doc = profile_partition(view, files)
     if args.png:
-        write_file(args.png, profile_png(doc, ref.key), layout, args.overwrite)
+        write_file(args.png, profile_png(doc, ref.key), lake.base, args.overwrite)
     emit(args, {"partition": ref.key, **doc}, lambda: profile_text(ref.key, doc))
     return 0
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
+    from ..core.export.output_guard import GALLERY_MARKERS, check_output
     from ..core.preview.gallery import select_rows, write_gallery
     from ..core.preview.partition import task_mapping
-    from .common import emit, parse_where
+    from .common import emit, lake_of, parse_where
 
-    layout, ref, _ = _partition(args)
-    rows = select_rows(layout, ref, parse_where(args.where, args.where_json), args.limit)
-    report = write_gallery(layout, rows, args.out, ref.key, task_mapping(layout, ref.task), args.overwrite)
+    lake = lake_of(args)
+    check_output(args.out, lake.base, args.overwrite, GALLERY_MARKERS)  # before the work; checked again on writing
+    with _partition(args, lake) as (view, ref, _):
+        rows = select_rows(view, ref, parse_where(args.where, args.where_json), args.limit)
+        mapping = task_mapping(view, ref.task)
+        report = write_gallery(view.read_asset, rows, args.out, ref.key, mapping, args.overwrite, lake.base)
     emit(
         args,
         report,

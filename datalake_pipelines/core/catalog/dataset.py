@@ -15,16 +15,22 @@ turn ``int64`` 5 into ``5.0`` (and fail on ``2**53+2`` while scanning) or raise 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from ..arrow.restore import local_schema, partition_of, selection_schema
-from .parts import PARTITION_COLUMNS
+from ..lake import keys
+from ..storage.backends import S3Storage, is_s3_uri
+from .parts import PARTITION_COLUMNS, CatalogError
 
 PARTITIONING_SCHEMA = pa.schema([pa.field(c, pa.string()) for c in PARTITION_COLUMNS])
+SchemaReader = Callable[[Sequence[str]], list[pa.Schema]]  # the footers' schemas of catalog files, in order
 
 
 def catalog_partitioning() -> pads.Partitioning:
@@ -38,6 +44,41 @@ def _wanted(value: str | Sequence[str] | None) -> set[str] | None:
     return {value} if isinstance(value, str) else set(value)
 
 
+def _local_files(base_path: str | os.PathLike) -> tuple[str, list[str], pafs.FileSystem, SchemaReader]:
+    root = Path(base_path).expanduser()
+    if (root / keys.CATALOG).is_dir():
+        root = root / keys.CATALOG
+    if not root.is_dir():
+        raise FileNotFoundError(f"no catalog folder at {root}")
+    files = sorted(str(p) for p in root.rglob("*.parquet") if not p.name.startswith((".", "_")))
+    return str(root), files, pafs.LocalFileSystem(), lambda fs: [local_schema(Path(f)) for f in fs]
+
+
+def _s3_files(base: str) -> tuple[str, list[str], pafs.FileSystem, SchemaReader]:
+    """An S3 lake's catalog files as ``bucket/prefix/catalog/...`` paths of its ``pyarrow`` S3 file system."""
+    storage = S3Storage(base)
+    fs, top = storage.arrow()
+    names = [o.key for o in storage.list(keys.CATALOG)]
+    if not names and not storage.list_dirs(""):
+        raise FileNotFoundError(f"no lake at {storage.uri} (no catalog/ or any other object under it)")
+    files = sorted(
+        f"{top}/{k}" for k in names if k.endswith(".parquet") and not k.rsplit("/", 1)[-1].startswith((".", "_"))
+    )
+
+    def footers(paths: Sequence[str]) -> list[pa.Schema]:
+        with ThreadPoolExecutor(max_workers=8) as pool:  # one ranged GET or two per file: latency-bound
+            return list(pool.map(lambda p: _footer(p, fs), paths))
+
+    return f"{top}/{keys.CATALOG}", files, fs, footers
+
+
+def _footer(path: str, fs: pafs.FileSystem) -> pa.Schema:
+    try:
+        return pq.read_schema(path, filesystem=fs)
+    except (pa.ArrowException, OSError) as exc:
+        raise CatalogError(f"cannot read catalog file s3://{path}: {exc}") from None
+
+
 def catalog_dataset(
     base_path: str | os.PathLike,
     providers: str | Sequence[str] | None = None,
@@ -45,22 +86,23 @@ def catalog_dataset(
     tasks: str | Sequence[str] | None = None,
     variants: str | Sequence[str] | None = None,
 ) -> pads.FileSystemDataset:
-    """A dataset over ``<base_path>/catalog`` (a lake folder), or over ``base_path`` itself when it is a
-    hive-partitioned folder of Parquet files (e.g. ``download(..., hive=True)``'s ``data/``).
+    """A dataset over ``<base_path>/catalog`` (a lake folder or ``s3://bucket/prefix``), or over ``base_path``
+    itself when it is a local hive-partitioned folder of Parquet files (e.g. ``download(..., hive=True)``'s
+    ``data/``). An S3 lake is read in place through ``pyarrow.fs.S3FileSystem`` (the AWS environment boto3
+    uses): nothing is copied locally.
 
     ``providers``/``datasets``/``tasks``/``variants`` (a name or a list of names each, ``None``: all) select
     the partitions; only their files are in the dataset, and its schema is the exact union of those files'
     schemas (user columns, then the partition columns as strings). Raises
     :class:`~.arrow_restore.TypeConflictError` (code ``type_conflict``) when the selected partitions hold a
-    column with types that no lossless promotion unifies, ``FileNotFoundError`` if the folder does not exist,
-    and ``ValueError`` if a selection matches no partition.
+    column with types that no lossless promotion unifies, ``FileNotFoundError`` if the folder (or, on S3,
+    anything under the prefix) does not exist, ``CatalogError`` for an unreadable catalog file, and
+    ``ValueError`` if a selection matches no partition.
     """
-    root = Path(base_path).expanduser()
-    if (root / "catalog").is_dir():
-        root = root / "catalog"
-    if not root.is_dir():
-        raise FileNotFoundError(f"no catalog folder at {root}")
-    files = sorted(str(p) for p in root.rglob("*.parquet") if not p.name.startswith((".", "_")))
+    if is_s3_uri(str(base_path)):
+        root, files, fs, read_schemas = _s3_files(str(base_path))
+    else:
+        root, files, fs, read_schemas = _local_files(base_path)
     selection = [_wanted(v) for v in (providers, datasets, tasks, variants)]
     if any(s is not None for s in selection):
         files = [
@@ -72,11 +114,12 @@ def catalog_dataset(
     partitioning = catalog_partitioning()
     if not files:
         return pads.dataset([], schema=PARTITIONING_SCHEMA, format="parquet")
-    unified = selection_schema(files, None, lambda fs: [local_schema(Path(f)) for f in fs])
+    unified = selection_schema(files, None, read_schemas)
     return pads.dataset(
         files,
         schema=pa.schema([*unified, *PARTITIONING_SCHEMA]),
         format="parquet",
         partitioning=partitioning,
-        partition_base_dir=str(root),
+        partition_base_dir=root,
+        filesystem=fs,
     )

@@ -61,7 +61,8 @@ def create_data_units(lake: Lake, uploaded_files: list[dict[str, Any]], **kwargs
 
 def upload_collection(lake: Lake, folder: str | os.PathLike, collection: str, **kwargs: Any) -> dict[str, Any]:
     """:func:`.upload.upload_collection` on any lake: batches are published as they are staged, the report is
-    kept with the lake (``report_path``: where the lake keeps it; ``local_report_path``: the local file)."""
+    kept with the lake (``report_path``: where the lake keeps it, a path or an ``s3://`` URI;
+    ``local_report_path``: the local file, the same path on a lake folder)."""
     target = open_collection_lake(lake)
     target.pull_config()
     try:
@@ -76,6 +77,4 @@ def upload_collection(lake: Lake, folder: str | os.PathLike, collection: str, **
 
 def _publish_report(target, report: dict[str, Any]) -> None:
     local = Path(report["report_path"])
-    kept = target.publish_report(local)
-    if kept != str(local):
-        report.update(report_path=kept, local_report_path=str(local))
+    report.update(report_path=target.publish_report(local), local_report_path=str(local))  # the same on a folder

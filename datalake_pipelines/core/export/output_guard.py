@@ -3,6 +3,9 @@ write, and what ``--overwrite`` may replace.
 
 One rule for all of them (:func:`check_output`):
 
+- the output is a local path: a URI (``s3://bucket/x``, ``https://...``) is refused rather than taken as a folder
+  named ``s3:`` under the working directory; writing to S3 is what ``datalake export create --destination
+  s3://...`` (``DatalakeClient.create_export``) does;
 - the output may not be the lake's base folder, lie inside it, or contain it (paths compared after resolving
   symlinks): replacing it would delete the lake's catalog or assets;
 - an existing output is replaced only with ``overwrite``, and only when it is something these commands wrote:
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
@@ -33,6 +37,10 @@ class OutputPathError(CodedError):
     """An output path that may not be written or replaced."""
 
     code = "bad_output_path"
+
+
+# scheme:/ or scheme://: also an s3:// URI that went through Path (s3:/bucket); a drive letter (C:/) is no scheme
+URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -59,8 +67,14 @@ def check_output(
 
     ``lake``: see :func:`lake_folder`. ``kind`` is ``"folder"`` (``markers``: names that must all exist in an
     existing folder for ``overwrite`` to replace it; an empty folder may always be replaced) or ``"file"``.
-    Raises :class:`OutputPathError` for an output overlapping the lake or an existing output that is not ours to
-    replace, and ``FileExistsError`` for an existing output without ``overwrite``."""
+    Raises :class:`OutputPathError` for a URI (outputs are local), an output overlapping the lake or an existing
+    output that is not ours to replace, and ``FileExistsError`` for an existing output without ``overwrite``."""
+    if URI.match(os.fspath(out)):
+        raise OutputPathError(
+            f"output {os.fspath(out)} is a URI: downloads, previews, near-duplicate pages and profile figures are "
+            f"written to a local {'file' if kind == 'file' else 'folder'}; to write to S3 use "
+            "`datalake export create --destination s3://bucket/prefix` (DatalakeClient.create_export)"
+        )
     path = Path(out).expanduser().resolve()
     base = lake_folder(lake)
     if base is not None and (_is_within(path, base) or _is_within(base, path)):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ...settings import BASE_PATH_ENV, DEFAULT_BASE_DIRNAME  # noqa: F401 - re-exported
 from ...settings import load as load_settings
+from ..ingest.hash_index import HashIndex
 from . import keys
 from .keys import BATCH_MANIFEST, COMPACTED_PART, ERROR_FILE, PARTITION_METADATA
 
@@ -208,6 +209,12 @@ class LakeLayout:
             raise ValueError(f"path {relpath!r} escapes the lake")
         return path
 
+    def read_asset(self, relpath: str) -> bytes:
+        """The bytes of a lake-relative path a catalog row holds (``assets/...``). Raises ``ValueError`` for a
+        path leaving the lake and ``OSError`` (``FileNotFoundError``) when it is missing. A work lake standing in
+        for an S3 lake reads what it does not hold from the lake (``s3_work.WorkLayout``)."""
+        return self.resolve(relpath).read_bytes()
+
     # index, config, logs, warehouse -------------------------------------------
     @property
     def index_dir(self) -> Path:
@@ -216,6 +223,11 @@ class LakeLayout:
     @property
     def hash_index(self) -> Path:
         return self.index_dir / "hash_index.sqlite"
+
+    def open_hash_index(self) -> HashIndex | None:
+        """The lake's hash index opened for reading (the caller closes it); None when nothing was ingested yet.
+        A work lake standing in for an S3 lake opens the lake's published index instead."""
+        return HashIndex(self.hash_index) if self.hash_index.is_file() else None
 
     def partition_lock(self, ref: PartitionRef) -> Path:
         """Lock file held by the single writer of a catalog partition."""

@@ -205,10 +205,18 @@ class S3Lake(S3Processing, BaseLake):
                 continue
             if self.claim(job_id, job_id, manifest.partition):
                 groups[manifest.partition].append(job_id)
-                staged_at[job_id] = str(manifest.created_at)
+                # staging order as on a local lake: created_at, or for a hand drop when its manifest arrived
+                staged_at[job_id] = (
+                    (drop.manifest or drop.changed).isoformat(timespec="microseconds")
+                    if manifest.hand_drop
+                    else str(manifest.created_at)
+                )
         for job_ids in groups.values():  # staging order: a partition's first batch is the first one staged
             job_ids.sort(key=lambda j: (staged_at[j], j))
-        return Claimed(dict(groups), n_waiting)
+        # partitions in the staging order of their first batch, as on a local lake (LastModified has whole
+        # seconds, so the listing order would put batches staged in one second in key order)
+        ordered = dict(sorted(groups.items(), key=lambda kv: (staged_at[kv[1][0]], kv[1][0])))
+        return Claimed(ordered, n_waiting)
 
     def _triage_manifest(self, job_id: str, drop: PendingObjects) -> tuple[BatchManifest | None, str | None, bool]:
         """(manifest, None, False) for a usable manifest, else (None, problem, final): ``final`` for a manifest

@@ -14,7 +14,7 @@ import contextlib
 import json
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,27 @@ if TYPE_CHECKING:
     from ..storage.backends import S3Storage
     from .protocol import Claimed
     from .schema import SchemaConfig
+
+
+class WorkLayout(LakeLayout):
+    """A throwaway local lake standing in for an S3 lake: it holds the catalog files it fetched and what a run
+    wrote, not the lake's assets or hash index, so reading those goes to the lake (``storage``, ``index``)."""
+
+    def __init__(self, root: Path, storage: S3Storage, index: Callable[[], HashIndex]):
+        super().__init__(root)
+        self.storage = storage
+        self._index = index
+
+    def read_asset(self, relpath: str) -> bytes:
+        """A run's new asset from the work lake (the same bytes it publishes), any other from the S3 lake."""
+        path = self.resolve(relpath)  # ValueError for a path leaving the lake
+        if path.is_file():
+            return path.read_bytes()
+        return self.storage.read_bytes(path.relative_to(self.base).as_posix())
+
+    def open_hash_index(self) -> HashIndex:
+        """The S3 lake's published hash index (its validated local cache); the caller closes it."""
+        return self._index()
 
 
 class S3Processing:
@@ -134,10 +155,13 @@ class S3Processing:
     # work lakes --------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def work_view(self, name: str) -> Iterator[LakeLayout]:
-        """A throwaway local lake under the cache folder for one run (``name`` starts its folder), removed after."""
+        """A throwaway local lake under the cache folder for one run (``name`` starts its folder), removed after:
+        a :class:`WorkLayout` holding the lake's ``config/schema.yaml``, reading assets from the lake."""
         root = self.cache / "runs" / f"{name}-{uuid.uuid4().hex[:8]}"
-        layout = LakeLayout(root)
         try:
+            layout = WorkLayout(root, self.storage, self.published_index)
+            with contextlib.suppress(FileNotFoundError):  # readers of the view see the lake's own schema
+                layout.schema_file.write_bytes(self.storage.read_bytes(keys.SCHEMA))
             yield layout
         finally:
             shutil.rmtree(root, ignore_errors=True)

@@ -4,15 +4,17 @@ The folder holds ``index.html``, ``thumbs/<n>.jpg`` (annotated, 256 px) and ``im
 the full images, each once), so it opens from the file system with no server and nothing outside the folder:
 every ``src``/``href`` is a relative path, there is no external CSS, script or font, and a Content Security
 Policy forbids any other load (``default-src 'none'``). Images are copied, not hard-linked: a user editing the
-gallery's copy must never change the lake's content-addressed asset.
+gallery's copy must never change the lake's content-addressed asset. Image bytes come from a ``read`` function
+(a local file or an S3 object), so a gallery of an S3 lake is the same page.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import os
-import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import PurePosixPath
 from typing import Any
 
 from ..export.output_guard import staged_folder
@@ -79,21 +81,25 @@ def _figure(n: int, row: Mapping[str, Any], shown: Sequence[tuple[str, str, str]
 
 
 def write_gallery(
-    layout: LakeLayout,
+    read: Callable[[str], bytes],
     rows: Sequence[Mapping[str, Any]],
     out_dir: str | os.PathLike,
     title: str = "",
     mapping: PreviewMapping | None = None,
     overwrite: bool = False,
+    lake: object = None,
 ) -> dict[str, Any]:
-    """Write the gallery of ``rows`` (catalog rows as dicts) into ``out_dir``; returns
-    ``{"path", "rows", "thumbnails", "images", "skipped": [reasons]}``.
+    """Write the gallery of ``rows`` (catalog rows as dicts) into the local folder ``out_dir``; returns
+    ``{"path", "index", "rows", "thumbnails", "images", "skipped": [reasons]}``.
 
+    ``read(path)`` returns the bytes of a lake-relative asset path (``LakeLayout.read_asset``, on S3 a GET).
     ``out_dir`` is never replaced unless ``overwrite``: it is claimed with ``os.mkdir`` (``FileExistsError``
-    otherwise); the gallery is written to a hidden sibling and renamed into place when complete."""
+    otherwise); the gallery is written to a hidden sibling and renamed into place when complete. It may not be
+    a URI, the lake at ``lake`` (its base), lie inside it or hold it (``OutputPathError``, see
+    :mod:`..export.output_guard`)."""
     figures, skipped, copied = [], [], set()
     thumbs = 0
-    with staged_folder(out_dir, overwrite, layout) as (tmp, out):
+    with staged_folder(out_dir, overwrite, lake) as (tmp, out):
         (tmp / "thumbs").mkdir()
         (tmp / "images").mkdir()
         for n, row in enumerate(rows):
@@ -106,13 +112,14 @@ def write_gallery(
             shown, reasons = [], []
             for k, col in enumerate(cols):  # every image column; annotations are drawn on the first one
                 try:
-                    source = layout.resolve(row[col])
-                    thumb = render_thumbnail(source, ann if k == 0 else None, GALLERY_SIDE)
+                    data = read(row[col])
+                    thumb = render_thumbnail(io.BytesIO(data), ann if k == 0 else None, GALLERY_SIDE)
                     name = f"thumbs/{n:05d}_{k}.jpg"
                     (tmp / name).write_bytes(jpeg_bytes(thumb, 85))
-                    full = f"images/{row.get(f'{col}_sha256') or f'{n}_{k}'}{source.suffix.lower()}"
+                    suffix = PurePosixPath(row[col]).suffix.lower()
+                    full = f"images/{row.get(f'{col}_sha256') or f'{n}_{k}'}{suffix}"
                     if full not in copied:
-                        shutil.copyfile(source, tmp / full)
+                        (tmp / full).write_bytes(data)
                         copied.add(full)
                 except Exception as exc:  # noqa: BLE001 - one row's failure is reported, never aborts the page
                     reasons.append(f"{col}: {type(exc).__name__}: {exc}")
@@ -140,7 +147,8 @@ def write_gallery(
 
 
 def select_rows(layout: LakeLayout, ref: PartitionRef, where: dict[str, Any] | None, limit: int | None) -> list[dict]:
-    """Rows of one partition matching ``where`` (the download/export filter rules), at most ``limit``."""
+    """Rows of one partition matching ``where`` (the download/export filter rules), at most ``limit``; ``layout``
+    holds the partition's catalog files (the lake, or ``Lake.partition_view``'s work lake on S3)."""
     from ..catalog.query import DuckDBClient
     from ..export.download import Selection
 

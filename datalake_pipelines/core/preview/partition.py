@@ -7,14 +7,14 @@
 from __future__ import annotations
 
 import base64
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from ..catalog.parts import partition_files
-from ..ingest.hash_index import HashIndex
 from ..lake.layout import LakeLayout, PartitionRef
 from ..lake.schema import load_schema
 from .annotations import PreviewMapping
@@ -50,28 +50,37 @@ def task_mapping(layout: LakeLayout, task: str) -> PreviewMapping:
     return PreviewMapping.from_config(spec.preview if spec else None)
 
 
+def profile_partition(layout: LakeLayout, files: Sequence[Path]) -> dict[str, Any]:
+    """:func:`~.profile.profile_files` of a partition's catalog ``files``, image file sizes from the lake's hash
+    index (``layout.open_hash_index``: on S3 the lake's published index, not the work lake's)."""
+    index = layout.open_hash_index()
+    try:
+        return profile_files(files, index)
+    finally:
+        if index is not None:
+            index.close()
+
+
 def partition_preview(
-    layout: LakeLayout, ref: PartitionRef, added: Sequence[Path] | None = None, with_profile: bool = True
+    layout: LakeLayout, ref: PartitionRef, added: Sequence[str | os.PathLike] | None = None, with_profile: bool = True
 ) -> PartitionPreview:
     """Contact sheet of up to 24 rows from ``added`` part files (a run's new rows), or sampled from the whole
-    partition when ``added`` is None (a rebuild); profile of the whole partition. Raises ``CatalogError`` or
-    ``SchemaConfigError`` when the catalog or the schema file cannot be read."""
+    partition when ``added`` is None (a rebuild); profile of the whole partition. ``layout`` is the lake or the
+    work lake the run used; ``added`` are the parts' paths or URIs (an S3 run reports the published ``s3://``
+    part, read from the partition's folder in ``layout`` by name). Images are read with ``layout.read_asset``.
+    Raises ``CatalogError`` or ``SchemaConfigError`` when the catalog or the schema file cannot be read."""
     t0 = time.perf_counter()
     files = partition_files(layout, ref)
     scope = "partition" if added is None else "added"
-    source = files if added is None else [Path(p) for p in added if Path(p).is_file()]
+    folder = layout.partition_dir(ref)
+    source = files if added is None else [p for p in (folder / PurePath(str(a)).name for a in added) if p.is_file()]
     rows = sample_rows(source, MAX_THUMBNAILS)
-    sheet = contact_sheet(rows, layout.resolve, task_mapping(layout, ref.task))
+    sheet = contact_sheet(rows, layout.read_asset, task_mapping(layout, ref.task))
     t1 = time.perf_counter()
     doc: dict[str, Any] = {}
     png = b""
     if with_profile:
-        index = HashIndex(layout.hash_index) if layout.hash_index.is_file() else None
-        try:
-            doc = profile_files(files, index)
-        finally:
-            if index is not None:
-                index.close()
+        doc = profile_partition(layout, files)
         png = profile_png(doc, ref.key)
     t2 = time.perf_counter()
     return PartitionPreview(sheet, scope, doc, png, {"contact_sheet": round(t1 - t0, 3), "profile": round(t2 - t1, 3)})

@@ -240,12 +240,13 @@ class ContactSheet:
 
 def make_thumbs(
     rows: Sequence[Mapping[str, Any]],
-    resolve: Callable[[str], Path],
+    read: Callable[[str], bytes],
     mapping: PreviewMapping | None = None,
     max_side: int = THUMB_SIDE,
 ) -> tuple[list[Thumb], list[str]]:
-    """An annotated thumbnail of each row's first image; ``resolve`` maps a lake-relative path to a file.
-    Returns the thumbnails and, for rows without one, why."""
+    """An annotated thumbnail of each row's first image; ``read`` returns the bytes of a lake-relative path
+    (``LakeLayout.read_asset``: a local file, or an S3 object). Returns the thumbnails and, for rows without
+    one, why."""
     thumbs, skipped = [], []
     for row in rows:
         names = list(row)
@@ -255,7 +256,7 @@ def make_thumbs(
             continue
         ann = extract_annotations(row, mapping, skip=generated_columns(names))
         try:
-            image = render_thumbnail(resolve(row[cols[0]]), ann, max_side)
+            image = render_thumbnail(io.BytesIO(read(row[cols[0]])), ann, max_side)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             skipped.append(f"{row[cols[0]]}: {type(exc).__name__}: {exc}")
             continue
@@ -294,13 +295,14 @@ def sheet_markdown(thumbs: Sequence[Thumb], columns: int = SHEET_COLUMNS) -> str
 
 def contact_sheet(
     rows: Sequence[Mapping[str, Any]],
-    resolve: Callable[[str], Path],
+    read: Callable[[str], bytes],
     mapping: PreviewMapping | None = None,
     max_chars: int = MAX_SHEET_CHARS,
 ) -> ContactSheet:
-    """The contact sheet of ``rows`` (at most ``MAX_THUMBNAILS`` are used) within ``max_chars`` characters."""
+    """The contact sheet of ``rows`` (at most ``MAX_THUMBNAILS`` are used) within ``max_chars`` characters;
+    ``read`` as in :func:`make_thumbs`."""
     rows = list(rows)[:MAX_THUMBNAILS]
-    thumbs, skipped = make_thumbs(rows, resolve, mapping, LADDER[0][0])
+    thumbs, skipped = make_thumbs(rows, read, mapping, LADDER[0][0])
     side, quality, text = LADDER[0][0], LADDER[0][1], ""
     for side, quality in LADDER:
         for t in thumbs:

@@ -8,7 +8,6 @@ capped at about 60 KB (``core/preview/thumbnails.py``), the profile PNG at about
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -19,9 +18,10 @@ from ...core.preview.profile import compact_figures
 
 def preview_metadata(layout, ref, results=None, log=None) -> dict[str, Any]:
     """Metadata entries for the rows ``results`` (``BatchResult``s) added, or a sample of the whole partition
-    when ``results`` is None (a rebuild). A failure is logged and reported in ``preview_error``, never raised:
-    a preview must not fail an ingest."""
-    added = None if results is None else [Path(r.part_file) for r in results if r.part_file]
+    when ``results`` is None (a rebuild). ``layout`` is the view the run worked in (on S3 a work lake, which
+    reads the lake's assets and hash index from S3). A failure is logged and reported in ``preview_error``,
+    never raised: a preview must not fail an ingest."""
+    added = None if results is None else [r.part_file for r in results if r.part_file]  # paths, or s3:// URIs
     try:
         preview = partition_preview(layout, ref, added)
     except Exception as exc:  # noqa: BLE001 - see docstring

@@ -249,3 +249,43 @@ def test_ingest_url_staging(base, web):
     assert sorted(zip(table.column("text").to_pylist(), table.column("n").to_pylist())) == [
         ("a", 1), ("b", 2), ("c", 3)
     ]  # fmt: skip
+
+
+def test_catalog_dataset_reads_an_s3_lake_like_a_folder(s3_lake, tmp_path):
+    """``catalog_dataset("s3://bucket/lake")`` reads the catalog in place (it once made the URI a Path): the same
+    files, rows, selection, text partition keys and exact schema as the same lake in a folder."""
+    from datalake_pipelines import catalog_dataset
+    from datalake_pipelines.core.arrow.restore import TypeConflictError
+
+    tables = {
+        ("2017", "007"): pa.table({"q": pa.array([5, 2**53 + 2], pa.int64()), "k": pa.array([1, 2], pa.int8())}),
+        ("2017", "7"): pa.table({"q": pa.array([1], pa.int64()), "note": ["only here"]}),
+        ("b", "v"): pa.table({"k": ["text"]}),  # k: int8 in 2017/007, string here
+    }
+    got = {}
+    for name, base in (("local", str(tmp_path / "lake")), ("s3", s3_lake)):
+        client = DatalakeClient(base, num_proc=1, progress=False)
+        for n, ((dataset, variant), table) in enumerate(tables.items()):
+            path = tmp_path / f"{name}-{n}.parquet"
+            pq.write_table(table, path)
+            client.upload_raw_data(str(path), "aihub", dataset, variant=variant, job_id=f"job-{n}")
+        assert [r.status for r in client.process_pending()] == ["done"] * len(tables)
+        ds = catalog_dataset(base, datasets="2017")
+        assert ds.schema.field("dataset").type == pa.string() and ds.schema.field("k").type == pa.int8()
+        table = ds.to_table().drop_columns(["ingested_at"]).sort_by([("variant", "ascending"), ("q", "ascending")])
+        assert table["variant"].to_pylist() == ["007", "007", "7"]  # text keys: 007 is not 7
+        assert table["q"].to_pylist() == [5, 2**53 + 2, 1]
+        got[name] = (ds.schema, table, catalog_dataset(base, variants=["7"]).to_table().num_rows)
+        with pytest.raises(TypeConflictError, match="'k'"):
+            catalog_dataset(base)
+        with pytest.raises(ValueError, match="no partition"):
+            catalog_dataset(base, datasets="zzz")
+    assert got["s3"][0] == got["local"][0] and got["s3"][0].metadata == got["local"][0].metadata
+    assert got["s3"][1].equals(got["local"][1]) and got["s3"][2] == got["local"][2] == 1
+
+
+def test_catalog_dataset_names_a_missing_s3_lake(s3_lake):
+    from datalake_pipelines import catalog_dataset
+
+    with pytest.raises(FileNotFoundError, match="no lake at s3://"):
+        catalog_dataset(s3_lake)  # the bucket exists, nothing is under the prefix

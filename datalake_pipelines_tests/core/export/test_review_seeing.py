@@ -4,6 +4,7 @@ the one ``--limit`` rule."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -129,3 +130,28 @@ def test_guard_api(lake_with_rows, tmp_path):
         check_output(lake.base.parent, lake, True)
     assert check_output(tmp_path / "fresh", lake, False) == (tmp_path / "fresh").resolve()
     assert check_output(tmp_path / "x", "s3://bucket/lake", True) == (tmp_path / "x").resolve()
+
+
+@pytest.mark.parametrize("command", ["preview", "download", "near-dups", "profile"])
+def test_an_uri_output_is_refused_not_taken_as_a_local_folder(lake_with_rows, tmp_path, capsys, monkeypatch, command):
+    """``--out s3://bucket/x`` used to write a folder named ``s3:`` under the working directory."""
+    monkeypatch.chdir(tmp_path)
+    profile = ["--base-path", str(lake_with_rows.base), "profile", "--partition", KEY, "--png", "s3://bucket/p.png"]
+    code = main({**commands(lake_with_rows, "s3://bucket/x"), "profile": profile}[command])
+    err = capsys.readouterr().err
+    assert code == 1 and "[bad_output_path] output s3://bucket/" in err and "export create --destination s3://" in err
+    assert "a local " + ("file" if command == "profile" else "folder") in err
+    assert not (tmp_path / "s3:").exists()
+
+
+def test_download_api_refuses_an_uri_output(lake_with_rows, tmp_path, monkeypatch):
+    from datalake_pipelines import DatalakeClient
+
+    monkeypatch.chdir(tmp_path)
+    client = DatalakeClient(lake_with_rows.base, progress=False)
+    for out in ("s3://bucket/x", Path("s3://bucket/x"), "https://example.com/x"):  # a Path has made it s3:/bucket/x
+        with pytest.raises(OutputPathError, match="is a URI") as err:
+            client.download({"tasks": ["ocr"]}, "parquet", out)
+        assert err.value.code == "bad_output_path"
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "https:").exists()
+    assert check_output("C:/x", lake_with_rows, False) == tmp_path / "C:" / "x"  # a drive letter is no scheme

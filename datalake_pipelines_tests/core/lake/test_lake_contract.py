@@ -352,8 +352,22 @@ def test_status_and_claims_listing(backend, make_jpeg, tmp_path, monkeypatch):
     _, pending = backend.client.upload_raw_data(jpegs(make_jpeg, tmp_path / "c", 1), "aihub", "three")
     backend.drop("bad", {"_metadata.json": b'{"provider": "nobody", "dataset": "x"}'})
     backend.lake.reject("bad", "unusable")
-    states = {e["job_id"]: e["state"] for e in backend.lake.list_batches()}
-    assert states == {pending: "pending", claimed: "running", done: "done", "bad": "failed"}
+    entries = {e["job_id"]: e for e in backend.lake.list_batches()}
+    assert {j: e["state"] for j, e in entries.items()} == {pending: "pending", claimed: "running", done: "done",
+                                                           "bad": "failed"}  # fmt: skip
+    # the same fields on both backends; paths name where the batch is in the lake
+    assert entries[pending] == {"job_id": pending, "state": "pending", "partition": "aihub/three/raw/image",
+                                "rows": 1, "path": f"{backend.base}/{keys.pending_batch(pending)}"}  # fmt: skip
+    assert entries[claimed]["run_id"] == "run-123" and entries[claimed]["rows"] == 1
+    assert set(entries[claimed]) == {"job_id", "state", "partition", "rows", "path", "run_id"}
+    finished = entries[done].pop("finished_at")
+    assert finished and entries[done] == {
+        "job_id": done, "state": "done", "partition": "aihub/one/raw/image", "rows": 1, "rows_added": 1,
+        "rows_duplicate": 0, "rows_rejected": 0, "error": None,
+        "path": f"{backend.base}/{keys.part_file(PartitionRef('aihub', 'one', 'raw', 'image'), done)}",
+    }  # fmt: skip
+    assert "unusable" in entries["bad"]["error"] and entries["bad"]["partition"] == "nobody/x/raw/image"
+    assert entries["bad"]["path"] == f"{backend.base}/{keys.failed_batch('bad')}"
     [claim] = backend.lake.claims()
     assert (claim.job_id, claim.run_id, claim.pid, claim.partition) == (claimed, "run-123", 1, "aihub/two/raw/image")
     assert backend.lake.status(claimed, lambda c: ("queued", None))["state"] == "queued"

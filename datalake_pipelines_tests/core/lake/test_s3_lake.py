@@ -227,12 +227,28 @@ def test_cli_on_an_s3_lake(s3_lake, make_jpeg, tmp_path, capsys):
     assert S3Storage(s3_lake).exists("catalog.duckdb")  # process start refreshed it
     capsys.readouterr()
     assert cli("catalog", "rebuild", "--json") == 0
-    assert json.loads(capsys.readouterr().out)["rows"] == 3
+    rebuilt = json.loads(capsys.readouterr().out)
+    assert rebuilt["rows"] == 3 and rebuilt["database"] == f"{s3_lake}/catalog.duckdb"  # the lake's, not the cache's
+    assert cli("catalog", "rebuild") == 0
+    assert capsys.readouterr().out.startswith(f"rebuilt {s3_lake}/catalog.duckdb: 1 partitions")
     # downloads read the S3 lake itself, never a local scratch folder (the contract suite covers every format)
     assert cli("download", "--provider", "scanner_co", "--out", str(tmp_path / "dl"), "--json") == 0
     assert json.loads(capsys.readouterr().out)["rows"] == 3
     got = DatalakeClient(s3_lake, progress=False).download({"providers": ["scanner_co"]}, out_dir=tmp_path / "dl2")
     assert got["rows"] == 3
+    # preview and profile read the partition through a work lake and the images from S3; outputs are local
+    key = "scanner_co/scans/raw/image"
+    assert cli("preview", "--partition", key, "--out", str(tmp_path / "gallery"), "--json") == 0
+    gallery = json.loads(capsys.readouterr().out)
+    assert gallery["thumbnails"] == 3 and gallery["skipped"] == []
+    copies = sorted(p.read_bytes() for p in (tmp_path / "gallery" / "images").iterdir())
+    assert copies == sorted(p.read_bytes() for p in (tmp_path / "src").iterdir())
+    assert cli("profile", "--partition", key, "--png", str(tmp_path / "p.png"), "--json") == 0
+    image = json.loads(capsys.readouterr().out)["images"]["image"]
+    assert image["unknown_sizes"] == 0 and image["file_bytes"]["count"] == 3  # from the published hash index
+    assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
+    runs = S3Lake(s3_lake).cache / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # the work lakes are gone
 
 
 def test_a_settling_hand_drop_is_claimed_by_a_later_tick(

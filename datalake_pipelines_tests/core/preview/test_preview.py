@@ -174,3 +174,38 @@ def test_schema_validation_accepts_the_preview_setting_and_refuses_bad_ones():
     with pytest.raises(SchemaConfigError, match="tasks.ocr.preview.boxes"):
         SchemaConfig.from_dict({"tasks": {"ocr": {"preview": {"boxes": "x"}}}})
     assert "ocr" in SchemaConfig.load(PROJECT_SCHEMA).tasks  # the shipped file still validates
+
+
+def test_an_s3_lake_shows_its_images_task_mapping_and_file_sizes(instance, s3_lake, tmp_path):
+    """On S3 a run works in a throwaway work lake without the lake's assets: the sheet reads them from S3 (the
+    rows a run added, its deduplicated images too; a rebuild's sample), the task's preview setting comes from
+    the lake's schema.yaml and image file sizes from the published hash index."""
+    from datalake_pipelines.core.storage.backends import S3Storage
+    from datalake_pipelines_tests.support.s3_pipeline import resources, run, tick
+
+    doc = yaml.safe_load(PROJECT_SCHEMA.read_text())
+    doc["tasks"]["ocr"]["preview"] = {"annotations": "doc.regions", "box": "rect", "text": "content", "format": "xywh"}
+    S3Storage(s3_lake).write_bytes("config/schema.yaml", yaml.safe_dump(doc).encode())
+    client = DatalakeClient(s3_lake, progress=False)
+    image = str(boxed_image(tmp_path))
+    regions = json.dumps({"regions": [{"rect": [100, 100, 200, 100], "content": "HELLO"}]})
+    cursor = None
+    for doc_id in ("p1", "p2"):  # p2's image is p1's: deduplicated, never in p2's work lake
+        frame = pd.DataFrame([{"image": image, "doc_id": doc_id, "doc": regions}])
+        client.upload_task_data(frame, "inhouse", "scans", "ocr", "words", meta={"lang": "en", "src": "real"})
+        result = tick(instance, s3_lake, cursor)
+        cursor = result.cursor
+        assert run(instance, s3_lake, result.run_requests[0], result).success
+        md = latest_metadata(instance)
+        assert md["contact_sheet_info"].value["scope"] == "added" and md["contact_sheet_info"].value["skipped"] == []
+        [thumb] = sheet_images(md["contact_sheet"].value)
+        assert f"**{doc_id}**" in md["contact_sheet"].value and "HELLO" in md["contact_sheet"].value
+        assert near(thumb.convert("RGB").getpixel((60, 30)), RED)  # drawn through the task's xywh mapping
+        sizes = md["profile_figures"].value["images"]["image"]
+        assert sizes["unknown_sizes"] == 0 and sizes["file_bytes"]["count"] == int(doc_id[1:])
+    rebuild = defs.resolve_job_def("ingest_job").execute_in_process(
+        instance=instance, partition_key=KEY, resources=resources(s3_lake)
+    )
+    assert rebuild.success
+    md = latest_metadata(instance)
+    assert md["contact_sheet_info"].value["scope"] == "partition" and len(sheet_images(md["contact_sheet"].value)) == 2
