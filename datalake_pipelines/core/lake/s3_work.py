@@ -193,6 +193,9 @@ class S3Processing:
             result.conformed_parts = [self.uri_of(f"{prefix}/{p.name}") for p in conformed]
             self.storage.upload(work.partition_metadata(ref), keys.partition_metadata(ref))
             result.part_file = self.uri_of(f"{prefix}/{part.name}")
+        elif result.rejected and result.partition:  # no new rows, but its rejection history (core/ingest/rejections)
+            ref = PartitionRef.parse(result.partition)
+            self.storage.upload(work.partition_metadata(ref), keys.partition_metadata(ref))
         cache.publish(job_id, entries)
         rejected = work.rejected_batch(job_id)
         if rejected.is_dir():
