@@ -92,6 +92,7 @@ def test_preview_columns_and_cells():
     assert cell(float("nan")) == "nan" and cell(1.5) == 1.5 and cell(7) == 7 and cell(None) is None
     assert cell({"a": [1, 2]}) == '{"a": [1, 2]}' and cell(b"\x01\xff") == "01ff"
     assert cell("y" * 500) == "y" * 197 + "..."
+    assert cell(-5949756206582454123) == "-5949756206582454123" and cell(2**53 - 1) == 2**53 - 1  # pHash: exact
 
 
 def test_owners_tags_and_code_version_from_settings():

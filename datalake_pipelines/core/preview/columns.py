@@ -19,6 +19,7 @@ from ..catalog.parts import BATCH_ID, INGESTED_AT, ROW_HASH, file_fields, image_
 
 MAX_COLUMNS = 24  # a 2,000-column partition must not make a megabyte of metadata
 MAX_CHARS = 200  # per cell
+JS_SAFE_INT = 2**53 - 1
 
 HASH_SUFFIXES = ("sha256", "phash")
 _PROBE = "x"
@@ -60,8 +61,11 @@ def preview_columns(names: Sequence[str], limit: int = MAX_COLUMNS) -> list[str]
 
 
 def cell(value: Any, limit: int = MAX_CHARS) -> Cell:
-    """A value as a table cell: numbers and booleans as they are, times in ISO 8601, anything else as text (nested
-    values as JSON, bytes in hex, NaN and infinities as words) cut to ``limit`` characters with ``...``."""
+    """A value as a table cell: numbers and booleans as they are (integers past 2**53 as text), times in ISO 8601,
+    anything else as text (nested values as JSON, bytes in hex, NaN and infinities as words) cut to ``limit``
+    characters with ``...``."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > JS_SAFE_INT:
+        return str(value)  # the UI reads numbers as JavaScript doubles: a 64-bit pHash would lose digits
     if value is None or isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value)):
         return value
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
