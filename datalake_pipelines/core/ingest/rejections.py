@@ -30,8 +30,8 @@ from ..lake.layout import LakeLayout, PartitionRef
 from ..storage.files import utc_now_iso, write_json_atomic
 
 HISTORY_KEY = "rejections"
-MAX_BATCHES = 100  # entries kept per partition; the oldest go first
-MAX_FILES = 200  # files listed per entry (``files_total`` stays exact; error.json in the quarantine lists all)
+MAX_BATCHES = 50  # entries kept per partition; the oldest go first (the file is read and rewritten per batch)
+MAX_FILES = 50  # files listed per entry (``files_total`` stays exact; error.json in the quarantine lists all)
 
 
 def rejected_file(problem: Mapping[str, Any]) -> dict[str, Any]:
