@@ -41,7 +41,8 @@ def build_defs(base: str | None = None) -> dg.Definitions:
         athena.build_defs(None if base is None else {"DATALAKE_BASE_PATH": base}),  # empty on a local lake
         exports.defs,
         neardup.defs,
-        dg.Definitions(resources=resources()),
+        # In process: a UI, backfill or CLI run is one process, not one subprocess per step (asset and checks).
+        dg.Definitions(resources=resources(), executor=dg.in_process_executor),
     )
 
 

@@ -56,6 +56,8 @@ FILE_COLUMN_SUFFIXES: dict[str, str] = {
     "mode": "Pillow image mode (RGB, L, RGBA, ...).",
     "orientation": "EXIF Orientation tag (1-8); null when the image has none. The stored bytes are never rotated.",
     "size": "File size in bytes.",
+    "phash": "64-bit perceptual hash (DCT pHash) as a signed int64, for near-duplicate search; null when not "
+    "computed ($DATALAKE_PHASH=0, or rows written before it existed).",
 }
 
 

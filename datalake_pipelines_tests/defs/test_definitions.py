@@ -21,6 +21,7 @@ DOMAINS = {
     "exports": exports.defs,
     "neardup": neardup.defs,
 }
+CHECKS = {"no_rejected_files", "asset_files_match_hashes", "no_duplicate_rows", "required_meta_present"}
 ATHENA = {"jobs": {"refresh_athena_tables"}, "sensors": {"athena_on_ingest"}, "assets": {"athena_tables"}}
 
 
@@ -49,11 +50,25 @@ def test_the_code_location_has_every_job_sensor_asset_and_check(base, monkeypatc
         "checks": {
             "catalog_partition:asset_files_match_hashes",
             "catalog_partition:no_duplicate_rows",
+            "catalog_partition:no_rejected_files",
             "catalog_partition:required_meta_present",
         },
         "resources": {"lake", "duckdb", "s3", "athena"},
     }
     dg.Definitions.validate_loadable(loaded)
+
+
+def test_the_code_location_runs_in_process_and_catalog_partition_checks_itself(monkeypatch, tmp_path):
+    """A UI or backfill run of ``catalog_partition`` is one step in one process: the location's executor is in
+    process and the asset's checks are its own ``check_specs`` (no separate check op to start)."""
+    monkeypatch.setenv("DATALAKE_BASE_PATH", str(tmp_path / "lake"))
+    loaded = definitions.build_defs()
+    job = loaded.resolve_implicit_global_asset_job_def()
+    assert job.executor_def is dg.in_process_executor
+    asset = loaded.resolve_assets_def("catalog_partition")
+    assert {k.name for k in asset.check_keys} == CHECKS
+    nodes = {n.name for n in job.graph.nodes}
+    assert "catalog_partition" in nodes and not any(name in node for node in nodes for name in CHECKS)
 
 
 def declared(defs: dg.Definitions) -> dict[str, set[str]]:
@@ -62,9 +77,9 @@ def declared(defs: dg.Definitions) -> dict[str, set[str]]:
         "jobs": {job.name for job in defs.jobs or []},
         "sensors": {sensor.name for sensor in defs.sensors or []},
         "assets": {key.to_user_string() for asset in defs.assets or [] for key in asset.keys},
-        "checks": {
+        "checks": {  # @asset_check definitions and the checks an asset computes itself (check_specs)
             f"{key.asset_key.to_user_string()}:{key.name}"
-            for checks in defs.asset_checks or []
+            for checks in [*(defs.asset_checks or []), *(defs.assets or [])]
             for key in checks.check_keys
         },
         "resources": set(defs.resources or {}),

@@ -300,7 +300,7 @@ def test_meta_field_colliding_case_insensitively_is_refused(client, lake):
 
 
 def test_the_asset_column_schema_shows_the_contract_and_its_promotions(client, lake):
-    from datalake_pipelines.defs.ingest.assets import partition_metadata
+    from datalake_pipelines.defs.ingest.metadata import partition_metadata
 
     upload(client, pa.table({"k": pa.array([1], pa.int32())}))
     client.process_pending()

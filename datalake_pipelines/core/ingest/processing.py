@@ -51,6 +51,7 @@ from .hash_index import HashIndex
 from .images import max_pixels_from_env
 from .manifest import BatchManifest, load_manifest
 from .quarantine import quarantine_rows
+from .rejections import record_rejections
 from .row_identity import RowIdentity
 
 STORE_CHUNK = 64  # files per worker task: amortizes the pool overhead and batches the index lookup
@@ -169,8 +170,10 @@ class BatchProcessor:
                 if published:  # older parts take any widened type (also after a crash here): one type per column
                     conformed = conform_parts(self.layout, manifest.partition, self._contract, self.options.batch_size)
                     result.conformed_parts = [str(p) for p in conformed]
-            if rejected_rows:
-                result.rejected_dir = str(quarantine_rows(self.layout, batch_dir, manifest, rejected_rows, result))
+                if rejected_rows:  # quarantined, and named in the partition's history (still under the lock)
+                    quarantine = quarantine_rows(self.layout, batch_dir, manifest, rejected_rows, result)
+                    result.rejected_dir = str(quarantine)
+                    record_rejections(self.layout, manifest.partition, job_id, result.rejected, quarantine, run_info)
             if manifest.hand_drop:  # nothing a user wrote is deleted with the batch (core/hand_drop.py)
                 kept = keep_unreferenced(
                     self.layout,

@@ -269,7 +269,7 @@ def data_uri(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
-_md = md_escape  # the one escape of user text in metadata Markdown (also the ``preview`` table's)
+_md = md_escape  # the one escape of user text in metadata Markdown
 
 
 def sheet_markdown(thumbs: Sequence[Thumb], columns: int = SHEET_COLUMNS) -> str:

@@ -1,20 +1,24 @@
-"""``catalog_partition``: one catalog partition, materialized from the batches claimed for it."""
+"""``catalog_partition``: one catalog partition, materialized from the batches claimed for it.
 
+Its checks run in its own step (``check_specs``, ``checks.py``); its metadata says what the run did
+(``metadata.py``), which files it rejected and which the partition ever rejected (``rejections.py``), and shows
+a contact sheet and profile (``preview.py``).
+"""
+
+import time
 from typing import Any
 
 import dagster as dg
-import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
 
-from ...core.catalog.parts import iter_partition_batches, partition_files, read_partition_metadata
-from ...core.ingest.processing import BatchResult
-from ...core.lake.layout import PartitionRef
-from ...core.preview.markdown import markdown_table
+from ...core.catalog.parts import read_partition_metadata
+from ...lib.asset_info import asset_info
 from ...lib.partitions import JOB_IDS_TAG, LakePartitionKey, lake_partitions
 from ...lib.resources import LakeResource
+from .checks import CHECK_SPECS, integrity_checks
+from .metadata import partition_metadata, run_metadata
 from .preview import preview_metadata
-
-PREVIEW_ROWS = 5
+from .rejections import log_rejections, rejection_check, rejection_metadata, run_rejections
 
 
 def run_job_ids(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[str]:
@@ -26,104 +30,67 @@ def run_job_ids(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContex
     partitions_def=lake_partitions,
     group_name="ingest",
     kinds={"parquet", "python"},
+    check_specs=CHECK_SPECS,
     description=(
         "One catalog partition (provider/dataset/task/variant). A run started by the staging sensor processes "
         "the batches named in its `datalake/job_ids` tag; a run without it (UI, backfill, CLI) rebuilds the "
-        "partition from its stored part files: compaction and re-validation, idempotently."
+        "partition from its stored part files: compaction and re-validation, idempotently. Rejected files are "
+        "listed in `rejected_files` (this run) and `rejection_history` (the partition's), and turn the "
+        "`no_rejected_files` check into a warning."
     ),
+    **asset_info().asset_kwargs(),
 )
 def catalog_partition(context: dg.AssetExecutionContext, lake: LakeResource, s3: S3Resource) -> dg.MaterializeResult:
     ref = LakePartitionKey.parse(context.partition_key).ref
     job_ids = run_job_ids(context)
     the_lake = lake.lake(s3)
-    catalog_uri = the_lake.catalog_uri(ref)
-    # The metadata is read from the view the run worked in (on S3 a work lake holding the whole partition).
+    seconds = Stopwatch()
+    # Everything is read from the view the run worked in (on S3 a work lake holding the whole partition).
     with the_lake.work_view((job_ids or [f"rebuild-{ref.provider}"])[0]) as view:
-        if not job_ids:
+        metadata: dict[str, Any]
+        if job_ids:
+            run_info = {"run_id": context.run.run_id, "step": "catalog_partition"}
+            results = the_lake.process(job_ids, lake.process_options(), run_info, view, context.log)
+            metadata = {"mode": "ingest", **run_metadata(results)}
+        else:
+            results = []
             rebuild = the_lake.rebuild_partition(ref, lake.batch_size, view)
             context.log.info(f"rebuilt {ref.key}: {rebuild.rows} rows from {rebuild.files_before} files")
-            return dg.MaterializeResult(
-                metadata={
-                    "mode": "rebuild",
-                    "files_compacted": rebuild.files_before,
-                    "duplicates_dropped": rebuild.duplicates_dropped,
-                    **partition_metadata(view, ref, catalog_uri),
-                    **preview_metadata(view, ref, None, context.log),
-                }
+            metadata = {
+                "mode": "rebuild",
+                "files_compacted": rebuild.files_before,
+                "duplicates_dropped": rebuild.duplicates_dropped,
+            }
+        seconds.lap("process" if job_ids else "rebuild")
+        rejected = run_rejections(results)
+        log_rejections(context.log, rejected)
+        doc = read_partition_metadata(view, ref)
+        metadata.update(rejection_metadata(rejected, doc, the_lake.base))
+        metadata.update(partition_metadata(view, ref, the_lake.catalog_uri(ref), doc))
+        seconds.lap("metadata")
+        metadata.update(preview_metadata(view, ref, results if job_ids else None, context.log))
+        seconds.lap("preview")
+        failed = [r for r in results if r.status != "done"]
+        if failed:
+            raise dg.Failure(
+                description="; ".join(f"batch {r.job_id} failed: {r.error}" for r in failed)
+                + " (originals kept in staging/failed/<job_id>/ with error.json)",
+                metadata=metadata,
             )
-        run_info = {"run_id": context.run.run_id, "step": "catalog_partition"}
-        results = the_lake.process(job_ids, lake.process_options(), run_info, view, context.log)
-        metadata = {**run_metadata(results), **partition_metadata(view, ref, catalog_uri)}
-        metadata.update(preview_metadata(view, ref, results, context.log))
-    failed = [r for r in results if r.status != "done"]
-    if failed:
-        raise dg.Failure(
-            description="; ".join(f"batch {r.job_id} failed: {r.error}" for r in failed)
-            + " (originals kept in staging/failed/<job_id>/ with error.json)",
-            metadata=metadata,
-        )
-    return dg.MaterializeResult(metadata=metadata)
+        checks = [rejection_check(rejected, doc), *integrity_checks(the_lake, view, ref, job_ids or None)]
+        seconds.lap("checks")
+    metadata["step_seconds"] = dg.MetadataValue.json(seconds.laps)
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 
-def run_metadata(results: list[BatchResult]) -> dict[str, Any]:
-    images_new = sum(r.images_new for r in results)
-    images_dedup = sum(r.images_deduplicated for r in results)
-    images = images_new + images_dedup
-    rejected = [{"job_id": r.job_id, **x} for r in results for x in r.rejected][:50]
-    return {
-        "batches": dg.MetadataValue.json([r.job_id for r in results]),
-        "rows_added": sum(r.rows_added for r in results),
-        "rows_duplicate": sum(r.rows_duplicate for r in results),
-        "rows_rejected": sum(r.rows_rejected for r in results),
-        "images_new": images_new,
-        "images_deduplicated": images_dedup,
-        "dedup_ratio": round(images_dedup / images, 4) if images else 0.0,
-        "bytes_stored": sum(r.bytes_stored for r in results),
-        "files_skipped": sum(r.staging_report.get("skipped_count", 0) for r in results),  # listed in job records
-        "rejected_files": dg.MetadataValue.md(_md_table(rejected, ["job_id", "row", "column", "source", "reason"]))
-        if rejected
-        else "none",
-    }
+class Stopwatch:
+    """Seconds spent in each part of the step (``step_seconds`` in the metadata: where a slow run went)."""
 
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
 
-def partition_metadata(layout, ref: PartitionRef, shown_path: str | None = None) -> dict[str, Any]:
-    files = partition_files(layout, ref)
-    meta: dict[str, Any] = {
-        "catalog_path": dg.MetadataValue.path(shown_path or str(layout.partition_dir(ref))),
-        "part_files": len(files),
-    }
-    if not files:
-        meta["dagster/row_count"] = 0
-        return meta
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    meta["dagster/row_count"] = rows
-    first = next(iter_partition_batches(layout, ref, batch_size=PREVIEW_ROWS), None)
-    if first is not None:
-        schema = first.schema  # rows are read in the partition's schema contract (see core/schema_contract.py)
-        promotions = read_partition_metadata(layout, ref).get("contract", {}).get("promotions", [])
-        history: dict[str, list[str]] = {}
-        for p in promotions:
-            history.setdefault(p["column"].split(".")[0].split("[")[0], []).append(
-                f"{p['column']}: {p['from']} -> {p['to']} (batch {p.get('job_id')})"
-            )
-        meta["dagster/column_schema"] = dg.TableSchema(
-            columns=[
-                dg.TableColumn(
-                    f.name,
-                    str(f.type),
-                    description="schema contract; promoted " + "; ".join(history[f.name])
-                    if f.name in history
-                    else "schema contract",
-                    constraints=dg.TableColumnConstraints(nullable=f.nullable),
-                )
-                for f in schema
-            ]
-        )
-        meta["schema_promotions"] = dg.MetadataValue.json(promotions)
-        preview = first.slice(0, PREVIEW_ROWS).to_pylist()
-        meta["preview"] = dg.MetadataValue.md(_md_table(preview, schema.names))
-    return meta
-
-
-def _md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    return markdown_table(rows, columns)  # escaped, one line per cell, at most 12 columns (core/preview/markdown.py)
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now

@@ -119,7 +119,12 @@ def test_batch_is_claimed_once_with_partition_tags_and_processed(backend, make_j
     assert mat["rows_added"].value == 3 and mat["dagster/row_count"].value == 3
     assert mat["catalog_path"].value.endswith(keys.partition(PartitionRef("aihub", "docs", "ocr", "v1")))
     checks = {c.check_name: c.passed for c in outcome.get_asset_check_evaluations()}
-    assert checks == {"asset_files_match_hashes": True, "no_duplicate_rows": True, "required_meta_present": True}
+    assert checks == {
+        "no_rejected_files": True,
+        "asset_files_match_hashes": True,
+        "no_duplicate_rows": True,
+        "required_meta_present": True,
+    }
     assert not backend.tick(result.cursor).run_requests
     assert backend.lake.claims() == [] and backend.lake.pending() == []
     status = backend.lake.status(job)

@@ -19,7 +19,7 @@ from datalake_pipelines.core.preview.fonts import font_chain, label_font
 from datalake_pipelines.core.preview.partition import PartitionPreview
 from datalake_pipelines.core.preview.profile import compact_figures, profile_figure, profile_files
 from datalake_pipelines.core.preview.thumbnails import ContactSheet, jpeg_bytes, render_thumbnail
-from datalake_pipelines.defs.ingest.assets import _md_table
+from datalake_pipelines.defs.ingest.metadata import preview_table
 
 
 def wide_file(tmp_path, columns=1000, rows=60):
@@ -46,19 +46,18 @@ def test_a_1000_column_profile_is_one_scan_and_its_metadata_stays_small(tmp_path
     assert size < 20_000, size
     assert len(small["text_lengths"]) == 20 and small["text_columns_more"] == 980
     assert len(small["nulls"]) == 20 and small["null_columns_more"] == 980
-    rows = pq.read_table(path).slice(0, 5).to_pylist()
-    table = _md_table(rows, list(data))
-    assert len(table) < 5_000 and table.splitlines()[0].count("col\\_") == 12
-    assert "988 more columns not shown" in table
+    table = preview_table(pq.read_table(path).slice(0, 5), {})
+    assert len(table.schema.columns) == 24 and all(len(r.data) == 24 for r in table.records)
+    assert len(json.dumps([r.data for r in table.records])) < 10_000
 
 
-def test_the_preview_table_escapes_markdown_in_user_data():
-    rows = [{"caption": "![t](http://e.x/t.png) [a](js:x) <img> **b** a|b\nnext"}]
-    table = _md_table(rows, ["caption"])
-    cell = table.splitlines()[2]
-    assert "![" not in cell.replace("\\!\\[", "") and "](" not in cell.replace("\\](", "")
-    assert "<img" not in cell.replace("\\<", "") and "**" not in cell.replace("\\*\\*", "") and "next" in cell
-    assert cell.count("|") - cell.count("\\|") == 2  # the pipe in the text does not open a column
+def test_the_preview_table_keeps_user_text_as_text_and_cuts_long_values():
+    """A table cell is text to the UI (no Markdown), so the caption is kept as written, only cut when long."""
+    caption = "![t](http://e.x/t.png) [a](js:x) <img> **b** a|b"
+    table = preview_table(pa.table({"caption": [caption], "long": ["x" * 1000]}), {})
+    [record] = table.records
+    assert record.data["caption"] == caption
+    assert len(record.data["long"]) == 200 and record.data["long"].endswith("...")
 
 
 def test_a_text_only_profile_png_hides_empty_panels_and_counts_more_text_columns(tmp_path):
