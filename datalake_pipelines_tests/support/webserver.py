@@ -25,6 +25,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from datalake_pipelines.services.runner import INSTANCE_CONFIG
+
 from .s3_server import free_port
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -48,7 +50,7 @@ def prepare_home(home: Path) -> Path:
     """``home`` with the project's ``dagster.yaml`` (the run queue, tag limits, pools) copied in and its SQLite
     storage created."""
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
     init_storage(home)
     return home
 

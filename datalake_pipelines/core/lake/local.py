@@ -25,11 +25,12 @@ from ..ingest.manifest import load_manifest
 from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, fail_batch, process_pending
 from ..ingest.verify import local_sizes
 from ..storage.backends import LocalStorage
-from ..storage.files import write_json_atomic
+from ..storage.files import read_json, write_json_atomic
 from . import batches, queue
-from .keys import LOCAL_CLAIM_MARKER
+from .keys import ERROR_FILE, LOCAL_CLAIM_MARKER
 from .layout import LakeLayout, PartitionRef
 from .protocol import BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_state
+from .queue_view import REFUSED_MARK, QueueEntry, seconds_left, short_reason
 from .schema import SchemaConfig, load_schema
 
 
@@ -96,7 +97,7 @@ class LocalLake(BaseLake):
         """A quiet pending batch: ready (its partition), not yet (None), or unusable (moved to failed/, None)."""
         log, job_id = options.log, batch.job_id
         if batch.problem and batch.fatal:
-            if queue.reject_pending(self.layout, job_id, batch.problem):
+            if self._refuse(job_id, batch.problem):
                 log.warning(f"pending batch {job_id} rejected: {batch.problem}")
             return None
         if batch.problem:
@@ -104,7 +105,7 @@ class LocalLake(BaseLake):
             if now - first_seen < options.grace_seconds:
                 log.warning(f"pending batch {job_id} is not usable yet ({batch.problem}); waiting")
                 return None
-            queue.reject_pending(self.layout, job_id, f"{batch.problem} (gave up after {options.grace_seconds:.0f} s)")
+            self._refuse(job_id, f"{batch.problem} (gave up after {options.grace_seconds:.0f} s)")
             return None
         try:
             manifest = load_manifest(self.layout.pending_batch(job_id), job_id).validate(self.schema())
@@ -113,10 +114,48 @@ class LocalLake(BaseLake):
         except (DatalakeError, ValueError) as exc:
             if not self.layout.pending_batch(job_id).is_dir():
                 return None  # claimed by a concurrent round since the scan
-            if queue.reject_pending(self.layout, job_id, str(exc)):
+            if self._refuse(job_id, str(exc)):
                 log.warning(f"pending batch {job_id} rejected: {exc}")
             return None
         return manifest.partition
+
+    def _refuse(self, job_id: str, reason: str) -> bool:
+        """Move a pending batch to ``failed/`` before any run, its ``error.json`` marked ``refused``."""
+        target = queue.reject_pending(self.layout, job_id, reason)
+        if target is None:
+            return False
+        error = target / ERROR_FILE
+        write_json_atomic(error, {**read_json(error), REFUSED_MARK: True})
+        return True
+
+    def held_batches(self, options: ClaimOptions, state: dict[str, Any], now: float) -> list[QueueEntry]:
+        """Every folder in ``pending/`` with how long it still waits: from the claiming rounds' ``state["seen"]``
+        when given (what the sensor decides by), else from the folder's newest mtime."""
+        seen = state.get("seen", {})
+        entries = []
+        for batch in queue.scan_pending(self.layout):
+            job_id = batch.job_id
+            record = seen.get(job_id)
+            newest = batch.signature[2] if batch.signature else now
+            quiet_since = record[1] if record and record[0] == list(batch.signature or ()) else newest
+            quiet_left = seconds_left(options.quiet_seconds, now - quiet_since) if batch.hand_drop else 0.0
+            state_, reason, left = "pending", "", None
+            if batch.problem:
+                problem_since = seen.get(f"problem:{job_id}")
+                if batch.fatal:  # refused once quiet
+                    left = quiet_left
+                elif problem_since is None:  # quiet first, then the grace period
+                    left = quiet_left + options.grace_seconds
+                else:
+                    left = seconds_left(options.grace_seconds, now - problem_since)
+                state_, reason = "incomplete", short_reason(batch.problem)
+            elif quiet_left > 0:
+                state_, left = "waiting", quiet_left
+                reason = f"hand drop, claimed once unchanged for {options.quiet_seconds:.0f} s"
+            partition = batch.partition.key if batch.partition else None
+            path = str(self.layout.pending_batch(job_id))
+            entries.append(QueueEntry(job_id, state_, partition, reason, left, None, batch.staged_at, path))
+        return entries
 
     def claim(self, job_id: str, run_key: str, partition: PartitionRef, attempt: int = 1) -> bool:
         """Rename ``pending/<job>`` into ``processing/`` and write its claim marker; False if already taken."""

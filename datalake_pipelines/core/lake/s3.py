@@ -44,6 +44,7 @@ from . import keys
 from .keys import ERROR_FILE
 from .layout import LakeLayout, PartitionRef
 from .protocol import MAX_ATTEMPTS, BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_state
+from .queue_view import REFUSED_MARK, QueueEntry, seconds_left, short_reason
 from .s3_work import S3Processing
 from .schema import SchemaConfig, load_schema
 
@@ -179,6 +180,40 @@ class S3Lake(S3Processing, BaseLake):
             state["since"] = cursor.isoformat()
         return Claimed(dict(groups), n_waiting)
 
+    def held_batches(self, options: ClaimOptions, state: dict[str, Any], now: float) -> list[QueueEntry]:
+        """Batches in ``staging/pending`` without a claim: pending, a hand drop waiting until all its objects are
+        ``quiet_seconds`` old, or incomplete (no manifest uploaded yet, or one that cannot be read)."""
+        claimed = set(self.storage.list_dirs(keys.PROCESSING))
+        newest: dict[str, datetime] = {}
+        manifests = set()
+        for obj in self.storage.list(keys.PENDING):
+            job_id = obj.key[len(keys.PENDING) + 1 :].split("/", 1)[0]
+            newest[job_id] = max(newest.get(job_id, obj.modified), obj.modified)
+            if keys.job_of_manifest_key(obj.key):
+                manifests.add(job_id)
+        entries = []
+        for job_id in sorted(set(newest) - claimed):
+            since, path = newest[job_id].isoformat(), self.uri_of(keys.pending_batch(job_id))
+            if job_id not in manifests:
+                reason = "no _metadata.json yet (uploaded last: the batch is complete once it is there)"
+                entries.append(QueueEntry(job_id, "incomplete", None, reason, None, None, since, path))
+                continue
+            try:
+                manifest = self.read_manifest(job_id)
+            except FileNotFoundError:
+                continue  # claimed and processed since the listing
+            except (DatalakeError, ValueError) as exc:  # refused at the next claiming round
+                entries.append(QueueEntry(job_id, "incomplete", None, short_reason(str(exc)), 0.0, None, since, path))
+                continue
+            age = now - newest[job_id].timestamp()
+            left = seconds_left(options.quiet_seconds, age) if manifest.hand_drop else 0.0
+            state_, reason = ("waiting", f"hand drop, claimed once its objects are {options.quiet_seconds:.0f} s old")
+            if not left:
+                state_, reason = "pending", ""
+            key = manifest.partition.key
+            entries.append(QueueEntry(job_id, state_, key, reason, left or None, None, since, path))
+        return entries
+
     def _reject_logged(self, job_id: str, reason: str, log) -> None:
         if self.reject(job_id, reason):
             log.warning(f"pending batch {job_id} rejected: {reason}")
@@ -198,7 +233,7 @@ class S3Lake(S3Processing, BaseLake):
         marker = Claim(job_id, f"{job_id}.rejected", "", 1, time.time())
         if not self.storage.create_exclusive(self._claim_key(job_id), marker.to_bytes()):
             return False
-        self.fail(job_id, {"error": reason})
+        self.fail(job_id, {"error": reason, REFUSED_MARK: True})
         return True
 
     def read_claim(self, job_id: str) -> Claim | None:
