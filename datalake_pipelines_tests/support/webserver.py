@@ -114,6 +114,12 @@ class DagsterUI:
             raise
         return self
 
+    def start_daemon(self) -> None:
+        """Start ``dagster-daemon`` now, on a running ``DagsterUI(daemon=False)``: work queued through the UI
+        before (a backfill, a staged batch) is then picked up by its first iterations together."""
+        self._spawn("dagster-daemon", ["run", "-w", str(self.workspace)])
+        self.with_daemon = True
+
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         last: Any = "no answer"

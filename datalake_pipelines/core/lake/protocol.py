@@ -203,6 +203,9 @@ class BaseLake:
 
     storage: Any
     base: str
+    # error.json documents by base and failed-folder name, kept between snapshots (None: read every time). A
+    # failed folder's error.json is written once (a second failure of a job gets a new folder name).
+    error_doc_cache: dict[str, dict[str, dict[str, Any]]] | None = None
 
     # shared ------------------------------------------------------------------------------------------------
     def group_run_key(self, job_ids: list[str]) -> str:
@@ -281,9 +284,15 @@ class BaseLake:
             since = claim.started_at or claim.claimed_at or ""
             entries.append(QueueEntry(claim.job_id, run, claim.partition, reason, None, run_id, since, ""))
         names = sorted(self.storage.list_dirs(FAILED), reverse=True)
+        cache = self.error_doc_cache.setdefault(self.base, {}) if self.error_doc_cache is not None else {}
+        for gone in set(cache) - set(names):
+            del cache[gone]
+        unread = [n for n in names[:failed_limit] if n not in cache]
         with ThreadPoolExecutor(max_workers=8) as pool:
-            docs = list(pool.map(self._error_doc, names[:failed_limit]))
-        entries += [failed_entry(n, doc, f"{self.base}/{FAILED}/{n}") for n, doc in zip(names, docs)]
+            fresh = dict(zip(unread, pool.map(self._error_doc, unread)))
+        cache.update((n, doc) for n, doc in fresh.items() if doc)  # not one still being written (S3: copy first)
+        docs = {**fresh, **cache}
+        entries += [failed_entry(n, docs[n], f"{self.base}/{FAILED}/{n}") for n in names[:failed_limit]]
         return QueueSnapshot(entries, max(0, len(names) - failed_limit), now)
 
     def _error_doc(self, name: str) -> dict[str, Any]:

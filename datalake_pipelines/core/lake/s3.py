@@ -55,6 +55,7 @@ class S3Lake(S3Processing, BaseLake):
     """Operations on an S3 lake; local work happens under :func:`cache_dir_for` (``$DATALAKE_CACHE_DIR``)."""
 
     kind = "s3"
+    error_doc_cache: dict[str, dict[str, dict[str, Any]]] | None = {}  # a GET per failed batch, once per process
 
     def __init__(self, base: str, storage: S3Storage | None = None):
         self.storage = storage or S3Storage(base)

@@ -42,7 +42,7 @@ def duckdb_catalog(
     context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
 ) -> Iterator[dg.MaterializeResult]:
     in_ingest_run = context.job_name == INGEST_JOB  # the ingest run's own refresh step: coalesced
-    if in_ingest_run and (skip := ingest_refresh_skip(context.instance, context.run_id)):
+    if in_ingest_run and (skip := ingest_refresh_skip(context.instance, context.run.run_id)):
         context.log.info(skip)
         return
     base = lake.base

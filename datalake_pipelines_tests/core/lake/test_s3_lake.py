@@ -218,6 +218,7 @@ def test_a_waiting_hand_drop_is_not_skipped_by_the_cursor(
     make_jpeg(tmp_path / "src" / "b.jpg")
     _, job = s3_client_api.upload_raw_data(tmp_path / "src", "aihub", "receipts")  # a newer, complete batch
     monkeypatch.setattr(sensors, "QUIET_SECONDS", 3.0)
+    monkeypatch.setattr(sensors, "RECOVERY_AGE_SECONDS", 600.0)  # no daemon: the job's run is never launched
     first = tick(instance, s3_lake)
     assert [r.run_key for r in first.run_requests] == [job]  # the hand drop is still settling
     time.sleep(3.2)
