@@ -25,6 +25,8 @@ DUCKDB_CATALOG = dg.AssetKey("duckdb_catalog")
 INGEST_JOB = "ingest_job"
 REFRESH_JOB = "refresh_catalog_db"
 COVERS_KEY = "covers_ingest_event"
+# Run tag of an ingest run whose caller refreshes later itself (``datalake process start``: all but its last run)
+REFRESH_TAG, REFRESH_LATER = "datalake/refresh", "later"
 MAX_REFRESH_LAG_SECONDS = 120.0  # an ingest run refreshes anyway when the last refresh is older than this
 S = dg.DagsterRunStatus
 IN_FLIGHT = (S.QUEUED, S.NOT_STARTED, S.STARTING, S.STARTED, S.CANCELING)
@@ -83,18 +85,18 @@ def catalog_writers_in_flight(instance: dg.DagsterInstance, exclude: str | None 
 def ingest_refresh_skip(instance: dg.DagsterInstance, run_id: str, now: float | None = None) -> str | None:
     """Why the refresh step of ingest run ``run_id`` may leave ``catalog.duckdb`` alone, or None to refresh now.
 
-    Skipped when the last refresh already covers the newest ingest, or when an ingest run created after this
-    one is queued or in progress (it refreshes after its own catalog step) and the last refresh is at most
-    :data:`MAX_REFRESH_LAG_SECONDS` old.
+    Skipped when the last refresh already covers the newest ingest, when the run is tagged
+    ``datalake/refresh=later``, or when an ingest run created after this one is queued or in progress (it
+    refreshes after its own catalog step) and the last refresh is at most :data:`MAX_REFRESH_LAG_SECONDS` old.
     """
     state = refresh_state(instance)
     if not state.stale:
         return "catalog.duckdb already covers the newest ingest (refreshed by another run); not refreshed again"
-    now = time.time() if now is None else now
-    if state.refreshed_at is not None and now - state.refreshed_at > MAX_REFRESH_LAG_SECONDS:
-        return None
     me = instance.get_run_record_by_id(run_id)
-    if me is None:
+    if me is not None and me.dagster_run.tags.get(REFRESH_TAG) == REFRESH_LATER:
+        return f"run tagged {REFRESH_TAG}={REFRESH_LATER}: a later run of the same caller refreshes catalog.duckdb"
+    now = time.time() if now is None else now
+    if me is None or (state.refreshed_at is not None and now - state.refreshed_at > MAX_REFRESH_LAG_SECONDS):
         return None
     later = [
         r.dagster_run.run_id

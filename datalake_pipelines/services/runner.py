@@ -17,7 +17,7 @@ import dagster as dg
 
 from ..core.athena.scope import athena_applies
 from ..core.lake.open import open_lake
-from ..lib.after_ingest import CATALOG_PARTITION, INGEST_JOB, REFRESH_JOB, refresh_state
+from ..lib.after_ingest import INGEST_JOB, REFRESH_JOB, REFRESH_LATER, REFRESH_TAG, refresh_state
 from ..lib.claims import dagster_run_state
 from ..lib.partitions import LakePartitionKey, lake_partitions
 from ..lib.resources import LakeResource
@@ -26,6 +26,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # The instance settings (run queue, tag limits, pools) copied into a DAGSTER_HOME that has none.
 INSTANCE_CONFIG = PROJECT_ROOT / "config" / "dagster.yaml"
 log = logging.getLogger("datalake")
+LATER = {REFRESH_TAG: REFRESH_LATER}
 
 
 def get_instance() -> dg.DagsterInstance:
@@ -74,8 +75,8 @@ def start_pending(
 
 def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo) -> list[dict[str, Any]]:
     """One in-process ``ingest_job`` run per partition's claimed batches. The last run's own ``duckdb_catalog``
-    step refreshes catalog.duckdb once for all of them (the others run the catalog step only); a separate
-    refresh run follows only when that did not happen (the last run failed before its refresh)."""
+    step refreshes catalog.duckdb once for all of them (the others are tagged ``datalake/refresh=later``); a
+    separate refresh run follows only when that did not happen (the last run failed before its refresh)."""
     from dagster_duckdb import DuckDBResource
 
     from ..definitions import defs, duckdb_file
@@ -89,14 +90,9 @@ def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo) ->
         if not instance.has_dynamic_partition(lake_partitions.name, key.key):
             instance.add_dynamic_partitions(lake_partitions.name, [key.key])
         echo(f"running ingest for {key.key}: batches {', '.join(job_ids)}")
-        tags = run_request(ref, job_ids, run_keys[ref]).tags
+        tags = {**run_request(ref, job_ids, run_keys[ref]).tags, **({} if n == len(groups) else LATER)}
         result = job.execute_in_process(
-            instance=instance,
-            partition_key=key.key,
-            tags=tags,
-            resources=resources,
-            asset_selection=None if n == len(groups) else [CATALOG_PARTITION],
-            raise_on_error=False,
+            instance=instance, partition_key=key.key, tags=tags, resources=resources, raise_on_error=False
         )
         for job_id in job_ids:
             outcome = {**status(job_id), "run_id": result.run_id}

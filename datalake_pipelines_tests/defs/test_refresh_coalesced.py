@@ -19,6 +19,7 @@ from datalake_pipelines.defs.warehouse.assets import refresh_on_ingest
 from datalake_pipelines.lib import after_ingest
 from datalake_pipelines.lib.after_ingest import COVERS_KEY, ingest_refresh_skip, refresh_state
 from datalake_pipelines.lib.resources import LakeResource
+from datalake_pipelines.services.runner import start_pending
 from datalake_pipelines_tests.support.s3_pipeline import tick
 
 INGEST = defs.resolve_job_def("ingest_job")
@@ -88,3 +89,19 @@ def test_a_later_ingest_run_in_flight_takes_the_refresh_and_the_sensor_waits():
             instance.report_run_failed(run, "the catalog step failed: no refresh step ran")
         [request] = sensor(instance).run_requests  # nothing in flight, ingests uncovered: one refresh run
         assert request.run_key == f"refresh-{refresh_state(instance).latest_ingest}"
+
+
+def test_process_start_refreshes_once_in_its_last_run(tmp_path, make_jpeg):
+    client = DatalakeClient(tmp_path / "lake", progress=False)
+    for dataset in ("one", "two", "three"):
+        image = str(make_jpeg(tmp_path / dataset / "a.jpg"))
+        client.upload_raw_data(pd.DataFrame({"image": [image]}), "aihub", dataset)
+    with dg.instance_for_test() as instance:
+        outcomes = start_pending(str(tmp_path / "lake"), instance, echo=lambda *a: None)
+        assert [o["state"] for o in outcomes] == ["done"] * 3
+        runs = instance.get_runs()  # newest first
+        assert [r.job_name for r in runs] == ["ingest_job"] * 3  # no refresh run of its own
+        [refresh] = instance.fetch_materializations(dg.AssetKey("duckdb_catalog"), limit=5).records
+        assert refresh.run_id == runs[0].run_id and not refresh_state(instance).stale
+        assert refresh.asset_materialization.metadata["dagster/row_count"].value == 3
+        assert [r.tags.get("datalake/refresh") for r in runs] == [None, "later", "later"]

@@ -21,7 +21,7 @@ from datalake_pipelines.defs.ingest import sensors
 from datalake_pipelines.defs.ingest.queue_asset import STAGING_QUEUE
 from datalake_pipelines_tests.support.s3_pipeline import tick
 
-QUIET = 3.0  # S3's LastModified has one-second resolution: the waiting drop must stay well inside the period
+QUIET = 5.0  # S3's LastModified has one-second resolution, and a loaded machine slows ticks: a wide margin
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -88,7 +88,8 @@ def test_observation_and_skip_reason_list_waiting_refused_and_claimed_batches(ba
 
         drop("scans", {"b.jpg": make_jpeg(tmp_path / "b.jpg").read_bytes()})  # the copy goes on
         third = tick(instance, base, second.cursor)  # nothing changed state: no new event
-        assert observations(third) == [] and "1 refused" in third.skip_reason.skip_message
+        assert observations(third) == [], [rows(o) for o in observations(third)]
+        assert "1 refused" in third.skip_reason.skip_message
 
 
 def test_snapshot_without_a_cursor_estimates_quiet_from_the_files(base, tmp_path):
