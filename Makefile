@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DATALAKE_BASE_PATH ?= $(CURDIR)/lake
 
-.PHONY: install browser demo dev test bench lint clean
+.PHONY: install home browser demo dev test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 install: $(VENV)/.installed
+
+# The instance settings (config/dagster.yaml: run queue, one run per partition, pools) in $(DAGSTER_HOME), copied
+# when missing; an existing one that differs is left alone with a note (it may hold your own storage settings).
+home:
+	@mkdir -p "$(DAGSTER_HOME)"
+	@if [ ! -f "$(DAGSTER_HOME)/dagster.yaml" ]; then cp config/dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"; \
+	elif ! cmp -s config/dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"; then \
+		echo "note: $(DAGSTER_HOME)/dagster.yaml differs from config/dagster.yaml; copy it over unless you changed it on purpose"; fi
 
 # Headless Chromium for the gallery test (datalake_pipelines_tests/test_gallery.py): Debian's packages, installed
 # only when missing and apt-get is there (as root, or through sudo when it needs no password); idempotent.
@@ -33,11 +41,11 @@ browser:
 	elif sudo -n true 2>/dev/null; then sudo apt-get install -y fonts-wqy-microhei || echo "fonts-wqy-microhei not installed"; \
 	else echo "no CJK font: run 'sudo apt-get install fonts-wqy-microhei' (CJK labels are left out of thumbnails)"; fi
 
-demo: install
+demo: install home
 	$(BIN)/python -m datalake_pipelines.demo
 
 # The UI and its daemon on the same instance and lake as the demo (code location datalake_pipelines).
-dev: install
+dev: install home
 	$(BIN)/dg dev
 
 test: install browser

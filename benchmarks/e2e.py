@@ -26,6 +26,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from datalake_pipelines import DatalakeClient  # noqa: E402
+from datalake_pipelines.services.runner import INSTANCE_CONFIG  # noqa: E402
 
 
 def make_images(folder: Path, count: int) -> list[str]:
@@ -58,7 +59,7 @@ def main() -> None:
         core = core_seconds(paths, work / "core_lake")
         home, lake = work / "home", work / "lake"
         home.mkdir()
-        shutil.copyfile(PROJECT / "dagster.yaml", home / "dagster.yaml")
+        shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
         env = {
             **os.environ,
             "DAGSTER_HOME": str(home),

@@ -28,7 +28,8 @@ def cmd_process_start(args: argparse.Namespace) -> int:
 
 def run_state(args: argparse.Namespace):
     """The Dagster view of claimed batches (queued/running), if an instance is configured."""
-    from ..services.runner import dagster_run_state, get_instance
+    from ..lib.claims import dagster_run_state
+    from ..services.runner import get_instance
 
     return dagster_run_state(get_instance())
 

@@ -10,6 +10,7 @@ from ..core.lake.open import lake_kind, open_lake
 from ..core.lake.protocol import Lake
 from ..settings import BASE_PATH_ENV, BATCH_SIZE_ENV, DEFAULT_BATCH_SIZE, NUM_PROC_ENV
 from ..settings import load as load_settings
+from .partitions import tag_partition_run
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -17,12 +18,19 @@ class LakeResource(dg.ConfigurableResource):
 
     Empty ``base_path`` means ``$DATALAKE_BASE_PATH``/``./lake``; ``num_proc`` 0 means the settings' default
     (``$DATALAKE_NUM_PROC``, else the CPU count), read when a run starts.
+
+    When a run's step first uses it, a single-partition run gets the ``datalake/*`` tags it lacks
+    (:func:`~.partitions.tag_partition_run`): runs Dagster creates from the asset alone (the asset page's
+    Materialize, asset backfills, ``dg launch --assets``) are then filtered by dataset like the sensor's runs.
     """
 
     base_path: str = ""
     num_proc: int = 0
     batch_size: int = DEFAULT_BATCH_SIZE
     max_reject_ratio: float = 0.5
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        tag_partition_run(context.instance, context.run)
 
     @property
     def base(self) -> str:

@@ -11,10 +11,9 @@ from collections.abc import Callable
 
 import dagster as dg
 
-CATALOG_PARTITION = dg.AssetKey("catalog_partition")
-DUCKDB_CATALOG = dg.AssetKey("duckdb_catalog")
-S = dg.DagsterRunStatus
-IN_FLIGHT = (S.QUEUED, S.NOT_STARTED, S.STARTING, S.STARTED, S.CANCELING)
+from ..lib import after_ingest
+
+IN_FLIGHT = after_ingest.IN_FLIGHT
 
 
 def in_flight_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
@@ -22,19 +21,10 @@ def in_flight_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     return list(instance.get_runs(filters=dg.RunsFilter(statuses=list(IN_FLIGHT))))
 
 
-def _latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey) -> float | None:
-    event = instance.get_latest_materialization_event(key)
-    return event.timestamp if event is not None else None
-
-
 def refresh_is_current(instance: dg.DagsterInstance) -> bool:
-    """True when ``duckdb_catalog`` was materialized after the latest ``catalog_partition`` materialization
-    (any partition), or nothing was ingested yet."""
-    ingested = _latest_materialization(instance, CATALOG_PARTITION)
-    if ingested is None:
-        return True
-    refreshed = _latest_materialization(instance, DUCKDB_CATALOG)
-    return refreshed is not None and refreshed >= ingested
+    """True when the newest ``duckdb_catalog`` materialization covers the newest ``catalog_partition`` one (any
+    partition), or nothing was ingested yet (``lib/after_ingest.py``)."""
+    return not after_ingest.refresh_state(instance).stale
 
 
 def wait_until_idle(

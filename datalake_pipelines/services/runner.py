@@ -17,24 +17,29 @@ import dagster as dg
 
 from ..core.athena.scope import athena_applies
 from ..core.lake.open import open_lake
-from ..core.lake.protocol import Claim
+from ..lib.after_ingest import INGEST_JOB, REFRESH_JOB, REFRESH_LATER, REFRESH_TAG, refresh_state
+from ..lib.claims import dagster_run_state
 from ..lib.partitions import LakePartitionKey, lake_partitions
 from ..lib.resources import LakeResource
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The instance settings (run queue, tag limits, pools) copied into a DAGSTER_HOME that has none.
+INSTANCE_CONFIG = PROJECT_ROOT / "config" / "dagster.yaml"
 log = logging.getLogger("datalake")
+LATER = {REFRESH_TAG: REFRESH_LATER}
 
 
 def get_instance() -> dg.DagsterInstance:
-    """The persistent instance in ``$DAGSTER_HOME``; defaults to ``./.dagster_home`` (created with our dagster.yaml)."""
+    """The persistent instance in ``$DAGSTER_HOME``; defaults to ``./.dagster_home``. A home without a
+    ``dagster.yaml`` gets a copy of :data:`INSTANCE_CONFIG` (``config/dagster.yaml``)."""
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         home = str(Path.cwd() / ".dagster_home")
         os.environ["DAGSTER_HOME"] = home
     Path(home).mkdir(parents=True, exist_ok=True)
     config = Path(home) / "dagster.yaml"
-    if not config.exists() and (PROJECT_ROOT / "dagster.yaml").exists():
-        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", config)
+    if not config.exists() and INSTANCE_CONFIG.exists():
+        shutil.copyfile(INSTANCE_CONFIG, config)
     return dg.DagsterInstance.get()
 
 
@@ -69,27 +74,34 @@ def start_pending(
 
 
 def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo) -> list[dict[str, Any]]:
-    """One in-process ``ingest_job`` run per partition's claimed batches, then a catalog.duckdb refresh."""
+    """One in-process ``ingest_job`` run per partition's claimed batches. The last run's own ``duckdb_catalog``
+    step refreshes catalog.duckdb once for all of them (the others are tagged ``datalake/refresh=later``); a
+    separate refresh run follows only when that did not happen (the last run failed before its refresh)."""
+    from dagster_duckdb import DuckDBResource
+
+    from ..core.lake.open import duckdb_file_of
     from ..definitions import defs
     from ..defs.ingest.sensors import run_request
 
-    job = defs.resolve_job_def("ingest_job")
+    job = defs.resolve_job_def(INGEST_JOB)
+    resources = {"lake": lake, "duckdb": DuckDBResource(database=str(duckdb_file_of(lake.base)))}
     outcomes = []
-    for ref, job_ids in groups.items():
+    for n, (ref, job_ids) in enumerate(groups.items(), start=1):
         key = LakePartitionKey(ref)
         if not instance.has_dynamic_partition(lake_partitions.name, key.key):
             instance.add_dynamic_partitions(lake_partitions.name, [key.key])
         echo(f"running ingest for {key.key}: batches {', '.join(job_ids)}")
-        tags = run_request(ref, job_ids, run_keys[ref]).tags
+        tags = {**run_request(ref, job_ids, run_keys[ref]).tags, **({} if n == len(groups) else LATER)}
         result = job.execute_in_process(
-            instance=instance, partition_key=key.key, tags=tags, resources={"lake": lake}, raise_on_error=False
+            instance=instance, partition_key=key.key, tags=tags, resources=resources, raise_on_error=False
         )
         for job_id in job_ids:
             outcome = {**status(job_id), "run_id": result.run_id}
             outcomes.append(outcome)
             echo(f"  {job_id}: {outcome['state']}" + (f" ({outcome['error']})" if outcome.get("error") else ""))
     if outcomes:
-        refresh_catalog_db(instance, lake)
+        if refresh_state(instance).stale:
+            refresh_catalog_db(instance, lake)
         if refresh_athena(instance, lake) is False:
             echo("  warning: registering the new Athena partitions failed (see the refresh_athena_tables run)")
     return outcomes
@@ -102,7 +114,7 @@ def refresh_catalog_db(instance: dg.DagsterInstance, lake) -> bool:
     from ..definitions import defs
 
     resources = {"lake": lake, "duckdb": DuckDBResource(database=str(duckdb_file_of(lake.base)))}
-    result = defs.resolve_job_def("refresh_catalog_db").execute_in_process(
+    result = defs.resolve_job_def(REFRESH_JOB).execute_in_process(
         instance=instance, resources=resources, raise_on_error=False
     )
     return result.success
@@ -122,28 +134,6 @@ def refresh_athena(instance: dg.DagsterInstance, lake) -> bool | None:
         .execute_in_process(instance=instance, resources={"lake": lake}, raise_on_error=False)
     )
     return result.success
-
-
-RUN_STATE = {
-    dg.DagsterRunStatus.QUEUED: "queued",
-    dg.DagsterRunStatus.NOT_STARTED: "queued",
-    dg.DagsterRunStatus.STARTING: "running",
-    dg.DagsterRunStatus.STARTED: "running",
-    dg.DagsterRunStatus.CANCELING: "running",
-}
-
-
-def dagster_run_state(instance: dg.DagsterInstance):
-    """``RunState`` for the core: a claimed batch is queued until its run starts, then running."""
-
-    def state(claim: Claim) -> tuple[str, str | None]:
-        if claim.run_key:
-            runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": claim.run_key}), limit=1)
-            if runs:
-                return RUN_STATE.get(runs[0].status, "running"), runs[0].run_id
-        return ("running" if claim.run_id else "queued"), claim.run_id
-
-    return state
 
 
 def _base_of(lake: Any) -> str:

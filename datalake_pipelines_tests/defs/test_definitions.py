@@ -46,7 +46,7 @@ def test_the_code_location_has_every_job_sensor_asset_and_check(base, monkeypatc
     assert names(loaded) == {
         "jobs": {"ingest_job", "refresh_catalog_db", "export_job"} | athena_names["jobs"],
         "sensors": {"staging_sensor", "refresh_on_ingest"} | athena_names["sensors"],
-        "assets": {"catalog_partition", "duckdb_catalog", "near_duplicates"} | athena_names["assets"],
+        "assets": {"catalog_partition", "duckdb_catalog", "near_duplicates", "staging_queue"} | athena_names["assets"],
         "checks": {
             "catalog_partition:asset_files_match_hashes",
             "catalog_partition:no_duplicate_rows",
@@ -76,10 +76,17 @@ def declared(defs: dg.Definitions) -> dict[str, set[str]]:
     return {
         "jobs": {job.name for job in defs.jobs or []},
         "sensors": {sensor.name for sensor in defs.sensors or []},
-        "assets": {key.to_user_string() for asset in defs.assets or [] for key in asset.keys},
+        "assets": {
+            key.to_user_string()
+            for asset in defs.assets or []
+            for key in ([asset.key] if isinstance(asset, dg.AssetSpec) else asset.keys)
+        },
         "checks": {  # @asset_check definitions and the checks an asset computes itself (check_specs)
             f"{key.asset_key.to_user_string()}:{key.name}"
-            for checks in [*(defs.asset_checks or []), *(defs.assets or [])]
+            for checks in [
+                *(defs.asset_checks or []),
+                *(a for a in defs.assets or [] if not isinstance(a, dg.AssetSpec)),
+            ]
             for key in checks.check_keys
         },
         "resources": set(defs.resources or {}),

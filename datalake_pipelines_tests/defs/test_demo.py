@@ -12,6 +12,7 @@ import pytest
 
 from datalake_pipelines.lib.location import LOCATION_NAME
 from datalake_pipelines.services.idle import in_flight_runs, refresh_is_current
+from datalake_pipelines.services.runner import INSTANCE_CONFIG
 
 PROJECT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(400)
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.timeout(400)
 def test_demo_leaves_no_failed_run(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copyfile(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
     env = {
         **os.environ,
         "PYTHONPATH": str(PROJECT),

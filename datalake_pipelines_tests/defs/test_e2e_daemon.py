@@ -16,7 +16,7 @@ from PIL import Image
 
 from datalake_pipelines import DatalakeClient
 from datalake_pipelines.core.lake.queue import read_claim
-from datalake_pipelines.services.runner import batch_status
+from datalake_pipelines.services.runner import INSTANCE_CONFIG, batch_status
 from datalake_pipelines_tests.support.webserver import init_storage
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ class Daemon:
 def daemon_env(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copyfile(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
     init_storage(home)  # once, before the daemon and its code server race to create it
     lake = tmp_path / "lake"
     env = {

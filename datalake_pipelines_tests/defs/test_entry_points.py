@@ -98,6 +98,7 @@ def test_dg_list_defs_and_dg_launch_a_partition(tmp_path, monkeypatch, make_jpeg
     [run] = [r for r in instance.get_runs() if r.run_id not in before]
     assert run.status == dg.DagsterRunStatus.SUCCESS
     assert run.tags["dagster/partition"] == key
+    assert run.tags["datalake/partition"] == key and run.tags["datalake/dataset"] == "dg"  # tagged at step start
     event = instance.get_latest_materialization_event(dg.AssetKey("catalog_partition"))
     assert event.run_id == run.run_id
     assert event.asset_materialization.metadata["mode"].value == "rebuild"

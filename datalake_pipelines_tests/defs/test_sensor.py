@@ -26,6 +26,7 @@ from datalake_pipelines.core.lake.open import open_lake
 from datalake_pipelines.definitions import defs
 from datalake_pipelines.defs.ingest.sensors import staging_sensor
 from datalake_pipelines.lib.resources import LakeResource
+from datalake_pipelines.services.runner import INSTANCE_CONFIG
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -74,12 +75,12 @@ def run(instance, lake_client, request: dg.RunRequest, result: dg.SensorResult):
 
 
 def test_dagster_yaml_limits_one_run_per_partition(tmp_path):
-    shutil.copyfile(PROJECT / "dagster.yaml", tmp_path / "dagster.yaml")
+    shutil.copyfile(INSTANCE_CONFIG, tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as inst:
         config = inst.get_concurrency_config()  # what the QueuedRunCoordinatorDaemon enforces
     limits = config.run_queue_config.tag_concurrency_limits
     assert config.pool_config.default_pool_limit == 1
-    assert {"key": "datalake/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+    assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
 
 
 @pytest.mark.parametrize("kind", ["local", "s3"])
@@ -88,7 +89,7 @@ def test_cli_materialize_rebuilds_partition_idempotently(tmp_path, request, kind
     lake_client = DatalakeClient(base, progress=False)
     home = tmp_path / "home"
     home.mkdir()
-    shutil.copyfile(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "DATALAKE_BASE_PATH": base}  # with moto's AWS env on S3
     for i in range(2):
         lake_client.upload_raw_data(pd.DataFrame({"image": images(tmp_path / f"s{i}", 3, i)}), "aihub", "re")
@@ -121,3 +122,9 @@ def test_cli_materialize_rebuilds_partition_idempotently(tmp_path, request, kind
     files, after = partition()
     assert files == ["data.parquet"]
     assert after.column("row_hash").to_pylist() == before.column("row_hash").to_pylist()
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        runs = inst.get_runs()
+    assert len(runs) == 2  # a CLI run carries the datalake/* tags too (added when its step starts)
+    for cli_run in runs:
+        assert cli_run.tags["dagster/partition"] == ref.key == cli_run.tags["datalake/partition"]
+        assert (cli_run.tags["datalake/provider"], cli_run.tags["datalake/variant"]) == ("aihub", "mixed")

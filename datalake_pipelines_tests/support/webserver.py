@@ -25,6 +25,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from datalake_pipelines.services.runner import INSTANCE_CONFIG
+
 from .s3_server import free_port
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -48,7 +50,7 @@ def prepare_home(home: Path) -> Path:
     """``home`` with the project's ``dagster.yaml`` (the run queue, tag limits, pools) copied in and its SQLite
     storage created."""
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
     init_storage(home)
     return home
 
@@ -111,6 +113,12 @@ class DagsterUI:
             self.stop()
             raise
         return self
+
+    def start_daemon(self) -> None:
+        """Start ``dagster-daemon`` now, on a running ``DagsterUI(daemon=False)``: work queued through the UI
+        before (a backfill, a staged batch) is then picked up by its first iterations together."""
+        self._spawn("dagster-daemon", ["run", "-w", str(self.workspace)])
+        self.with_daemon = True
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout

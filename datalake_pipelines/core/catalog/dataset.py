@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from ..arrow.restore import local_schema, partition_of, selection_schema
 from ..lake import keys
-from ..storage.backends import S3Storage, is_s3_uri
+from ..storage.backends import S3Storage, storage_kind
 from .parts import PARTITION_COLUMNS, CatalogError
 
 PARTITIONING_SCHEMA = pa.schema([pa.field(c, pa.string()) for c in PARTITION_COLUMNS])
@@ -99,7 +99,7 @@ def catalog_dataset(
     anything under the prefix) does not exist, ``CatalogError`` for an unreadable catalog file, and
     ``ValueError`` if a selection matches no partition.
     """
-    if is_s3_uri(str(base_path)):
+    if storage_kind(base_path) == "s3":
         root, files, fs, read_schemas = _s3_files(str(base_path))
     else:
         root, files, fs, read_schemas = _local_files(base_path)

@@ -29,12 +29,13 @@ from ..ingest.manifest import load_manifest
 from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, process_pending
 from ..ingest.verify import local_sizes
 from ..storage.backends import LocalStorage
-from ..storage.files import write_json_atomic
+from ..storage.files import read_json, write_json_atomic
 from . import batches, queue
-from .keys import LOCAL_CLAIM_MARKER
+from .keys import ERROR_FILE, LOCAL_CLAIM_MARKER
 from .layout import LakeLayout, PartitionRef
 from .locks import exclusive_lock
 from .protocol import BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_doc_state
+from .queue_view import REFUSED_MARK, QueueEntry, seconds_left, short_reason
 from .schema import SchemaConfig, load_schema
 from .triage import unusable_reason
 
@@ -133,8 +134,47 @@ class LocalLake(BaseLake):
         return manifest.partition
 
     def _reject_logged(self, job_id: str, reason: str, log: Any) -> None:
-        if queue.reject_pending(self.layout, job_id, reason):
+        if self._refuse(job_id, reason):
             log.warning(f"pending batch {job_id} rejected: {reason}")
+
+    def _refuse(self, job_id: str, reason: str) -> bool:
+        """Move a pending batch to ``failed/`` before any run, its ``error.json`` marked ``refused``."""
+        target = queue.reject_pending(self.layout, job_id, reason)
+        if target is None:
+            return False
+        error = target / ERROR_FILE
+        write_json_atomic(error, {**read_json(error), REFUSED_MARK: True})
+        return True
+
+    def held_batches(self, options: ClaimOptions, state: dict[str, Any], now: float) -> list[QueueEntry]:
+        """Every folder in ``pending/`` with how long it still waits: from the claiming rounds' ``state["seen"]``
+        when given (what the sensor decides by), else from the folder's newest mtime."""
+        seen = state.get("seen", {})
+        entries = []
+        for batch in queue.scan_pending(self.layout):
+            job_id = batch.job_id
+            record = seen.get(job_id)
+            newest = batch.signature[2] if batch.signature else now
+            quiet_since = record[1] if record and record[0] == list(batch.signature or ()) else newest
+            quiet_left = seconds_left(options.quiet_seconds, now - quiet_since) if batch.hand_drop else 0.0
+            state_, reason, left = "pending", "", None
+            if batch.problem:
+                if batch.fatal:  # refused once quiet
+                    left = quiet_left
+                else:  # the grace period counts from the batch's last change (core/lake/triage.py)
+                    try:
+                        idle = now - last_change(self.layout.pending_batch(job_id))
+                    except FileNotFoundError:
+                        continue  # claimed since the scan
+                    left = max(quiet_left, seconds_left(options.grace_seconds, idle))
+                state_, reason = "incomplete", short_reason(batch.problem)
+            elif quiet_left > 0:
+                state_, left = "waiting", quiet_left
+                reason = f"hand drop, claimed once unchanged for {options.quiet_seconds:.0f} s"
+            partition = batch.partition.key if batch.partition else None
+            path = str(self.layout.pending_batch(job_id))
+            entries.append(QueueEntry(job_id, state_, partition, reason, left, None, batch.staged_at, path))
+        return entries
 
     def claim(self, job_id: str, run_key: str, partition: PartitionRef, attempt: int = 1) -> bool:
         """Rename ``pending/<job>`` into ``processing/`` and write its claim marker; False if already taken."""
@@ -159,7 +199,7 @@ class LocalLake(BaseLake):
         return queue.requeue_or_fail(self.layout, job_id, reason, run_id)
 
     def reject(self, job_id: str, reason: str) -> bool:
-        return queue.reject_pending(self.layout, job_id, reason) is not None
+        return self._refuse(job_id, reason)
 
     def abort(self, job_id: str, error: dict[str, Any]) -> bool:
         """Send a batch still in ``processing/`` to ``failed/`` (its run is going away); False if it is not there."""

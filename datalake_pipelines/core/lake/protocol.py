@@ -17,7 +17,9 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -26,11 +28,15 @@ from ..catalog.parts import CompactionResult
 from ..ingest.batch_sinks import BatchSink
 from ..ingest.hash_index import HashIndex
 from ..ingest.processing import BatchResult, ProcessOptions
+from .keys import ERROR_FILE, FAILED
 from .layout import LakeLayout, PartitionRef
 from .queue import DEFAULT_GRACE_SECONDS, DEFAULT_QUIET_SECONDS, MAX_ATTEMPTS
+from .queue_view import QueueEntry, QueueSnapshot, failed_entry
 from .schema import SchemaConfig
 
 __all__ = ["DEFAULT_GRACE_SECONDS", "DEFAULT_QUIET_SECONDS", "MAX_ATTEMPTS"]  # re-exported: shared by both lakes
+
+FAILED_LIMIT = 100  # error.json files a queue snapshot reads (the newest names first); the rest are only counted
 
 
 @dataclass
@@ -139,6 +145,13 @@ class Lake(Protocol):
     def abort(self, job_id: str, error: dict[str, Any]) -> bool: ...
     def status(self, job_id: str, run_state: RunState | None = None) -> dict[str, Any] | None: ...
     def list_batches(self, run_state: RunState | None = None) -> list[dict[str, Any]]: ...
+    def queue_snapshot(
+        self,
+        options: ClaimOptions,
+        state: dict[str, Any] | None = None,
+        run_state: RunState | None = None,
+        failed_limit: int = FAILED_LIMIT,
+    ) -> QueueSnapshot: ...
 
     # processing and the catalog
     def work_view(self, name: str) -> contextlib.AbstractContextManager[LakeLayout]: ...
@@ -197,6 +210,19 @@ class BaseLake:
     ) -> BatchResult:
         raise NotImplementedError
 
+    def claims(self) -> list[Claim]:
+        raise NotImplementedError
+
+    def held_batches(self, options: ClaimOptions, state: dict[str, Any], now: float) -> list[QueueEntry]:
+        """Pending batches not claimed yet: pending, waiting (for quiet) or incomplete, read-only."""
+        raise NotImplementedError
+
+    storage: Any
+    base: str
+    # error.json documents by base and failed-folder name, kept between snapshots (None: read every time). A
+    # failed folder's error.json is written once (a second failure of a job gets a new folder name).
+    error_doc_cache: dict[str, dict[str, dict[str, Any]]] | None = None
+
     # shared ------------------------------------------------------------------------------------------------
     def group_run_key(self, job_ids: list[str]) -> str:
         """One run per partition per tick: the first batch's claim run key (``+N`` for N more); claims record it."""
@@ -251,3 +277,43 @@ class BaseLake:
 
     def mark_running(self, job_id: str, run_id: str, pid: int) -> None:
         raise NotImplementedError
+
+    def queue_snapshot(
+        self,
+        options: ClaimOptions,
+        state: dict[str, Any] | None = None,
+        run_state: RunState | None = None,
+        failed_limit: int = FAILED_LIMIT,
+    ) -> QueueSnapshot:
+        """Every batch not done: held in pending (quiet timers from ``state``, the claiming rounds' cursor, when
+        given), claimed (queued/running by ``run_state``, default :func:`claim_state`), and in
+        ``staging/failed`` (failed, refused or quarantined, reasons from ``error.json``; at most ``failed_limit``
+        read). Read-only; see :mod:`.queue_view` for the states."""
+        now = time.time()
+        entries = self.held_batches(options, state or {}, now)
+        for claim in self.claims():
+            if (claim.run_key or "").endswith(".rejected"):
+                continue  # an S3 refusal in progress: in staging/failed a moment later
+            run, run_id = (run_state or claim_state)(claim)
+            again = f"attempt {claim.attempt}, " if claim.attempt > 1 else ""
+            reason = f"{again}run key {claim.run_key}" if claim.run_key else "claimed, no run key yet"
+            since = claim.started_at or claim.claimed_at or ""
+            entries.append(QueueEntry(claim.job_id, run, claim.partition, reason, None, run_id, since, ""))
+        names = sorted(self.storage.list_dirs(FAILED), reverse=True)
+        cache = self.error_doc_cache.setdefault(self.base, {}) if self.error_doc_cache is not None else {}
+        for gone in set(cache) - set(names):
+            del cache[gone]
+        unread = [n for n in names[:failed_limit] if n not in cache]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            fresh = dict(zip(unread, pool.map(self._error_doc, unread)))
+        cache.update((n, doc) for n, doc in fresh.items() if doc)  # not one still being written (S3: copy first)
+        docs = {**fresh, **cache}
+        entries += [failed_entry(n, docs[n], f"{self.base}/{FAILED}/{n}") for n in names[:failed_limit]]
+        return QueueSnapshot(entries, max(0, len(names) - failed_limit), now)
+
+    def _error_doc(self, name: str) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.storage.read_bytes(f"{FAILED}/{name}/{ERROR_FILE}"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}

@@ -48,6 +48,7 @@ from .batches import key_present
 from .keys import ERROR_FILE
 from .layout import LakeLayout, PartitionRef
 from .protocol import MAX_ATTEMPTS, BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_doc_state
+from .queue_view import REFUSED_MARK, QueueEntry, seconds_left, short_reason
 from .s3_work import S3Processing
 from .schema import SchemaConfig, load_schema
 from .triage import readable_json, unusable_reason
@@ -57,6 +58,7 @@ class S3Lake(S3Processing, BaseLake):
     """Operations on an S3 lake; local work happens under :func:`cache_dir_for` (``$DATALAKE_CACHE_DIR``)."""
 
     kind = "s3"
+    error_doc_cache: dict[str, dict[str, dict[str, Any]]] | None = {}  # a GET per failed batch, once per process
 
     def __init__(self, base: str, storage: S3Storage | None = None):
         self.storage = storage or S3Storage(base)
@@ -238,6 +240,34 @@ class S3Lake(S3Processing, BaseLake):
         activity = self.storage.upload_activity(keys.pending_batch(job_id))
         return idle if activity is None else min(idle, (now - _upper_bound(activity)).total_seconds())
 
+    def held_batches(self, options: ClaimOptions, state: dict[str, Any], now: float) -> list[QueueEntry]:
+        """Batches in ``staging/pending`` without a claim: pending, a hand drop waiting until all its objects are
+        ``quiet_seconds`` old, or incomplete (no readable manifest yet: it waits ``grace_seconds`` after its last
+        change, core/lake/triage.py). One listing (:meth:`pending_batches`)."""
+        entries = []
+        for job_id, drop in self.pending_batches().items():
+            since, path = drop.changed.isoformat(), self.uri_of(keys.pending_batch(job_id))
+            idle = now - drop.changed.timestamp()
+            if drop.manifest is None:
+                reason = "no _metadata.json yet (uploaded last: the batch is complete once it is there)"
+                left = seconds_left(options.grace_seconds, idle)
+                entries.append(QueueEntry(job_id, "incomplete", None, reason, left, None, since, path))
+                continue
+            try:
+                manifest = self.read_manifest(job_id)
+            except FileNotFoundError:
+                continue  # claimed and processed since the listing
+            except (DatalakeError, ValueError) as exc:  # refused at the next claiming round
+                entries.append(QueueEntry(job_id, "incomplete", None, short_reason(str(exc)), 0.0, None, since, path))
+                continue
+            left = seconds_left(options.quiet_seconds, idle) if manifest.hand_drop else 0.0
+            state_, reason = ("waiting", f"hand drop, claimed once its objects are {options.quiet_seconds:.0f} s old")
+            if not left:
+                state_, reason = "pending", ""
+            key = manifest.partition.key
+            entries.append(QueueEntry(job_id, state_, key, reason, left or None, None, since, path))
+        return entries
+
     def _reject_logged(self, job_id: str, reason: str, log) -> None:
         if self.reject(job_id, reason):
             log.warning(f"pending batch {job_id} rejected: {reason}")
@@ -257,7 +287,7 @@ class S3Lake(S3Processing, BaseLake):
         marker = Claim(job_id, f"{job_id}.rejected", "", 1, time.time())
         if not self.storage.create_exclusive(self._claim_key(job_id), marker.to_bytes()):
             return False
-        self.fail(job_id, {"error": reason})
+        self.fail(job_id, {"error": reason, REFUSED_MARK: True})
         return True
 
     def read_claim(self, job_id: str) -> Claim | None:

@@ -254,7 +254,9 @@ class S3Processing:
             for path in conformed:
                 self.storage.upload(path, f"{prefix}/{path.name}")
             result.conformed_parts = [self.uri_of(f"{prefix}/{p.name}") for p in conformed]
-            if work.partition_metadata(ref).is_file():  # also for a batch that added no row: its batches entry and rejection history
+            if work.partition_metadata(
+                ref
+            ).is_file():  # also for a batch that added no row: its batches entry and rejection history
                 self.storage.upload(work.partition_metadata(ref), keys.partition_metadata(ref))
         cache.publish(job_id, entries)
         rejected = work.rejected_batch(job_id)

@@ -15,15 +15,30 @@ from dagster_aws.s3 import S3Resource
 from ...core.lake.layout import PartitionRef
 from ...core.lake.protocol import ClaimOptions, Lake
 from ...core.lake.queue import process_alive
-from ...lib.partitions import JOB_IDS_TAG, LAKE_PARTITIONS, LakePartitionKey, is_valid_partition_key, lake_partitions
+from ...lib.after_ingest import DUCKDB_CATALOG, INGEST_JOB
+from ...lib.claims import dagster_run_state
+from ...lib.partitions import (
+    JOB_IDS_TAG,
+    LAKE_PARTITIONS,
+    LakePartitionKey,
+    is_valid_partition_key,
+    lake_partitions,
+    partition_config,
+)
 from ...lib.resources import LakeResource
 from ...settings import load as load_settings
 from .assets import catalog_partition
+from .queue_asset import queue_observation
 
+# The catalog partition, then catalog.duckdb's refresh in the same run (its step coalesces refreshes, see
+# lib/after_ingest.py): no separate refresh run per ingest. Every run of the job carries the partition's
+# datalake/* tags from creation (partition_config), whoever launches it.
 ingest_job = dg.define_asset_job(
-    "ingest_job",
-    selection=dg.AssetSelection.assets(catalog_partition),
-    description="Processes claimed staging batches into one catalog partition.",
+    INGEST_JOB,
+    selection=dg.AssetSelection.assets(catalog_partition, DUCKDB_CATALOG),
+    description="Processes claimed staging batches into one catalog partition, then refreshes catalog.duckdb "
+    "(unless a later ingest run will).",
+    config=partition_config,
     executor_def=dg.in_process_executor,
 )
 
@@ -32,6 +47,7 @@ SENSOR_INTERVAL = _settings.sensor_interval
 QUIET_SECONDS = _settings.quiet_seconds
 GRACE_SECONDS = _settings.grace_seconds
 RECOVERY_AGE_SECONDS = 5.0
+OBSERVED = "observed"  # cursor key: the fingerprint of the last staging_queue observation
 TERMINAL = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
@@ -58,11 +74,13 @@ def claim_options(log, quiet_seconds: float | None = None, grace_seconds: float 
     job=ingest_job,
     minimum_interval_seconds=SENSOR_INTERVAL,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Claims complete batches in staging/pending and launches one run per catalog partition.",
+    description="Claims complete batches in staging/pending and launches one run per catalog partition; observes "
+    "staging_queue when the queue changes, and says in its skip reason what it waits for.",
 )
 def staging_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, s3: S3Resource) -> dg.SensorResult:
     state = json.loads(context.cursor) if context.cursor else {}
-    requests = tick(context, lake.lake(s3), state)
+    the_lake = lake.lake(s3)
+    requests = tick(context, the_lake, state)
     new_keys = sorted(
         {
             r.partition_key
@@ -71,9 +89,16 @@ def staging_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, s3: 
             and not context.instance.has_dynamic_partition(LAKE_PARTITIONS, r.partition_key)
         }
     )
+    snapshot = the_lake.queue_snapshot(claim_options(context.log), state, dagster_run_state(context.instance))
+    events = []
+    if state.get(OBSERVED) != (fingerprint := snapshot.fingerprint()):  # an event per change, not per tick
+        events.append(queue_observation(snapshot, the_lake.base))
+        state[OBSERVED] = fingerprint
     return dg.SensorResult(
         run_requests=requests,
+        skip_reason=None if requests else snapshot.summary(),
         dynamic_partitions_requests=[lake_partitions.build_add_request(new_keys)] if new_keys else [],
+        asset_events=events,
         cursor=json.dumps(state),
     )
 

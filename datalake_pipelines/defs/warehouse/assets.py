@@ -6,6 +6,7 @@ two tables only (the ``catalog`` view is created per connection by ``DuckDBClien
 this machine there, and the ``catalog_warehouse`` pool is what keeps refreshes from overlapping across runs.
 """
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -13,7 +14,7 @@ from dagster_duckdb import DuckDBResource
 
 from ...core.catalog.totals import read_lake_totals
 from ...core.lake.locks import exclusive_lock
-from ...lib.after_ingest import after_new_materializations
+from ...lib.after_ingest import COVERS_KEY, INGEST_JOB, ingest_refresh_skip, latest_ingest_event, refresh_when_settled
 from ...lib.asset_info import asset_info
 from ...lib.resources import LakeResource
 from ..ingest.assets import catalog_partition
@@ -27,25 +28,37 @@ WAREHOUSE_POOL = "catalog_warehouse"
     group_name="warehouse",
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
+    output_required=False,  # an ingest run's refresh step may leave it to a later run (lib/after_ingest.py)
     description="DuckDB database over the Parquet catalog; rebuilt in a temp file and swapped in atomically. "
-    "Its metadata holds the lake's totals per provider and dataset (rows, stored files and bytes, dedup ratio).",
+    "Its metadata holds the lake's totals per provider and dataset (rows, stored files and bytes, dedup ratio). "
+    "Refreshed by the ingest runs themselves (coalesced), and by refresh_on_ingest after backfills and rebuilds.",
     **asset_info().asset_kwargs(),
 )
 def duckdb_catalog(
     context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
+    in_ingest_run = context.job_name == INGEST_JOB  # the ingest run's own refresh step: coalesced
+    if in_ingest_run and (skip := ingest_refresh_skip(context.instance, context.run.run_id)):
+        context.log.info(skip)
+        return
     the_lake = lake.lake()
     database = the_lake.duckdb_file.resolve()
     if Path(duckdb.database).resolve() != database:
-        raise dg.Failure(f"the duckdb resource points at {duckdb.database}, not this lake's {database}")
+        message = f"the duckdb resource points at {duckdb.database}, not this lake's {database}"
+        if in_ingest_run:  # the ingest itself succeeded: say so, and leave catalog.duckdb to an explicit refresh
+            context.log.warning(f"{message}; catalog.duckdb not refreshed by this run")
+            return
+        raise dg.Failure(message)
+    covers = latest_ingest_event(context.instance)  # read first: every ingest up to it is in the files read below
     with exclusive_lock(the_lake.warehouse_lock):
         summary = the_lake.refresh_warehouse(database)
     # DuckDB over the refreshed file plus the catalog view: totals per provider/dataset for the metadata
     totals = read_lake_totals(the_lake.base)
     context.log.info(f"catalog.duckdb refreshed: {summary}")
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "database": dg.MetadataValue.path(str(duckdb.database)),
+            COVERS_KEY: dg.MetadataValue.int(covers if covers is not None else -1),
             "partitions": totals.totals["partitions"],
             "dagster/row_count": totals.totals["rows"],
             **totals_metadata(totals),
@@ -61,7 +74,8 @@ refresh_job = dg.define_asset_job("refresh_catalog_db", selection=[duckdb_catalo
     job=refresh_job,
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Refreshes catalog.duckdb after new catalog_partition materializations (coalesced).",
+    description="Refreshes catalog.duckdb when ingests are not covered by a refresh and no catalog writer is in "
+    "flight (after asset backfills and UI rebuilds; ingest runs refresh it themselves).",
 )
 def refresh_on_ingest(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    return after_new_materializations(context, catalog_partition.key, "refresh", "catalog.duckdb is up to date")
+    return refresh_when_settled(context)
