@@ -14,7 +14,8 @@ from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
 from datalake_pipelines import DatalakeClient
-from datalake_pipelines.definitions import defs, duckdb_file
+from datalake_pipelines.core.lake.open import duckdb_file_of
+from datalake_pipelines.definitions import defs
 from datalake_pipelines.defs.warehouse.assets import refresh_on_ingest
 from datalake_pipelines.lib import after_ingest
 from datalake_pipelines.lib.after_ingest import COVERS_KEY, ingest_refresh_skip, refresh_state
@@ -34,7 +35,7 @@ def resources(base: str) -> dict:
     return {
         "lake": LakeResource(base_path=base),
         "s3": S3Resource(),
-        "duckdb": DuckDBResource(database=str(duckdb_file(base))),
+        "duckdb": DuckDBResource(database=str(duckdb_file_of(base))),
     }
 
 
