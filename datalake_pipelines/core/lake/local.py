@@ -17,13 +17,12 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..catalog.parts import CompactionResult, compact_partition
 from ..catalog.warehouse import refresh_duckdb
 from ..errors import DatalakeError, ValidationError
 from ..ingest.asset_store import sha256_file
-from ..ingest.batch_sinks import LocalBatchSink
 from ..ingest.hash_index import HashIndex
 from ..ingest.manifest import load_manifest
 from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, process_pending
@@ -38,6 +37,9 @@ from .protocol import BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_do
 from .queue_view import REFUSED_MARK, QueueEntry, seconds_left, short_reason
 from .schema import SchemaConfig, load_schema
 from .triage import unusable_reason
+
+if TYPE_CHECKING:
+    from ..ingest.batch_sinks import LocalBatchSink
 
 
 class LocalLake(BaseLake):
@@ -80,6 +82,8 @@ class LocalLake(BaseLake):
 
     def batch_sink(self, job_id: str) -> LocalBatchSink:
         """Where a batch is written piece by piece: ``pending/.tmp-<job>``, renamed into ``pending/`` on publish."""
+        from ..ingest.batch_sinks import LocalBatchSink  # imports boto3 (transfer.py): only when staging from a URL
+
         return LocalBatchSink(self, job_id)
 
     # queue -------------------------------------------------------------------------------------------------

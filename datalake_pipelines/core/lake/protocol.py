@@ -22,10 +22,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..catalog.parts import CompactionResult
-from ..ingest.batch_sinks import BatchSink
 from ..ingest.hash_index import HashIndex
 from ..ingest.processing import BatchResult, ProcessOptions
 from .keys import ERROR_FILE, FAILED
@@ -33,6 +32,9 @@ from .layout import LakeLayout, PartitionRef
 from .queue import DEFAULT_GRACE_SECONDS, DEFAULT_QUIET_SECONDS, MAX_ATTEMPTS
 from .queue_view import QueueEntry, QueueSnapshot, failed_entry
 from .schema import SchemaConfig
+
+if TYPE_CHECKING:  # batch_sinks imports boto3 (transfer.py), which a local lake never needs
+    from ..ingest.batch_sinks import BatchSink
 
 __all__ = ["DEFAULT_GRACE_SECONDS", "DEFAULT_QUIET_SECONDS", "MAX_ATTEMPTS"]  # re-exported: shared by both lakes
 

@@ -22,7 +22,7 @@ import pytest
 
 from datalake_pipelines import DatalakeClient
 from datalake_pipelines.core.catalog.query import DuckDBClient
-from datalake_pipelines.core.lake import keys
+from datalake_pipelines.core.lake import batches, keys
 from datalake_pipelines.core.lake.layout import PartitionRef
 from datalake_pipelines.core.lake.locks import exclusive_lock
 from datalake_pipelines.core.lake.open import duckdb_file_of, open_lake
@@ -361,12 +361,13 @@ def test_status_and_claims_listing(backend, make_jpeg, tmp_path, monkeypatch):
     assert {j: e["state"] for j, e in entries.items()} == {pending: "pending", claimed: "running", done: "done",
                                                            "bad": "failed"}  # fmt: skip
     # the same fields on both backends; paths name where the batch is in the lake
-    assert entries[pending] == {"job_id": pending, "state": "pending", "partition": "aihub/three/raw/image",
-                                "rows": 1, "path": f"{backend.base}/{keys.pending_batch(pending)}"}  # fmt: skip
+    assert entries[pending] == {**dict.fromkeys(batches.ENTRY_KEYS), "job_id": pending, "state": "pending",
+                                "partition": "aihub/three/raw/image", "rows": 1,
+                                "path": f"{backend.base}/{keys.pending_batch(pending)}"}  # fmt: skip
     assert entries[claimed]["run_id"] == "run-123" and entries[claimed]["rows"] == 1
-    assert set(entries[claimed]) == {"job_id", "state", "partition", "rows", "path", "run_id"}
-    finished = entries[done].pop("finished_at")
-    assert finished and entries[done] == {
+    assert all(list(e) == list(batches.ENTRY_KEYS) for e in entries.values())  # one record shape
+    finished, run_id = entries[done].pop("finished_at"), entries[done].pop("run_id")
+    assert finished and run_id and entries[done] == {
         "job_id": done, "state": "done", "partition": "aihub/one/raw/image", "rows": 1, "rows_added": 1,
         "rows_duplicate": 0, "rows_rejected": 0, "error": None,
         "path": f"{backend.base}/{keys.part_file(PartitionRef('aihub', 'one', 'raw', 'image'), done)}",
