@@ -45,6 +45,8 @@ def cmd_catalog_compact(args: argparse.Namespace) -> int:
 
     lake = lake_of(args)
     refs = [PartitionRef.parse(args.partition)] if args.partition else lake.partitions()
+    if args.partition and refs[0] not in lake.partitions():  # as catalog verify says it: a typo is no success
+        raise CliError(f"no partition {refs[0].key} in {lake.base}")
     results = [lake.rebuild_partition(ref, args.batch_size) for ref in refs]
     docs = [
         {

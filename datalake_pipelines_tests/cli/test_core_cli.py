@@ -287,6 +287,10 @@ def test_catalog_compact_for_one_partition(run, lake, tmp_path, make_jpeg, clien
     assert sorted(r["row_hash"] for r in read_catalog()) == before
     code, _, err = run("catalog", "compact", "--partition", "not-a-key")
     assert code == 1 and "provider/dataset/task/variant" in err
+    # a partition the lake does not have: refused as catalog verify refuses it (was exit 0 with 0 files)
+    code, out, err = run("catalog", "compact", "--partition", "inhouse/typo/raw/mixed", "--json")
+    assert (code, out) == (1, "") and "no partition inhouse/typo/raw/mixed in" in err
+    assert run("catalog", "verify", "--partition", "inhouse/typo/raw/mixed")[2] == err
 
 
 def test_catalog_compact_every_partition(run, lake, tmp_path, make_jpeg, client, read_catalog):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +135,7 @@ class PartWriter:
         self._writer = None
         if self.rows == 0:
             self.tmp.unlink(missing_ok=True)
+            self._drop_empty_partition()
             return None
         self.tmp.replace(self.target)
         return self.target
@@ -145,6 +148,14 @@ class PartWriter:
                 pass
             self._writer = None
         self.tmp.unlink(missing_ok=True)
+        self._drop_empty_partition()
+
+    def _drop_empty_partition(self) -> None:
+        """Remove the partition folder :meth:`write` created when nothing was published into it: an empty folder
+        is still a partition to ``list_partitions``, ``catalog.duckdb`` and verify. Only the partition's own folder,
+        which its lock guards; parents may be shared with a concurrent run of a sibling partition."""
+        with contextlib.suppress(OSError):  # not empty (or already gone): a partition with data stays
+            self.target.parent.rmdir()
 
 
 def schema_description(schema: pa.Schema) -> list[dict[str, str]]:

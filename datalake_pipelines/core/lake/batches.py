@@ -40,7 +40,7 @@ ENTRY_KEYS = (
     "run_id",
     "finished_at",
 )
-STATE_ORDER = {"pending": 0, "queued": 1, "processing": 1, "running": 1, "done": 2, "failed": 3}
+STATE_ORDER = {"pending": 0, "queued": 1, "processing": 1, "running": 1, "done": 2, "failed": 3, "quarantined": 4}
 JOB_ID_USED = "job id {job_id!r} is already used in this lake; pick another"
 
 # Every place whose presence means a job id is taken (uploads and stage_url refuse it): a batch being written,
@@ -102,6 +102,13 @@ def partition_of(manifest: dict[str, Any]) -> str | None:
         return None
 
 
+def quarantine_of(name: str, error: dict[str, Any]) -> str | None:
+    """The done batch whose set-aside files folder ``staging/failed/<name>`` holds (rows it rejected, files a
+    hand drop did not use: ``<job>-rejected``, ``<job>-unreferenced``), from its ``error.json``; else None."""
+    job_id = error.get("job_id")
+    return job_id if isinstance(job_id, str) and job_id != name and name.startswith(f"{job_id}-") else None
+
+
 def record_state(record: dict[str, Any]) -> str:
     return record["status"] if record.get("status") in ("done", "failed") else "failed"
 
@@ -140,7 +147,7 @@ def batch_entry(
         )
         return entry
     entry.update(partition=partition_of(manifest) or error.get("partition"), rows=manifest.get("row_count"))
-    if state == "failed":
+    if state in ("failed", "quarantined"):
         entry.update(
             error=error.get("error") or f"(no {ERROR_FILE})",
             rows_rejected=len(error.get("rejected") or []) or None,
@@ -199,7 +206,8 @@ class BatchReader:
         if "failed" in places:
             folder = keys.failed_batch(job_id)
             error = _doc(self.storage, f"{folder}/{ERROR_FILE}")
-            return batch_entry(job_id, "failed", path=self._path(folder), manifest=self._manifest(folder), error=error)
+            state = "quarantined" if quarantine_of(job_id, error) else "failed"
+            return batch_entry(job_id, state, path=self._path(folder), manifest=self._manifest(folder), error=error)
         return None
 
     def status(self, job_id: str, run_state: RunState) -> dict[str, Any] | None:

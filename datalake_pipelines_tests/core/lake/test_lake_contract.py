@@ -7,6 +7,7 @@ here holds for every backend, so a backend-specific behaviour must live in that 
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import threading
@@ -18,6 +19,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from datalake_pipelines import DatalakeClient
@@ -26,7 +29,7 @@ from datalake_pipelines.core.lake import batches, keys
 from datalake_pipelines.core.lake.layout import PartitionRef
 from datalake_pipelines.core.lake.locks import exclusive_lock
 from datalake_pipelines.core.lake.open import duckdb_file_of, open_lake
-from datalake_pipelines.core.lake.protocol import Lake
+from datalake_pipelines.core.lake.protocol import ClaimOptions, Lake
 from datalake_pipelines.definitions import defs
 from datalake_pipelines.defs.ingest import sensors
 from datalake_pipelines_tests.support.s3_pipeline import resources
@@ -254,6 +257,23 @@ def test_failed_run_keeps_the_batch_in_failed(backend, corpus_dir, tmp_path):
     assert backend.lake.status(job)["state"] == "failed"
 
 
+def test_a_batch_failed_by_its_reject_ratio_leaves_no_partition(backend, corpus_dir, make_jpeg, tmp_path):
+    """One good image and two broken ones: the batch fails as a whole, and its new partition is not created (a
+    local lake left an empty partition folder, which catalog.duckdb and verify counted as a partition)."""
+    folder = tmp_path / "mixed"
+    make_jpeg(folder / "good.jpg")
+    for src in sorted((corpus_dir / "invalid").iterdir())[:2]:
+        shutil.copy(src, folder / src.name)
+    _, job = backend.client.upload_raw_data(folder, "aihub", "ratio")
+    result = backend.tick()
+    assert not backend.run(result.run_requests[0], result).success
+    assert "max_reject_ratio" in backend.read_json(f"{keys.failed_batch(job)}/error.json")["error"]
+    assert backend.lake.partitions() == [] and backend.keys("catalog") == []
+    backend.lake.refresh_warehouse()
+    with DuckDBClient(base_path=backend.base) as duck:
+        assert duck.retrieve_partitions().empty
+
+
 def test_malformed_batch_fails_with_its_run_id(backend, make_jpeg, tmp_path):
     _, job = backend.client.upload_raw_data(jpegs(make_jpeg, tmp_path / "src", 2), "aihub", "broken")
     target = f"{keys.pending_batch(job)}/data.parquet"
@@ -478,6 +498,23 @@ def test_a_hand_drop_named_like_a_done_batch_is_refused(backend, make_jpeg, tmp_
     assert backend.lake.storage.read_bytes(f"{keys.failed_batch('scans')}/new.jpg") == image
     assert backend.lake.storage.read_bytes(keys.part_file(RAW, "scans")) == part, "the done batch's rows stay"
     assert backend.lake.status("scans")["state"] == "done"
+
+
+def test_files_a_done_hand_drop_did_not_use_are_listed_as_quarantined(backend, make_jpeg, tmp_path, monkeypatch):
+    """``process list`` showed the kept leftovers of a successful hand drop as a failed job."""
+    monkeypatch.setattr(sensors, "QUIET_SECONDS", 0.0)
+    image = make_jpeg(tmp_path / "a.jpg").read_bytes()
+    other = make_jpeg(tmp_path / "b.jpg", color=(9, 9, 9)).read_bytes()
+    data = io.BytesIO()
+    pq.write_table(pa.table({"image": ["a.jpg"]}), data)  # the rows name a.jpg only: b.jpg is kept aside
+    manifest = b'{"provider": "aihub", "dataset": "receipts"}'
+    backend.drop("drop1", {"a.jpg": image, "b.jpg": other, "data.parquet": data.getvalue(), "_metadata.json": manifest})
+    result = backend.tick()
+    assert backend.run(result.run_requests[0], result).success
+    states = {e["job_id"]: e["state"] for e in backend.lake.list_batches()}
+    assert states == {"drop1": "done", "drop1-unreferenced": "quarantined"}
+    assert backend.lake.status("drop1-unreferenced")["state"] == "quarantined"
+    assert backend.lake.queue_snapshot(ClaimOptions()).counts()["quarantined"] == 1  # the staging_queue view agrees
 
 
 @pytest.mark.parametrize("manifest", [None, b"{oops"])
