@@ -15,7 +15,7 @@ import pytest
 
 from datalake_pipelines import DatalakeClient
 from datalake_pipelines.core.figures import format_bytes
-from datalake_pipelines.core.preview.columns import cell, preview_columns
+from datalake_pipelines.core.preview.columns import cell, preview_columns, preview_records
 from datalake_pipelines.lib.asset_info import BOOKKEEPING_COLUMNS, CODE_VERSION
 from datalake_pipelines_tests.support.s3_pipeline import run, tick
 
@@ -93,6 +93,12 @@ def test_preview_columns_and_cells():
     assert cell({"a": [1, 2]}) == '{"a": [1, 2]}' and cell(b"\x01\xff") == "01ff"
     assert cell("y" * 500) == "y" * 197 + "..."
     assert cell(-5949756206582454123) == "-5949756206582454123" and cell(2**53 - 1) == 2**53 - 1  # pHash: exact
+    # a pHash column reads as the near-dup reports write it: 16 hex digits (imagehash's str), not a signed int
+    rows = [{"x_phash": -5949756206582454123, "n": -5949756206582454123}, {"x_phash": None, "n": 1}]
+    assert preview_records(rows, ["x_phash", "n"]) == [
+        {"x_phash": "ad6e3840d67a2895", "n": "-5949756206582454123"},
+        {"x_phash": None, "n": 1},
+    ]
 
 
 def test_owners_tags_and_code_version_from_settings():

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..catalog.parts import BATCH_ID, INGESTED_AT, ROW_HASH, file_fields, image_fields
+from ..neardup.phash import to_hex
 
 MAX_COLUMNS = 24  # a 2,000-column partition must not make a megabyte of metadata
 MAX_CHARS = 200  # per cell
@@ -80,5 +81,11 @@ def cell(value: Any, limit: int = MAX_CHARS) -> Cell:
 
 
 def preview_records(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[dict[str, Cell]]:
-    """``rows`` restricted to ``columns`` (in that order), every value a :func:`cell`."""
-    return [{c: cell(r.get(c)) for c in columns} for r in rows]
+    """``rows`` restricted to ``columns`` (in that order), every value a :func:`cell`; a ``<col>_phash`` as 16 hex
+    digits, as the near-duplicate reports show it (the catalog stores the 64 bits as a signed int64)."""
+    phash = {c for c in columns if c.endswith("_phash")}
+    return [{c: _phash_cell(r.get(c)) if c in phash else cell(r.get(c)) for c in columns} for r in rows]
+
+
+def _phash_cell(value: Any) -> Cell:
+    return to_hex(value) if isinstance(value, int) and not isinstance(value, bool) else cell(value)
