@@ -59,8 +59,9 @@ def cmd_ingest_url(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace, settings) -> int:
-    from ..core.ingest.remote_batch import stage_remote
+    from ..core.ingest.remote_batch import detect_kind, stage_remote
 
+    kind = detect_kind(args.url, args.kind, option="--kind")  # here, so a refusal names the flag
     batch = stage_remote(
         args.url,
         args.base_path,
@@ -73,7 +74,7 @@ def _stage(args: argparse.Namespace, settings) -> int:
         job_id=args.job_id,
         settings=settings,
         progress=not args.json,
-        kind=args.kind,
+        kind=kind,
         max_unzipped_bytes=int(args.max_unzipped_gb * GiB),
         workers=args.concurrency,
     )
