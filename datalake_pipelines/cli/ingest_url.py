@@ -34,7 +34,8 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def cmd_ingest_url(args: argparse.Namespace) -> int:
     """``--to``: stream the URL into one S3 object (multipart from memory). ``--stage``: make it a batch."""
-    from ..core.storage.transfer import TransferError, TransferSettings, stream_url_to_s3
+    from ..core.storage.transfer import TransferError, TransferSettings
+    from ..core.storage.url_stream import stream_url_to_s3
 
     if bool(args.to) == bool(args.stage):
         raise UsageError("pass either --to s3://bucket/key or --stage (into the lake at --base-path)")

@@ -29,7 +29,8 @@ from ..lake import keys
 from ..lake.batches import JOB_ID_USED, check_job_id_free
 from ..lake.layout import BATCH_MANIFEST
 from ..storage.backends import LocalStorage, S3Storage
-from ..storage.transfer import MiB, TransferError, TransferSettings, stream_url_to_s3
+from ..storage.transfer import MiB, TransferError, TransferSettings
+from ..storage.url_stream import stream_url_to_s3
 
 if TYPE_CHECKING:
     from ..lake.local import LocalLake
