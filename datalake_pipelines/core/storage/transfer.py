@@ -19,9 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import boto3
-from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from tqdm import tqdm
 
 from ...settings import load as load_settings
@@ -45,6 +42,9 @@ def s3_client(
     read_timeout: float = 120,
 ):
     """An S3 client from the standard AWS environment, with botocore retries and timeouts."""
+    import boto3  # here: a local lake, which imports this module, never loads boto3 (~0.3 s)
+    from botocore.config import Config
+
     endpoint_url = endpoint_url or load_settings().aws_endpoint_url
     # botocore's "max_attempts" counts retries only; "total_max_attempts" includes the first request.
     config = Config(
@@ -150,6 +150,8 @@ def upload_file_to_s3(
     path_or_fileobj, s3_url: str, settings: TransferSettings | None = None, progress: bool = True, client=None
 ) -> dict:
     """Upload a local file (path or seekable binary file) with boto3's managed transfer."""
+    from boto3.s3.transfer import TransferConfig
+
     settings = settings or TransferSettings()
     bucket, key = parse_s3_url(s3_url)
     client = client or s3_client(max_attempts=settings.max_attempts)
