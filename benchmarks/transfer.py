@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 
-from datalake_pipelines.core.storage.transfer import MiB, TransferSettings, s3_client, stream_url_to_s3  # noqa: E402
+from datalake_pipelines.core.storage.transfer import MiB, TransferSettings, s3_client  # noqa: E402
+from datalake_pipelines.core.storage.url_stream import stream_url_to_s3  # noqa: E402
 from datalake_pipelines_tests.support.s3_server import MotoS3, body_sha256, free_port, wait_for_port  # noqa: E402
 
 

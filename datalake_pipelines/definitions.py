@@ -34,11 +34,11 @@ def resources() -> dict[str, object]:
 
 def build_defs(base: str | None = None) -> dg.Definitions:
     """Every domain's definitions merged, with the resources bound once; ``base`` (default: the
-    ``DATALAKE_BASE_PATH`` setting) decides whether the S3-only Athena domain is in."""
+    ``DATALAKE_BASE_PATH`` setting) and ``DATALAKE_ATHENA`` decide whether the S3-only Athena domain is in."""
     return dg.Definitions.merge(
         ingest.defs,
         warehouse.defs,
-        athena.build_defs(None if base is None else {"DATALAKE_BASE_PATH": base}),  # empty on a local lake
+        athena.build_defs(base=base),  # empty on a local lake, or with DATALAKE_ATHENA=off
         exports.defs,
         neardup.defs,
         # In process: a UI, backfill or CLI run is one process, not one subprocess per step (asset and checks).

@@ -31,6 +31,7 @@ CACHE_DIR_ENV = "DATALAKE_CACHE_DIR"
 MULTIPART_THRESHOLD_ENV = "DATALAKE_MULTIPART_THRESHOLD_MB"
 CHUNKED_THRESHOLD_ENV = "DATALAKE_CHUNKED_THRESHOLD_MB"
 MAX_PIXELS_ENV = "DATALAKE_MAX_IMAGE_PIXELS"
+ATHENA_ENV = "DATALAKE_ATHENA"  # auto / on / off, see ATHENA_MODES
 ATHENA_DATABASE_ENV = "DATALAKE_ATHENA_DATABASE"
 ATHENA_OUTPUT_ENV = "DATALAKE_ATHENA_OUTPUT"
 ATHENA_WORKGROUP_ENV = "DATALAKE_ATHENA_WORKGROUP"
@@ -45,6 +46,10 @@ DEFAULT_MULTIPART_THRESHOLD_MB = 100.0
 DEFAULT_CHUNKED_THRESHOLD_MB = 50.0
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own Image.MAX_IMAGE_PIXELS
 DEFAULT_ATHENA_DATABASE = "datalake"
+# auto: Athena for an S3 lake on AWS only (Glue and Athena are AWS services: MinIO or moto as the S3 endpoint
+# means there is no Glue beside it); on: for every S3 lake; off: never.
+ATHENA_MODES = ("auto", "on", "off")
+DEFAULT_ATHENA_MODE = "auto"
 
 
 def default_num_proc() -> int:
@@ -70,6 +75,7 @@ class Settings:
     multipart_threshold_mb: float = DEFAULT_MULTIPART_THRESHOLD_MB
     chunked_threshold_mb: float = DEFAULT_CHUNKED_THRESHOLD_MB
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    athena: str = DEFAULT_ATHENA_MODE
     athena_database: str = DEFAULT_ATHENA_DATABASE
     athena_output: str = ""
     athena_workgroup: str = ""
@@ -106,11 +112,22 @@ def _number(env: Mapping[str, str], name: str, kind: type, default, what: str, z
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    """``env[name]`` lower-cased, one of ``choices``; ``default`` when unset or empty."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() not in choices:
+        raise ValidationError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+    return raw.lower()
+
+
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """The settings of ``environ`` (default ``os.environ``), read now.
 
     Raises :class:`~datalake_pipelines.core.errors.ValidationError` naming the variable for a number setting
-    that is not a positive number (e.g. ``DATALAKE_MAX_IMAGE_PIXELS must be a positive whole number of pixels``).
+    that is not a positive number (e.g. ``DATALAKE_MAX_IMAGE_PIXELS must be a positive whole number of pixels``)
+    or a choice that is none of its values (``DATALAKE_ATHENA must be one of auto, on, off, not 'yes'``).
     """
     env = os.environ if environ is None else environ
 
@@ -131,6 +148,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         chunked_threshold_mb=_number(env, CHUNKED_THRESHOLD_ENV, float, DEFAULT_CHUNKED_THRESHOLD_MB, "number of MB"),
         max_image_pixels=_number(env, MAX_PIXELS_ENV, int, DEFAULT_MAX_IMAGE_PIXELS, "whole number of pixels"),
+        athena=_choice(env, ATHENA_ENV, ATHENA_MODES, DEFAULT_ATHENA_MODE),
         athena_database=text(ATHENA_DATABASE_ENV) or DEFAULT_ATHENA_DATABASE,
         athena_output=text(ATHENA_OUTPUT_ENV),
         athena_workgroup=text(ATHENA_WORKGROUP_ENV),

@@ -72,3 +72,16 @@ def test_read_at_call_time(monkeypatch):
     assert settings.load().batch_size == 8
     monkeypatch.delenv("DATALAKE_BATCH_SIZE")
     assert settings.load().batch_size == 1000
+
+
+def test_athena_mode_defaults_to_auto_and_reads_on_off_in_any_case():
+    assert settings.load({}).athena == "auto"
+    assert settings.load({"DATALAKE_ATHENA": ""}).athena == "auto"
+    assert settings.load({"DATALAKE_ATHENA": " On "}).athena == "on"
+    assert settings.load({"DATALAKE_ATHENA": "OFF"}).athena == "off"
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "true", "aws"])
+def test_a_bad_athena_mode_is_refused_by_name(value):
+    with pytest.raises(ValidationError, match=f"DATALAKE_ATHENA must be one of auto, on, off, not '{value}'"):
+        settings.load({"DATALAKE_ATHENA": value})

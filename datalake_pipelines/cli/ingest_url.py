@@ -34,7 +34,8 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def cmd_ingest_url(args: argparse.Namespace) -> int:
     """``--to``: stream the URL into one S3 object (multipart from memory). ``--stage``: make it a batch."""
-    from ..core.storage.transfer import TransferError, TransferSettings, stream_url_to_s3
+    from ..core.storage.transfer import TransferError, TransferSettings
+    from ..core.storage.url_stream import stream_url_to_s3
 
     if bool(args.to) == bool(args.stage):
         raise UsageError("pass either --to s3://bucket/key or --stage (into the lake at --base-path)")
@@ -59,8 +60,9 @@ def cmd_ingest_url(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace, settings) -> int:
-    from ..core.ingest.remote_batch import stage_remote
+    from ..core.ingest.remote_batch import detect_kind, stage_remote
 
+    kind = detect_kind(args.url, args.kind, option="--kind")  # here, so a refusal names the flag
     batch = stage_remote(
         args.url,
         args.base_path,
@@ -73,7 +75,7 @@ def _stage(args: argparse.Namespace, settings) -> int:
         job_id=args.job_id,
         settings=settings,
         progress=not args.json,
-        kind=args.kind,
+        kind=kind,
         max_unzipped_bytes=int(args.max_unzipped_gb * GiB),
         workers=args.concurrency,
     )

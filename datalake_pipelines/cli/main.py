@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``datalake`` command; returns its exit code (0 ok, 1 refused or failed, 2 usage, 130 interrupted)."""
-    parser = build_parser()
+    try:
+        parser = build_parser()  # reads the settings: a bad DATALAKE_* value stops here, named
+    except DatalakeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse usage errors (2) and --help (0)

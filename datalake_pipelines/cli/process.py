@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
 from typing import Any
 
 from .common import CliError, emit, lake_of
@@ -15,7 +17,8 @@ def run_pending(args: argparse.Namespace) -> list[dict[str, Any]]:
     settings = {"num_proc": args.num_proc, "batch_size": args.batch_size, "max_reject_ratio": args.max_reject_ratio}
     settings = {k: v for k, v in settings.items() if v is not None}
     echo = (lambda _msg: None) if args.json else print
-    return start_pending(lake_of(args).base, get_instance(), echo=echo, **settings)
+    warn = functools.partial(print, file=sys.stderr)  # also with --json: stdout holds only the JSON
+    return start_pending(lake_of(args).base, get_instance(), echo=echo, warn=warn, **settings)
 
 
 def cmd_process_start(args: argparse.Namespace) -> int:

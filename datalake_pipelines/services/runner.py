@@ -10,12 +10,14 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from ..core.athena.scope import athena_applies
+from ..core.athena.scope import athena_applies, how_to_turn_off
 from ..core.lake.open import open_lake
 from ..lib.after_ingest import INGEST_JOB, REFRESH_JOB, REFRESH_LATER, REFRESH_TAG, refresh_state
 from ..lib.claims import dagster_run_state
@@ -44,11 +46,17 @@ def get_instance() -> dg.DagsterInstance:
 
 
 def start_pending(
-    base: Any, instance: dg.DagsterInstance, quiet_seconds: float = 2.0, echo=print, **settings: Any
+    base: Any,
+    instance: dg.DagsterInstance,
+    quiet_seconds: float = 2.0,
+    echo: Callable[[str], None] = print,
+    warn: Callable[[str], None] = log.warning,
+    **settings: Any,
 ) -> list[dict[str, Any]]:
     """Claim ready pending batches of the lake at ``base`` (folder, ``s3://`` URI or ``LakeLayout``) and run
     ``ingest_job`` for each partition now, in this process.
-    Hand drops still settling are waited for once, ``quiet_seconds`` long.
+    Hand drops still settling are waited for once, ``quiet_seconds`` long. ``echo`` gets progress lines, ``warn``
+    one line when the Athena refresh after the ingest fails (the ingest's outcome does not change).
 
     Returns one status entry per claimed batch (``job_id``, ``state`` done/failed, ``run_id`` ...).
     """
@@ -70,10 +78,10 @@ def start_pending(
     def status(job_id: str) -> dict[str, Any]:
         return lake.status(job_id, run_state) or {"job_id": job_id, "state": "unknown"}
 
-    return _run_groups(instance, resource, groups, run_keys, status, echo)
+    return _run_groups(instance, resource, groups, run_keys, status, echo, warn)
 
 
-def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo) -> list[dict[str, Any]]:
+def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo, warn) -> list[dict[str, Any]]:
     """One in-process ``ingest_job`` run per partition's claimed batches. The last run's own ``duckdb_catalog``
     step refreshes catalog.duckdb once for all of them (the others are tagged ``datalake/refresh=later``); a
     separate refresh run follows only when that did not happen (the last run failed before its refresh)."""
@@ -102,8 +110,12 @@ def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo) ->
     if outcomes:
         if refresh_state(instance).stale:
             refresh_catalog_db(instance, lake)
-        if refresh_athena(instance, lake) is False:
-            echo("  warning: registering the new Athena partitions failed (see the refresh_athena_tables run)")
+        athena = refresh_athena(instance, lake)
+        if athena is not None and athena.reason:
+            warn(
+                f"warning: the Athena refresh failed ({athena.reason}); the ingest is not affected; "
+                f"{how_to_turn_off()} (details: run {athena.run_id or '-'} in the Dagster UI)"
+            )
     return outcomes
 
 
@@ -120,20 +132,65 @@ def refresh_catalog_db(instance: dg.DagsterInstance, lake) -> bool:
     return result.success
 
 
-def refresh_athena(instance: dg.DagsterInstance, lake) -> bool | None:
+@dataclass(frozen=True)
+class AthenaRefresh:
+    """A ``refresh_athena_tables`` run: its id ("" when it could not start) and, when it failed, why in one line
+    (``"ClientError: An error occurred (AccessDenied) ..."``); ``reason`` is "" for a run that succeeded."""
+
+    run_id: str
+    reason: str
+
+
+# The refresh is a follow-up of the ingest: its Dagster events (a failure's traceback among them) stay in the
+# run's record for the UI instead of the terminal, where the caller says in one line what happened.
+QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+def refresh_athena(instance: dg.DagsterInstance, lake) -> AthenaRefresh | None:
     """Register new catalog partitions in Glue/Athena now (a ``refresh_athena_tables`` run), as the daemon's
-    ``athena_on_ingest`` sensor does after sensor-launched runs; None for a lake without Athena tables."""
+    ``athena_on_ingest`` sensor does after sensor-launched runs; None for a lake without Athena tables
+    (a folder, ``DATALAKE_ATHENA=off``, or ``auto`` on an S3 endpoint that is not AWS). Never raises for a
+    failed refresh: the returned :class:`AthenaRefresh` says why it failed."""
     if not athena_applies(lake.base):
         return None
     from ..definitions import build_defs
 
-    # the lake of this call (maybe a --base-path flag), not the environment the location was imported with
-    result = (
-        build_defs(base=str(lake.base))
-        .resolve_job_def("refresh_athena_tables")
-        .execute_in_process(instance=instance, resources={"lake": lake}, raise_on_error=False)
-    )
-    return result.success
+    try:
+        # the lake of this call (maybe a --base-path flag), not the environment the location was imported with
+        result = (
+            build_defs(base=str(lake.base))
+            .resolve_job_def("refresh_athena_tables")
+            .execute_in_process(instance=instance, resources={"lake": lake}, raise_on_error=False, run_config=QUIET_RUN)
+        )
+    except Exception as exc:  # the ingest is done whatever happens here; the caller reports it in one line
+        return AthenaRefresh("", f"{type(exc).__name__}: {_first_line(str(exc))}")
+    return AthenaRefresh(result.run_id, "" if result.success else run_failure_reason(result))
+
+
+def run_failure_reason(result: dg.ExecuteInProcessResult) -> str:
+    """Why a run failed, in one line: the class and first message line of the exception its first failed step
+    raised (``"ClientError: An error occurred (501) ..."``; Dagster's own wrappers skipped), or the description
+    of a ``dg.Failure``."""
+    for event in result.all_events:
+        data = event.step_failure_data if event.is_step_failure else None
+        if data is None:
+            continue
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            return f"Failure: {_first_line(data.user_failure_data.description)}"
+        error = data.error
+        while error is not None and error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+            error = error.cause
+        if error is not None:
+            name = error.cls_name or "Error"
+            head, _, rest = _first_line(error.message).partition(": ")
+            # Dagster's message starts with the exception's qualified name ("botocore.exceptions.ClientError: ...")
+            message = rest if head.rsplit(".", 1)[-1] == name else _first_line(error.message)
+            return f"{name}: {message}"
+    return f"the run ended {result.dagster_run.status.value}"
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def _base_of(lake: Any) -> str:

@@ -41,6 +41,8 @@ def test_the_code_location_has_every_job_sensor_asset_and_check(base, monkeypatc
     """Athena's asset, job and sensor exist only on an S3 lake; everything else on both."""
     monkeypatch.setenv("DATALAKE_BASE_PATH", str(tmp_path / "lake") if base == "local" else "s3://bucket/lake")
     monkeypatch.setenv("DATALAKE_CACHE_DIR", str(tmp_path / "cache"))
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "DATALAKE_ATHENA"):  # Athena's auto mode, on AWS
+        monkeypatch.delenv(name, raising=False)
     athena_names = ATHENA if base == "s3" else {"jobs": set(), "sensors": set(), "assets": set()}
     loaded = definitions.build_defs()
     assert names(loaded) == {

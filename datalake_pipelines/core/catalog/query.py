@@ -3,7 +3,8 @@
 Pruning: the partition folders are walked level by level (provider, dataset, task, variant) and only the
 filtered branches are listed, so a query reads exactly the Parquet files of the selected partitions
 (``read_parquet($files, ...)``); files of other partitions are never opened. Every user value is a bound
-parameter; column names are checked against the selection's schema and quoted.
+parameter; column names are checked against the selection's schema and quoted (:mod:`.query_sql`). The text
+search query is written by :mod:`.search`.
 
 S3 lakes (``s3://bucket/prefix``): the same walk lists prefixes instead of folders, and the selected files are
 read through a ``pyarrow`` dataset registered in DuckDB (see :mod:`.catalog_s3`, which also says why not
@@ -27,7 +28,8 @@ from ..errors import DatalakeError
 from ..lake.layout import LakeLayout, resolve_base_path
 from ..lake.open import lake_base, lake_kind
 from .parts import PARTITION_COLUMNS, CatalogError
-from .query_sql import TEXT_TYPES, check_columns, limit_sql, literal_in_json, quote_identifier, where_sql
+from .query_sql import check_columns, limit_sql, quote_identifier, where_sql
+from .search import check_search, search_sql
 from .warehouse import (
     UnknownPartitionError,
     catalog_files,
@@ -41,9 +43,6 @@ if TYPE_CHECKING:
     from .s3 import S3Catalog
 
 __all__ = ["DuckDBClient", "QueryPlan", "UnknownPartitionError", "select_partitions"]
-
-SNIPPET_CONTEXT = 40
-SEARCH_MODES = ("contains", "regex")
 
 
 @dataclass
@@ -285,74 +284,18 @@ class DuckDBClient:
         where: dict[str, Any] | None = None,
         limit: int | None = None,
     ) -> QueryPlan:
-        if mode not in SEARCH_MODES:
-            raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
-        if not isinstance(text, str) or not text:
-            raise ValueError("search text must be a non-empty string")
-        if json_path is not None and not (isinstance(json_path, str) and json_path.startswith("$")):
-            raise ValueError(f"invalid JSON path {json_path!r}: it must start with '$', e.g. $.words[*].text")
+        """The plan of :meth:`search_text` (its SQL: :func:`.search.search_sql`)."""
+        check_search(text, json_path, mode)
         files, schema, selected = self._selection(providers, datasets, tasks, variants, columns)
         out_columns = [*selected, "matched_snippet"]
         if not files:
             return QueryPlan("", {}, [], out_columns)
-        check_columns([column], schema)
-        if schema[column] not in TEXT_TYPES:
-            raise ValueError(f"column {column!r} has type {schema[column]}; text search needs a text/JSON column")
         source, source_params = self._source(files)
         params = dict(source_params)
-        if mode == "regex":
-            self._check_regex(text)
-            params["pattern"] = text
-
-            def matches(x: str) -> str:
-                return f"regexp_matches({x}, $pattern)"
-
-            locate = "strpos(__match, regexp_extract(__match, $pattern))", "length(regexp_extract(__match, $pattern))"
-        else:
-            # Both sides are folded by DuckDB's lower() (the term once, here; the column per row): Python's
-            # str.lower differs (it turns 'İ' into 'i' plus a combining dot, DuckDB into 'i'), and then a term
-            # never matches its own text. DuckDB's lower maps code point to code point, so a position found
-            # in the folded text is the position in the original text the snippet is cut from.
-            params["needle"] = self.con.execute("SELECT lower($t)", {"t": text}).fetchall()[0][0]
-
-            def matches(x: str) -> str:
-                return f"contains(lower({x}), $needle)"
-
-            locate = "strpos(lower(__match), $needle)", "length($needle)"
-        hay = quote_identifier(column)
-        if json_path:
-            params["json_path"] = json_path
-            values = f"try(json_extract_string({hay}, $json_path))"
-            if "*" not in json_path:
-                values = f"[{values}]"
-            match, prefilter = f"list_filter({values}, lambda v: {matches('v')})[1]", f"{hay} IS NOT NULL"
-            if mode == "contains" and literal_in_json(params["needle"]):
-                # A cheap scan filter before the per-row JSON extraction: a value holding the term holds it
-                # literally in the raw JSON text, unless that text escapes something (any backslash).
-                prefilter += f" AND (contains(lower({hay}), $needle) OR contains({hay}, '\\'))"
-        else:  # the match itself is the scan's filter, so non-matching rows are dropped in the scan
-            match, prefilter = hay, matches(hay)
-        condition = where_sql(where, schema, params, self.con)
-        start = f"greatest(__pos - {SNIPPET_CONTEXT}, 1)"
-        sql = f"""
-            SELECT * EXCLUDE (__match, __pos, __len),
-                   substr(__match, {start}, __pos - {start} + __len + {SNIPPET_CONTEXT}) AS matched_snippet
-            FROM (
-                SELECT *, {locate[0]} AS __pos, {locate[1]} AS __len FROM (
-                    SELECT {", ".join(map(quote_identifier, selected))}, {match} AS __match
-                    FROM {source}
-                    WHERE {prefilter}{" AND " + condition if condition else ""}
-                ) WHERE __match IS NOT NULL
-            ){limit_sql(limit)}"""
+        sql = search_sql(self.con, column, text, json_path, mode, schema, selected, source, params, where, limit)
         keep = {*(columns or PARTITION_COLUMNS), "matched_snippet"}
         restore = self.catalog_schema(files, [*selected, *(where or ())])
         return QueryPlan(sql, params, files, out_columns, keep, source, source_params, restore)
-
-    def _check_regex(self, pattern: str) -> None:
-        try:
-            self.con.execute("SELECT regexp_matches('', $p)", {"p": pattern}).fetchall()
-        except duckdb.Error as exc:
-            raise ValueError(f"invalid regular expression {pattern!r}: {str(exc).splitlines()[0]}") from None
 
     # public queries ----------------------------------------------------------
     def retrieve_partitions(self, table: str = "catalog", as_arrow: bool = False):

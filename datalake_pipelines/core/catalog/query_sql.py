@@ -178,16 +178,3 @@ def limit_sql(limit: int | None) -> str:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ValueError(f"limit must be a non-negative integer, got {limit!r}")
     return f" LIMIT {limit}"
-
-
-def literal_in_json(term: str) -> bool:
-    """Whether every JSON value whose extracted text contains ``term`` has ``term`` literally in its raw JSON
-    text (unless that text holds a backslash escape, checked separately).
-
-    JSON always escapes quotes, backslashes and control characters (RFC 8259 section 7); DuckDB re-serializes
-    extracted numbers and nested values (``1E2`` -> ``100.0``, whitespace between tokens dropped), so a term
-    with digits, structural characters, or only number characters could match the extracted text alone.
-    """
-    if any(c in '"\\{}[]:,' or ord(c) < 0x20 or c.isdigit() for c in term):
-        return False
-    return any(c not in ".-+e " for c in term)

@@ -127,8 +127,19 @@ def _pad(text: str, width: int) -> str:
     return text + " " * max(0, width - _width(text))
 
 
+# Why a unit without a problem of its own was not staged, by its upload status.
+NOT_STAGED_BECAUSE = {
+    "refused": "not staged: strict mode refused the whole upload (other units or files have problems)",
+    "not_uploaded": "not staged: the upload stopped before this unit",
+}
+
+
 def format_table(report: dict[str, Any], limit: int = 50) -> str:
-    """A printable table of the units that have problems (or failed to upload), then a summary."""
+    """A printable table of the units that have problems (or were not staged), then a summary.
+
+    Every row's problems column says something: a unit refused or left out without a problem of its own says
+    why (:data:`NOT_STAGED_BECAUSE`). The error that stopped an upload (``report["upload"]["error"]``) is not
+    repeated here: it is the message of the :class:`~.upload.UploadError` the caller shows."""
     rows = []
     for unit in report["units"]:
         status = unit.get("upload") or unit["status"]
@@ -139,7 +150,7 @@ def format_table(report: dict[str, Any], limit: int = 50) -> str:
             + (f" ({', '.join(p['files'])})" if p.get("files") else "")
             for p in unit["problems"]
         )
-        rows.append((unit["unit"], status, details))
+        rows.append((unit["unit"], status, details or NOT_STAGED_BECAUSE.get(status, status)))
     lines = []
     if rows:
         header = ("unit", "status", "problems")
@@ -162,10 +173,8 @@ def format_table(report: dict[str, Any], limit: int = 50) -> str:
     if "upload" in report:
         u = report["upload"]
         summary += (
-            f"\nupload ({u['mode']}): {u['uploaded']} units staged in {len(u['batches'])} batches, "
+            f"\nupload ({u['mode']}, {u['status']}): {u['uploaded']} units staged in {len(u['batches'])} batches, "
             f"{u['skipped']} skipped (already in the lake), {u['failed']} failed, {u['not_uploaded']} not uploaded"
         )
-        if u.get("error"):
-            summary += f"\nerror: {u['error']}"
     lines.append(summary)
     return "\n".join(lines)

@@ -7,7 +7,11 @@ Layout of a file written by :class:`Hdf5ExportWriter`::
         _nulls/<column>                           bool mask, only for columns that hold nulls
 
 Every dataset is 1-D (images resized: N x H x W x C), ``maxshape=(None, ...)``, chunked, appended batch by
-batch. Encodings (the ``encoding`` of each column in ``schema``): ``image_bytes`` (vlen uint8, the stored file
+batch. A chunk holds at most 1024 rows and about 1 MiB (h5py advises 10 KiB to 1 MiB), and at most the rows
+its partition has when the writer is told (``partition_rows``): HDF5 allocates whole chunks, so a 3-row export
+would otherwise take a 1 MiB chunk per image dataset and 1024 rows per column.
+
+Encodings (the ``encoding`` of each column in ``schema``): ``image_bytes`` (vlen uint8, the stored file
 bytes), ``image_array`` (decoded, EXIF orientation applied, resized; uint8, or uint16/int32/float32 for
 16-bit/32-bit/float images, values never scaled or clamped; a column widens to the deepest image it holds),
 ``utf8`` (vlen UTF-8 text), ``utf8_bytes`` (text as vlen uint8 UTF-8 bytes: a partition's text column switches
@@ -28,9 +32,8 @@ Pitfall handled: h5py's ``__setitem__`` cannot write a batch of equal-length vle
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,28 +41,26 @@ import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from PIL import Image, ImageOps
 
-from ..errors import DatalakeError
-from ..ingest.images import MAX_PIXELS_ENV, allow_pixels_in_pillow, max_pixels_from_env
+from ..ingest.images import allow_pixels_in_pillow, max_pixels_from_env
 from .hdf5_names import NULLS, Hdf5UnsupportedColumnError, dataset_name
+from .hdf5_pixels import image_pixels
 from .hdf5_read import export_groups, iter_hdf5_batches  # noqa: F401  (the reader, importable from here too)
 from .jsonl_codec import to_json_values
 
 PARTITION_COLUMNS = ("provider", "dataset", "task", "variant")
 VLEN_BYTES = h5py.vlen_dtype(np.uint8)
 UTF8 = h5py.string_dtype("utf-8")
-IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
-# Pillow modes deeper than 8 bits per sample and the dtype that holds their values exactly.
-HIGH_DEPTH_DTYPES: dict[str, type[np.integer[Any]] | type[np.floating[Any]]] = {
-    "I;16": np.uint16,
-    "I;16L": np.uint16,
-    "I;16B": np.uint16,
-    "I;16N": np.uint16,
-    "I": np.int32,
-    "F": np.float32,
-}
 IMAGE_CHUNK = 512  # images read and written per h5py call
+CHUNK_BYTES = 1 << 20
+CHUNK_ROWS = 1024  # what h5py's auto-chunking picked for these 1-D datasets
+
+
+def chunk_rows(row_bytes: int, rows: int | None = None) -> int:
+    """Rows per chunk for rows of ``row_bytes`` bytes: at most :data:`CHUNK_ROWS` and what fits in
+    :data:`CHUNK_BYTES`, at most ``rows`` (the most rows the dataset will hold, when known), at least 1."""
+    fit = min(CHUNK_ROWS, CHUNK_BYTES // max(1, row_bytes))
+    return max(1, min(fit, rows) if rows else fit)
 
 
 def _encoding(field: pa.Field, image_columns: set[str], image_mode: str) -> str:
@@ -110,6 +111,7 @@ class _Group:
         self.masks: dict[str, h5py.Dataset] = {}
         self.non_null: set[str] = set()
         self.encodings: dict[str, str] = {}  # per-group overrides of the writer's encodings ("utf8_bytes")
+        self.expected_rows = writer.partition_rows.get(key)  # an upper bound of this group's rows, if known
 
     def encoding(self, name: str) -> str:
         return self.encodings.get(name) or self.writer.encodings[name]
@@ -142,7 +144,6 @@ class _Group:
         if encoding == "image_array":
             h, wd, c = w.image_shape
             shape, dtype = (0, h, wd, c), np.uint8
-            fixed = {"chunks": (max(1, (1 << 20) // (h * wd * c)), h, wd, c)}
         elif encoding in ("image_bytes", "bytes", "utf8_bytes"):
             shape, dtype = (0,), VLEN_BYTES
         elif encoding in ("utf8", "json", "text"):
@@ -155,8 +156,10 @@ class _Group:
             shape, dtype = (0,), column.type.to_pandas_dtype()
         if encoding in ("image_array", "timestamp", "bool", "number") and w.compression:
             fixed["compression"] = w.compression
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+        chunks = (chunk_rows(row_bytes, self.expected_rows), *shape[1:])
         ds = self.group.create_dataset(
-            dataset_name(name), shape=shape, maxshape=(None, *shape[1:]), dtype=dtype, **({"chunks": True} | fixed)
+            dataset_name(name), shape=shape, maxshape=(None, *shape[1:]), dtype=dtype, chunks=chunks, **fixed
         )
         ds.attrs["encoding"] = encoding
         ds.attrs["column"] = name
@@ -174,7 +177,12 @@ class _Group:
             return
         if name not in self.masks:
             mask = self.group.require_group(NULLS).create_dataset(
-                dataset_name(name), shape=(start,), maxshape=(None,), dtype=np.bool_, chunks=True, fillvalue=False
+                dataset_name(name),
+                shape=(start,),
+                maxshape=(None,),
+                dtype=np.bool_,
+                chunks=(chunk_rows(1, self.expected_rows),),
+                fillvalue=False,
             )
             self.masks[name] = mask
         mask = self.masks[name]
@@ -309,8 +317,12 @@ class Hdf5ExportWriter:
         image_mode: str = "bytes",
         image_shape: tuple[int, int, int] = (224, 224, 3),
         compression: str | None = None,
+        partition_rows: Mapping[tuple[str, ...], int] | None = None,
     ):
+        """``partition_rows``: the most rows each partition (provider, dataset, task, variant) will get, when the
+        caller knows it; chunks are then no larger than the partition (see the module's docstring)."""
         self.path = Path(path)
+        self.partition_rows = dict(partition_rows or {})
         self.read_asset = read_asset
         self.partition_meta = partition_meta
         self.image_columns = set(image_columns)
@@ -350,38 +362,8 @@ class Hdf5ExportWriter:
         return b"" if relpath is None else self.read_asset(relpath)
 
     def image_array(self, relpath: str | None) -> np.ndarray:
-        """The image as displayed (EXIF orientation applied), resized to ``H x W x C``.
-
-        8-bit modes become uint8 in the ``C`` mode (L, RGB, RGBA). 16-bit, 32-bit integer and float images
-        keep their sample values (no scaling, no clamping) as uint16, int32 or float32; their single band is
-        repeated over ``C`` channels, with a full-scale alpha (the dtype's maximum, 1.0 for float) for C = 4.
-        """
-        h, w, c = self.image_shape
-        if relpath is None:
-            return np.zeros((h, w, c), dtype=np.uint8)
-        try:
-            img = Image.open(io.BytesIO(self.read_asset(relpath)))
-        except Image.DecompressionBombError as exc:
-            raise DatalakeError(
-                f"asset {relpath} is larger than Pillow may decode here ({exc}); set {MAX_PIXELS_ENV} to the limit "
-                "it was ingested under"
-            ) from None
-        with img:
-            depth = HIGH_DEPTH_DTYPES.get(img.mode)
-            if depth is None:
-                side = max(w, h)  # the orientation may swap the axes after the draft
-                img.draft(IMAGE_MODES[c], (side, side))
-            shown = ImageOps.exif_transpose(img)
-        if depth is None:
-            return np.asarray(shown.convert(IMAGE_MODES[c]).resize((w, h), Image.Resampling.BILINEAR)).reshape(h, w, c)
-        # Pillow resizes 32-bit "I" and "F" images; "I;16" widens to "I" losslessly first.
-        band = shown.convert("F" if depth == np.float32 else "I").resize((w, h), Image.Resampling.BILINEAR)
-        pixels = np.asarray(band).astype(depth)[:, :, None]
-        if c == 1:
-            return pixels
-        full = np.iinfo(depth).max if issubclass(depth, np.integer) else 1.0
-        alpha = [np.full_like(pixels, full)] if c == 4 else []
-        return np.concatenate([pixels] * 3 + alpha, axis=2)
+        """The asset at ``relpath`` (None: a null) as ``image_shape`` pixels (:func:`.hdf5_pixels.image_pixels`)."""
+        return image_pixels(None if relpath is None else self.read_asset(relpath), self.image_shape, relpath or "")
 
     def close(self) -> None:
         """Write the group attributes and close the file."""

@@ -283,6 +283,17 @@ def _count(duck: DuckDBClient, plan: QueryPlan) -> int:
     return int(duck.run(counting).column(0)[0].as_py())
 
 
+def _partition_counts(duck: DuckDBClient, plan: QueryPlan) -> dict[tuple[str, ...], int]:
+    """Rows of ``plan`` per partition ``(provider, dataset, task, variant)``; {} for an empty plan or one
+    without the partition columns."""
+    if plan.empty or not set(PARTITION_COLUMNS) <= set(plan.columns):
+        return {}
+    keys = ", ".join(quote_identifier(c) for c in PARTITION_COLUMNS)
+    sql = f"SELECT {keys}, count(*) AS n FROM ({plan.sql}) GROUP BY {keys}"
+    table = duck.run(QueryPlan(sql, plan.params, plan.files, [*PARTITION_COLUMNS, "n"])).to_pylist()
+    return {tuple(row[c] for c in PARTITION_COLUMNS): int(row["n"]) for row in table}
+
+
 def default_export_name() -> str:
     return f"export-{utc_now().strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
 
@@ -318,7 +329,9 @@ def run_export(
         with DuckDBClient(base_path=source.base) as duck:
             plan, total = plan_export(duck, params, sampled)
             progress.total_data_count = _count(duck, total)
-            progress.total_filter_count = _count(duck, plan)
+            # HDF5 sizes its chunks by each partition's rows (a tiny export must not allocate 1 MiB chunks)
+            per_partition = _partition_counts(duck, plan) if params.file_type == "hdf5" else None
+            progress.total_filter_count = sum(per_partition.values()) if per_partition else _count(duck, plan)
             progress.stage = "exporting"
             progress.report()
             exclusion = None
@@ -331,7 +344,7 @@ def run_export(
             if exclusion is not None:
                 reader = exclusion.apply(reader)
             counted = pa.RecordBatchReader.from_batches(reader.schema, progress.meter(reader))
-            encodings = write_export(source, params.file_type, counted, tmp, opts)
+            encodings = write_export(source, params.file_type, counted, tmp, opts, per_partition)
             columns = [{"name": f.name, "type": str(f.type)} for f in reader.schema]
         manifest = {
             "task_params": params.to_dict(),

@@ -6,6 +6,7 @@ base64 columns and the Arrow schema (:mod:`.jsonl_codec`), for ``hf`` the type c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,13 @@ def _write_jsonl(reader: pa.RecordBatchReader, out: Path) -> dict[str, Any]:
     return {"encodings": column_encodings(reader.schema), "arrow_schema": serialize_schema(reader.schema)}
 
 
-def _write_hdf5(source: LakeSource, reader: pa.RecordBatchReader, out: Path, opts: dict[str, Any]) -> None:
+def _write_hdf5(
+    source: LakeSource,
+    reader: pa.RecordBatchReader,
+    out: Path,
+    opts: dict[str, Any],
+    partition_rows: Mapping[tuple[str, ...], int] | None,
+) -> None:
     from .hdf5 import Hdf5ExportWriter
 
     def partition_meta(key: tuple[str, ...]) -> dict[str, Any]:
@@ -54,6 +61,7 @@ def _write_hdf5(source: LakeSource, reader: pa.RecordBatchReader, out: Path, opt
         image_mode=opts["hdf5_images"],
         image_shape=tuple(opts["hdf5_image_shape"]),
         compression=opts["hdf5_compression"],
+        partition_rows=partition_rows,
     )
     try:
         for batch in reader:
@@ -65,10 +73,16 @@ def _write_hdf5(source: LakeSource, reader: pa.RecordBatchReader, out: Path, opt
 
 
 def write_export(
-    source: LakeSource, file_type: str, reader: pa.RecordBatchReader, out: Path, opts: dict
+    source: LakeSource,
+    file_type: str,
+    reader: pa.RecordBatchReader,
+    out: Path,
+    opts: dict,
+    partition_rows: Mapping[tuple[str, ...], int] | None = None,
 ) -> dict[str, Any]:
     """Write ``reader`` as ``file_type`` into the local folder ``out`` (images and partition metadata read from
-    ``source``); return the manifest entries about encodings."""
+    ``source``); return the manifest entries about encodings. ``partition_rows`` (the most rows of each
+    partition ``(provider, dataset, task, variant)``, when known) bounds the chunks of an HDF5 file."""
     if file_type == "parquet":
         _write_parquet(reader, out, hive=False)
     elif file_type == "arrow":
@@ -78,5 +92,5 @@ def write_export(
     elif file_type == "hf":
         return {"hf_conversions": _write_hf(source, reader, out, progress=False, batch_size=opts["batch_size"])}
     else:
-        _write_hdf5(source, reader, out, opts)
+        _write_hdf5(source, reader, out, opts, partition_rows)
     return {}

@@ -29,7 +29,7 @@ from ..lake import keys
 from ..lake.batches import JOB_ID_USED, check_job_id_free
 from ..lake.layout import BATCH_MANIFEST
 from ..storage.backends import LocalStorage, S3Storage
-from ..storage.transfer import MiB, TransferError, TransferSettings, stream_url_to_s3
+from ..storage.transfer import MiB, TransferError, TransferSettings
 
 if TYPE_CHECKING:
     from ..lake.local import LocalLake
@@ -102,6 +102,8 @@ class S3BatchSink(BatchSink):
         return f"{self.storage.prefix}/{key}" if self.storage.prefix else key
 
     def fetch(self, url: str, name: str, settings: TransferSettings, progress: bool) -> dict[str, Any]:
+        from ..storage.url_stream import stream_url_to_s3  # S3 only: botocore stays unloaded for a local lake
+
         return stream_url_to_s3(url, f"s3://{self.storage.bucket}/{self._full(name)}", settings, progress=progress)
 
     def put(self, name: str, src: BinaryIO, size: int, settings: TransferSettings) -> None:

@@ -60,11 +60,23 @@ class RemoteBatch:
         return self.source.get("refused", [])
 
 
-def detect_kind(url: str, kind: str | None = None) -> str:
-    """``parquet`` or ``zip``: ``kind`` if given, else from the URL path's suffix."""
-    found = kind or KINDS.get(PurePosixPath(urlparse(url).path).suffix.lower())
-    if found is None or found not in KINDS.values():
-        raise ValidationError(f"cannot stage {url!r} as {found!r}: pass kind='parquet' or kind='zip'")
+def detect_kind(url: str, kind: str | None = None, option: str = "kind") -> str:
+    """``parquet`` or ``zip``: ``kind`` if given, else from the URL path's suffix.
+
+    Raises ``ValidationError`` for a ``kind`` that is neither, or a suffix that says neither; the message tells
+    how to choose, spelled as the caller names its choice: ``option`` ``"kind"`` (the Python keyword:
+    ``kind="zip"``) or a command-line flag such as ``"--kind"`` (``--kind zip``)."""
+    kinds = sorted(set(KINDS.values()))
+    how = " or ".join(f"{option} {k}" if option.startswith("-") else f'{option}="{k}"' for k in kinds)
+    if kind:
+        if kind not in kinds:
+            raise ValidationError(f"{option} {kind!r} is none of {', '.join(kinds)}: pass {how}")
+        return kind
+    suffix = PurePosixPath(urlparse(url).path).suffix.lower()
+    found = KINDS.get(suffix)
+    if found is None:
+        said = f"its suffix {suffix!r}" if suffix else "a URL without a file suffix"
+        raise ValidationError(f"cannot tell whether {url!r} is a Parquet file or a zip from {said}: pass {how}")
     return found
 
 

@@ -331,18 +331,25 @@ def s3_filesystem() -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+def is_aws_endpoint(endpoint: str) -> bool:
+    """True for AWS's own S3: no endpoint override (``""``), or a host that is or ends in ``.amazonaws.com``;
+    False for MinIO, moto or any other S3-compatible store."""
+    if not endpoint:
+        return True
+    host = (urlparse(endpoint if "://" in endpoint else f"https://{endpoint}").hostname or "").lower()
+    return host == "amazonaws.com" or host.endswith(".amazonaws.com")
+
+
 def endpoint_slug(endpoint: str | None = None) -> str:
     """A folder name for an S3 endpoint: ``aws`` for AWS (or no override), else ``<scheme>_<host>_<port>``.
 
     ``endpoint`` defaults to ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, as boto3 resolves it.
     """
     endpoint = endpoint or load_settings().aws_endpoint_url
-    if not endpoint:
+    if is_aws_endpoint(endpoint):
         return "aws"
     parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
     host = (parsed.hostname or "").lower()
-    if host == "amazonaws.com" or host.endswith(".amazonaws.com"):
-        return "aws"
     slug = f"{parsed.scheme}_{host}_{parsed.port or ''}{parsed.path}".rstrip("_/")
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in slug)[:100]
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from ...core.athena.scope import athena_applies
+from ...core.athena.scope import athena_possible
 from ...core.athena.tables import ddl_statements, sync_athena_tables
 from ...core.lake.layout import BASE_PATH_ENV
 from ...lib.resources import LakeResource
@@ -26,7 +26,7 @@ def athena_tables(
     context: dg.AssetExecutionContext, lake: LakeResource, athena: AthenaSettings
 ) -> dg.MaterializeResult:
     base = lake.base
-    if not athena_applies(base):
+    if not athena_possible(base):  # asked for by name: DATALAKE_ATHENA=auto/off does not refuse it
         raise dg.Failure(
             description=f"Athena needs an s3:// lake, but the lake base is {base or './lake'!r} "
             f"(set {BASE_PATH_ENV} or the lake resource's base_path to s3://bucket/prefix)"

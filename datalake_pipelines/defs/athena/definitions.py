@@ -1,8 +1,9 @@
 """The Athena domain's definitions, for ``dg.Definitions.merge`` into the code location.
 
-Athena tables exist only over an S3 lake, so on a local lake this domain defines nothing: no ``athena_tables``
-asset, job or sensor shows up (or ticks) in the UI. The lake's place is read when the code location loads
-(``DATALAKE_BASE_PATH``, the setting the ``lake`` resource reads too); changing it means reloading the location.
+Athena tables exist only over an S3 lake, and only when ``DATALAKE_ATHENA`` lets them (``auto``: the S3 endpoint
+is AWS's, see ``core/athena/scope.py``); otherwise this domain defines nothing: no ``athena_tables`` asset, job
+or sensor shows up (or ticks) in the UI. The settings are read when the code location loads
+(``DATALAKE_BASE_PATH``, the setting the ``lake`` resource reads too); changing them means reloading the location.
 Its ``athena`` resource is bound once, with the others, in ``datalake_pipelines/definitions.py``.
 """
 
@@ -18,14 +19,16 @@ from .assets import athena_tables
 from .sensors import athena_job, athena_on_ingest
 
 
-def lake_is_on_s3(env: Mapping[str, str] | None = None) -> bool:
-    """True when ``DATALAKE_BASE_PATH`` (in ``env``, default the process environment) is an ``s3://`` URI."""
-    return athena_applies(load_settings(env).base_path)
+def athena_is_defined(env: Mapping[str, str] | None = None, base: str | None = None) -> bool:
+    """Whether the lake at ``base`` (default ``DATALAKE_BASE_PATH``) has Athena tables under the settings of
+    ``env`` (default the process environment): ``DATALAKE_ATHENA`` and the S3 endpoint."""
+    settings = load_settings(env)
+    return athena_applies(settings.base_path if base is None else base, settings)
 
 
-def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
-    """``athena_tables``, its job and the ``athena_on_ingest`` sensor on an S3 lake; empty on a local one."""
-    if not lake_is_on_s3(env):
+def build_defs(env: Mapping[str, str] | None = None, base: str | None = None) -> dg.Definitions:
+    """``athena_tables``, its job and the ``athena_on_ingest`` sensor when :func:`athena_is_defined`; else empty."""
+    if not athena_is_defined(env, base):
         return dg.Definitions()
     return dg.Definitions(assets=[athena_tables], jobs=[athena_job], sensors=[athena_on_ingest])
 

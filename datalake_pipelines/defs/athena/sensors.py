@@ -21,5 +21,5 @@ athena_job = dg.define_asset_job(
 )
 def athena_on_ingest(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
     if not athena_applies(lake.base):
-        return dg.SkipReason("the lake is not on S3: no Athena tables to maintain")
+        return dg.SkipReason("no Athena tables to maintain: the lake is not on S3, or DATALAKE_ATHENA leaves it out")
     return after_new_materializations(context, catalog_partition.key, "athena", "Athena partitions are up to date")

@@ -297,3 +297,22 @@ def test_identical_units_in_one_batch_are_two_rows_with_the_ids_processing_gives
     assert len({d["id"] for d in data_units}) == 2
     process_pending(lake)
     assert sorted(r["row_hash"] for r in read_catalog()) == sorted(d["id"] for d in data_units)
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_cli_strict_refusal_says_why_once_and_fills_every_refused_row(lake, collection, folder, capsys, json_flag):
+    base = ["--base-path", str(lake.base), *json_flag]
+    assert main(base + ["collection", "upload", str(folder), "--collection", "docs", "--strict"]) == 1
+    out, err = capsys.readouterr()
+    why = "strict mode: upload refused, 3 units have problems and 1 files match no unit"
+    assert err.count(why) == 1 and err.startswith("error: ")
+    if json_flag:
+        assert json.loads(out)["upload"]["error"].startswith(why)  # the report keeps it, as data
+        return
+    assert why not in out
+    refused = [line for line in out.splitlines() if "  refused  " in line or line.rstrip().endswith("refused")]
+    assert len(refused) == 8  # every unit, the five clean ones too
+    for line in refused:
+        assert line.split("refused", 1)[1].strip(), f"a refused row without a reason: {line!r}"
+    clean = next(line for line in refused if line.startswith("sample_001"))
+    assert "strict mode" in clean  # why a unit without a problem of its own was not staged

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -120,3 +121,81 @@ def test_resized_images_are_a_fixed_shape_compressed_dataset(lake, lake_rows, tm
             assert np.abs(pixels.astype(int) - expected.astype(int)).mean() < 8
     [batch] = list(iter_export_batches(path, batch_size=5))
     assert batch.column("image").type.shape == [16, 20, 3]
+
+
+# chunks bounded by the data -------------------------------------------------------------------------------
+def datasets(path) -> dict[str, h5py.Dataset]:
+    """Every dataset of the file by path (the file stays open while they are used)."""
+    found: dict[str, h5py.Dataset] = {}
+
+    def keep(name: str, obj) -> None:  # visititems stops at the first callback returning anything but None
+        if isinstance(obj, h5py.Dataset):
+            found[name] = obj
+
+    h5py.File(path, "r").visititems(keep)
+    assert found
+    return found
+
+
+def test_a_three_row_export_is_small_and_round_trips(lake, lake_rows, tmp_path):
+    path, result = h5_export(lake, tmp_path, filter={"provider": ["aihub"], "lang": ["ko"]})
+    assert result["scan_data_count"] == 3
+    assert Path(path).stat().st_size < 64 * 1024  # 1024-row chunks of a dozen columns were ~200 KB
+    by_hash = {r["row_hash"]: r for r in lake_rows}
+    [table] = [pa.Table.from_batches(list(iter_export_batches(path, batch_size=10)))]
+    assert table.num_rows == 3
+    for row in table.to_pylist():
+        original = by_hash[row["row_hash"]]
+        assert row["image"] == lake.resolve(original["image"]).read_bytes()
+        assert {k: row[k] for k in ("text", "score", "ingested_at", "lang")} == {
+            k: original[k] for k in ("text", "score", "ingested_at", "lang")
+        }
+
+
+def test_each_partition_chunks_by_its_own_rows(lake, lake_rows, tmp_path):
+    path, _ = h5_export(lake, tmp_path, export_all=True)
+    with h5py.File(path, "r") as f:
+        rows = {name: f[name].attrs["row_count"] for name in ("aihub/docs/ocr/base", "aihub/docs/ocr/en")}
+    assert rows == {"aihub/docs/ocr/base": 3, "aihub/docs/ocr/en": 2}
+    checked = 0
+    for name, ds in datasets(path).items():
+        group = name.split("/_nulls/")[0] if "/_nulls/" in name else name.rsplit("/", 1)[0]
+        if group in rows:
+            assert ds.chunks == (rows[group],), name
+            checked += 1
+    assert checked > 10
+
+
+def test_resized_images_take_the_room_of_their_rows(lake, lake_rows, tmp_path):
+    path, _ = h5_export(lake, tmp_path, filter={"provider": ["inhouse"]}, options={"hdf5_images": "resized"})
+    pixels = 2 * 224 * 224 * 3  # two rows of the default 224 x 224 RGB: a 1 MiB chunk holds six
+    assert Path(path).stat().st_size < pixels + 64 * 1024
+    images = datasets(path)["inhouse/scans/ocr/base/image"]
+    assert images.chunks == (2, 224, 224, 3) and images.maxshape == (None, 224, 224, 3)
+
+
+def test_big_partitions_keep_full_chunks(tmp_path):
+    """The bound only shrinks chunks: a partition of many rows keeps 1024-row (1-D) and ~1 MiB (image) chunks."""
+    blobs = {"a.jpg": _jpeg()}
+    n = 5000
+    writer = Hdf5ExportWriter(
+        tmp_path / "big.h5",
+        read_asset=blobs.__getitem__,
+        image_columns=["image"],
+        image_mode="resized",
+        image_shape=(64, 64, 3),
+        partition_rows={("p", "d", "t", "v"): n},
+    )
+    writer.write(pa.table({"provider": ["p"] * n, "dataset": ["d"] * n, "task": ["t"] * n, "variant": ["v"] * n,
+                           "image": ["a.jpg"] * n, "score": list(range(n))}))  # fmt: skip
+    writer.close()
+    found = datasets(tmp_path / "big.h5")
+    assert found["p/d/t/v/score"].chunks == (1024,)
+    assert found["p/d/t/v/image"].chunks == ((1 << 20) // (64 * 64 * 3), 64, 64, 3)
+    assert found["p/d/t/v/score"][:].tolist() == list(range(n))
+
+
+def _jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buf, "JPEG")
+    return buf.getvalue()

@@ -199,7 +199,7 @@ def test_failed_downloads_leave_no_upload_and_nothing_staged(s3_lake, web):
 def test_a_bad_manifest_fails_before_any_transfer(s3_lake, web):
     with pytest.raises(ValidationError, match="unknown provider"):
         stage_url(f"{web.url}/table.parquet", s3_lake, "nobody", "receipts")
-    with pytest.raises(ValidationError, match="kind='parquet' or kind='zip'"):
+    with pytest.raises(ValidationError, match='kind="parquet" or kind="zip"'):
         stage_url(f"{web.url}/data.csv", s3_lake, "aihub", "receipts")
     _uri, job = stage_url(f"{web.url}/table.parquet", s3_lake, "aihub", "receipts")
     with pytest.raises(ValidationError, match="already used"):
@@ -315,3 +315,25 @@ def test_cli_ingest_url_stage(lake, s3_lake, web, capsys):
 )
 def test_member_path(name, expected):
     assert member_path(name) == expected
+
+
+# an unknown kind is named as the caller spells the choice ------------------------------------------------
+UNKNOWN = "http://127.0.0.1:9/export/data.csv"  # refused before any request: nothing listens there
+
+
+def test_python_caller_is_told_the_keyword(lake):
+    with pytest.raises(ValidationError) as err:
+        stage_url(UNKNOWN, lake.base, "aihub", "receipts")
+    message = str(err.value)
+    assert 'kind="parquet" or kind="zip"' in message and "'.csv'" in message and "--kind" not in message
+    with pytest.raises(ValidationError, match="kind 'csv' is none of parquet, zip"):
+        stage_url(UNKNOWN, lake.base, "aihub", "receipts", kind="csv")
+    assert os.listdir(lake.pending) == []
+
+
+def test_cli_caller_is_told_the_flag(lake, capsys):
+    args = ["--base-path", str(lake.base), "ingest-url", UNKNOWN, "--stage", "--provider", "aihub", "--dataset", "d"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "--kind parquet or --kind zip" in err and "kind=" not in err
+    assert os.listdir(lake.pending) == []

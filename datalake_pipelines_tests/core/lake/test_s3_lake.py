@@ -56,7 +56,8 @@ def valid_images(corpus_dir: Path, tmp_path: Path, n: int = 6) -> Path:
     return folder
 
 
-def test_s3_ingest_end_to_end(instance, s3_lake, s3_client_api, corpus_dir, tmp_path):
+def test_s3_ingest_end_to_end(instance, s3_lake, s3_client_api, corpus_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DATALAKE_ATHENA", "on")  # moto serves Glue, though its endpoint is not AWS's
     folder = valid_images(corpus_dir, tmp_path)
     shutil.copy(next((corpus_dir / "invalid").iterdir()), folder / "zz_broken.jpg")
     staged, job = s3_client_api.upload_raw_data(folder, "aihub", "receipts")

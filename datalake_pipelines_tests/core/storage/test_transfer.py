@@ -21,9 +21,9 @@ from datalake_pipelines.core.storage.transfer import (
     TransferSettings,
     parse_s3_url,
     s3_client,
-    stream_url_to_s3,
     upload_file_to_s3,
 )
+from datalake_pipelines.core.storage.url_stream import stream_url_to_s3
 from datalake_pipelines_tests.support.s3_server import BodyServer, MotoS3, body_sha256
 
 FAST = TransferSettings(
