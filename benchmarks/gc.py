@@ -83,30 +83,29 @@ def floor(lake, local_root: Path | None) -> int:
     return n
 
 
-def timed(fn) -> float:
+def timed(fn) -> tuple[float, object]:
+    """Seconds ``fn()`` took, and what it returned."""
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    out = fn()
+    return time.perf_counter() - start, out
 
 
 def run(base: str, n: int, rounds: int, local_root: Path | None) -> None:
     lake = open_lake(base)
-    t = timed(lambda: build(lake, n, local_root))
+    t, _ = timed(lambda: build(lake, n, local_root))
     print(f"built {n} assets in {t:.1f} s on {base}")
     per = 10_000 / n
     floors, marks = [], []
     for _ in range(rounds):
-        floors.append(timed(lambda: floor(lake, local_root)))
-        report: dict = {}
-        marks.append(timed(lambda: report.update(collect_garbage(lake, dry_run=True, grace_seconds=0))))
-        assert report["collected"] == n // 2, report
-    sweep: dict = {}
-    t_sweep = timed(lambda: sweep.update(collect_garbage(lake, grace_seconds=0, retention_seconds=0)))
-    assert sweep["collected"] == n // 2 and sweep["index_entries_removed"] == n // 2, sweep
+        floors.append(timed(lambda: floor(lake, local_root))[0])
+        t_mark, report = timed(lambda: collect_garbage(lake, dry_run=True, grace_seconds=0))
+        assert isinstance(report, dict) and report["collected"] == n // 2, report
+        marks.append(t_mark)
+    t_sweep, sweep = timed(lambda: collect_garbage(lake, grace_seconds=0, retention_seconds=0))
+    assert isinstance(sweep, dict) and sweep["collected"] == sweep["index_entries_removed"] == n // 2, sweep
     f, m = min(floors), min(marks)
-    print(
-        f"per 10k assets (best of {rounds}): floor {f * per:.2f} s, gc mark+classify {m * per:.2f} s ({m / f:.1f}x floor)"
-    )
+    ratio = m / f
+    print(f"per 10k assets (best of {rounds}): floor {f * per:.2f} s, gc mark+classify {m * per:.2f} s ({ratio:.1f}x)")
     print(f"real sweep of {n // 2} of {n} assets: {t_sweep * per:.2f} s per 10k assets listed")
 
 
