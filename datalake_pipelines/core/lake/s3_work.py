@@ -304,5 +304,7 @@ class S3Processing:
         now = {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
         for name in sorted(now - {PARTITION_METADATA}):
             self.storage.upload(folder / name, f"{prefix}/{name}")
-        self.storage.upload(folder / PARTITION_METADATA, keys.partition_metadata(ref))
+        # the replaced parts go before _metadata.json: a deletion interrupted in between is found again by the
+        # batch its _metadata.json still lists, never left with the deleted rows in an old part it no longer names
         self.storage.delete(f"{prefix}/{name}" for name in sorted(before - now))
+        self.storage.upload(folder / PARTITION_METADATA, keys.partition_metadata(ref))

@@ -180,3 +180,27 @@ def test_selection_and_durations_are_checked():
     assert parse_duration("24h") == 86400 and parse_duration("7d") == 7 * 86400 and parse_duration("0") == 0
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("soon")
+
+
+def test_data_files_are_roots_and_gc_never_takes_them(client, tmp_path):
+    source = tmp_path / "notes.bin"
+    source.write_bytes(b"a data file no row references")
+    doc = client.create_data_file(source)
+    report = client.gc(grace=0, retention=0)
+    assert report["collected"] == 0 and report["referenced"] == 1
+    assert client.lake.storage.read_bytes(doc["path"]) == source.read_bytes()
+
+
+def test_compaction_dropping_every_row_leaves_no_temporary_file(tmp_path):
+    import pandas as pd
+
+    from datalake_pipelines import DatalakeClient
+    from datalake_pipelines.core.catalog.parts import compact_partition
+
+    client = DatalakeClient(tmp_path / "lake", progress=False)
+    _, job = client.upload_raw_data(pd.DataFrame({"text": ["a", "b"]}), "inhouse", "alpha")
+    client.process_pending()
+    ref = PartitionRef("inhouse", "alpha", "raw", "mixed")
+    result = compact_partition(client.layout, ref, drop_batches=frozenset([job]))
+    assert (result.rows, result.rows_deleted, result.path) == (0, 2, None)
+    assert sorted(p.name for p in client.layout.partition_dir(ref).iterdir()) == [keys.PARTITION_METADATA]
