@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..catalog.parts import BATCH_ID, CatalogError
+from ..errors import DatalakeError
 from ..ingest.verify import stored_file_columns
 from ..lake import keys
 from ..storage.backends import ObjectInfo, Storage
@@ -94,13 +95,27 @@ def all_dropped(storage: Storage, key: str) -> PartRefs:
     return PartRefs(set(), refs.kept, refs.rows, refs.rows)
 
 
+class CatalogChanged(DatalakeError):
+    """A catalog file listed a moment ago is gone (a compaction or deletion replaced it): list again."""
+
+
 def references(storage: Storage, prefixes: Iterable[str], skip: AbstractSet[str] = frozenset()) -> set[str]:
-    """Every asset path referenced by a Parquet file under ``prefixes`` (files in ``skip`` left out)."""
+    """Every asset path referenced by a Parquet file under ``prefixes`` (files in ``skip`` left out), listed in the
+    order given. Raises :class:`CatalogChanged` when a listed file is gone by the time it is read."""
     files = [o.key for p in prefixes for o in parquet_objects(storage, p) if o.key not in skip]
+
+    def read(key: str) -> set[str]:
+        try:
+            return part_references(storage, key).kept
+        except CatalogError:
+            if not storage.exists(key):
+                raise CatalogChanged(key) from None
+            raise
+
     found: set[str] = set()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for refs in pool.map(lambda k: part_references(storage, k), files):
-            found |= refs.kept
+        for kept in pool.map(read, files):
+            found |= kept
     return found
 
 
@@ -114,10 +129,21 @@ def data_file_roots(index) -> set[str]:
     return roots
 
 
-def lake_references(lake, skip: AbstractSet[str] = frozenset()) -> set[str]:
+def lake_references(lake, skip: AbstractSet[str] = frozenset(), attempts: int = 5) -> set[str]:
     """The mark of GC: asset paths referenced by the catalog, by retained catalog files (kept for time travel
-    until the retention passes) and the ``create_data_file`` roots. ``skip``: catalog keys not to read."""
-    found = references(lake.storage, (keys.CATALOG, keys.RETAINED), skip)
+    until the retention passes) and the ``create_data_file`` roots. ``skip``: catalog keys not to read.
+
+    ``catalog/`` is listed before ``catalog_retained/``, and a deletion copies a file there before it removes it
+    from the catalog, so a row a concurrent deletion removes is seen in one or the other. A file a concurrent
+    compaction replaced between the listing and the reading makes the mark start again (its rows are in a file
+    the listing missed), up to ``attempts`` times; then :class:`CatalogChanged` is raised and nothing is swept."""
+    for attempt in range(attempts):
+        try:
+            found = references(lake.storage, (keys.CATALOG, keys.RETAINED), skip)
+            break
+        except CatalogChanged:
+            if attempt == attempts - 1:
+                raise
     with lake.hash_index() as index:
         found |= data_file_roots(index)
     return found

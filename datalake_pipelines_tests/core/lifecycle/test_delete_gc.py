@@ -204,3 +204,24 @@ def test_compaction_dropping_every_row_leaves_no_temporary_file(tmp_path):
     result = compact_partition(client.layout, ref, drop_batches=frozenset([job]))
     assert (result.rows, result.rows_deleted, result.path) == (0, 2, None)
     assert sorted(p.name for p in client.layout.partition_dir(ref).iterdir()) == [keys.PARTITION_METADATA]
+
+
+def test_gc_marks_again_when_a_compaction_replaces_a_part_it_listed(client, make_jpeg, tmp_path, monkeypatch):
+    from datalake_pipelines.core.lifecycle import refs
+
+    for name, color in (("a", (1, 1, 1)), ("b", (2, 2, 2))):
+        client.upload_raw_data(folder(make_jpeg, tmp_path / name, [color]), "inhouse", "alpha")
+        client.process_pending()
+    lake = client.lake
+    assert len(list(refs.parquet_objects(lake.storage, keys.partition(ALPHA)))) == 2
+    real, compacted = refs.part_references, []
+
+    def compact_first(storage, key, drop=None):
+        if not compacted:  # another process compacts right after GC listed the part files
+            compacted.append(lake.rebuild_partition(ALPHA, 1000))
+        return real(storage, key, drop)
+
+    monkeypatch.setattr(refs, "part_references", compact_first)
+    report = client.gc(grace=0, retention=0)
+    assert compacted and report["collected"] == 0 and report["referenced"] == 2
+    assert verify_lake(client.base_path)["ok"]
