@@ -160,11 +160,43 @@ def delete(
     """Delete ``selection`` from the catalog of ``lake`` (see the module); return the plan's JSON plus
     ``dry_run``, ``deletion_id``, ``who``, ``deleted_at``, ``retained`` (the retained folder's key) and
     ``warehouse`` (the refresh summary, or None). Raises ValueError when nothing matches and
-    :class:`~..lake.locks.PartitionBusy` while a run holds one of the partitions (nothing is changed then)."""
-    plan = plan_delete(lake, selection)
+    :class:`~..lake.locks.PartitionBusy` while a run holds one of the partitions (nothing is changed then). The
+    real run plans while it holds the partitions, so what it reports is what it removed."""
+    if dry_run:
+        return _document(plan_delete(lake, selection), True)
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        held: set[PartitionRef] = set()
+
+        def hold(refs_: list[PartitionRef]) -> None:
+            for ref in refs_:
+                if ref not in held:
+                    stack.enter_context(lake.hold_partition(ref))
+                    held.add(ref)
+
+        hold(_partitions_of(lake, selection))  # every partition held before any is read for the plan or changed
+        plan = plan_delete(lake, selection)
+        wanted = [PartitionRef.parse(p.partition) for p in plan.partitions]
+        hold(wanted)  # a partition of the dataset or provider created meanwhile
+        doc = _document(plan, False)
+        retained.write_record(lake.storage, doc["deletion_id"], doc)
+        for ref in wanted:
+            _delete_in_partition(lake, ref, selection, doc["deletion_id"], batch_size)
+    if refresh:
+        with exclusive_lock(lake.warehouse_lock):
+            doc["warehouse"] = lake.refresh_warehouse()
+    doc["seconds"] = round(time.monotonic() - started, 3)
+    lake.storage.write_bytes(
+        keys.lifecycle_record(doc["deletion_id"]),
+        json.dumps({"action": "delete", **doc}, indent=2, default=str).encode(),
+    )
+    return doc
+
+
+def _document(plan: DeletePlan, dry_run: bool) -> dict[str, Any]:
     now = datetime.now(timezone.utc)
     deletion_id = retained.new_deletion_id(now)
-    doc: dict[str, Any] = {
+    return {
         **plan.to_json(),
         "dry_run": dry_run,
         "deletion_id": None if dry_run else deletion_id,
@@ -174,35 +206,17 @@ def delete(
         "retained": None if dry_run else keys.retained(deletion_id),
         "warehouse": None,
     }
-    if dry_run:
-        return doc
-    started = time.monotonic()
-    wanted = [PartitionRef.parse(p.partition) for p in plan.partitions]
-    with contextlib.ExitStack() as stack:
-        for ref in wanted:  # every partition held before any is changed
-            stack.enter_context(lake.hold_partition(ref))
-        retained.write_record(lake.storage, deletion_id, doc)
-        for ref, part in zip(wanted, plan.partitions):
-            _delete_in_partition(lake, ref, part, selection, deletion_id, batch_size)
-    if refresh:
-        with exclusive_lock(lake.warehouse_lock):
-            doc["warehouse"] = lake.refresh_warehouse()
-    doc["seconds"] = round(time.monotonic() - started, 3)
-    lake.storage.write_bytes(
-        keys.lifecycle_record(deletion_id), json.dumps({"action": "delete", **doc}, indent=2, default=str).encode()
-    )
-    return doc
 
 
 def _delete_in_partition(
-    lake, ref: PartitionRef, part: PartitionPlan, selection: DeleteSelection, deletion_id: str, batch_size: int
+    lake, ref: PartitionRef, selection: DeleteSelection, deletion_id: str, batch_size: int
 ) -> None:
     for key in lake.storage.list(keys.partition(ref)):
         name = key.key.rsplit("/", 1)[-1]
         if name.endswith(".parquet") or name == keys.PARTITION_METADATA:
             lake.storage.copy(key.key, keys.retained_file(deletion_id, key.key))
     drop = selection.drop_batches()
-    if drop is None or part.removed:
+    if drop is None:  # a whole partition; a batch's partition goes only once compaction finds no row left
         lake.drop_partition(ref)
         return
     with lake.partition_view(ref) as view:
