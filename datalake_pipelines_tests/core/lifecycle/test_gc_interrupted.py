@@ -31,7 +31,8 @@ def test_gc_killed_mid_sweep_then_a_second_run_completes(client, base, make_jpeg
     assert len(list(lake.storage.list(keys.ASSETS))) == N_IMAGES
 
     env = {**os.environ, GC_SWEEP_PAUSE_ENV: "0.4", "PYTHONPATH": str(Path(__file__).parents[3])}
-    argv = [sys.executable, "-m", "datalake_pipelines.cli.main", "--base-path", base]
+    entry = "import sys; from datalake_pipelines.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    argv = [sys.executable, "-c", entry, "--base-path", base]
     gc = subprocess.Popen([*argv, "gc", "--grace", "0", "--retention", "0", "--batch-size", "2"], env=env)
     try:
         deadline = time.monotonic() + 120
