@@ -191,6 +191,35 @@ class DatalakeClient(CollectionClientMixin):
             self.layout, file_path, use_chunked_upload, provider, dataset, threshold, progress=self.progress
         )
 
+    def delete(
+        self,
+        batch: str | None = None,
+        partition: str | None = None,
+        dataset: str | None = None,
+        provider: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Remove a batch, a partition (``P/D/T/V``), a dataset (``P/D``) or a provider from the catalog (exactly
+        one), like ``datalake delete``; see :func:`~datalake_pipelines.core.lifecycle.delete.delete` for the
+        returned document (rows, partitions, ``bytes_freed``, ``deletion_id``, who and when). Raises ValueError when
+        nothing matches and ``PartitionBusy`` while a run holds one of the partitions."""
+        from .core.lifecycle.delete import DeleteSelection
+        from .core.lifecycle.delete import delete as delete_rows
+
+        selection = DeleteSelection(batch, partition, dataset, provider)
+        return delete_rows(self.lake, selection, dry_run=dry_run, batch_size=self.batch_size)
+
+    def gc(self, dry_run: bool = False, grace: str | float = "24h", retention: str | float = "7d") -> dict[str, Any]:
+        """Collect assets no row references, older than ``grace`` (``"24h"`` or seconds), after purging catalog
+        files retained by deletions older than ``retention``, like ``datalake gc``; see
+        :func:`~datalake_pipelines.core.lifecycle.gc.collect_garbage` for the report. Raises ``LakeBusy`` while a
+        batch is claimed."""
+        from .core.lifecycle.gc import collect_garbage, parse_duration
+
+        return collect_garbage(
+            self.lake, dry_run=dry_run, grace_seconds=parse_duration(grace), retention_seconds=parse_duration(retention)
+        )
+
     def process_pending(self, **options: Any) -> list[BatchResult]:
         """Process every pending batch in this process (no Dagster needed)."""
         opts = ProcessOptions(num_proc=self.num_proc, batch_size=self.batch_size, **options)

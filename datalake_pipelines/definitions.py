@@ -16,6 +16,7 @@ from .defs.athena import definitions as athena
 from .defs.athena.resources import athena_settings_from_env
 from .defs.exports import definitions as exports
 from .defs.ingest import definitions as ingest
+from .defs.lifecycle import definitions as lifecycle
 from .defs.neardup import definitions as neardup
 from .defs.warehouse import definitions as warehouse
 from .lib.resources import lake_resource_from_env
@@ -41,6 +42,7 @@ def build_defs(base: str | None = None) -> dg.Definitions:
         athena.build_defs(base=base),  # empty on a local lake, or with DATALAKE_ATHENA=off
         exports.defs,
         neardup.defs,
+        lifecycle.defs,
         # In process: a UI, backfill or CLI run is one process, not one subprocess per step (asset and checks).
         dg.Definitions(resources=resources(), executor=dg.in_process_executor),
     )

@@ -36,6 +36,7 @@ ATHENA_DATABASE_ENV = "DATALAKE_ATHENA_DATABASE"
 ATHENA_OUTPUT_ENV = "DATALAKE_ATHENA_OUTPUT"
 ATHENA_WORKGROUP_ENV = "DATALAKE_ATHENA_WORKGROUP"
 ATHENA_REGION_ENV = "DATALAKE_ATHENA_REGION"
+GC_SWEEP_PAUSE_ENV = "DATALAKE_GC_SWEEP_PAUSE"  # a test hook: seconds GC sleeps after each batch of deletions
 
 DEFAULT_BASE_DIRNAME = "lake"
 DEFAULT_BATCH_SIZE = 1000
@@ -85,6 +86,7 @@ class Settings:
     phash: bool = True
     asset_owners: str = ""
     asset_tags: str = ""
+    gc_sweep_pause: float = 0.0
     explicit: frozenset[str] = frozenset()
 
     @property
@@ -158,5 +160,6 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         phash=env.get(PHASH_ENV, "").strip().lower() not in {"0", "false", "no", "off"},
         asset_owners=text(ASSET_OWNERS_ENV),
         asset_tags=text(ASSET_TAGS_ENV),
+        gc_sweep_pause=_number(env, GC_SWEEP_PAUSE_ENV, float, 0.0, "number of seconds", True),
         explicit=frozenset(name for name, value in env.items() if name.startswith("DATALAKE_") and value),
     )

@@ -11,6 +11,7 @@ from datalake_pipelines import definitions
 from datalake_pipelines.defs.athena import definitions as athena
 from datalake_pipelines.defs.exports import definitions as exports
 from datalake_pipelines.defs.ingest import definitions as ingest
+from datalake_pipelines.defs.lifecycle import definitions as lifecycle
 from datalake_pipelines.defs.neardup import definitions as neardup
 from datalake_pipelines.defs.warehouse import definitions as warehouse
 
@@ -20,6 +21,7 @@ DOMAINS = {
     "athena": athena.build_defs({"DATALAKE_BASE_PATH": "s3://bucket/lake"}),
     "exports": exports.defs,
     "neardup": neardup.defs,
+    "lifecycle": lifecycle.defs,
 }
 CHECKS = {"no_rejected_files", "asset_files_match_hashes", "no_duplicate_rows", "required_meta_present"}
 ATHENA = {"jobs": {"refresh_athena_tables"}, "sensors": {"athena_on_ingest"}, "assets": {"athena_tables"}}
@@ -46,7 +48,7 @@ def test_the_code_location_has_every_job_sensor_asset_and_check(base, monkeypatc
     athena_names = ATHENA if base == "s3" else {"jobs": set(), "sensors": set(), "assets": set()}
     loaded = definitions.build_defs()
     assert names(loaded) == {
-        "jobs": {"ingest_job", "refresh_catalog_db", "export_job"} | athena_names["jobs"],
+        "jobs": {"ingest_job", "refresh_catalog_db", "export_job", "delete_job", "gc_job"} | athena_names["jobs"],
         "sensors": {"staging_sensor", "refresh_on_ingest"} | athena_names["sensors"],
         "assets": {"catalog_partition", "duckdb_catalog", "near_duplicates", "staging_queue"} | athena_names["assets"],
         "checks": {
@@ -99,6 +101,7 @@ def test_each_domain_declares_its_own_and_binds_no_resource(monkeypatch, tmp_pat
     """The root is exactly the union of the domains; resources live once, at the root."""
     declared_by = {domain: declared(defs) for domain, defs in DOMAINS.items()}
     assert declared_by["ingest"]["jobs"] == {"ingest_job"} and declared_by["exports"]["jobs"] == {"export_job"}
+    assert declared_by["lifecycle"]["jobs"] == {"delete_job", "gc_job"}
     assert declared_by["warehouse"]["assets"] == {"duckdb_catalog"} and declared_by["athena"]["assets"] == {
         "athena_tables"
     }

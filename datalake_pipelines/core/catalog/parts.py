@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..arrow.cast import cast_table
@@ -306,23 +307,33 @@ class CompactionResult:
     rows: int
     duplicates_dropped: int
     path: Path | None
+    rows_deleted: int = 0  # rows of ``drop_batches`` left out
 
 
-def compact_partition(layout: LakeLayout, ref: PartitionRef, batch_size: int = 10_000) -> CompactionResult:
+def compact_partition(
+    layout: LakeLayout, ref: PartitionRef, batch_size: int = 10_000, drop_batches: frozenset[str] = frozenset()
+) -> CompactionResult:
     """Merge every part file into ``data.parquet`` (streaming), in the partition's contract schema; idempotent.
 
     Rows are a multiset: identical rows have distinct ``row_hash`` values (occurrence numbers, see
     ``row_identity``), so only a row stored twice under one ``row_hash`` (a part file written again after an
-    interrupted run) is dropped; repeats of one content are kept."""
+    interrupted run) is dropped; repeats of one content are kept. Rows whose ``batch_id`` is in ``drop_batches``
+    are left out (``datalake delete --batch``); with no row left, no ``data.parquet`` remains."""
     paths = partition_files(layout, ref)
     if not paths:
         return CompactionResult(ref.key, 0, 0, 0, None)
     target = layout.compacted_file(ref)
     writer = PartWriter(target)
     seen: set[str] = set()
-    dropped = 0
+    dropped = deleted = 0
+    gone = pa.array(sorted(drop_batches), pa.string())
     try:
         for table in iter_partition_batches(layout, ref, batch_size):
+            if drop_batches and BATCH_ID in table.column_names:
+                keep_mask = pc.invert(pc.fill_null(pc.is_in(table.column(BATCH_ID), value_set=gone), False))
+                kept = table.filter(keep_mask)
+                deleted += table.num_rows - kept.num_rows
+                table = kept
             if ROW_HASH in table.column_names:
                 hashes = table.column(ROW_HASH).to_pylist()
                 keep = []
@@ -337,7 +348,7 @@ def compact_partition(layout: LakeLayout, ref: PartitionRef, batch_size: int = 1
             writer.write(table)
         if writer.schema is None:
             writer.write(pa.Table.from_batches([], schema=read_schema(layout, ref, paths)))
-        published = writer.commit() if writer.rows else None
+        published = writer.commit()  # None without rows (its temporary file removed)
     except BaseException:
         writer.abort()
         raise
@@ -353,4 +364,4 @@ def compact_partition(layout: LakeLayout, ref: PartitionRef, batch_size: int = 1
             meta["schema"] = schema_description(writer.schema)
             meta["contract"] = contract_json(writer.schema, meta.get("contract", {}).get("promotions", []))
         write_json_atomic(layout.partition_metadata(ref), meta)
-    return CompactionResult(ref.key, len(paths), writer.rows, dropped, published)
+    return CompactionResult(ref.key, len(paths), writer.rows, dropped, published, deleted)

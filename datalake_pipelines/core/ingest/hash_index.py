@@ -160,6 +160,20 @@ class HashIndex:
             )
             return conn.total_changes - before
 
+    def remove_paths(self, paths: set[str] | list[str]) -> int:
+        """Delete every entry whose stored ``path`` is one of ``paths`` (GC of unreferenced assets); return how
+        many rows went."""
+        chosen = sorted(paths)
+        conn = self._conn
+        removed = 0
+        with conn:
+            for start in range(0, len(chosen), 500):
+                chunk = chosen[start : start + 500]
+                removed += conn.execute(
+                    f"DELETE FROM assets WHERE path IN ({', '.join('?' * len(chunk))})", chunk
+                ).rowcount
+        return removed
+
     def count(self) -> int:
         return self._conn.execute("SELECT count(*) FROM assets").fetchone()[0]
 

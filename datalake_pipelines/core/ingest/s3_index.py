@@ -99,6 +99,37 @@ class SegmentCache:
             self._add(key, signature(info), entries, replace=True)
         return key
 
+    def remove_paths(self, paths: set[str]) -> int:
+        """Rewrite every published segment holding an entry for one of ``paths`` without it (delete a segment
+        left empty), then drop those entries from this cache; return how many entries went from the bucket.
+
+        Each rewrite is one PUT of a whole segment, so a reader sees a segment either before or after; an
+        interrupted call leaves some segments rewritten, and a second call finishes the rest. Other caches see
+        the changed signatures at their next :meth:`sync` and reload."""
+        if not paths:
+            return 0
+        removed = 0
+        with self._lock():
+            for obj in [o for o in self.storage.list(SEGMENTS) if o.key.endswith(".parquet")]:
+                entries = segment_entries(self.storage.read_bytes(obj.key))
+                kept = [e for e in entries if e.path not in paths]
+                if len(kept) == len(entries):
+                    continue
+                if kept:
+                    self.storage.write_bytes(obj.key, segment_bytes(kept))
+                    sig = signature(self.storage.info(obj.key))
+                else:
+                    self.storage.delete([obj.key])
+                removed += len(entries) - len(kept)
+                conn = self.index._conn
+                with conn:
+                    if kept:
+                        conn.execute("UPDATE segments SET signature = ? WHERE key = ?", (sig, obj.key))
+                    else:
+                        conn.execute("DELETE FROM segments WHERE key = ?", (obj.key,))
+            self.index.remove_paths(paths)
+        return removed
+
     def _clear(self) -> int:
         conn = self.index._conn
         with conn:

@@ -35,6 +35,9 @@ LOGS = "logs"
 JOBS = "logs/jobs"
 DUCKDB = "catalog.duckdb"
 EXPORTS = "exports"
+RETAINED = "catalog_retained"  # catalog files replaced by a deletion, kept for the retention period
+DELETION_RECORD = "deletion.json"
+LIFECYCLE = "logs/lifecycle"  # one record per delete or GC run: who, what, when, counts
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -124,3 +127,24 @@ def index_segment(job_id: str) -> str:
 
 def job_record(job_id: str) -> str:
     return f"{JOBS}/{job_id}.json"
+
+
+# lifecycle: retained catalog files and the records of deletions and GC runs ----------------------------------
+def retained(deletion_id: str) -> str:
+    """``catalog_retained/<deletion-id>``: what one deletion replaced, kept until GC's retention passes."""
+    return f"{RETAINED}/{deletion_id}"
+
+
+def retained_file(deletion_id: str, catalog_key: str) -> str:
+    """Where a deletion keeps the catalog file ``catalog/...``: ``catalog_retained/<id>/provider=.../<name>``."""
+    if not catalog_key.startswith(CATALOG + "/"):
+        raise ValueError(f"not a catalog key: {catalog_key!r}")
+    return f"{retained(deletion_id)}/{catalog_key[len(CATALOG) + 1 :]}"
+
+
+def deletion_record(deletion_id: str) -> str:
+    return f"{retained(deletion_id)}/{DELETION_RECORD}"
+
+
+def lifecycle_record(op_id: str) -> str:
+    return f"{LIFECYCLE}/{op_id}.json"

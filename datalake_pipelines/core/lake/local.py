@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from ..storage.files import read_json, write_json_atomic
 from . import batches, queue
 from .keys import ERROR_FILE, LOCAL_CLAIM_MARKER
 from .layout import LakeLayout, PartitionRef
-from .locks import exclusive_lock
+from .locks import LockTimeout, PartitionBusy, exclusive_lock
 from .protocol import BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_doc_state
 from .queue_view import REFUSED_MARK, QueueEntry, seconds_left, short_reason
 from .schema import SchemaConfig, load_schema
@@ -262,6 +263,36 @@ class LocalLake(BaseLake):
         partition lock a processing run takes, so a CLI compaction never races an ingest of that partition."""
         with exclusive_lock(self.layout.partition_lock(ref)):
             return compact_partition(self.layout, ref, batch_size)
+
+    @contextlib.contextmanager
+    def hold_partition(self, ref: PartitionRef) -> Iterator[None]:
+        """The partition lock a processing run takes, without waiting (:class:`PartitionBusy` when a run holds it
+        or a batch of the partition is claimed), held for the block."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(exclusive_lock(self.layout.partition_lock(ref), timeout=0))
+            except LockTimeout:
+                raise PartitionBusy(f"partition {ref.key} is locked by a run processing it; retry once done") from None
+            self.refuse_claimed(ref)
+            yield
+
+    def publish_partition(self, work: LakeLayout, ref: PartitionRef, before: set[str]) -> None:
+        """Nothing to publish: a local rebuild happens in the lake itself."""
+
+    def drop_partition(self, ref: PartitionRef) -> None:
+        """Remove a partition's folder, then its parent folders left empty (so no listing shows it)."""
+        folder = self.layout.partition_dir(ref)
+        shutil.rmtree(folder, ignore_errors=True)
+        for parent in folder.parents:
+            if parent == self.layout.catalog_root:
+                break
+            with contextlib.suppress(OSError):  # not empty: another partition lives there
+                parent.rmdir()
+
+    def forget_assets(self, paths: set[str]) -> int:
+        """Remove the hash-index entries naming any of ``paths``; return how many went."""
+        with self.hash_index() as index:
+            return index.remove_paths(paths) if index is not None else 0
 
     def partitions(self) -> list[PartitionRef]:
         """Every partition folder under ``catalog/``."""

@@ -20,6 +20,10 @@ class LockTimeout(DatalakeError):
     """Another writer holds the lock for longer than we are willing to wait."""
 
 
+class PartitionBusy(DatalakeError):
+    """A run holds the partition (its lock, or a claim of a batch of it): a delete is refused meanwhile."""
+
+
 @contextmanager
 def exclusive_lock(path: Path, timeout: float = 600.0, poll: float = 0.2) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)

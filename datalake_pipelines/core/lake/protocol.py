@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,6 +29,7 @@ from ..ingest.hash_index import HashIndex
 from ..ingest.processing import BatchResult, ProcessOptions
 from .keys import ERROR_FILE, FAILED
 from .layout import LakeLayout, PartitionRef
+from .locks import PartitionBusy
 from .queue import DEFAULT_GRACE_SECONDS, DEFAULT_QUIET_SECONDS, MAX_ATTEMPTS
 from .queue_view import QueueEntry, QueueSnapshot, failed_entry
 from .schema import SchemaConfig
@@ -174,6 +175,12 @@ class Lake(Protocol):
     def partitions(self) -> list[PartitionRef]: ...
     def hash_index(self) -> contextlib.AbstractContextManager[HashIndex | None]: ...
 
+    # lifecycle (core/lifecycle/): deleting rows and collecting assets
+    def hold_partition(self, ref: PartitionRef) -> contextlib.AbstractContextManager[None]: ...
+    def publish_partition(self, work: LakeLayout, ref: PartitionRef, before: set[str]) -> None: ...
+    def drop_partition(self, ref: PartitionRef) -> None: ...
+    def forget_assets(self, paths: set[str]) -> int: ...
+
     # the DuckDB warehouse: catalog.duckdb, read through a local file on both backends
     @property
     def duckdb_file(self) -> Path: ...
@@ -226,6 +233,20 @@ class BaseLake:
     error_doc_cache: dict[str, dict[str, dict[str, Any]]] | None = None
 
     # shared ------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def hold_partition(self, ref: PartitionRef) -> Iterator[None]:
+        """Refuse (:class:`~.locks.PartitionBusy`) while a batch of ``ref`` is claimed (queued or running); the
+        local lake also takes the partition lock for the block. On S3 a claim made after this check is not seen:
+        publishing is idempotent, and a run's new part file is never among the files a rewrite replaces."""
+        self.refuse_claimed(ref)
+        yield
+
+    def refuse_claimed(self, ref: PartitionRef) -> None:
+        for claim in self.claims():
+            if claim.partition == ref.key and not (claim.run_key or "").endswith(".rejected"):
+                state = "running in " + claim.run_id if claim.run_id else "claimed, its run not started yet"
+                raise PartitionBusy(f"partition {ref.key} is held by batch {claim.job_id} ({state}); retry once done")
+
     def group_run_key(self, job_ids: list[str]) -> str:
         """One run per partition per tick: the first batch's claim run key (``+N`` for N more); claims record it."""
         first = self.read_claim(job_ids[0])

@@ -116,6 +116,19 @@ class S3Processing:
         """The published hash index (the validated local cache of every segment)."""
         yield self.published_index()
 
+    def forget_assets(self, paths: set[str]) -> int:
+        """Remove the hash-index entries naming any of ``paths`` from the published segments (rewritten, or
+        deleted once empty) and the local cache; return how many went. Every cache sees the changed segments and
+        reloads (:mod:`..ingest.s3_index`), so no cache keeps serving a removed entry."""
+        return self.index_cache().remove_paths(paths)
+
+    def drop_partition(self, ref: PartitionRef) -> None:
+        """Delete every object of a partition (``_metadata.json`` first, so no reader sees it half gone)."""
+        prefix = keys.partition(ref)
+        names = [o.key for o in self.storage.list(prefix)]
+        self.storage.delete([k for k in names if k == keys.partition_metadata(ref)])
+        self.storage.delete([k for k in names if k != keys.partition_metadata(ref)])
+
     def partitions(self) -> list[PartitionRef]:
         """Every partition of the catalog, listed level by level."""
         from ..catalog.s3 import S3Catalog  # the catalog package imports the lake's layout
@@ -291,5 +304,7 @@ class S3Processing:
         now = {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
         for name in sorted(now - {PARTITION_METADATA}):
             self.storage.upload(folder / name, f"{prefix}/{name}")
-        self.storage.upload(folder / PARTITION_METADATA, keys.partition_metadata(ref))
+        # the replaced parts go before _metadata.json: a deletion interrupted in between is found again by the
+        # batch its _metadata.json still lists, never left with the deleted rows in an old part it no longer names
         self.storage.delete(f"{prefix}/{name}" for name in sorted(before - now))
+        self.storage.upload(folder / PARTITION_METADATA, keys.partition_metadata(ref))

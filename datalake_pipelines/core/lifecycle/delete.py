@@ -1,0 +1,236 @@
+"""``datalake delete``: remove a batch, a partition, a dataset or a provider from the catalog, on either backend.
+
+A deletion is planned first (:func:`plan_delete`: the partitions, rows and files it touches, and the bytes of
+assets only the deleted rows reference, which GC frees once the retention passes), and a dry run stops there.
+The real run then, for every partition at once (refused with :class:`~..lake.locks.PartitionBusy` while a run
+holds any of them: ``Lake.hold_partition``):
+
+1. writes ``catalog_retained/<deletion-id>/deletion.json`` (who, what, when) and copies every catalog file of the
+   partition there (:mod:`.retained`: nothing is destroyed, so time travel can read the catalog as it was);
+2. drops the partition when every row goes (``Lake.drop_partition``), else compacts it without the batch's rows
+   (``compact_partition(drop_batches=...)`` in ``Lake.partition_view``, published by ``Lake.publish_partition``:
+   the partition stays one queryable ``data.parquet``) and removes the batch from its ``_metadata.json``;
+3. refreshes ``catalog.duckdb`` and writes ``logs/lifecycle/<deletion-id>.json``.
+
+Assets are not touched: GC removes them once nothing references them (:mod:`.gc`). Athena tables read the part
+files themselves, so Athena sees the deletion at once; a removed partition stays registered in Glue, empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ..catalog.parts import compact_partition, partition_files, read_partition_metadata
+from ..lake import keys
+from ..lake.layout import PartitionRef, check_name
+from ..lake.locks import exclusive_lock
+from ..storage.files import write_json_atomic
+from . import refs, retained
+
+
+@dataclass(frozen=True)
+class DeleteSelection:
+    """What to delete: exactly one of a batch id, a partition ``P/D/T/V``, a dataset ``P/D`` or a provider ``P``."""
+
+    batch: str | None = None
+    partition: str | None = None
+    dataset: str | None = None
+    provider: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [k for k, v in asdict(self).items() if v]
+        if len(given) != 1:
+            raise ValueError("choose exactly one of batch, partition, dataset (P/D) or provider (P) to delete")
+        if self.partition:
+            PartitionRef.parse(self.partition)
+        if self.dataset:
+            parts = self.dataset.split("/")
+            if len(parts) != 2:
+                raise ValueError(f"dataset {self.dataset!r} must look like provider/dataset")
+            check_name("provider", parts[0])
+            check_name("dataset", parts[1])
+        if self.provider:
+            check_name("provider", self.provider)
+
+    def describe(self) -> dict[str, str]:
+        return {k: v for k, v in asdict(self).items() if v}
+
+    def drop_batches(self) -> frozenset[str] | None:
+        """The deleted ``batch_id`` values, or None when whole partitions go."""
+        return frozenset([self.batch]) if self.batch else None
+
+    def matches(self, ref: PartitionRef) -> bool:
+        if self.partition:
+            return ref.key == self.partition
+        if self.dataset:
+            return f"{ref.provider}/{ref.dataset}" == self.dataset
+        return ref.provider == self.provider
+
+
+@dataclass
+class PartitionPlan:
+    partition: str
+    rows: int  # rows deleted
+    rows_before: int
+    files: list[str]  # catalog keys of the partition (Parquet and _metadata.json), all retained
+    removed: bool  # no row is left: the partition goes
+
+
+@dataclass
+class DeletePlan:
+    selection: dict[str, str]
+    partitions: list[PartitionPlan] = field(default_factory=list)
+    rows: int = 0
+    assets_freed: int = 0  # assets only the deleted rows reference (GC frees them after the retention)
+    bytes_freed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "selection": self.selection,
+            "partitions": [asdict(p) for p in self.partitions],
+            "rows": self.rows,
+            "partitions_removed": sum(p.removed for p in self.partitions),
+            "assets_freed": self.assets_freed,
+            "bytes_freed": self.bytes_freed,
+        }
+
+
+def _partitions_of(lake, selection: DeleteSelection) -> list[PartitionRef]:
+    refs_ = [r for r in lake.partitions() if selection.batch or selection.matches(r)]
+    if selection.batch:  # the partitions whose _metadata.json lists the batch
+        refs_ = [r for r in refs_ if selection.batch in _batches(lake, r)]
+    if not refs_:
+        raise ValueError(f"nothing to delete: no partition holds {_what(selection)} in {lake.base}")
+    return refs_
+
+
+def _batches(lake, ref: PartitionRef) -> set[str]:
+    try:
+        doc = json.loads(lake.storage.read_bytes(keys.partition_metadata(ref)))
+    except (FileNotFoundError, ValueError):
+        return set()
+    return {str(b.get("job_id")) for b in doc.get("batches", []) if isinstance(b, dict)}
+
+
+def _what(selection: DeleteSelection) -> str:
+    return " ".join(f"{k} {v}" for k, v in selection.describe().items())
+
+
+def plan_delete(lake, selection: DeleteSelection) -> DeletePlan:
+    """What deleting ``selection`` removes, read-only. ``bytes_freed`` counts each asset (by path) that the deleted
+    rows reference and nothing else does: no kept row of any partition, no retained catalog file of an earlier
+    deletion, no ``create_data_file`` entry. ValueError when nothing matches."""
+    plan = DeletePlan(selection.describe())
+    drop = selection.drop_batches()
+    touched: set[str] = set()
+    deleted: set[str] = set()
+    kept: set[str] = set()
+    for ref in _partitions_of(lake, selection):
+        objects = [
+            o.key for o in lake.storage.list(keys.partition(ref)) if not o.key.rsplit("/", 1)[-1].startswith(".")
+        ]
+        parts = [o.key for o in refs.parquet_objects(lake.storage, keys.partition(ref))]
+        touched.update(parts)
+        rows = rows_deleted = 0
+        for key in parts:
+            split = (
+                refs.all_dropped(lake.storage, key) if drop is None else refs.part_references(lake.storage, key, drop)
+            )
+            rows, rows_deleted = rows + split.rows, rows_deleted + split.rows_deleted
+            deleted |= split.deleted
+            kept |= split.kept
+        plan.partitions.append(PartitionPlan(ref.key, rows_deleted, rows, sorted(objects), rows_deleted == rows))
+        plan.rows += rows_deleted
+    if drop is not None:
+        plan.partitions = [p for p in plan.partitions if p.rows or p.removed]
+    others = refs.lake_references(lake, skip=touched)
+    sizes = refs.sizes(lake.storage, deleted - kept - others)
+    plan.assets_freed, plan.bytes_freed = len(sizes), sum(sizes.values())
+    return plan
+
+
+def delete(
+    lake, selection: DeleteSelection, dry_run: bool = False, batch_size: int = 10_000, refresh: bool = True
+) -> dict[str, Any]:
+    """Delete ``selection`` from the catalog of ``lake`` (see the module); return the plan's JSON plus
+    ``dry_run``, ``deletion_id``, ``who``, ``deleted_at``, ``retained`` (the retained folder's key) and
+    ``warehouse`` (the refresh summary, or None). Raises ValueError when nothing matches and
+    :class:`~..lake.locks.PartitionBusy` while a run holds one of the partitions (nothing is changed then). The
+    real run plans while it holds the partitions, so what it reports is what it removed."""
+    if dry_run:
+        return _document(plan_delete(lake, selection), True)
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        held: set[PartitionRef] = set()
+
+        def hold(refs_: list[PartitionRef]) -> None:
+            for ref in refs_:
+                if ref not in held:
+                    stack.enter_context(lake.hold_partition(ref))
+                    held.add(ref)
+
+        hold(_partitions_of(lake, selection))  # every partition held before any is read for the plan or changed
+        plan = plan_delete(lake, selection)
+        wanted = [PartitionRef.parse(p.partition) for p in plan.partitions]
+        hold(wanted)  # a partition of the dataset or provider created meanwhile
+        doc = _document(plan, False)
+        retained.write_record(lake.storage, doc["deletion_id"], doc)
+        for ref in wanted:
+            _delete_in_partition(lake, ref, selection, doc["deletion_id"], batch_size)
+    if refresh:
+        with exclusive_lock(lake.warehouse_lock):
+            doc["warehouse"] = lake.refresh_warehouse()
+    doc["seconds"] = round(time.monotonic() - started, 3)
+    lake.storage.write_bytes(
+        keys.lifecycle_record(doc["deletion_id"]),
+        json.dumps({"action": "delete", **doc}, indent=2, default=str).encode(),
+    )
+    return doc
+
+
+def _document(plan: DeletePlan, dry_run: bool) -> dict[str, Any]:
+    now = datetime.now(timezone.utc)
+    deletion_id = retained.new_deletion_id(now)
+    return {
+        **plan.to_json(),
+        "dry_run": dry_run,
+        "deletion_id": None if dry_run else deletion_id,
+        "who": refs.who(),
+        "deleted_at": now.isoformat(timespec="seconds"),
+        "deleted_at_ts": now.timestamp(),
+        "retained": None if dry_run else keys.retained(deletion_id),
+        "warehouse": None,
+    }
+
+
+def _delete_in_partition(
+    lake, ref: PartitionRef, selection: DeleteSelection, deletion_id: str, batch_size: int
+) -> None:
+    for key in lake.storage.list(keys.partition(ref)):
+        name = key.key.rsplit("/", 1)[-1]
+        if name.endswith(".parquet") or name == keys.PARTITION_METADATA:
+            lake.storage.copy(key.key, keys.retained_file(deletion_id, key.key))
+    drop = selection.drop_batches()
+    if drop is None:  # a whole partition; a batch's partition goes only once compaction finds no row left
+        lake.drop_partition(ref)
+        return
+    with lake.partition_view(ref) as view:
+        folder = view.partition_dir(ref)
+        before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        result = compact_partition(view, ref, batch_size, drop_batches=drop)
+        if result.rows == 0 or not partition_files(view, ref):
+            lake.drop_partition(ref)
+            return
+        meta = read_partition_metadata(view, ref)
+        if meta:
+            meta["batches"] = [b for b in meta.get("batches", []) if b.get("job_id") not in drop]
+            meta.setdefault("deletions", []).append(
+                {"deletion_id": deletion_id, "batches": sorted(drop), "rows": result.rows_deleted}
+            )
+            write_json_atomic(view.partition_metadata(ref), meta)
+        lake.publish_partition(view, ref, before)

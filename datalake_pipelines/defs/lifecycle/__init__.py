@@ -1,0 +1,1 @@
+"""Lifecycle jobs: delete rows from the catalog and collect unreferenced assets (core/lifecycle/)."""
