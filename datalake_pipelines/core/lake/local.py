@@ -27,6 +27,7 @@ from ..ingest.batch_sinks import LocalBatchSink
 from ..ingest.hash_index import HashIndex
 from ..ingest.manifest import load_manifest
 from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, process_pending
+from ..ingest.row_index import LocalRowDedup
 from ..ingest.verify import local_sizes
 from ..storage.backends import LocalStorage
 from ..storage.files import read_json, write_json_atomic
@@ -257,7 +258,14 @@ class LocalLake(BaseLake):
         """Compact a partition in place: one ``data.parquet``, duplicates dropped (idempotent), under the
         partition lock a processing run takes, so a CLI compaction never races an ingest of that partition."""
         with exclusive_lock(self.layout.partition_lock(ref)):
-            return compact_partition(self.layout, ref, batch_size)
+            result = compact_partition(self.layout, ref, batch_size)
+            if self.layout.hash_index.exists():  # duplicates dropped: the row index is rebuilt from data.parquet
+                index = HashIndex(self.layout.hash_index)
+                try:
+                    LocalRowDedup(self.layout, index).rebuild(ref)
+                finally:
+                    index.close()
+            return result
 
     def partitions(self) -> list[PartitionRef]:
         """Every partition folder under ``catalog/``."""
@@ -274,6 +282,11 @@ class LocalLake(BaseLake):
             yield index
         finally:
             index.close()
+
+    def row_index_problems(self, ref: PartitionRef, view: LakeLayout) -> list[str]:
+        """Where the row index disagrees with the partition's part files (``view`` is the lake itself here)."""
+        with self.hash_index() as index:
+            return [] if index is None else LocalRowDedup(self.layout, index).problems(ref)
 
     def catalog_uri(self, ref: PartitionRef) -> str:
         return str(self.layout.partition_dir(ref))

@@ -181,6 +181,9 @@ class S3Processing:
         """Download a partition's catalog files (Parquet parts and ``_metadata.json``) into ``work``."""
         return download_tree(self.storage, keys.partition(ref), work.partition_dir(ref))
 
+    def row_index_problems(self, ref: PartitionRef, view: LakeLayout) -> list[str]:
+        return []
+
     def catalog_uri(self, ref: PartitionRef) -> str:
         return self.uri_of(keys.partition(ref))
 
