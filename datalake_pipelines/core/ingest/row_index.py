@@ -162,7 +162,7 @@ def file_signature(path: Path) -> str:
 class RowDedup(Protocol):
     """What :class:`~.processing.BatchProcessor` asks of a row index, per partition, under the partition's lock."""
 
-    def prepare(self, ref: PartitionRef) -> None:
+    def prepare(self, ref: PartitionRef) -> object:
         """Bring the partition's entries in line with its part files (before the first lookup)."""
 
     def seen(self, ref: PartitionRef, hashes: list[str], exclude_part: str | None) -> set[str]:
@@ -187,8 +187,8 @@ class LocalRowDedup:
         folder = self.layout.partition_dir(ref)
         return lambda name: read_column(folder / name, ROW_HASH)
 
-    def prepare(self, ref: PartitionRef) -> None:
-        self.rows.reconcile(ref.key, self.current(ref), self._hashes_of(ref))
+    def prepare(self, ref: PartitionRef) -> dict[str, int]:
+        return self.rows.reconcile(ref.key, self.current(ref), self._hashes_of(ref))
 
     def seen(self, ref: PartitionRef, hashes: list[str], exclude_part: str | None) -> set[str]:
         return self.rows.seen(ref.key, hashes, exclude_part)
