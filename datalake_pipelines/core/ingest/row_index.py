@@ -2,10 +2,10 @@
 
 Two tables in the hash index's SQLite file (the lake's ``index/hash_index.sqlite``, or an S3 lake's cache):
 
-* ``row_hashes (partition, row_hash, part)``, primary key ``(partition, row_hash)``: one row per distinct row hash
-  of a partition, with the part file it was read from;
-* ``row_parts (partition, part, signature)``: the part files whose hashes are in ``row_hashes``, each with the
-  signature (``size:mtime_ns`` locally, ``size:etag`` on S3) of the version that was read.
+* ``row_hashes (pid, h, part)``, primary key ``(pid, h)``: one row per distinct row hash of a partition (``pid``
+  numbers it in ``row_partitions``; ``h`` is the hash's 32 bytes), with the part file it was read from;
+* ``row_parts (pid, part, signature)``: the part files whose hashes are in ``row_hashes``, each with the
+  signature (``size:mtime_ns`` locally, ``size-etag`` on S3) of the version that was read.
 
 The part files are the truth and the index only a cache of them. Crash consistency rests on one order and one
 check. The order: a part's hashes are recorded only after the part is committed (renamed into place locally,
@@ -25,6 +25,7 @@ reading each partition's ``row_hash`` columns once, on the partition's first bat
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
@@ -34,16 +35,37 @@ from ..lake.layout import LakeLayout, PartitionRef
 from .hash_index import HashIndex
 
 ROW_TABLES = (
-    "CREATE TABLE IF NOT EXISTS row_hashes (partition TEXT NOT NULL, row_hash TEXT NOT NULL, part TEXT NOT NULL,"
-    " PRIMARY KEY (partition, row_hash)) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS row_parts (partition TEXT NOT NULL, part TEXT NOT NULL, signature TEXT NOT NULL,"
-    " PRIMARY KEY (partition, part)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS row_partitions (id INTEGER PRIMARY KEY, partition TEXT NOT NULL UNIQUE)",
+    "CREATE TABLE IF NOT EXISTS row_parts (id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, part TEXT NOT NULL,"
+    " signature TEXT NOT NULL, UNIQUE (pid, part))",
+    "CREATE TABLE IF NOT EXISTS row_hashes (pid INTEGER NOT NULL, h BLOB NOT NULL, part INTEGER NOT NULL,"
+    " PRIMARY KEY (pid, h)) WITHOUT ROWID",
 )
 LOOKUP_CHUNK = 500  # hashes per ``IN (...)`` query: below SQLite's variable limit, few round trips
+CACHE_KIB = 65_536  # SQLite page cache per connection: the upper levels of a partition's B-tree stay in memory
+_PAD = b"\x00" * 33
+
+
+def pack(row_hash: str) -> bytes:
+    """A row hash as its key: the 32 bytes of a canonical SHA-256 hex digest (half the index of the text), any
+    other string padded past 32 bytes so that two strings never share a key."""
+    if len(row_hash) == 64:
+        try:
+            raw = bytes.fromhex(row_hash)
+        except ValueError:
+            raw = b""
+        if raw.hex() == row_hash:
+            return raw
+    return _PAD + row_hash.encode()
+
+
+def unpack(key: bytes) -> str:
+    return key.hex() if len(key) == 32 else key[len(_PAD) :].decode()
 
 
 class RowIndex:
-    """The row-hash tables of one SQLite hash index (shares ``index``'s per-thread connection)."""
+    """The row-hash tables of one SQLite hash index (shares ``index``'s per-thread connection). Partitions and
+    parts are numbered (``row_partitions``, ``row_parts``) so each entry is a few dozen bytes."""
 
     def __init__(self, index: HashIndex):
         self.index = index
@@ -51,10 +73,22 @@ class RowIndex:
             for sql in ROW_TABLES:
                 conn.execute(sql)
 
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        conn = self.index._conn
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        return conn
+
+    def _pid(self, conn: sqlite3.Connection, partition: str, create: bool = False) -> int | None:
+        if create:
+            conn.execute("INSERT OR IGNORE INTO row_partitions (partition) VALUES (?)", (partition,))
+        row = conn.execute("SELECT id FROM row_partitions WHERE partition = ?", (partition,)).fetchone()
+        return None if row is None else int(row[0])
+
     def parts(self, partition: str) -> dict[str, str]:
         """Recorded part name -> signature for ``partition`` (a ``provider/dataset/task/variant`` key)."""
-        sql = "SELECT part, signature FROM row_parts WHERE partition = ?"
-        return dict(self.index._conn.execute(sql, (partition,)))
+        sql = "SELECT part, signature FROM row_parts JOIN row_partitions p ON p.id = pid WHERE p.partition = ?"
+        return dict(self._conn.execute(sql, (partition,)))
 
     def reconcile(
         self, partition: str, current: dict[str, str], hashes_of: Callable[[str], Iterable[str | None]]
@@ -74,54 +108,58 @@ class RowIndex:
 
     def record(self, partition: str, part: str, signature: str, hashes: Iterable[str | None]) -> int:
         """Record a committed part's hashes and its signature in one transaction; return how many were new."""
-        rows = [(partition, h, part) for h in hashes if h]
-        conn = self.index._conn
+        keys = sorted({pack(h) for h in hashes if h})  # in key order: a bulk build appends to the B-tree
+        conn = self._conn
         with conn:
-            before = conn.total_changes
-            conn.executemany("INSERT OR IGNORE INTO row_hashes (partition, row_hash, part) VALUES (?, ?, ?)", rows)
-            added = conn.total_changes - before
+            pid = self._pid(conn, partition, create=True)
             conn.execute(
-                "INSERT OR REPLACE INTO row_parts (partition, part, signature) VALUES (?, ?, ?)",
-                (partition, part, signature),
+                "INSERT INTO row_parts (pid, part, signature) VALUES (?, ?, ?)"
+                " ON CONFLICT (pid, part) DO UPDATE SET signature = excluded.signature",
+                (pid, part, signature),
             )
-        return added
+            part_id = conn.execute("SELECT id FROM row_parts WHERE pid = ? AND part = ?", (pid, part)).fetchone()[0]
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO row_hashes (pid, h, part) VALUES (?, ?, ?)", [(pid, k, part_id) for k in keys]
+            )
+            return conn.total_changes - before
 
     def resign(self, partition: str, part: str, signature: str) -> None:
         """Record a new signature for a part rewritten with the same rows (``conform_parts``'s type widening)."""
-        with self.index._conn as conn:
-            conn.execute(
-                "UPDATE row_parts SET signature = ? WHERE partition = ? AND part = ?", (signature, partition, part)
-            )
+        with self._conn as conn:
+            pid = self._pid(conn, partition)
+            conn.execute("UPDATE row_parts SET signature = ? WHERE pid = ? AND part = ?", (signature, pid, part))
 
     def forget(self, partition: str) -> None:
         """Drop every entry and recorded part of ``partition`` (rebuilt from its part files on next use)."""
-        with self.index._conn as conn:
-            conn.execute("DELETE FROM row_hashes WHERE partition = ?", (partition,))
-            conn.execute("DELETE FROM row_parts WHERE partition = ?", (partition,))
+        with self._conn as conn:
+            pid = self._pid(conn, partition)
+            conn.execute("DELETE FROM row_hashes WHERE pid = ?", (pid,))
+            conn.execute("DELETE FROM row_parts WHERE pid = ?", (pid,))
 
     def seen(self, partition: str, hashes: list[str], exclude_part: str | None = None) -> set[str]:
         """The hashes among ``hashes`` the partition already holds, one query per :data:`LOOKUP_CHUNK` hashes.
 
         ``exclude_part`` (a part name) leaves out the hashes read from that part: the batch's own part file left by
         an interrupted run of the same job, which this run replaces."""
+        conn = self._conn
+        pid = self._pid(conn, partition)
+        if pid is None:
+            return set()
+        row = conn.execute("SELECT id FROM row_parts WHERE pid = ? AND part = ?", (pid, exclude_part or "")).fetchone()
+        excluded = -1 if row is None else row[0]
         found: set[str] = set()
-        conn = self.index._conn
         for start in range(0, len(hashes), LOOKUP_CHUNK):
-            chunk = hashes[start : start + LOOKUP_CHUNK]
+            chunk = [pack(h) for h in hashes[start : start + LOOKUP_CHUNK]]
             marks = ", ".join("?" * len(chunk))
-            sql = f"SELECT row_hash FROM row_hashes WHERE partition = ? AND row_hash IN ({marks}) AND part != ?"
-            found.update(r[0] for r in conn.execute(sql, (partition, *chunk, exclude_part or "")))
+            sql = f"SELECT h FROM row_hashes WHERE pid = ? AND h IN ({marks}) AND part != ?"
+            found.update(unpack(r[0]) for r in conn.execute(sql, (pid, *chunk, excluded)))
         return found
 
     def hashes(self, partition: str) -> set[str]:
         """Every row hash recorded for ``partition`` (for ``catalog verify``; O(partition))."""
-        sql = "SELECT row_hash FROM row_hashes WHERE partition = ?"
-        return {r[0] for r in self.index._conn.execute(sql, (partition,))}
-
-    def count(self, partition: str) -> int:
-        return self.index._conn.execute("SELECT count(*) FROM row_hashes WHERE partition = ?", (partition,)).fetchone()[
-            0
-        ]
+        sql = "SELECT h FROM row_hashes JOIN row_partitions p ON p.id = pid WHERE p.partition = ?"
+        return {unpack(r[0]) for r in self._conn.execute(sql, (partition,))}
 
 
 def index_problems(

@@ -20,7 +20,7 @@ from datalake_pipelines import DatalakeClient
 from datalake_pipelines.core.catalog.parts import ROW_HASH
 from datalake_pipelines.core.catalog.verify import verify_lake
 from datalake_pipelines.core.ingest import s3_rows
-from datalake_pipelines.core.ingest.row_index import LocalRowDedup, RowIndex
+from datalake_pipelines.core.ingest.row_index import LocalRowDedup, RowIndex, pack, unpack
 from datalake_pipelines.core.lake import keys
 from datalake_pipelines.core.lake.layout import PartitionRef
 
@@ -127,8 +127,8 @@ def test_a_lake_older_than_the_row_index_still_dedups(base, tmp_path):
             path.unlink()
     else:
         with sqlite3.connect(Path(base) / "index" / "hash_index.sqlite") as conn:
-            conn.execute("DROP TABLE row_hashes")
-            conn.execute("DROP TABLE row_parts")
+            for table in ("row_hashes", "row_parts", "row_partitions"):
+                conn.execute(f"DROP TABLE {table}")
     client = new_client(base)
     again = ingest(client, ["b", "a", "d"])
     assert (again.rows_added, again.rows_duplicate) == (1, 2)
@@ -151,6 +151,13 @@ def test_compaction_keeps_the_index_true(base):
     assert verify_lake(base, REF.key, index=False)["ok"]
 
 
+def test_row_hash_keys_are_one_to_one():
+    digest = "0123456789abcdef" * 4
+    strings = [digest, digest.upper(), "00" + "61" * 31, "\x00" * 33 + "a", "a", "", "é" * 40]
+    assert len({pack(s) for s in strings}) == len(strings)
+    assert [unpack(pack(s)) for s in strings] == strings and len(pack(digest)) == 32
+
+
 def test_verify_reports_a_tampered_index(base):
     client = new_client(base)
     result = ingest(client, ["a", "b"])
@@ -165,8 +172,11 @@ def test_verify_reports_a_tampered_index(base):
         with client.lake.hash_index() as index:
             conn = index._conn
             with conn:
-                conn.execute("DELETE FROM row_hashes WHERE row_hash = (SELECT min(row_hash) FROM row_hashes)")
-                conn.execute("INSERT INTO row_hashes VALUES (?, ?, ?)", (REF.key, "f" * 64, part))
+                conn.execute("DELETE FROM row_hashes WHERE h = (SELECT min(h) FROM row_hashes)")
+                conn.execute(
+                    "INSERT INTO row_hashes (pid, h, part) SELECT pid, ?, id FROM row_parts WHERE part = ?",
+                    (pack("f" * 64), part),
+                )
     report = verify_lake(base, REF.key, index=False)
     problems = " ".join(report["partitions"][0]["problems"])
     assert not report["ok"]
