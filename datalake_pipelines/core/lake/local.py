@@ -288,6 +288,9 @@ class LocalLake(BaseLake):
         with self.hash_index() as index:
             return [] if index is None else LocalRowDedup(self.layout, index).problems(ref)
 
+    def fill_view(self, view: LakeLayout, ref: PartitionRef) -> None:
+        """Nothing to do: a local lake's view is the lake itself, holding the whole partition."""
+
     def catalog_uri(self, ref: PartitionRef) -> str:
         return str(self.layout.partition_dir(ref))
 

@@ -209,13 +209,18 @@ class S3Processing:
                 self.storage.download(obj.key, target, obj.size)
 
     def fetch_parts(self, work: LakeLayout, ref: PartitionRef) -> None:
-        """Download the partition's part files ``work`` lacks (to conform them to a widened contract)."""
+        """Download the partition's catalog files ``work`` lacks (the ones it holds are the same or newer: a run's
+        own part and ``_metadata.json`` are published from it). Used to conform older parts to a widened contract,
+        and by :meth:`fill_view` for the ingest asset's whole-partition reports."""
         prefix = keys.partition(ref)
         for obj in self.storage.list(prefix + "/"):
-            name = obj.key.removeprefix(prefix + "/")
-            target = work.partition_dir(ref) / name
-            if name.endswith(".parquet") and "/" not in name and not target.exists():
+            target = work.partition_dir(ref) / obj.key.removeprefix(prefix + "/")
+            if not target.exists():
                 self.storage.download(obj.key, target, obj.size)
+
+    def fill_view(self, view: LakeLayout, ref: PartitionRef) -> None:
+        """Make a run's work lake hold the whole partition (its profile, preview and checks read every row)."""
+        self.fetch_parts(view, ref)
 
     def catalog_uri(self, ref: PartitionRef) -> str:
         return self.uri_of(keys.partition(ref))
