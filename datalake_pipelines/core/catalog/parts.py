@@ -217,6 +217,12 @@ def partition_contract(layout: LakeLayout, ref: PartitionRef, exclude: Path | No
     return fold_schemas(contract_from_json(read_partition_metadata(layout, ref)), schemas, ref.key)
 
 
+def contract_differs(layout: LakeLayout, ref: PartitionRef, contract: pa.Schema) -> bool:
+    """Whether ``contract`` differs from the one recorded in the partition's ``_metadata.json`` (or none is)."""
+    recorded = contract_from_json(read_partition_metadata(layout, ref))
+    return recorded is None or not recorded.equals(contract)
+
+
 def contract_disagreements(layout: LakeLayout, ref: PartitionRef) -> list[str]:
     """One line per stored part-file column whose type differs from the partition's contract (empty when they all
     agree, or the partition has no contract). Readers that take each file's own schema (DuckDB's ``read_parquet``)

@@ -44,8 +44,9 @@ def verify_lake(
     "problems", "truncated"}], "references", "missing_count", "index"}``; ``ok`` is False when any reference
     is missing, outside the lake, of the wrong size or (with ``hashes``) of the wrong content, or when a part
     file holds a column in another type than the partition's schema contract (``problems`` names the file,
-    column and both types). Raises ``InvalidNameError`` for a malformed ``partition`` and ``ValueError`` when
-    that partition does not exist.
+    column and both types), or when the row index disagrees with the part files (``problems`` says how).
+    Raises ``InvalidNameError`` for a malformed ``partition`` and ``ValueError`` when that partition does not
+    exist.
     """
     refs = [PartitionRef.parse(partition)] if partition else None
     lake = open_lake(base, create=False)
@@ -58,7 +59,8 @@ def verify_lake(
             outcome = check_asset_files(
                 view, ref, sha256_of=lake.asset_sha256, storage=lake.storage, sizes_of=lake.asset_sizes, hashes=hashes
             )
-            docs.append(_doc(ref, outcome, contract_disagreements(view, ref)))
+            problems = [*contract_disagreements(view, ref), *lake.row_index_problems(ref, view)]
+            docs.append(_doc(ref, outcome, problems))
     index_doc: dict[str, Any] | None = None
     if index or (index is None and partition is None):
         with lake.hash_index() as hash_index:

@@ -11,11 +11,9 @@ when the batch itself is invalid (manifest, meta, Parquet). A failed batch moves
 from __future__ import annotations
 
 import os
-import shutil
-import threading
 import time
 import unicodedata
-import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,15 +30,15 @@ from ..catalog.parts import (
     ROW_HASH,
     PartWriter,
     conform_parts,
-    existing_row_hashes,
+    contract_differs,
     partition_contract,
     record_batch_in_partition,
 )
 from ..catalog.schema_contract import merge_contract, part_schema
 from ..errors import BatchError, DatalakeError, ValidationError
-from ..lake.layout import BATCH_DATA, LakeLayout
+from ..lake.layout import BATCH_DATA, LakeLayout, PartitionRef
 from ..lake.locks import exclusive_lock
-from ..lake.queue import fail_batch, scan_pending
+from ..lake.queue import discard_batch, fail_batch, purge_discarded, scan_pending
 from ..lake.schema import SchemaConfig, load_schema
 from ..storage.files import UnsafePathError, safe_join, utc_now, utc_now_iso, write_json_atomic
 from .asset_store import StoredFile, StoreOptions, store_files
@@ -53,6 +51,7 @@ from .manifest import BatchManifest, load_manifest
 from .quarantine import quarantine_rows
 from .rejections import record_rejections
 from .row_identity import RowIdentity
+from .row_index import BatchSeen, LocalRowDedup, RowDedup
 
 STORE_CHUNK = 64  # files per worker task: amortizes the pool overhead and batches the index lookup
 
@@ -104,19 +103,6 @@ def claim_batch(layout: LakeLayout, job_id: str) -> bool:
     return True
 
 
-def discard_batch(batch_dir: Path) -> None:
-    """Remove a processed batch: an instant rename to a hidden name, the deletion in the background."""
-    done = batch_dir.with_name(f".done-{batch_dir.name}-{uuid.uuid4().hex[:6]}")
-    os.rename(batch_dir, done)
-    threading.Thread(target=shutil.rmtree, args=(done,), kwargs={"ignore_errors": True}).start()
-
-
-def purge_discarded(layout: LakeLayout) -> None:
-    """Delete processed batches whose background deletion was interrupted (process killed)."""
-    for path in layout.processing.glob(".done-*"):
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def write_job_record(layout: LakeLayout, result: BatchResult, extra: dict[str, Any] | None = None) -> None:
     write_json_atomic(layout.job_record(result.job_id), {**result.to_json(), **(extra or {})})
 
@@ -132,11 +118,16 @@ class BatchProcessor:
         options: ProcessOptions,
         schema: SchemaConfig | None = None,
         index: HashIndex | None = None,
+        rows: RowDedup | None = None,
+        fetch_parts: Callable[[PartitionRef], object] | None = None,
     ):
+        # rows: the row index (default: the lake's own); fetch_parts: brings older parts into an S3 work lake
         self.layout = layout
         self.options = options
         self.schema = schema or load_schema(layout)
         self.index = index or HashIndex(layout.hash_index)
+        self.rows: RowDedup = rows or LocalRowDedup(layout, self.index)
+        self.fetch_parts = fetch_parts
         self.store_options = StoreOptions(options.max_pixels, options.optimize_images, options.full_decode)
         purge_discarded(layout)
 
@@ -158,6 +149,8 @@ class BatchProcessor:
                 published = writer.commit()
                 writer = None
                 result.part_file = str(published) if published else None
+                if self.fetch_parts and published and contract_differs(self.layout, manifest.partition, self._contract):
+                    self.fetch_parts(manifest.partition)  # an S3 work lake held only _metadata.json and new parts
                 record_batch_in_partition(
                     self.layout,
                     manifest.partition,
@@ -167,9 +160,15 @@ class BatchProcessor:
                     manifest.to_json(),
                     [{"job_id": job_id, **p} for p in self._promotions] if published else [],
                 )
-                if published:  # older parts take any widened type (also after a crash here): one type per column
-                    conformed = conform_parts(self.layout, manifest.partition, self._contract, self.options.batch_size)
-                    result.conformed_parts = [str(p) for p in conformed]
+                # older parts take any widened type (also after a crash here): one type per column
+                conformed = (
+                    conform_parts(self.layout, manifest.partition, self._contract, self.options.batch_size)
+                    if published
+                    else []
+                )
+                result.conformed_parts = [str(p) for p in conformed]
+                # after the part's rename, never before: see row_index (a crash before this is caught on next use)
+                self.rows.committed(manifest.partition, conformed)
                 if rejected_rows:  # quarantined, and named in the partition's history (still under the lock)
                     quarantine = quarantine_rows(self.layout, batch_dir, manifest, rejected_rows, result)
                     result.rejected_dir = str(quarantine)
@@ -272,7 +271,8 @@ class BatchProcessor:
         self._sources = {f.get("path"): f.get("source") for f in manifest.files if isinstance(f, dict)}
         self._batch_files = regular_files(batch_dir)
         self._referenced: set[str] = set()  # batch files some row names (kept with the rows or stored)
-        seen = existing_row_hashes(self.layout, manifest.partition, exclude=writer.target)
+        self.rows.prepare(manifest.partition)
+        seen = BatchSeen(self.rows, manifest.partition, writer.target.name)
         ingested_at = utc_now()
         rejected_tables: list[pa.Table] = []
         offset = 0
@@ -299,7 +299,7 @@ class BatchProcessor:
         batch_dir: Path,
         manifest: BatchManifest,
         pool: ThreadPoolExecutor,
-        seen: set[str],
+        seen: BatchSeen,
         ingested_at: Any,
         result: BatchResult,
     ) -> tuple[pa.Table | None, list[int]]:
@@ -382,11 +382,14 @@ class BatchProcessor:
         if not out.schema.equals(target):
             out = cast_table(out, target)  # a promotion the contract recorded (int32 -> int64, ...)
         # Each occurrence of a content has its own row_hash: a hit means the row is already in the partition.
+        hashes = out.column(ROW_HASH).to_pylist()
+        known = seen.lookup(hashes)
         fresh = []
-        for j, h in enumerate(out.column(ROW_HASH).to_pylist()):
-            if h in seen:
+        for j, h in enumerate(hashes):
+            if h in known:
                 result.rows_duplicate += 1
                 continue
+            known.add(h)
             seen.add(h)
             fresh.append(j)
         result.rows_added += len(fresh)

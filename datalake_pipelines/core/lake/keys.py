@@ -29,6 +29,7 @@ CATALOG = "catalog"
 ASSETS = "assets"
 INDEX = "index"
 SEGMENTS = "index/segments"
+ROW_SEGMENTS = "index/rows"  # per-partition row-hash segments of an S3 lake (core/ingest/s3_rows.py)
 CONFIG = "config"
 SCHEMA = "config/schema.yaml"
 LOGS = "logs"
@@ -118,6 +119,16 @@ def asset(provider: str, dataset: str, sha256: str, ext: str) -> str:
 def is_asset(key: str) -> bool:
     """True for a key under ``assets/`` that cannot escape it (no ``..`` segment)."""
     return key.startswith(ASSETS + "/") and ".." not in key.split("/")
+
+
+def row_segments(ref: PartitionRef) -> str:
+    """The folder of a partition's row-hash segments on an S3 lake."""
+    return f"{ROW_SEGMENTS}/{ref.key}"
+
+
+def row_segment(ref: PartitionRef, part: str, signature: str) -> str:
+    """The row-hash segment of one version (``signature``: ``size-etag``) of the part file ``part``."""
+    return f"{row_segments(ref)}/{part}/{signature}.parquet"
 
 
 def index_segment(job_id: str) -> str:

@@ -27,6 +27,7 @@ from ..ingest.asset_store import sha256_file
 from ..ingest.hash_index import HashIndex
 from ..ingest.manifest import load_manifest
 from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, process_pending
+from ..ingest.row_index import LocalRowDedup
 from ..ingest.verify import local_sizes
 from ..storage.backends import LocalStorage
 from ..storage.files import read_json, write_json_atomic
@@ -262,7 +263,14 @@ class LocalLake(BaseLake):
         """Compact a partition in place: one ``data.parquet``, duplicates dropped (idempotent), under the
         partition lock a processing run takes, so a CLI compaction never races an ingest of that partition."""
         with exclusive_lock(self.layout.partition_lock(ref)):
-            return compact_partition(self.layout, ref, batch_size)
+            result = compact_partition(self.layout, ref, batch_size)
+            if self.layout.hash_index.exists():  # duplicates dropped: the row index is rebuilt from data.parquet
+                index = HashIndex(self.layout.hash_index)
+                try:
+                    LocalRowDedup(self.layout, index).rebuild(ref)
+                finally:
+                    index.close()
+            return result
 
     @contextlib.contextmanager
     def hold_partition(self, ref: PartitionRef) -> Iterator[None]:
@@ -309,6 +317,14 @@ class LocalLake(BaseLake):
             yield index
         finally:
             index.close()
+
+    def row_index_problems(self, ref: PartitionRef, view: LakeLayout) -> list[str]:
+        """Where the row index disagrees with the partition's part files (``view`` is the lake itself here)."""
+        with self.hash_index() as index:
+            return [] if index is None else LocalRowDedup(self.layout, index).problems(ref)
+
+    def fill_view(self, view: LakeLayout, ref: PartitionRef) -> None:
+        """Nothing to do: a local lake's view is the lake itself, holding the whole partition."""
 
     def catalog_uri(self, ref: PartitionRef) -> str:
         return str(self.layout.partition_dir(ref))

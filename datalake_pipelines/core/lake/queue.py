@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -246,3 +249,16 @@ def reject_pending(layout: LakeLayout, job_id: str, reason: str) -> Path | None:
         return None
     write_json_atomic(target / "error.json", {"job_id": job_id, "error": reason, "failed_at": utc_now_iso()})
     return target
+
+
+def discard_batch(batch_dir: Path) -> None:
+    """Remove a processed batch: an instant rename to a hidden name, the deletion in the background."""
+    done = batch_dir.with_name(f".done-{batch_dir.name}-{uuid.uuid4().hex[:6]}")
+    os.rename(batch_dir, done)
+    threading.Thread(target=shutil.rmtree, args=(done,), kwargs={"ignore_errors": True}).start()
+
+
+def purge_discarded(layout: LakeLayout) -> None:
+    """Delete processed batches whose background deletion was interrupted (process killed)."""
+    for path in layout.processing.glob(".done-*"):
+        shutil.rmtree(path, ignore_errors=True)

@@ -19,15 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..catalog.parts import CompactionResult, compact_partition
+from ..catalog.parts import CompactionResult, compact_partition, read_partition_metadata
 from ..errors import ValidationError
 from ..ingest.hash_index import HashIndex
 from ..ingest.manifest import load_manifest
 from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, write_job_record
 from ..ingest.s3_index import SegmentCache, TieredHashIndex
+from ..ingest.s3_rows import S3RowSegments
 from ..storage.backends import cache_dir_for, download_tree, upload_tree
 from . import batches, keys
-from .keys import BATCH_MANIFEST, ERROR_FILE, PARTITION_METADATA
+from .keys import BATCH_MANIFEST, COMPACTED_PART, ERROR_FILE, PARTITION_METADATA
 from .layout import LakeLayout, PartitionRef
 from .protocol import ClaimOptions
 
@@ -194,6 +195,46 @@ class S3Processing:
         """Download a partition's catalog files (Parquet parts and ``_metadata.json``) into ``work``."""
         return download_tree(self.storage, keys.partition(ref), work.partition_dir(ref))
 
+    def row_index_problems(self, ref: PartitionRef, view: LakeLayout) -> list[str]:
+        """Where the partition's row-hash segments disagree with its part files (copies in ``view``)."""
+        cache = SegmentCache(self.storage, self.cache / "index")
+        return S3RowSegments(self.storage, cache.index, cache.folder).problems(ref, view.partition_dir(ref))
+
+    def fetch_for_batch(self, work: LakeLayout, ref: PartitionRef) -> None:
+        """What a batch's run needs of its partition, never every part file: ``_metadata.json`` (the schema
+        contract, the batch history) and the parts it does not record (a run that died between uploading its part
+        and its ``_metadata.json``: their types may be wider than the recorded contract). A partition without a
+        recorded contract (an older lake) is fetched whole. Row dedup reads segments instead (``s3_rows``)."""
+        prefix = keys.partition(ref)
+        objects = {o.key.removeprefix(prefix + "/"): o for o in self.storage.list(prefix + "/")}
+        if PARTITION_METADATA in objects:
+            self.storage.download(keys.partition_metadata(ref), work.partition_metadata(ref))
+        meta = read_partition_metadata(work, ref)
+        if "contract" not in meta:
+            self.fetch_parts(work, ref)
+            return
+        recorded = {Path(keys.part_file(ref, b.get("job_id", ""))).name for b in meta.get("batches", [])}
+        if meta.get("compacted_at"):
+            recorded.add(COMPACTED_PART)
+        for name, obj in objects.items():
+            target = work.partition_dir(ref) / name
+            if name.endswith(".parquet") and "/" not in name and name not in recorded and not target.exists():
+                self.storage.download(obj.key, target, obj.size)
+
+    def fetch_parts(self, work: LakeLayout, ref: PartitionRef) -> None:
+        """Download the partition's catalog files ``work`` lacks (the ones it holds are the same or newer: a run's
+        own part and ``_metadata.json`` are published from it). Used to conform older parts to a widened contract,
+        and by :meth:`fill_view` for the ingest asset's whole-partition reports."""
+        prefix = keys.partition(ref)
+        for obj in self.storage.list(prefix + "/"):
+            target = work.partition_dir(ref) / obj.key.removeprefix(prefix + "/")
+            if not target.exists():
+                self.storage.download(obj.key, target, obj.size)
+
+    def fill_view(self, view: LakeLayout, ref: PartitionRef) -> None:
+        """Make a run's work lake hold the whole partition (its profile, preview and checks read every row)."""
+        self.fetch_parts(view, ref)
+
     def catalog_uri(self, ref: PartitionRef) -> str:
         return self.uri_of(keys.partition(ref))
 
@@ -210,10 +251,13 @@ class S3Processing:
         schema = self.schema()
         download_tree(self.storage, keys.pending_batch(job_id), work.processing_batch(job_id))
         with contextlib.suppress(ValidationError, ValueError):
-            self.fetch_partition(work, load_manifest(work.processing_batch(job_id), job_id).partition)
+            self.fetch_for_batch(work, load_manifest(work.processing_batch(job_id), job_id).partition)
         cache = self.index_cache()
         run_index = TieredHashIndex(work.index_dir / f"run-{job_id}.sqlite", cache.index, self.existing_assets)
-        processor = BatchProcessor(work, options, schema=schema, index=run_index)
+        rows = S3RowSegments(self.storage, cache.index, cache.folder)
+        processor = BatchProcessor(
+            work, options, schema=schema, index=run_index, rows=rows, fetch_parts=lambda r: self.fetch_parts(work, r)
+        )
         result = processor.process(job_id, run_info)
         clash = self._part_clash(job_id, result) if result.status == "done" else None
         if clash is not None:  # nothing is published, and the done batch's job record stays
@@ -221,7 +265,7 @@ class S3Processing:
             result.rejected_dir = self.fail(job_id, {"error": clash, "partition": result.partition, **(run_info or {})})
             return result
         if result.status == "done":
-            self._publish(work, job_id, result, run_index, cache)
+            self._publish(work, job_id, result, run_index, cache, rows)
         else:
             error = json.loads((work.failed_batch(job_id) / ERROR_FILE).read_text())
             result.rejected_dir = self.fail(job_id, error)
@@ -249,7 +293,13 @@ class S3Processing:
         return results
 
     def _publish(
-        self, work: LakeLayout, job_id: str, result: BatchResult, run_index: TieredHashIndex, cache: SegmentCache
+        self,
+        work: LakeLayout,
+        job_id: str,
+        result: BatchResult,
+        run_index: TieredHashIndex,
+        cache: SegmentCache,
+        rows: S3RowSegments,
     ) -> None:
         entries = run_index.new_entries()
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -262,10 +312,12 @@ class S3Processing:
             if result.part_file:
                 part = Path(result.part_file)
                 self.storage.upload(part, f"{prefix}/{part.name}")
+                rows.publish(ref, [part])  # its row-hash segment, after the part (see ingest/s3_rows.py)
                 result.part_file = self.uri_of(f"{prefix}/{part.name}")
             conformed = [Path(c) for c in result.conformed_parts]  # older parts rewritten in widened contract types
             for path in conformed:
                 self.storage.upload(path, f"{prefix}/{path.name}")
+            rows.publish(ref, conformed, same_rows=True)
             result.conformed_parts = [self.uri_of(f"{prefix}/{p.name}") for p in conformed]
             if work.partition_metadata(
                 ref
@@ -295,6 +347,11 @@ class S3Processing:
         result = compact_partition(view, ref, batch_size)
         if folder.is_dir():
             self.publish_partition(view, ref, before)
+            cache = SegmentCache(self.storage, self.cache / "index")
+            rows = S3RowSegments(self.storage, cache.index, cache.folder)
+            if result.path is not None:
+                rows.publish(ref, [result.path])
+            rows.rebuild(ref)  # duplicates dropped, parts gone: only data.parquet's hashes stay indexed
         return result
 
     def publish_partition(self, work: LakeLayout, ref: PartitionRef, before: set[str]) -> None:

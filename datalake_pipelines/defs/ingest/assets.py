@@ -45,12 +45,13 @@ def catalog_partition(context: dg.AssetExecutionContext, lake: LakeResource, s3:
     job_ids = run_job_ids(context)
     the_lake = lake.lake(s3)
     seconds = Stopwatch()
-    # Everything is read from the view the run worked in (on S3 a work lake holding the whole partition).
+    # Everything is read from the view the run worked in (on S3 a work lake, filled with the whole partition).
     with the_lake.work_view((job_ids or [f"rebuild-{ref.provider}"])[0]) as view:
         metadata: dict[str, Any]
         if job_ids:
             run_info = {"run_id": context.run.run_id, "step": "catalog_partition"}
             results = the_lake.process(job_ids, lake.process_options(), run_info, view, context.log)
+            the_lake.fill_view(view, ref)  # on S3 processing fetched only _metadata.json; the reports read every row
             metadata = {"mode": "ingest", **run_metadata(results)}
         else:
             results = []
