@@ -225,3 +225,25 @@ def test_gc_marks_again_when_a_compaction_replaces_a_part_it_listed(client, make
     report = client.gc(grace=0, retention=0)
     assert compacted and report["collected"] == 0 and report["referenced"] == 2
     assert verify_lake(client.base_path)["ok"]
+
+
+def test_deleted_rows_uploaded_again_are_added_again(client, make_jpeg, tmp_path):
+    """The row-hash index (core/ingest/row_index.py, s3_rows.py) must forget what a delete removed: the same
+    rows uploaded again are new rows, not duplicates, after a batch delete and after a whole-partition delete."""
+    colors = [(1, 1, 1), (2, 2, 2)]
+    _, first = client.upload_raw_data(folder(make_jpeg, tmp_path / "a", colors), "inhouse", "alpha")
+    client.process_pending()
+    _, second = client.upload_raw_data(folder(make_jpeg, tmp_path / "b", [(3, 3, 3)]), "inhouse", "alpha")
+    client.process_pending()
+    client.delete(batch=first)  # the partition stays, compacted without first's rows
+    _, again = client.upload_raw_data(folder(make_jpeg, tmp_path / "a2", colors), "inhouse", "alpha")
+    [result] = client.process_pending()
+    assert (result.rows_added, result.rows_duplicate) == (2, 0)
+    client.delete(partition=ALPHA.key)  # the partition goes
+    _, last = client.upload_raw_data(folder(make_jpeg, tmp_path / "a3", colors), "inhouse", "alpha")
+    [result] = client.process_pending()
+    assert (result.rows_added, result.rows_duplicate) == (2, 0)
+    with client.lake.partition_view(ALPHA) as view:
+        rows = [r for f in sorted(view.partition_dir(ALPHA).glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert sorted(r["batch_id"] for r in rows) == [last, last]
+    assert verify_lake(client.base_path)["ok"]
