@@ -267,7 +267,7 @@ def test_process_list_and_status_cover_every_state(run, lake, tmp_path, make_jpe
     assert entries[pending]["state"] == "pending" and entries[pending]["rows"] == 1
     assert entries[processing]["state"] == "queued", "claimed, its Dagster run not started yet"
     assert (entries[done]["state"], entries[done]["rows_added"], entries[done]["rows_rejected"]) == ("done", 2, 1)
-    assert entries[f"{done}-rejected"]["state"] == "failed" and entries[f"{done}-rejected"]["rows"] == 1
+    assert entries[f"{done}-rejected"]["state"] == "quarantined" and entries[f"{done}-rejected"]["rows"] == 1
     assert not any("half" in j for j in entries)
     code, out, _ = run("process", "status", processing)
     assert out.startswith("queued")

@@ -310,7 +310,8 @@ def test_a_run_that_died_is_requeued_once_then_failed(backend, make_jpeg, tmp_pa
 
 
 def test_hand_drop_waits_until_quiet(backend, make_jpeg, tmp_path, monkeypatch):
-    monkeypatch.setattr(sensors, "QUIET_SECONDS", 2.0)
+    # 4 s: a tick on a loaded 2-core machine can take over 2 s, which made a 2 s quiet period claim a drop early
+    monkeypatch.setattr(sensors, "QUIET_SECONDS", 4.0)
     doc = {"provider": "aihub", "dataset": "receipts"}
     backend.drop("drop1", {"_metadata.json": json.dumps(doc).encode()})  # `aws s3 sync` may send it first
     cursor = None
@@ -320,7 +321,7 @@ def test_hand_drop_waits_until_quiet(backend, make_jpeg, tmp_path, monkeypatch):
         cursor = waiting.cursor
         assert waiting.run_requests == [] and backend.lake.read_claim("drop1") is None
         time.sleep(0.5)
-    time.sleep(2.2)
+    time.sleep(4.2)
     ready = backend.tick(cursor)
     assert [r.run_key for r in ready.run_requests] == ["drop1"]
     assert [r.partition_key for r in ready.run_requests] == ["aihub/receipts/raw/image"]
