@@ -20,6 +20,7 @@ from .defs.lifecycle import definitions as lifecycle
 from .defs.neardup import definitions as neardup
 from .defs.warehouse import definitions as warehouse
 from .lib.resources import lake_resource_from_env
+from .lib.terminal_log import LOGGERS
 from .settings import load as load_settings
 
 
@@ -44,7 +45,9 @@ def build_defs(base: str | None = None) -> dg.Definitions:
         neardup.defs,
         lifecycle.defs,
         # In process: a UI, backfill or CLI run is one process, not one subprocess per step (asset and checks).
-        dg.Definitions(resources=resources(), executor=dg.in_process_executor),
+        # The loggers: Dagster's console one and the CLI's one-line one; a run uses only those its run config
+        # names, and Dagster's default console logger when it names none (UI and daemon runs).
+        dg.Definitions(resources=resources(), executor=dg.in_process_executor, loggers=LOGGERS),
     )
 
 

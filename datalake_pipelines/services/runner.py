@@ -23,6 +23,7 @@ from ..lib.after_ingest import INGEST_JOB, REFRESH_JOB, REFRESH_LATER, REFRESH_T
 from ..lib.claims import dagster_run_state
 from ..lib.partitions import LakePartitionKey, lake_partitions
 from ..lib.resources import LakeResource
+from ..lib.terminal_log import ONE_LINE_RUN, error_line, first_line
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # The instance settings (run queue, tag limits, pools) copied into a DAGSTER_HOME that has none.
@@ -101,7 +102,12 @@ def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo, wa
         echo(f"running ingest for {key.key}: batches {', '.join(job_ids)}")
         tags = {**run_request(ref, job_ids, run_keys[ref]).tags, **({} if n == len(groups) else LATER)}
         result = job.execute_in_process(
-            instance=instance, partition_key=key.key, tags=tags, resources=resources, raise_on_error=False
+            run_config=terminal_run_config(job, key.key),
+            instance=instance,
+            partition_key=key.key,
+            tags=tags,
+            resources=resources,
+            raise_on_error=False,
         )
         for job_id in job_ids:
             outcome = {**status(job_id), "run_id": result.run_id}
@@ -119,7 +125,18 @@ def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo, wa
     return outcomes
 
 
+def terminal_run_config(job: dg.JobDefinition, partition_key: str) -> dict[str, Any]:
+    """The run config of the job's partition (what ``execute_in_process`` derives only when it is given no run
+    config) with the one-line logger (``lib/terminal_log.py``) as the run's only logger: one line per event on
+    the terminal, the full record in the run's event log."""
+    partitioned = job.partitioned_config
+    config = partitioned.get_run_config_for_partition_key(partition_key) if partitioned is not None else {}
+    return {**config, **ONE_LINE_RUN}
+
+
 def refresh_catalog_db(instance: dg.DagsterInstance, lake) -> bool:
+    """Refresh the lake's catalog.duckdb now (a ``refresh_catalog_db`` run logging one line per event);
+    True when the run succeeded."""
     from dagster_duckdb import DuckDBResource
 
     from ..core.lake.open import duckdb_file_of
@@ -127,7 +144,7 @@ def refresh_catalog_db(instance: dg.DagsterInstance, lake) -> bool:
 
     resources = {"lake": lake, "duckdb": DuckDBResource(database=str(duckdb_file_of(lake.base)))}
     result = defs.resolve_job_def(REFRESH_JOB).execute_in_process(
-        instance=instance, resources=resources, raise_on_error=False
+        instance=instance, resources=resources, raise_on_error=False, run_config=ONE_LINE_RUN
     )
     return result.success
 
@@ -163,7 +180,7 @@ def refresh_athena(instance: dg.DagsterInstance, lake) -> AthenaRefresh | None:
             .execute_in_process(instance=instance, resources={"lake": lake}, raise_on_error=False, run_config=QUIET_RUN)
         )
     except Exception as exc:  # the ingest is done whatever happens here; the caller reports it in one line
-        return AthenaRefresh("", f"{type(exc).__name__}: {_first_line(str(exc))}")
+        return AthenaRefresh("", f"{type(exc).__name__}: {first_line(str(exc))}")
     return AthenaRefresh(result.run_id, "" if result.success else run_failure_reason(result))
 
 
@@ -176,21 +193,10 @@ def run_failure_reason(result: dg.ExecuteInProcessResult) -> str:
         if data is None:
             continue
         if data.user_failure_data is not None and data.user_failure_data.description:
-            return f"Failure: {_first_line(data.user_failure_data.description)}"
-        error = data.error
-        while error is not None and error.cause is not None and (error.cls_name or "").startswith("Dagster"):
-            error = error.cause
-        if error is not None:
-            name = error.cls_name or "Error"
-            head, _, rest = _first_line(error.message).partition(": ")
-            # Dagster's message starts with the exception's qualified name ("botocore.exceptions.ClientError: ...")
-            message = rest if head.rsplit(".", 1)[-1] == name else _first_line(error.message)
-            return f"{name}: {message}"
+            return f"Failure: {first_line(data.user_failure_data.description)}"
+        if data.error is not None:
+            return error_line(data.error)
     return f"the run ended {result.dagster_run.status.value}"
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def _base_of(lake: Any) -> str:

@@ -73,9 +73,12 @@ def catalog_partition(context: dg.AssetExecutionContext, lake: LakeResource, s3:
         seconds.lap("preview")
         failed = [r for r in results if r.status != "done"]
         if failed:
+            # A summary first, each batch's reason on a line of its own: a terminal shows the first line only
+            # (lib/terminal_log.py), after the batch's own log line that already gave its reason.
             raise dg.Failure(
-                description="; ".join(f"batch {r.job_id} failed: {r.error}" for r in failed)
-                + " (originals kept in staging/failed/<job_id>/ with error.json)",
+                description=f"{len(failed)} of {len(results)} batch(es) failed; originals kept in "
+                "staging/failed/<job_id>/ with error.json\n"
+                + "\n".join(f"batch {r.job_id} failed: {r.error}" for r in failed),
                 metadata=metadata,
             )
         checks = [rejection_check(rejected, doc), *integrity_checks(the_lake, view, ref, job_ids or None)]
