@@ -21,8 +21,8 @@ import pyarrow as pa
 
 from ..errors import DatalakeError
 from ..ingest.hash_index import HashIndex
-from ..ingest.row_identity import RowIdentity, content_digests, row_hashes
 from ..ingest.provenance import collection_source
+from ..ingest.row_identity import RowIdentity, content_digests, row_hashes
 from ..ingest.staging import BatchStager, build_manifest
 from ..lake.layout import BATCH_FILES_DIR, LakeLayout
 from ..storage.files import utc_now

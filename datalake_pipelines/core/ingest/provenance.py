@@ -22,8 +22,8 @@ import hashlib
 import os
 import pwd
 import socket
-from datetime import datetime, timezone
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 

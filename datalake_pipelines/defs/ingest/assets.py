@@ -51,7 +51,7 @@ def catalog_partition(context: dg.AssetExecutionContext, lake: LakeResource, s3:
         if job_ids:
             run_info = {"run_id": context.run.run_id, "step": "catalog_partition"}
             results = the_lake.process(job_ids, lake.process_options(), run_info, view, context.log)
-            metadata = {"mode": "ingest", **run_metadata(results)}
+            metadata = {"mode": "ingest", **run_metadata(results, context.run.run_id)}
         else:
             results = []
             rebuild = the_lake.rebuild_partition(ref, lake.batch_size, view)
