@@ -24,6 +24,7 @@ from ..ingest.manifest import JOB_ID_PATTERN
 from ..ingest.verify import stored_file_columns
 from ..lake import keys
 from ..lake.batches import BatchReader
+from .refs import DATA_FILE_BATCH_PREFIX
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 ROW_FIELDS = (*PARTITION_COLUMNS, BATCH_ID, ROW_HASH, INGESTED_AT)
@@ -93,6 +94,28 @@ def batch_lineage(lake: Any, batch_id: str) -> dict[str, Any] | None:
     return {**dict.fromkeys(BATCH_KEYS), "batch_id": batch_id, "status": state, "source": {}}
 
 
+def asset_entry(lake: Any, sha256: str) -> dict[str, Any] | None:
+    """The hash index's entry of an asset (``path``, ``size``, ``kind``, ``provider``/``dataset`` and
+    ``first_batch_id`` of its first upload, ``created_at``; ``method`` ``create_data_file`` when that upload
+    was one), or None when the lake has not stored it."""
+    with lake.hash_index() as index:
+        entry = index.get(sha256) if index is not None else None
+    if entry is None:
+        return None
+    first = entry.first_batch_id
+    return {
+        "sha256": entry.sha256,
+        "path": entry.path,
+        "size": entry.size,
+        "kind": entry.kind,
+        "provider": entry.provider,
+        "dataset": entry.dataset,
+        "first_batch_id": first,
+        "created_at": entry.created_at,
+        "method": "create_data_file" if str(first).startswith(DATA_FILE_BATCH_PREFIX) else None,
+    }
+
+
 def _with_batches(lake: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     batches: dict[str, dict[str, Any] | None] = {}
     for row in rows:
@@ -114,20 +137,29 @@ def lineage(lake: Any, ident: str) -> dict[str, Any]:
     each row has its partition columns, ``batch_id``, ``row_hash``, ``ingested_at``, ``column``/``path`` (for an
     asset) and ``batch`` (``batch_id``, ``status``, ``partition``, ``source`` {method, kind, path or url, sha256,
     host, user, staged_at, ...}, ``run_id``, ``part_file``, ``rows_added``, ``finished_at``). An asset adds
-    ``datasets`` and ``partitions`` (sorted, unique); a batch adds ``batch`` and ``rows_in_catalog``.
+    ``asset`` (its hash-index entry, :func:`asset_entry`; an asset only ``create_data_file`` stored has no
+    row), ``datasets`` and ``partitions`` (sorted, unique); a batch adds ``batch``, ``rows_in_catalog`` and its
+    rows.
     Raises :class:`LineageNotFound` when the lake has no such row, asset or batch.
     """
     ident = ident.strip()
     if HEX64.match(ident.lower()):
-        for kind, column in (("row", ROW_HASH), ("asset", "asset")):
-            rows = catalog_rows(lake, column, ident.lower())
-            if rows:
-                rows = _with_batches(lake, rows)
-                doc: dict[str, Any] = {"kind": kind, "id": ident.lower(), "rows": rows}
-                if kind == "asset":
-                    doc["datasets"] = sorted({f"{r['provider']}/{r['dataset']}" for r in rows})
-                    doc["partitions"] = sorted({_partition(r) for r in rows})
-                return doc
+        sha = ident.lower()
+        rows = catalog_rows(lake, ROW_HASH, sha)
+        if rows:
+            return {"kind": "row", "id": sha, "rows": _with_batches(lake, rows)}
+        rows = catalog_rows(lake, "asset", sha)
+        stored = asset_entry(lake, sha)
+        if rows or stored:
+            rows = _with_batches(lake, rows)
+            return {
+                "kind": "asset",
+                "id": sha,
+                "asset": stored,
+                "rows": rows,
+                "datasets": sorted({f"{r['provider']}/{r['dataset']}" for r in rows}),
+                "partitions": sorted({_partition(r) for r in rows}),
+            }
     batch = batch_lineage(lake, ident) if JOB_ID_PATTERN.match(ident) and ".." not in ident else None
     if batch is None:
         raise LineageNotFound(f"{ident!r} is no row_hash, asset sha256 or batch id of the lake at {lake.base}")
@@ -147,6 +179,13 @@ def lineage_text(doc: dict[str, Any]) -> str:
             f"asset {doc['id']}: {len(doc['rows'])} row(s) in {len(doc['datasets'])} dataset(s): "
             + ", ".join(doc["datasets"])
         )
+        stored = doc.get("asset") or {}
+        if stored:
+            how = f" by {stored['method']}" if stored.get("method") else ""
+            lines.append(
+                f"  stored at {stored['path']} ({stored['size']} bytes) first{how} in batch "
+                f"{stored['first_batch_id']} of {stored['provider']}/{stored['dataset']}, {stored['created_at']}"
+            )
     for row in doc["rows"]:
         where = f" column {row['column']} ({row['path']})" if row.get("column") else ""
         lines.append(f"row {row[ROW_HASH]} in {_partition(row)}{where}, ingested {row.get(INGESTED_AT)}")

@@ -163,7 +163,8 @@ def test_lineage_names_source_sha256_method_and_run_for_every_upload_method(
     asset = client.lineage(red_sha)
     assert asset["kind"] == "asset" and asset["datasets"] == ["inhouse/dropped", "inhouse/folder"]
     assert {r["batch"]["source"]["method"] for r in asset["rows"]} == {"client", "hand_drop"}
-    assert {r["column"] for r in asset["rows"]} == {"image"} and len({r["path"] for r in asset["rows"]}) == 1
+    assert {r["column"] for r in asset["rows"]} == {"image"}
+    assert {r["path"] for r in asset["rows"]} == {asset["asset"]["path"]} and asset["asset"]["method"] is None
     assert main(["--base-path", base, "lineage", red_sha]) == 0
     assert "2 row(s) in 2 dataset(s): inhouse/dropped, inhouse/folder" in capsys.readouterr().out
 
@@ -184,3 +185,13 @@ def test_catalog_partition_metadata_links_batches_to_the_run(client, base):
     [record] = [r.data for r in table.records]
     assert record["batch_id"] == job and record["run_id"] == outcome["run_id"]
     assert record["method"] == "client" and len(record["sha256"]) == 64 and record["status"] == "done"
+
+
+def test_an_asset_only_create_data_file_stored_has_no_row_but_its_entry(client, base, make_jpeg, tmp_path, capsys):
+    stored = client.create_data_file(make_jpeg(tmp_path / "x.jpg", color=(1, 2, 3)))
+    doc = client.lineage(stored["sha256"])
+    assert doc["kind"] == "asset" and doc["rows"] == [] and doc["datasets"] == []
+    assert doc["asset"]["method"] == "create_data_file" and doc["asset"]["path"] == stored["path"]
+    assert main(["--base-path", base, "lineage", stored["sha256"]]) == 0
+    out = capsys.readouterr().out
+    assert "0 row(s) in 0 dataset(s)" in out and "first by create_data_file" in out
