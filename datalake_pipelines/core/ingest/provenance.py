@@ -116,10 +116,13 @@ def collection_source(name: str, folder: str | None, files: Iterable[tuple[str, 
 
 
 def batch_source(batch_dir: Path, manifest: BatchManifest, local: bool = True) -> dict[str, Any]:
-    """The source a processed batch records in its job record: its manifest's, or a hand drop's (computed now)."""
-    if manifest.source or not manifest.hand_drop:
-        return dict(manifest.source)
-    return hand_drop_source(batch_dir, keys.pending_batch(manifest.job_id), local)
+    """The source a processed batch records in its job record: its manifest's, or a hand drop's, computed now
+    (a ``source`` its writer put in the hand-written ``_metadata.json`` is kept as ``declared``, unchecked)."""
+    given = manifest.source
+    if not manifest.hand_drop:
+        return dict(given) if isinstance(given, dict) else {"declared": given}
+    found = hand_drop_source(batch_dir, keys.pending_batch(manifest.job_id), local)
+    return {**found, "declared": given} if given else found
 
 
 def hand_drop_source(batch_dir: Path, key: str, local: bool) -> dict[str, Any]:
