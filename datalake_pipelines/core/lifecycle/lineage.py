@@ -49,22 +49,24 @@ def catalog_rows(lake: Any, column_of: str, value: str) -> list[dict[str, Any]]:
             return []
         names = list(db.describe(plan.files))
         fields = ", ".join(quote_identifier(c) for c in ROW_FIELDS if c in names)
+        params: dict[str, Any] = {**plan.source_params, "value": value}
         if column_of != "asset":
             selects = [
                 f'SELECT {fields}, NULL AS "column", NULL AS path FROM {plan.source} '
                 f"WHERE {quote_identifier(column_of)} = $value"
             ]
         else:
+            files = stored_file_columns(names)
+            params.update({f"col{i}": col for i, col in enumerate(files)})  # names bound, never spliced in
             selects = [
-                f"SELECT {fields}, '{col}' AS \"column\", {quote_identifier(col)} AS path FROM {plan.source} "
+                f'SELECT {fields}, $col{i} AS "column", {quote_identifier(col)} AS path FROM {plan.source} '
                 f"WHERE {quote_identifier(col + '_sha256')} = $value"
-                for col in stored_file_columns(names)
-                if "'" not in col
+                for i, col in enumerate(files)
             ]
         if not selects or column_of not in (*names, "asset"):
             return []
         sql = " UNION ALL ".join(selects) + f" ORDER BY {', '.join(c for c in ROW_FIELDS if c in names)}"
-        rows = db.con.sql(sql, params={**plan.source_params, "value": value}).fetchall()
+        rows = db.con.sql(sql, params=params).fetchall()
         columns = [c for c in ROW_FIELDS if c in names] + ["column", "path"]
     return [{k: _plain(v) for k, v in zip(columns, row)} for row in rows]
 

@@ -195,3 +195,12 @@ def test_an_asset_only_create_data_file_stored_has_no_row_but_its_entry(client, 
     assert main(["--base-path", base, "lineage", stored["sha256"]]) == 0
     out = capsys.readouterr().out
     assert "0 row(s) in 0 dataset(s)" in out and "first by create_data_file" in out
+
+
+def test_an_asset_is_found_whatever_its_column_is_called(client, make_jpeg, tmp_path):
+    image = make_jpeg(tmp_path / "q.jpg", color=(7, 8, 9))
+    client.upload_raw_data(pd.DataFrame({"it's": [str(image)]}), "inhouse", "quoted", image_columns=["it's"])
+    assert [r.status for r in client.process_pending()] == ["done"]
+    doc = client.lineage(sha(image))
+    assert [(r["column"], r["dataset"]) for r in doc["rows"]] == [("it's", "quoted")]
+    assert doc["rows"][0]["batch"]["run_id"] is None  # processed outside Dagster: no run
