@@ -25,6 +25,7 @@ class DatalakeClient(CollectionClientMixin):
         num_proc: int | None = None,
         batch_size: int | None = None,
         progress: bool = True,
+        upload_method: str = "client",
     ):
         settings = load_settings()
         base = str(base_path) if base_path is not None else settings.base_path
@@ -35,6 +36,8 @@ class DatalakeClient(CollectionClientMixin):
         self.num_proc = num_proc or settings.num_proc
         self.batch_size = batch_size or settings.batch_size
         self.progress = progress
+        # Recorded as the method in each batch's source (core/ingest/provenance.py): `datalake upload` says "cli".
+        self.upload_method = upload_method
         # The staging report of the last upload: images, other_files, skipped_count, skipped (path, reason),
         # image_columns and text_columns (column -> why); also in the batch's _metadata.json.
         self.last_staging_report: dict[str, Any] = {}
@@ -53,7 +56,9 @@ class DatalakeClient(CollectionClientMixin):
         return load_schema(self.layout)
 
     def _stager(self) -> BatchStager:
-        return BatchStager(self.layout, self.num_proc, self.batch_size, self.progress)
+        stager = BatchStager(self.layout, self.num_proc, self.batch_size, self.progress)
+        stager.method = self.upload_method
+        return stager
 
     def upload_raw_data(
         self,
@@ -219,6 +224,15 @@ class DatalakeClient(CollectionClientMixin):
         return collect_garbage(
             self.lake, dry_run=dry_run, grace_seconds=parse_duration(grace), retention_seconds=parse_duration(retention)
         )
+
+    def lineage(self, ident: str) -> dict[str, Any]:
+        """Trace a ``row_hash``, an asset's sha256 or a batch id to its batch, source (file or URL, sha256, upload
+        method, host, user), run and part file, like ``datalake lineage --json``; for an asset, every row and
+        dataset referencing it. See :func:`~datalake_pipelines.core.lifecycle.lineage.lineage` for the document.
+        Raises :class:`~datalake_pipelines.core.lifecycle.lineage.LineageNotFound` for an unknown identifier."""
+        from .core.lifecycle.lineage import lineage
+
+        return lineage(self.lake, ident)
 
     def process_pending(self, **options: Any) -> list[BatchResult]:
         """Process every pending batch in this process (no Dagster needed)."""

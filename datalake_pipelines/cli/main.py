@@ -18,11 +18,37 @@ from ..core.errors import DatalakeError
 from ..core.lake.layout import InvalidNameError
 from ..settings import DEFAULT_BASE_DIRNAME
 from ..settings import load as load_settings
-from . import catalog, collection, config, download, export, ingest_url, lifecycle, neardup, process, profile, upload
+from . import (
+    catalog,
+    collection,
+    config,
+    download,
+    export,
+    ingest_url,
+    lifecycle,
+    lineage,
+    neardup,
+    process,
+    profile,
+    upload,
+)
 from .common import BASE_HELP, CliError, UsageError, global_options
 
 # In the order of ``datalake --help``.
-GROUPS = (config, upload, process, collection, export, catalog, ingest_url, download, profile, neardup, lifecycle)
+GROUPS = (
+    config,
+    upload,
+    process,
+    collection,
+    export,
+    catalog,
+    ingest_url,
+    download,
+    profile,
+    neardup,
+    lifecycle,
+    lineage,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

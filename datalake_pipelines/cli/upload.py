@@ -21,7 +21,13 @@ def cmd_upload(args: argparse.Namespace) -> int:
     provider = ask(args.provider, "--provider", "Provider")
     dataset = ask(args.dataset, "--dataset", "Dataset")
     image_columns = split_list(args.image_columns) if args.image_columns is not None else None
-    client = DatalakeClient(lake_base(args), num_proc=args.num_proc, batch_size=args.batch_size, progress=not args.json)
+    client = DatalakeClient(
+        lake_base(args),
+        num_proc=args.num_proc,
+        batch_size=args.batch_size,
+        progress=not args.json,
+        upload_method="cli",
+    )
     if data_type == "raw":
         staging_dir, job_id = client.upload_raw_data(
             data,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import io
 import json
 import re
@@ -111,6 +112,9 @@ def session(base: str, inputs: dict[str, Path], out: Path, web: str, capsys) -> 
     run("collection upload", "--collection", "units", "--num-proc", "1", str(inputs["units"]))
     run("ingest-url", f"{web}/t.parquet", "--stage", "--provider", "acme", "--dataset", "remote", "--job-id", "job-url")
     run("process start", "--num-proc", "1")
+    run("lineage", "job-raw")
+    run("lineage", hashlib.sha256((inputs["raw"] / "r0.jpg").read_bytes()).hexdigest())
+    run("lineage", "no-such-batch", ok=1)
     run("profile", "--partition", OCR)
     run("preview", "--partition", OCR, "--out", str(out / "gallery"))
     run("near-dups", "--out", str(out / "near"))
@@ -151,7 +155,7 @@ def test_the_session_runs_every_command():
         "config provider create", "config provider list", "config task create", "config task list", "upload",
         "process list", "process start", "process status", "catalog verify", "catalog compact", "catalog rebuild",
         "download", "export create", "export info", "collection create", "collection list", "collection show",
-        "collection upload", "ingest-url", "profile", "preview", "near-dups", "delete", "gc",
+        "collection upload", "ingest-url", "profile", "preview", "near-dups", "delete", "gc", "lineage",
     }  # fmt: skip
     assert leaf_commands(build_parser()) == ran
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from ..errors import DatalakeError
 from ..ingest.hash_index import HashIndex
+from ..ingest.provenance import collection_source
 from ..ingest.row_identity import RowIdentity, content_digests, row_hashes
 from ..ingest.staging import BatchStager, build_manifest
 from ..lake.layout import BATCH_FILES_DIR, LakeLayout
@@ -214,8 +215,11 @@ def create_data_units(
     job_id: str | None = None,
     num_proc: int | None = None,
     batch_size: int = 1000,
+    source_folder: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Stage uploaded units as one batch in ``staging/pending``; return the data units (id = row hash)."""
+    """Stage uploaded units as one batch in ``staging/pending``; return the data units (id = row hash).
+
+    ``source_folder``: the folder the units were organized from, recorded in the batch's source."""
     if not uploaded_files:
         return []
     if not isinstance(collection, Collection):
@@ -231,6 +235,8 @@ def create_data_units(
         job_id,
     )
     sources = {f["path"]: f["source"] for u in uploaded_files for f in u["files"].values() if f.get("path")}
+    unit_files = [(str(f.get("source")), str(f.get("sha256"))) for u in uploaded_files for f in u["files"].values()]
+    manifest.source = collection_source(collection.name, source_folder, unit_files)
     stager = _LinkingStager(layout, num_proc, batch_size, progress=False, sources=sources)
     staged = stager.stage(
         units_table(collection, uploaded_files),

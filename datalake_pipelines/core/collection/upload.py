@@ -178,7 +178,14 @@ def _upload_units(
                 if state.strict and any(state.status[u.key]["upload"] == "failed" for u in chunk):
                     raise UploadError("strict mode: a unit failed during the upload; this batch was not staged")
                 if ready:
-                    data_units = create_data_units(layout, ready, collection, num_proc=num_proc, batch_size=batch_size)
+                    data_units = create_data_units(
+                        layout,
+                        ready,
+                        collection,
+                        num_proc=num_proc,
+                        batch_size=batch_size,
+                        source_folder=str(organized.folder.resolve()),
+                    )
                     job_id = data_units[0]["job_id"]
                     for du in data_units:
                         state.status[du["unit"]].update(upload="uploaded", batch_id=job_id, row_hash=du["id"])

@@ -54,6 +54,8 @@ class BatchManifest:
     # column with why it is one (see core/file_accounting.py and core/image_columns.py).
     staging_report: dict[str, Any] = field(default_factory=dict)
     hand_drop: bool = False
+    # Where the batch came from: method, file/URL/folder, sha256, host, user (see core/ingest/provenance.py).
+    source: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @property

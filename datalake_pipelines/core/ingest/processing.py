@@ -48,6 +48,7 @@ from .hand_drop import keep_unreferenced, resolve_hand_drop_columns
 from .hash_index import HashIndex
 from .images import max_pixels_from_env
 from .manifest import BatchManifest, load_manifest
+from .provenance import batch_source
 from .quarantine import quarantine_rows
 from .rejections import record_rejections
 from .row_identity import RowIdentity
@@ -85,6 +86,7 @@ class BatchResult:
     conformed_parts: list[str] = field(default_factory=list)  # older parts rewritten in the widened contract types
     rejected_dir: str | None = None
     staging_report: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)  # where the batch came from (core/ingest/provenance.py)
     error: str | None = None
     started_at: str = field(default_factory=utc_now_iso)
     finished_at: str | None = None
@@ -142,6 +144,7 @@ class BatchProcessor:
                 raise BatchError(f"batch {job_id} is not in staging/processing")
             manifest = load_manifest(batch_dir, job_id).validate(self.schema)
             result.partition = manifest.partition.key
+            result.source = batch_source(batch_dir, manifest)
             with exclusive_lock(self.layout.partition_lock(manifest.partition)):
                 writer = PartWriter(self.layout.part_file(manifest.partition, job_id))
                 rejected_rows = self._ingest(batch_dir, manifest, writer, result)

@@ -35,6 +35,7 @@ from ..storage.files import utc_now_iso
 from ..storage.transfer import TransferSettings
 from .batch_sinks import BatchSink
 from .manifest import BatchManifest
+from .provenance import url_source
 from .remote_zip import unpack_zip
 from .staging import IMAGE_NAME_HINTS, build_manifest
 
@@ -145,6 +146,7 @@ def stage_remote(
             rows, members = unpack_zip(url, sink, manifest, settings, max_unzipped_bytes, workers, progress)
             source.update(members)
         source["staged_at"] = utc_now_iso()
+        manifest.source = url_source(url, kind, source["sha256"], source["bytes"])
         manifest.row_count = rows
         manifest.description = manifest.description or f"{url} sha256:{source['sha256']} bytes:{source['bytes']}"
         sink.write(SOURCE_FILE, _json(source))

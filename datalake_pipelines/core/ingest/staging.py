@@ -39,6 +39,7 @@ from .image_columns import (
     resolve_path,
 )
 from .manifest import BatchManifest, check_job_id, new_job_id
+from .provenance import upload_source
 
 
 @dataclass
@@ -73,6 +74,8 @@ class BatchStager:
         self.progress = progress
         self._scan: FolderScan | None = None  # set by a folder upload
         self._detected: set[str] = set()
+        self.method = "client"  # recorded in the manifest's source (core/ingest/provenance.py); the CLI says "cli"
+        self._origin: Any = None
 
     def stage(
         self,
@@ -86,6 +89,7 @@ class BatchStager:
         manifest.validate(schema)
         self._check_job_id_free(manifest.job_id)
         self._scan = None
+        self._origin = data_file
         source_table, base_dir = self._open_source(data_file)
         file_columns = list(file_columns or [])
         if self._scan is not None:  # a folder upload: every file is a row (image or file) or listed as skipped
@@ -204,6 +208,8 @@ class BatchStager:
                 writer.close()
         manifest.row_count = table.num_rows
         manifest.files = files
+        if not manifest.source:  # a collection upload names its own
+            manifest.source = upload_source(self._origin, self.method, tmp / BATCH_DATA)
         write_json_atomic(tmp / BATCH_MANIFEST, manifest.to_json())
 
     def _chunks(self, table: pa.Table) -> Iterator[pa.Table]:

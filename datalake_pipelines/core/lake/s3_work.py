@@ -259,6 +259,8 @@ class S3Processing:
             work, options, schema=schema, index=run_index, rows=rows, fetch_parts=lambda r: self.fetch_parts(work, r)
         )
         result = processor.process(job_id, run_info)
+        if result.source.get("method") == "hand_drop":  # the work lake's copy says nothing of who dropped it
+            result.source.update(user=None, staged_at=None)
         clash = self._part_clash(job_id, result) if result.status == "done" else None
         if clash is not None:  # nothing is published, and the done batch's job record stays
             result.status, result.error, result.rows_added, result.part_file = "failed", clash, 0, None

@@ -52,7 +52,7 @@ def catalog_partition(context: dg.AssetExecutionContext, lake: LakeResource, s3:
             run_info = {"run_id": context.run.run_id, "step": "catalog_partition"}
             results = the_lake.process(job_ids, lake.process_options(), run_info, view, context.log)
             the_lake.fill_view(view, ref)  # on S3 processing fetched only _metadata.json; the reports read every row
-            metadata = {"mode": "ingest", **run_metadata(results)}
+            metadata = {"mode": "ingest", **run_metadata(results, context.run.run_id)}
         else:
             results = []
             rebuild = the_lake.rebuild_partition(ref, lake.batch_size, view)

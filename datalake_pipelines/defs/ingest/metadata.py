@@ -23,8 +23,33 @@ from ...lib.asset_info import column_description
 PREVIEW_ROWS = 5
 
 
-def run_metadata(results: list[BatchResult]) -> dict[str, Any]:
-    """What the run's batches did: rows added/duplicate/rejected, images new/deduplicated, bytes stored."""
+def batch_lineage_table(results: list[BatchResult], run_id: str | None) -> dg.TableMetadataValue:
+    """``batch_lineage``: one row per batch of the run linking it to its source and this run (batch id, status,
+    method, source file or URL, its sha256, who staged it, run id); ``datalake lineage <batch>`` says more."""
+    columns = ("batch_id", "status", "method", "source", "sha256", "staged_by", "run_id")
+    records = []
+    for r in results:
+        src = r.source or {}
+        records.append(
+            dg.TableRecord(
+                {
+                    "batch_id": r.job_id,
+                    "status": r.status,
+                    "method": str(src.get("method") or ""),
+                    "source": str(src.get("url") or src.get("path") or src.get("kind") or ""),
+                    "sha256": str(src.get("sha256") or ""),
+                    "staged_by": f"{src.get('user') or '?'}@{src.get('host') or '?'}" if src else "",
+                    "run_id": run_id or "",
+                }
+            )
+        )
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns])
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def run_metadata(results: list[BatchResult], run_id: str | None = None) -> dict[str, Any]:
+    """What the run's batches did: rows added/duplicate/rejected, images new/deduplicated, bytes stored, and
+    ``batch_lineage`` (each batch's source and this run: :func:`batch_lineage_table`)."""
     images_new = sum(r.images_new for r in results)
     images_dedup = sum(r.images_deduplicated for r in results)
     stored = sum(r.bytes_stored for r in results)
@@ -39,6 +64,7 @@ def run_metadata(results: list[BatchResult]) -> dict[str, Any]:
         "bytes_stored": stored,
         "bytes_stored_human": format_bytes(stored),
         "files_skipped": sum(r.staging_report.get("skipped_count", 0) for r in results),  # listed in job records
+        "batch_lineage": batch_lineage_table(results, run_id),
     }
 
 
