@@ -8,7 +8,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from datalake_pipelines.core.catalog.query import DuckDBClient
