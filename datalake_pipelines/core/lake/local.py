@@ -256,13 +256,18 @@ class LocalLake(BaseLake):
             reused = batches.done_job_reused(self.storage, batch.job_id)
             if reused:
                 self._reject_logged(batch.job_id, reused, logging.getLogger("datalake"))
-        return process_pending(self.layout, options)
+        results = process_pending(self.layout, options)
+        for result in results:
+            self.record_version(result)
+        return results
 
     def rebuild_partition(self, ref: PartitionRef, batch_size: int, view: LakeLayout | None = None) -> CompactionResult:
         """Compact a partition in place: one ``data.parquet``, duplicates dropped (idempotent), under the
         partition lock a processing run takes, so a CLI compaction never races an ingest of that partition."""
         with exclusive_lock(self.layout.partition_lock(ref)):
-            return compact_partition(self.layout, ref, batch_size)
+            result = compact_partition(self.layout, ref, batch_size)
+            self.record_version(result, "rebuild")
+            return result
 
     @contextlib.contextmanager
     def hold_partition(self, ref: PartitionRef) -> Iterator[None]:

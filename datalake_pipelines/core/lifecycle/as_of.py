@@ -150,7 +150,7 @@ def snapshot(
     for ref, objects in current.items():
         chosen.setdefault(ref, objects)
     wanted = [None if f is None else ([f] if isinstance(f, str) else list(f)) for f in filters]
-    out = []
+    out: list[SnapshotFile] = []
     for ref in sorted(chosen, key=lambda r: r.key):
         values = (ref.provider, ref.dataset, ref.task, ref.variant)
         if all(w is None or v in w for w, v in zip(wanted, values)):

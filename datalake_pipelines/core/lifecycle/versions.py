@@ -66,8 +66,9 @@ def record_version(
         key=lambda o: o.key,
     )
     files = [o for o in files if not o.key.rsplit("/", 1)[-1].startswith((".", "_"))]
-    doc = {
-        "version_id": new_version_id(now),
+    version_id = new_version_id(now)
+    doc: dict[str, Any] = {
+        "version_id": version_id,
         "partition": ref.key,
         "action": action,
         "time": now.isoformat(timespec="microseconds"),
@@ -76,7 +77,7 @@ def record_version(
         "files": [{"key": o.key, "size": o.size} for o in files],
         "detail": detail or {},
     }
-    storage.write_bytes(version_key(doc["version_id"]), json.dumps(doc, indent=2, default=str).encode())
+    storage.write_bytes(version_key(version_id), json.dumps(doc, indent=2, default=str).encode())
     return doc
 
 
@@ -98,7 +99,7 @@ def list_versions(storage: Storage, partition: str | None = None) -> list[dict[s
 
 def version_time(storage: Storage, version_id: str) -> datetime:
     """The time of version ``version_id`` (UTC). UnknownVersionError when the lake has no such record."""
-    match = VERSION_ID.fullmatch(version_id)
+    match = VERSION_ID.fullmatch(str(version_id))
     if not match or not storage.exists(version_key(version_id)):
         raise UnknownVersionError(f"unknown catalog version {version_id!r}; list them with `datalake catalog versions`")
     return datetime.strptime(match.group(1), "%Y%m%dT%H%M%S%f").replace(tzinfo=timezone.utc)

@@ -8,9 +8,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from datalake_pipelines.core.catalog.query import DuckDBClient
+from datalake_pipelines.core.export.reader import iter_export_batches
 from datalake_pipelines.core.lifecycle.as_of import AsOfError, AsOfTooOldError
 
 
@@ -67,3 +69,41 @@ def test_as_of_before_a_deletion_returns_the_deleted_rows_until_gc_purges_them(c
         hashes(client, as_of=before)
     assert "retention" in str(refused.value)
     assert hashes(client, as_of=after) == hashes(client)  # after the purged deletion: still answered
+
+
+def export_hashes(client, tmp_path: Path, name: str, as_of) -> tuple[set[str], dict]:
+    task_id = client.create_export(tmp_path / name, export_all=True, as_of=as_of, wait=True)
+    info = client.export_info(task_id)
+    assert info["task_status"] == "done", info
+    rows = [r for b in iter_export_batches(info["export_path"]) for r in b.column("row_hash").to_pylist()]
+    return set(rows), info
+
+
+def test_download_and_export_as_of_before_a_second_batch(client, make_jpeg, tmp_path):
+    ingest(client, make_jpeg, tmp_path / "one", [(1, 1, 1), (2, 2, 2)])
+    first = hashes(client)
+    between = now()
+    ingest(client, make_jpeg, tmp_path / "two", [(3, 3, 3)])
+    manifest = client.download({"datasets": ["alpha"]}, "parquet", tmp_path / "dl", as_of=between.isoformat())
+    assert manifest["rows"] == 2 and manifest["catalog_snapshot_at"] == between.isoformat()
+    assert set(pq.read_table(tmp_path / "dl" / "data.parquet").column("row_hash").to_pylist()) == first
+    assert manifest["selection"]["as_of"] == between.isoformat()
+    searched = client.download(
+        {"column": "image", "text": "assets", "as_of": between.isoformat()}, "parquet", tmp_path / "search"
+    )
+    assert searched["rows"] == 2
+    exported, info = export_hashes(client, tmp_path, "exports", between.isoformat())
+    assert exported == first and info["process_info"]["total_data_count"] == 2
+    assert export_hashes(client, tmp_path, "now", None)[0] == hashes(client)
+
+
+def test_export_as_of_past_the_retention_fails_with_a_code(client, make_jpeg, tmp_path):
+    ingest(client, make_jpeg, tmp_path / "one", [(1, 1, 1)])
+    before = now()
+    client.delete(dataset="inhouse/alpha")
+    client.gc(grace="24h", retention=0)
+    task_id = client.create_export(tmp_path / "x", export_all=True, as_of=before.isoformat(), wait=True)
+    info = client.export_info(task_id)
+    assert info["task_status"] == "fail"
+    assert info["process_info"]["err_code"] == "AS_OF_UNAVAILABLE"
+    assert "oldest time available" in info["process_info"]["err_msg"]
