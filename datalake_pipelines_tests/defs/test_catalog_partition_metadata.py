@@ -44,7 +44,7 @@ def materialized(tmp_path, make_jpeg) -> dict:
         outcome = run(instance, base, result.run_requests[0], result)
         assert outcome.success
         meta = outcome.asset_materializations_for_node("catalog_partition")[0].metadata
-    return {"meta": meta, "sizes": {p.name: p.stat().st_size for p in (a, b)}}
+    return {"meta": meta, "sizes": {p.name: p.stat().st_size for p in (a, b)}, "base": base}
 
 
 def test_figures_carry_units_next_to_the_raw_ints(materialized):
@@ -54,6 +54,15 @@ def test_figures_carry_units_next_to_the_raw_ints(materialized):
     assert "dedup_ratio" not in meta
     assert meta["bytes_stored"].value == sum(sizes.values())  # the raw int, for Dagster's plots
     assert meta["bytes_stored_human"].value == format_bytes(sum(sizes.values()))
+
+
+def test_the_catalog_version_is_shown_and_is_a_valid_as_of(materialized):
+    client = DatalakeClient(materialized["base"], progress=False)
+    (version,) = client.catalog_versions("inhouse/scans/ocr/words")
+    assert materialized["meta"]["catalog_version"].value == version["version_id"]
+    assert (version["action"], version["rows"]) == ("ingest", 3)
+    manifest = client.download(None, "parquet", Path(materialized["base"]).parent / "dl", as_of=version["version_id"])
+    assert manifest["rows"] == 3
 
 
 def test_the_preview_is_a_table_with_the_useful_columns_first(materialized):

@@ -4,6 +4,7 @@ older than the retention still holds is refused with a clear error."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,9 +12,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from datalake_pipelines.cli.main import main
 from datalake_pipelines.core.catalog.query import DuckDBClient
 from datalake_pipelines.core.export.reader import iter_export_batches
+from datalake_pipelines.core.lake.layout import PartitionRef
 from datalake_pipelines.core.lifecycle.as_of import AsOfError, AsOfTooOldError
+from datalake_pipelines.core.lifecycle.versions import UnknownVersionError
 
 
 def images(make_jpeg, path: Path, colors) -> Path:
@@ -107,3 +111,68 @@ def test_export_as_of_past_the_retention_fails_with_a_code(client, make_jpeg, tm
     assert info["task_status"] == "fail"
     assert info["process_info"]["err_code"] == "AS_OF_UNAVAILABLE"
     assert "oldest time available" in info["process_info"]["err_msg"]
+
+
+def test_versions_are_recorded_listed_and_usable_as_of(client, make_jpeg, tmp_path):
+    ingest(client, make_jpeg, tmp_path / "one", [(1, 1, 1), (2, 2, 2)])
+    first = hashes(client)
+    ingest(client, make_jpeg, tmp_path / "two", [(3, 3, 3)])
+    (v1, v2) = client.catalog_versions("inhouse/alpha/raw/image")
+    assert (v1["action"], v1["rows"], v2["rows"]) == ("ingest", 2, 3)
+    assert v1["version_id"] < v2["version_id"] and len(v2["files"]) == 2
+    assert hashes(client, as_of=v1["version_id"]) == first
+    assert hashes(client, as_of=v2["version_id"]) == hashes(client)
+    rebuilt = client.lake.rebuild_partition(PartitionRef("inhouse", "alpha", "raw", "image"), 100)
+    done = client.delete(dataset="inhouse/alpha")
+    versions = client.catalog_versions()
+    assert [v["action"] for v in versions] == ["ingest", "ingest", "rebuild", "delete"]
+    assert versions[2]["version_id"] == rebuilt.catalog_version and versions[2]["rows"] == 3
+    assert versions[2]["files"][0]["key"].endswith("/data.parquet") and len(versions[2]["files"]) == 1
+    assert done["catalog_versions"] == [versions[3]["version_id"]] and versions[3]["rows"] == 0
+    assert hashes(client, as_of=v1["version_id"]) == first  # from the deletion's retained files
+    assert hashes(client, as_of=versions[3]["version_id"]) == set()
+    assert client.catalog_versions("inhouse/beta/raw/image") == []
+    with pytest.raises(UnknownVersionError, match="unknown catalog version"):
+        hashes(client, as_of="v20260101T000000000000Z-abcdef")
+
+
+def test_compaction_keeps_every_row_and_its_ingested_at(client, make_jpeg, tmp_path):
+    ingest(client, make_jpeg, tmp_path / "one", [(1, 1, 1), (2, 2, 2)])
+    first = hashes(client)
+    between = now()
+    ingest(client, make_jpeg, tmp_path / "two", [(3, 3, 3)])
+    with DuckDBClient(client.base_path) as duck:
+        before = duck.sql("SELECT row_hash, ingested_at FROM catalog ORDER BY row_hash", as_arrow=True)
+    result = client.lake.rebuild_partition(PartitionRef("inhouse", "alpha", "raw", "image"), 1)
+    assert result.files_before == 2 and result.duplicates_dropped == 0
+    with DuckDBClient(client.base_path) as duck:
+        after = duck.sql("SELECT row_hash, ingested_at FROM catalog ORDER BY row_hash", as_arrow=True)
+    assert after.equals(before)
+    assert hashes(client, as_of=between) == first  # no retained copy needed: ingested_at says it all
+
+
+def test_cli_as_of_and_catalog_versions(client, make_jpeg, tmp_path, base, capsys):
+    ingest(client, make_jpeg, tmp_path / "one", [(1, 1, 1)])
+    first = hashes(client)
+    between = now()
+    ingest(client, make_jpeg, tmp_path / "two", [(3, 3, 3)])
+    assert main(["--base-path", base, "catalog", "versions", "--json", "--partition", "inhouse/alpha/raw/image"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [v["rows"] for v in listed] == [1, 2]
+    assert main(["--base-path", base, "catalog", "versions"]) == 0
+    assert listed[0]["version_id"] in capsys.readouterr().out
+    for as_of in (between.isoformat(), listed[0]["version_id"]):
+        out = tmp_path / f"dl-{len(as_of)}"
+        assert main(["--base-path", base, "download", "--all", "--as-of", as_of, "--out", str(out)]) == 0
+        assert set(pq.read_table(out / "data.parquet").column("row_hash").to_pylist()) == first
+    capsys.readouterr()
+    assert main(["--base-path", base, "download", "--all", "--as-of", "soon", "--out", str(tmp_path / "x")]) == 1
+    assert "neither an ISO 8601 timestamp" in capsys.readouterr().err
+    dest = tmp_path / "exports"
+    code = main(["--base-path", base, "--json", "export", "create", "--export-all", "--now", "--destination",
+                 str(dest), "--as-of", between.isoformat()])  # fmt: skip
+    assert code == 0
+    info = json.loads(capsys.readouterr().out)
+    rows = {r for b in iter_export_batches(info["export_path"]) for r in b.column("row_hash").to_pylist()}
+    assert rows == first
+    assert main(["--base-path", base, "catalog", "versions", "--partition", "nope"]) == 1
