@@ -127,3 +127,24 @@ def test_owners_tags_and_code_version_from_settings():
     assert owners == ["team:data-eng", "ml@example.com"]
     assert {"domain": "ml", "tier": "gold"}.items() <= tags.items()
     assert version == CODE_VERSION != ""
+
+
+def test_the_catalog_version_on_an_s3_lake(s3_lake, make_jpeg, tmp_path):
+    """The same on S3: the ingest run and a rebuild run (no job ids) each show the version they recorded."""
+    client = DatalakeClient(s3_lake, progress=False)
+    client.upload_raw_data(pd.DataFrame({"image": [str(make_jpeg(tmp_path / "a.jpg"))]}), "inhouse", "s3v")
+    with dg.instance_for_test() as instance:
+        result = tick(instance, s3_lake)
+        outcome = run(instance, s3_lake, result.run_requests[0], result)
+        assert outcome.success
+        ingested = outcome.asset_materializations_for_node("catalog_partition")[0].metadata["catalog_version"].value
+        key = result.run_requests[0].partition_key
+        rebuild = dg.RunRequest(partition_key=key, tags={})
+        again = run(instance, s3_lake, rebuild, result)
+        assert again.success
+        rebuilt = again.asset_materializations_for_node("catalog_partition")[0].metadata["catalog_version"].value
+    versions = client.catalog_versions("inhouse/s3v/raw/mixed")
+    assert [(v["version_id"], v["action"], v["rows"]) for v in versions] == [
+        (ingested, "ingest", 1),
+        (rebuilt, "rebuild", 1),
+    ]
