@@ -6,7 +6,7 @@ right after the partition's files are published. One object per version (not a l
 no read-modify-write race between writers and no history lost when a deletion drops the partition's folder; it is
 never trimmed (records are a few hundred bytes).
 
-A version id is ``v<YYYYmmddTHHMMSSffffff>Z-<6 hex>``: it sorts by time and carries its time, so
+A version id is ``v<YYYYmmddTHHMMSSffffff>Z-<8 hex>``: it sorts by time and carries its time, so
 ``as_of=<version id>`` means "the catalog at that version's time" (:func:`version_time`).
 """
 
@@ -26,7 +26,7 @@ from ..lake.layout import PartitionRef
 from ..storage.backends import Storage
 
 VERSIONS = f"{keys.LOGS}/versions"
-VERSION_ID = re.compile(r"v(\d{8}T\d{12})Z-[0-9a-f]{6}")
+VERSION_ID = re.compile(r"v(\d{8}T\d{12})Z-[0-9a-f]{8}")
 
 
 class UnknownVersionError(DatalakeError, ValueError):
@@ -34,7 +34,7 @@ class UnknownVersionError(DatalakeError, ValueError):
 
 
 def new_version_id(now: datetime) -> str:
-    return f"v{now.astimezone(timezone.utc):%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:6]}"
+    return f"v{now.astimezone(timezone.utc):%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:8]}"
 
 
 def version_key(version_id: str) -> str:

@@ -133,7 +133,7 @@ def test_versions_are_recorded_listed_and_usable_as_of(client, make_jpeg, tmp_pa
     assert hashes(client, as_of=versions[3]["version_id"]) == set()
     assert client.catalog_versions("inhouse/beta/raw/image") == []
     with pytest.raises(UnknownVersionError, match="unknown catalog version"):
-        hashes(client, as_of="v20260101T000000000000Z-abcdef")
+        hashes(client, as_of="v20260101T000000000000Z-abcdef01")
 
 
 def test_compaction_keeps_every_row_and_its_ingested_at(client, make_jpeg, tmp_path):
@@ -161,8 +161,8 @@ def test_cli_as_of_and_catalog_versions(client, make_jpeg, tmp_path, base, capsy
     assert [v["rows"] for v in listed] == [1, 2]
     assert main(["--base-path", base, "catalog", "versions"]) == 0
     assert listed[0]["version_id"] in capsys.readouterr().out
-    for as_of in (between.isoformat(), listed[0]["version_id"]):
-        out = tmp_path / f"dl-{len(as_of)}"
+    for i, as_of in enumerate((between.isoformat(), listed[0]["version_id"])):
+        out = tmp_path / f"dl-{i}"
         assert main(["--base-path", base, "download", "--all", "--as-of", as_of, "--out", str(out)]) == 0
         assert set(pq.read_table(out / "data.parquet").column("row_hash").to_pylist()) == first
     capsys.readouterr()
