@@ -125,6 +125,22 @@ def _parse(key: str, prefix: str) -> tuple[PartitionRef, str] | None:
     return PartitionRef(*match.group(1, 2, 3, 4)), match.group(5)
 
 
+def _planned_files(storage: Storage, deletion_id: str) -> dict[PartitionRef, set[str]]:
+    """The retained Parquet keys a deletion's record says it copies, per partition ({} for a record missing or
+    unreadable: then whatever is retained is taken as complete)."""
+    try:
+        doc = json.loads(storage.read_bytes(keys.deletion_record(deletion_id)))
+        planned = {
+            PartitionRef.parse(p["partition"]): {
+                keys.retained_file(deletion_id, k) for k in p["files"] if str(k).endswith(".parquet")
+            }
+            for p in doc.get("partitions", [])
+        }
+    except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return planned
+
+
 def snapshot(
     storage: Storage, at: datetime, filters: Sequence[str | Sequence[str] | None] = (None, None, None, None)
 ) -> list[SnapshotFile]:
@@ -140,7 +156,10 @@ def snapshot(
             parsed = _parse(obj.key, keys.retained(deletion.deletion_id))
             if parsed:
                 found.setdefault(parsed[0], []).append(obj)
+        expected = _planned_files(storage, deletion.deletion_id)
         for ref, objects in found.items():
+            if ref in expected and not expected[ref] <= {o.key for o in objects}:
+                continue  # still being copied: the partition is unchanged until the copy is done
             chosen.setdefault(ref, objects)
     current: dict[PartitionRef, list[ObjectInfo]] = {}
     for obj in storage.list(keys.CATALOG):

@@ -176,3 +176,27 @@ def test_cli_as_of_and_catalog_versions(client, make_jpeg, tmp_path, base, capsy
     rows = {r for b in iter_export_batches(info["export_path"]) for r in b.column("row_hash").to_pylist()}
     assert rows == first
     assert main(["--base-path", base, "catalog", "versions", "--partition", "nope"]) == 1
+
+
+def test_a_deletion_still_copying_is_not_read_as_complete(client, make_jpeg, tmp_path, monkeypatch):
+    """A deletion interrupted while it copies a partition's files (record written, one part retained, the
+    partition unchanged): an as_of before it reads the partition itself, not the partial copy."""
+    ingest(client, make_jpeg, tmp_path / "one", [(1, 1, 1), (2, 2, 2)])
+    ingest(client, make_jpeg, tmp_path / "two", [(3, 3, 3)])
+    everything = hashes(client)
+    before = now()
+    copy, copied = client.lake.storage.copy, []
+
+    def copy_once(src: str, dst: str) -> None:
+        if src.endswith(".parquet") and any(k.endswith(".parquet") for k in copied):
+            raise OSError("interrupted")
+        copied.append(dst)
+        copy(src, dst)
+
+    monkeypatch.setattr(client.lake.storage, "copy", copy_once)
+    with pytest.raises(OSError, match="interrupted"):
+        client.delete(dataset="inhouse/alpha")
+    monkeypatch.setattr(client.lake.storage, "copy", copy)  # not undo(): that would drop the S3 environment too
+    assert [k for k in copied if k.endswith(".parquet")] and hashes(client) == everything
+    assert hashes(client, as_of=before) == everything
+    assert hashes(client, as_of=now()) == everything
