@@ -115,7 +115,8 @@ class DatalakeClient(CollectionClientMixin):
 
         ``selection`` is a dict or :class:`~datalake_pipelines.core.export.download.Selection`; returns the
         ``download.json`` manifest. Streams in batches, so memory stays bounded for any selection. Columns keep
-        their catalog types (``hf``: maps become key/value lists, recorded as ``hf_conversions``). ``out_dir``
+        their catalog types (``hf``: maps become key/value lists, recorded as ``hf_conversions``).
+        ``as_of=`` (a timestamp or a catalog version id) downloads the catalog as it was then. ``out_dir``
         is never replaced unless ``overwrite=True`` (``FileExistsError`` otherwise, also for the loser of two
         downloads racing to one folder). See :func:`~datalake_pipelines.core.export.download.download` for the errors.
         """
@@ -133,12 +134,15 @@ class DatalakeClient(CollectionClientMixin):
         wait: bool = False,
         instance: Any = None,
         exclude_near_duplicates: int | None = None,
+        as_of: str | None = None,
     ) -> str:
         """Start an export job (a Dagster run); return its task id (the run id).
 
         ``wait=True`` runs it in this process and returns when it is done; otherwise it is submitted to the
         instance in ``$DAGSTER_HOME`` (run by the daemon / ``dagster dev``). ``exclude_near_duplicates=D`` (or
-        the option of that name) keeps one row per cluster of images within ``D`` bits of pHash.
+        the option of that name) keeps one row per cluster of images within ``D`` bits of pHash. ``as_of`` (an
+        ISO 8601 timestamp or a catalog version id) exports the catalog as it was then (``AS_OF_UNAVAILABLE``
+        when the retention no longer holds it).
         """
         from .core.export.tasks import ExportParams
         from .services.exports import create_export
@@ -147,7 +151,7 @@ class DatalakeClient(CollectionClientMixin):
         options = dict(options or {})
         if exclude_near_duplicates is not None:
             options["exclude_near_duplicates"] = exclude_near_duplicates
-        params = ExportParams(str(destination), filter or {}, export_all, file_type, options)
+        params = ExportParams(str(destination), filter or {}, export_all, file_type, options, as_of)
         return create_export(instance or get_instance(), params, base_path=str(self.base_path), wait=wait)
 
     def near_duplicates(self, threshold: int | None = None, partition: str | None = None) -> dict[str, Any]:
@@ -233,6 +237,14 @@ class DatalakeClient(CollectionClientMixin):
         from .core.lifecycle.lineage import lineage
 
         return lineage(self.lake, ident)
+
+    def catalog_versions(self, partition: str | None = None) -> list[dict[str, Any]]:
+        """The catalog versions recorded at each ingest, rebuild and delete (of ``partition`` ``P/D/T/V`` when
+        given), oldest first: ``version_id``, ``partition``, ``action``, ``time``, ``rows``, ``files``. A
+        ``version_id`` is a valid ``as_of`` for queries, downloads and exports."""
+        from .core.lifecycle.versions import list_versions
+
+        return list_versions(self.lake.storage, partition)
 
     def process_pending(self, **options: Any) -> list[BatchResult]:
         """Process every pending batch in this process (no Dagster needed)."""

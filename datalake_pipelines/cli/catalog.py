@@ -1,4 +1,4 @@
-"""``datalake catalog compact|rebuild|verify``: catalog maintenance.
+"""``datalake catalog compact|rebuild|verify|versions``: catalog maintenance and its version history.
 
 ``verify`` checks that every asset the catalog references exists, at its size (``--hashes``: its content too);
 it exits 0 when the lake is consistent, 1 when anything is missing or wrong (listed; ``--json``: the report).
@@ -99,8 +99,30 @@ def cmd_catalog_verify(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+def cmd_catalog_versions(args: argparse.Namespace) -> int:
+    """The catalog versions recorded at each materialization (oldest first); ``--partition`` narrows them."""
+    from ..core.lake.layout import PartitionRef
+    from ..core.lifecycle.versions import list_versions
+
+    if args.partition:
+        PartitionRef.parse(args.partition)  # a malformed key is refused, not answered with nothing
+    found = list_versions(lake_of(args).storage, args.partition)
+
+    def text() -> str:
+        if not found:
+            return "no catalog version recorded" + (f" for {args.partition}" if args.partition else "")
+        return "\n".join(
+            f"{v['version_id']}  {v['time']}  {v['action']:<7}  {v['partition']}  {v['rows']} rows, "
+            f"{len(v['files'])} files"
+            for v in found
+        )
+
+    emit(args, found, text)
+    return 0
+
+
 def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    """``catalog compact|rebuild|verify``."""
+    """``catalog compact|rebuild|verify|versions``."""
     catalog = subparsers.add_parser("catalog", help="catalog maintenance").add_subparsers(dest="action", required=True)
     p = catalog.add_parser("compact", parents=parents, help="merge part files into data.parquet")
     p.add_argument("--partition", help="provider/dataset/task/variant (default: every partition)")
@@ -118,3 +140,8 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="also check every hash-index entry (data files no partition references); default without --partition",
     )
     p.set_defaults(func=cmd_catalog_verify)
+    p = catalog.add_parser(
+        "versions", parents=parents, help="catalog versions (one per ingest, rebuild, delete): ids for --as-of"
+    )
+    p.add_argument("--partition", help="provider/dataset/task/variant (default: every partition)")
+    p.set_defaults(func=cmd_catalog_versions)

@@ -217,6 +217,12 @@ def lake_target(args: argparse.Namespace) -> LakeLayout | str:
     return s3_base(args) or layout_of(args)
 
 
+AS_OF_HELP = (
+    "the catalog as it was then: an ISO 8601 timestamp (UTC if no offset) or a catalog version id "
+    "(`datalake catalog versions`); refused when older than GC's retention still holds"
+)
+
+
 # output -------------------------------------------------------------------------------------------------
 def emit(args: argparse.Namespace, doc: Any, text: str | Callable[[], str]) -> None:
     """Print ``doc`` as indented JSON with ``--json``, else ``text`` (a string, or a function making it)."""

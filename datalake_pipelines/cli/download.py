@@ -10,7 +10,18 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .common import UsageError, ask, emit, lake_target, layout_of, parse_where, s3_base, split_list, stdin_is_tty
+from .common import (
+    AS_OF_HELP,
+    UsageError,
+    ask,
+    emit,
+    lake_target,
+    layout_of,
+    parse_where,
+    s3_base,
+    split_list,
+    stdin_is_tty,
+)
 from .limits import limit_arg
 
 
@@ -47,6 +58,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         metavar="D",
         help="keep one row per cluster of images within D bits of pHash (listed in near_duplicates.json)",
     )
+    p.add_argument("--as-of", metavar="TIME|VERSION", help=AS_OF_HELP)
     p.add_argument("--out", default="downloads", help="output folder")
     p.set_defaults(func=cmd_download)
 
@@ -87,6 +99,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         text=args.text,
         json_path=args.json_path or None,
         mode=args.mode,
+        as_of=args.as_of,
     )
     if selection.text is not None and not selection.column:
         raise UsageError("--text needs --search-column")

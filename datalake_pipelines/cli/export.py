@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from ..core.export.tasks import FILE_TYPES, ExportError, ExportParams
-from .common import emit, global_options, json_object, split_pair
+from .common import AS_OF_HELP, emit, global_options, json_object, split_pair
 
 FINAL = ("done", "fail")
 
@@ -98,6 +98,7 @@ def cmd_export_create(args: argparse.Namespace) -> int:
             "hdf5_compression": args.hdf5_compression,
             "exclude_near_duplicates": args.exclude_near_duplicates,
         },
+        as_of=args.as_of,
     )
     if not params.filter and not params.export_all:
         raise ExportError("INVALID_FILTER_FIELD", "give at least one --filter field=values, or --export-all")
@@ -180,6 +181,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | None = 
         metavar="D",
         help="keep one row per cluster of images within D bits of pHash (listed in near_duplicates.json)",
     )
+    p.add_argument("--as-of", metavar="TIME|VERSION", help=AS_OF_HELP)
     p.set_defaults(func=cmd_export_create)
     p = export.add_parser("info", parents=parents, help="status, progress and sample of an export task")
     p.add_argument("task_id")

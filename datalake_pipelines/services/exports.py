@@ -58,6 +58,7 @@ def run_config_for(params: ExportParams, base_path: str | Path | None) -> dict[s
         "hdf5_image_shape": list(opts["hdf5_image_shape"]),
         "hdf5_compression": opts["hdf5_compression"] or "",
         "exclude_near_duplicates": opts["exclude_near_duplicates"],
+        "as_of": str(params.as_of or ""),
     }  # fmt: skip
     return {"ops": {EXPORT_OP: {"config": config}}}
 

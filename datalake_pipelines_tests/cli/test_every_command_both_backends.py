@@ -120,6 +120,10 @@ def session(base: str, inputs: dict[str, Path], out: Path, web: str, capsys) -> 
     run("near-dups", "--out", str(out / "near"))
     run("delete", "--dataset", "acme/remote", "--dry-run")
     run("delete", "--dataset", "acme/remote")
+    run("catalog versions")
+    (first, *_) = run("catalog versions", "--partition", "acme/remote/raw/mixed")  # its ingest, then its deletion
+    run("download", "--all", "--as-of", first["version_id"], "--out", str(out / "then"))
+    assert "remote" in pq.read_table(out / "then" / "data.parquet").column("dataset").to_pylist()  # deleted, back
     run("delete", "--partition", RAW, "--dry-run")
     run("gc", "--grace", "0", "--retention", "0", "--dry-run")
     run("gc", "--grace", "0", "--retention", "0")
@@ -134,7 +138,7 @@ HEX_ID = re.compile(r"\b[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}\b|\b[0-9a-f]
 # values that differ by nature between two runs or two stores: durations, times as numbers, sizes of files
 # holding times or ids, and where a local copy of a lake file is (the lake folder itself, or the S3 lake's cache)
 VOLATILE_KEYS = {"seconds", "duration", "elapsed", "rate", "bytes_written", "size", "snapshot_id", "run_id",
-                 "sampled_timestamp", "local_report_path", "deleted_at_ts", "retained_bytes",
+                 "sampled_timestamp", "local_report_path", "deleted_at_ts", "retained_bytes", "time_ts",
                  "warehouse"}  # fmt: skip  # warehouse: the refresh summary (an S3 lake's names its local copy too)
 
 
@@ -156,6 +160,7 @@ def test_the_session_runs_every_command():
         "process list", "process start", "process status", "catalog verify", "catalog compact", "catalog rebuild",
         "download", "export create", "export info", "collection create", "collection list", "collection show",
         "collection upload", "ingest-url", "profile", "preview", "near-dups", "delete", "gc", "lineage",
+        "catalog versions",
     }  # fmt: skip
     assert leaf_commands(build_parser()) == ran
 

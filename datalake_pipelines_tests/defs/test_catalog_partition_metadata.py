@@ -44,7 +44,7 @@ def materialized(tmp_path, make_jpeg) -> dict:
         outcome = run(instance, base, result.run_requests[0], result)
         assert outcome.success
         meta = outcome.asset_materializations_for_node("catalog_partition")[0].metadata
-    return {"meta": meta, "sizes": {p.name: p.stat().st_size for p in (a, b)}}
+    return {"meta": meta, "sizes": {p.name: p.stat().st_size for p in (a, b)}, "base": base}
 
 
 def test_figures_carry_units_next_to_the_raw_ints(materialized):
@@ -54,6 +54,15 @@ def test_figures_carry_units_next_to_the_raw_ints(materialized):
     assert "dedup_ratio" not in meta
     assert meta["bytes_stored"].value == sum(sizes.values())  # the raw int, for Dagster's plots
     assert meta["bytes_stored_human"].value == format_bytes(sum(sizes.values()))
+
+
+def test_the_catalog_version_is_shown_and_is_a_valid_as_of(materialized):
+    client = DatalakeClient(materialized["base"], progress=False)
+    (version,) = client.catalog_versions("inhouse/scans/ocr/words")
+    assert materialized["meta"]["catalog_version"].value == version["version_id"]
+    assert (version["action"], version["rows"]) == ("ingest", 3)
+    manifest = client.download(None, "parquet", Path(materialized["base"]).parent / "dl", as_of=version["version_id"])
+    assert manifest["rows"] == 3
 
 
 def test_the_preview_is_a_table_with_the_useful_columns_first(materialized):
@@ -118,3 +127,24 @@ def test_owners_tags_and_code_version_from_settings():
     assert owners == ["team:data-eng", "ml@example.com"]
     assert {"domain": "ml", "tier": "gold"}.items() <= tags.items()
     assert version == CODE_VERSION != ""
+
+
+def test_the_catalog_version_on_an_s3_lake(s3_lake, make_jpeg, tmp_path):
+    """The same on S3: the ingest run and a rebuild run (no job ids) each show the version they recorded."""
+    client = DatalakeClient(s3_lake, progress=False)
+    client.upload_raw_data(pd.DataFrame({"image": [str(make_jpeg(tmp_path / "a.jpg"))]}), "inhouse", "s3v")
+    with dg.instance_for_test() as instance:
+        result = tick(instance, s3_lake)
+        outcome = run(instance, s3_lake, result.run_requests[0], result)
+        assert outcome.success
+        ingested = outcome.asset_materializations_for_node("catalog_partition")[0].metadata["catalog_version"].value
+        key = result.run_requests[0].partition_key
+        rebuild = dg.RunRequest(partition_key=key, tags={})
+        again = run(instance, s3_lake, rebuild, result)
+        assert again.success
+        rebuilt = again.asset_materializations_for_node("catalog_partition")[0].metadata["catalog_version"].value
+    versions = client.catalog_versions("inhouse/s3v/raw/mixed")
+    assert [(v["version_id"], v["action"], v["rows"]) for v in versions] == [
+        (ingested, "ingest", 1),
+        (rebuilt, "rebuild", 1),
+    ]

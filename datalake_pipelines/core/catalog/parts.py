@@ -314,6 +314,7 @@ class CompactionResult:
     duplicates_dropped: int
     path: Path | None
     rows_deleted: int = 0  # rows of ``drop_batches`` left out
+    catalog_version: str | None = None  # the catalog version a published rebuild recorded (lifecycle/versions.py)
 
 
 def compact_partition(

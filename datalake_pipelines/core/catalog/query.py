@@ -17,6 +17,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,9 @@ from ..arrow.restore import local_schema, restore_reader, restore_table, selecti
 from ..errors import DatalakeError
 from ..lake.layout import LakeLayout, resolve_base_path
 from ..lake.open import lake_base, lake_kind
-from .parts import PARTITION_COLUMNS, CatalogError
+from ..lifecycle import as_of as as_of_mod
+from ..storage.backends import open_storage
+from .parts import INGESTED_AT, PARTITION_COLUMNS, CatalogError
 from .query_sql import check_columns, limit_sql, quote_identifier, where_sql
 from .search import check_search, search_sql
 from .warehouse import (
@@ -180,11 +183,18 @@ class DuckDBClient:
                 check_catalog_files(self._local, [Path(f) for f in files])
             raise
 
-    def _source(self, files: list) -> tuple[str, dict[str, Any]]:
-        """The relation reading ``files`` and its parameters."""
+    def _source(self, files: list, at: datetime | None = None) -> tuple[str, dict[str, Any]]:
+        """The relation reading ``files`` (only rows ingested at or before ``at`` when given) and its parameters."""
         if self.s3 is not None:
-            return quote_identifier(self.s3.register(self.con, files)), {}
-        return parquet_scan("$files"), _files_param(files)
+            source, params = quote_identifier(self.s3.register(self.con, files)), {}
+        else:
+            source, params = parquet_scan("$files"), _files_param(files)
+        if at is None:
+            return source, params
+        return f"(SELECT * FROM {source} WHERE {quote_identifier(INGESTED_AT)} <= $as_of_ts)", {
+            **params,
+            "as_of_ts": at,
+        }
 
     def _relation(self, sql: str, params: dict[str, Any], files: Sequence[Path | str]) -> duckdb.DuckDBPyRelation:
         with self._reading(files):
@@ -233,9 +243,23 @@ class DuckDBClient:
         return selection_schema(files, columns, lambda fs: [local_schema(Path(f)) for f in fs])
 
     # planning ----------------------------------------------------------------
-    def _selection(self, providers, datasets, tasks, variants, columns):
-        files: list[Path] | list[str]
+    def _as_of_files(self, as_of: str | datetime, filters: tuple) -> tuple[list, datetime]:
+        """The catalog files as of ``as_of`` (:mod:`..lifecycle.as_of`) and the time it means."""
+        storage = self.s3.storage if self.s3 is not None else open_storage(self._local.base)
+        at = as_of_mod.resolve(storage, as_of)
+        picked = as_of_mod.snapshot(storage, at, filters)
         if self.s3 is not None:
+            return self.s3.adopt([(f.info, f.ref) for f in picked]), at
+        return [Path(self._local.base) / f.info.key for f in picked], at
+
+    def _selection(self, providers, datasets, tasks, variants, columns, as_of=None):
+        files: list[Path] | list[str]
+        at = None
+        if as_of is not None:
+            files, at = self._as_of_files(as_of, (providers, datasets, tasks, variants))
+            if self.s3 is not None and files:
+                self.catalog_schema(files, None)
+        elif self.s3 is not None:
             files = self.s3.files(self.s3.select(providers, datasets, tasks, variants))
             # the registered pyarrow dataset needs one schema over every column: refuse a conflict first,
             # naming the partitions (the dataset would only say the types)
@@ -246,7 +270,7 @@ class DuckDBClient:
         if columns is not None and files:
             check_columns(columns, schema)
         selected = list(schema) if columns is None else list(dict.fromkeys(columns))
-        return files, schema, selected
+        return files, schema, selected, at
 
     def plan_retrieval(
         self,
@@ -257,9 +281,12 @@ class DuckDBClient:
         columns: Sequence[str] | None = None,
         where: dict[str, Any] | None = None,
         limit: int | None = None,
+        as_of: str | datetime | None = None,
     ) -> QueryPlan:
-        files, schema, selected = self._selection(providers, datasets, tasks, variants, columns)
-        source, source_params = self._source(files) if files else ("", {})
+        """Rows of the selected partitions (``as_of``: a timestamp or version id, the catalog as it was then;
+        see :mod:`..lifecycle.as_of`, whose errors it raises)."""
+        files, schema, selected, at = self._selection(providers, datasets, tasks, variants, columns, as_of)
+        source, source_params = self._source(files, at) if files else ("", {})
         params = dict(source_params)
         condition = where_sql(where, schema, params, self.con) if files else ""
         sql = (
@@ -283,14 +310,15 @@ class DuckDBClient:
         columns: Sequence[str] | None = None,
         where: dict[str, Any] | None = None,
         limit: int | None = None,
+        as_of: str | datetime | None = None,
     ) -> QueryPlan:
         """The plan of :meth:`search_text` (its SQL: :func:`.search.search_sql`)."""
         check_search(text, json_path, mode)
-        files, schema, selected = self._selection(providers, datasets, tasks, variants, columns)
+        files, schema, selected, at = self._selection(providers, datasets, tasks, variants, columns, as_of)
         out_columns = [*selected, "matched_snippet"]
         if not files:
             return QueryPlan("", {}, [], out_columns)
-        source, source_params = self._source(files)
+        source, source_params = self._source(files, at)
         params = dict(source_params)
         sql = search_sql(self.con, column, text, json_path, mode, schema, selected, source, params, where, limit)
         keep = {*(columns or PARTITION_COLUMNS), "matched_snippet"}
@@ -314,9 +342,11 @@ class DuckDBClient:
         where: dict[str, Any] | None = None,
         limit: int | None = None,
         as_arrow: bool = False,
+        as_of: str | datetime | None = None,
     ):
-        """Rows of the selected partitions, without columns that are null in every returned row."""
-        plan = self.plan_retrieval(providers, datasets, tasks, variants, columns, where, limit)
+        """Rows of the selected partitions, without columns that are null in every returned row (``as_of``: as
+        :meth:`plan_retrieval`)."""
+        plan = self.plan_retrieval(providers, datasets, tasks, variants, columns, where, limit, as_of)
         return _finish(drop_all_null_columns(self.run(plan), plan.keep), as_arrow)
 
     def search_text(
@@ -333,11 +363,12 @@ class DuckDBClient:
         as_arrow: bool = False,
         columns: Sequence[str] | None = None,
         where: dict[str, Any] | None = None,
+        as_of: str | datetime | None = None,
     ):
         """Rows whose ``column`` (or its ``json_path`` values) contains ``text`` (case-insensitive) or matches
         the RE2 pattern ``text`` (``mode="regex"``), with a ``matched_snippet`` around the first match."""
         plan = self.plan_search(
-            column, text, json_path, providers, datasets, tasks, variants, mode, columns, where, limit
+            column, text, json_path, providers, datasets, tasks, variants, mode, columns, where, limit, as_of
         )
         return _finish(drop_all_null_columns(self.run(plan), plan.keep), as_arrow)
 

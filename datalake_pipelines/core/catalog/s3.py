@@ -123,6 +123,13 @@ class S3Catalog:
             out.append(uris)
         return out
 
+    def adopt(self, objects: Sequence[tuple[ObjectInfo, PartitionRef]]) -> list[str]:
+        """Make any Parquet objects of the lake (a deletion's retained files too) readable as files of the given
+        partitions; return their URIs."""
+        uris = [self.uri(o.key) for o, _ in objects]
+        self._objects.update({u: pair for u, pair in zip(uris, objects)})
+        return uris
+
     # footers ---------------------------------------------------------------------------------------------
     def _fragment(self, uri: str) -> ds.ParquetFileFragment:
         info, ref = self._objects[uri]

@@ -11,6 +11,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from ..catalog.query import DuckDBClient, QueryPlan
 from ..catalog.query_sql import limit_sql
 from ..errors import DatalakeError
 from ..lake.layout import LakeLayout
+from ..lifecycle.as_of import resolve as resolve_as_of
+from ..storage.backends import open_storage
 from ..storage.files import utc_now_iso, write_json_atomic
 from .hf_types import hf_batch, hf_plan
 from .output_guard import DOWNLOAD_MARKERS, staged_folder
@@ -47,6 +50,7 @@ class Selection:
     text: str | None = None
     json_path: str | None = None
     mode: str = "contains"
+    as_of: str | datetime | None = None  # the catalog as it was then: a timestamp or a catalog version id
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -74,13 +78,17 @@ class Selection:
                 raise ValueError("a text search selection needs 'column' as well as 'text'")
             return duck.plan_search(
                 self.column, self.text, self.json_path, mode=self.mode, columns=self.columns,
-                where=self.where, limit=self.limit, **self.partition_filters(),
+                where=self.where, limit=self.limit, as_of=self.as_of, **self.partition_filters(),
             )  # fmt: skip
-        return duck.plan_retrieval(columns=self.columns, where=self.where, limit=self.limit, **self.partition_filters())
+        return duck.plan_retrieval(
+            columns=self.columns, where=self.where, limit=self.limit, as_of=self.as_of, **self.partition_filters()
+        )
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
         doc.pop("extra")
+        if isinstance(doc["as_of"], datetime):
+            doc["as_of"] = doc["as_of"].isoformat()
         return doc
 
 
@@ -230,6 +238,7 @@ def download(
     hive: bool = False,
     overwrite: bool = False,
     exclude_near_duplicates: int | None = None,
+    as_of: str | datetime | None = None,
 ) -> dict[str, Any]:
     """Write the selected rows of ``lake`` (a :class:`LakeLayout`, a folder or ``s3://bucket/prefix``) to the local
     folder ``out_dir`` in ``format`` (``parquet``, ``arrow`` or ``hf``); return the manifest.
@@ -249,6 +258,10 @@ def download(
     pHash (:mod:`.neardup.exclude`; ``limit`` counts kept rows) and lists the others in
     ``near_duplicates.json``, summarized in the manifest.
 
+    ``as_of`` (or the selection's ``as_of``): a timestamp or a catalog version id; the rows are the catalog as it
+    was then (:mod:`..lifecycle.as_of`), ``catalog_snapshot_at`` is that time and ``partitions`` is empty (it
+    describes the current catalog). Raises ``AsOfTooOldError`` when the retention no longer holds that time.
+
     Raises ``ValueError`` for a bad selection (unknown
     column or partition, a value not of its column's type, a type conflict between partitions),
     ``HfUnsupportedTypeError`` (code ``hf_unsupported_type``) for a column ``hf`` cannot hold.
@@ -261,11 +274,16 @@ def download(
     source = open_source(lake)
     limit_sql(selection.limit)  # a negative limit is refused here, with or without exclude_near_duplicates
     snapshot_at = utc_now_iso()
+    wanted = as_of if as_of is not None else selection.as_of
+    if wanted is not None:  # resolved once: every plan reads the same moment
+        at = resolve_as_of(open_storage(source.base), wanted)
+        selection, snapshot_at = replace(selection, as_of=at), at.isoformat()
     conversions: list[dict[str, Any]] = []
     # never the lake; only our own folder; claimed with mkdir, written aside and renamed into place
     with staged_folder(out_dir, overwrite, source, DOWNLOAD_MARKERS) as (tmp, out):
-        refs = source.select(**selection.partition_filters())
-        stats = source.stats(refs).to_pylist()
+        # as_of: the current partitions say nothing of then (a deleted one is not even listed)
+        refs = source.select(**selection.partition_filters()) if selection.as_of is None else []
+        stats = source.stats(refs).to_pylist() if refs else []
         with DuckDBClient(base_path=source.base) as duck:
             exclusion = None
             if exclude_near_duplicates is None:
@@ -279,7 +297,8 @@ def download(
                 reader, exclusion = excluding_reader(
                     duck, plan_for, selection.columns, selection.limit, exclude_near_duplicates, batch_size
                 )
-            total = None if (selection.where or selection.is_search) else sum(s["rows"] for s in stats)
+            exact = not (selection.where or selection.is_search or selection.as_of is not None)
+            total = sum(s["rows"] for s in stats) if exact else None
             if selection.limit is not None and total is not None:
                 total = min(total, selection.limit)
             with tqdm(total=total, unit="rows", disable=not progress, desc=f"download {format}") as bar:

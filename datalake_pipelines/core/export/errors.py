@@ -12,6 +12,7 @@ INVALID_OPTION = "INVALID_OPTION"
 UNKNOWN_PARTITION = "UNKNOWN_PARTITION"
 UNWRITABLE_DESTINATION = "UNWRITABLE_DESTINATION"
 EXPORT_FAILED = "EXPORT_FAILED"
+AS_OF_UNAVAILABLE = "AS_OF_UNAVAILABLE"  # as_of not a timestamp / version id, or older than the retention holds
 
 
 class ExportError(DatalakeError):

@@ -29,9 +29,12 @@ from ..catalog.query_sql import InvalidFilterValueError, cast_value
 from ..catalog.warehouse import UnknownPartitionError
 from ..errors import CodedError
 from ..lake.layout import LakeLayout
+from ..lifecycle.as_of import resolve as resolve_as_of
+from ..storage.backends import open_storage
 from ..storage.files import utc_now, utc_now_iso, write_json_atomic
 from .destination import open_destination
 from .errors import (
+    AS_OF_UNAVAILABLE,
     EMPTY_FILTER_VALUES,
     EXPORT_FAILED,
     INVALID_FILE_TYPE,
@@ -69,6 +72,7 @@ class ExportParams:
     export_all: bool = False
     file_type: str = "parquet"
     options: dict[str, Any] = field(default_factory=dict)
+    as_of: str | None = None  # export the catalog as it was then: a timestamp or a catalog version id
 
     @classmethod
     def coerce(cls, value: ExportParams | dict[str, Any]) -> ExportParams:
@@ -76,7 +80,7 @@ class ExportParams:
             return value
         if not isinstance(value, dict):
             raise ExportError(INVALID_OPTION, f"export parameters must be a mapping, got {type(value).__name__}")
-        unknown = set(value) - {"destination", "filter", "export_all", "file_type", "options"}
+        unknown = set(value) - {"destination", "filter", "export_all", "file_type", "options", "as_of"}
         if unknown:
             raise ExportError(INVALID_OPTION, f"unknown export parameter(s) {sorted(unknown)}")
         if not value.get("destination"):
@@ -237,9 +241,12 @@ def _cast_values(con: duckdb.DuckDBPyConnection, name: str, sql_type: str, value
 
 
 def plan_export(duck: DuckDBClient, params: ExportParams, sampled: datetime) -> tuple[QueryPlan, QueryPlan]:
-    """The export query and the snapshot row count query of the selected partitions (same file list)."""
+    """The export query and the snapshot row count query of the selected partitions (same file list); with
+    ``params.as_of``, ``sampled`` is the time it means and the files are the catalog's then."""
     wanted = {} if params.export_all else dict(params.filter)
     partitions: dict[str, Any] = {PARTITION_ARGS[k]: list(v) for k, v in wanted.items() if k in PARTITION_COLUMNS}
+    if params.as_of:
+        partitions["as_of"] = sampled
     try:
         probe = duck.plan_retrieval(**partitions)
     except UnknownPartitionError as exc:
@@ -294,6 +301,14 @@ def _partition_counts(duck: DuckDBClient, plan: QueryPlan) -> dict[tuple[str, ..
     return {tuple(row[c] for c in PARTITION_COLUMNS): int(row["n"]) for row in table}
 
 
+def _as_of_time(lake: LakeSource | LakeLayout | str, as_of: str) -> datetime:
+    """The time ``as_of`` means; ExportError ``AS_OF_UNAVAILABLE`` when it means none or the retention is past."""
+    try:
+        return resolve_as_of(open_storage(str(open_source(lake).base)), as_of)
+    except ValueError as exc:  # AsOfError, AsOfTooOldError, UnknownVersionError
+        raise ExportError(AS_OF_UNAVAILABLE, str(exc)) from None
+
+
 def default_export_name() -> str:
     return f"export-{utc_now().strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
 
@@ -318,7 +333,7 @@ def run_export(
     params = ExportParams.coerce(params)
     params.check()
     opts = params.resolved_options()
-    sampled = utc_now()
+    sampled = _as_of_time(lake, params.as_of) if params.as_of else utc_now()
     progress = ExportProgress(sampled, progress_cb)
     progress.report()
     destination = open_destination(params.destination)

@@ -88,6 +88,7 @@ class BatchResult:
     staging_report: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)  # where the batch came from (core/ingest/provenance.py)
     error: str | None = None
+    catalog_version: str | None = None  # the catalog version its publication recorded (lifecycle/versions.py)
     started_at: str = field(default_factory=utc_now_iso)
     finished_at: str | None = None
     seconds: float = 0.0

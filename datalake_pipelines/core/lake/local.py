@@ -257,7 +257,10 @@ class LocalLake(BaseLake):
             reused = batches.done_job_reused(self.storage, batch.job_id)
             if reused:
                 self._reject_logged(batch.job_id, reused, logging.getLogger("datalake"))
-        return process_pending(self.layout, options)
+        results = process_pending(self.layout, options)
+        for result in results:
+            self.record_version(result)
+        return results
 
     def rebuild_partition(self, ref: PartitionRef, batch_size: int, view: LakeLayout | None = None) -> CompactionResult:
         """Compact a partition in place: one ``data.parquet``, duplicates dropped (idempotent), under the
@@ -270,6 +273,7 @@ class LocalLake(BaseLake):
                     LocalRowDedup(self.layout, index).rebuild(ref)
                 finally:
                     index.close()
+            self.record_version(result, "rebuild")
             return result
 
     @contextlib.contextmanager

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from ..catalog.parts import CompactionResult
 from ..ingest.hash_index import HashIndex
 from ..ingest.processing import BatchResult, ProcessOptions
+from ..lifecycle import versions
 from .keys import ERROR_FILE, FAILED
 from .layout import LakeLayout, PartitionRef
 from .locks import PartitionBusy
@@ -285,6 +286,7 @@ class BaseLake:
                 if run_info and run_info.get("run_id"):  # the reaper's view: which run and process hold it
                     self.mark_running(job_id, run_info["run_id"], os.getpid())
                 result = self._process_one(view, job_id, options, run_info)
+                self.record_version(result)
                 if result.status == "skipped":
                     log.warning(f"batch {job_id}: {result.error}; skipped")
                     continue
@@ -302,6 +304,19 @@ class BaseLake:
 
     def mark_running(self, job_id: str, run_id: str, pid: int) -> None:
         raise NotImplementedError
+
+    def record_version(self, result: BatchResult | CompactionResult, action: str = "ingest") -> None:
+        """Record the catalog version a published batch (done) or rebuild made of its partition, and set its
+        ``catalog_version``. Versions are history for time travel: failing to write one must not fail the run."""
+        if not result.partition or (isinstance(result, BatchResult) and result.status != "done"):
+            return
+        detail = {"batch_id": result.job_id} if isinstance(result, BatchResult) else {"rows": result.rows}
+        try:
+            doc = versions.record_version(self.storage, PartitionRef.parse(result.partition), action, detail)
+        except (OSError, ValueError) as exc:
+            logging.getLogger("datalake").warning(f"catalog version of {result.partition} not recorded: {exc}")
+            return
+        result.catalog_version = doc["version_id"]
 
     def queue_snapshot(
         self,

@@ -61,7 +61,7 @@ class WorkLayout(LakeLayout):
 
 class S3Processing:
     """Needs ``storage`` (S3Storage), ``base``, ``cache`` (Path), ``schema()``, ``fail()``, ``claim_ready()``,
-    ``_claim_key()``, ``uri_of()`` and ``_sizes_cache`` from the lake class it is mixed into."""
+    ``_claim_key()``, ``uri_of()``, ``record_version()`` and ``_sizes_cache`` from the lake class it is mixed into."""
 
     # what the lake class provides, declared for the type checker only (set in S3Lake.__init__)
     storage: S3Storage
@@ -78,6 +78,7 @@ class S3Processing:
         def _claim_key(job_id: str) -> str: ...
         def uri_of(self, key: str) -> str: ...
         def _drop_pending(self, job_id: str, objects: list[str] | None = None) -> None: ...
+        def record_version(self, result: BatchResult | CompactionResult, action: str = "ingest") -> None: ...
 
     # hash index --------------------------------------------------------------------------------------------
     def index_cache(self) -> SegmentCache:
@@ -292,6 +293,7 @@ class S3Processing:
         for job_id in [j for job_ids in claimed.groups.values() for j in job_ids]:  # each partition's in order
             with self.work_view(job_id) as work:
                 results.append(self._process_one(work, job_id, options))
+            self.record_version(results[-1])
         return results
 
     def _publish(
@@ -354,6 +356,7 @@ class S3Processing:
             if result.path is not None:
                 rows.publish(ref, [result.path])
             rows.rebuild(ref)  # duplicates dropped, parts gone: only data.parquet's hashes stay indexed
+            self.record_version(result, "rebuild")
         return result
 
     def publish_partition(self, work: LakeLayout, ref: PartitionRef, before: set[str]) -> None:

@@ -30,7 +30,7 @@ from ..lake import keys
 from ..lake.layout import PartitionRef, check_name
 from ..lake.locks import exclusive_lock
 from ..storage.files import write_json_atomic
-from . import refs, retained
+from . import refs, retained, versions
 
 
 @dataclass(frozen=True)
@@ -180,8 +180,9 @@ def delete(
         hold(wanted)  # a partition of the dataset or provider created meanwhile
         doc = _document(plan, False)
         retained.write_record(lake.storage, doc["deletion_id"], doc)
-        for ref in wanted:
-            _delete_in_partition(lake, ref, selection, doc["deletion_id"], batch_size)
+        doc["catalog_versions"] = [
+            _delete_in_partition(lake, ref, selection, doc["deletion_id"], batch_size) for ref in wanted
+        ]
     if refresh:
         with exclusive_lock(lake.warehouse_lock):
             doc["warehouse"] = lake.refresh_warehouse()
@@ -208,9 +209,8 @@ def _document(plan: DeletePlan, dry_run: bool) -> dict[str, Any]:
     }
 
 
-def _delete_in_partition(
-    lake, ref: PartitionRef, selection: DeleteSelection, deletion_id: str, batch_size: int
-) -> None:
+def _delete_in_partition(lake, ref: PartitionRef, selection: DeleteSelection, deletion_id: str, batch_size: int) -> str:
+    """Retain, then delete ``selection`` in one partition; return the catalog version recorded after."""
     for key in lake.storage.list(keys.partition(ref)):
         name = key.key.rsplit("/", 1)[-1]
         if name.endswith(".parquet") or name == keys.PARTITION_METADATA:
@@ -218,7 +218,13 @@ def _delete_in_partition(
     drop = selection.drop_batches()
     if drop is None:  # a whole partition; a batch's partition goes only once compaction finds no row left
         lake.drop_partition(ref)
-        return
+    else:
+        _delete_batches(lake, ref, drop, deletion_id, batch_size)
+    detail = {"deletion_id": deletion_id, "selection": selection.describe()}
+    return versions.record_version(lake.storage, ref, "delete", detail)["version_id"]
+
+
+def _delete_batches(lake, ref: PartitionRef, drop: frozenset[str], deletion_id: str, batch_size: int) -> None:
     with lake.partition_view(ref) as view:
         folder = view.partition_dir(ref)
         before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()

@@ -34,7 +34,7 @@ from typing import Any
 from ...settings import load as load_settings
 from ..errors import DatalakeError
 from ..lake import keys
-from . import refs, retained
+from . import as_of, refs, retained
 
 DEFAULT_GRACE_SECONDS = 24 * 3600.0
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys
@@ -94,6 +94,7 @@ def collect_garbage(
     expired = retained.expired(storage, retention_seconds, now)
     if not dry_run:
         for old in expired:
+            as_of.raise_horizon(storage, old.deleted_ts, retention_seconds)  # first: as_of refuses, never misses
             retained.purge(storage, old)
     skip = {k for old in expired for k in old.keys} if dry_run else set()
     marked = refs.lake_references(lake, skip=skip)

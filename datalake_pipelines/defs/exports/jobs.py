@@ -61,6 +61,11 @@ class ExportConfig(dg.Config):
     exclude_near_duplicates: int | None = Field(
         default=None, description="Keep one row per cluster of images within this many bits of pHash (0-24)"
     )
+    as_of: str = Field(
+        default="",
+        description="Export the catalog as it was then: an ISO 8601 timestamp (UTC if no offset) or a catalog "
+        "version id (`datalake catalog versions`); empty: now",
+    )
 
     def export_params(self) -> ExportParams:
         options = {
@@ -76,6 +81,7 @@ class ExportConfig(dg.Config):
             export_all=self.export_all,
             file_type=self.file_type,
             options=options,
+            as_of=self.as_of or None,
         )
 
 

@@ -63,6 +63,10 @@ def catalog_partition(context: dg.AssetExecutionContext, lake: LakeResource, s3:
                 "duplicates_dropped": rebuild.duplicates_dropped,
             }
         seconds.lap("process" if job_ids else "rebuild")
+        # the catalog version this materialization recorded: as_of=<it> reads the catalog as it was then
+        published = [r.catalog_version for r in results if r.catalog_version] if job_ids else [rebuild.catalog_version]
+        if published and published[-1]:
+            metadata["catalog_version"] = dg.MetadataValue.text(published[-1])
         rejected = run_rejections(results)
         log_rejections(context.log, rejected)
         doc = read_partition_metadata(view, ref)
