@@ -29,6 +29,7 @@ from typing import Any
 
 from ..lake import keys
 from ..storage.files import utc_now_iso
+from .asset_store import sha256_file
 from .manifest import BatchManifest
 
 METHODS = ("client", "cli", "hand_drop", "ingest_url", "collection")
@@ -47,15 +48,6 @@ def user_name(uid: int | None = None) -> str:
 def staged_by() -> dict[str, str]:
     """``{"host", "user"}`` of this process."""
     return {"host": socket.gethostname(), "user": user_name()}
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read 1 MiB at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def list_digest(lines: Iterable[str]) -> str:
@@ -90,12 +82,12 @@ def upload_source(origin: Any, method: str, staged_data: Path) -> dict[str, Any]
         if path.is_dir():
             digest = list_digest(folder_listing(path))
             return _record(method, "folder", path=str(path), sha256=digest, digest_of="file list (path, size)")
-        return _record(method, "file", path=str(path), sha256=file_sha256(path), bytes=path.stat().st_size)
+        return _record(method, "file", path=str(path), sha256=sha256_file(path), bytes=path.stat().st_size)
     return _record(
         method,
         "table",
         path=None,
-        sha256=file_sha256(staged_data),
+        sha256=sha256_file(staged_data),
         bytes=staged_data.stat().st_size,
         digest_of="staged data.parquet",
         type=type(origin).__name__,
@@ -133,7 +125,7 @@ def hand_drop_source(batch_dir: Path, key: str, local: bool) -> dict[str, Any]:
     data = batch_dir / "data.parquet"
     claim = {".claim.json"}  # written by the lake when it claims the batch: not the user's
     if data.is_file():
-        facts: dict[str, Any] = {"sha256": file_sha256(data), "bytes": data.stat().st_size, "digest_of": "data.parquet"}
+        facts: dict[str, Any] = {"sha256": sha256_file(data), "bytes": data.stat().st_size, "digest_of": "data.parquet"}
     else:
         lines = [ln for ln in folder_listing(batch_dir) if ln.split("\t")[0] not in claim]
         facts = {"sha256": list_digest(lines), "digest_of": "file list (path, size)"}
