@@ -33,7 +33,6 @@ from .asset_store import sha256_file
 from .manifest import BatchManifest
 
 METHODS = ("client", "cli", "hand_drop", "ingest_url", "collection")
-CHUNK = 1024 * 1024
 
 
 def user_name(uid: int | None = None) -> str:
