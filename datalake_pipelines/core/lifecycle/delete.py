@@ -123,8 +123,9 @@ def _what(selection: DeleteSelection) -> str:
 
 def plan_delete(lake, selection: DeleteSelection) -> DeletePlan:
     """What deleting ``selection`` removes, read-only. ``bytes_freed`` counts each asset (by path) that the deleted
-    rows reference and nothing else does: no kept row of any partition, no retained catalog file of an earlier
-    deletion, no ``create_data_file`` entry. ValueError when nothing matches."""
+    rows reference and nothing else does: no kept row of any partition, no ``create_data_file`` entry (a retained
+    file of an earlier deletion expires first, so it keeps nothing beyond this deletion's retention). ValueError
+    when nothing matches."""
     plan = DeletePlan(selection.describe())
     drop = selection.drop_batches()
     touched: set[str] = set()
@@ -148,7 +149,9 @@ def plan_delete(lake, selection: DeleteSelection) -> DeletePlan:
         plan.rows += rows_deleted
     if drop is not None:
         plan.partitions = [p for p in plan.partitions if p.rows or p.removed]
-    others = refs.lake_references(lake, skip=touched)
+    # retained files of earlier deletions are no roots here: they expire before this deletion's own copies do, so
+    # an asset only they and the deleted rows reference is one GC takes once this deletion's retention passes
+    others = refs.lake_references(lake, skip=touched, with_retained=False)
     sizes = refs.sizes(lake.storage, deleted - kept - others)
     plan.assets_freed, plan.bytes_freed = len(sizes), sum(sizes.values())
     return plan

@@ -129,9 +129,12 @@ def data_file_roots(index) -> set[str]:
     return roots
 
 
-def lake_references(lake, skip: AbstractSet[str] = frozenset(), attempts: int = 5) -> set[str]:
+def lake_references(
+    lake, skip: AbstractSet[str] = frozenset(), attempts: int = 5, with_retained: bool = True
+) -> set[str]:
     """The mark of GC: asset paths referenced by the catalog, by retained catalog files (kept for time travel
-    until the retention passes) and the ``create_data_file`` roots. ``skip``: catalog keys not to read.
+    until the retention passes; not with ``with_retained=False``) and the ``create_data_file`` roots. ``skip``:
+    catalog keys not to read.
 
     ``catalog/`` is listed before ``catalog_retained/``, and a deletion copies a file there before it removes it
     from the catalog, so a row a concurrent deletion removes is seen in one or the other. A file a concurrent
@@ -139,7 +142,7 @@ def lake_references(lake, skip: AbstractSet[str] = frozenset(), attempts: int = 
     the listing missed), up to ``attempts`` times; then :class:`CatalogChanged` is raised and nothing is swept."""
     for attempt in range(attempts):
         try:
-            found = references(lake.storage, (keys.CATALOG, keys.RETAINED), skip)
+            found = references(lake.storage, (keys.CATALOG, keys.RETAINED) if with_retained else (keys.CATALOG,), skip)
             break
         except CatalogChanged:
             if attempt == attempts - 1:
