@@ -40,7 +40,16 @@ ENTRY_KEYS = (
     "run_id",
     "finished_at",
 )
-STATE_ORDER = {"pending": 0, "queued": 1, "processing": 1, "running": 1, "done": 2, "failed": 3, "quarantined": 4}
+STATE_ORDER = {
+    "pending": 0,
+    "queued": 1,
+    "processing": 1,
+    "running": 1,
+    "done": 2,
+    "failed": 3,
+    "quarantined": 4,
+    "deleted": 5,
+}
 JOB_ID_USED = "job id {job_id!r} is already used in this lake; pick another"
 
 # Every place whose presence means a job id is taken (uploads and stage_url refuse it): a batch being written,
@@ -110,7 +119,34 @@ def quarantine_of(name: str, error: dict[str, Any]) -> str | None:
 
 
 def record_state(record: dict[str, Any]) -> str:
+    if isinstance(record.get("deleted"), dict):  # ``datalake delete`` removed its rows (core/lifecycle/delete.py)
+        return "deleted"
     return record["status"] if record.get("status") in ("done", "failed") else "failed"
+
+
+def deletion_note(deleted: dict[str, Any]) -> str:
+    """The ``error`` of a deleted batch's status: its deletion id, who deleted it and when."""
+    return (
+        f"deleted by deletion {deleted.get('deletion_id')} ({deleted.get('who')}, {deleted.get('deleted_at')}); "
+        f"its catalog files are retained at {deleted.get('retained')}"
+    )
+
+
+def current_part_file(storage: Storage, record: dict[str, Any]) -> str | None:
+    """The file holding a done batch's rows now: the recorded part file, or the partition's ``data.parquet``
+    once a compaction (or a deletion of another batch) merged it; None when neither exists (or it was deleted)."""
+    part = record.get("part_file")
+    if not part or isinstance(record.get("deleted"), dict):
+        return None
+    part = str(part)
+    key = part[len(storage.uri) + 1 :] if part.startswith(f"{storage.uri}/") else None
+    if storage.exists(key) if key is not None else os.path.exists(part):
+        return part
+    try:
+        compacted = keys.compacted_file(PartitionRef.parse(str(record.get("partition"))))
+    except ValueError:
+        return None
+    return f"{storage.uri}/{compacted}" if storage.exists(compacted) else None
 
 
 def batch_entry(
@@ -145,6 +181,9 @@ def batch_entry(
             run_id=record.get("run_id") or run_id,
             finished_at=record.get("finished_at"),
         )
+        if state == "deleted":  # the deletion in the existing fields: the key set stays ENTRY_KEYS
+            deleted = record.get("deleted") or {}
+            entry.update(error=deletion_note(deleted), path=deleted.get("retained"))
         return entry
     entry.update(partition=partition_of(manifest) or error.get("partition"), rows=manifest.get("row_count"))
     if state in ("failed", "quarantined"):
@@ -202,6 +241,8 @@ class BatchReader:
             return batch_entry(job_id, "pending", path=self._path(folder), manifest=self._manifest(folder))
         if "record" in places:
             record = _doc(self.storage, keys.job_record(job_id))
+            if record.get("part_file"):  # never a part file a compaction or deletion removed
+                record["part_file"] = current_part_file(self.storage, record)
             return batch_entry(job_id, record_state(record), record=record)
         if "failed" in places:
             folder = keys.failed_batch(job_id)

@@ -182,10 +182,13 @@ def delete(
         wanted = [PartitionRef.parse(p.partition) for p in plan.partitions]
         hold(wanted)  # a partition of the dataset or provider created meanwhile
         doc = _document(plan, False)
+        gone = [selection.batch] if selection.batch else sorted(set().union(*(_batches(lake, r) for r in wanted)))
+        doc["batches_deleted"] = gone
         retained.write_record(lake.storage, doc["deletion_id"], doc)
         doc["catalog_versions"] = [
             _delete_in_partition(lake, ref, selection, doc["deletion_id"], batch_size) for ref in wanted
         ]
+        _mark_deleted(lake, gone, doc)
     if refresh:
         with exclusive_lock(lake.warehouse_lock):
             doc["warehouse"] = lake.refresh_warehouse()
@@ -195,6 +198,21 @@ def delete(
         json.dumps({"action": "delete", **doc}, indent=2, default=str).encode(),
     )
     return doc
+
+
+def _mark_deleted(lake, batches: list[str], doc: dict[str, Any]) -> None:
+    """Record the deletion in the job record of every deleted batch, so ``process status`` and lineage say
+    ``deleted`` (with who and when) instead of pointing at a part file that is gone."""
+    note = {k: doc[k] for k in ("deletion_id", "who", "deleted_at")}
+    note["retained"] = f"{lake.storage.uri}/{doc['retained']}"
+    for batch in batches:
+        key = keys.job_record(batch)
+        try:
+            record = json.loads(lake.storage.read_bytes(key))
+        except (OSError, ValueError):
+            continue  # a batch with no job record (processed before records were written): nothing to mark
+        if isinstance(record, dict):
+            lake.storage.write_bytes(key, json.dumps({**record, "deleted": note}, indent=2, default=str).encode())
 
 
 def _document(plan: DeletePlan, dry_run: bool) -> dict[str, Any]:

@@ -23,12 +23,22 @@ from ..errors import DatalakeError
 from ..ingest.manifest import JOB_ID_PATTERN
 from ..ingest.verify import stored_file_columns
 from ..lake import keys
-from ..lake.batches import BatchReader
+from ..lake.batches import BatchReader, current_part_file, deletion_note, record_state
 from .refs import DATA_FILE_BATCH_PREFIX
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 ROW_FIELDS = (*PARTITION_COLUMNS, BATCH_ID, ROW_HASH, INGESTED_AT)
-BATCH_KEYS = ("batch_id", "status", "partition", "source", "run_id", "part_file", "rows_added", "finished_at")
+BATCH_KEYS = (
+    "batch_id",
+    "status",
+    "partition",
+    "source",
+    "run_id",
+    "part_file",
+    "rows_added",
+    "finished_at",
+    "deletion",
+)
 
 
 class LineageNotFound(DatalakeError):
@@ -79,15 +89,17 @@ def batch_lineage(lake: Any, batch_id: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         record = None
     if isinstance(record, dict):
+        deleted = record.get("deleted") if isinstance(record.get("deleted"), dict) else None
         return {
             "batch_id": batch_id,
-            "status": record.get("status"),
+            "status": record_state(record) if deleted else record.get("status"),
             "partition": record.get("partition"),
             "source": record.get("source") or {},
             "run_id": record.get("run_id"),
-            "part_file": record.get("part_file"),
+            "part_file": current_part_file(lake.storage, record),  # None once deleted
             "rows_added": record.get("rows_added"),
             "finished_at": record.get("finished_at"),
+            "deletion": deleted,
         }
     places = BatchReader(lake.storage, lake.kind == "local").where(batch_id)
     if not places:
@@ -138,8 +150,10 @@ def lineage(lake: Any, ident: str) -> dict[str, Any]:
     Returns ``{"kind": "row" | "asset" | "batch", "id", "rows": [...], "batches": {batch_id: {...}}, ...}``:
     each row has its partition columns, ``batch_id``, ``row_hash``, ``ingested_at``, ``column``/``path`` (for an
     asset) and ``batch`` (``batch_id``, ``status``, ``partition``, ``source`` {method, kind, path or url, sha256,
-    host, user, staged_at, ...}, ``run_id``, ``part_file``, ``rows_added``, ``finished_at``). An asset adds
-    ``asset`` (its hash-index entry, :func:`asset_entry`; an asset only ``create_data_file`` stored has no
+    host, user, staged_at, ...}, ``run_id``, ``part_file`` (the file holding its rows now: the compacted file once
+    its part was merged, None once deleted), ``rows_added``, ``finished_at``, ``deletion`` (``deletion_id``,
+    ``who``, ``deleted_at``, ``retained`` once ``datalake delete`` removed it, ``status`` then ``deleted``)). An
+    asset adds ``asset`` (its hash-index entry, :func:`asset_entry`; an asset only ``create_data_file`` stored has no
     row), ``datasets`` and ``partitions`` (sorted, unique); a batch adds ``batch``, ``rows_in_catalog`` and its
     rows.
     Raises :class:`LineageNotFound` when the lake has no such row, asset or batch.
@@ -204,5 +218,6 @@ def _batch_lines(batch: dict[str, Any], indent: str) -> list[str]:
         f"{indent}  source: {origin} sha256:{src.get('sha256') or '?'}" if src else f"{indent}  source: not recorded",
         f"{indent}  method: {src.get('method') or '?'}, staged by {who} at {src.get('staged_at') or '?'}",
         f"{indent}  run: {batch.get('run_id') or '(none: processed outside Dagster)'}, partition "
-        f"{batch.get('partition')}, part file {batch.get('part_file')}",
+        f"{batch.get('partition')}, part file {batch.get('part_file') or '(none)'}",
+        *([f"{indent}  {deletion_note(batch['deletion'])}"] if batch.get("deletion") else []),
     ]

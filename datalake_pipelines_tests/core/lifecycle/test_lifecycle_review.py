@@ -36,3 +36,33 @@ def test_assets_freed_by_successive_deletions_equal_what_gc_removes(client, make
     report = client.gc(grace=0, retention=0)
     assert report["collected"] == before - asset_count(lake)
     assert freed == report["collected"] == 4
+
+
+def part_exists(lake, uri: str) -> bool:
+    assert uri.startswith(f"{lake.storage.uri}/"), uri
+    return lake.storage.exists(uri[len(lake.storage.uri) + 1 :])
+
+
+def test_a_deleted_batch_shows_deleted_and_no_part_file_is_gone(client, make_jpeg, tmp_path):
+    lake = client.lake
+    _, first = client.upload_raw_data(folder(make_jpeg, tmp_path / "a", [(1, 1, 1)]), "inhouse", "alpha")
+    client.process_pending()
+    _, second = client.upload_raw_data(folder(make_jpeg, tmp_path / "b", [(2, 2, 2)]), "inhouse", "alpha")
+    client.process_pending()
+    done = client.delete(batch=first)  # the second batch's part is compacted into data.parquet
+
+    gone = client.lineage(first)["batch"]
+    assert gone["status"] == "deleted" and gone["part_file"] is None
+    assert gone["deletion"]["deletion_id"] == done["deletion_id"] and gone["deletion"]["who"] == done["who"]
+    assert gone["deletion"]["deleted_at"] == done["deleted_at"]
+    status = lake.status(first)
+    assert status is not None and status["state"] == "deleted" and len(status) == 11
+    assert done["deletion_id"] in status["error"] and done["who"] in status["error"]
+
+    kept = client.lineage(second)["batch"]
+    assert kept["status"] == "done" and kept["deletion"] is None and part_exists(lake, kept["part_file"])
+    status = lake.status(second)
+    assert status is not None and status["state"] == "done" and part_exists(lake, status["path"])
+
+    client.delete(dataset="inhouse/alpha")
+    assert lake.status(second)["state"] == "deleted" and client.lineage(second)["batch"]["part_file"] is None
