@@ -29,6 +29,7 @@ from ..catalog.query_sql import InvalidFilterValueError, cast_value
 from ..catalog.warehouse import UnknownPartitionError
 from ..errors import CodedError
 from ..lake.layout import LakeLayout
+from ..lifecycle.as_of import check_value as check_as_of
 from ..lifecycle.as_of import resolve as resolve_as_of
 from ..storage.backends import open_storage
 from ..storage.files import utc_now, utc_now_iso, write_json_atomic
@@ -88,7 +89,13 @@ class ExportParams:
         return cls(**{k: v for k, v in value.items() if v is not None})
 
     def check(self) -> None:
-        """Validate everything that needs no catalog access (raises :class:`ExportError`)."""
+        """Validate everything that needs no catalog access (raises :class:`ExportError`), ``as_of`` too: an
+        unparseable or future one is refused before a run or an export folder exists."""
+        if self.as_of is not None:
+            try:
+                check_as_of(self.as_of)
+            except ValueError as exc:
+                raise ExportError(AS_OF_UNAVAILABLE, str(exc)) from None
         if self.file_type not in FILE_TYPES:
             raise ExportError(INVALID_FILE_TYPE, f"unknown file_type {self.file_type!r}; use one of {FILE_TYPES}")
         if not isinstance(self.export_all, bool):

@@ -62,13 +62,31 @@ def parse_timestamp(value: str | datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
+def check_value(value: str | datetime) -> datetime | None:
+    """What can be checked of ``as_of`` without the lake (before any work starts): a timestamp -> its UTC time,
+    AsOfError when it is unparseable or in the future (the catalog of then does not exist yet); a version id
+    (``v...``) -> None (the lake's versions say whether it exists)."""
+    if isinstance(value, str) and value.strip().startswith("v"):
+        return None
+    if not isinstance(value, (str, datetime)):
+        raise AsOfError(f"as_of must be an ISO 8601 timestamp or a catalog version id, got {value!r}")
+    at = parse_timestamp(value)
+    now = datetime.now(timezone.utc)
+    if at > now:
+        raise AsOfError(
+            f"as_of {at.isoformat()} is in the future (now is {now.isoformat(timespec='seconds')}): the catalog "
+            "of then does not exist yet; drop as_of to read the catalog as it is now"
+        )
+    return at
+
+
 def resolve(storage: Storage, value: str | datetime) -> datetime:
     """``as_of`` (a timestamp or a version id) -> the UTC time it means, checked against the retention horizon.
-    Raises AsOfError, :class:`~.versions.UnknownVersionError` or AsOfTooOldError."""
-    if isinstance(value, str) and value.strip().startswith("v"):
-        at = versions.version_time(storage, value.strip())
-    else:
-        at = parse_timestamp(value)
+    Raises AsOfError (also for a time in the future), :class:`~.versions.UnknownVersionError` or
+    AsOfTooOldError."""
+    at = check_value(value)
+    if at is None:
+        at = versions.version_time(storage, str(value).strip())
     check_retention(storage, at)
     return at
 

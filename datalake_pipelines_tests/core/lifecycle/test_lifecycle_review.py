@@ -66,3 +66,39 @@ def test_a_deleted_batch_shows_deleted_and_no_part_file_is_gone(client, make_jpe
 
     client.delete(dataset="inhouse/alpha")
     assert lake.status(second)["state"] == "deleted" and client.lineage(second)["batch"]["part_file"] is None
+
+
+def test_as_of_unparseable_or_in_the_future_is_refused_before_any_work(client, make_jpeg, tmp_path, base, capsys):
+    from datetime import datetime, timedelta, timezone
+
+    import pytest
+
+    from datalake_pipelines.cli.main import main
+    from datalake_pipelines.core.catalog.query import DuckDBClient
+    from datalake_pipelines.core.export.errors import ExportError
+    from datalake_pipelines.core.lifecycle.as_of import AsOfError
+    from datalake_pipelines.services.runner import get_instance
+
+    client.upload_raw_data(folder(make_jpeg, tmp_path / "a", [(1, 1, 1)]), "inhouse", "alpha")
+    client.process_pending()
+    future = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    runs = len(get_instance().get_runs())
+    for bad, words in (("not-a-time", "neither an ISO 8601"), (future, "in the future")):
+        with pytest.raises(ExportError, match=words) as caught:
+            client.create_export(tmp_path / "x", export_all=True, as_of=bad, wait=True)
+        assert caught.value.code == "AS_OF_UNAVAILABLE"
+        with pytest.raises(ExportError, match=words):
+            client.create_export(tmp_path / "x", export_all=True, as_of=bad)
+    assert len(get_instance().get_runs()) == runs  # no export task was created
+    assert list(client.lake.storage.list("exports")) == [] and not (tmp_path / "x").exists()
+
+    with DuckDBClient(client.base_path) as duck, pytest.raises(AsOfError, match="in the future"):
+        duck.retrieve_with_existing_cols(as_arrow=True, as_of=future)
+    with pytest.raises(AsOfError, match="in the future"):
+        client.download({"datasets": ["alpha"]}, "parquet", tmp_path / "dl", as_of=future)
+    capsys.readouterr()
+    assert main(["--base-path", base, "download", "--all", "--as-of", future, "--out", str(tmp_path / "c")]) == 1
+    assert "in the future" in capsys.readouterr().err
+    code = main(["--base-path", base, "export", "create", "--export-all", "--now", "--destination",
+                 str(tmp_path / "y"), "--as-of", future])  # fmt: skip
+    assert code != 0 and "in the future" in capsys.readouterr().err
