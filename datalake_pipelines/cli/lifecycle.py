@@ -13,6 +13,22 @@ from typing import Any
 
 from .common import emit, lake_of
 
+# core.lifecycle.gc.DELETE_BATCH, not imported here: that module pulls pyarrow into every CLI start
+DELETE_BATCH = 1000
+
+
+def _gc_batch(text: str) -> int:
+    """``--batch-size`` of gc: 1..1000, since S3 DeleteObjects takes at most 1000 keys per request."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= DELETE_BATCH:
+        raise argparse.ArgumentTypeError(
+            f"{value} is outside 1..{DELETE_BATCH} (S3 DeleteObjects takes at most {DELETE_BATCH} keys per request)"
+        )
+    return value
+
 
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -86,5 +102,11 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--dry-run", action="store_true", help="count what would be collected; change nothing")
     p.add_argument("--grace", default="24h", help="keep unreferenced assets younger than this (default 24h)")
     p.add_argument("--retention", default="7d", help="keep deleted catalog files this long (default 7d)")
-    p.add_argument("--batch-size", type=int, default=1000, help="assets deleted per request (at most 1000)")
+    p.add_argument(
+        "--batch-size",
+        type=_gc_batch,
+        default=DELETE_BATCH,
+        help=f"assets deleted per request, 1..{DELETE_BATCH} (S3 DeleteObjects takes at most {DELETE_BATCH} keys "
+        f"per request; default {DELETE_BATCH})",
+    )
     p.set_defaults(func=cmd_gc)

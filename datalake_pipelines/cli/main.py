@@ -9,6 +9,8 @@ Expected errors (``DatalakeError`` and invalid names) print ``error: <message>``
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one ``datalake`` command; returns its exit code (0 ok, 1 refused or failed, 2 usage, 130 interrupted)."""
+    """Run one ``datalake`` command; returns its exit code (0 ok, 1 refused or failed, 2 usage, 130 interrupted,
+    141 stdout closed early: 128 + SIGPIPE, as a shell reports a command a pipe cut short)."""
     try:
         parser = build_parser()  # reads the settings: a bad DATALAKE_* value stops here, named
     except DatalakeError as exc:
@@ -75,7 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse usage errors (2) and --help (0)
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit (an "Exception ignored" message)
+        return code
+    except BrokenPipeError:  # stdout closed early (`datalake ... | head -1`): stop quietly, as a SIGPIPE would
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -95,6 +103,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the flush at interpreter exit finds no closed pipe (see the Python docs on
+    SIGPIPE); stdout without a file descriptor (captured in tests) is left alone."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

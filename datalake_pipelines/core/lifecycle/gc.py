@@ -77,11 +77,14 @@ def collect_garbage(
     "collected", "bytes", "index_entries_removed", "retained_purged" (deletion ids), "retained_bytes",
     "stopped" (why the sweep stopped early, or None), "gc_id", "who", "started_at", "seconds"}``; ``collected`` and
     ``bytes`` count the assets removed (a dry run: that would be). Raises :class:`LakeBusy` (nothing changed) while
-    a batch is claimed, ValueError for a negative duration or batch size below 1."""
+    a batch is claimed, ValueError for a negative duration or a batch size outside 1..1000 (S3 DeleteObjects
+    takes at most 1000 keys per request)."""
     log = log or logging.getLogger("datalake")
-    if grace_seconds < 0 or retention_seconds < 0 or batch < 1:
-        raise ValueError("grace and retention must be >= 0 and the batch size >= 1")
-    batch = min(batch, DELETE_BATCH)
+    if grace_seconds < 0 or retention_seconds < 0 or not 1 <= batch <= DELETE_BATCH:
+        raise ValueError(
+            f"grace and retention must be >= 0 and the batch size within 1..{DELETE_BATCH} (S3 DeleteObjects takes "
+            f"at most {DELETE_BATCH} keys per request), got batch size {batch}"
+        )
     busy = _claimed(lake)
     if busy and not dry_run:
         raise LakeBusy(

@@ -102,3 +102,38 @@ def test_as_of_unparseable_or_in_the_future_is_refused_before_any_work(client, m
     code = main(["--base-path", base, "export", "create", "--export-all", "--now", "--destination",
                  str(tmp_path / "y"), "--as-of", future])  # fmt: skip
     assert code != 0 and "in the future" in capsys.readouterr().err
+
+
+def test_gc_batch_size_is_one_to_a_thousand(tmp_path, capsys):
+    import pytest
+
+    from datalake_pipelines import DatalakeClient
+    from datalake_pipelines.cli.main import main
+    from datalake_pipelines.core.lifecycle.gc import collect_garbage
+
+    base = str(tmp_path / "lake")
+    for bad in ("0", "1001", "-5", "many"):
+        assert main(["--base-path", base, "gc", "--dry-run", "--batch-size", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--batch-size" in err and ("1..1000" in err or "whole number" in err), err
+    for good in ("1", "1000"):
+        assert main(["--base-path", base, "gc", "--dry-run", "--batch-size", good]) == 0
+    with pytest.raises(ValueError, match="1..1000"):
+        collect_garbage(DatalakeClient(base, progress=False).lake, dry_run=True, batch=1001)
+
+
+def test_a_closed_stdout_ends_the_cli_quietly_with_141(client, make_jpeg, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    client.upload_raw_data(folder(make_jpeg, tmp_path / "a", [(1, 1, 1)]), "inhouse", "alpha")
+    client.process_pending()
+    entry = "import sys; from datalake_pipelines.cli import main; sys.exit(main())"  # the console script's body
+    for command in (["--json", "gc", "--dry-run"], ["catalog", "versions"], ["--json", "process", "list"]):
+        argv = [sys.executable, "-c", entry, "--base-path", str(client.base_path), *command]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+        proc.stdout.close()  # the reader is gone before anything is written, as `| head -0` would be
+        err = proc.stderr.read().decode()
+        assert proc.wait() == 141, (command, err)
+        assert "Traceback" not in err and "Exception ignored" not in err and "Broken pipe" not in err, err
