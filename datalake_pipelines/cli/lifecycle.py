@@ -49,6 +49,15 @@ def _delete_text(doc: dict[str, Any]) -> str:
         f"({doc['partitions_removed']} removed); {doc['assets_freed']} asset(s), {_size(doc['bytes_freed'])} "
         "referenced only by these rows (freed by `datalake gc` once the retention passes)"
     )
+    for waiting in doc.get("waiting_batches") or []:
+        lines.append(
+            f"warning: batch {waiting['job_id']} of {waiting['partition']} is {waiting['state']} in staging: "
+            + (
+                "the delete is refused until its run ends"
+                if waiting["state"] != "pending"
+                else "processing it after the delete puts its rows back (delete it from staging first if unwanted)"
+            )
+        )
     if not doc["dry_run"]:
         lines.append(f"deletion {doc['deletion_id']} by {doc['who']}: catalog files kept under {doc['retained']}")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..catalog.parts import compact_partition, partition_files, read_partition_metadata
 from ..lake import keys
+from ..lake.batches import BatchReader
 from ..lake.layout import PartitionRef, check_name
 from ..lake.locks import exclusive_lock
 from ..storage.files import write_json_atomic
@@ -88,6 +89,7 @@ class DeletePlan:
     rows: int = 0
     assets_freed: int = 0  # assets only the deleted rows reference (GC frees them after the retention)
     bytes_freed: int = 0
+    waiting: list[dict[str, Any]] = field(default_factory=list)  # batches of the selection not processed yet
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +99,7 @@ class DeletePlan:
             "partitions_removed": sum(p.removed for p in self.partitions),
             "assets_freed": self.assets_freed,
             "bytes_freed": self.bytes_freed,
+            "waiting_batches": self.waiting,
         }
 
 
@@ -154,7 +157,30 @@ def plan_delete(lake, selection: DeleteSelection) -> DeletePlan:
     others = refs.lake_references(lake, skip=touched, with_retained=False)
     sizes = refs.sizes(lake.storage, deleted - kept - others)
     plan.assets_freed, plan.bytes_freed = len(sizes), sum(sizes.values())
+    plan.waiting = _waiting(lake, selection, {p.partition for p in plan.partitions})
     return plan
+
+
+def _waiting(lake, selection: DeleteSelection, partitions: set[str]) -> list[dict[str, Any]]:
+    """Batches of the selection's partitions still in staging (``pending``, or ``claimed`` by a run): a delete
+    does not touch them, so a pending one re-creates its partition when it is processed after the delete (and a
+    claimed one makes the real delete refused). One manifest read per batch in staging."""
+    reader = BatchReader(lake.storage, lake.kind == "local")
+    found = []
+    for job_id, places in sorted(reader.everywhere().items()):
+        if not places & {"pending", "processing"}:
+            continue
+        entry = reader.entry(job_id, places, lambda claim: ("claimed", None)) or {}
+        partition = str(entry.get("partition") or "")
+        try:
+            ours = bool(partition) and (
+                partition in partitions or (not selection.batch and selection.matches(PartitionRef.parse(partition)))
+            )
+        except ValueError:  # a hand drop naming no valid partition yet
+            ours = False
+        if ours:
+            found.append({"job_id": job_id, "state": entry["state"], "partition": partition})
+    return found
 
 
 def delete(

@@ -137,3 +137,23 @@ def test_a_closed_stdout_ends_the_cli_quietly_with_141(client, make_jpeg, tmp_pa
         err = proc.stderr.read().decode()
         assert proc.wait() == 141, (command, err)
         assert "Traceback" not in err and "Exception ignored" not in err and "Broken pipe" not in err, err
+
+
+def test_delete_dry_run_warns_of_a_pending_batch_that_re_creates_the_partition(
+    client, make_jpeg, tmp_path, base, capsys
+):
+    from datalake_pipelines.cli.main import main
+
+    client.upload_raw_data(folder(make_jpeg, tmp_path / "a", [(1, 1, 1)]), "inhouse", "alpha")
+    client.process_pending()
+    _, waiting = client.upload_raw_data(folder(make_jpeg, tmp_path / "b", [(2, 2, 2)]), "inhouse", "alpha")
+    client.upload_raw_data(folder(make_jpeg, tmp_path / "c", [(3, 3, 3)]), "inhouse", "beta")  # not selected
+    plan = client.delete(dataset="inhouse/alpha", dry_run=True)
+    assert plan["waiting_batches"] == [{"job_id": waiting, "state": "pending", "partition": "inhouse/alpha/raw/image"}]
+    capsys.readouterr()
+    assert main(["--base-path", base, "delete", "--dataset", "inhouse/alpha", "--dry-run"]) == 0
+    assert f"warning: batch {waiting} of inhouse/alpha/raw/image is pending" in capsys.readouterr().out
+    client.delete(dataset="inhouse/alpha")
+    client.process_pending()  # the pending batch re-creates the partition, as the README says
+    assert client.lake.status(waiting)["state"] == "done"
+    assert [r.key for r in client.lake.partitions()] == ["inhouse/alpha/raw/image", "inhouse/beta/raw/image"]
