@@ -1,7 +1,8 @@
 """``delete_job`` and ``gc_job``: ``datalake delete`` and ``datalake gc`` from the launchpad, with typed config.
 
 Each is one op calling the core (:mod:`...core.lifecycle`) on ``LakeResource.lake()``; the result is the op's
-output metadata and a log line. A refusal (a run holds the partition, a batch is claimed) fails the run with
+output metadata and a log line. A real delete also removes the dynamic partition key of each partition it
+removed. A refusal (a run holds the partition, a batch is claimed) fails the run with
 ``dg.Failure`` naming the reason, and changes nothing.
 """
 
@@ -11,6 +12,7 @@ from pydantic import Field
 from ...core.errors import DatalakeError
 from ...core.lifecycle.delete import DeleteSelection, delete
 from ...core.lifecycle.gc import collect_garbage, parse_duration
+from ...lib.partitions import LAKE_PARTITIONS
 from ...lib.resources import LakeResource
 
 DELETE_JOB = "delete_job"
@@ -50,8 +52,21 @@ def delete_op(context: dg.OpExecutionContext, config: DeleteConfig, lake: LakeRe
     context.log.info(
         f"{verb} {doc['rows']} row(s) in {len(doc['partitions'])} partition(s); {doc['bytes_freed']} B freed by GC"
     )
+    if not config.dry_run:
+        doc["dynamic_partitions_removed"] = _drop_partition_keys(context.instance, doc["partitions"])
     context.add_output_metadata({**_metadata(doc), "partitions": dg.MetadataValue.json(doc["partitions"])})
     return doc
+
+
+def _drop_partition_keys(instance: dg.DagsterInstance, partitions: list[dict]) -> list[str]:
+    """Remove the dynamic partition key of every partition the deletion removed, so the UI stops listing a
+    partition the lake no longer has (the ingest sensor adds it again if a batch of it arrives later). The
+    materializations stay in the event log."""
+    gone = [p["partition"] for p in partitions if p.get("removed")]
+    dropped = [key for key in gone if instance.has_dynamic_partition(LAKE_PARTITIONS, key)]
+    for key in dropped:
+        instance.delete_dynamic_partition(LAKE_PARTITIONS, key)
+    return dropped
 
 
 @dg.op(name="collect_garbage")

@@ -157,3 +157,29 @@ def test_delete_dry_run_warns_of_a_pending_batch_that_re_creates_the_partition(
     client.process_pending()  # the pending batch re-creates the partition, as the README says
     assert client.lake.status(waiting)["state"] == "done"
     assert [r.key for r in client.lake.partitions()] == ["inhouse/alpha/raw/image", "inhouse/beta/raw/image"]
+
+
+def test_delete_job_removes_the_dynamic_partition_keys_of_removed_partitions(client, make_jpeg, tmp_path, base):
+    import dagster as dg
+
+    from datalake_pipelines.definitions import defs
+    from datalake_pipelines.lib.partitions import LAKE_PARTITIONS
+    from datalake_pipelines.lib.resources import LakeResource
+
+    _, first = client.upload_raw_data(folder(make_jpeg, tmp_path / "a", [(1, 1, 1)]), "inhouse", "alpha")
+    client.upload_raw_data(folder(make_jpeg, tmp_path / "b", [(2, 2, 2)]), "inhouse", "beta")
+    client.process_pending()
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(LAKE_PARTITIONS, ["inhouse/alpha/raw/image", "inhouse/beta/raw/image"])
+    job, resources = defs.resolve_job_def("delete_job"), {"lake": LakeResource(base_path=base)}
+
+    def run(**selection) -> dict:
+        config = {"ops": {"delete_rows": {"config": selection}}}
+        result = job.execute_in_process(run_config=config, resources=resources, instance=instance)
+        assert result.success
+        return result.output_for_node("delete_rows")
+
+    assert "dynamic_partitions_removed" not in run(dataset="inhouse/alpha")  # a dry run changes nothing
+    assert instance.get_dynamic_partitions(LAKE_PARTITIONS) == ["inhouse/alpha/raw/image", "inhouse/beta/raw/image"]
+    assert run(batch=first, dry_run=False)["dynamic_partitions_removed"] == ["inhouse/alpha/raw/image"]
+    assert instance.get_dynamic_partitions(LAKE_PARTITIONS) == ["inhouse/beta/raw/image"]
