@@ -28,7 +28,7 @@ from ..lake.batches import check_job_id_free
 from ..lake.layout import BATCH_DATA, BATCH_FILES_DIR, BATCH_MANIFEST, LakeLayout
 from ..lake.schema import SchemaConfig, load_schema
 from ..storage.backends import LocalStorage
-from ..storage.files import write_json_atomic
+from ..storage.files import copy_file, write_json_atomic
 from .file_accounting import FILE_COLUMN, IMAGE_COLUMN, FolderScan, scan_folder
 from .image_columns import (
     IMAGE_NAME_HINTS,  # noqa: F401 - re-exported (remote_batch)
@@ -250,8 +250,8 @@ class BatchStager:
         rel = f"{BATCH_FILES_DIR}/{safe_col}/{row:08d}{suffix}"
         dest = tmp / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, dest)
-        return rel, dest.stat().st_size, str(value)
+        # a kernel copy (never a link: editing the source must not change the lake); not hashed here, see asset_store
+        return rel, copy_file(source, dest), str(value)
 
 
 ACCEPTED_SOURCES = (
