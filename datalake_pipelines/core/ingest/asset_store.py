@@ -307,7 +307,9 @@ def _store_new(
         if hasher is not None:
             phash = hasher.result(data if data is not None else source)
         ext, fmt, mode = info.extension, info.format, info.mode
-        orientation = exif_orientation(data if data is not None else source)
+        orientation = (
+            info.orientation if info.orientation_read else exif_orientation(data if data is not None else source)
+        )
         width, height = displayed_size(info.width, info.height, orientation, info.format)
         orientation = orientation or 0  # 0 = no orientation tag (NULL would mean "not recorded")
     else:
