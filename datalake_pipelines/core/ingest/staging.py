@@ -144,8 +144,11 @@ class BatchStager:
             return self._open_folder(path)
         if path.is_file():
             try:
-                # memory_map keeps the data file out of RSS; rows are then staged batch by batch.
-                table = pq.read_table(path, memory_map=True)
+                # Read in record batches: ``read_table`` decodes whole columns into scratch buffers and peaked at
+                # 3.7x the table (+252 MB for a 68 MB text table, against +153 MB this way). The table is then
+                # staged batch by batch; its image columns are resolved from its values, so it is held whole.
+                pf = pq.ParquetFile(path)
+                table = pa.Table.from_batches(list(pf.iter_batches(batch_size=64 * 1024)), schema=pf.schema_arrow)
             except (pa.ArrowException, OSError) as exc:
                 hint = TEXT_TABLE_HINT if path.suffix.lower() in TEXT_TABLE_SUFFIXES else ""
                 raise ValidationError(f"{path}: not a readable Parquet file: {exc}{hint}") from None
