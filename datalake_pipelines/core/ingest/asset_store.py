@@ -1,13 +1,26 @@
 """The content-addressed asset store: hash a file, look it up, store new content once.
 
-A stored file is written under a temporary name and published with ``os.link`` (which fails when the
-target exists), so an existing asset is never rewritten and no reader ever sees a half-written file.
+Zero extra copies: the staging copy is the only time an asset's bytes are written. A staged file (staging and
+assets live in one lake, on one file system) is published by ``os.link`` from the staged file itself; ``os.link``
+fails when the target exists, so an existing asset is never rewritten and no reader sees a half-written file.
+Bytes made here (an optimized image) are written under a temporary name and linked the same way.
+
+Hashed once, while in cache: each staged file is read once (just written by the upload, so from the page cache);
+its SHA-256, the image check and the pHash all use those bytes. The upload does not hash: its copy stays in the
+kernel, and a hand-dropped folder has no upload at all. What is published is the staged file, so a publish checks
+that it is the very file that was read and hashed (same inode, size and mtime as at open; one stat): a staged
+file changed meanwhile is refused, never published under a hash it no longer has.
+
+A published asset is made read-only: a link shares the inode with the staged file, which a failed batch keeps in
+``staging/failed/``, and neither name may be edited in place (a fix is a new upload, hence a new asset).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,28 +52,86 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def publish(data_or_path: bytes | Path, target: Path) -> int:
-    """Create ``target`` with the given content unless it exists; return the bytes written (0 if it existed)."""
-    if target.exists():
-        return 0
+class StagedFileChanged(OSError):
+    """The staged file is not the one that was hashed (modified or replaced after it was read)."""
+
+
+# A hard link is refused across file systems (EXDEV), by some file systems and mounts (EPERM, ENOTSUP) and past
+# an inode's link limit (EMLINK): the asset is then copied once, as before links were used.
+_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP})
+_READ_ONLY = ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _shard(target: Path) -> None:
     if target.parent not in _made_dirs:
         target.parent.mkdir(parents=True, exist_ok=True)
         _made_dirs.add(target.parent)
+
+
+def publish(data_or_path: bytes | Path, target: Path, read: os.stat_result | None = None) -> int:
+    """Create ``target`` with the given content unless it exists; return its size (0 if it existed).
+
+    A path is linked, never copied (unless the file system refuses the link); ``read`` is the path's
+    ``fstat`` when it was read and hashed, and the published file must still be that file.
+    """
+    if target.exists():
+        return 0
+    _shard(target)
+    if isinstance(data_or_path, Path):
+        return _link(data_or_path, target, read)
+    return _write_new(data_or_path, target)
+
+
+def _link(source: Path, target: Path, read: os.stat_result | None) -> int:
+    try:
+        try:
+            os.link(source, target)
+        except FileNotFoundError:  # the cached shard folder was removed meanwhile
+            if not source.exists():
+                raise
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(source, target)
+    except FileExistsError:
+        return 0
+    except OSError as exc:
+        if exc.errno not in _NO_LINK:
+            raise
+        size = _write_new(source, target)
+        if size and read is not None and not _same_file(os.stat(source), read, same_inode=True):
+            target.unlink(missing_ok=True)  # copied from a file changed since it was hashed
+            raise StagedFileChanged(f"{source} changed while it was processed") from None
+        return size
+    st = os.stat(target)
+    if read is not None and not _same_file(st, read, same_inode=True):
+        target.unlink(missing_ok=True)  # ours: nobody else can have linked this name between link and stat
+        raise StagedFileChanged(f"{source} changed while it was processed")
+    os.chmod(target, st.st_mode & _READ_ONLY)
+    return st.st_size
+
+
+def _same_file(now: os.stat_result, read: os.stat_result, same_inode: bool) -> bool:
+    return (now.st_size, now.st_mtime_ns) == (read.st_size, read.st_mtime_ns) and (
+        not same_inode or (now.st_ino, now.st_dev) == (read.st_ino, read.st_dev)
+    )
+
+
+def _write_new(content: bytes | Path, target: Path) -> int:
+    """Write ``content`` under a temporary name, then link it to ``target``: the bytes' only copy (0 if it exists)."""
     tmp = temp_sibling(target)
     try:
         try:
-            dst = open(tmp, "wb")
+            dst = open(tmp, "xb")
         except FileNotFoundError:  # the cached shard folder was removed meanwhile
             target.parent.mkdir(parents=True, exist_ok=True)
-            dst = open(tmp, "wb")
+            dst = open(tmp, "xb")
         with dst:
-            if isinstance(data_or_path, Path):
-                with open(data_or_path, "rb") as src:
-                    while chunk := src.read(CHUNK):
-                        dst.write(chunk)
+            if isinstance(content, Path):
+                with open(content, "rb") as src:
+                    shutil.copyfileobj(src, dst, CHUNK)
             else:
-                dst.write(data_or_path)
-        size = tmp.stat().st_size
+                dst.write(content)
+        size = os.stat(tmp).st_size
+        os.chmod(tmp, 0o444)
         try:
             os.link(tmp, target)
         except FileExistsError:
@@ -95,15 +166,20 @@ class _Hashed:
     data: bytes | None = None
     sha256: str | None = None
     error: str | None = None
+    read: os.stat_result | None = None  # fstat at open: what a publish checks the staged file against
 
 
 def _read_and_hash(source: str) -> _Hashed:
     try:
         with open(source, "rb") as fh:
-            if os.fstat(fh.fileno()).st_size <= IN_MEMORY_LIMIT:
+            st = os.fstat(fh.fileno())
+            if st.st_size <= IN_MEMORY_LIMIT:
                 data = fh.read()
-                return _Hashed(source, data, hashlib.sha256(data).hexdigest())
-        return _Hashed(source, None, sha256_file(Path(source)))
+                return _Hashed(source, data, hashlib.sha256(data).hexdigest(), read=st)
+            digest = hashlib.sha256()
+            while chunk := fh.read(CHUNK):
+                digest.update(chunk)
+        return _Hashed(source, None, digest.hexdigest(), read=st)
     except OSError as exc:
         return _Hashed(source, error=f"cannot read file: {exc.strerror or exc}")
 
@@ -231,13 +307,15 @@ def _store_new(
         if hasher is not None:
             phash = hasher.result(data if data is not None else source)
         ext, fmt, mode = info.extension, info.format, info.mode
-        orientation = exif_orientation(data if data is not None else source)
+        orientation = (
+            info.orientation if info.orientation_read else exif_orientation(data if data is not None else source)
+        )
         width, height = displayed_size(info.width, info.height, orientation, info.format)
         orientation = orientation or 0  # 0 = no orientation tag (NULL would mean "not recorded")
     else:
         ext = source.suffix.lower().lstrip(".")[:16]
         fmt = width = height = mode = orientation = None
-    content: bytes | Path = data if data is not None else source
+    content: bytes | Path = source  # the staged file itself: linked, not copied
     stored_sha = sha
     if kind == "image" and options.optimize_images and data is not None:
         optimized = optimize_image(data, info)
@@ -245,10 +323,12 @@ def _store_new(
             content, stored_sha = optimized, hashlib.sha256(optimized).hexdigest()
     relpath = layout.asset_relpath(provider, dataset, stored_sha, ext)
     try:
-        written = publish(content, layout.asset_path(relpath))
+        written = publish(content, layout.asset_path(relpath), item.read)
+    except StagedFileChanged as exc:
+        return StoredFile(sha256=sha, error=f"cannot store file: {exc}")
     except OSError as exc:
         return StoredFile(sha256=sha, error=f"cannot store file: {exc.strerror or exc}")
-    stored_size = len(content) if isinstance(content, bytes) else source.stat().st_size
+    stored_size = len(content) if isinstance(content, bytes) else item.read.st_size if item.read else 0
     entry = IndexEntry(
         sha,
         stored_sha,
@@ -302,6 +382,7 @@ def restore_asset(target: Path, content: bytes | Path, stored_sha: str) -> int:
         if sha256_file(tmp) != stored_sha:
             raise ValueError(f"the content does not hash to {stored_sha}")
         size = tmp.stat().st_size
+        os.chmod(tmp, 0o444)  # read-only like every published asset
         os.replace(tmp, target)
         return size
     finally:

@@ -213,6 +213,7 @@ def _copy(path: Path, data: bytes | None, target: Path, step: int, progress: boo
                     while n := src.readinto(buf):
                         dst.write(view[:n])
                         bar.update(n)
+        os.chmod(tmp, 0o444)  # read-only like every published asset (core/ingest/asset_store.py)
         try:
             os.link(tmp, target)
         except FileExistsError:

@@ -27,7 +27,7 @@ import re
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image, ImageFile
@@ -82,6 +82,9 @@ class ImageInfo:
     width: int
     height: int
     mode: str
+    # the EXIF orientation, when read from the same open (a JPEG's header): saves exif_orientation's second open
+    orientation: int | None = None
+    orientation_read: bool = False
 
     @property
     def extension(self) -> str:
@@ -130,8 +133,9 @@ def inspect_image(
     """Open, size-check and decode every frame of one image; return frame 0's header facts.
 
     ``data`` is the file's bytes or its path; ``max_pixels`` defaults to :func:`max_pixels_from_env`.
-    ``frame0``, if given, is called with the image once frame 0 is decoded (formats other than JPEG, which is
-    not decoded here), so a caller can use the pixels without a second decode (the perceptual hash).
+    ``frame0``, if given, is called with the image once frame 0 is decoded, so a caller can use the pixels
+    without a second decode (the perceptual hash); a JPEG, not decoded here, is passed still undecoded (the
+    hash decodes it at a reduced scale) without a second open.
     Raises :class:`ImageRejected` (never anything else for bad data) with a per-file reason.
     """
     max_pixels = max_pixels_from_env() if max_pixels is None else int(max_pixels)
@@ -147,7 +151,10 @@ def inspect_image(
                 problem = jpeg_structure_problem(bytes(blob))
                 if problem:
                     raise ImageRejected(problem)
-                if not full_decode:
+                if not full_decode:  # header facts and the pHash's reduced decode from this one open
+                    info = replace(info, orientation=_orientation_of(im), orientation_read=True)
+                    if frame0 is not None:
+                        frame0(im)
                     return info
                 im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))
                 im.load()
@@ -248,8 +255,18 @@ def exif_orientation(data: bytes | str | os.PathLike) -> int | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(source) as im:
-                value = im.getexif().get(ORIENTATION_TAG)
-    except Exception:  # noqa: BLE001 - any unreadable header or EXIF block means "no orientation"
+                return _orientation_of(im)
+    except Exception:  # noqa: BLE001 - any unreadable header means "no orientation"
+        return None
+
+
+def _orientation_of(im: Image.Image) -> int | None:
+    """:func:`exif_orientation` of an open image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = im.getexif().get(ORIENTATION_TAG)
+    except Exception:  # noqa: BLE001 - any unreadable EXIF block means "no orientation"
         return None
     return value if isinstance(value, int) and 1 <= value <= 8 else None
 

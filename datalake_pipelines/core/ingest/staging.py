@@ -28,7 +28,7 @@ from ..lake.batches import check_job_id_free
 from ..lake.layout import BATCH_DATA, BATCH_FILES_DIR, BATCH_MANIFEST, LakeLayout
 from ..lake.schema import SchemaConfig, load_schema
 from ..storage.backends import LocalStorage
-from ..storage.files import write_json_atomic
+from ..storage.files import copy_file, write_json_atomic
 from .file_accounting import FILE_COLUMN, IMAGE_COLUMN, FolderScan, scan_folder
 from .image_columns import (
     IMAGE_NAME_HINTS,  # noqa: F401 - re-exported (remote_batch)
@@ -144,8 +144,11 @@ class BatchStager:
             return self._open_folder(path)
         if path.is_file():
             try:
-                # memory_map keeps the data file out of RSS; rows are then staged batch by batch.
-                table = pq.read_table(path, memory_map=True)
+                # Read in record batches: ``read_table`` decodes whole columns into scratch buffers and peaked at
+                # 3.7x the table (+252 MB for a 68 MB text table, against +153 MB this way). The table is then
+                # staged batch by batch; its image columns are resolved from its values, so it is held whole.
+                pf = pq.ParquetFile(path)
+                table = pa.Table.from_batches(list(pf.iter_batches(batch_size=64 * 1024)), schema=pf.schema_arrow)
             except (pa.ArrowException, OSError) as exc:
                 hint = TEXT_TABLE_HINT if path.suffix.lower() in TEXT_TABLE_SUFFIXES else ""
                 raise ValidationError(f"{path}: not a readable Parquet file: {exc}{hint}") from None
@@ -250,8 +253,8 @@ class BatchStager:
         rel = f"{BATCH_FILES_DIR}/{safe_col}/{row:08d}{suffix}"
         dest = tmp / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, dest)
-        return rel, dest.stat().st_size, str(value)
+        # a kernel copy (never a link: editing the source must not change the lake); not hashed here, see asset_store
+        return rel, copy_file(source, dest), str(value)
 
 
 ACCEPTED_SOURCES = (

@@ -94,7 +94,8 @@ def phash_of(content: bytes | str | os.PathLike) -> int | None:
 class FrameHasher:
     """Hashes frame 0 while :func:`~datalake_pipelines.core.ingest.images.inspect_image` has it decoded (its
     ``frame0`` callback), so a non-JPEG image is decoded once for validation and hash together. A JPEG, which
-    validation does not decode, is hashed by :meth:`result` from its own reduced-scale decode."""
+    validation does not decode, is hashed from the same open at a reduced scale (:func:`image_phash`);
+    :meth:`result` hashes ``content`` only when no frame was passed."""
 
     def __init__(self) -> None:
         self.value: int | None = None
