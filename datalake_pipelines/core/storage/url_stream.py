@@ -156,7 +156,7 @@ def stream_url_to_s3(
     multipart upload) with the bytes and parts uploaded so far.
     """
     from boto3.s3.transfer import TransferConfig
-    from s3transfer.manager import TransferManager
+    from s3transfer.manager import TransferManager  # type: ignore[import-untyped]
 
     settings = settings or TransferSettings()
     bucket, key = parse_s3_url(s3_url)
