@@ -59,6 +59,12 @@ def ingest(base: str, samples, num_proc: int) -> dict[str, float]:
     }
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--receipts", type=int, default=300)
@@ -96,6 +102,7 @@ def main() -> None:
                         f"round {n + 1} {name:<6}: stage {r['stage_s']:6.2f} s, process {r['process_s']:6.2f} s, "
                         f"{rate:6.0f} rows/s"
                     )
+            cpu = {"moto": _cpu_seconds(moto._proc.pid), "proxy": _cpu_seconds(proxy.pid)}
         rows, images = runs["local"][0]["rows"], runs["local"][0]["images_new"]
         print(f"demo ingest of {args.receipts} receipts (raw + ocr upload, {rows} rows, {images} new images)")
         print(f"medians of {args.rounds} rounds; s3 = moto behind a proxy adding {args.latency_ms:g} ms per request")
@@ -109,6 +116,10 @@ def main() -> None:
             print(f"{name:<8}{stage:>10.2f}{process:>12.2f}{total:>10.2f}{rates[name]:>10.0f}")
         ratio = rates["s3"] / rates["local"]
         verdict = "OK" if ratio >= 0.3 else "MISSED"
+        print(
+            f"CPU over all rounds: moto {cpu['moto']:.1f} s, latency proxy {cpu['proxy']:.1f} s, "
+            f"this process (client, both lakes) {time.process_time():.1f} s"
+        )
         print(f"S3 ({args.latency_ms:g} ms) / local rate: {ratio:.2f} (target >= 0.30, local is the floor) {verdict}")
     finally:
         if proxy is not None:

@@ -1,7 +1,8 @@
 """A threaded HTTP forwarding proxy in front of an S3 endpoint, adding latency and throttling.
 
 ``LatencyProxy(upstream_port, delay=0.02)`` waits ``delay`` seconds before forwarding each request, like real
-S3's 20-50 ms per request; ``slowdown_first=N`` answers the first N requests with 503 SlowDown instead.
+S3's 20-50 ms per request; ``slowdown_first=N`` answers the first N requests (whose path contains
+``slowdown_match``) with 503 SlowDown instead.
 Bodies are read whole (small objects; the streaming benchmarks talk to moto directly). Run
 ``python -m datalake_pipelines_tests.support.latency_proxy PORT UPSTREAM_PORT DELAY`` to serve from its own
 process, so the proxy's threads do not share the measured process's GIL.
@@ -23,8 +24,11 @@ HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"
 
 
 class LatencyProxy:
-    def __init__(self, upstream_port: int, delay: float = 0.02, slowdown_first: int = 0, port: int = 0):
+    def __init__(
+        self, upstream_port: int, delay: float = 0.02, slowdown_first: int = 0, slowdown_match: str = "", port: int = 0
+    ):
         self.upstream_port, self.delay, self.slowdown_left = upstream_port, delay, slowdown_first
+        self.slowdown_match = slowdown_match
         self.requests = self.slowdowns = 0
         self._lock, self._local, proxy = threading.Lock(), threading.local(), self
 
@@ -35,7 +39,7 @@ class LatencyProxy:
                 body = self._body()
                 with proxy._lock:
                     proxy.requests += 1
-                    throttle = proxy.slowdown_left > 0
+                    throttle = proxy.slowdown_left > 0 and proxy.slowdown_match in self.path
                     proxy.slowdown_left -= throttle
                     proxy.slowdowns += throttle
                 time.sleep(proxy.delay)
