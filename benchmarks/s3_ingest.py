@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -28,6 +29,8 @@ import boto3
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datalake_pipelines.client import DatalakeClient  # noqa: E402
+from datalake_pipelines.core.storage.pool import s3_map  # noqa: E402
+from datalake_pipelines.core.storage.transfer import s3_client  # noqa: E402
 from datalake_pipelines.demo import make_samples  # noqa: E402
 from datalake_pipelines_tests.support.s3_server import MotoS3, free_port, wait_for_port  # noqa: E402
 
@@ -57,6 +60,27 @@ def ingest(base: str, samples, num_proc: int) -> dict[str, float]:
         "rows": sum(r.rows_added for r in results),
         "images_new": sum(r.images_new for r in results),
     }
+
+
+PROBE_FILES = 300
+
+
+def _requests(port: int) -> int:
+    """How many requests the latency proxy on ``port`` forwarded."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/__proxy_requests__", timeout=10) as resp:
+        return int(resp.read())
+
+
+def _moto_rate(endpoint: str) -> float:
+    """Small requests per second moto serves straight (no proxy): PUTs then GETs of 50 KB, s3_map at once."""
+    client = s3_client(endpoint)
+    client.create_bucket(Bucket="bench-probe")
+    body = os.urandom(50_000)
+    keys = [f"probe/{i}" for i in range(PROBE_FILES)]
+    started = time.perf_counter()
+    s3_map(lambda k: client.put_object(Bucket="bench-probe", Key=k, Body=body), keys)
+    s3_map(lambda k: client.get_object(Bucket="bench-probe", Key=k)["Body"].read(), keys)
+    return 2 * PROBE_FILES / (time.perf_counter() - started)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -107,6 +131,8 @@ def main() -> None:
                         f"{rate:6.0f} rows/s"
                     )
             cpu = {"moto": _cpu_seconds(moto._proc.pid), "proxies": sum(_cpu_seconds(p.pid) for p in proxies.values())}
+            forwarded = sum(_requests(port) for port in ports.values())
+            moto_rate = _moto_rate(moto.endpoint_url)
         rows, images = runs["local"][0]["rows"], runs["local"][0]["images_new"]
         print(f"demo ingest of {args.receipts} receipts (raw + ocr upload, {rows} rows, {images} new images)")
         print(
@@ -123,6 +149,14 @@ def main() -> None:
         print(
             f"CPU over all rounds: moto {cpu['moto']:.1f} s, proxies {cpu['proxies']:.1f} s, "
             f"this process (client, all lakes) {time.process_time():.1f} s"
+        )
+        per_ingest = forwarded / (2 * args.rounds)
+        floor_s = per_ingest / moto_rate
+        local_s = rows / rates["local"]
+        print(
+            f"requests per S3 ingest: {per_ingest:.0f}; moto alone answers {moto_rate:.0f} small PUT/GET per s here "
+            f"({PROBE_FILES} at once, no proxy), so {floor_s:.1f} s is the S3 ingest's floor even without latency: "
+            f"at best {local_s / floor_s:.2f} x the local rate on this machine"
         )
         ratio = rates[s3_slow] / rates["local"]
         verdict = "OK" if ratio >= 0.3 else "MISSED"

@@ -1,8 +1,8 @@
 """A threaded HTTP forwarding proxy in front of an S3 endpoint, adding latency and throttling.
 
 ``LatencyProxy(upstream_port, delay=0.02)`` waits ``delay`` seconds before forwarding each request, like real
-S3's 20-50 ms per request; ``slowdown_first=N`` answers the first N requests (whose path contains
-``slowdown_match``) with 503 SlowDown instead.
+S3's 20-50 ms per request (``GET /__proxy_requests__`` answers how many it forwarded); ``slowdown_first=N``
+answers the first N requests (whose path contains ``slowdown_match``) with 503 SlowDown instead.
 Bodies are read whole (small objects; the streaming benchmarks talk to moto directly). Run
 ``python -m datalake_pipelines_tests.support.latency_proxy PORT UPSTREAM_PORT DELAY`` to serve from its own
 process, so the proxy's threads do not share the measured process's GIL.
@@ -20,6 +20,7 @@ SLOWDOWN = (
     b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>"
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
+STATS_PATH = "/__proxy_requests__"
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
 
 
@@ -30,6 +31,7 @@ class LatencyProxy:
         self.upstream_port, self.delay, self.slowdown_left = upstream_port, delay, slowdown_first
         self.slowdown_match = slowdown_match
         self.requests = self.slowdowns = 0
+        self.heads: list[str] = []  # paths of the HEAD requests, for tests counting them
         self._lock, self._local, proxy = threading.Lock(), threading.local(), self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,14 +39,18 @@ class LatencyProxy:
 
             def _forward(self):
                 body = self._body()
+                if self.path == STATS_PATH:  # the benchmark asks how many requests went through
+                    return self._reply(200, [], str(proxy.requests).encode())
                 with proxy._lock:
                     proxy.requests += 1
+                    if self.command == "HEAD":
+                        proxy.heads.append(self.path)
                     throttle = proxy.slowdown_left > 0 and proxy.slowdown_match in self.path
                     proxy.slowdown_left -= throttle
                     proxy.slowdowns += throttle
                 time.sleep(proxy.delay)
                 if throttle:
-                    return self._reply(503, {}, SLOWDOWN)
+                    return self._reply(503, [], SLOWDOWN)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("expect", "transfer-encoding")}
                 headers["Content-Length"] = str(len(body))
                 status, reply, payload = proxy._upstream(self.command, self.path, body, headers)

@@ -68,6 +68,10 @@ class S3Processing:
     base: str
     cache: Path
     _sizes_cache: SegmentCache | None
+    # path -> size of the assets this lake object PUT during one process_pending call: a later batch of the call
+    # that hits them needs no HEAD to know they exist (the earlier batch's published rows reference them, so GC
+    # keeps them). None outside process_pending: every hit is confirmed by a HEAD.
+    _published_now: dict[str, int] | None = None
 
     if TYPE_CHECKING:  # defined by S3Lake; stubs only for mypy, so that nothing shadows BaseLake at run time
 
@@ -96,7 +100,9 @@ class S3Processing:
             except FileNotFoundError:
                 return None
 
-        return {p: n for p, n in zip(paths, s3_map(size, paths)) if n is not None}
+        known = {p: self._published_now[p] for p in paths if self._published_now and p in self._published_now}
+        ask = [p for p in paths if p not in known]
+        return known | {p: n for p, n in zip(ask, s3_map(size, ask)) if n is not None}
 
     def asset_sizes(self, hashes: list[str]) -> dict[str, int]:
         """Stored sha256 -> size from the published hash index (validated cache), for integrity checks.
@@ -290,11 +296,15 @@ class S3Processing:
         """Claim and process every complete pending batch in this process (no Dagster needed), each batch in
         its own work lake; hand drops whose objects are younger than ``quiet_seconds`` wait."""
         claimed = self.claim_ready({}, ClaimOptions(quiet_seconds=quiet_seconds))
-        results = []
-        for job_id in [j for job_ids in claimed.groups.values() for j in job_ids]:  # each partition's in order
-            with self.work_view(job_id) as work:
-                results.append(self._process_one(work, job_id, options))
-            self.record_version(results[-1])
+        results: list[BatchResult] = []
+        self._published_now = {}
+        try:
+            for job_id in [j for job_ids in claimed.groups.values() for j in job_ids]:  # each partition's in order
+                with self.work_view(job_id) as work:
+                    results.append(self._process_one(work, job_id, options))
+                self.record_version(results[-1])
+        finally:
+            self._published_now = None
         return results
 
     def _publish(
@@ -308,6 +318,8 @@ class S3Processing:
     ) -> None:
         entries = run_index.new_entries()
         s3_map(lambda e: self.storage.upload(work.base / e.path, e.path), entries)  # step 1: every new asset
+        if self._published_now is not None:
+            self._published_now.update((e.path, e.size) for e in entries)
         if result.part_file and result.partition is None:  # BatchProcessor sets the partition before a part
             raise ValueError(f"batch {job_id} wrote a catalog part but names no partition")
         if result.partition is not None:

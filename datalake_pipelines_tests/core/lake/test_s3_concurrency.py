@@ -52,3 +52,24 @@ def test_throttled_s3_ingest_is_retried_and_succeeds(s3_lake, moto_s3, monkeypat
         results = client.process_pending()
     assert proxy.slowdowns == 8 and proxy.requests > 12 * 3
     assert [(r.status, r.rows_added, r.images_new) for r in results] == [("done", 12, 12)]
+
+
+def test_a_later_batch_of_one_run_needs_no_head_for_the_assets_an_earlier_batch_put(
+    s3_lake, moto_s3, monkeypatch, tmp_path
+):
+    samples = make_samples(tmp_path / "samples", 6)
+    with LatencyProxy(moto_s3.port, delay=0) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint_url)
+        client = DatalakeClient(s3_lake, num_proc=1, progress=False)
+        client.upload_raw_data(samples[["image"]], "inhouse", "receipts", image_columns=["image"])
+        client.upload_task_data(
+            samples, "inhouse", "receipts", "ocr", "receipt_words", {"lang": "en", "src": "synthetic"}, image_columns=["image"]
+        )
+        results = client.process_pending()
+        assert [(r.status, r.images_new) for r in results] == [("done", 6), ("done", 0)]
+        assert [p for p in proxy.heads if "/assets/" in p] == []  # the task batch's 6 hits were PUT by this run
+        client.upload_task_data(
+            samples, "inhouse", "receipts", "ocr", "receipt_words", {"lang": "ja", "src": "synthetic"}, image_columns=["image"]
+        )
+        assert [r.status for r in client.process_pending()] == ["done"]
+        assert len([p for p in proxy.heads if "/assets/" in p]) == 6  # a later run confirms each hit again
