@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -29,7 +30,6 @@ import boto3
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datalake_pipelines.client import DatalakeClient  # noqa: E402
-from datalake_pipelines.core.storage.pool import s3_map  # noqa: E402
 from datalake_pipelines.core.storage.transfer import s3_client  # noqa: E402
 from datalake_pipelines.demo import make_samples  # noqa: E402
 from datalake_pipelines_tests.support.s3_server import MotoS3, free_port, wait_for_port  # noqa: E402
@@ -72,14 +72,15 @@ def _requests(port: int) -> int:
 
 
 def _moto_rate(endpoint: str) -> float:
-    """Small requests per second moto serves straight (no proxy): PUTs then GETs of 50 KB, s3_map at once."""
+    """Small requests per second moto serves straight (no proxy): PUTs then GETs of 50 KB, 32 at once."""
     client = s3_client(endpoint)
     client.create_bucket(Bucket="bench-probe")
     body = os.urandom(50_000)
     keys = [f"probe/{i}" for i in range(PROBE_FILES)]
     started = time.perf_counter()
-    s3_map(lambda k: client.put_object(Bucket="bench-probe", Key=k, Body=body), keys)
-    s3_map(lambda k: client.get_object(Bucket="bench-probe", Key=k)["Body"].read(), keys)
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        list(pool.map(lambda k: client.put_object(Bucket="bench-probe", Key=k, Body=body), keys))
+        list(pool.map(lambda k: client.get_object(Bucket="bench-probe", Key=k)["Body"].read(), keys))
     return 2 * PROBE_FILES / (time.perf_counter() - started)
 
 

@@ -72,7 +72,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 @dataclass
 class TransferSettings:
-    """Knobs of a transfer; backoff_* apply to the hand-written per-part retries."""
+    """Knobs of a transfer; backoff_* apply to the retries :mod:`.url_stream` adds to a caller's client."""
 
     multipart_threshold: int = 100 * MiB
     part_size: int = 16 * MiB

@@ -86,7 +86,9 @@ class _Hooks:
         self.lock, self.parts, self.bytes, self.etag = threading.Lock(), 0, 0, None
         self.uid = f"datalake-url-stream-{id(self)}"
         self.events = (
-            ("before-call.s3.UploadPart", self._size),
+            ("before-call.s3.UploadPart", self._mark),
+            ("before-call.s3.PutObject", self._mark),
+            ("before-call.s3.CompleteMultipartUpload", self._mark),
             ("after-call.s3.UploadPart", self._part),
             ("after-call.s3.PutObject", self._done),
             ("after-call.s3.CompleteMultipartUpload", self._done),
@@ -105,18 +107,20 @@ class _Hooks:
     def _ours(self, params) -> bool:
         return self.key in urllib.parse.unquote(str(params.get("url_path", "")))
 
-    def _size(self, params, context, **_):
+    def _mark(self, params, context, **_):
+        """Tag our requests (a caller's client may serve other keys meanwhile) with their body size."""
         if self._ours(params):
-            context["datalake_part_bytes"] = len(params["body"])  # s3transfer's ReadFileChunk of the part
+            body = params.get("body")
+            context[self.uid] = len(body) if hasattr(body, "__len__") else 0  # a part: s3transfer's ReadFileChunk
 
     def _part(self, http_response, context, **_):
-        if http_response.status_code == 200 and "datalake_part_bytes" in context:
+        if http_response.status_code == 200 and self.uid in context:
             with self.lock:
                 self.parts += 1
-                self.bytes += context["datalake_part_bytes"]
+                self.bytes += context[self.uid]
 
-    def _done(self, http_response, parsed, **_):
-        if http_response.status_code == 200:
+    def _done(self, http_response, parsed, context, **_):
+        if http_response.status_code == 200 and self.uid in context:
             self.etag = parsed.get("ETag", "").strip('"')
 
     def _retry(self, attempts, response, caught_exception, request_dict, **_):
