@@ -62,14 +62,12 @@ def test_a_later_batch_of_one_run_needs_no_head_for_the_assets_an_earlier_batch_
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint_url)
         client = DatalakeClient(s3_lake, num_proc=1, progress=False)
         client.upload_raw_data(samples[["image"]], "inhouse", "receipts", image_columns=["image"])
-        client.upload_task_data(
-            samples, "inhouse", "receipts", "ocr", "receipt_words", {"lang": "en", "src": "synthetic"}, image_columns=["image"]
-        )
+        meta = {"lang": "en", "src": "synthetic"}
+        client.upload_task_data(samples, "inhouse", "receipts", "ocr", "receipt_words", meta, image_columns=["image"])
         results = client.process_pending()
         assert [(r.status, r.images_new) for r in results] == [("done", 6), ("done", 0)]
         assert [p for p in proxy.heads if "/assets/" in p] == []  # the task batch's 6 hits were PUT by this run
-        client.upload_task_data(
-            samples, "inhouse", "receipts", "ocr", "receipt_words", {"lang": "ja", "src": "synthetic"}, image_columns=["image"]
-        )
+        meta = {"lang": "ja", "src": "synthetic"}
+        client.upload_task_data(samples, "inhouse", "receipts", "ocr", "receipt_words", meta, image_columns=["image"])
         assert [r.status for r in client.process_pending()] == ["done"]
         assert len([p for p in proxy.heads if "/assets/" in p]) == 6  # a later run confirms each hit again
