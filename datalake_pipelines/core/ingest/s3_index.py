@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from ..lake import keys
 from ..lake.locks import exclusive_lock
 from ..storage.backends import ObjectInfo, S3Storage
+from ..storage.pool import s3_map
 from .hash_index import COLUMNS, INTEGER_COLUMNS, HashIndex, IndexEntry
 
 SEGMENTS = keys.SEGMENTS
@@ -84,8 +85,8 @@ class SegmentCache:
                 loaded = {}
             (self.folder / LEGACY_LOADED_FILE).unlink(missing_ok=True)
             fresh = sorted(k for k in listing if k not in loaded)
-            for key in fresh:
-                self._add(key, signature(listing[key]), segment_entries(self.storage.read_bytes(key)))
+            for key, data in zip(fresh, s3_map(self.storage.read_bytes, fresh)):  # GETs at once, adds in order
+                self._add(key, signature(listing[key]), segment_entries(data))
         return {"dropped": dropped, "loaded": len(fresh), "segments": len(listing)}
 
     def publish(self, job_id: str, entries: list[IndexEntry]) -> str | None:

@@ -28,6 +28,7 @@ from ..lake import keys
 from ..lake.layout import PartitionRef
 from ..lake.locks import exclusive_lock
 from ..storage.backends import ObjectInfo, S3Storage
+from ..storage.pool import s3_map
 from .hash_index import HashIndex
 from .row_index import RowIndex
 
@@ -86,10 +87,13 @@ class S3RowSegments:
                 found[(rest[0], rest[1].removesuffix(".parquet"))] = obj.key
         return found
 
-    def _hashes_of(self, ref: PartitionRef, parts: dict[str, ObjectInfo]) -> Callable[[str], list[str | None]]:
+    def _hashes_of(
+        self, ref: PartitionRef, parts: dict[str, ObjectInfo], likely: Iterable[str] = ()
+    ) -> Callable[[str], list[str | None]]:
+        """Row hashes of a part by name; the ``likely`` ones (parts the cache lacks) are fetched at once, ahead."""
         segments = self.segments(ref)
 
-        def hashes_of(name: str) -> list[str | None]:
+        def fetch(name: str) -> list[str | None]:
             sig = part_signature(parts[name])
             key = segments.get((name, sig))
             if key is not None:
@@ -99,6 +103,12 @@ class S3RowSegments:
             self.storage.write_bytes(keys.row_segment(ref, name, sig), hashes_bytes(hashes))
             return hashes
 
+        ahead = [n for n in likely if n in parts]
+        fetched = dict(zip(ahead, s3_map(fetch, ahead)))
+
+        def hashes_of(name: str) -> list[str | None]:
+            return fetched.pop(name) if name in fetched else fetch(name)
+
         return hashes_of
 
     # RowDedup ------------------------------------------------------------------------------------------------
@@ -107,9 +117,11 @@ class S3RowSegments:
         parts = self.parts(ref)
         current = {name: part_signature(obj) for name, obj in parts.items()}
         with self._lock():
-            if current == self.rows.parts(ref.key):
+            recorded = self.rows.parts(ref.key)
+            if current == recorded:
                 return {"rebuilt": 0, "parts_read": 0}
-            return self.rows.reconcile(ref.key, current, self._hashes_of(ref, parts))
+            likely = [name for name, sig in current.items() if recorded.get(name) != sig]
+            return self.rows.reconcile(ref.key, current, self._hashes_of(ref, parts, likely))
 
     def seen(self, ref: PartitionRef, hashes: list[str], exclude_part: str | None) -> set[str]:
         return self.rows.seen(ref.key, hashes, exclude_part)
@@ -123,11 +135,14 @@ class S3RowSegments:
         them in the cache. A part that replaced another version of itself rebuilds the partition's entries, unless
         ``same_rows`` (parts conformed to a widened contract keep their rows: only their signature changes)."""
         recorded = self.rows.parts(ref.key)
-        for path in files:
-            obj = self.storage.info(f"{keys.partition(ref)}/{path.name}")
-            sig = part_signature(obj)
+
+        def segment(path: Path) -> tuple[str, list[str | None]]:
+            sig = part_signature(self.storage.info(f"{keys.partition(ref)}/{path.name}"))
             hashes = read_column(path, ROW_HASH)
             self.storage.write_bytes(keys.row_segment(ref, path.name, sig), hashes_bytes(hashes))
+            return sig, hashes
+
+        for path, (sig, hashes) in zip(files, s3_map(segment, files)):  # every segment written, then recorded
             with self._lock():
                 if same_rows and path.name in recorded:
                     self.rows.resign(ref.key, path.name, sig)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import ValidationError
 from ..storage.backends import LocalStorage, Storage
+from ..storage.pool import s3_map
 from . import keys
 from .keys import BATCH_MANIFEST, ERROR_FILE
 from .layout import PartitionRef
@@ -74,7 +75,12 @@ def key_present(storage: Storage, key: str) -> bool:
 
 def check_job_id_free(storage: Storage, job_id: str) -> None:
     """Raise :class:`ValidationError` (``JOB_ID_USED``) when any of :data:`JOB_ID_PLACES` holds ``job_id``."""
-    if any(key_present(storage, place(job_id)) for place in JOB_ID_PLACES):
+    places = [place(job_id) for place in JOB_ID_PLACES]
+    if isinstance(storage, LocalStorage):
+        used = any(key_present(storage, k) for k in places)
+    else:  # a HEAD and a listing per place, all at once: sequential they cost 12 round trips per upload
+        used = any(s3_map(lambda k: key_present(storage, k), places))
+    if used:
         raise ValidationError(JOB_ID_USED.format(job_id=job_id))
 
 

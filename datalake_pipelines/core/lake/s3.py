@@ -32,7 +32,6 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -43,6 +42,7 @@ from ..ingest.batch_sinks import S3BatchSink
 from ..ingest.manifest import BatchManifest, load_manifest
 from ..storage.backends import S3Storage, cache_dir_for, upload_tree
 from ..storage.files import utc_now_iso
+from ..storage.pool import s3_map
 from . import batches, keys
 from .batches import key_present
 from .keys import ERROR_FILE
@@ -336,8 +336,7 @@ class S3Lake(S3Processing, BaseLake):
             target = f"{target}-{int(time.time())}"
         source = keys.pending_batch(job_id)
         objects = [o.key for o in self.storage.list(source)]
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda k: self.storage.copy(k, target + k[len(source) :]), objects))
+        s3_map(lambda k: self.storage.copy(k, target + k[len(source) :]), objects)
         doc = {"job_id": job_id, **error, "failed_at": utc_now_iso()}
         self.storage.write_bytes(f"{target}/{ERROR_FILE}", json.dumps(doc, indent=2, default=str).encode())
         self._drop_pending(job_id, objects)

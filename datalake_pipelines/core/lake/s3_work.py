@@ -15,7 +15,6 @@ import json
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, wri
 from ..ingest.s3_index import SegmentCache, TieredHashIndex
 from ..ingest.s3_rows import S3RowSegments
 from ..storage.backends import cache_dir_for, download_tree, upload_tree
+from ..storage.pool import s3_map
 from . import batches, keys
 from .keys import BATCH_MANIFEST, COMPACTED_PART, ERROR_FILE, PARTITION_METADATA
 from .layout import LakeLayout, PartitionRef
@@ -68,6 +68,10 @@ class S3Processing:
     base: str
     cache: Path
     _sizes_cache: SegmentCache | None
+    # path -> size of the assets this lake object PUT during one process_pending call: a later batch of the call
+    # that hits them needs no HEAD to know they exist (the earlier batch's published rows reference them, so GC
+    # keeps them). None outside process_pending: every hit is confirmed by a HEAD.
+    _published_now: dict[str, int] | None = None
 
     if TYPE_CHECKING:  # defined by S3Lake; stubs only for mypy, so that nothing shadows BaseLake at run time
 
@@ -88,7 +92,7 @@ class S3Processing:
         return cache
 
     def existing_assets(self, paths: list[str]) -> dict[str, int]:
-        """``path -> size`` for the ``paths`` whose objects exist (HEADs, 16 at a time)."""
+        """``path -> size`` for the ``paths`` whose objects exist (concurrent HEADs)."""
 
         def size(path: str) -> int | None:
             try:
@@ -96,8 +100,9 @@ class S3Processing:
             except FileNotFoundError:
                 return None
 
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            return {p: n for p, n in zip(paths, pool.map(size, paths)) if n is not None}
+        known = {p: self._published_now[p] for p in paths if self._published_now and p in self._published_now}
+        ask = [p for p in paths if p not in known]
+        return known | {p: n for p, n in zip(ask, s3_map(size, ask)) if n is not None}
 
     def asset_sizes(self, hashes: list[str]) -> dict[str, int]:
         """Stored sha256 -> size from the published hash index (validated cache), for integrity checks.
@@ -217,20 +222,22 @@ class S3Processing:
         recorded = {Path(keys.part_file(ref, b.get("job_id", ""))).name for b in meta.get("batches", [])}
         if meta.get("compacted_at"):
             recorded.add(COMPACTED_PART)
-        for name, obj in objects.items():
-            target = work.partition_dir(ref) / name
-            if name.endswith(".parquet") and "/" not in name and name not in recorded and not target.exists():
-                self.storage.download(obj.key, target, obj.size)
+        missing = [
+            (obj, work.partition_dir(ref) / name)
+            for name, obj in objects.items()
+            if name.endswith(".parquet") and "/" not in name and name not in recorded
+        ]
+        s3_map(lambda o: self.storage.download(o[0].key, o[1], o[0].size), [o for o in missing if not o[1].exists()])
 
     def fetch_parts(self, work: LakeLayout, ref: PartitionRef) -> None:
         """Download the partition's catalog files ``work`` lacks (the ones it holds are the same or newer: a run's
         own part and ``_metadata.json`` are published from it). Used to conform older parts to a widened contract,
         and by :meth:`fill_view` for the ingest asset's whole-partition reports."""
         prefix = keys.partition(ref)
-        for obj in self.storage.list(prefix + "/"):
-            target = work.partition_dir(ref) / obj.key.removeprefix(prefix + "/")
-            if not target.exists():
-                self.storage.download(obj.key, target, obj.size)
+        wanted = [
+            (o, work.partition_dir(ref) / o.key.removeprefix(prefix + "/")) for o in self.storage.list(prefix + "/")
+        ]
+        s3_map(lambda o: self.storage.download(o[0].key, o[1], o[0].size), [o for o in wanted if not o[1].exists()])
 
     def fill_view(self, view: LakeLayout, ref: PartitionRef) -> None:
         """Make a run's work lake hold the whole partition (its profile, preview and checks read every row)."""
@@ -289,11 +296,15 @@ class S3Processing:
         """Claim and process every complete pending batch in this process (no Dagster needed), each batch in
         its own work lake; hand drops whose objects are younger than ``quiet_seconds`` wait."""
         claimed = self.claim_ready({}, ClaimOptions(quiet_seconds=quiet_seconds))
-        results = []
-        for job_id in [j for job_ids in claimed.groups.values() for j in job_ids]:  # each partition's in order
-            with self.work_view(job_id) as work:
-                results.append(self._process_one(work, job_id, options))
-            self.record_version(results[-1])
+        results: list[BatchResult] = []
+        self._published_now = {}
+        try:
+            for job_id in [j for job_ids in claimed.groups.values() for j in job_ids]:  # each partition's in order
+                with self.work_view(job_id) as work:
+                    results.append(self._process_one(work, job_id, options))
+                self.record_version(results[-1])
+        finally:
+            self._published_now = None
         return results
 
     def _publish(
@@ -306,8 +317,9 @@ class S3Processing:
         rows: S3RowSegments,
     ) -> None:
         entries = run_index.new_entries()
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(lambda e: self.storage.upload(work.base / e.path, e.path), entries))
+        s3_map(lambda e: self.storage.upload(work.base / e.path, e.path), entries)  # step 1: every new asset
+        if self._published_now is not None:
+            self._published_now.update((e.path, e.size) for e in entries)
         if result.part_file and result.partition is None:  # BatchProcessor sets the partition before a part
             raise ValueError(f"batch {job_id} wrote a catalog part but names no partition")
         if result.partition is not None:
@@ -319,8 +331,7 @@ class S3Processing:
                 rows.publish(ref, [part])  # its row-hash segment, after the part (see ingest/s3_rows.py)
                 result.part_file = self.uri_of(f"{prefix}/{part.name}")
             conformed = [Path(c) for c in result.conformed_parts]  # older parts rewritten in widened contract types
-            for path in conformed:
-                self.storage.upload(path, f"{prefix}/{path.name}")
+            s3_map(lambda path: self.storage.upload(path, f"{prefix}/{path.name}"), conformed)
             rows.publish(ref, conformed, same_rows=True)
             result.conformed_parts = [self.uri_of(f"{prefix}/{p.name}") for p in conformed]
             if work.partition_metadata(
@@ -364,8 +375,7 @@ class S3Processing:
         folder = work.partition_dir(ref)
         prefix = keys.partition(ref)
         now = {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
-        for name in sorted(now - {PARTITION_METADATA}):
-            self.storage.upload(folder / name, f"{prefix}/{name}")
+        s3_map(lambda name: self.storage.upload(folder / name, f"{prefix}/{name}"), sorted(now - {PARTITION_METADATA}))
         # the replaced parts go before _metadata.json: a deletion interrupted in between is found again by the
         # batch its _metadata.json still lists, never left with the deleted rows in an old part it no longer names
         self.storage.delete(f"{prefix}/{name}" for name in sorted(before - now))

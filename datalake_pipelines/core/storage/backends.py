@@ -20,7 +20,6 @@ import os
 import shutil
 import stat
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +31,7 @@ import pyarrow.fs as pafs
 from ...settings import MiB
 from ...settings import load as load_settings
 from .files import write_bytes_atomic
+from .pool import s3_map
 
 if TYPE_CHECKING:
     from boto3.s3.transfer import TransferConfig
@@ -310,9 +310,11 @@ class S3Storage:
 
     def delete(self, keys: Iterable[str]) -> None:
         keys = [self._key(k) for k in keys]
-        for start in range(0, len(keys), 1000):
-            chunk = [{"Key": k} for k in keys[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+        chunks = [[{"Key": k} for k in keys[start : start + 1000]] for start in range(0, len(keys), 1000)]
+        s3_map(
+            lambda chunk: self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}),
+            chunks,
+        )
 
     def arrow(self) -> tuple[pafs.FileSystem, str]:
         return s3_filesystem(), f"{self.bucket}/{self.prefix}".rstrip("/")
@@ -368,7 +370,7 @@ def open_storage(base: str | os.PathLike) -> Storage:
     return S3Storage(str(base)) if storage_kind(base) == "s3" else LocalStorage(base)
 
 
-def upload_tree(storage: Storage, folder: Path, prefix: str, last: str | None = None, workers: int = 8) -> int:
+def upload_tree(storage: Storage, folder: Path, prefix: str, last: str | None = None) -> int:
     """Upload every file under ``folder`` to ``prefix/<relative path>``; the file named ``last`` goes last.
 
     Returns the number of files uploaded. Writing the completion marker last is what makes a batch
@@ -376,15 +378,14 @@ def upload_tree(storage: Storage, folder: Path, prefix: str, last: str | None = 
     """
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     marker = [p for p in files if last and p.relative_to(folder).as_posix() == last]
-    rest = [p for p in files if p not in marker]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(lambda p: storage.upload(p, f"{prefix}/{p.relative_to(folder).as_posix()}"), rest))
+    rest = [p for p in files if not marker or p != marker[0]]
+    s3_map(lambda p: storage.upload(p, f"{prefix}/{p.relative_to(folder).as_posix()}"), rest)
     for p in marker:
         storage.upload(p, f"{prefix}/{last}")
     return len(files)
 
 
-def download_tree(storage: Storage, prefix: str, folder: Path, workers: int = 8) -> int:
+def download_tree(storage: Storage, prefix: str, folder: Path) -> int:
     """Download every object under ``prefix/`` into ``folder``; keys that would leave it are skipped."""
     prefix = prefix.strip("/")
     objects = list(storage.list(prefix))
@@ -395,6 +396,5 @@ def download_tree(storage: Storage, prefix: str, folder: Path, workers: int = 8)
         if root in target.parents:  # a key with ".." segments is skipped: rows naming it are rejected
             storage.download(obj.key, target, obj.size)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(fetch, objects))
+    s3_map(fetch, objects)
     return len(objects)

@@ -45,13 +45,17 @@ def s3_client(
     import boto3  # here: a local lake, which imports this module, never loads boto3 (~0.3 s)
     from botocore.config import Config
 
-    endpoint_url = endpoint_url or load_settings().aws_endpoint_url
-    # botocore's "max_attempts" counts retries only; "total_max_attempts" includes the first request.
+    settings = load_settings()
+    endpoint_url = endpoint_url or settings.aws_endpoint_url
+    # botocore's "max_attempts" counts retries only; "total_max_attempts" includes the first request. "standard"
+    # retries throttling (SlowDown, 503) and connection errors with exponential backoff and jitter.
+    # One pooled connection per thread of s3_map (plus a few for a transfer running beside it): a pool smaller
+    # than the threads makes urllib3 drop and reopen connections.
     config = Config(
         retries={"mode": retry_mode, "total_max_attempts": max_attempts},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
-        max_pool_connections=32,
+        max_pool_connections=settings.s3_concurrency + 8,
     )
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=config)
 
@@ -68,7 +72,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 @dataclass
 class TransferSettings:
-    """Knobs of a transfer; backoff_* apply to the hand-written per-part retries."""
+    """Knobs of a transfer; backoff_* apply to the retries :mod:`.url_stream` adds to a caller's client."""
 
     multipart_threshold: int = 100 * MiB
     part_size: int = 16 * MiB
