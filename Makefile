@@ -51,7 +51,9 @@ dev: install home
 test: install browser
 	$(BIN)/python -m pytest -q
 
+# dvc (the `bench` extra) only for the benchmark's `dvc add` row; the script skips that row when it is missing.
 bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/ingest.py
 
 # ruff (lint rules and formatting, checked, never rewritten here) and mypy (config in pyproject.toml).
