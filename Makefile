@@ -51,8 +51,15 @@ dev: install home
 test: install browser
 	$(BIN)/python -m pytest -q
 
-bench: install
-	$(BIN)/python benchmarks/ingest.py
+# dvc for the benchmark's `dvc add` row only, in a venv of its own: dvc (through hydra-core) pins
+# antlr4-python3-runtime to 4.9, and Dagster's asset selection parser fails with it (it needs 4.13).
+DVC_VENV ?= .venv-dvc
+$(DVC_VENV)/bin/dvc:
+	$(PYTHON) -m venv $(DVC_VENV)
+	$(DVC_VENV)/bin/pip install --quiet dvc
+
+bench: install $(DVC_VENV)/bin/dvc
+	DVC=$(DVC_VENV)/bin/dvc $(BIN)/python benchmarks/ingest.py
 
 # ruff (lint rules and formatting, checked, never rewritten here) and mypy (config in pyproject.toml).
 lint: install

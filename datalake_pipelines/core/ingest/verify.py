@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -117,6 +118,9 @@ def check_asset_files(
             recorded = table.column(f"{col}_size").to_pylist() if f"{col}_size" in table.column_names else None
             stat.update(_object_sizes(storage, sorted({p for p in paths if p is not None} - stat.keys())))
             expected = sizes_of(sorted({h for h in shas if h})) if recorded is None else {}
+            if hashes:
+                todo = sorted({p for p in paths if p is not None and p not in verified and isinstance(stat[p], int)})
+                verified.update(_hash_all(storage, todo, sha256_of or (lambda p: _local_sha256(layout, p))))
             for i, (path, sha) in enumerate(zip(paths, shas)):
                 if path is None:
                     continue
@@ -141,6 +145,16 @@ def check_asset_files(
                 elif actual != sha or not Path(path).name.startswith(actual):
                     outcome.add(f"{col}: asset {path} has sha256 {actual}, catalog says {sha}")
     return outcome
+
+
+def _hash_all(storage: Storage, paths: list[str], sha256_of: Callable[[str], str]) -> dict[str, str]:
+    """``path -> sha256`` of many assets at once: hashlib releases the GIL, so threads use every core (a serial
+    loop made the check of a 10,000-file ingest cost 2.6 s, most of its Dagster overhead); S3 reads overlap."""
+    if len(paths) < 8:
+        return {p: sha256_of(p) for p in paths}
+    workers = HEAD_WORKERS if isinstance(storage, S3Storage) else (os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(paths, pool.map(sha256_of, paths)))
 
 
 def check_index_assets(

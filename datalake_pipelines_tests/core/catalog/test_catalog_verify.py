@@ -93,6 +93,20 @@ def test_asset_check_covers_deduplicated_rows_of_the_run(client, lake, tmp_path,
     assert not outcome.passed and outcome.missing == [rows[0]["image"]]
 
 
+def test_asset_check_hashes_many_assets_in_parallel_and_finds_the_one_changed(client, lake, tmp_path, make_jpeg):
+    """Enough assets for the threaded hashing (8 or more): every one is hashed, a same-size change is found."""
+    ingest(client, images(make_jpeg, tmp_path / "src", n=12))
+    assert check_asset_files(lake, RAW).checked == 12 and check_asset_files(lake, RAW).passed
+    rows = pads.dataset(lake.catalog_root, partitioning="hive").to_table().to_pylist()
+    flipped = lake.base / rows[7]["image"]
+    data = bytearray(flipped.read_bytes())
+    data[-3] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    outcome = check_asset_files(lake, RAW)
+    assert not outcome.passed and len(outcome.problems) == 1
+    assert flipped.name in outcome.problems[0] and "sha256" in outcome.problems[0]
+
+
 # S3 lake -----------------------------------------------------------------------------------------------
 def empty_and_recreate(bucket: str) -> None:
     s3 = boto3.client("s3")
