@@ -74,11 +74,12 @@ def publish(data_or_path: bytes | Path, target: Path, read: os.stat_result | Non
     A path is linked, never copied (unless the file system refuses the link); ``read`` is the path's
     ``fstat`` when it was read and hashed, and the published file must still be that file.
     """
+    if isinstance(data_or_path, Path):
+        _shard(target)
+        return _link(data_or_path, target, read)  # no stat first: the link itself fails when the target exists
     if target.exists():
         return 0
     _shard(target)
-    if isinstance(data_or_path, Path):
-        return _link(data_or_path, target, read)
     return _write_new(data_or_path, target)
 
 
@@ -86,9 +87,7 @@ def _link(source: Path, target: Path, read: os.stat_result | None) -> int:
     try:
         try:
             os.link(source, target)
-        except FileNotFoundError:  # the cached shard folder was removed meanwhile
-            if not source.exists():
-                raise
+        except FileNotFoundError:  # the cached shard folder was removed meanwhile, or the source is gone
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(source, target)
     except FileExistsError:
@@ -171,17 +170,36 @@ class _Hashed:
 
 def _read_and_hash(source: str) -> _Hashed:
     try:
-        with open(source, "rb") as fh:
-            st = os.fstat(fh.fileno())
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
             if st.st_size <= IN_MEMORY_LIMIT:
-                data = fh.read()
+                data = _read_size(fd, st.st_size)
                 return _Hashed(source, data, hashlib.sha256(data).hexdigest(), read=st)
             digest = hashlib.sha256()
-            while chunk := fh.read(CHUNK):
+            while chunk := os.read(fd, CHUNK):
                 digest.update(chunk)
+        finally:
+            os.close(fd)
         return _Hashed(source, None, digest.hexdigest(), read=st)
     except OSError as exc:
         return _Hashed(source, error=f"cannot read file: {exc.strerror or exc}")
+
+
+def _read_size(fd: int, size: int) -> bytes:
+    """The first ``size`` bytes (the size ``fstat`` gave), fewer if the file ends before.
+
+    Raw reads: Python's buffered ``read()`` adds an fstat, an ioctl and an lseek, and a last read for the EOF.
+    Bytes past ``size`` need no read: the publish compares the staged file's size with that ``fstat``, so a file
+    that grew (or shrank) is refused there.
+    """
+    data = os.read(fd, size) if size else os.read(fd, CHUNK)
+    if len(data) == size and size:
+        return data
+    parts = [data]
+    while chunk := os.read(fd, CHUNK):
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def store_files(
@@ -204,6 +222,7 @@ def store_files(
     """
     options = options or StoreOptions()
     hashed = [_read_and_hash(str(source)) for source in sources]
+    stored_at = utc_now_iso()  # one time for the call's new entries: formatting it per file cost ~3% of a store
     known = index.get_many(sorted({h.sha256 for h in hashed if h.sha256}))
     # An S3 run's index (TieredHashIndex, with ``published``) already HEADs every hit and hides a missing
     # object; on a local lake the asset is checked here, one stat per hit.
@@ -224,7 +243,7 @@ def store_files(
                 outcome = _restore(layout, item, entry, outcome.entry or entry, options)
             results.append(outcome)
         else:
-            results.append(_store_new(layout, item, provider, dataset, batch_id, kind, options))
+            results.append(_store_new(layout, item, provider, dataset, batch_id, kind, options, stored_at))
     if hashed_now:
         index.fill_phash(hashed_now)
     return results
@@ -288,7 +307,14 @@ def store_file(
 
 
 def _store_new(
-    layout: LakeLayout, item: _Hashed, provider: str, dataset: str, batch_id: str, kind: str, options: StoreOptions
+    layout: LakeLayout,
+    item: _Hashed,
+    provider: str,
+    dataset: str,
+    batch_id: str,
+    kind: str,
+    options: StoreOptions,
+    stored_at: str,
 ) -> StoredFile:
     source, data, sha = Path(item.source), item.data, item.sha256
     assert sha is not None  # _read_and_hash sets sha256 on every item without an error
@@ -342,7 +368,7 @@ def _store_new(
         provider,
         dataset,
         batch_id,
-        utc_now_iso(),
+        stored_at,
         orientation,
         phash,
     )

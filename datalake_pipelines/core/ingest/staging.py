@@ -56,6 +56,8 @@ def detect_image_columns(table: pa.Table, base_dir: Path | None = None) -> list[
 
 # A data path is a Parquet file or a folder: text tables carry no types, and guessing them (ids that look like
 # numbers, dates, empty cells) would change values silently, so the user chooses them in pandas or Arrow.
+COPY_CHUNK = 64  # files per upload task
+
 TEXT_TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".txt")
 TEXT_TABLE_HINT = (
     "; a CSV or JSON lines file is not read directly (its column types would be guessed): read it with pandas "
@@ -74,6 +76,7 @@ class BatchStager:
         self.progress = progress
         self._scan: FolderScan | None = None  # set by a folder upload
         self._detected: set[str] = set()
+        self._made_dirs: set[Path] = set()  # folders of this upload's batch that exist
         self.method = "client"  # recorded in the manifest's source (core/ingest/provenance.py); the CLI says "cli"
         self._origin: Any = None
 
@@ -173,6 +176,7 @@ class BatchStager:
     def _write(self, table: pa.Table, base_dir: Path, manifest: BatchManifest, tmp: Path) -> None:
         files: list[dict[str, Any]] = []
         writer: pq.ParquetWriter | None = None
+        self._made_dirs = set()
         bar = tqdm(total=table.num_rows, unit="row", desc=f"staging {manifest.job_id}", disable=not self.progress)
         total_bytes = 0
         try:
@@ -183,7 +187,10 @@ class BatchStager:
                     for col in manifest.image_columns + manifest.file_columns:
                         values = chunk.column(col).to_pylist()
                         jobs = [(offset + i, col, v) for i, v in enumerate(values)]
-                        staged = list(pool.map(lambda job: self._copy_one(job, base_dir, tmp), jobs))
+                        # chunks, not one task per file: a task costs a lock round trip per file otherwise
+                        parts = [jobs[k : k + COPY_CHUNK] for k in range(0, len(jobs), COPY_CHUNK)]
+                        done = pool.map(lambda part: [self._copy_one(job, base_dir, tmp) for job in part], parts)
+                        staged = [s for part in done for s in part]
                         relpaths = [s[0] if s else None for s in staged]
                         for s in staged:
                             if s:
@@ -219,6 +226,12 @@ class BatchStager:
         for start in range(0, table.num_rows, self.batch_size):
             yield table.slice(start, self.batch_size)
 
+    def _mkdir(self, folder: Path) -> None:
+        """Create a column's folder once per upload, not one mkdir call per file (threads: a race only repeats it)."""
+        if folder not in self._made_dirs:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(folder)
+
     def _copy_one(self, job: tuple[int, str, Any], base_dir: Path, tmp: Path) -> tuple[str, int, str] | None:
         """Copy (or write) one referenced file into the batch; return (relpath, size, original name)."""
         row, col, value = job
@@ -232,7 +245,7 @@ class BatchStager:
         if isinstance(value, (bytes, bytearray, memoryview)):
             rel = f"{BATCH_FILES_DIR}/{safe_col}/{row:08d}.bin"
             dest = tmp / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            self._mkdir(dest.parent)
             dest.write_bytes(bytes(value))
             return rel, dest.stat().st_size, f"<bytes of row {row}>"
         if is_url(value):
@@ -252,7 +265,7 @@ class BatchStager:
         suffix = source.suffix.lower()[:12]
         rel = f"{BATCH_FILES_DIR}/{safe_col}/{row:08d}{suffix}"
         dest = tmp / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._mkdir(dest.parent)
         # a kernel copy (never a link: editing the source must not change the lake); not hashed here, see asset_store
         return rel, copy_file(source, dest), str(value)
 
