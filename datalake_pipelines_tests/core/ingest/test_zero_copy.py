@@ -7,6 +7,7 @@ failed batch keeps its files intact in ``staging/failed/``; a re-ingest writes n
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 
@@ -16,6 +17,8 @@ import pytest
 from datalake_pipelines.core.ingest import asset_store
 from datalake_pipelines.core.ingest.asset_store import StagedFileChanged, publish
 from datalake_pipelines.core.ingest.processing import BatchProcessor, ProcessOptions, claim_batch
+from datalake_pipelines.core.storage import files
+from datalake_pipelines.core.storage.files import copy_file
 
 
 def upload(client, paths, **extra):
@@ -121,3 +124,39 @@ def test_publish_copies_once_when_the_file_system_refuses_a_link(tmp_path, monke
     assert target.read_bytes() == b"some content"
     assert os.stat(target).st_ino != os.stat(staged).st_ino
     assert os.stat(target).st_mode & stat.S_IWUSR == 0
+
+
+@pytest.mark.parametrize("size", [0, 1, 3 * 1024 * 1024 + 7])
+def test_copy_file_copies_every_byte_and_falls_back_when_the_kernel_copy_is_refused(tmp_path, monkeypatch, size):
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(size))
+    assert copy_file(source, tmp_path / "kernel.bin") == size
+    assert (tmp_path / "kernel.bin").read_bytes() == source.read_bytes()
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(files.os, "copy_file_range", refused)
+    assert copy_file(source, tmp_path / "fallback.bin") == size
+    assert (tmp_path / "fallback.bin").read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize("size", [0, 5, asset_store.CHUNK * 2 + 3])
+def test_a_staged_file_is_hashed_whole(tmp_path, size):
+    staged = tmp_path / "staged.bin"
+    staged.write_bytes(os.urandom(size))
+    hashed = asset_store._read_and_hash(str(staged))
+    assert (hashed.data, hashed.sha256) == (staged.read_bytes(), hashlib.sha256(staged.read_bytes()).hexdigest())
+
+
+def test_publish_links_without_a_stat_first_and_never_replaces_an_asset(tmp_path):
+    staged, other = tmp_path / "staged.bin", tmp_path / "other.bin"
+    staged.write_bytes(b"first")
+    other.write_bytes(b"other")
+    target = tmp_path / "assets" / "ab" / "cd" / "asset.bin"
+    assert publish(staged, target, os.stat(staged)) == len(b"first")
+    assert publish(other, target, os.stat(other)) == 0  # the link fails on the existing name: nothing replaced
+    assert target.read_bytes() == b"first"
+    with pytest.raises(FileNotFoundError):
+        publish(tmp_path / "gone.bin", tmp_path / "assets" / "ef" / "01" / "asset.bin", None)
+    assert not (tmp_path / "assets" / "ef" / "01" / "asset.bin").exists()
