@@ -64,3 +64,26 @@ def test_a_deleted_batch_or_row_is_reported_as_deleted(client, base, capsys):
         client.upload_raw_data(pd.DataFrame({"text": ["again"]}), "inhouse", "alpha", job_id="jobA")
     reason = done_job_reused(client.lake.storage, "jobA")
     assert reason is not None and "was deleted" in reason and "is done" not in reason
+
+
+def test_as_of_given_twice_differently_is_refused_and_empty_means_now(client, base, tmp_path, capsys):
+    import pytest
+
+    from datalake_pipelines.core.catalog.query import DuckDBClient
+    from datalake_pipelines.core.lifecycle.as_of import AsOfError
+
+    two_batches(client)
+    a, b = "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"
+    with pytest.raises(AsOfError, match=f"as_of={b!r}.*as_of={a!r}"):
+        client.download({"datasets": ["alpha"], "as_of": a}, "parquet", tmp_path / "dl", as_of=b)
+    assert not (tmp_path / "dl").exists()
+    same = client.download({"datasets": ["alpha"], "as_of": "  "}, "parquet", tmp_path / "same", as_of="")
+    assert same["rows"] == 2 and same["selection"].get("as_of") is None
+
+    with DuckDBClient(client.base_path) as duck:
+        assert duck.retrieve_with_existing_cols(as_arrow=True, as_of="").num_rows == 2
+    assert client.download({"datasets": ["alpha"]}, "parquet", tmp_path / "py", as_of=" ")["rows"] == 2
+    capsys.readouterr()
+    assert main(["--base-path", base, "download", "--all", "--as-of", "", "--out", str(tmp_path / "cli")]) == 0
+    export = client.create_export(tmp_path / "x", export_all=True, as_of="", wait=True)
+    assert export is not None
