@@ -255,6 +255,7 @@ class DuckDBClient:
     def _selection(self, providers, datasets, tasks, variants, columns, as_of=None):
         files: list[Path] | list[str]
         at = None
+        as_of = as_of_mod.given(as_of)  # "" or blank: no as_of
         if as_of is not None:
             files, at = self._as_of_files(as_of, (providers, datasets, tasks, variants))
             if self.s3 is not None and files:

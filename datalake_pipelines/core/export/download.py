@@ -24,6 +24,7 @@ from ..catalog.query import DuckDBClient, QueryPlan
 from ..catalog.query_sql import limit_sql
 from ..errors import DatalakeError
 from ..lake.layout import LakeLayout
+from ..lifecycle.as_of import pick as pick_as_of
 from ..lifecycle.as_of import resolve as resolve_as_of
 from ..storage.backends import open_storage
 from ..storage.files import utc_now_iso, write_json_atomic
@@ -274,7 +275,8 @@ def download(
     source = open_source(lake)
     limit_sql(selection.limit)  # a negative limit is refused here, with or without exclude_near_duplicates
     snapshot_at = utc_now_iso()
-    wanted = as_of if as_of is not None else selection.as_of
+    wanted = pick_as_of(as_of, selection.as_of)
+    selection = replace(selection, as_of=None) if wanted is None else selection
     if wanted is not None:  # resolved once: every plan reads the same moment
         at = resolve_as_of(open_storage(source.base), wanted)
         selection, snapshot_at = replace(selection, as_of=at), at.isoformat()

@@ -91,6 +91,8 @@ class ExportParams:
     def check(self) -> None:
         """Validate everything that needs no catalog access (raises :class:`ExportError`), ``as_of`` too: an
         unparseable or future one is refused before a run or an export folder exists."""
+        if self.as_of is not None and not str(self.as_of).strip():
+            self.as_of = None  # "" or blank: no as_of, as everywhere
         if self.as_of is not None:
             try:
                 check_as_of(self.as_of)

@@ -81,7 +81,9 @@ def check_job_id_free(storage: Storage, job_id: str) -> None:
     else:  # a HEAD and a listing per place, all at once: sequential they cost 12 round trips per upload
         used = any(s3_map(lambda k: key_present(storage, k), places))
     if used:
-        raise ValidationError(JOB_ID_USED.format(job_id=job_id))
+        deleted = _doc(storage, keys.job_record(job_id)).get("deleted")
+        why = f": its batch was deleted ({deletion_note(deleted)})" if isinstance(deleted, dict) else ""
+        raise ValidationError(JOB_ID_USED.format(job_id=job_id) + why)
 
 
 def done_job_reused(storage: Storage, job_id: str) -> str | None:
@@ -93,6 +95,9 @@ def done_job_reused(storage: Storage, job_id: str) -> str | None:
     if record.get("status") != "done":
         return None
     used = JOB_ID_USED.format(job_id=job_id)
+    deleted = record.get("deleted")
+    if isinstance(deleted, dict):  # its rows were deleted, yet the id stays taken: the record says who and when
+        return f"{used}: a batch of that id was deleted ({deletion_note(deleted)}); rename the folder"
     return f"{used}: a batch of that id is done ({keys.job_record(job_id)}); rename the folder"
 
 
@@ -132,10 +137,10 @@ def record_state(record: dict[str, Any]) -> str:
 
 def deletion_note(deleted: dict[str, Any]) -> str:
     """The ``error`` of a deleted batch's status: its deletion id, who deleted it and when."""
-    return (
-        f"deleted by deletion {deleted.get('deletion_id')} ({deleted.get('who')}, {deleted.get('deleted_at')}); "
-        f"its catalog files are retained at {deleted.get('retained')}"
-    )
+    head = f"deleted by deletion {deleted.get('deletion_id')} ({deleted.get('who')}, {deleted.get('deleted_at')}); "
+    if deleted.get("purged_at"):  # GC's retention passed: the retained folder is gone
+        return head + f"its catalog files were purged by GC at {deleted['purged_at']}"
+    return head + f"its catalog files are retained at {deleted.get('retained')}"
 
 
 def current_part_file(storage: Storage, record: dict[str, Any]) -> str | None:

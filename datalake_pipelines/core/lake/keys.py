@@ -39,6 +39,7 @@ EXPORTS = "exports"
 RETAINED = "catalog_retained"  # catalog files replaced by a deletion, kept for the retention period
 DELETION_RECORD = "deletion.json"
 LIFECYCLE = "logs/lifecycle"  # one record per delete or GC run: who, what, when, counts
+DELETIONS_OPEN = "logs/deletions_open"  # one marker per deletion started and not finished (its record says "started")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -159,3 +160,8 @@ def deletion_record(deletion_id: str) -> str:
 
 def lifecycle_record(op_id: str) -> str:
     return f"{LIFECYCLE}/{op_id}.json"
+
+
+def deletion_open(deletion_id: str) -> str:
+    """The marker of a deletion whose lifecycle record still says ``started``: the next delete or GC finishes it."""
+    return f"{DELETIONS_OPEN}/{deletion_id}"

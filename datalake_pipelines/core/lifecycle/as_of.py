@@ -45,6 +45,24 @@ class AsOfTooOldError(DatalakeError, ValueError):
     """``as_of`` is older than what the retention still holds: the answer could miss deleted rows."""
 
 
+def given(value: Any) -> Any:
+    """``as_of`` as given, or None for no ``as_of``: None, an empty or a blank string mean "now" everywhere
+    (Python, CLI ``--as-of ""``, Dagster config), as Dagster's unset ``as_of`` has always meant."""
+    return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+
+def pick(explicit: Any, in_selection: Any) -> Any:
+    """The ``as_of`` of a call that takes it both as an argument and in its selection: either one, or the same
+    in both; AsOfError naming both when they differ (never one silently winning)."""
+    explicit, in_selection = given(explicit), given(in_selection)
+    if explicit is not None and in_selection is not None and explicit != in_selection:
+        raise AsOfError(
+            f"as_of given twice with different values: as_of={explicit!r} and the selection's as_of="
+            f"{in_selection!r}; give one"
+        )
+    return explicit if explicit is not None else in_selection
+
+
 def parse_timestamp(value: str | datetime) -> datetime:
     """An ISO 8601 timestamp (``2026-12-01``, ``2026-12-01T05:00:00+02:00``, ``...Z``) -> aware UTC datetime; a
     naive one is taken as UTC. AsOfError otherwise."""

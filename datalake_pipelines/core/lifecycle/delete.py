@@ -5,12 +5,16 @@ assets only the deleted rows reference, which GC frees once the retention passes
 The real run then, for every partition at once (refused with :class:`~..lake.locks.PartitionBusy` while a run
 holds any of them: ``Lake.hold_partition``):
 
+0. writes ``logs/lifecycle/<deletion-id>.json`` with ``state: started`` and the marker
+   ``logs/deletions_open/<deletion-id>``, before any catalog change: a delete killed midway is finished by the
+   next delete or GC (:func:`finish_open`), so its rows, its warehouse and its record never stay half done;
 1. writes ``catalog_retained/<deletion-id>/deletion.json`` (who, what, when) and copies every catalog file of the
    partition there (:mod:`.retained`: nothing is destroyed, so time travel can read the catalog as it was);
 2. drops the partition when every row goes (``Lake.drop_partition``), else compacts it without the batch's rows
    (``compact_partition(drop_batches=...)`` in ``Lake.partition_view``, published by ``Lake.publish_partition``:
    the partition stays one queryable ``data.parquet``) and removes the batch from its ``_metadata.json``;
-3. refreshes ``catalog.duckdb`` and writes ``logs/lifecycle/<deletion-id>.json``.
+3. refreshes ``catalog.duckdb``, writes ``logs/lifecycle/<deletion-id>.json`` with ``state: done`` and removes
+   the marker.
 
 Assets are not touched: GC removes them once nothing references them (:mod:`.gc`). Athena tables read the part
 files themselves, so Athena sees the deletion at once; a removed partition stays registered in Glue, empty.
@@ -108,8 +112,23 @@ def _partitions_of(lake, selection: DeleteSelection) -> list[PartitionRef]:
     if selection.batch:  # the partitions whose _metadata.json lists the batch
         refs_ = [r for r in refs_ if selection.batch in _batches(lake, r)]
     if not refs_:
+        note = _deleted_note(lake, selection.batch) if selection.batch else None
+        if note:
+            raise ValueError(
+                f"batch {selection.batch} was already deleted by deletion {note.get('deletion_id')} "
+                f"({note.get('who')}) at {note.get('deleted_at')}"
+            )
         raise ValueError(f"nothing to delete: no partition holds {_what(selection)} in {lake.base}")
     return refs_
+
+
+def _deleted_note(lake, batch: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(lake.storage.read_bytes(keys.job_record(batch)))
+    except (OSError, ValueError):
+        return None
+    note = record.get("deleted") if isinstance(record, dict) else None
+    return note if isinstance(note, dict) else None
 
 
 def _batches(lake, ref: PartitionRef) -> set[str]:
@@ -193,6 +212,7 @@ def delete(
     real run plans while it holds the partitions, so what it reports is what it removed."""
     if dry_run:
         return _document(plan_delete(lake, selection), True)
+    finish_open(lake, refresh=refresh)  # a deletion killed midway first (it may be this very selection)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         held: set[PartitionRef] = set()
@@ -210,6 +230,8 @@ def delete(
         doc = _document(plan, False)
         gone = [selection.batch] if selection.batch else sorted(set().union(*(_batches(lake, r) for r in wanted)))
         doc["batches_deleted"] = gone
+        _write_lifecycle(lake, {**doc, "state": "started"})  # before any catalog change: a kill leaves it open
+        lake.storage.write_bytes(keys.deletion_open(doc["deletion_id"]), b"")
         retained.write_record(lake.storage, doc["deletion_id"], doc)
         doc["catalog_versions"] = [
             _delete_in_partition(lake, ref, selection, doc["deletion_id"], batch_size) for ref in wanted
@@ -219,11 +241,63 @@ def delete(
         with exclusive_lock(lake.warehouse_lock):
             doc["warehouse"] = lake.refresh_warehouse()
     doc["seconds"] = round(time.monotonic() - started, 3)
-    lake.storage.write_bytes(
-        keys.lifecycle_record(doc["deletion_id"]),
-        json.dumps({"action": "delete", **doc}, indent=2, default=str).encode(),
-    )
+    _close(lake, {**doc, "state": "done"})
     return doc
+
+
+def _write_lifecycle(lake, doc: dict[str, Any]) -> None:
+    record = {"action": "delete", **doc}
+    lake.storage.write_bytes(
+        keys.lifecycle_record(doc["deletion_id"]), json.dumps(record, indent=2, default=str).encode()
+    )
+
+
+def _close(lake, doc: dict[str, Any]) -> None:
+    """The record says ``done`` first, then the marker goes: a kill in between leaves a marker the next run
+    finishes again, harmlessly."""
+    _write_lifecycle(lake, doc)
+    lake.storage.delete([keys.deletion_open(doc["deletion_id"])])
+
+
+def open_deletions(lake) -> list[str]:
+    """The ids of the deletions started and never finished (killed midway), oldest first."""
+    return sorted(o.key.rsplit("/", 1)[-1] for o in lake.storage.list(keys.DELETIONS_OPEN))
+
+
+def finish_open(lake, refresh: bool = True, batch_size: int = 10_000) -> list[str]:
+    """Finish every deletion left ``started`` by a run killed midway: delete the selection in the partitions
+    that still hold it (under the same deletion id), mark its batches deleted, refresh ``catalog.duckdb`` and
+    complete its lifecycle record (``recovered_at``, ``recovered_by``). Its record is read from
+    ``logs/lifecycle`` (else the retained ``deletion.json``). Returns the ids finished."""
+    finished = []
+    for deletion_id in open_deletions(lake):
+        doc: dict[str, Any] = {"deletion_id": deletion_id}
+        for key in (keys.lifecycle_record(deletion_id), keys.deletion_record(deletion_id)):
+            with contextlib.suppress(OSError, ValueError):
+                doc = {**json.loads(lake.storage.read_bytes(key)), **doc}
+                break
+        doc.pop("action", None)
+        doc.setdefault("retained", keys.retained(deletion_id))
+        selection = DeleteSelection(**doc["selection"]) if isinstance(doc.get("selection"), dict) else None
+        if selection is not None:
+            with contextlib.ExitStack() as stack:
+                try:
+                    left = _partitions_of(lake, selection)
+                except ValueError:  # every partition was done before the kill
+                    left = []
+                for ref in left:
+                    stack.enter_context(lake.hold_partition(ref))
+                versions_ = [_delete_in_partition(lake, ref, selection, deletion_id, batch_size) for ref in left]
+                doc["catalog_versions"] = [*doc.get("catalog_versions", []), *versions_]
+        if {"who", "deleted_at"} <= doc.keys():
+            _mark_deleted(lake, list(doc.get("batches_deleted") or []), doc)
+        if refresh:
+            with exclusive_lock(lake.warehouse_lock):
+                doc["warehouse"] = lake.refresh_warehouse()
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        _close(lake, {**doc, "state": "done", "recovered_at": now, "recovered_by": refs.who()})
+        finished.append(deletion_id)
+    return finished
 
 
 def _mark_deleted(lake, batches: list[str], doc: dict[str, Any]) -> None:
@@ -239,6 +313,26 @@ def _mark_deleted(lake, batches: list[str], doc: dict[str, Any]) -> None:
             continue  # a batch with no job record (processed before records were written): nothing to mark
         if isinstance(record, dict):
             lake.storage.write_bytes(key, json.dumps({**record, "deleted": note}, indent=2, default=str).encode())
+
+
+def mark_purged(lake, deletion_id: str, when: str) -> None:
+    """GC is about to purge ``deletion_id``'s retained folder: its batches' job records say so (``retained``
+    None, ``purged_at``), so status and lineage stop naming a folder that is gone. Before the purge, so a kill
+    in between leaves a note naming a folder the next GC purges anyway."""
+    try:
+        doc = json.loads(lake.storage.read_bytes(keys.deletion_record(deletion_id)))
+    except (OSError, ValueError):
+        return  # no record: an old or interrupted purge, nothing names its batches
+    for batch in doc.get("batches_deleted") or []:
+        key = keys.job_record(str(batch))
+        try:
+            record = json.loads(lake.storage.read_bytes(key))
+        except (OSError, ValueError):
+            continue
+        note = record.get("deleted") if isinstance(record, dict) else None
+        if isinstance(note, dict) and note.get("deletion_id") == deletion_id:
+            record["deleted"] = {**note, "retained": None, "purged_at": when}
+            lake.storage.write_bytes(key, json.dumps(record, indent=2, default=str).encode())
 
 
 def _document(plan: DeletePlan, dry_run: bool) -> dict[str, Any]:

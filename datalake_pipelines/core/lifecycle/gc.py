@@ -35,6 +35,7 @@ from ...settings import load as load_settings
 from ..errors import DatalakeError
 from ..lake import keys
 from . import as_of, refs, retained
+from .delete import finish_open, mark_purged, open_deletions
 
 DEFAULT_GRACE_SECONDS = 24 * 3600.0
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys
@@ -94,10 +95,13 @@ def collect_garbage(
     stamp = datetime.now(timezone.utc)
     gc_id = f"gc-{stamp:%Y%m%dT%H%M%S%f}"
     storage = lake.storage
-    expired = retained.expired(storage, retention_seconds, now)
+    finished = [] if dry_run else finish_open(lake)  # a deletion killed midway: its record completed before a purge
+    still_open = set(open_deletions(lake))  # never purge what an unfinished deletion retained (a dry run)
+    expired = [r for r in retained.expired(storage, retention_seconds, now) if r.deletion_id not in still_open]
     if not dry_run:
         for old in expired:
             as_of.raise_horizon(storage, old.deleted_ts, retention_seconds)  # first: as_of refuses, never misses
+            mark_purged(lake, old.deletion_id, stamp.isoformat(timespec="seconds"))
             retained.purge(storage, old)
     skip = {k for old in expired for k in old.keys} if dry_run else set()
     marked = refs.lake_references(lake, skip=skip)
@@ -112,6 +116,7 @@ def collect_garbage(
         "bytes": 0,
         "index_entries_removed": 0,
         "retained_purged": [r.deletion_id for r in expired],
+        "deletions_finished": finished,
         "retained_bytes": sum(r.bytes for r in expired),
         "stopped": None,
     }

@@ -11,10 +11,14 @@ dataset referencing it, what to check before a deletion request), then as a batc
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from datetime import datetime
 from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ..catalog.parts import BATCH_ID, INGESTED_AT, PARTITION_COLUMNS, ROW_HASH
 from ..catalog.query import DuckDBClient
@@ -79,6 +83,29 @@ def catalog_rows(lake: Any, column_of: str, value: str) -> list[dict[str, Any]]:
         rows = db.con.sql(sql, params=params).fetchall()
         columns = [c for c in ROW_FIELDS if c in names] + ["column", "path"]
     return [{k: _plain(v) for k, v in zip(columns, row)} for row in rows]
+
+
+def retained_rows(lake: Any, row_hash: str) -> list[dict[str, Any]]:
+    """The rows of ``row_hash`` in the retained catalog files of deletions (``catalog_retained/``, kept until
+    GC's retention passes), each with ``deletion_id`` of the deletion that retained it; one row per deletion.
+    A miss reads the ``row_hash`` column of each retained file: only on the not-found path."""
+    found: dict[str, dict[str, Any]] = {}
+    for obj in lake.storage.list(keys.RETAINED):
+        if not obj.key.endswith(".parquet"):
+            continue
+        deletion_id = obj.key[len(keys.RETAINED) + 1 :].split("/", 1)[0]
+        if deletion_id in found:
+            continue
+        parquet = pq.ParquetFile(io.BytesIO(lake.storage.read_bytes(obj.key)))
+        names = parquet.schema_arrow.names
+        if ROW_HASH not in names or not pc.any(pc.equal(parquet.read([ROW_HASH])[ROW_HASH], row_hash)).as_py():
+            continue
+        table = parquet.read([c for c in ROW_FIELDS if c in names])
+        hits = table.filter(pc.equal(table[ROW_HASH], row_hash))
+        if hits.num_rows:
+            row = {c: _plain(hits[c][0].as_py()) for c in ROW_FIELDS if c in hits.column_names}
+            found[deletion_id] = {**row, "column": None, "path": None, "deletion_id": deletion_id}
+    return list(found.values())
 
 
 def batch_lineage(lake: Any, batch_id: str) -> dict[str, Any] | None:
@@ -176,6 +203,9 @@ def lineage(lake: Any, ident: str) -> dict[str, Any]:
                 "datasets": sorted({f"{r['provider']}/{r['dataset']}" for r in rows}),
                 "partitions": sorted({_partition(r) for r in rows}),
             }
+        rows = retained_rows(lake, sha)
+        if rows:  # a deleted row whose deletion's retained files GC has not purged yet
+            return {"kind": "row", "id": sha, "deleted": True, "rows": _with_batches(lake, rows)}
     batch = batch_lineage(lake, ident) if JOB_ID_PATTERN.match(ident) and ".." not in ident else None
     if batch is None:
         raise LineageNotFound(f"{ident!r} is no row_hash, asset sha256 or batch id of the lake at {lake.base}")
@@ -204,7 +234,8 @@ def lineage_text(doc: dict[str, Any]) -> str:
             )
     for row in doc["rows"]:
         where = f" column {row['column']} ({row['path']})" if row.get("column") else ""
-        lines.append(f"row {row[ROW_HASH]} in {_partition(row)}{where}, ingested {row.get(INGESTED_AT)}")
+        gone = f", deleted by deletion {row['deletion_id']}" if row.get("deletion_id") else ""
+        lines.append(f"row {row[ROW_HASH]} in {_partition(row)}{where}, ingested {row.get(INGESTED_AT)}{gone}")
         lines += _batch_lines(row.get("batch") or {"batch_id": row.get(BATCH_ID), "source": {}}, "  ")
     return "\n".join(lines)
 

@@ -135,7 +135,7 @@ def test_delete_one_batch_keeps_the_partition_compacted(client, make_jpeg, tmp_p
         table = pq.read_table(view.compacted_file(ALPHA))
     assert table.column("batch_id").to_pylist() == [second]
     assert done["warehouse"]["rows"] == 1  # catalog.duckdb refreshed
-    with pytest.raises(ValueError, match="nothing to delete"):
+    with pytest.raises(ValueError, match=f"batch {first} was already deleted by deletion {done['deletion_id']}"):
         client.delete(batch=first)
     client.delete(batch=second)  # the last batch: the partition goes
     assert lake.partitions() == [] and listing(lake, keys.partition(ALPHA)) == {}
