@@ -107,6 +107,9 @@ class DeletePlan:
         }
 
 
+RETAINED_COMPLETE = "_retained_complete"
+
+
 def _partitions_of(lake, selection: DeleteSelection) -> list[PartitionRef]:
     refs_ = [r for r in lake.partitions() if selection.batch or selection.matches(r)]
     if selection.batch:  # the partitions whose _metadata.json lists the batch
@@ -351,11 +354,19 @@ def _document(plan: DeletePlan, dry_run: bool) -> dict[str, Any]:
 
 
 def _delete_in_partition(lake, ref: PartitionRef, selection: DeleteSelection, deletion_id: str, batch_size: int) -> str:
-    """Retain, then delete ``selection`` in one partition; return the catalog version recorded after."""
-    for key in lake.storage.list(keys.partition(ref)):
-        name = key.key.rsplit("/", 1)[-1]
-        if name.endswith(".parquet") or name == keys.PARTITION_METADATA:
-            lake.storage.copy(key.key, keys.retained_file(deletion_id, key.key))
+    """Retain, then delete ``selection`` in one partition; return the catalog version recorded after.
+
+    The retained copy is finished by a marker (``_retained_complete``, a name readers of retained files skip)
+    before anything in the partition changes. A run that finishes a killed deletion copies again only without
+    the marker: with it, the partition may already hold the rewritten ``data.parquet``, and copying that beside
+    the originals would give time travel every kept row twice."""
+    marker = keys.retained_file(deletion_id, f"{keys.partition(ref)}/{RETAINED_COMPLETE}")
+    if not lake.storage.exists(marker):
+        for key in lake.storage.list(keys.partition(ref)):
+            name = key.key.rsplit("/", 1)[-1]
+            if name.endswith(".parquet") or name == keys.PARTITION_METADATA:
+                lake.storage.copy(key.key, keys.retained_file(deletion_id, key.key))
+        lake.storage.write_bytes(marker, b"")
     drop = selection.drop_batches()
     if drop is None:  # a whole partition; a batch's partition goes only once compaction finds no row left
         lake.drop_partition(ref)

@@ -87,14 +87,21 @@ def catalog_rows(lake: Any, column_of: str, value: str) -> list[dict[str, Any]]:
 
 def retained_rows(lake: Any, row_hash: str) -> list[dict[str, Any]]:
     """The rows of ``row_hash`` in the retained catalog files of deletions (``catalog_retained/``, kept until
-    GC's retention passes), each with ``deletion_id`` of the deletion that retained it; one row per deletion.
-    A miss reads the ``row_hash`` column of each retained file: only on the not-found path."""
+    GC's retention passes), one per partition, each with ``deletion_id`` of the deletion that removed it and
+    the partition's keys (read from the retained file's hive path: the columns are not in the file).
+
+    Every deletion retains the whole partition it touched, so a row kept by one deletion can be retained again
+    by a later one; the deletion that removed it is the *latest* that retained it (ids sort by time): no later
+    deletion can have copied a row already gone. A miss reads the ``row_hash`` column of each retained file:
+    only on the not-found path."""
     found: dict[str, dict[str, Any]] = {}
-    for obj in lake.storage.list(keys.RETAINED):
+    for obj in sorted(lake.storage.list(keys.RETAINED), key=lambda o: o.key):
         if not obj.key.endswith(".parquet"):
             continue
-        deletion_id = obj.key[len(keys.RETAINED) + 1 :].split("/", 1)[0]
-        if deletion_id in found:
+        deletion_id, _, rest = obj.key[len(keys.RETAINED) + 1 :].partition("/")
+        hive = dict(part.split("=", 1) for part in rest.split("/")[:-1] if "=" in part)
+        partition = "/".join(hive.get(c, "") for c in PARTITION_COLUMNS)
+        if found.get(partition, {}).get("deletion_id", "") >= deletion_id:
             continue
         parquet = pq.ParquetFile(io.BytesIO(lake.storage.read_bytes(obj.key)))
         names = parquet.schema_arrow.names
@@ -104,8 +111,9 @@ def retained_rows(lake: Any, row_hash: str) -> list[dict[str, Any]]:
         hits = table.filter(pc.equal(table[ROW_HASH], row_hash))
         if hits.num_rows:
             row = {c: _plain(hits[c][0].as_py()) for c in ROW_FIELDS if c in hits.column_names}
-            found[deletion_id] = {**row, "column": None, "path": None, "deletion_id": deletion_id}
-    return list(found.values())
+            row.update({c: hive[c] for c in PARTITION_COLUMNS if c in hive})
+            found[partition] = {**row, "column": None, "path": None, "deletion_id": deletion_id}
+    return [found[k] for k in sorted(found)]
 
 
 def batch_lineage(lake: Any, batch_id: str) -> dict[str, Any] | None:
