@@ -58,6 +58,7 @@ def _delete_text(doc: dict[str, Any]) -> str:
                 else "processing it after the delete puts its rows back (delete it from staging first if unwanted)"
             )
         )
+    lines += [f"finished deletion {d}, left open by a run killed midway" for d in doc.get("deletions_finished") or []]
     if not doc["dry_run"]:
         lines.append(f"deletion {doc['deletion_id']} by {doc['who']}: catalog files kept under {doc['retained']}")
     return "\n".join(lines)
@@ -78,6 +79,9 @@ def _gc_text(doc: dict[str, Any]) -> str:
         f"{doc['assets']} asset(s): {doc['referenced']} referenced, {doc['within_grace']} within the grace period; "
         f"{verb} {doc['collected']} ({_size(doc['bytes'])}), {doc['index_entries_removed']} index entr(ies); "
         f"{len(doc['retained_purged'])} expired deletion(s) purged ({_size(doc['retained_bytes'])})"
+    )
+    text += "".join(
+        f"\nfinished deletion {d}, left open by a run killed midway" for d in doc.get("deletions_finished") or []
     )
     return text + (f"\nstopped early: {doc['stopped']}" if doc.get("stopped") else "")
 

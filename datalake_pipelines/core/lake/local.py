@@ -284,7 +284,9 @@ class LocalLake(BaseLake):
             try:
                 stack.enter_context(exclusive_lock(self.layout.partition_lock(ref), timeout=0))
             except LockTimeout:
-                raise PartitionBusy(f"partition {ref.key} is locked by a run processing it; retry once done") from None
+                raise PartitionBusy(
+                    f"partition {ref.key} is locked by a run processing it or by another delete; retry once done"
+                ) from None
             self.refuse_claimed(ref)
             yield
 

@@ -215,7 +215,7 @@ def delete(
     real run plans while it holds the partitions, so what it reports is what it removed."""
     if dry_run:
         return _document(plan_delete(lake, selection), True)
-    finish_open(lake, refresh=refresh)  # a deletion killed midway first (it may be this very selection)
+    finished = finish_open(lake, refresh=refresh)  # a deletion killed midway first (it may be this selection)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         held: set[PartitionRef] = set()
@@ -233,6 +233,7 @@ def delete(
         doc = _document(plan, False)
         gone = [selection.batch] if selection.batch else sorted(set().union(*(_batches(lake, r) for r in wanted)))
         doc["batches_deleted"] = gone
+        doc["deletions_finished"] = finished
         _write_lifecycle(lake, {**doc, "state": "started"})  # before any catalog change: a kill leaves it open
         lake.storage.write_bytes(keys.deletion_open(doc["deletion_id"]), b"")
         retained.write_record(lake.storage, doc["deletion_id"], doc)

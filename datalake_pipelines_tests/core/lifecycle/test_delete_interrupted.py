@@ -57,6 +57,7 @@ def test_a_delete_killed_midway_is_finished_by_the_next_delete_or_gc(client, bas
         assert f"batch {doomed} was already deleted by deletion {started['deletion_id']}" in capsys.readouterr().err
     else:
         assert main(["--base-path", base, "gc", "--grace", "0", "--retention", "0"]) == 0
+        assert f"finished deletion {started['deletion_id']}, left open" in capsys.readouterr().out
     done = json.loads(lake.storage.read_bytes(records[0]))
     assert done["state"] == "done" and done["recovered_at"] and done["who"] == started["who"]
     assert done["batches_deleted"] == [doomed] and done["warehouse"] is not None
