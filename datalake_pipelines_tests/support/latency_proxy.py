@@ -24,6 +24,20 @@ STATS_PATH = "/__proxy_requests__"
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
 
 
+def send_reply(handler: BaseHTTPRequestHandler, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+    """Answer a proxied request with the upstream's status, end-to-end headers and body (the whole body was
+    read: its length is sent, except for HEAD, which keeps the upstream's Content-Length and sends no body)."""
+    handler.send_response(status)
+    for name, value in headers:
+        if name.lower() not in HOP_HEADERS:
+            handler.send_header(name, value)
+    length = dict((k.lower(), v) for k, v in headers).get("content-length")
+    handler.send_header("Content-Length", length if handler.command == "HEAD" and length else str(len(payload)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(payload)
+
+
 class LatencyProxy:
     def __init__(
         self, upstream_port: int, delay: float = 0.02, slowdown_first: int = 0, slowdown_match: str = "", port: int = 0
@@ -68,15 +82,7 @@ class LatencyProxy:
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
             def _reply(self, status, headers, payload):
-                self.send_response(status)
-                for name, value in headers:
-                    if name.lower() not in HOP_HEADERS:
-                        self.send_header(name, value)
-                length = dict((k.lower(), v) for k, v in headers).get("content-length")
-                self.send_header("Content-Length", length if self.command == "HEAD" and length else str(len(payload)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
+                send_reply(self, status, headers, payload)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 

@@ -24,6 +24,7 @@ from datalake_pipelines.core.storage.transfer import (
     upload_file_to_s3,
 )
 from datalake_pipelines.core.storage.url_stream import stream_url_to_s3
+from datalake_pipelines_tests.support.latency_proxy import send_reply
 from datalake_pipelines_tests.support.s3_server import BodyServer, MotoS3, body_sha256
 
 FAST = TransferSettings(
@@ -88,7 +89,7 @@ class FaultProxy:
                     if refuse:
                         return self._reply(
                             503,
-                            {},
+                            [],
                             b"<?xml version='1.0' encoding='UTF-8'?><Error>"
                             b"<Code>SlowDown</Code><Message>Reduce your request rate.</Message>"
                             b"</Error>",
@@ -102,20 +103,12 @@ class FaultProxy:
                         headers={k: v for k, v in self.headers.items() if k.lower() != "expect"},
                     )
                     resp = conn.getresponse()
-                    self._reply(resp.status, dict(resp.getheaders()), resp.read())
+                    self._reply(resp.status, resp.getheaders(), resp.read())
                 finally:
                     conn.close()
 
             def _reply(self, status, headers, payload):
-                self.send_response(status)
-                for name, value in headers.items():
-                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
-                        self.send_header(name, value)
-                length = headers.get("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(payload)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
+                send_reply(self, status, headers, payload)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
