@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DATALAKE_BASE_PATH ?= $(CURDIR)/lake
 
-.PHONY: install home browser demo dev test bench lint clean
+.PHONY: install home browser services demo dev test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,17 @@ browser:
 	elif sudo -n true 2>/dev/null; then sudo apt-get install -y fonts-wqy-microhei || echo "fonts-wqy-microhei not installed"; \
 	else echo "no CJK font: run 'sudo apt-get install fonts-wqy-microhei' (CJK labels are left out of thumbnails)"; fi
 
+# PostgreSQL and Redis servers for the scale-out tests (datalake_pipelines_tests/support/services.py starts throwaway
+# ones on 127.0.0.1): Debian's packages, installed only when missing and apt-get is there; idempotent.
+services:
+	@if command -v redis-server >/dev/null 2>&1 && { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "no apt-get: install PostgreSQL and Redis servers yourself"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get install -y postgresql redis-server || \
+		{ apt-get update && apt-get install -y postgresql redis-server; }; \
+	elif sudo -n true 2>/dev/null; then sudo apt-get install -y postgresql redis-server || \
+		{ sudo apt-get update && sudo apt-get install -y postgresql redis-server; }; \
+	else echo "run 'sudo apt-get install postgresql redis-server' (the scale-out tests need them)"; fi
+
 demo: install home
 	$(BIN)/python -m datalake_pipelines.demo
 
@@ -48,7 +59,7 @@ demo: install home
 dev: install home
 	$(BIN)/dg dev
 
-test: install browser
+test: install browser services
 	$(BIN)/python -m pytest -q
 
 # dvc for the benchmark's `dvc add` row only, in a venv of its own: dvc (through hydra-core) pins
