@@ -75,7 +75,19 @@ def postgres_server() -> Iterator[Postgres]:
     server = Postgres(port=free_port())
     run = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
     subprocess.run(
-        [*prefix, initdb, "-D", str(data), "-U", server.user, f"--pwfile={pwfile}", "-A", "scram-sha-256", "-E", "UTF8"],
+        [
+            *prefix,
+            initdb,
+            "-D",
+            str(data),
+            "-U",
+            server.user,
+            f"--pwfile={pwfile}",
+            "-A",
+            "scram-sha-256",
+            "-E",
+            "UTF8",
+        ],
         **run,  # type: ignore[call-overload]
     )
     options = f"-p {server.port} -h 127.0.0.1 -k {root} -c fsync=off -c max_connections=200"
@@ -110,7 +122,19 @@ def redis_server() -> Iterator[Redis]:
     root = Path(tempfile.mkdtemp(prefix="datalake-redis-"))
     server = Redis(port=free_port())
     proc = subprocess.Popen(
-        [binary, "--port", str(server.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(root)],
+        [
+            binary,
+            "--port",
+            str(server.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(root),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

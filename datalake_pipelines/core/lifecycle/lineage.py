@@ -189,8 +189,9 @@ def lineage(lake: Any, ident: str) -> dict[str, Any]:
     its part was merged, None once deleted), ``rows_added``, ``finished_at``, ``deletion`` (``deletion_id``,
     ``who``, ``deleted_at``, ``retained`` once ``datalake delete`` removed it, ``status`` then ``deleted``)). An
     asset adds ``asset`` (its hash-index entry, :func:`asset_entry`; an asset only ``create_data_file`` stored has no
-    row), ``datasets`` and ``partitions`` (sorted, unique); a batch adds ``batch``, ``rows_in_catalog`` and its
-    rows.
+    row), ``datasets`` and ``partitions`` (sorted, unique), and when no row references an ingested asset
+    ``first_batch`` (the lineage of the batch that first stored it, e.g. ``deleted`` with its deletion; GC removes
+    such assets); a batch adds ``batch``, ``rows_in_catalog`` and its rows.
     Raises :class:`LineageNotFound` when the lake has no such row, asset or batch.
     """
     ident = ident.strip()
@@ -203,7 +204,7 @@ def lineage(lake: Any, ident: str) -> dict[str, Any]:
         stored = asset_entry(lake, sha)
         if rows or stored:
             rows = _with_batches(lake, rows)
-            return {
+            doc = {
                 "kind": "asset",
                 "id": sha,
                 "asset": stored,
@@ -211,6 +212,9 @@ def lineage(lake: Any, ident: str) -> dict[str, Any]:
                 "datasets": sorted({f"{r['provider']}/{r['dataset']}" for r in rows}),
                 "partitions": sorted({_partition(r) for r in rows}),
             }
+            if stored and not rows and not stored["method"]:  # no row references it now: what became of its batch
+                doc["first_batch"] = batch_lineage(lake, stored["first_batch_id"])
+            return doc
         rows = retained_rows(lake, sha)
         if rows:  # a deleted row whose deletion's retained files GC has not purged yet
             return {"kind": "row", "id": sha, "deleted": True, "rows": _with_batches(lake, rows)}
@@ -229,17 +233,25 @@ def lineage_text(doc: dict[str, Any]) -> str:
         lines.append(f"rows in the catalog: {doc['rows_in_catalog']}")
         return "\n".join(lines)
     if doc["kind"] == "asset":
-        lines.append(
-            f"asset {doc['id']}: {len(doc['rows'])} row(s) in {len(doc['datasets'])} dataset(s): "
-            + ", ".join(doc["datasets"])
-        )
         stored = doc.get("asset") or {}
+        if doc["rows"] or stored.get("method"):  # a create_data_file asset has no row by design, and is kept
+            lines.append(
+                f"asset {doc['id']}: {len(doc['rows'])} row(s) in {len(doc['datasets'])} dataset(s): "
+                + ", ".join(doc["datasets"])
+            )
+        else:
+            lines.append(f"asset {doc['id']}: no catalog row references it now (`datalake gc` removes such assets)")
         if stored:
             how = f" by {stored['method']}" if stored.get("method") else ""
             lines.append(
                 f"  stored at {stored['path']} ({stored['size']} bytes) first{how} in batch "
                 f"{stored['first_batch_id']} of {stored['provider']}/{stored['dataset']}, {stored['created_at']}"
             )
+        first = doc.get("first_batch")
+        if first and first.get("deletion"):
+            lines.append(f"  its first batch {first['batch_id']} was {deletion_note(first['deletion'])}")
+        elif first:
+            lines.append(f"  its first batch {first['batch_id']} is {first.get('status') or 'unknown'}")
     for row in doc["rows"]:
         where = f" column {row['column']} ({row['path']})" if row.get("column") else ""
         gone = f", deleted by deletion {row['deletion_id']}" if row.get("deletion_id") else ""

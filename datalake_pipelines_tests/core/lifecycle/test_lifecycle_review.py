@@ -183,3 +183,26 @@ def test_delete_job_removes_the_dynamic_partition_keys_of_removed_partitions(cli
     assert instance.get_dynamic_partitions(LAKE_PARTITIONS) == ["inhouse/alpha/raw/image", "inhouse/beta/raw/image"]
     assert run(batch=first, dry_run=False)["dynamic_partitions_removed"] == ["inhouse/alpha/raw/image"]
     assert instance.get_dynamic_partitions(LAKE_PARTITIONS) == ["inhouse/beta/raw/image"]
+
+
+def test_lineage_of_an_asset_whose_rows_were_all_deleted_names_the_deletion(client, make_jpeg, tmp_path):
+    """An asset still stored (GC has not run) whose every row was deleted: lineage says so and names the deletion
+    of its first batch, instead of a bare "0 row(s)"."""
+    import hashlib
+
+    from datalake_pipelines.core.lifecycle.lineage import lineage_text
+
+    source = folder(make_jpeg, tmp_path / "a", [(9, 9, 9)])
+    sha = hashlib.sha256((source / "im0.jpg").read_bytes()).hexdigest()
+    _, batch = client.upload_raw_data(source, "inhouse", "alpha")
+    client.process_pending()
+    assert len(client.lineage(sha)["rows"]) == 1
+    done = client.delete(batch=batch)
+
+    doc = client.lineage(sha)
+    assert doc["kind"] == "asset" and doc["rows"] == []
+    assert doc["first_batch"]["status"] == "deleted"
+    assert doc["first_batch"]["deletion"]["deletion_id"] == done["deletion_id"]
+    text = lineage_text(doc)
+    assert "0 row(s)" not in text
+    assert "no catalog row references it" in text and done["deletion_id"] in text and "gc" in text
