@@ -254,7 +254,15 @@ class BatchReader:
             record = _doc(self.storage, keys.job_record(job_id))
             if record.get("part_file"):  # never a part file a compaction or deletion removed
                 record["part_file"] = current_part_file(self.storage, record)
-            return batch_entry(job_id, record_state(record), record=record)
+            entry = batch_entry(job_id, record_state(record), record=record)
+            if "failed" in places and entry["state"] in ("done", "deleted"):
+                # A later hand drop under a taken id, refused into failed/: the record still wins (its rows are
+                # the lake's), but the status names the refused drop, or nothing would point at it.
+                folder = keys.failed_batch(job_id)
+                refused = _doc(self.storage, f"{folder}/{ERROR_FILE}").get("error") or f"(no {ERROR_FILE})"
+                note = f"a later hand drop under this id was refused, kept at {self._path(folder)}: {refused}"
+                entry["error"] = f"{entry['error']}; {note}" if entry["error"] else note
+            return entry
         if "failed" in places:
             folder = keys.failed_batch(job_id)
             error = _doc(self.storage, f"{folder}/{ERROR_FILE}")

@@ -498,7 +498,11 @@ def test_a_hand_drop_named_like_a_done_batch_is_refused(backend, make_jpeg, tmp_
     assert "job id 'scans' is already used in this lake" in error["error"] and "rename the folder" in error["error"]
     assert backend.lake.storage.read_bytes(f"{keys.failed_batch('scans')}/new.jpg") == image
     assert backend.lake.storage.read_bytes(keys.part_file(RAW, "scans")) == part, "the done batch's rows stay"
-    assert backend.lake.status("scans")["state"] == "done"
+    status = backend.lake.status("scans")
+    assert status["state"] == "done" and status["path"].endswith(".parquet")
+    # the refused drop is named by the status, with where it is kept and why
+    assert "a later hand drop under this id was refused" in status["error"] and "already used" in status["error"]
+    assert f"{keys.failed_batch('scans')}" in status["error"]
 
 
 def test_files_a_done_hand_drop_did_not_use_are_listed_as_quarantined(backend, make_jpeg, tmp_path, monkeypatch):

@@ -206,3 +206,25 @@ def test_lineage_of_an_asset_whose_rows_were_all_deleted_names_the_deletion(clie
     text = lineage_text(doc)
     assert "0 row(s)" not in text
     assert "no catalog row references it" in text and done["deletion_id"] in text and "gc" in text
+
+
+def test_a_refused_hand_drop_under_a_deleted_id_is_named_by_its_status(client, make_jpeg, tmp_path):
+    """A hand drop reusing a deleted batch's id is refused into staging/failed/<id>; ``process status`` keeps saying
+    ``deleted`` (the lake's record) and names the refused drop, where it is kept and why."""
+    lake = client.lake
+    _, batch = client.upload_raw_data(folder(make_jpeg, tmp_path / "a", [(4, 5, 6)]), "inhouse", "alpha")
+    client.process_pending()
+    done = client.delete(batch=batch)
+    image = make_jpeg(tmp_path / "new.jpg", color=(7, 7, 7)).read_bytes()
+    lake.storage.write_bytes(f"{keys.pending_batch(batch)}/new.jpg", image)
+    lake.storage.write_bytes(
+        f"{keys.pending_batch(batch)}/_metadata.json", b'{"provider": "inhouse", "dataset": "alpha"}'
+    )
+    from datalake_pipelines.core.ingest.processing import ProcessOptions
+
+    assert lake.process_pending(ProcessOptions(), quiet_seconds=0) == []  # the drop is complete: no quiet wait
+    assert lake.storage.read_bytes(f"{keys.failed_batch(batch)}/new.jpg") == image
+    status = lake.status(batch)
+    assert status["state"] == "deleted" and len(status) == 11
+    assert done["deletion_id"] in status["error"] and "a later hand drop under this id was refused" in status["error"]
+    assert keys.failed_batch(batch) in status["error"]
