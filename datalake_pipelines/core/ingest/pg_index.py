@@ -134,7 +134,7 @@ class PgHashIndex(HashIndex):
         conn = self.conn()
         with conn, conn.cursor() as cur:
             for start in range(0, len(pairs), PAGE):
-                execute_values(cur, self.q["fill_phash"], pairs[start : start + PAGE], "(%s, %s::bigint)", PAGE)
+                execute_values(cur, self.q["fill_phash"], pairs[start : start + PAGE], "(%s, CAST(%s AS bigint))", PAGE)
                 changed += cur.rowcount
         return changed
 
