@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from datalake_pipelines.core.errors import ValidationError
+from datalake_pipelines.core.ingest.asset_store import StoredFile
+from datalake_pipelines.core.ingest.first_store import settle_new, settle_one
 from datalake_pipelines.core.ingest.hash_index import HashIndex, IndexEntry
 from datalake_pipelines.core.ingest.index_store import existing_hash_index, open_hash_index
 from datalake_pipelines.core.ingest.mounts import NetworkFileSystem, mount_of
@@ -184,3 +186,23 @@ def test_the_url_must_be_postgres(monkeypatch, tmp_path):
     monkeypatch.setenv("DATALAKE_INDEX_URL", "mysql://x")
     with pytest.raises(ValidationError, match="DATALAKE_INDEX_URL must be a postgresql:// URL"):
         open_hash_index(LakeLayout(tmp_path / "lake"))
+
+
+def test_a_lost_first_store_takes_the_winners_asset(layout, index):
+    """Another writer's entry for the same content won the insert: the loser's row must point at the winner's
+    asset, and the loser's own copy (another dataset, another path) goes."""
+    won = entry(1, path="assets/provider=p/dataset=a/00/00/w.jpg")
+    mine = entry(1, path="assets/provider=p/dataset=b/00/00/m.jpg")
+    for e in (won, mine):
+        layout.asset_path(e.path).parent.mkdir(parents=True, exist_ok=True)
+        layout.asset_path(e.path).write_bytes(b"same bytes")
+    index.add_many([won])
+    lost = StoredFile(sha256=mine.sha256, entry=mine, new=True, bytes_written=10)
+    fresh = StoredFile(sha256=entry(2).sha256, entry=entry(2), new=True, bytes_written=10)
+    assert settle_new(layout, index, [lost, None, fresh]) == 1
+    assert (lost.entry, lost.new, lost.bytes_written) == (won, False, 0)
+    assert fresh.entry == entry(2) and fresh.new
+    assert not layout.asset_path(mine.path).exists() and layout.asset_path(won.path).exists()
+    # one file (data_file's path): the winner's entry comes back
+    other = entry(1, path="assets/provider=p/dataset=c/00/00/c.jpg")
+    assert settle_one(layout, index, other, written=False) == won
