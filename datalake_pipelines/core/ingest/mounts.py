@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import DatalakeError
+
 # Network and cluster file systems: none gives the one-host shared memory WAL needs. 9p is included (WSL2's
 # Windows drives, VM shares: its locks are advisory no-ops); fuse.sshfs has no locks at all.
 NETWORK_FS = frozenset(
@@ -23,8 +25,8 @@ NETWORK_FS = frozenset(
 )  # fmt: skip
 
 
-class NetworkFileSystem(OSError):
-    """A SQLite index on a network file system (the message says what to do instead)."""
+class NetworkFileSystem(DatalakeError):
+    """A SQLite index on a network file system (the message says what to do instead; the CLI prints it as is)."""
 
 
 def _unescape(field: str) -> str:
