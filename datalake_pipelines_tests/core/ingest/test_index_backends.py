@@ -17,6 +17,7 @@ from datalake_pipelines.core.ingest.mounts import NetworkFileSystem, mount_of
 from datalake_pipelines.core.ingest.pg_index import PgHashIndex
 from datalake_pipelines.core.ingest.pg_rows import PgRowIndex, open_row_index
 from datalake_pipelines.core.ingest.processing import ProcessOptions
+from datalake_pipelines.core.ingest.s3_index import SegmentCache
 from datalake_pipelines.core.lake.layout import LakeLayout
 from datalake_pipelines.core.lake.open import open_lake
 
@@ -150,6 +151,9 @@ def test_a_sqlite_index_on_nfs_is_refused(tmp_path, monkeypatch):
     # the whole ingest refuses before it stores anything
     with pytest.raises(NetworkFileSystem):
         open_lake(share / "lake").process_pending(ProcessOptions())
+    # an S3 lake's per-host cache on the share: the fix named is a local cache folder
+    with pytest.raises(NetworkFileSystem, match="set DATALAKE_CACHE_DIR to a folder on a local disk"):
+        SegmentCache(None, share / "cache" / "index")  # type: ignore[arg-type]
 
 
 def test_a_local_disk_and_a_deeper_local_mount_are_fine(tmp_path, monkeypatch):
