@@ -109,12 +109,12 @@ def build_big_partition(client: DatalakeClient, rows: int, work: Path) -> dict[s
 def row_dedup(client: DatalakeClient):
     """The lake's row index through its documented lazy path (``RowDedup.prepare`` reads a new part once)."""
     from datalake_pipelines.core.ingest.hash_index import HashIndex
-    from datalake_pipelines.core.ingest.row_index import LocalRowDedup
+    from datalake_pipelines.core.ingest.row_index import LocalRowDedup, RowIndex
     from datalake_pipelines.core.ingest.s3_rows import S3RowSegments
 
     lake = client.lake
     if hasattr(lake, "layout"):
-        return LocalRowDedup(lake.layout, HashIndex(lake.layout.hash_index))
+        return LocalRowDedup(lake.layout, RowIndex(HashIndex(lake.layout.hash_index)))
     cache = lake.index_cache()
     return S3RowSegments(lake.storage, cache.index, cache.folder)
 

@@ -37,9 +37,12 @@ ATHENA_DATABASE_ENV = "DATALAKE_ATHENA_DATABASE"
 ATHENA_OUTPUT_ENV = "DATALAKE_ATHENA_OUTPUT"
 ATHENA_WORKGROUP_ENV = "DATALAKE_ATHENA_WORKGROUP"
 ATHENA_REGION_ENV = "DATALAKE_ATHENA_REGION"
+INDEX_URL_ENV = "DATALAKE_INDEX_URL"  # postgresql://...: the hash and row indexes in PostgreSQL (many hosts)
+MOUNT_TABLE_ENV = "DATALAKE_MOUNT_TABLE"  # where the mount table is read (a test points it at a fake one)
 GC_SWEEP_PAUSE_ENV = "DATALAKE_GC_SWEEP_PAUSE"  # a test hook: seconds GC sleeps after each batch of deletions
 
 DEFAULT_BASE_DIRNAME = "lake"
+DEFAULT_MOUNT_TABLE = "/proc/self/mounts"
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_SENSOR_INTERVAL = 30
 DEFAULT_QUIET_SECONDS = 10.0
@@ -93,6 +96,8 @@ class Settings:
     asset_owners: str = ""
     asset_tags: str = ""
     gc_sweep_pause: float = 0.0
+    index_url: str = ""
+    mount_table: Path = Path(DEFAULT_MOUNT_TABLE)
     explicit: frozenset[str] = frozenset()
 
     @property
@@ -143,6 +148,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         return next((env[n] for n in names if env.get(n)), "")
 
     cache_dir = env.get(CACHE_DIR_ENV)
+    index_url = text(INDEX_URL_ENV)
+    if index_url and not index_url.startswith(("postgresql://", "postgres://")):
+        raise ValidationError(f"{INDEX_URL_ENV} must be a postgresql:// URL, not {index_url!r}")
     return Settings(
         base_path=text(BASE_PATH_ENV),
         num_proc=_number(env, NUM_PROC_ENV, int, default_num_proc(), "whole number of processes"),
@@ -168,5 +176,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         asset_owners=text(ASSET_OWNERS_ENV),
         asset_tags=text(ASSET_TAGS_ENV),
         gc_sweep_pause=_number(env, GC_SWEEP_PAUSE_ENV, float, 0.0, "number of seconds", True),
+        index_url=index_url,
+        mount_table=Path(text(MOUNT_TABLE_ENV) or DEFAULT_MOUNT_TABLE),
         explicit=frozenset(name for name, value in env.items() if name.startswith("DATALAKE_") and value),
     )

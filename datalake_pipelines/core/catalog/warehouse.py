@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from ..errors import DatalakeError
 from ..ingest.hash_index import COLUMNS as HASH_INDEX_COLUMNS
 from ..ingest.hash_index import INTEGER_COLUMNS as INDEX_INTEGER_COLUMNS
-from ..ingest.hash_index import HashIndex
+from ..ingest.index_store import existing_hash_index
 from ..lake.layout import LakeLayout, PartitionRef
 from ..storage.files import read_json, temp_sibling
 from .parts import PARTITION_COLUMNS, CatalogError, open_parquet, partition_files
@@ -227,9 +227,9 @@ def create_hash_index_table(con: duckdb.DuckDBPyConnection, temp: bool = False) 
 
 def _copy_hash_index(con: duckdb.DuckDBPyConnection, layout: LakeLayout, batch_size: int) -> int:
     create_hash_index_table(con)
-    if not layout.hash_index.exists():
+    index = existing_hash_index(layout)
+    if index is None:
         return 0
-    index = HashIndex(layout.hash_index)
     copied = 0
     try:
         for rows in index.iter_rows(batch_size):

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from ..catalog.parts import ROW_HASH, existing_row_hashes
 from ..ingest.hash_index import HashIndex
+from ..ingest.index_store import open_hash_index
 from ..lake.layout import LakeLayout, PartitionRef
 from ..lake.open import lake_base, lake_kind
 from .config import COLLECTIONS_FILE, collections_path
@@ -73,7 +74,7 @@ class LocalCollectionLake:
         return existing_row_hashes(self.layout, ref)
 
     def hash_index(self) -> HashIndex:
-        return HashIndex(self.layout.hash_index)
+        return open_hash_index(self.layout)
 
     def publish_report(self, path: Path) -> str:
         return str(path)

@@ -35,8 +35,10 @@ from ..neardup.phash import FrameHasher, phash_enabled
 from ..storage.files import temp_sibling, utc_now_iso
 from .asset_store import asset_problem, restore_asset
 from .file_accounting import is_image_file
-from .hash_index import HashIndex, IndexEntry
+from .first_store import settle_one
+from .hash_index import IndexEntry
 from .images import ImageRejected, displayed_size, exif_orientation, inspect_image, max_pixels_from_env
+from .index_store import open_hash_index
 
 MiB = 1024 * 1024
 DEFAULT_PROVIDER = "data_files"
@@ -176,7 +178,7 @@ def create_data_file_local(
     check_name("provider", provider)
     check_name("dataset", dataset)
     path, size, _limit, chunked, step, sha, data = _prepare(file_path, use_chunked_upload, threshold, progress)
-    index = HashIndex(layout.hash_index)
+    index = open_hash_index(layout)
     try:
         known = index.get(sha)
         if known is not None and asset_problem(layout, known) is None:
@@ -187,10 +189,11 @@ def create_data_file_local(
             return _result(known, str(target), False, chunked, None)
         entry = _new_entry(path, sha, size, data, layout, provider, dataset)
         target = layout.asset_path(entry.path)
-        if not target.exists():
+        written = not target.exists()
+        if written:
             _copy(path, data, target, step, progress and use_chunked_upload)
-        index.add_many([entry])
-        return _result(entry, str(target), False, chunked, None)
+        settled = settle_one(layout, index, entry, written)
+        return _result(settled, str(layout.asset_path(settled.path)), settled is not entry, chunked, None)
     finally:
         index.close()
 

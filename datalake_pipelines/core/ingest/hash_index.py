@@ -4,7 +4,8 @@ Design: ``index/hash_index.sqlite`` (WAL mode), primary key = SHA-256 of the ori
 stored path, size and image facts. Lookups are B-tree probes (no directory scan); a dedup hit needs no
 Pillow decode because the facts come from the index. At 10M images the file is about 2 GB and a probe
 stays in the tens of microseconds. Writers are short transactions (one per record batch); readers never
-block writers in WAL mode. SQLite's locking needs a local file system or a NAS with working POSIX locks.
+block writers in WAL mode. WAL needs one host's shared memory: an index on a network file system is refused
+(``mounts.py``); several hosts keep the index in PostgreSQL instead (``pg_index.py``, ``DATALAKE_INDEX_URL``).
 
 Image geometry: ``width``/``height`` are the displayed size (after the EXIF orientation, see
 ``images.displayed_size``) and ``orientation`` is the EXIF tag value 1-8, ``0`` for an image without one.
@@ -22,6 +23,10 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from ...settings import INDEX_URL_ENV
+from ...settings import load as load_settings
+from .mounts import refuse_network_fs
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (
@@ -59,6 +64,9 @@ COLUMNS = (
     "orientation",
     "phash",
 )
+LAKE_REMEDY = (
+    f'set {INDEX_URL_ENV}=postgresql://... to keep the lake\'s hash index in PostgreSQL (README, "Many hosts")'
+)
 INTEGER_COLUMNS = frozenset(("size", "width", "height", "orientation", "phash"))
 # Columns a hash-index segment or file written by an older version may lack (read as NULL).
 OPTIONAL_COLUMNS = frozenset(("orientation", "phash"))
@@ -91,9 +99,11 @@ class IndexEntry:
 class HashIndex:
     """Thread-safe access to the hash index: one connection per thread, one writer at a time."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, remedy: str = LAKE_REMEDY):
+        """``remedy``: what the error for an index on a network file system tells the user to do."""
         self.path = path
         self._local = threading.local()
+        refuse_network_fs(path, load_settings().mount_table, remedy)
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")

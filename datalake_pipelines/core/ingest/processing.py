@@ -44,10 +44,13 @@ from ..storage.files import UnsafePathError, safe_join, utc_now, utc_now_iso, wr
 from .asset_store import StoredFile, StoreOptions, store_files
 from .catalog_rows import catalog_rows, catalog_schema
 from .file_accounting import FILE_COLUMN, IMAGE_COLUMN, regular_files, scan_folder
+from .first_store import settle_new
 from .hand_drop import keep_unreferenced, resolve_hand_drop_columns
 from .hash_index import HashIndex
 from .images import max_pixels_from_env
+from .index_store import open_hash_index
 from .manifest import BatchManifest, load_manifest
+from .pg_rows import open_row_index
 from .provenance import batch_source
 from .quarantine import quarantine_rows
 from .rejections import record_rejections
@@ -128,8 +131,8 @@ class BatchProcessor:
         self.layout = layout
         self.options = options
         self.schema = schema or load_schema(layout)
-        self.index = index or HashIndex(layout.hash_index)
-        self.rows: RowDedup = rows or LocalRowDedup(layout, self.index)
+        self.index = index or open_hash_index(layout)
+        self.rows: RowDedup = rows or LocalRowDedup(layout, open_row_index(self.index))
         self.fetch_parts = fetch_parts
         self.store_options = StoreOptions(options.max_pixels, options.optimize_images, options.full_decode)
         purge_discarded(layout)
@@ -359,8 +362,7 @@ class BatchProcessor:
                     errors.setdefault(i, []).append(
                         {"column": col, "file": values[i], "reason": outcome.error, "sha256": outcome.sha256}
                     )
-            new_entries = [o.entry for o in outcomes if o is not None and o.new and o.entry is not None]
-            self.index.add_many(new_entries)
+            settle_new(self.layout, self.index, outcomes)  # before the rows: a lost race takes the winner's asset
             stored[col] = outcomes
         for i, problems in sorted(errors.items()):
             for problem in problems:

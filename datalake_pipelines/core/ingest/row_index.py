@@ -65,7 +65,8 @@ def unpack(key: bytes) -> str:
 
 class RowIndex:
     """The row-hash tables of one SQLite hash index (shares ``index``'s per-thread connection). Partitions and
-    parts are numbered (``row_partitions``, ``row_parts``) so each entry is a few dozen bytes."""
+    parts are numbered (``row_partitions``, ``row_parts``) so each entry is a few dozen bytes. Its PostgreSQL twin
+    is ``pg_rows.PgRowIndex`` (same methods, :meth:`reconcile` shared)."""
 
     def __init__(self, index: HashIndex):
         self.index = index
@@ -212,11 +213,12 @@ class RowDedup(Protocol):
 
 
 class LocalRowDedup:
-    """The row index of a local lake (``index/hash_index.sqlite``), checked against the partition's part files."""
+    """The row index of a local lake (``index/hash_index.sqlite``, or PostgreSQL: ``rows`` from
+    ``pg_rows.open_row_index``), checked against the partition's part files."""
 
-    def __init__(self, layout: LakeLayout, index: HashIndex):
+    def __init__(self, layout: LakeLayout, rows: RowIndex):
         self.layout = layout
-        self.rows = RowIndex(index)
+        self.rows = rows
 
     def current(self, ref: PartitionRef) -> dict[str, str]:
         return {p.name: file_signature(p) for p in partition_files(self.layout, ref)}

@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ...settings import CACHE_DIR_ENV
 from ..lake import keys
 from ..lake.locks import exclusive_lock
 from ..storage.backends import ObjectInfo, S3Storage
@@ -56,13 +57,17 @@ def segment_bytes(entries: list[IndexEntry]) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+# The cache is per host: only its folder has to move off the share.
+CACHE_REMEDY = f"set {CACHE_DIR_ENV} to a folder on a local disk (the cache of an S3 lake is per host)"
+
+
 class SegmentCache:
     """The hash-index cache of one S3 lake in ``folder`` (``<cache dir>/index``)."""
 
     def __init__(self, storage: S3Storage, folder: Path):
         self.storage = storage
         self.folder = folder
-        self.index = HashIndex(folder / "hash_index.sqlite")
+        self.index = HashIndex(folder / "hash_index.sqlite", CACHE_REMEDY)
         with self.index._conn as conn:
             conn.execute(SEGMENTS_TABLE)
 
@@ -163,7 +168,7 @@ class TieredHashIndex(HashIndex):
         published: HashIndex,
         present: Callable[[list[str]], set[str] | dict[str, int]] | None = None,
     ):
-        super().__init__(path)
+        super().__init__(path, CACHE_REMEDY)
         self.published = published
         self.present = present
 

@@ -19,6 +19,7 @@ from ..lake.schema import SchemaConfig
 from ..storage.backends import LocalStorage, S3Storage, Storage
 from .asset_store import sha256_file
 from .hash_index import HashIndex, IndexEntry
+from .index_store import existing_hash_index
 
 MAX_REPORTED = 20
 MAX_MISSING = 10_000
@@ -53,9 +54,9 @@ def local_sizes(layout: LakeLayout) -> Callable[[list[str]], dict[str, int]]:
     """Expected sizes from the lake's hash index: stored sha256 -> bytes (only where it is the index key)."""
 
     def sizes(hashes: list[str]) -> dict[str, int]:
-        if not layout.hash_index.exists():
+        index = existing_hash_index(layout)
+        if index is None:
             return {}
-        index = HashIndex(layout.hash_index)
         try:
             return {h: e.size for h, e in index.get_many(hashes).items() if e.stored_sha256 == h}
         finally:

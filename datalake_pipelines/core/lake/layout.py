@@ -15,6 +15,7 @@ from pathlib import Path
 from ...settings import BASE_PATH_ENV, DEFAULT_BASE_DIRNAME  # noqa: F401 - re-exported
 from ...settings import load as load_settings
 from ..ingest.hash_index import HashIndex
+from ..ingest.index_store import existing_hash_index
 from . import keys
 from .keys import BATCH_MANIFEST, COMPACTED_PART, ERROR_FILE, PARTITION_METADATA
 
@@ -227,7 +228,7 @@ class LakeLayout:
     def open_hash_index(self) -> HashIndex | None:
         """The lake's hash index opened for reading (the caller closes it); None when nothing was ingested yet.
         A work lake standing in for an S3 lake opens the lake's published index instead."""
-        return HashIndex(self.hash_index) if self.hash_index.is_file() else None
+        return existing_hash_index(self)
 
     def partition_lock(self, ref: PartitionRef) -> Path:
         """Lock file held by the single writer of a catalog partition."""

@@ -25,7 +25,9 @@ from ..catalog.warehouse import refresh_duckdb
 from ..errors import DatalakeError, ValidationError
 from ..ingest.asset_store import sha256_file
 from ..ingest.hash_index import HashIndex
+from ..ingest.index_store import existing_hash_index
 from ..ingest.manifest import load_manifest
+from ..ingest.pg_rows import open_row_index
 from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, process_pending
 from ..ingest.row_index import LocalRowDedup
 from ..ingest.verify import local_sizes
@@ -267,12 +269,9 @@ class LocalLake(BaseLake):
         partition lock a processing run takes, so a CLI compaction never races an ingest of that partition."""
         with exclusive_lock(self.layout.partition_lock(ref)):
             result = compact_partition(self.layout, ref, batch_size)
-            if self.layout.hash_index.exists():  # duplicates dropped: the row index is rebuilt from data.parquet
-                index = HashIndex(self.layout.hash_index)
-                try:
-                    LocalRowDedup(self.layout, index).rebuild(ref)
-                finally:
-                    index.close()
+            with self.hash_index() as index:  # duplicates dropped: the row index is rebuilt from data.parquet
+                if index is not None:
+                    LocalRowDedup(self.layout, open_row_index(index)).rebuild(ref)
             self.record_version(result, "rebuild")
             return result
 
@@ -315,10 +314,10 @@ class LocalLake(BaseLake):
     @contextlib.contextmanager
     def hash_index(self) -> Iterator[HashIndex | None]:
         """The lake's hash index (None when nothing was ingested yet), closed afterwards."""
-        if not self.layout.hash_index.exists():
+        index = existing_hash_index(self.layout)
+        if index is None:
             yield None
             return
-        index = HashIndex(self.layout.hash_index)
         try:
             yield index
         finally:
@@ -327,7 +326,7 @@ class LocalLake(BaseLake):
     def row_index_problems(self, ref: PartitionRef, view: LakeLayout) -> list[str]:
         """Where the row index disagrees with the partition's part files (``view`` is the lake itself here)."""
         with self.hash_index() as index:
-            return [] if index is None else LocalRowDedup(self.layout, index).problems(ref)
+            return [] if index is None else LocalRowDedup(self.layout, open_row_index(index)).problems(ref)
 
     def fill_view(self, view: LakeLayout, ref: PartitionRef) -> None:
         """Nothing to do: a local lake's view is the lake itself, holding the whole partition."""

@@ -10,7 +10,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...settings import INDEX_URL_ENV
 from ...settings import load as load_settings
+from ..errors import ValidationError
 from ..storage.backends import StorageKind, storage_kind
 from .layout import LakeLayout
 
@@ -49,6 +51,14 @@ def open_lake(base: str | os.PathLike | None = None, *, client=None, create: boo
     """
     raw = lake_base(base)
     if lake_kind(raw) == "s3":
+        if load_settings().index_url:
+            # An S3 lake's index is Parquet segments in the bucket, published by the run that stored the
+            # content, with a per-host SQLite cache: refused rather than silently ignored, so nobody believes
+            # the lake coordinates through PostgreSQL when it does not.
+            raise ValidationError(
+                f"{INDEX_URL_ENV} is for a lake on a shared folder; the S3 lake {raw} keeps its hash index in the "
+                f"bucket (index segments): unset {INDEX_URL_ENV} to open it"
+            )
         from ..storage.backends import S3Storage
         from .s3 import S3Lake  # the S3 implementation is imported only for S3 lakes
 

@@ -1,0 +1,181 @@
+"""The hash index in PostgreSQL (``DATALAKE_INDEX_URL``): one index that several hosts sharing a lake can write.
+
+Same rows and methods as the SQLite :class:`~.hash_index.HashIndex` (it subclasses it only so that every caller
+keeps one type; every method is replaced). What differs is what several writers need:
+
+* lookups are one ``WHERE sha256 = ANY(%s)`` query per call (a B-tree probe per hash on the server);
+* inserts are ``INSERT ... ON CONFLICT DO NOTHING RETURNING sha256``: two hosts storing the same new content at
+  once both succeed, the first row wins, and the count returned is the rows this call really inserted (the
+  ``RETURNING`` rows, never the rows sent). The caller swaps a lost entry for the winner's
+  (``first_store.settle_new``). Rows go in key order so two writers of overlapping keys cannot deadlock;
+* each lake has its own schema, named once by the file ``index/pg_schema`` in the lake (a random name written
+  atomically by the first host): the hosts of one NAS may mount it at different paths, so the path cannot be
+  the name. The tables (and the row index's, ``pg_rows.py``) are created on first use under an advisory lock.
+
+One connection per thread (processing looks up from its worker threads), all closed by :meth:`close`.
+psycopg2 (the ``scale`` extra) is imported only when a PostgreSQL index is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .hash_index import COLUMNS, HashIndex, IndexEntry
+
+SCHEMA_FILE = "pg_schema"
+_TYPES = {"size": "bigint", "width": "integer", "height": "integer", "orientation": "integer", "phash": "bigint"}
+_NOT_NULL = {"sha256", "stored_sha256", "path", "size", "kind", "provider", "dataset", "first_batch_id", "created_at"}
+TABLES = (
+    "CREATE TABLE IF NOT EXISTS {s}.assets ("
+    + ", ".join(f"{c} {_TYPES.get(c, 'text')}{' NOT NULL' if c in _NOT_NULL else ''}" for c in COLUMNS)
+    + ", PRIMARY KEY (sha256))",
+    "CREATE INDEX IF NOT EXISTS assets_path ON {s}.assets (path)",  # GC's remove_paths
+    "CREATE TABLE IF NOT EXISTS {s}.row_partitions (id serial PRIMARY KEY, partition text NOT NULL UNIQUE)",
+    "CREATE TABLE IF NOT EXISTS {s}.row_parts (id bigserial PRIMARY KEY, pid integer NOT NULL, part text NOT NULL,"
+    " signature text NOT NULL, UNIQUE (pid, part))",
+    "CREATE TABLE IF NOT EXISTS {s}.row_hashes (pid integer NOT NULL, h bytea NOT NULL, part bigint NOT NULL,"
+    " PRIMARY KEY (pid, h))",
+)
+PAGE = 1000  # rows per multi-row statement
+
+
+def lake_schema(index_dir: Path) -> str:
+    """The lake's schema name, from ``index_dir/pg_schema``; the first caller writes a new one (atomically: a
+    link fails on an existing name, so two hosts starting together agree on the first one written)."""
+    marker = index_dir / SCHEMA_FILE
+    if not marker.is_file():
+        index_dir.mkdir(parents=True, exist_ok=True)
+        tmp = index_dir / f".{SCHEMA_FILE}.{uuid.uuid4().hex}"
+        tmp.write_text(f"lake_{uuid.uuid4().hex[:20]}\n")
+        try:
+            os.link(tmp, marker)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    name = marker.read_text().strip()
+    if not (name.startswith("lake_") and name[5:].isalnum()):
+        raise ValueError(f"{marker} does not hold a schema name (lake_<letters and digits>): {name!r}")
+    return name
+
+
+class PgHashIndex(HashIndex):
+    """The hash index of one lake in the PostgreSQL database at ``url``, in schema ``schema``."""
+
+    def __init__(self, url: str, schema: str):  # no super().__init__: it would open a SQLite file
+        self.url, self.schema = url, schema
+        from psycopg2 import sql
+
+        self.path = Path(f"{url.split('@')[-1]}#{schema}")  # for messages only: no password
+        self._local = threading.local()
+        self._all: list = []
+        self._guard = threading.Lock()
+        self.q = {name: sql.SQL(text).format(s=sql.Identifier(schema)) for name, text in _queries().items()}
+        conn = self.conn()
+        with conn, conn.cursor() as cur:
+            # concurrent CREATE ... IF NOT EXISTS of one name can still collide in the catalogs: one at a time
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            for text in TABLES:
+                cur.execute(sql.SQL(text).format(s=sql.Identifier(schema)))
+
+    @property
+    def _conn(self):  # the SQLite connection of HashIndex: a caller that needs it must take the Pg twin instead
+        raise TypeError("a PostgreSQL hash index has no SQLite connection (see pg_rows.open_row_index)")
+
+    def conn(self):
+        """This thread's connection (opened on first use)."""
+        conn = getattr(self._local, "pg", None)
+        if conn is None or conn.closed:
+            import psycopg2
+
+            conn = self._local.pg = psycopg2.connect(self.url)
+            with self._guard:
+                self._all.append(conn)
+        return conn
+
+    def _rows(self, query: str, params: tuple) -> list[tuple]:
+        conn = self.conn()
+        with conn, conn.cursor() as cur:
+            cur.execute(self.q[query], params)
+            return cur.fetchall()
+
+    def get(self, sha256: str) -> IndexEntry | None:
+        return self.get_many([sha256]).get(sha256)
+
+    def get_many(self, hashes: list[str]) -> dict[str, IndexEntry]:
+        """Entries for the known hashes among ``hashes``: one query."""
+        if not hashes:
+            return {}
+        return {row[0]: IndexEntry(*row) for row in self._rows("get_many", (list(hashes),))}
+
+    def add_many(self, entries: Iterable[IndexEntry]) -> int:
+        """Insert entries not yet present; return how many this call inserted (another host's row wins)."""
+        from psycopg2.extras import execute_values
+
+        rows = sorted(tuple(getattr(e, c) for c in COLUMNS) for e in entries)
+        if not rows:
+            return 0
+        conn = self.conn()
+        with conn, conn.cursor() as cur:
+            inserted = execute_values(cur, self.q["add_many"], rows, page_size=PAGE, fetch=True)
+        return len(inserted)
+
+    def fill_phash(self, values: dict[str, int]) -> int:
+        """Record ``sha256 -> phash`` where none is recorded yet; return how many rows changed."""
+        from psycopg2.extras import execute_values
+
+        pairs = sorted(values.items())
+        changed = 0
+        conn = self.conn()
+        with conn, conn.cursor() as cur:
+            for start in range(0, len(pairs), PAGE):
+                execute_values(cur, self.q["fill_phash"], pairs[start : start + PAGE], "(%s, CAST(%s AS bigint))", PAGE)
+                changed += cur.rowcount
+        return changed
+
+    def remove_paths(self, paths: set[str] | list[str]) -> int:
+        """Delete every entry whose stored ``path`` is one of ``paths``; return how many rows went."""
+        chosen = sorted(paths)
+        if not chosen:
+            return 0
+        conn = self.conn()
+        with conn, conn.cursor() as cur:
+            cur.execute(self.q["remove_paths"], (chosen,))
+            return cur.rowcount
+
+    def count(self) -> int:
+        return int(self._rows("count", ())[0][0])
+
+    def iter_rows(self, batch_size: int = 50_000) -> Iterator[list[tuple]]:
+        """Every row in key order, a batch at a time (a server-side cursor: the table never sits in memory)."""
+        conn = self.conn()
+        with conn, conn.cursor(name=f"iter_{uuid.uuid4().hex}") as cur:
+            cur.itersize = batch_size
+            cur.execute(self.q["iter_rows"])
+            while rows := cur.fetchmany(batch_size):
+                yield rows
+
+    def close(self) -> None:
+        with self._guard:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+
+def _queries() -> dict[str, str]:
+    cols = ", ".join(COLUMNS)
+    return {
+        "get_many": f"SELECT {cols} FROM {{s}}.assets WHERE sha256 = ANY(%s)",
+        "add_many": f"INSERT INTO {{s}}.assets ({cols}) VALUES %s ON CONFLICT (sha256) DO NOTHING RETURNING sha256",
+        "fill_phash": "UPDATE {s}.assets a SET phash = v.p FROM (VALUES %s) AS v (h, p)"
+        " WHERE a.sha256 = v.h AND a.phash IS NULL",
+        "remove_paths": "DELETE FROM {s}.assets WHERE path = ANY(%s)",
+        "count": "SELECT count(*) FROM {s}.assets",
+        "iter_rows": f"SELECT {cols} FROM {{s}}.assets ORDER BY sha256",
+    }
