@@ -38,6 +38,11 @@ ATHENA_OUTPUT_ENV = "DATALAKE_ATHENA_OUTPUT"
 ATHENA_WORKGROUP_ENV = "DATALAKE_ATHENA_WORKGROUP"
 ATHENA_REGION_ENV = "DATALAKE_ATHENA_REGION"
 GC_SWEEP_PAUSE_ENV = "DATALAKE_GC_SWEEP_PAUSE"  # a test hook: seconds GC sleeps after each batch of deletions
+EXECUTOR_ENV = "DATALAKE_EXECUTOR"  # in_process / celery, see EXECUTORS
+CELERY_BROKER_ENV = "DATALAKE_CELERY_BROKER"
+CELERY_BACKEND_ENV = "DATALAKE_CELERY_BACKEND"
+CELERY_VISIBILITY_ENV = "DATALAKE_CELERY_VISIBILITY_TIMEOUT"
+STEP_PAUSE_ENV = "DATALAKE_STEP_PAUSE"  # a test hook: seconds a step using the lake sleeps when it starts
 
 DEFAULT_BASE_DIRNAME = "lake"
 DEFAULT_BATCH_SIZE = 1000
@@ -56,6 +61,13 @@ DEFAULT_ATHENA_DATABASE = "datalake"
 # means there is no Glue beside it); on: for every S3 lake; off: never.
 ATHENA_MODES = ("auto", "on", "off")
 DEFAULT_ATHENA_MODE = "auto"
+# in_process: the ingest's steps run in the run's own process (single host); celery: on any Celery worker
+EXECUTORS = ("in_process", "celery")
+DEFAULT_EXECUTOR = "in_process"
+DEFAULT_CELERY_BROKER = "redis://localhost:6379/0"
+# Redis hands an unacknowledged task to another worker only after this many seconds: it must exceed the longest
+# step, or a step still running is started a second time elsewhere (README, Production profile).
+DEFAULT_CELERY_VISIBILITY_TIMEOUT = 3600.0
 
 
 def default_num_proc() -> int:
@@ -93,6 +105,11 @@ class Settings:
     asset_owners: str = ""
     asset_tags: str = ""
     gc_sweep_pause: float = 0.0
+    executor: str = DEFAULT_EXECUTOR
+    celery_broker: str = DEFAULT_CELERY_BROKER
+    celery_backend: str = DEFAULT_CELERY_BROKER
+    celery_visibility_timeout: float = DEFAULT_CELERY_VISIBILITY_TIMEOUT
+    step_pause: float = 0.0
     explicit: frozenset[str] = frozenset()
 
     @property
@@ -143,6 +160,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         return next((env[n] for n in names if env.get(n)), "")
 
     cache_dir = env.get(CACHE_DIR_ENV)
+    broker = text(CELERY_BROKER_ENV) or DEFAULT_CELERY_BROKER
     return Settings(
         base_path=text(BASE_PATH_ENV),
         num_proc=_number(env, NUM_PROC_ENV, int, default_num_proc(), "whole number of processes"),
@@ -168,5 +186,12 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         asset_owners=text(ASSET_OWNERS_ENV),
         asset_tags=text(ASSET_TAGS_ENV),
         gc_sweep_pause=_number(env, GC_SWEEP_PAUSE_ENV, float, 0.0, "number of seconds", True),
+        executor=_choice(env, EXECUTOR_ENV, EXECUTORS, DEFAULT_EXECUTOR),
+        celery_broker=broker,
+        celery_backend=text(CELERY_BACKEND_ENV) or broker,
+        celery_visibility_timeout=_number(
+            env, CELERY_VISIBILITY_ENV, float, DEFAULT_CELERY_VISIBILITY_TIMEOUT, "number of seconds"
+        ),
+        step_pause=_number(env, STEP_PAUSE_ENV, float, 0.0, "number of seconds", True),
         explicit=frozenset(name for name, value in env.items() if name.startswith("DATALAKE_") and value),
     )
