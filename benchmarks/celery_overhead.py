@@ -53,8 +53,9 @@ def in_process_job() -> dg.JobDefinition:
 
 
 def celery_job() -> dg.JobDefinition:
-    from datalake_pipelines.lib.executor import celery_executor_config
     from dagster_celery import celery_executor
+
+    from datalake_pipelines.lib.executor import celery_executor_config
 
     return _job("trivial_celery", celery_executor.configured(celery_executor_config(), name="bench_celery"))
 

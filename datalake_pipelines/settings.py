@@ -42,7 +42,7 @@ EXECUTOR_ENV = "DATALAKE_EXECUTOR"  # in_process / celery, see EXECUTORS
 CELERY_BROKER_ENV = "DATALAKE_CELERY_BROKER"
 CELERY_BACKEND_ENV = "DATALAKE_CELERY_BACKEND"
 CELERY_VISIBILITY_ENV = "DATALAKE_CELERY_VISIBILITY_TIMEOUT"
-STEP_PAUSE_ENV = "DATALAKE_STEP_PAUSE"  # a test hook: seconds a step using the lake sleeps when it starts
+STEP_PAUSE_ENV = "DATALAKE_STEP_PAUSE"  # a test hook: seconds the ingest waits after marking each batch running
 
 DEFAULT_BASE_DIRNAME = "lake"
 DEFAULT_BATCH_SIZE = 1000

@@ -15,6 +15,7 @@ from dagster_celery.executor import CeleryExecutor
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_task
 
+from .. import definitions  # noqa: F401  (imported once here, so every pool process forks with the code loaded)
 from .executor import celery_executor_config
 
 app = make_app(CeleryExecutor(retries=RetryMode(RetryMode.DISABLED), **celery_executor_config()).app_args())

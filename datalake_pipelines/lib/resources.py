@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import dagster as dg
 
 from ..core.ingest.processing import ProcessOptions
@@ -33,9 +31,6 @@ class LakeResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         tag_partition_run(context.instance, context.run)
-        pause = load_settings().step_pause
-        if pause:  # a test hook (DATALAKE_STEP_PAUSE): the dead-worker test kills a worker inside this step
-            time.sleep(pause)
 
     @property
     def base(self) -> str:

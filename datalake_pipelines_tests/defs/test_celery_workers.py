@@ -3,9 +3,9 @@
 The instance is ``deploy/dagster.yaml`` in a temporary ``DAGSTER_HOME`` with ``DAGSTER_POSTGRES_URL`` pointing at
 a throwaway PostgreSQL server; the workers are ``celery -A datalake_pipelines.lib.celery_worker worker``
 processes, each with its own ``DAGSTER_HOME`` and ``DATALAKE_CACHE_DIR`` as if on separate hosts, sharing one lake
-folder. ``datalake process start`` launches the partition runs with ``DATALAKE_EXECUTOR=celery`` from a process
-of its own (as on a host of its own: the code location is imported there with the profile's settings); the runs'
-steps are executed by the workers, never by that process.
+folder. The runs are launched the two ways the profile has, each from processes of their own (as on a host of its
+own: the code location is imported there with the profile's settings): ``dagster-daemon`` (sensor, run queue, run
+launcher) and ``datalake process start``; the runs' ingest steps are executed by the workers, never by those.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import pytest
 from datalake_pipelines import DatalakeClient
 from datalake_pipelines.core.catalog.verify import verify_lake
 from datalake_pipelines.core.lake.open import open_lake
+from datalake_pipelines.lib.after_ingest import INGEST_JOB
+from datalake_pipelines.lib.partitions import JOB_IDS_TAG
 from datalake_pipelines_tests.support.services import postgres_server, redis_server
 
 pytestmark = pytest.mark.timeout(300)
@@ -117,6 +119,31 @@ class Profile:
         assert done.returncode == 0, done.stdout + done.stderr
         return json.loads(done.stdout)
 
+    @contextlib.contextmanager
+    def daemon(self) -> Iterator[None]:
+        """``dagster-daemon run`` on the "orchestrator host" (workspace.yaml's code location, the profile's env)."""
+        args = [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")]
+        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        with (self.root / "daemon.log").open("wb") as out:
+            proc = subprocess.Popen(
+                args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            yield
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def wait_runs(self, instance: dg.DagsterInstance, job: str, count: int, timeout: float = 180) -> list:
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = instance.get_runs(dg.RunsFilter(job_name=job))
+            if len(runs) >= count and all(r.is_finished for r in runs):
+                return runs
+            log = (self.root / "daemon.log").read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, f"{[r.status for r in runs]}\n{log}"
+            time.sleep(1)
+
     def stop(self) -> None:
         for name in self.workers:
             self.kill(name)
@@ -184,46 +211,61 @@ def assert_exactly_once(base: str, outcomes: list[dict], job_ids: list[str], row
 
 
 def test_two_celery_workers_share_one_lake(tmp_path, postgres, redis, monkeypatch, make_jpeg):
-    with profile(tmp_path, postgres, redis, monkeypatch, "two_workers", 1) as deployment:
+    # The daemon's path: the staging sensor claims, the run queue (deploy/dagster.yaml's limits) starts the runs, each
+    # run submits its steps to the workers.
+    fast = {"DATALAKE_SENSOR_INTERVAL": "1", "DATALAKE_QUIET_SECONDS": "1"}
+    with profile(tmp_path, postgres, redis, monkeypatch, "two_workers", 1, **fast) as deployment:
         client = DatalakeClient(deployment.base, progress=False)
         job_ids = []
-        for p in range(5):  # 20 batches over 5 partitions, all pending before any run starts
+        for p in range(5):  # 20 batches over 5 partitions, all pending before the daemon starts
             job_ids += upload(client, tmp_path, make_jpeg, "inhouse", f"set{p}", n=4, rows=3)
         instance = dg.DagsterInstance.get()
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        outcomes = deployment.process_start()
+        with deployment.daemon():
+            runs = deployment.wait_runs(instance, INGEST_JOB, count=5)
 
+        assert all(r.is_success for r in runs), [r.status for r in runs]
+        lake = open_lake(deployment.base)
+        outcomes = [
+            {"job_id": job_id, "state": lake.status(job_id)["state"], "run_id": r.run_id}
+            for r in runs
+            for job_id in r.tags[JOB_IDS_TAG].split(",")
+        ]
         assert_exactly_once(deployment.base, outcomes, job_ids, rows_per_batch=3)
-        run_ids = {o["run_id"] for o in outcomes}
-        assert len(run_ids) == 5 and all(instance.get_run_by_id(r).is_success for r in run_ids)
-        workers = step_workers(instance, run_ids)
-        # every step ran on a worker (the runner's process ran none), and both workers took steps
+        workers = step_workers(instance, {r.run_id for r in runs})
+        # every ingest step ran on a worker (the run processes ran none), and both workers took steps
         assert sorted(step for step, _ in workers).count("catalog_partition") == 5
         assert {name for _, name in workers} == {"worker_a", "worker_b"}, workers
 
 
 def test_a_worker_killed_mid_step_loses_nothing(tmp_path, postgres, redis, monkeypatch, make_jpeg):
-    # Each step pauses 3 s at its start (DATALAKE_STEP_PAUSE): the first worker to take the catalog step is killed
-    # inside it. Redis hands the unacknowledged task to the other worker after the visibility timeout.
-    timeout = 12
-    settings = {"DATALAKE_STEP_PAUSE": "3", "DATALAKE_CELERY_VISIBILITY_TIMEOUT": str(timeout)}
+    # The ingest step waits 2 s after marking each batch running (DATALAKE_STEP_PAUSE): the worker running it is
+    # killed there, with its pool process, holding the first batch. Redis hands the unacknowledged task to the other
+    # worker after the visibility timeout, and that worker processes both batches.
+    timeout = 20  # longer than the step takes on the other worker (2 x 2 s of pause + the rest), or it runs twice
+    settings = {"DATALAKE_STEP_PAUSE": "2", "DATALAKE_CELERY_VISIBILITY_TIMEOUT": str(timeout)}
     with profile(tmp_path, postgres, redis, monkeypatch, "dead_worker", 2, **settings) as deployment:
         client = DatalakeClient(deployment.base, progress=False)
         job_ids = upload(client, tmp_path, make_jpeg, "inhouse", "dead", n=2, rows=3)
         killed: list[str] = []
 
-        def kill_the_first_taker() -> None:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not killed:
-                for name in deployment.workers:
-                    if b"Task execute_plan" in deployment.log(name).read_bytes():
-                        time.sleep(1.5)  # inside the step's pause
-                        deployment.kill(name)
-                        killed.append(name)
+        def kill_inside_the_step() -> None:
+            """Once the catalog step has started on a worker (its events in Postgres), SIGKILL that worker."""
+            with dg.DagsterInstance.get() as watcher:  # a connection of this thread's own
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    runs = watcher.get_runs(dg.RunsFilter(job_name=INGEST_JOB), limit=1)
+                    run_id = runs[0].run_id if runs else None
+                    taken = step_workers(watcher, {run_id}) if run_id else []
+                    started = watcher.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START) if taken else []
+                    if any(e.step_key == "catalog_partition" for e in started):
+                        time.sleep(0.7)  # inside the first batch's pause
+                        deployment.kill(taken[0][1])
+                        killed.append(taken[0][1])
                         return
-                time.sleep(0.1)
+                    time.sleep(0.2)
 
-        killer = threading.Thread(target=kill_the_first_taker, daemon=True)
+        killer = threading.Thread(target=kill_inside_the_step, daemon=True)
         killer.start()
         instance = dg.DagsterInstance.get()
         started = time.monotonic()

@@ -155,6 +155,24 @@ def test_the_same_images_again_store_nothing_new(backend, make_jpeg, tmp_path):
     assert metadata["row_count"] == 2 and backend.lake.status(second)["path"] is None
 
 
+def test_the_ingest_step_run_again_leaves_its_done_batches_done(backend, make_jpeg, tmp_path):
+    # The production profile re-delivers a step whose Celery worker died to another worker, even when the step had
+    # already published its batches: the second run of the step finds nothing left to process, and fails nothing.
+    _, job = backend.client.upload_raw_data(jpegs(make_jpeg, tmp_path / "src", 2), "aihub", "receipts")
+    result = backend.tick()
+    assert backend.run(result.run_requests[0], result).success
+    again = backend.run(result.run_requests[0])
+    assert again.success
+    status = backend.lake.status(job)
+    assert status["state"] == "done" and status["rows_added"] == 2
+    assert backend.keys(keys.FAILED) == [] and backend.lake.claims() == []
+    assert read_partition_rows(backend) == 2
+
+
+def read_partition_rows(backend: Backend) -> int:
+    return backend.read_json(keys.partition_metadata(RAW))["row_count"]
+
+
 def test_two_claimers_race_and_one_wins(backend, make_jpeg, tmp_path):
     _, job = backend.client.upload_raw_data(jpegs(make_jpeg, tmp_path / "src", 1), "aihub", "receipts")
     lakes = [open_lake(backend.base) for _ in range(4)]  # four daemons, each with its own Lake object
