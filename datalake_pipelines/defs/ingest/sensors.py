@@ -150,7 +150,10 @@ def reap_dead_runs(context, lake: Lake) -> list[tuple[str, str]]:
             run = runs[0] if runs else None
         if run is None:
             continue
-        alive = process_alive(claim.pid, claim.host) if claim.run_id == run.run_id else None
+        # The pid is the process that ran the step: the run's own, except on Celery workers, whose lost step the
+        # broker re-delivers to another worker (README, Production profile): the run is not dead then.
+        on_workers = load_settings().executor == "celery"
+        alive = process_alive(claim.pid, claim.host) if claim.run_id == run.run_id and not on_workers else None
         if run.status not in TERMINAL and alive is not False:
             continue
         if run.status not in TERMINAL:

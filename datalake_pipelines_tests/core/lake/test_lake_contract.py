@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
 import threading
 import time
 import traceback
@@ -325,6 +326,33 @@ def test_a_run_that_died_is_requeued_once_then_failed(backend, make_jpeg, tmp_pa
     assert error["attempts"] == 2 and "ended (FAILURE)" in error["error"]
     assert backend.keys(keys.PENDING) == [] and backend.lake.read_claim(job) is None
     assert backend.lake.status(job)["state"] == "failed"
+
+
+@pytest.mark.parametrize("executor", ["in_process", "celery"])
+def test_a_dead_step_process_fails_the_run_unless_celery_redelivers_it(
+    backend, make_jpeg, tmp_path, monkeypatch, executor
+):
+    monkeypatch.setenv("DATALAKE_EXECUTOR", executor)
+    _, job = backend.client.upload_raw_data(jpegs(make_jpeg, tmp_path / "src", 1), "aihub", "receipts")
+    first = backend.tick()
+    run = backend.instance.create_run_for_job(
+        job_def=defs.resolve_job_def("ingest_job"), tags={"dagster/run_key": job}, status=dg.DagsterRunStatus.STARTED
+    )
+    backend.lake.mark_running(job, run.run_id, _exited_pid())  # the step's process on this host is gone
+    second = backend.tick(first.cursor)
+    backend.tick(second.cursor)  # a requeued batch is claimed again on the next tick
+    status = backend.instance.get_run_by_id(run.run_id).status
+    if executor == "celery":  # the step comes back on another worker: the run and its claim stay
+        assert status == dg.DagsterRunStatus.STARTED and backend.lake.read_claim(job).run_key == job
+    else:
+        assert status == dg.DagsterRunStatus.FAILURE and backend.lake.read_claim(job).run_key == f"{job}.attempt2"
+
+
+def _exited_pid() -> int:
+    """A pid of this host that no longer runs."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 def test_hand_drop_waits_until_quiet(backend, make_jpeg, tmp_path, monkeypatch):
