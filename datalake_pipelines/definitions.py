@@ -19,18 +19,22 @@ from .defs.ingest import definitions as ingest
 from .defs.lifecycle import definitions as lifecycle
 from .defs.neardup import definitions as neardup
 from .defs.warehouse import definitions as warehouse
+from .lib.executor import step_io_manager
 from .lib.resources import lake_resource_from_env
 from .lib.terminal_log import LOGGERS
 from .settings import load as load_settings
 
 
 def resources() -> dict[str, object]:
-    """The code location's resources (``lake``, ``duckdb``, ``s3``, ``athena``), configured from the settings."""
+    """The code location's resources (``lake``, ``duckdb``, ``s3``, ``athena``), configured from the settings;
+    with ``DATALAKE_EXECUTOR=celery`` also an ``io_manager`` on the lake (``lib/executor.py``)."""
+    base = load_settings().base_path
     return {
         "lake": lake_resource_from_env(),
-        "duckdb": DuckDBResource(database=str(duckdb_file_of(load_settings().base_path))),
+        "duckdb": DuckDBResource(database=str(duckdb_file_of(base))),
         "s3": S3Resource(),
         "athena": athena_settings_from_env(),
+        **step_io_manager(base),
     }
 
 
@@ -45,6 +49,7 @@ def build_defs(base: str | None = None) -> dg.Definitions:
         neardup.defs,
         lifecycle.defs,
         # In process: a UI, backfill or CLI run is one process, not one subprocess per step (asset and checks).
+        # ingest_job alone names its own executor (DATALAKE_EXECUTOR: in process or on Celery workers).
         # The loggers: Dagster's console one and the CLI's one-line one; a run uses only those its run config
         # names, and Dagster's default console logger when it names none (UI and daemon runs).
         dg.Definitions(resources=resources(), executor=dg.in_process_executor, loggers=LOGGERS),

@@ -40,6 +40,11 @@ ATHENA_REGION_ENV = "DATALAKE_ATHENA_REGION"
 INDEX_URL_ENV = "DATALAKE_INDEX_URL"  # postgresql://...: the hash and row indexes in PostgreSQL (many hosts)
 MOUNT_TABLE_ENV = "DATALAKE_MOUNT_TABLE"  # where the mount table is read (a test points it at a fake one)
 GC_SWEEP_PAUSE_ENV = "DATALAKE_GC_SWEEP_PAUSE"  # a test hook: seconds GC sleeps after each batch of deletions
+EXECUTOR_ENV = "DATALAKE_EXECUTOR"  # in_process / celery, see EXECUTORS
+CELERY_BROKER_ENV = "DATALAKE_CELERY_BROKER"
+CELERY_BACKEND_ENV = "DATALAKE_CELERY_BACKEND"
+CELERY_VISIBILITY_ENV = "DATALAKE_CELERY_VISIBILITY_TIMEOUT"
+STEP_PAUSE_ENV = "DATALAKE_STEP_PAUSE"  # a test hook: seconds the ingest waits after marking each batch running
 
 DEFAULT_BASE_DIRNAME = "lake"
 DEFAULT_MOUNT_TABLE = "/proc/self/mounts"
@@ -59,6 +64,13 @@ DEFAULT_ATHENA_DATABASE = "datalake"
 # means there is no Glue beside it); on: for every S3 lake; off: never.
 ATHENA_MODES = ("auto", "on", "off")
 DEFAULT_ATHENA_MODE = "auto"
+# in_process: the ingest's steps run in the run's own process (single host); celery: on any Celery worker
+EXECUTORS = ("in_process", "celery")
+DEFAULT_EXECUTOR = "in_process"
+DEFAULT_CELERY_BROKER = "redis://localhost:6379/0"
+# Redis hands an unacknowledged task to another worker only after this many seconds: it must exceed the longest
+# step, or a step still running is started a second time elsewhere (README, Production profile).
+DEFAULT_CELERY_VISIBILITY_TIMEOUT = 3600.0
 
 
 def default_num_proc() -> int:
@@ -98,6 +110,11 @@ class Settings:
     gc_sweep_pause: float = 0.0
     index_url: str = ""
     mount_table: Path = Path(DEFAULT_MOUNT_TABLE)
+    executor: str = DEFAULT_EXECUTOR
+    celery_broker: str = DEFAULT_CELERY_BROKER
+    celery_backend: str = DEFAULT_CELERY_BROKER
+    celery_visibility_timeout: float = DEFAULT_CELERY_VISIBILITY_TIMEOUT
+    step_pause: float = 0.0
     explicit: frozenset[str] = frozenset()
 
     @property
@@ -151,6 +168,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     index_url = text(INDEX_URL_ENV)
     if index_url and not index_url.startswith(("postgresql://", "postgres://")):
         raise ValidationError(f"{INDEX_URL_ENV} must be a postgresql:// URL, not {index_url!r}")
+    broker = text(CELERY_BROKER_ENV) or DEFAULT_CELERY_BROKER
     return Settings(
         base_path=text(BASE_PATH_ENV),
         num_proc=_number(env, NUM_PROC_ENV, int, default_num_proc(), "whole number of processes"),
@@ -178,5 +196,12 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         gc_sweep_pause=_number(env, GC_SWEEP_PAUSE_ENV, float, 0.0, "number of seconds", True),
         index_url=index_url,
         mount_table=Path(text(MOUNT_TABLE_ENV) or DEFAULT_MOUNT_TABLE),
+        executor=_choice(env, EXECUTOR_ENV, EXECUTORS, DEFAULT_EXECUTOR),
+        celery_broker=broker,
+        celery_backend=text(CELERY_BACKEND_ENV) or broker,
+        celery_visibility_timeout=_number(
+            env, CELERY_VISIBILITY_ENV, float, DEFAULT_CELERY_VISIBILITY_TIMEOUT, "number of seconds"
+        ),
+        step_pause=_number(env, STEP_PAUSE_ENV, float, 0.0, "number of seconds", True),
         explicit=frozenset(name for name, value in env.items() if name.startswith("DATALAKE_") and value),
     )

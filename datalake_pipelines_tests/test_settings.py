@@ -85,3 +85,36 @@ def test_athena_mode_defaults_to_auto_and_reads_on_off_in_any_case():
 def test_a_bad_athena_mode_is_refused_by_name(value):
     with pytest.raises(ValidationError, match=f"DATALAKE_ATHENA must be one of auto, on, off, not '{value}'"):
         settings.load({"DATALAKE_ATHENA": value})
+
+
+def test_executor_defaults_to_in_process_and_celery_urls_to_one_redis():
+    s = settings.load({})
+    assert (s.executor, s.celery_broker, s.celery_backend) == (
+        "in_process",
+        "redis://localhost:6379/0",
+        s.celery_broker,
+    )
+    assert s.celery_visibility_timeout == 3600.0 and s.step_pause == 0.0
+    s = settings.load({"DATALAKE_EXECUTOR": "Celery", "DATALAKE_CELERY_BROKER": "redis://broker:6379/1"})
+    assert (s.executor, s.celery_backend) == ("celery", "redis://broker:6379/1")  # the backend follows the broker
+    with pytest.raises(ValidationError, match="DATALAKE_EXECUTOR must be one of in_process, celery, not 'k8s'"):
+        settings.load({"DATALAKE_EXECUTOR": "k8s"})
+
+
+def test_the_default_profile_keeps_ingest_in_process_and_dagsters_own_io_manager():
+    """``make demo`` unchanged: without DATALAKE_EXECUTOR the ingest runs in process, outputs under DAGSTER_HOME."""
+    import dagster as dg
+
+    from datalake_pipelines.lib.executor import celery_settings, ingest_executor, step_io_manager
+
+    assert ingest_executor(settings.load({})) is dg.in_process_executor
+    assert step_io_manager("/tmp/lake", settings.load({})) == {}
+    celery = settings.load({"DATALAKE_EXECUTOR": "celery", "DATALAKE_CELERY_VISIBILITY_TIMEOUT": "600"})
+    assert ingest_executor(celery).name == "datalake_celery"
+    manager = step_io_manager("/tmp/lake", celery)["io_manager"]
+    assert manager.base_dir == "/tmp/lake/logs/dagster_io"  # on the shared lake, not a host's DAGSTER_HOME
+    assert step_io_manager("s3://bucket/pre", celery)["io_manager"].s3_prefix == "pre/logs/dagster_io"
+    conf = celery_settings(celery)
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["broker_transport_options"]["visibility_timeout"] == 600.0
+    assert conf["broker_transport_options"]["unacked_restore_interval"] == 10

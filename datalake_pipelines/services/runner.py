@@ -18,17 +18,21 @@ from typing import Any
 import dagster as dg
 
 from ..core.athena.scope import athena_applies, how_to_turn_off
-from ..core.lake.open import open_lake
+from ..core.errors import ValidationError
+from ..core.lake.open import lake_kind, open_lake
 from ..lib.after_ingest import INGEST_JOB, REFRESH_JOB, REFRESH_LATER, REFRESH_TAG, refresh_state
 from ..lib.claims import dagster_run_state
-from ..lib.partitions import LakePartitionKey, lake_partitions
+from ..lib.partitions import DAGSTER_PARTITION_TAG, LakePartitionKey, lake_partitions
 from ..lib.resources import LakeResource
 from ..lib.terminal_log import ONE_LINE_RUN, error_line, first_line
+from ..settings import BASE_PATH_ENV, EXECUTOR_ENV
+from ..settings import load as load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # The instance settings (run queue, tag limits, pools) copied into a DAGSTER_HOME that has none.
 INSTANCE_CONFIG = PROJECT_ROOT / "config" / "dagster.yaml"
 log = logging.getLogger("datalake")
+CODE_LOCATION = "datalake_pipelines.definitions"  # the module whose ``defs`` Celery workers load a run's job from
 LATER = {REFRESH_TAG: REFRESH_LATER}
 
 
@@ -101,14 +105,7 @@ def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo, wa
             instance.add_dynamic_partitions(lake_partitions.name, [key.key])
         echo(f"running ingest for {key.key}: batches {', '.join(job_ids)}")
         tags = {**run_request(ref, job_ids, run_keys[ref]).tags, **({} if n == len(groups) else LATER)}
-        result = job.execute_in_process(
-            run_config=terminal_run_config(job, key.key),
-            instance=instance,
-            partition_key=key.key,
-            tags=tags,
-            resources=resources,
-            raise_on_error=False,
-        )
+        result = _execute(job, instance, key.key, tags, resources)
         for job_id in job_ids:
             outcome = {**status(job_id), "run_id": result.run_id}
             outcomes.append(outcome)
@@ -123,6 +120,37 @@ def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo, wa
                 f"{how_to_turn_off()} (details: run {athena.run_id or '-'} in the Dagster UI)"
             )
     return outcomes
+
+
+def _execute(job: dg.JobDefinition, instance: dg.DagsterInstance, partition_key: str, tags, resources):
+    """One ingest run, in this process; with ``DATALAKE_EXECUTOR=celery`` its steps go to the Celery workers
+    (``execute_in_process`` always runs them here), which load the code location's resources themselves, so the
+    lake must be the one ``DATALAKE_BASE_PATH`` names."""
+    run_config = terminal_run_config(job, partition_key)
+    if load_settings().executor != "celery":
+        return job.execute_in_process(
+            run_config=run_config,
+            instance=instance,
+            partition_key=partition_key,
+            tags=tags,
+            resources=resources,
+            raise_on_error=False,
+        )
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    ours, theirs = str(resources["lake"].base), LakeResource().base
+    if _lake_id(ours) != _lake_id(theirs):
+        raise ValidationError(
+            f"with {EXECUTOR_ENV}=celery the workers process the lake {BASE_PATH_ENV} names "
+            f"({theirs or 'unset'}), not {ours}: set {BASE_PATH_ENV} instead of --base-path"
+        )
+    recon = ReconstructableRepository.for_module(CODE_LOCATION, "defs").get_reconstructable_job(job.name)
+    return dg.execute_job(recon, instance, run_config=run_config, tags={DAGSTER_PARTITION_TAG: partition_key, **tags})
+
+
+def _lake_id(base: str) -> str:
+    """``base`` written one way: an absolute, resolved folder, or an ``s3://`` URI without its trailing slash."""
+    return base.rstrip("/") if lake_kind(base) == "s3" else os.path.realpath(base or "lake")
 
 
 def terminal_run_config(job: dg.JobDefinition, partition_key: str) -> dict[str, Any]:

@@ -40,6 +40,7 @@ RETAINED = "catalog_retained"  # catalog files replaced by a deletion, kept for 
 DELETION_RECORD = "deletion.json"
 LIFECYCLE = "logs/lifecycle"  # one record per delete or GC run: who, what, when, counts
 DELETIONS_OPEN = "logs/deletions_open"  # one marker per deletion started and not finished (its record says "started")
+STEP_IO = "logs/dagster_io"  # step outputs the Celery executor's workers hand each other (lib/executor.py)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ...settings import load as load_settings
 from ..catalog.parts import CompactionResult
 from ..ingest.hash_index import HashIndex
 from ..ingest.processing import BatchResult, ProcessOptions
@@ -285,6 +286,8 @@ class BaseLake:
             for job_id in job_ids:
                 if run_info and run_info.get("run_id"):  # the reaper's view: which run and process hold it
                     self.mark_running(job_id, run_info["run_id"], os.getpid())
+                if pause := load_settings().step_pause:  # a test hook: a worker is killed here, holding the batch
+                    time.sleep(pause)
                 result = self._process_one(view, job_id, options, run_info)
                 self.record_version(result)
                 if result.status == "skipped":

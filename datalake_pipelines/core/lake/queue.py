@@ -178,7 +178,11 @@ def manifest_present(folder: Path) -> bool:
 
 
 def mark_running(layout: LakeLayout, job_id: str, run_id: str, pid: int) -> None:
-    """Record in the claim marker which run (and process) is working on the batch, for the reaper."""
+    """Record in the claim marker which run (and process) is working on the batch, for the reaper. Nothing for a
+    batch no longer in ``processing/``: a step run again after its batches were done (a Celery task re-delivered)
+    would otherwise re-create the folder with only the marker, and processing would fail a done batch."""
+    if not layout.processing_batch(job_id).is_dir():
+        return
     marker = read_claim(layout, job_id) or {"job_id": job_id}
     marker.update(run_id=run_id, pid=pid, host=os.uname().nodename, started_at=utc_now_iso())
     write_json_atomic(layout.processing_batch(job_id) / CLAIM_MARKER, marker)

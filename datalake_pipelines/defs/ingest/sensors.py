@@ -17,6 +17,7 @@ from ...core.lake.protocol import ClaimOptions, Lake
 from ...core.lake.queue import process_alive
 from ...lib.after_ingest import DUCKDB_CATALOG, INGEST_JOB
 from ...lib.claims import dagster_run_state
+from ...lib.executor import ingest_executor
 from ...lib.partitions import (
     JOB_IDS_TAG,
     LAKE_PARTITIONS,
@@ -39,7 +40,7 @@ ingest_job = dg.define_asset_job(
     description="Processes claimed staging batches into one catalog partition, then refreshes catalog.duckdb "
     "(unless a later ingest run will).",
     config=partition_config,
-    executor_def=dg.in_process_executor,
+    executor_def=ingest_executor(),  # in process, or Celery workers in the production profile
 )
 
 _settings = load_settings()  # when Dagster loads the code location: the sensor decorator needs the interval
@@ -149,7 +150,10 @@ def reap_dead_runs(context, lake: Lake) -> list[tuple[str, str]]:
             run = runs[0] if runs else None
         if run is None:
             continue
-        alive = process_alive(claim.pid, claim.host) if claim.run_id == run.run_id else None
+        # The pid is the process that ran the step: the run's own, except on Celery workers, whose lost step the
+        # broker re-delivers to another worker (README, Production profile): the run is not dead then.
+        on_workers = load_settings().executor == "celery"
+        alive = process_alive(claim.pid, claim.host) if claim.run_id == run.run_id and not on_workers else None
         if run.status not in TERMINAL and alive is not False:
             continue
         if run.status not in TERMINAL:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
 import threading
 import time
 import traceback
@@ -153,6 +154,24 @@ def test_the_same_images_again_store_nothing_new(backend, make_jpeg, tmp_path):
     metadata = backend.read_json(keys.partition_metadata(RAW))  # a batch that added no row is recorded too
     assert [(b["job_id"], b["rows"]) for b in metadata["batches"]] == [(first, 2), (second, 0)]
     assert metadata["row_count"] == 2 and backend.lake.status(second)["path"] is None
+
+
+def test_the_ingest_step_run_again_leaves_its_done_batches_done(backend, make_jpeg, tmp_path):
+    # The production profile re-delivers a step whose Celery worker died to another worker, even when the step had
+    # already published its batches: the second run of the step finds nothing left to process, and fails nothing.
+    _, job = backend.client.upload_raw_data(jpegs(make_jpeg, tmp_path / "src", 2), "aihub", "receipts")
+    result = backend.tick()
+    assert backend.run(result.run_requests[0], result).success
+    again = backend.run(result.run_requests[0])
+    assert again.success
+    status = backend.lake.status(job)
+    assert status["state"] == "done" and status["rows_added"] == 2
+    assert backend.keys(keys.FAILED) == [] and backend.lake.claims() == []
+    assert read_partition_rows(backend) == 2
+
+
+def read_partition_rows(backend: Backend) -> int:
+    return backend.read_json(keys.partition_metadata(RAW))["row_count"]
 
 
 def test_two_claimers_race_and_one_wins(backend, make_jpeg, tmp_path):
@@ -307,6 +326,33 @@ def test_a_run_that_died_is_requeued_once_then_failed(backend, make_jpeg, tmp_pa
     assert error["attempts"] == 2 and "ended (FAILURE)" in error["error"]
     assert backend.keys(keys.PENDING) == [] and backend.lake.read_claim(job) is None
     assert backend.lake.status(job)["state"] == "failed"
+
+
+@pytest.mark.parametrize("executor", ["in_process", "celery"])
+def test_a_dead_step_process_fails_the_run_unless_celery_redelivers_it(
+    backend, make_jpeg, tmp_path, monkeypatch, executor
+):
+    monkeypatch.setenv("DATALAKE_EXECUTOR", executor)
+    _, job = backend.client.upload_raw_data(jpegs(make_jpeg, tmp_path / "src", 1), "aihub", "receipts")
+    first = backend.tick()
+    run = backend.instance.create_run_for_job(
+        job_def=defs.resolve_job_def("ingest_job"), tags={"dagster/run_key": job}, status=dg.DagsterRunStatus.STARTED
+    )
+    backend.lake.mark_running(job, run.run_id, _exited_pid())  # the step's process on this host is gone
+    second = backend.tick(first.cursor)
+    backend.tick(second.cursor)  # a requeued batch is claimed again on the next tick
+    status = backend.instance.get_run_by_id(run.run_id).status
+    if executor == "celery":  # the step comes back on another worker: the run and its claim stay
+        assert status == dg.DagsterRunStatus.STARTED and backend.lake.read_claim(job).run_key == job
+    else:
+        assert status == dg.DagsterRunStatus.FAILURE and backend.lake.read_claim(job).run_key == f"{job}.attempt2"
+
+
+def _exited_pid() -> int:
+    """A pid of this host that no longer runs."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 def test_hand_drop_waits_until_quiet(backend, make_jpeg, tmp_path, monkeypatch):
