@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -59,6 +60,7 @@ from datalake_pipelines.services.runner import INSTANCE_CONFIG  # noqa: E402
 
 META = {"lang": "ko", "src": "real"}
 TICK_TARGET = 10.0
+EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 HERE = Path(__file__).resolve().parent
 
 
@@ -161,7 +163,7 @@ def grow_lake(client: DatalakeClient, start: int, stop: int, assets: int) -> Non
                 provider="aihub",
                 dataset="scale",
                 first_batch_id=f"bulk-{i}",
-                created_at="2026-12-01T00:00:00+00:00",
+                created_at=(EPOCH + timedelta(seconds=i)).isoformat(),  # later partitions, later entries
             )
             for i in range(start, stop)
             for k in range(assets)

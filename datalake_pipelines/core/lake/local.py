@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..catalog.parts import CompactionResult, compact_partition
-from ..catalog.warehouse import refresh_duckdb
+from ..catalog.refresh import refresh_duckdb
 from ..errors import DatalakeError, ValidationError
 from ..ingest.asset_store import sha256_file
 from ..ingest.hash_index import HashIndex
@@ -351,7 +351,7 @@ class LocalLake(BaseLake):
 
     def refresh_warehouse(self, db_path: Path | None = None) -> dict[str, Any]:
         """Build ``catalog.duckdb`` at ``db_path`` (default :attr:`duckdb_file`) and swap it in; see
-        :func:`~..catalog.warehouse.refresh_duckdb` (the summary it returns, ``CatalogError`` for a bad file)."""
+        :func:`~..catalog.refresh.refresh_duckdb` (the summary it returns, ``CatalogError`` for a bad file)."""
         return refresh_duckdb(self.layout, db_path)
 
     # assets ------------------------------------------------------------------------------------------------
