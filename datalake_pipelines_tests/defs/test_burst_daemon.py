@@ -3,8 +3,9 @@
 ``config/dagster.yaml`` as shipped (queued run coordinator, at most 4 runs, one run per ``dagster/partition``)
 in a temp ``DAGSTER_HOME``, ``dagster-daemon`` running the staging sensor. The batches arrive in two waves so
 that every partition gets at least two runs whatever the sensor's tick timing: one batch per partition, and
-once the sensor has claimed those, the other 40 at once. The first wave's runs are still queued or running when
-the second wave's are created, so the per-partition limit has to hold the second runs back.
+once the sensor has claimed those, the other 40 at once (renamed into ``staging/pending`` together). The first
+wave's runs are still queued or running when the second wave's are created, so the per-partition limit has to
+hold the second runs back.
 """
 
 from __future__ import annotations
@@ -76,10 +77,15 @@ def test_burst_of_50_batches_into_10_partitions_respects_one_run_per_partition(b
         expected[job_id] = texts
     the_lake = open_lake(lake)
     wait_for(lambda: not the_lake.pending(), 120, "the first wave to be claimed", log)
-    for n in range(1, PER_PARTITION):  # wave 2: the other 40 at once
+    # wave 2: the other 40 at once. Staged into a lake of their own first (uploads take a few ms each, over more
+    # than one sensor tick), then renamed into pending/ within a few ms: one tick sees them all.
+    shadow = DatalakeClient(tmp_path / "shadow", progress=False)
+    for n in range(1, PER_PARTITION):
         for part in PARTITIONS:
-            job_id, texts = stage(client, tmp_path / "src", part, n)
+            job_id, texts = stage(shadow, tmp_path / "src", part, n)
             expected[job_id] = texts
+    for folder in sorted(shadow.layout.pending.iterdir()):
+        folder.rename(client.layout.pending / folder.name)
 
     instance = dg.DagsterInstance.get()
 
