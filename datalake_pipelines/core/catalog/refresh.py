@@ -32,6 +32,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from .warehouse import (
     partition_stats,
 )
 
+SCAN_THREADS, SCAN_CHUNK = 8, 256
 PARTITION_STATE = "refresh_partitions"
 INDEX_STATE = "refresh_index"
 KEY_SQL = "provider || '/' || dataset || '/' || task || '/' || variant"
@@ -93,15 +95,19 @@ def scan_catalog(layout: LakeLayout, known: Collection[str] = ()) -> dict[str, s
     for level in PARTITION_COLUMNS:
         branches = [(f"{key}/{value}" if key else value, child) for key, folder in branches
                     for value, child in _subfolders(folder, level)]  # fmt: skip
-    signatures = {}
+    valid = []
     for key, folder in branches:
         if key not in known:
             try:
                 PartitionRef.parse(key)
             except ValueError:
                 continue
-        signatures[key] = _signature(folder)
-    return signatures
+        valid.append((key, folder))
+    # scandir and stat release the GIL: on a NAS, where each is a round trip, threads overlap the waits
+    chunks = [valid[i : i + SCAN_CHUNK] for i in range(0, len(valid), SCAN_CHUNK)]
+    with ThreadPoolExecutor(max_workers=SCAN_THREADS) as pool:
+        done = pool.map(lambda chunk: [(key, _signature(folder)) for key, folder in chunk], chunks)
+        return {key: signature for chunk in done for key, signature in chunk}
 
 
 @dataclass
