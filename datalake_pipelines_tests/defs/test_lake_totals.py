@@ -95,7 +95,7 @@ def test_duckdb_catalog_metadata_has_lake_totals(two_datasets, monkeypatch):
 
 def test_totals_of_an_empty_lake(tmp_path):
     client = DatalakeClient(tmp_path / "lake", progress=False)
-    from datalake_pipelines.core.catalog.warehouse import refresh_duckdb
+    from datalake_pipelines.core.catalog.refresh import refresh_duckdb
 
     refresh_duckdb(client.layout)
     totals = read_lake_totals(client.layout.base)

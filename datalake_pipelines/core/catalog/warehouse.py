@@ -1,33 +1,31 @@
 """The DuckDB warehouse file ``<base>/catalog.duckdb`` and the catalog file facts it is built from.
 
-``refresh_duckdb`` builds a fresh database under a temporary name and ``os.replace``-s it over the old
-one: readers that already hold the old file keep reading it (same inode), new readers see the new one,
-and nobody ever sees a half-built database or waits on the builder's write lock.
+A refresh (``refresh.refresh_duckdb``: incremental) writes the database under a temporary name and
+``os.replace``-s it over the old one: readers that already hold the old file keep reading it (same inode), new
+readers see the new one, and nobody ever sees a half-built database or waits on the builder's write lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import DatalakeError
 from ..ingest.hash_index import COLUMNS as HASH_INDEX_COLUMNS
 from ..ingest.hash_index import INTEGER_COLUMNS as INDEX_INTEGER_COLUMNS
-from ..ingest.index_store import existing_hash_index
 from ..lake.layout import LakeLayout, PartitionRef
 from ..storage.files import read_json, temp_sibling
 from .parts import PARTITION_COLUMNS, CatalogError, open_parquet, partition_files
 
+T = TypeVar("T")
 HIVE_TYPES = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in PARTITION_COLUMNS) + "}"
 PARTITIONS_SCHEMA = pa.schema(
     [
@@ -211,7 +209,7 @@ def _parse_time(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _create_catalog_view(con: duckdb.DuckDBPyConnection, layout: LakeLayout, has_files: bool) -> None:
+def create_catalog_view(con: duckdb.DuckDBPyConnection, layout: LakeLayout, has_files: bool) -> None:
     if has_files:
         glob = sql_string(str(layout.catalog_root / "**" / "*.parquet"))
         con.execute(f"CREATE OR REPLACE VIEW catalog AS SELECT * FROM {parquet_scan(glob)}")
@@ -225,30 +223,9 @@ def create_hash_index_table(con: duckdb.DuckDBPyConnection, temp: bool = False) 
     con.execute(f"CREATE {'TEMP ' if temp else ''}TABLE hash_index ({columns})")
 
 
-def _copy_hash_index(con: duckdb.DuckDBPyConnection, layout: LakeLayout, batch_size: int) -> int:
-    create_hash_index_table(con)
-    index = existing_hash_index(layout)
-    if index is None:
-        return 0
-    copied = 0
-    try:
-        for rows in index.iter_rows(batch_size):
-            chunk = pa.Table.from_arrays(
-                [pa.array(col, type=f.type) for col, f in zip(zip(*rows), HASH_INDEX_SCHEMA)],
-                schema=HASH_INDEX_SCHEMA,
-            )
-            con.register("hash_index_chunk", chunk)
-            con.execute("INSERT INTO hash_index SELECT * FROM hash_index_chunk")
-            con.unregister("hash_index_chunk")
-            copied += chunk.num_rows
-    finally:
-        index.close()
-    return copied
-
-
-def build_database(target: Path, stats: pa.Table, fill: Callable[[duckdb.DuckDBPyConnection], int]) -> int:
-    """Build a database under a temp name (``partitions`` from ``stats``, the rest by ``fill``, which returns
-    the hash-index row count), then ``os.replace`` it over ``target``; return what ``fill`` returned."""
+def build_database(target: Path, stats: pa.Table, fill: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    """Build a database under a temp name (``partitions`` from ``stats``, the rest by ``fill``), then
+    ``os.replace`` it over ``target``; return what ``fill`` returned."""
     tmp = temp_sibling(target)
     try:
         con = duckdb.connect(str(tmp))
@@ -265,35 +242,3 @@ def build_database(target: Path, stats: pa.Table, fill: Callable[[duckdb.DuckDBP
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.wal").unlink(missing_ok=True)
     return assets
-
-
-def refresh_duckdb(layout: LakeLayout, db_path: Path | str | None = None, batch_size: int = 50_000) -> dict:
-    """Build a local lake's ``catalog.duckdb`` (``catalog`` view, ``partitions`` and ``hash_index`` tables) and
-    swap it in; return a summary (path, partitions, files, rows, assets, seconds). ``CatalogError`` names an
-    unreadable catalog file. Any lake: ``open_lake(base).refresh_warehouse()`` (an S3 lake's is
-    :func:`.s3.refresh_duckdb_s3`)."""
-    if not isinstance(layout, LakeLayout):
-        raise TypeError(
-            f"refresh_duckdb takes a LakeLayout (any lake: open_lake(base).refresh_warehouse()), got {layout!r}"
-        )
-    started = time.perf_counter()
-    target = Path(db_path) if db_path is not None else layout.duckdb_file
-    target.parent.mkdir(parents=True, exist_ok=True)
-    refs = select_partitions(layout)
-    files = catalog_files(layout, refs)
-    check_catalog_files(layout, files)
-    stats = partition_stats(layout, refs)
-
-    def fill(con: duckdb.DuckDBPyConnection) -> int:
-        _create_catalog_view(con, layout, has_files=bool(files))
-        return _copy_hash_index(con, layout, batch_size)
-
-    assets = build_database(target, stats, fill)
-    return {
-        "path": str(target),
-        "partitions": stats.num_rows,
-        "files": len(files),
-        "rows": int(pc.sum(stats["rows"]).as_py() or 0),
-        "assets": assets,
-        "seconds": round(time.perf_counter() - started, 3),
-    }

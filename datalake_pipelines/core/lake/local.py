@@ -11,17 +11,18 @@ to ``failed/`` with the reason.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..catalog.parts import CompactionResult, compact_partition
-from ..catalog.warehouse import refresh_duckdb
+from ..catalog.refresh import refresh_duckdb
 from ..errors import DatalakeError, ValidationError
 from ..ingest.asset_store import sha256_file
 from ..ingest.hash_index import HashIndex
@@ -102,11 +103,12 @@ class LocalLake(BaseLake):
         now = time.time()
         groups: dict[PartitionRef, list[str]] = defaultdict(list)
         waiting = 0
+        schema = functools.cache(self.schema)  # read once per round, not per batch (a YAML parse: 8 ms)
         for batch in pending:
             if not queue.is_quiet(batch, seen, now, options.quiet_seconds):
                 waiting += 1
                 continue
-            ref = self._triage(batch, now, options)
+            ref = self._triage(batch, now, options, schema)
             if ref is None:
                 continue
             run_key = queue.run_key_for(batch.job_id, queue.attempt_of(self.layout.pending_batch(batch.job_id)))
@@ -116,7 +118,9 @@ class LocalLake(BaseLake):
         state["seen"] = {k: v for k, v in seen.items() if k.split(":", 1)[-1] in names}
         return Claimed(dict(groups), waiting)
 
-    def _triage(self, batch: queue.PendingBatch, now: float, options: ClaimOptions) -> PartitionRef | None:
+    def _triage(
+        self, batch: queue.PendingBatch, now: float, options: ClaimOptions, schema: Callable[[], SchemaConfig]
+    ) -> PartitionRef | None:
         """A quiet pending batch: ready (its partition), not yet (None), or unusable (moved to failed/, None)."""
         job_id = batch.job_id
         if batch.problem:  # no usable manifest: wait for the grace period, or give up (core/lake/triage.py)
@@ -129,7 +133,7 @@ class LocalLake(BaseLake):
                 self._reject_logged(job_id, reason, options.log)
             return None
         try:
-            manifest = load_manifest(self.layout.pending_batch(job_id), job_id).validate(self.schema())
+            manifest = load_manifest(self.layout.pending_batch(job_id), job_id).validate(schema())
             if options.key_allowed is not None and not options.key_allowed(manifest.partition.key):
                 raise ValidationError(f"partition key {manifest.partition.key!r} is not allowed")
             reused = batches.done_job_reused(self.storage, job_id)
@@ -346,7 +350,7 @@ class LocalLake(BaseLake):
 
     def refresh_warehouse(self, db_path: Path | None = None) -> dict[str, Any]:
         """Build ``catalog.duckdb`` at ``db_path`` (default :attr:`duckdb_file`) and swap it in; see
-        :func:`~..catalog.warehouse.refresh_duckdb` (the summary it returns, ``CatalogError`` for a bad file)."""
+        :func:`~..catalog.refresh.refresh_duckdb` (the summary it returns, ``CatalogError`` for a bad file)."""
         return refresh_duckdb(self.layout, db_path)
 
     # assets ------------------------------------------------------------------------------------------------

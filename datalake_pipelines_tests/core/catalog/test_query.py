@@ -227,7 +227,7 @@ def test_sql_passthrough_with_params(lake):
 
 
 def test_client_accepts_duckdb_file_path(lake):
-    from datalake_pipelines.core.catalog.warehouse import refresh_duckdb
+    from datalake_pipelines.core.catalog.refresh import refresh_duckdb
 
     refresh_duckdb(lake)
     with DuckDBClient(str(lake.duckdb_file)) as duck:

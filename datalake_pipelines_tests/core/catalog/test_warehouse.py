@@ -10,7 +10,8 @@ import duckdb
 import pytest
 
 from datalake_pipelines.core.catalog.parts import CatalogError
-from datalake_pipelines.core.catalog.warehouse import check_catalog_files, partition_stats, refresh_duckdb
+from datalake_pipelines.core.catalog.refresh import refresh_duckdb
+from datalake_pipelines.core.catalog.warehouse import check_catalog_files, partition_stats
 from datalake_pipelines.core.ingest.hash_index import HashIndex, IndexEntry
 from datalake_pipelines.core.lake.layout import LakeLayout, PartitionRef
 from datalake_pipelines_tests.core.catalog.test_query import OCR, OTHER, add_batch, lake  # noqa: F401 - fixture
