@@ -162,5 +162,3 @@ def restore_asset(target: Path, content: bytes | Path, stored_sha: str) -> int:
         return size
     finally:
         tmp.unlink(missing_ok=True)
-
-

@@ -35,6 +35,7 @@ from .images import (
     max_pixels_from_env,
     optimize_image,
 )
+from .known_content import usable_reference
 
 IN_MEMORY_LIMIT = 64 * 1024 * 1024
 
@@ -305,3 +306,33 @@ def _with_geometry(entry: IndexEntry, content: bytes | str) -> IndexEntry:
         return replace(entry, orientation=orientation or 0)
     width, height = displayed_size(entry.width, entry.height, orientation, entry.format)
     return replace(entry, width=width, height=height, orientation=orientation or 0)
+
+
+def known_references(
+    layout: LakeLayout, index: HashIndex, hashes: list[str], kind: str, options: StoreOptions | None = None
+) -> list[StoredFile]:
+    """Files named by the SHA-256 the upload recorded (:mod:`.known_content`): one index query, no byte read.
+
+    A hash the index holds, usable by a ``kind`` column and (locally) with a sound asset, is a dedup hit. Any other
+    gets an error: the caller stores the staged file when the batch has it, and rejects the row when the upload did
+    not stage it (the content left the lake after the upload looked).
+    """
+    options = options or StoreOptions()
+    found = index.get_many(sorted(set(hashes))) if hashes else {}
+    local_assets = getattr(index, "published", None) is None  # an S3 run's index confirms hits with HEADs
+    out = []
+    for sha in hashes:
+        entry = found.get(sha)
+        problem = None
+        if entry is None:
+            problem = "is no longer in the lake"
+        elif not usable_reference(entry, kind):
+            problem = f"is recorded as {entry.kind} content without an image's size"
+        elif local_assets and (broken := asset_problem(layout, entry)) is not None:
+            problem = f"has a broken asset {entry.path} ({broken})"
+        if problem is not None:
+            error = f"the upload found this content (sha256 {sha}) in the lake and did not stage it, but it {problem}"
+            out.append(StoredFile(sha256=sha, error=f"{error}: upload the file again"))
+        else:
+            out.append(_known(_Hashed(sha, sha256=sha), entry, kind, options))
+    return out

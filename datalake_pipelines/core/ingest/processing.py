@@ -15,7 +15,7 @@ import time
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,14 @@ from ..lake.locks import exclusive_lock
 from ..lake.queue import discard_batch, fail_batch, purge_discarded, scan_pending
 from ..lake.schema import SchemaConfig, load_schema
 from ..storage.files import UnsafePathError, safe_join, utc_now, utc_now_iso, write_json_atomic
-from .asset_store import StoredFile, StoreOptions, store_files
+from .asset_store import StoredFile, StoreOptions, known_references, store_files
+from .batch_result import BatchResult
 from .catalog_rows import catalog_rows, catalog_schema
 from .file_accounting import FILE_COLUMN, IMAGE_COLUMN, regular_files, scan_folder
 from .hand_drop import keep_unreferenced, resolve_hand_drop_columns
 from .hash_index import HashIndex
 from .images import max_pixels_from_env
+from .known_content import manifest_hashes
 from .manifest import BatchManifest, load_manifest
 from .provenance import batch_source
 from .quarantine import quarantine_rows
@@ -65,36 +67,6 @@ class ProcessOptions:
     max_pixels: int = field(default_factory=max_pixels_from_env)  # $DATALAKE_MAX_IMAGE_PIXELS or 89,478,485
     optimize_images: bool = False
     full_decode: bool = False
-
-
-@dataclass
-class BatchResult:
-    """What processing one batch did; serialisable for job records, CLI output and Dagster metadata."""
-
-    job_id: str
-    partition: str | None = None
-    status: str = "processing"
-    rows_in: int = 0
-    rows_added: int = 0
-    rows_duplicate: int = 0
-    rows_rejected: int = 0
-    images_new: int = 0
-    images_deduplicated: int = 0
-    bytes_stored: int = 0
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-    part_file: str | None = None
-    conformed_parts: list[str] = field(default_factory=list)  # older parts rewritten in the widened contract types
-    rejected_dir: str | None = None
-    staging_report: dict[str, Any] = field(default_factory=dict)
-    source: dict[str, Any] = field(default_factory=dict)  # where the batch came from (core/ingest/provenance.py)
-    error: str | None = None
-    catalog_version: str | None = None  # the catalog version its publication recorded (lifecycle/versions.py)
-    started_at: str = field(default_factory=utc_now_iso)
-    finished_at: str | None = None
-    seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def claim_batch(layout: LakeLayout, job_id: str) -> bool:
@@ -273,6 +245,7 @@ class BatchProcessor:
         self._check_contract(schema, manifest, writer)
         self._identity = RowIdentity()  # occurrences of identical rows are counted batch-wide
         self._sources = {f.get("path"): f.get("source") for f in manifest.files if isinstance(f, dict)}
+        self._hashes = manifest_hashes(manifest)  # the upload's hashes: known content needs no read (known_content)
         self._batch_files = regular_files(batch_dir)
         self._referenced: set[str] = set()  # batch files some row names (kept with the rows or stored)
         self.rows.prepare(manifest.partition)
@@ -316,10 +289,14 @@ class BatchProcessor:
         for col in image_cols:
             values = table.column(col).to_pylist()
             jobs: list[tuple[int, str]] = []
+            refs: list[tuple[int, str]] = []  # (row, sha256) of content the upload found in the lake
             batch_root = str(batch_dir)
             outcomes: list[StoredFile | None] = [None] * n
             for i, value in enumerate(values):
                 if value is None:
+                    continue
+                if value in self._hashes:
+                    refs.append((i, self._hashes[value]))
                     continue
                 if "\\" in value and value not in self._batch_files:  # imgs\a.png: resolved like imgs/a.png
                     value = value.replace("\\", "/")
@@ -339,6 +316,12 @@ class BatchProcessor:
                 except UnsafePathError as exc:
                     reason = str(exc)
                 errors.setdefault(i, []).append({"column": col, "file": value, "reason": reason})
+            found = known_references(self.layout, self.index, [sha for _i, sha in refs], kinds[col], self.store_options)
+            for (i, _sha), ref in zip(refs, found):
+                if ref.error is not None and values[i] in self._batch_files:  # gone from the lake: store the file
+                    jobs.append((i, os.path.join(batch_root, values[i])))
+                else:
+                    outcomes[i] = ref
             chunks = [jobs[k : k + STORE_CHUNK] for k in range(0, len(jobs), STORE_CHUNK)]
             futures = pool.map(
                 lambda chunk, kind=kinds[col]: store_files(
@@ -355,7 +338,9 @@ class BatchProcessor:
             )
             for (i, _path), outcome in zip(jobs, (o for chunk in futures for o in chunk)):
                 outcomes[i] = outcome
-                if outcome.error:
+            for i in range(n):
+                outcome = outcomes[i]
+                if outcome is not None and outcome.error:
                     errors.setdefault(i, []).append(
                         {"column": col, "file": values[i], "reason": outcome.error, "sha256": outcome.sha256}
                     )

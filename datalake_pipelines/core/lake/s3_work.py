@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..catalog.parts import CompactionResult, compact_partition, read_partition_metadata
 from ..errors import ValidationError
 from ..ingest.hash_index import HashIndex
+from ..ingest.known_content import known_staged_files
 from ..ingest.manifest import load_manifest
 from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, write_job_record
 from ..ingest.s3_index import SegmentCache, TieredHashIndex
@@ -252,15 +253,23 @@ class S3Processing:
     ) -> BatchResult:
         """Process one claimed batch in ``work`` and publish the outcome to S3."""
         result = BatchResult(job_id)
-        if not self.storage.exists(keys.pending_manifest(job_id)):
+        batch = work.processing_batch(job_id)
+        try:
+            self.storage.download(keys.pending_manifest(job_id), batch / BATCH_MANIFEST)
+        except FileNotFoundError:
             result.status, result.error = "skipped", "the batch is no longer in staging/pending"
             self.storage.delete([self._claim_key(job_id)])
             return result
         schema = self.schema()
-        download_tree(self.storage, keys.pending_batch(job_id), work.processing_batch(job_id))
-        with contextlib.suppress(ValidationError, ValueError):
-            self.fetch_for_batch(work, load_manifest(work.processing_batch(job_id), job_id).partition)
         cache = self.index_cache()
+        known: set[str] = set()  # staged files whose content is published (since the upload): not downloaded
+        with contextlib.suppress(ValidationError, ValueError):
+            manifest = load_manifest(batch, job_id)
+            known = known_staged_files(manifest, cache.index)
+            self.fetch_for_batch(work, manifest.partition)
+        download_tree(
+            self.storage, keys.pending_batch(job_id), batch, skip=lambda rel: rel == BATCH_MANIFEST or rel in known
+        )
         run_index = TieredHashIndex(work.index_dir / f"run-{job_id}.sqlite", cache.index, self.existing_assets)
         rows = S3RowSegments(self.storage, cache.index, cache.folder)
         processor = BatchProcessor(
