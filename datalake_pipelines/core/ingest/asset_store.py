@@ -330,9 +330,9 @@ def known_references(
             problem = f"is recorded as {entry.kind} content without an image's size"
         elif local_assets and (broken := asset_problem(layout, entry)) is not None:
             problem = f"has a broken asset {entry.path} ({broken})"
-        if problem is not None:
+        if entry is not None and problem is None:
+            out.append(_known(_Hashed(sha, sha256=sha), entry, kind, options))
+        else:
             error = f"the upload found this content (sha256 {sha}) in the lake and did not stage it, but it {problem}"
             out.append(StoredFile(sha256=sha, error=f"{error}: upload the file again"))
-        else:
-            out.append(_known(_Hashed(sha, sha256=sha), entry, kind, options))
     return out

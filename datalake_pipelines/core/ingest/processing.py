@@ -338,11 +338,10 @@ class BatchProcessor:
             )
             for (i, _path), outcome in zip(jobs, (o for chunk in futures for o in chunk)):
                 outcomes[i] = outcome
-            for i in range(n):
-                outcome = outcomes[i]
-                if outcome is not None and outcome.error:
+            for i, done in enumerate(outcomes):
+                if done is not None and done.error:
                     errors.setdefault(i, []).append(
-                        {"column": col, "file": values[i], "reason": outcome.error, "sha256": outcome.sha256}
+                        {"column": col, "file": values[i], "reason": done.error, "sha256": done.sha256}
                     )
             new_entries = [o.entry for o in outcomes if o is not None and o.new and o.entry is not None]
             self.index.add_many(new_entries)

@@ -254,19 +254,20 @@ class BatchStager:
         if self.known is None or not self.known.probe():
             return [self._copy_one(job, base_dir, tmp) for job in part]
         targets = [self._target(job, base_dir, tmp) for job in part]
-        hashed = {i: hash_source(t[1]) for i, t in enumerate(targets) if t and isinstance(t[1], Path)}
+        files = {i: t[1] for i, t in enumerate(targets) if t and isinstance(t[1], Path)}
+        hashed = {i: hash_source(source) for i, source in files.items()}
         in_lake = self.known.lookup([h[1] for h in hashed.values()], kind)
         out: list[tuple[str, int, str, str | None] | None] = []
         for i, target in enumerate(targets):
             if target is None or i not in hashed:
                 out.append(self._copy_one(part[i], base_dir, tmp))
                 continue
-            rel, source, original = target
+            rel, original = target[0], target[2]
             data, sha, size = hashed[i]
             if sha not in in_lake:
                 dest = tmp / rel
                 self._mkdir(dest.parent)
-                size = copy_file(source, dest) if data is None else write_new(dest, data)
+                size = copy_file(files[i], dest) if data is None else write_new(dest, data)
             out.append((rel, size, original, sha))
         return out
 
