@@ -127,7 +127,7 @@ def _write_new(content: bytes | Path, target: Path) -> int:
 def asset_problem(layout: LakeLayout, entry: IndexEntry) -> str | None:
     """Why the local asset of ``entry`` is unusable (missing, not a file, wrong size), or ``None``; one stat."""
     try:
-        st = os.stat(layout.asset_path(entry.path))
+        st = os.stat(layout.asset_file(entry.path))
     except FileNotFoundError:
         return "missing"
     except OSError as exc:

@@ -79,10 +79,13 @@ def hash_source(source: Path) -> tuple[bytes | None, str, int]:
     try:
         size = os.fstat(fd).st_size
         if size <= HASH_IN_MEMORY:
-            parts = [os.read(fd, size)] if size else []
-            while chunk := os.read(fd, 1 << 20):
-                parts.append(chunk)
-            data = b"".join(parts)
+            # the fstat's size, as the kernel copy it replaces takes (no read for the EOF); a short read goes on
+            data = os.read(fd, size) if size else b""
+            if len(data) < size or not size:
+                parts = [data]
+                while chunk := os.read(fd, 1 << 20):
+                    parts.append(chunk)
+                data = b"".join(parts)
             return data, hashlib.sha256(data).hexdigest(), len(data)
         digest = hashlib.sha256()
         while chunk := os.read(fd, 1 << 20):

@@ -231,7 +231,7 @@ class BatchStager:
         manifest.files = files
         if not manifest.source:  # a collection upload names its own
             manifest.source = upload_source(self._origin, self.method, tmp / BATCH_DATA)
-        write_json_atomic(tmp / BATCH_MANIFEST, manifest.to_json())
+        write_json_atomic(tmp / BATCH_MANIFEST, manifest.to_json(), indent=None if len(files) > 100 else 2)
 
     def _chunks(self, table: pa.Table) -> Iterator[pa.Table]:
         for start in range(0, table.num_rows, self.batch_size):
