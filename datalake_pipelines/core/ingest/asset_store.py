@@ -308,6 +308,11 @@ def _with_geometry(entry: IndexEntry, content: bytes | str) -> IndexEntry:
     return replace(entry, width=width, height=height, orientation=orientation or 0)
 
 
+def lacks_phash(outcome: StoredFile, kind: str, options: StoreOptions) -> bool:
+    """A dedup hit of an image whose index entry has no pHash while this run computes them (from the bytes)."""
+    return options.phash and kind == "image" and outcome.entry is not None and outcome.entry.phash is None
+
+
 def known_references(
     layout: LakeLayout, index: HashIndex, hashes: list[str], kind: str, options: StoreOptions | None = None
 ) -> list[StoredFile]:

@@ -121,8 +121,8 @@ def manifest_hashes(manifest: BatchManifest) -> dict[str, str]:
 
 def known_staged_files(manifest: BatchManifest, index: HashIndex) -> set[str]:
     """The files of a staged batch whose content ``index`` holds with an image's every fact (usable in any
-    column): an S3 run does not download them."""
+    column; with its pHash while pHashes are computed): an S3 run does not download them."""
     hashes = manifest_hashes(manifest)
     found = index.get_many(sorted(set(hashes.values())))
-    usable = {h for h, e in found.items() if usable_reference(e, "image")}
+    usable = {h for h, e in found.items() if usable_reference(e, "image", phash_enabled())}
     return {path for path, sha in hashes.items() if sha in usable}

@@ -41,7 +41,7 @@ from ..lake.locks import exclusive_lock
 from ..lake.queue import discard_batch, fail_batch, purge_discarded, scan_pending
 from ..lake.schema import SchemaConfig, load_schema
 from ..storage.files import UnsafePathError, safe_join, utc_now, utc_now_iso, write_json_atomic
-from .asset_store import StoredFile, StoreOptions, known_references, store_files
+from .asset_store import StoredFile, StoreOptions, known_references, lacks_phash, store_files
 from .batch_result import BatchResult
 from .catalog_rows import catalog_rows, catalog_schema
 from .file_accounting import FILE_COLUMN, IMAGE_COLUMN, regular_files, scan_folder
@@ -318,7 +318,8 @@ class BatchProcessor:
                 errors.setdefault(i, []).append({"column": col, "file": value, "reason": reason})
             found = known_references(self.layout, self.index, [sha for _i, sha in refs], kinds[col], self.store_options)
             for (i, _sha), ref in zip(refs, found):
-                if ref.error is not None and values[i] in self._batch_files:  # gone from the lake: store the file
+                # gone from the lake, or a hit whose pHash is wanted: from the staged file when the batch has it
+                if values[i] in self._batch_files and (ref.error or lacks_phash(ref, kinds[col], self.store_options)):
                     jobs.append((i, os.path.join(batch_root, values[i])))
                 else:
                     outcomes[i] = ref
