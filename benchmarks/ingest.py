@@ -2,6 +2,7 @@
 
     python benchmarks/ingest.py                     # 10,000 JPEGs of ~50 KB + 500 photos of ~1.5 MB, 3 rounds
     python benchmarks/ingest.py --images 3000 --photos 0 --rounds 3 --scale
+    python benchmarks/ingest.py --images 3000 --photos 0 --overhead-files 0 --no-dagster   # core passes only
 
 Every round runs each pass once, in an order that alternates between rounds (the machine is shared: medians of
 alternating rounds, never a single run). Passes, each on a fresh target, page cache warm:
