@@ -91,7 +91,7 @@ class DatalakeClient(CollectionClientMixin):
         self.lake.check_job_id_free(manifest.job_id)  # in the lake itself, before anything is assembled
         with self.lake.hash_index() as index:  # content the lake holds is not staged (core/ingest/known_content.py)
             stager = self._stager()
-            stager.known = KnownContent(index, always=self.s3_lake is not None)
+            stager.known = KnownContent(index, always=self.s3_lake is not None, sound=self.lake.sound_assets)
             staged = stager.stage(data_file, manifest, image_columns)
         self.last_staging_report = staged.manifest.staging_report
         return self.lake.stage(staged.staging_dir, staged.job_id), staged.job_id

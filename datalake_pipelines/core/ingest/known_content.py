@@ -26,6 +26,7 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from ..neardup.phash import phash_enabled
@@ -49,8 +50,16 @@ def usable_reference(entry: IndexEntry, kind: str, phash: bool = False) -> bool:
 class KnownContent:
     """The upload's view of the lake's hash index (``None``: nothing ingested yet) and when to probe it."""
 
-    def __init__(self, index: HashIndex | None, always: bool = False, phash: bool | None = None):
-        self.index, self.always = index, always
+    def __init__(
+        self,
+        index: HashIndex | None,
+        always: bool = False,
+        phash: bool | None = None,
+        sound: Callable[[list[IndexEntry]], set[str]] | None = None,
+    ):
+        # sound: which hits' assets are there (the lake's stat or HEAD): an index hit alone is not enough not to
+        # stage a file, since processing could not store it again from bytes the batch does not have
+        self.index, self.always, self.sound = index, always, sound
         self.phash = phash_enabled() if phash is None else phash  # processing computes a missing pHash
         self._lock = threading.Lock()
         self._chunks = 0
@@ -70,7 +79,8 @@ class KnownContent:
             return set()
         found = self.index.get_many(sorted(set(hashes)))
         self._last_hit = bool(found)
-        return {h for h, e in found.items() if usable_reference(e, kind, self.phash)}
+        usable = [e for e in found.values() if usable_reference(e, kind, self.phash)]
+        return {e.sha256 for e in usable} if self.sound is None or not usable else self.sound(usable)
 
 
 def hash_source(source: Path) -> tuple[bytes | None, str, int]:
@@ -119,10 +129,14 @@ def manifest_hashes(manifest: BatchManifest) -> dict[str, str]:
     return found
 
 
-def known_staged_files(manifest: BatchManifest, index: HashIndex) -> set[str]:
+def known_staged_files(
+    manifest: BatchManifest, index: HashIndex, sound: Callable[[list[IndexEntry]], set[str]]
+) -> set[str]:
     """The files of a staged batch whose content ``index`` holds with an image's every fact (usable in any
-    column; with its pHash while pHashes are computed): an S3 run does not download them."""
+    column; with its pHash while pHashes are computed) and whose asset ``sound`` confirms: an S3 run does not
+    download them (a hit whose object went is downloaded and stored again)."""
     hashes = manifest_hashes(manifest)
     found = index.get_many(sorted(set(hashes.values())))
-    usable = {h for h, e in found.items() if usable_reference(e, "image", phash_enabled())}
+    entries = [e for e in found.values() if usable_reference(e, "image", phash_enabled())]
+    usable = sound(entries) if entries else set()
     return {path for path, sha in hashes.items() if sha in usable}

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from ..catalog.parts import CompactionResult, compact_partition
 from ..catalog.warehouse import refresh_duckdb
 from ..errors import DatalakeError, ValidationError
-from ..ingest.asset_store import sha256_file
-from ..ingest.hash_index import HashIndex
+from ..ingest.asset_store import asset_problem, sha256_file
+from ..ingest.hash_index import HashIndex, IndexEntry
 from ..ingest.manifest import load_manifest
 from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, process_pending
 from ..ingest.row_index import LocalRowDedup
@@ -323,6 +323,11 @@ class LocalLake(BaseLake):
             yield index
         finally:
             index.close()
+
+    def sound_assets(self, entries: list[IndexEntry]) -> set[str]:
+        """The hashes of ``entries`` whose asset file is there with the indexed size (one stat each): an upload
+        stages the others again, so a hit on an asset deleted or damaged by hand is stored from its bytes."""
+        return {e.sha256 for e in entries if asset_problem(self.layout, e) is None}
 
     def row_index_problems(self, ref: PartitionRef, view: LakeLayout) -> list[str]:
         """Where the row index disagrees with the partition's part files (``view`` is the lake itself here)."""

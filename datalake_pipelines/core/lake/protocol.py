@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..catalog.parts import CompactionResult
-from ..ingest.hash_index import HashIndex
+from ..ingest.hash_index import HashIndex, IndexEntry
 from ..ingest.processing import BatchResult, ProcessOptions
 from ..lifecycle import versions
 from .keys import ERROR_FILE, FAILED
@@ -175,6 +175,7 @@ class Lake(Protocol):
     def catalog_uri(self, ref: PartitionRef) -> str: ...
     def partitions(self) -> list[PartitionRef]: ...
     def hash_index(self) -> contextlib.AbstractContextManager[HashIndex | None]: ...
+    def sound_assets(self, entries: list[IndexEntry]) -> set[str]: ...  # hashes whose asset is there, right size
     def row_index_problems(self, ref: PartitionRef, view: LakeLayout) -> list[str]: ...
     def fill_view(self, view: LakeLayout, ref: PartitionRef) -> None: ...
 
