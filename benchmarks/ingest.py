@@ -2,6 +2,7 @@
 
     python benchmarks/ingest.py                     # 10,000 JPEGs of ~50 KB + 500 photos of ~1.5 MB, 3 rounds
     python benchmarks/ingest.py --images 3000 --photos 0 --rounds 3 --scale
+    python benchmarks/ingest.py --images 3000 --photos 0 --overhead-files 0 --no-dagster   # core passes only
 
 Every round runs each pass once, in an order that alternates between rounds (the machine is shared: medians of
 alternating rounds, never a single run). Passes, each on a fresh target, page cache warm:
@@ -244,9 +245,10 @@ class Bench:
             ("floor", lambda: self.add("floor", floor_pass(self.paths, self.work / "floor"))),
             ("hash", lambda: self.add("hash", hash_pass(self.paths))),
             ("core", self.core),
-            ("dagster", self.dagster),
         ]
-        if self.name == "images" and self.args.overhead_files:
+        if not self.args.no_dagster:
+            passes.append(("dagster", self.dagster))
+        if self.name == "images" and self.args.overhead_files and not self.args.no_dagster:
             passes.append(("small", self.small))
         if self.dvc:
             passes.append(("dvc", lambda: self.add("dvc", dvc_pass(self.dvc, self.paths, self.work / "dvc"))))
@@ -255,6 +257,32 @@ class Bench:
 
     def med(self, key: str) -> float:
         return statistics.median(self.times[key])
+
+    def report_dagster(self, line, verdict, floor: float) -> None:
+        n = self.n
+        dag = (
+            verdict(floor / self.med("dagster"), TARGETS["dagster"])
+            if n >= 10_000
+            else f"{floor / self.med('dagster'):.2f}"
+        )
+        line(
+            "ours Dagster: upload + process st.",
+            "dagster",
+            f"= {dag} x floor" + ("" if n >= 10_000 else " (target applies at 10,000 files)"),
+        )
+        overhead = [a - b for a, b in zip(self.times["process_start"], self.times["core_process"])]
+        runs = f"[{', '.join(f'{t:.2f}' for t in overhead)}]"
+        note = "core ran full decode, process start cannot: not comparable" if self.name == "photos" else ""
+        print(f"  {'  process start - core process':<34}{statistics.median(overhead):8.2f} s  {runs}  {note}")
+        if "small_process_start" in self.times:
+            k = self.args.overhead_files
+            fixed = [a - b for a, b in zip(self.times["small_process_start"], self.times["small_core_process"])]
+            print(
+                f"  {f'fixed overhead, {k}-file batch':<34}{statistics.median(fixed):8.2f} s  "
+                f"[{', '.join(f'{t:.2f}' for t in fixed)}]  process start {self.med('small_process_start'):.2f} s"
+                f" - core {self.med('small_core_process'):.2f} s = "
+                f"{verdict(statistics.median(fixed), TARGETS['overhead_s'], higher=False)} s"
+            )
 
     def report(self) -> list[bool]:
         n, mb, ok = self.n, self.mb, []
@@ -280,34 +308,15 @@ class Bench:
             print("  dvc add                            SKIPPED: no dvc ($DVC, PATH; make bench installs it)")
         line("ours core: upload + process", "core", f"= {verdict(floor / self.med('core'), TARGETS['core'])} x floor")
         line("  of which process_pending", "core_process")
-        dag = (
-            verdict(floor / self.med("dagster"), TARGETS["dagster"])
-            if n >= 10_000
-            else f"{floor / self.med('dagster'):.2f}"
-        )
-        line(
-            "ours Dagster: upload + process st.",
-            "dagster",
-            f"= {dag} x floor" + ("" if n >= 10_000 else " (target applies at 10,000 files)"),
-        )
-        overhead = [a - b for a, b in zip(self.times["process_start"], self.times["core_process"])]
-        runs = f"[{', '.join(f'{t:.2f}' for t in overhead)}]"
-        note = "core ran full decode, process start cannot: not comparable" if self.name == "photos" else ""
-        print(f"  {'  process start - core process':<34}{statistics.median(overhead):8.2f} s  {runs}  {note}")
-        if "small_process_start" in self.times:
-            k = self.args.overhead_files
-            fixed = [a - b for a, b in zip(self.times["small_process_start"], self.times["small_core_process"])]
-            print(
-                f"  {f'fixed overhead, {k}-file batch':<34}{statistics.median(fixed):8.2f} s  "
-                f"[{', '.join(f'{t:.2f}' for t in fixed)}]  process start {self.med('small_process_start'):.2f} s"
-                f" - core {self.med('small_core_process'):.2f} s = "
-                f"{verdict(statistics.median(fixed), TARGETS['overhead_s'], higher=False)} s"
-            )
+        if "dagster" in self.times:
+            self.report_dagster(line, verdict, floor)
         if "dvc" in self.times:
             print(
                 f"  {'ours core / dvc add files/s':<34}{verdict(self.med('dvc') / self.med('core'), TARGETS['dvc'])} x"
             )
-            print(f"  {'ours Dagster / dvc add files/s':<34}{self.med('dvc') / self.med('dagster'):.2f} x (no target)")
+            if "dagster" in self.times:
+                ratio = self.med("dvc") / self.med("dagster")
+                print(f"  {'ours Dagster / dvc add':<34}{ratio:.2f} x files/s (no target)")
         new_bytes = self.facts["reingest_new_bytes"]
         line(
             "re-ingest: upload + process",
@@ -354,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--num-proc", type=int, default=2)
     parser.add_argument("--overhead-files", type=int, default=200, help="batch of the fixed-overhead pass (0: skip)")
+    parser.add_argument("--no-dagster", action="store_true", help="skip the Dagster passes (core, floor, re-ingest)")
     parser.add_argument("--scale", action="store_true", help="also the 2M-row partition case (slow: builds 2M rows)")
     parser.add_argument("--out", type=Path, default=HERE / "out")
     # the child process of the core pass

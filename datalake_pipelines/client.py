@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .client_collections import CollectionClientMixin
+from .core.ingest.known_content import KnownContent
 from .core.ingest.manifest import check_job_id
 from .core.ingest.processing import BatchResult, ProcessOptions
 from .core.ingest.staging import BatchStager, build_manifest
@@ -88,7 +89,10 @@ class DatalakeClient(CollectionClientMixin):
     def _stage(self, data_file: Any, manifest, image_columns: list[str] | None) -> tuple[str, str]:
         check_job_id(manifest.job_id)
         self.lake.check_job_id_free(manifest.job_id)  # in the lake itself, before anything is assembled
-        staged = self._stager().stage(data_file, manifest, image_columns)
+        with self.lake.hash_index() as index:  # content the lake holds is not staged (core/ingest/known_content.py)
+            stager = self._stager()
+            stager.known = KnownContent(index, always=self.s3_lake is not None, sound=self.lake.sound_assets)
+            staged = stager.stage(data_file, manifest, image_columns)
         self.last_staging_report = staged.manifest.staging_report
         return self.lake.stage(staged.staging_dir, staged.job_id), staged.job_id
 

@@ -1,8 +1,8 @@
 """A threaded HTTP forwarding proxy in front of an S3 endpoint, adding latency and throttling.
 
 ``LatencyProxy(upstream_port, delay=0.02)`` waits ``delay`` seconds before forwarding each request, like real
-S3's 20-50 ms per request (``GET /__proxy_requests__`` answers how many it forwarded); ``slowdown_first=N``
-answers the first N requests (whose path contains ``slowdown_match``) with 503 SlowDown instead.
+S3's 20-50 ms per request (``GET /__proxy_requests__`` answers how many it forwarded; ``calls`` lists them);
+``slowdown_first=N`` answers the first N requests (whose path contains ``slowdown_match``) with 503 SlowDown.
 Bodies are read whole (small objects; the streaming benchmarks talk to moto directly). Run
 ``python -m datalake_pipelines_tests.support.latency_proxy PORT UPSTREAM_PORT DELAY`` to serve from its own
 process, so the proxy's threads do not share the measured process's GIL.
@@ -46,6 +46,7 @@ class LatencyProxy:
         self.slowdown_match = slowdown_match
         self.requests = self.slowdowns = 0
         self.heads: list[str] = []  # paths of the HEAD requests, for tests counting them
+        self.calls: list[tuple[str, str]] = []  # (method, path) of every forwarded request, for tests
         self._lock, self._local, proxy = threading.Lock(), threading.local(), self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,6 +58,7 @@ class LatencyProxy:
                     return self._reply(200, [], str(proxy.requests).encode())
                 with proxy._lock:
                     proxy.requests += 1
+                    proxy.calls.append((self.command, self.path))
                     if self.command == "HEAD":
                         proxy.heads.append(self.path)
                     throttle = proxy.slowdown_left > 0 and proxy.slowdown_match in self.path

@@ -177,7 +177,7 @@ class _LinkingStager(BatchStager):
         super().__init__(*args, **kwargs)
         self.sources = sources
 
-    def _copy_one(self, job: tuple[int, str, Any], base_dir: Path, tmp: Path) -> tuple[str, int, str] | None:
+    def _copy_one(self, job: tuple[int, str, Any], base_dir: Path, tmp: Path) -> tuple[str, int, str, None] | None:
         row, col, value = job
         if not isinstance(value, str) or value not in self.sources:
             return super()._copy_one(job, base_dir, tmp)
@@ -188,7 +188,7 @@ class _LinkingStager(BatchStager):
             os.link(value, dest)
         except OSError:
             shutil.copyfile(value, dest)
-        return rel, dest.stat().st_size, self.sources[value]
+        return rel, dest.stat().st_size, self.sources[value], None
 
 
 def units_table(collection: Collection, uploaded_files: list[dict[str, Any]]) -> pa.Table:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,13 @@ def resolve_path(value: Any, base_dir: Path) -> Path | None:
     literal name does not exist), or ``None`` for a URL, a non-string or a name that resolves to no file."""
     if not isinstance(value, str) or not value or is_url(value) or "\x00" in value:
         return None
+    if not value.startswith("~"):  # the name as given first, with one stat and no Path built unless it is a file
+        path_str = value if os.path.isabs(value) else os.path.join(base_dir, value)
+        try:
+            if stat.S_ISREG(os.stat(path_str).st_mode):
+                return Path(path_str)
+        except (OSError, ValueError):
+            pass
     candidates = [value] + ([value.replace("\\", "/")] if "\\" in value else [])
     # A name typed or stored in NFC may name a file written in NFD (macOS) or the reverse: try both forms.
     candidates += [unicodedata.normalize(form, c) for c in list(candidates) for form in ("NFC", "NFD")]

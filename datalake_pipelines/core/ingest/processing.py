@@ -15,7 +15,7 @@ import time
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,8 @@ from ..lake.locks import exclusive_lock
 from ..lake.queue import discard_batch, fail_batch, purge_discarded, scan_pending
 from ..lake.schema import SchemaConfig, load_schema
 from ..storage.files import UnsafePathError, safe_join, utc_now, utc_now_iso, write_json_atomic
-from .asset_store import StoredFile, StoreOptions, store_files
+from .asset_store import StoredFile, StoreOptions, known_references, lacks_phash, store_files
+from .batch_result import BatchResult
 from .catalog_rows import catalog_rows, catalog_schema
 from .file_accounting import FILE_COLUMN, IMAGE_COLUMN, regular_files, scan_folder
 from .first_store import settle_new
@@ -49,6 +50,7 @@ from .hand_drop import keep_unreferenced, resolve_hand_drop_columns
 from .hash_index import HashIndex
 from .images import max_pixels_from_env
 from .index_store import open_hash_index
+from .known_content import manifest_hashes
 from .manifest import BatchManifest, load_manifest
 from .pg_rows import open_row_index
 from .provenance import batch_source
@@ -68,36 +70,6 @@ class ProcessOptions:
     max_pixels: int = field(default_factory=max_pixels_from_env)  # $DATALAKE_MAX_IMAGE_PIXELS or 89,478,485
     optimize_images: bool = False
     full_decode: bool = False
-
-
-@dataclass
-class BatchResult:
-    """What processing one batch did; serialisable for job records, CLI output and Dagster metadata."""
-
-    job_id: str
-    partition: str | None = None
-    status: str = "processing"
-    rows_in: int = 0
-    rows_added: int = 0
-    rows_duplicate: int = 0
-    rows_rejected: int = 0
-    images_new: int = 0
-    images_deduplicated: int = 0
-    bytes_stored: int = 0
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-    part_file: str | None = None
-    conformed_parts: list[str] = field(default_factory=list)  # older parts rewritten in the widened contract types
-    rejected_dir: str | None = None
-    staging_report: dict[str, Any] = field(default_factory=dict)
-    source: dict[str, Any] = field(default_factory=dict)  # where the batch came from (core/ingest/provenance.py)
-    error: str | None = None
-    catalog_version: str | None = None  # the catalog version its publication recorded (lifecycle/versions.py)
-    started_at: str = field(default_factory=utc_now_iso)
-    finished_at: str | None = None
-    seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def claim_batch(layout: LakeLayout, job_id: str) -> bool:
@@ -276,6 +248,7 @@ class BatchProcessor:
         self._check_contract(schema, manifest, writer)
         self._identity = RowIdentity()  # occurrences of identical rows are counted batch-wide
         self._sources = {f.get("path"): f.get("source") for f in manifest.files if isinstance(f, dict)}
+        self._hashes = manifest_hashes(manifest)  # the upload's hashes: known content needs no read (known_content)
         self._batch_files = regular_files(batch_dir)
         self._referenced: set[str] = set()  # batch files some row names (kept with the rows or stored)
         self.rows.prepare(manifest.partition)
@@ -319,10 +292,14 @@ class BatchProcessor:
         for col in image_cols:
             values = table.column(col).to_pylist()
             jobs: list[tuple[int, str]] = []
+            refs: list[tuple[int, str]] = []  # (row, sha256) of content the upload found in the lake
             batch_root = str(batch_dir)
             outcomes: list[StoredFile | None] = [None] * n
             for i, value in enumerate(values):
                 if value is None:
+                    continue
+                if value in self._hashes:
+                    refs.append((i, self._hashes[value]))
                     continue
                 if "\\" in value and value not in self._batch_files:  # imgs\a.png: resolved like imgs/a.png
                     value = value.replace("\\", "/")
@@ -342,6 +319,13 @@ class BatchProcessor:
                 except UnsafePathError as exc:
                     reason = str(exc)
                 errors.setdefault(i, []).append({"column": col, "file": value, "reason": reason})
+            found = known_references(self.layout, self.index, [sha for _i, sha in refs], kinds[col], self.store_options)
+            for (i, _sha), ref in zip(refs, found):
+                # gone from the lake, or a hit whose pHash is wanted: from the staged file when the batch has it
+                if values[i] in self._batch_files and (ref.error or lacks_phash(ref, kinds[col], self.store_options)):
+                    jobs.append((i, os.path.join(batch_root, values[i])))
+                else:
+                    outcomes[i] = ref
             chunks = [jobs[k : k + STORE_CHUNK] for k in range(0, len(jobs), STORE_CHUNK)]
             futures = pool.map(
                 lambda chunk, kind=kinds[col]: store_files(
@@ -358,9 +342,10 @@ class BatchProcessor:
             )
             for (i, _path), outcome in zip(jobs, (o for chunk in futures for o in chunk)):
                 outcomes[i] = outcome
-                if outcome.error:
+            for i, done in enumerate(outcomes):
+                if done is not None and done.error:
                     errors.setdefault(i, []).append(
-                        {"column": col, "file": values[i], "reason": outcome.error, "sha256": outcome.sha256}
+                        {"column": col, "file": values[i], "reason": done.error, "sha256": done.sha256}
                     )
             settle_new(self.layout, self.index, outcomes)  # before the rows: a lost race takes the winner's asset
             stored[col] = outcomes

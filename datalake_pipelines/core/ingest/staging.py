@@ -38,6 +38,7 @@ from .image_columns import (
     resolve_image_columns,
     resolve_path,
 )
+from .known_content import KnownContent, hash_source, write_new
 from .manifest import BatchManifest, check_job_id, new_job_id
 from .provenance import upload_source
 
@@ -69,7 +70,14 @@ TEXT_TABLE_HINT = (
 class BatchStager:
     """Builds one batch folder from a DataFrame, a Parquet file or a folder of files."""
 
-    def __init__(self, layout: LakeLayout, num_proc: int | None = None, batch_size: int = 1000, progress: bool = True):
+    def __init__(
+        self,
+        layout: LakeLayout,
+        num_proc: int | None = None,
+        batch_size: int = 1000,
+        progress: bool = True,
+        known: KnownContent | None = None,
+    ):
         self.layout = layout
         self.num_proc = max(1, num_proc or load_settings().num_proc)  # default: $DATALAKE_NUM_PROC or CPU count
         self.batch_size = batch_size
@@ -79,6 +87,7 @@ class BatchStager:
         self._made_dirs: set[Path] = set()  # folders of this upload's batch that exist
         self.method = "client"  # recorded in the manifest's source (core/ingest/provenance.py); the CLI says "cli"
         self._origin: Any = None
+        self.known = known  # the lake's hash index: content it holds is not staged (core/ingest/known_content.py)
 
     def stage(
         self,
@@ -189,12 +198,14 @@ class BatchStager:
                         jobs = [(offset + i, col, v) for i, v in enumerate(values)]
                         # chunks, not one task per file: a task costs a lock round trip per file otherwise
                         parts = [jobs[k : k + COPY_CHUNK] for k in range(0, len(jobs), COPY_CHUNK)]
-                        done = pool.map(lambda part: [self._copy_one(job, base_dir, tmp) for job in part], parts)
+                        kind = "image" if col in manifest.image_columns else "file"
+                        done = pool.map(lambda part, kind=kind: self._copy_chunk(part, kind, base_dir, tmp), parts)
                         staged = [s for part in done for s in part]
                         relpaths = [s[0] if s else None for s in staged]
                         for s in staged:
                             if s:
-                                files.append({"path": s[0], "size": s[1], "source": s[2]})
+                                sha = {"sha256": s[3]} if s[3] else {}  # only to find known content (known_content)
+                                files.append({"path": s[0], "size": s[1], "source": s[2], **sha})
                                 total_bytes += s[1]
                         idx = out.schema.get_field_index(col)
                         out = out.set_column(idx, pa.field(col, pa.string()), pa.array(relpaths, pa.string()))
@@ -220,7 +231,7 @@ class BatchStager:
         manifest.files = files
         if not manifest.source:  # a collection upload names its own
             manifest.source = upload_source(self._origin, self.method, tmp / BATCH_DATA)
-        write_json_atomic(tmp / BATCH_MANIFEST, manifest.to_json())
+        write_json_atomic(tmp / BATCH_MANIFEST, manifest.to_json(), indent=None if len(files) > 100 else 2)
 
     def _chunks(self, table: pa.Table) -> Iterator[pa.Table]:
         for start in range(0, table.num_rows, self.batch_size):
@@ -232,8 +243,51 @@ class BatchStager:
             folder.mkdir(parents=True, exist_ok=True)
             self._made_dirs.add(folder)
 
-    def _copy_one(self, job: tuple[int, str, Any], base_dir: Path, tmp: Path) -> tuple[str, int, str] | None:
-        """Copy (or write) one referenced file into the batch; return (relpath, size, original name)."""
+    def _copy_chunk(
+        self, part: list[tuple[int, str, Any]], kind: str, base_dir: Path, tmp: Path
+    ) -> list[tuple[str, int, str, str | None] | None]:
+        """Stage a chunk of files: (relpath, size, original name, sha256 or None) each.
+
+        When the chunk is probed (:mod:`.known_content`) each source is read and hashed, content the lake holds is
+        not written at all, and the rest is written from the bytes just read; otherwise a kernel copy, unhashed.
+        """
+        if self.known is None or not self.known.probe():
+            return [self._copy_one(job, base_dir, tmp) for job in part]
+        targets = [self._target(job, base_dir, tmp) for job in part]
+        files = {i: t[1] for i, t in enumerate(targets) if t and isinstance(t[1], Path)}
+        hashed = {i: hash_source(source) for i, source in files.items()}
+        in_lake = self.known.lookup([h[1] for h in hashed.values()], kind)
+        out: list[tuple[str, int, str, str | None] | None] = []
+        for i, target in enumerate(targets):
+            if target is None or i not in hashed:
+                out.append(self._copy_one(part[i], base_dir, tmp))
+                continue
+            rel, original = target[0], target[2]
+            data, sha, size = hashed[i]
+            if sha not in in_lake:
+                dest = tmp / rel
+                self._mkdir(dest.parent)
+                size = copy_file(files[i], dest) if data is None else write_new(dest, data)
+            out.append((rel, size, original, sha))
+        return out
+
+    def _copy_one(self, job: tuple[int, str, Any], base_dir: Path, tmp: Path) -> tuple[str, int, str, None] | None:
+        """Copy (or write) one referenced file into the batch; return (relpath, size, original name, None)."""
+        target = self._target(job, base_dir, tmp)
+        if target is None:
+            return None
+        rel, source, original = target
+        dest = tmp / rel
+        self._mkdir(dest.parent)
+        if isinstance(source, bytes):
+            dest.write_bytes(source)
+            return rel, dest.stat().st_size, original, None
+        # a kernel copy (never a link: editing the source must not change the lake); not hashed here, see asset_store
+        return rel, copy_file(source, dest), original, None
+
+    def _target(self, job: tuple[int, str, Any], base_dir: Path, tmp: Path) -> tuple[str, Path | bytes, str] | None:
+        """Where one referenced file goes in the batch and what it is: (relpath, source file or bytes, original
+        name); None for an empty cell. ValidationError for a URL or a file that does not resolve."""
         row, col, value = job
         if value is None:
             return None
@@ -243,11 +297,7 @@ class BatchStager:
                 return None
         safe_col = "".join(c if c.isalnum() or c in "_-" else "_" for c in col)
         if isinstance(value, (bytes, bytearray, memoryview)):
-            rel = f"{BATCH_FILES_DIR}/{safe_col}/{row:08d}.bin"
-            dest = tmp / rel
-            self._mkdir(dest.parent)
-            dest.write_bytes(bytes(value))
-            return rel, dest.stat().st_size, f"<bytes of row {row}>"
+            return f"{BATCH_FILES_DIR}/{safe_col}/{row:08d}.bin", bytes(value), f"<bytes of row {row}>"
         if is_url(value):
             raise ValidationError(
                 f"row {row}, column {col!r}: {value!r} is a URL; the lake does not fetch URLs: download the files "
@@ -263,11 +313,7 @@ class BatchStager:
             )
             raise ValidationError(f"row {row}, column {col!r}: {missing_file_reason(value, base_dir)}{hint}")
         suffix = source.suffix.lower()[:12]
-        rel = f"{BATCH_FILES_DIR}/{safe_col}/{row:08d}{suffix}"
-        dest = tmp / rel
-        self._mkdir(dest.parent)
-        # a kernel copy (never a link: editing the source must not change the lake); not hashed here, see asset_store
-        return rel, copy_file(source, dest), str(value)
+        return f"{BATCH_FILES_DIR}/{safe_col}/{row:08d}{suffix}", source, str(value)
 
 
 ACCEPTED_SOURCES = (

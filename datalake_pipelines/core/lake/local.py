@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from ..catalog.parts import CompactionResult, compact_partition
 from ..catalog.refresh import refresh_duckdb
 from ..errors import DatalakeError, ValidationError
-from ..ingest.asset_store import sha256_file
-from ..ingest.hash_index import HashIndex
+from ..ingest.asset_store import asset_problem, sha256_file
+from ..ingest.hash_index import HashIndex, IndexEntry
 from ..ingest.index_store import existing_hash_index
 from ..ingest.manifest import load_manifest
 from ..ingest.pg_rows import open_row_index
@@ -326,6 +326,11 @@ class LocalLake(BaseLake):
             yield index
         finally:
             index.close()
+
+    def sound_assets(self, entries: list[IndexEntry]) -> set[str]:
+        """The hashes of ``entries`` whose asset file is there with the indexed size (one stat each): an upload
+        stages the others again, so a hit on an asset deleted or damaged by hand is stored from its bytes."""
+        return {e.sha256 for e in entries if asset_problem(self.layout, e) is None}
 
     def row_index_problems(self, ref: PartitionRef, view: LakeLayout) -> list[str]:
         """Where the row index disagrees with the partition's part files (``view`` is the lake itself here)."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ...settings import load as load_settings
 from ..catalog.parts import CompactionResult
-from ..ingest.hash_index import HashIndex
+from ..ingest.hash_index import HashIndex, IndexEntry
 from ..ingest.processing import BatchResult, ProcessOptions
 from ..lifecycle import versions
 from .keys import ERROR_FILE, FAILED
@@ -176,6 +176,7 @@ class Lake(Protocol):
     def catalog_uri(self, ref: PartitionRef) -> str: ...
     def partitions(self) -> list[PartitionRef]: ...
     def hash_index(self) -> contextlib.AbstractContextManager[HashIndex | None]: ...
+    def sound_assets(self, entries: list[IndexEntry]) -> set[str]: ...  # hashes whose asset is there, right size
     def row_index_problems(self, ref: PartitionRef, view: LakeLayout) -> list[str]: ...
     def fill_view(self, view: LakeLayout, ref: PartitionRef) -> None: ...
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..catalog.parts import CompactionResult, compact_partition, read_partition_metadata
 from ..errors import ValidationError
-from ..ingest.hash_index import HashIndex
+from ..ingest.hash_index import HashIndex, IndexEntry
+from ..ingest.known_content import known_staged_files
 from ..ingest.manifest import load_manifest
 from ..ingest.processing import BatchProcessor, BatchResult, ProcessOptions, write_job_record
 from ..ingest.s3_index import SegmentCache, TieredHashIndex
@@ -68,9 +69,9 @@ class S3Processing:
     base: str
     cache: Path
     _sizes_cache: SegmentCache | None
-    # path -> size of the assets this lake object PUT during one process_pending call: a later batch of the call
-    # that hits them needs no HEAD to know they exist (the earlier batch's published rows reference them, so GC
-    # keeps them). None outside process_pending: every hit is confirmed by a HEAD.
+    # path -> size of the assets this lake object PUT (or a HEAD found) during one process_pending call: a later
+    # lookup of the call that hits them needs no HEAD to know they exist (the earlier batch's published rows
+    # reference them, so GC keeps them). None outside process_pending: every hit is confirmed by a HEAD.
     _published_now: dict[str, int] | None = None
 
     if TYPE_CHECKING:  # defined by S3Lake; stubs only for mypy, so that nothing shadows BaseLake at run time
@@ -103,6 +104,14 @@ class S3Processing:
         known = {p: self._published_now[p] for p in paths if self._published_now and p in self._published_now}
         ask = [p for p in paths if p not in known]
         return known | {p: n for p, n in zip(ask, s3_map(size, ask)) if n is not None}
+
+    def sound_assets(self, entries: list[IndexEntry]) -> set[str]:
+        """The hashes of ``entries`` whose object exists with the indexed size (concurrent HEADs): an upload
+        stages the others again, so content deleted behind the index's back is stored from its bytes."""
+        there = self.existing_assets(sorted({e.path for e in entries}))
+        if self._published_now is not None:  # confirmed in this run: its index lookups need no second HEAD
+            self._published_now.update(there)
+        return {e.sha256 for e in entries if there.get(e.path) == e.size}
 
     def asset_sizes(self, hashes: list[str]) -> dict[str, int]:
         """Stored sha256 -> size from the published hash index (validated cache), for integrity checks.
@@ -252,15 +261,23 @@ class S3Processing:
     ) -> BatchResult:
         """Process one claimed batch in ``work`` and publish the outcome to S3."""
         result = BatchResult(job_id)
-        if not self.storage.exists(keys.pending_manifest(job_id)):
+        batch = work.processing_batch(job_id)
+        try:
+            self.storage.download(keys.pending_manifest(job_id), batch / BATCH_MANIFEST)
+        except FileNotFoundError:
             result.status, result.error = "skipped", "the batch is no longer in staging/pending"
             self.storage.delete([self._claim_key(job_id)])
             return result
         schema = self.schema()
-        download_tree(self.storage, keys.pending_batch(job_id), work.processing_batch(job_id))
-        with contextlib.suppress(ValidationError, ValueError):
-            self.fetch_for_batch(work, load_manifest(work.processing_batch(job_id), job_id).partition)
         cache = self.index_cache()
+        known: set[str] = set()  # staged files whose content is published (since the upload): not downloaded
+        with contextlib.suppress(ValidationError, ValueError):
+            manifest = load_manifest(batch, job_id)
+            known = known_staged_files(manifest, cache.index, self.sound_assets)
+            self.fetch_for_batch(work, manifest.partition)
+        download_tree(
+            self.storage, keys.pending_batch(job_id), batch, skip=lambda rel: rel == BATCH_MANIFEST or rel in known
+        )
         run_index = TieredHashIndex(work.index_dir / f"run-{job_id}.sqlite", cache.index, self.existing_assets)
         rows = S3RowSegments(self.storage, cache.index, cache.folder)
         processor = BatchProcessor(

@@ -19,7 +19,7 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -385,10 +385,13 @@ def upload_tree(storage: Storage, folder: Path, prefix: str, last: str | None = 
     return len(files)
 
 
-def download_tree(storage: Storage, prefix: str, folder: Path) -> int:
-    """Download every object under ``prefix/`` into ``folder``; keys that would leave it are skipped."""
+def download_tree(storage: Storage, prefix: str, folder: Path, skip: Callable[[str], bool] | None = None) -> int:
+    """Download every object under ``prefix/`` into ``folder``; keys that would leave it are skipped, and so are
+    those whose path relative to ``prefix`` ``skip`` accepts. Returns how many objects were not skipped."""
     prefix = prefix.strip("/")
     objects = list(storage.list(prefix))
+    if skip is not None:
+        objects = [o for o in objects if not skip(o.key[len(prefix) + 1 :])]
     root = folder.resolve()
 
     def fetch(obj: ObjectInfo) -> None:
