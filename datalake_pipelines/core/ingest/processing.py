@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 import time
-import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from ..lake.layout import BATCH_DATA, LakeLayout, PartitionRef
 from ..lake.locks import exclusive_lock
 from ..lake.queue import discard_batch, fail_batch, purge_discarded, scan_pending
 from ..lake.schema import SchemaConfig, load_schema
-from ..storage.files import UnsafePathError, safe_join, utc_now, utc_now_iso, write_json_atomic
+from ..storage.files import utc_now, utc_now_iso, write_json_atomic
 from .asset_store import StoredFile, StoreOptions, store_files
 from .catalog_rows import catalog_rows, catalog_schema
 from .file_accounting import FILE_COLUMN, IMAGE_COLUMN, regular_files, scan_folder
@@ -50,6 +49,7 @@ from .images import max_pixels_from_env
 from .manifest import BatchManifest, load_manifest
 from .provenance import batch_source
 from .quarantine import quarantine_rows
+from .references import BatchFiles
 from .rejections import record_rejections
 from .row_identity import RowIdentity
 from .row_index import BatchSeen, LocalRowDedup, RowDedup
@@ -65,6 +65,9 @@ class ProcessOptions:
     max_pixels: int = field(default_factory=max_pixels_from_env)  # $DATALAKE_MAX_IMAGE_PIXELS or 89,478,485
     optimize_images: bool = False
     full_decode: bool = False
+
+    def store_options(self) -> StoreOptions:
+        return StoreOptions(self.max_pixels, self.optimize_images, self.full_decode)
 
 
 @dataclass
@@ -113,8 +116,6 @@ def write_job_record(layout: LakeLayout, result: BatchResult, extra: dict[str, A
 class BatchProcessor:
     """Runs the processing steps for one batch already in ``staging/processing/<job_id>``."""
 
-    _nfc_index: tuple[set[str], dict[str, str]] | None  # (the batch's files, NFC path -> path), see _nfc_files
-
     def __init__(
         self,
         layout: LakeLayout,
@@ -131,12 +132,20 @@ class BatchProcessor:
         self.index = index or HashIndex(layout.hash_index)
         self.rows: RowDedup = rows or LocalRowDedup(layout, self.index)
         self.fetch_parts = fetch_parts
-        self.store_options = StoreOptions(options.max_pixels, options.optimize_images, options.full_decode)
+        self.precomputed: Mapping[tuple[str, str], StoredFile] = {}
+        self.store_options = options.store_options()
         purge_discarded(layout)
 
     # entry point -----------------------------------------------------------------
-    def process(self, job_id: str, run_info: dict[str, Any] | None = None) -> BatchResult:
+    def process(
+        self,
+        job_id: str,
+        run_info: dict[str, Any] | None = None,
+        precomputed: Mapping[tuple[str, str], StoredFile] | None = None,
+    ) -> BatchResult:
+        """``precomputed``: (kind, staged path) -> what a chunk step stored (``chunks.py``), reused as it is."""
         started = time.perf_counter()
+        self.precomputed = precomputed or {}
         result = BatchResult(job_id)
         batch_dir = self.layout.processing_batch(job_id)
         writer: PartWriter | None = None
@@ -273,7 +282,8 @@ class BatchProcessor:
         self._check_contract(schema, manifest, writer)
         self._identity = RowIdentity()  # occurrences of identical rows are counted batch-wide
         self._sources = {f.get("path"): f.get("source") for f in manifest.files if isinstance(f, dict)}
-        self._batch_files = regular_files(batch_dir)
+        self._files = BatchFiles(batch_dir, regular_files(batch_dir))
+        self._reused: set[str] = set()  # asset paths of the precomputed outcomes already given to a row
         self._referenced: set[str] = set()  # batch files some row names (kept with the rows or stored)
         self.rows.prepare(manifest.partition)
         seen = BatchSeen(self.rows, manifest.partition, writer.target.name)
@@ -321,24 +331,18 @@ class BatchProcessor:
             for i, value in enumerate(values):
                 if value is None:
                     continue
-                if "\\" in value and value not in self._batch_files:  # imgs\a.png: resolved like imgs/a.png
-                    value = value.replace("\\", "/")
-                if value not in self._batch_files:  # an NFC reference to an NFD file name, or the reverse
-                    value = self._nfc_files().get(unicodedata.normalize("NFC", value), value)
-                if value in self._batch_files:  # a regular file inside the batch, reached without symlinks
-                    jobs.append((i, os.path.join(batch_root, value)))
-                    self._referenced.add(value)
+                rel, reason = self._files.resolve(value)
+                if rel is None:
+                    errors.setdefault(i, []).append({"column": col, "file": value, "reason": reason})
                     continue
-                try:
-                    path = safe_join(batch_dir, value)
-                    if os.path.relpath(path, batch_dir) in self._batch_files:  # e.g. "./files/a.jpg"
-                        jobs.append((i, str(path)))
-                        self._referenced.add(os.path.relpath(path, batch_dir))
-                        continue
-                    reason = f"file {value!r} is missing from the batch"
-                except UnsafePathError as exc:
-                    reason = str(exc)
-                errors.setdefault(i, []).append({"column": col, "file": value, "reason": reason})
+                self._referenced.add(rel)
+                done = self.precomputed.get((kinds[col], rel))  # a chunk step stored it (ingest/chunks.py)
+                if done is not None:  # a second file or reference with the content wrote nothing, as in store_files
+                    again = done.entry is not None and done.entry.path in self._reused
+                    outcomes[i] = replace(done, bytes_written=0) if again else done
+                    self._reused.add(done.entry.path if done.entry is not None else rel)
+                else:
+                    jobs.append((i, os.path.join(batch_root, rel)))
             chunks = [jobs[k : k + STORE_CHUNK] for k in range(0, len(jobs), STORE_CHUNK)]
             futures = pool.map(
                 lambda chunk, kind=kinds[col]: store_files(
@@ -353,9 +357,10 @@ class BatchProcessor:
                 ),
                 chunks,
             )
-            for (i, _path), outcome in zip(jobs, (o for chunk in futures for o in chunk)):
-                outcomes[i] = outcome
-                if outcome.error:
+            for (i, _path), stored_now in zip(jobs, (o for chunk in futures for o in chunk)):
+                outcomes[i] = stored_now
+            for i, outcome in enumerate(outcomes):
+                if outcome is not None and outcome.error:
                     errors.setdefault(i, []).append(
                         {"column": col, "file": values[i], "reason": outcome.error, "sha256": outcome.sha256}
                     )
@@ -398,14 +403,6 @@ class BatchProcessor:
             fresh.append(j)
         result.rows_added += len(fresh)
         return (out.take(pa.array(fresh, pa.int64())) if len(fresh) != out.num_rows else out), sorted(errors)
-
-    def _nfc_files(self) -> dict[str, str]:
-        """The batch's files by the NFC form of their relative path (built once per batch, on first need)."""
-        index = getattr(self, "_nfc_index", None)
-        if index is None or index[0] is not self._batch_files:
-            by_nfc = {unicodedata.normalize("NFC", f): f for f in self._batch_files}
-            index = self._nfc_index = (self._batch_files, by_nfc)
-        return index[1]
 
     def _check_thresholds(self, result: BatchResult) -> None:
         details = {"rejected": result.rejected}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..catalog.parts import CompactionResult
+from ..ingest.chunks import Chunk, drop_chunks, referenced_files, write_plans
 from ..ingest.hash_index import HashIndex
 from ..ingest.processing import BatchResult, ProcessOptions
 from ..lifecycle import versions
@@ -167,7 +168,10 @@ class Lake(Protocol):
         run_info: dict[str, Any] | None = None,
         view: LakeLayout | None = None,
         log: Any = None,
+        chunks: bool = False,
     ) -> list[BatchResult]: ...
+    def plan_chunks(self, job_ids: list[str], chunk_files: int) -> list[Chunk]: ...
+    def store_chunk(self, chunk: Chunk, options: ProcessOptions) -> dict[str, Any]: ...
     def process_pending(self, options: ProcessOptions, quiet_seconds: float = 2.0) -> list[BatchResult]: ...
     def rebuild_partition(
         self, ref: PartitionRef, batch_size: int, view: LakeLayout | None = None
@@ -218,8 +222,21 @@ class BaseLake:
         raise NotImplementedError
 
     def _process_one(
-        self, view: LakeLayout, job_id: str, options: ProcessOptions, run_info: dict[str, Any] | None
+        self,
+        view: LakeLayout,
+        job_id: str,
+        options: ProcessOptions,
+        run_info: dict[str, Any] | None,
+        chunks: bool = False,
     ) -> BatchResult:
+        """Process one claimed batch in ``view``; ``chunks``: reuse what its chunk steps recorded."""
+        raise NotImplementedError
+
+    def _plan_source(self, job_id: str) -> contextlib.AbstractContextManager[tuple[Path, set[str]] | None]:
+        """A local folder holding a claimed batch's manifest and ``data.parquet``, and its files (None: gone)."""
+        raise NotImplementedError
+
+    def store_chunk(self, chunk: Chunk, options: ProcessOptions) -> dict[str, Any]:
         raise NotImplementedError
 
     def claims(self) -> list[Claim]:
@@ -270,22 +287,27 @@ class BaseLake:
         run_info: dict[str, Any] | None = None,
         view: LakeLayout | None = None,
         log: Any = None,
+        chunks: bool = False,
     ) -> list[BatchResult]:
         """Process claimed batches in order (one partition's, in staging order); one result per processed batch.
 
         ``view`` is the local layout to work in (:meth:`work_view`); a batch no longer claimed is skipped with
         a warning. Whatever escapes (a crash, a cancel) first sends every batch still claimed to failed/.
+        ``chunks``: the run's chunk steps stored files (:meth:`store_chunk`); their records are reused, then
+        deleted with the batch.
         """
         log = log or logging.getLogger("datalake")
         if view is None:
             with self.work_view((job_ids or ["run"])[0]) as work:
-                return self.process(job_ids, options, run_info, work, log)
+                return self.process(job_ids, options, run_info, work, log, chunks)
         results: list[BatchResult] = []
         try:
             for job_id in job_ids:
                 if run_info and run_info.get("run_id"):  # the reaper's view: which run and process hold it
                     self.mark_running(job_id, run_info["run_id"], os.getpid())
-                result = self._process_one(view, job_id, options, run_info)
+                result = self._process_one(view, job_id, options, run_info, chunks)
+                if chunks:  # the batch is done or failed (its job record written): its records served
+                    drop_chunks(self.storage, job_id)
                 self.record_version(result)
                 if result.status == "skipped":
                     log.warning(f"batch {job_id}: {result.error}; skipped")
@@ -304,6 +326,15 @@ class BaseLake:
 
     def mark_running(self, job_id: str, run_id: str, pid: int) -> None:
         raise NotImplementedError
+
+    def plan_chunks(self, job_ids: list[str], chunk_files: int) -> list[Chunk]:
+        """Plan the chunk steps of a run over ``job_ids`` (claimed batches): the files their rows reference, in
+        chunks of ``chunk_files``, plans written to the lake; none when they fit in one (``ingest/chunks.py``)."""
+        planned: dict[str, list[tuple[str, str]]] = {}
+        for job_id in job_ids:
+            with self._plan_source(job_id) as source:
+                planned[job_id] = referenced_files(*source, job_id) if source else []
+        return write_plans(self.storage, planned, chunk_files)
 
     def record_version(self, result: BatchResult | CompactionResult, action: str = "ingest") -> None:
         """Record the catalog version a published batch (done) or rebuild made of its partition, and set its

@@ -83,6 +83,7 @@ class S3Processing:
         def uri_of(self, key: str) -> str: ...
         def _drop_pending(self, job_id: str, objects: list[str] | None = None) -> None: ...
         def record_version(self, result: BatchResult | CompactionResult, action: str = "ingest") -> None: ...
+        def chunk_outcomes(self, job_id: str, options: Any, listing: list[Any]) -> dict[Any, Any]: ...
 
     # hash index --------------------------------------------------------------------------------------------
     def index_cache(self) -> SegmentCache:
@@ -248,16 +249,24 @@ class S3Processing:
 
     # processing --------------------------------------------------------------------------------------------
     def _process_one(
-        self, work: LakeLayout, job_id: str, options: ProcessOptions, run_info: dict[str, Any] | None = None
+        self,
+        work: LakeLayout,
+        job_id: str,
+        options: ProcessOptions,
+        run_info: dict[str, Any] | None = None,
+        chunks: bool = False,
     ) -> BatchResult:
-        """Process one claimed batch in ``work`` and publish the outcome to S3."""
+        """Process one claimed batch in ``work`` and publish the outcome to S3 (``chunks``: reuse what the run's
+        chunk steps stored and published, ``s3_chunks.py``)."""
         result = BatchResult(job_id)
         if not self.storage.exists(keys.pending_manifest(job_id)):
             result.status, result.error = "skipped", "the batch is no longer in staging/pending"
             self.storage.delete([self._claim_key(job_id)])
             return result
         schema = self.schema()
-        download_tree(self.storage, keys.pending_batch(job_id), work.processing_batch(job_id))
+        listing = list(self.storage.list(keys.pending_batch(job_id)))
+        done = self.chunk_outcomes(job_id, options.store_options(), listing) if chunks else {}
+        download_tree(self.storage, keys.pending_batch(job_id), work.processing_batch(job_id), listing)
         with contextlib.suppress(ValidationError, ValueError):
             self.fetch_for_batch(work, load_manifest(work.processing_batch(job_id), job_id).partition)
         cache = self.index_cache()
@@ -266,7 +275,7 @@ class S3Processing:
         processor = BatchProcessor(
             work, options, schema=schema, index=run_index, rows=rows, fetch_parts=lambda r: self.fetch_parts(work, r)
         )
-        result = processor.process(job_id, run_info)
+        result = processor.process(job_id, run_info, done)
         if result.source.get("method") == "hand_drop":  # the work lake's copy says nothing of who dropped it
             result.source.update(user=None, staged_at=None)
         clash = self._part_clash(job_id, result) if result.status == "done" else None
@@ -275,7 +284,8 @@ class S3Processing:
             result.rejected_dir = self.fail(job_id, {"error": clash, "partition": result.partition, **(run_info or {})})
             return result
         if result.status == "done":
-            self._publish(work, job_id, result, run_index, cache, rows)
+            uploaded = {o.entry.path for o in done.values() if o.new and o.entry is not None}  # by the chunks
+            self._publish(work, job_id, result, run_index, cache, rows, uploaded)
         else:
             error = json.loads((work.failed_batch(job_id) / ERROR_FILE).read_text())
             result.rejected_dir = self.fail(job_id, error)
@@ -315,9 +325,11 @@ class S3Processing:
         run_index: TieredHashIndex,
         cache: SegmentCache,
         rows: S3RowSegments,
+        uploaded: set[str] | None = None,
     ) -> None:
         entries = run_index.new_entries()
-        s3_map(lambda e: self.storage.upload(work.base / e.path, e.path), entries)  # step 1: every new asset
+        local = [e for e in entries if not uploaded or e.path not in uploaded or (work.base / e.path).is_file()]
+        s3_map(lambda e: self.storage.upload(work.base / e.path, e.path), local)  # step 1: every new asset
         if self._published_now is not None:
             self._published_now.update((e.path, e.size) for e in entries)
         if result.part_file and result.partition is None:  # BatchProcessor sets the partition before a part

@@ -385,10 +385,11 @@ def upload_tree(storage: Storage, folder: Path, prefix: str, last: str | None = 
     return len(files)
 
 
-def download_tree(storage: Storage, prefix: str, folder: Path) -> int:
-    """Download every object under ``prefix/`` into ``folder``; keys that would leave it are skipped."""
+def download_tree(storage: Storage, prefix: str, folder: Path, objects: list[ObjectInfo] | None = None) -> int:
+    """Download every object under ``prefix/`` (``objects``: its listing, when the caller has it) into ``folder``;
+    keys that would leave it are skipped."""
     prefix = prefix.strip("/")
-    objects = list(storage.list(prefix))
+    objects = list(storage.list(prefix)) if objects is None else objects
     root = folder.resolve()
 
     def fetch(obj: ObjectInfo) -> None:
