@@ -161,10 +161,9 @@ def same_size_jpegs() -> tuple[bytes, bytes]:
     raise AssertionError("no two JPEGs of one size")
 
 
-@pytest.mark.parametrize("how", ["replaced", "rewritten in place, mtime set back"])
-def test_a_staged_file_changed_after_its_chunk_ran_is_stored_again(how, base, tmp_path, make_jpeg):
-    if how.startswith("rewritten") and base.startswith("s3://"):
-        pytest.skip("an S3 object has no in-place write: replacing it is the 'replaced' case")
+def changed_after_its_chunk(base: str, tmp_path: Path, make_jpeg, change) -> None:
+    """Row 0's staged file is changed by ``change(lake, job_id, row0 key, new bytes)`` after every chunk ran; the
+    commit must catalogue what it now holds."""
     first, second = same_size_jpegs()
     # the first bytes are already in the lake, so the chunk records a dedup hit and never links (or locks) the file
     (tmp_path / "before").mkdir()
@@ -174,27 +173,35 @@ def test_a_staged_file_changed_after_its_chunk_ran_is_stored_again(how, base, tm
     )
     for job_id in claimed(base):
         open_lake(base).process([job_id], ProcessOptions(num_proc=1))
-    lake, job_id, _chunks, options = stored_in_chunks(base, tmp_path, make_jpeg, first)  # row 0: a dedup hit
-    row0 = "files/image/00000000.jpg"
-    if base.startswith("s3://"):
-        lake.storage.write_bytes(f"{keys.pending_batch(job_id)}/{row0}", second)
-    else:
-        staged = lake.storage.path(f"{keys.processing_batch(job_id)}/{row0}")
-        before = staged.stat()
-        if how == "replaced":
-            (tmp_path / "other.jpg").write_bytes(second)
-            os.replace(tmp_path / "other.jpg", staged)
-        else:  # what size, mtime and inode cannot tell: only the ctime changes
-            staged.write_bytes(second)
-            os.utime(staged, ns=(before.st_atime_ns, before.st_mtime_ns))
-            after = staged.stat()
-            assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
-                before.st_size,
-                before.st_mtime_ns,
-                before.st_ino,
-            )
+    lake, job_id, _chunks, options = stored_in_chunks(base, tmp_path, make_jpeg, first)
+    change(lake, job_id, "files/image/00000000.jpg", second)
     [result] = lake.process([job_id], options, chunks=True)
     assert result.status == "done" and result.rows_added == ROWS
     rows = {r["n"]: r for r in catalog_rows(base, partition(lake))}
     assert rows[0]["image_sha256"] == hashlib.sha256(second).hexdigest()
     assert rows[ROWS - 1]["image_sha256"] == hashlib.sha256(first).hexdigest()  # its own staged copy, unchanged
+
+
+def test_a_staged_file_replaced_after_its_chunk_ran_is_stored_again(base, tmp_path, make_jpeg):
+    def replace(lake, job_id: str, row0: str, data: bytes) -> None:
+        if base.startswith("s3://"):
+            lake.storage.write_bytes(f"{keys.pending_batch(job_id)}/{row0}", data)  # another ETag
+            return
+        (tmp_path / "other.jpg").write_bytes(data)
+        os.replace(tmp_path / "other.jpg", lake.storage.path(f"{keys.processing_batch(job_id)}/{row0}"))
+
+    changed_after_its_chunk(base, tmp_path, make_jpeg, replace)
+
+
+def test_a_staged_file_rewritten_in_place_with_its_mtime_set_back_is_stored_again(tmp_path, make_jpeg):
+    """What size, mtime and inode cannot tell (a local file; an S3 object has no in-place write): the ctime can."""
+
+    def rewrite(lake, job_id: str, row0: str, data: bytes) -> None:
+        staged = lake.storage.path(f"{keys.processing_batch(job_id)}/{row0}")
+        before = staged.stat()
+        staged.write_bytes(data)
+        os.utime(staged, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = staged.stat()
+        assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+
+    changed_after_its_chunk(str(tmp_path / "lake"), tmp_path, make_jpeg, rewrite)

@@ -259,10 +259,13 @@ class LocalLake(BaseLake):
         done = local_outcomes(self.storage, batch_dir, job_id, options.store_options()) if chunks else None
         return self._processor.process(job_id, run_info, done)
 
-    @contextlib.contextmanager
-    def _plan_source(self, job_id: str) -> Iterator[tuple[Path, set[str]] | None]:
+    def _staged_files(self, job_id: str) -> set[str] | None:
         batch_dir = self.layout.processing_batch(job_id)
-        yield (batch_dir, regular_files(batch_dir)) if batch_dir.is_dir() else None
+        return regular_files(batch_dir) if batch_dir.is_dir() else None
+
+    @contextlib.contextmanager
+    def _plan_source(self, job_id: str, files: set[str]) -> Iterator[Path]:
+        yield self.layout.processing_batch(job_id)
 
     def store_chunk(self, chunk: Chunk, options: ProcessOptions) -> dict[str, Any]:
         """Store one chunk of a claimed batch in place (``ingest/chunks.py``)."""

@@ -232,8 +232,12 @@ class BaseLake:
         """Process one claimed batch in ``view``; ``chunks``: reuse what its chunk steps recorded."""
         raise NotImplementedError
 
-    def _plan_source(self, job_id: str) -> contextlib.AbstractContextManager[tuple[Path, set[str]] | None]:
-        """A local folder holding a claimed batch's manifest and ``data.parquet``, and its files (None: gone)."""
+    def _staged_files(self, job_id: str) -> set[str] | None:
+        """The files of a claimed batch, relative to its folder (None: it is gone)."""
+        raise NotImplementedError
+
+    def _plan_source(self, job_id: str, files: set[str]) -> contextlib.AbstractContextManager[Path]:
+        """A local folder holding a claimed batch's manifest and ``data.parquet`` (``files``: its files)."""
         raise NotImplementedError
 
     def store_chunk(self, chunk: Chunk, options: ProcessOptions) -> dict[str, Any]:
@@ -330,10 +334,16 @@ class BaseLake:
     def plan_chunks(self, job_ids: list[str], chunk_files: int) -> list[Chunk]:
         """Plan the chunk steps of a run over ``job_ids`` (claimed batches): the files their rows reference, in
         chunks of ``chunk_files``, plans written to the lake; none when they fit in one (``ingest/chunks.py``)."""
+        staged = {job_id: self._staged_files(job_id) or set() for job_id in job_ids}
+        if sum(len(files) for files in staged.values()) <= chunk_files:
+            return []  # a small run (the usual one) reads no manifest and no data.parquet here
         planned: dict[str, list[tuple[str, str]]] = {}
-        for job_id in job_ids:
-            with self._plan_source(job_id) as source:
-                planned[job_id] = referenced_files(*source, job_id) if source else []
+        for job_id, files in staged.items():
+            if not files:
+                planned[job_id] = []
+                continue
+            with self._plan_source(job_id, files) as folder:
+                planned[job_id] = referenced_files(folder, files, job_id)
         return write_plans(self.storage, planned, chunk_files)
 
     def record_version(self, result: BatchResult | CompactionResult, action: str = "ingest") -> None:

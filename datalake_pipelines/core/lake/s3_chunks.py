@@ -58,21 +58,21 @@ class S3Chunks:
         def index_cache(self) -> SegmentCache: ...
         def existing_assets(self, paths: list[str]) -> dict[str, int]: ...
 
-    @contextlib.contextmanager
-    def _plan_source(self, job_id: str) -> Iterator[tuple[Path, set[str]] | None]:
-        """The batch's manifest and ``data.parquet`` in a temporary folder, its files from one listing."""
+    def _staged_files(self, job_id: str) -> set[str] | None:
         prefix = keys.pending_batch(job_id)
         names = {o.key[len(prefix) + 1 :] for o in self.storage.list(prefix)}
-        if BATCH_MANIFEST not in names:
-            yield None
-            return
+        return names if BATCH_MANIFEST in names else None
+
+    @contextlib.contextmanager
+    def _plan_source(self, job_id: str, files: set[str]) -> Iterator[Path]:
+        """The batch's manifest and ``data.parquet`` in a temporary folder."""
+        prefix = keys.pending_batch(job_id)
         self.cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.cache, prefix=f"plan-{job_id}-") as tmp:
             folder = Path(tmp)
-            for name in (BATCH_MANIFEST, "data.parquet"):
-                if name in names:
-                    self.storage.download(f"{prefix}/{name}", folder / name)
-            yield folder, names
+            for name in {BATCH_MANIFEST, "data.parquet"} & files:
+                self.storage.download(f"{prefix}/{name}", folder / name)
+            yield folder
 
     def _identities(self, job_id: str) -> Callable[[list[str]], dict[str, Identity]]:
         """``identity_of`` by HEAD of each staged object (a chunk's own earlier record)."""
