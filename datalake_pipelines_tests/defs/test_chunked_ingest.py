@@ -98,6 +98,34 @@ def test_a_big_batch_runs_in_chunk_steps_and_commits_every_row_once(base, tmp_pa
     assert list(open_lake(base).storage.list(keys.CHUNKS)) == []  # the records went with the batch
 
 
+def test_a_failing_chunk_step_is_left_to_the_commit(tmp_path, make_jpeg, monkeypatch):
+    """A chunk step that fails (not a dead worker: that one is retried) logs a warning and the run goes on: the
+    commit stores the chunk's files itself."""
+    from datalake_pipelines.core.lake.local import LocalLake
+
+    base = str(tmp_path / "lake")
+    monkeypatch.setenv("DATALAKE_CHUNK_FILES", "5")
+    store = LocalLake.store_chunk
+
+    def flaky(self, chunk, options):
+        if chunk.n == 1:
+            raise OSError("disk full")
+        return store(self, chunk, options)
+
+    monkeypatch.setattr(LocalLake, "store_chunk", flaky)
+    big_batch(base, tmp_path / "src", make_jpeg)
+    with dg.instance_for_test() as instance:
+        result = tick(instance, base)
+        outcome = run(instance, base, result.run_requests[0], result)
+        warnings = [e.message for e in instance.all_logs(outcome.run_id) if "not stored" in (e.message or "")]
+    assert outcome.success and warnings == [
+        "chunk 1 of batch " + result.run_requests[0].tags["datalake/job_ids"] + " not stored (OSError: disk full)"
+    ]
+    meta = outcome.asset_materializations_for_node("catalog_partition")[0].metadata
+    assert (meta["rows_added"].value, meta["images_new"].value, meta["images_deduplicated"].value) == (ROWS, 23, 1)
+    assert sorted(r["n"] for r in catalog_rows(base, partition(open_lake(base)))) == list(range(ROWS))
+
+
 def test_a_small_batch_plans_no_chunk(tmp_path, make_jpeg, monkeypatch):
     """A run whose files fit in one chunk is plan + commit: no chunk step, no record, nothing more to pay."""
     base = str(tmp_path / "lake")

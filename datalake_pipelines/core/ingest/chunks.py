@@ -229,7 +229,8 @@ def chunk_summary(chunk: Chunk, outcomes: list[StoredFile], recorded: int) -> di
 
 def store_local_chunk(layout: LakeLayout, storage: Any, chunk: Chunk, options: StoreOptions, workers: int) -> dict:
     """A chunk of a batch claimed in a local lake (``staging/processing/<job>``), stored in place: the assets are
-    linked from the staged files and the record written; the hash index is left to the commit (its one writer)."""
+    linked from the staged files and the record written. No index row is added (the commit adds them); only the
+    missing pHash of a known image is filled in, an idempotent update any run makes."""
     batch_dir = layout.processing_batch(chunk.job_id)
     files = read_plan(storage, chunk)
     done = own_record(storage, chunk, options, local_identities(batch_dir))
