@@ -233,3 +233,22 @@ def test_a_staged_file_rewritten_in_place_with_its_mtime_set_back_is_stored_agai
         assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
 
     changed_after_its_chunk(str(tmp_path / "lake"), tmp_path, make_jpeg, rewrite)
+
+
+def test_a_row_rejected_for_another_column_is_quarantined_with_the_file_a_chunk_stored(base, tmp_path, make_jpeg):
+    """Row 7's thumbnail is truncated, its image fine (a chunk stored it; an S3 commit does not download it): the
+    quarantined row still comes with both files, so it can be fixed and resubmitted."""
+    images = [str(make_jpeg(tmp_path / "src" / f"i{i:02}.jpg")) for i in range(12)]
+    thumbs = [str(make_jpeg(tmp_path / "src" / f"t{i:02}.jpg", size=(16, 12))) for i in range(12)]
+    Path(thumbs[7]).write_bytes(Path(thumbs[7]).read_bytes()[:200])
+    frame = pd.DataFrame({"image": images, "thumb": thumbs})
+    DatalakeClient(base, progress=False).upload_raw_data(frame, "inhouse", "chunky", "two", ["image", "thumb"])
+    [job_id] = claimed(base)
+    lake = open_lake(base)
+    options = ProcessOptions(num_proc=2)
+    for chunk in lake.plan_chunks([job_id], 5):
+        lake.store_chunk(chunk, options)
+    [result] = lake.process([job_id], options, chunks=True)
+    assert (result.status, result.rows_added, result.rows_rejected) == ("done", 11, 1)
+    quarantined = sorted(o.size for o in lake.storage.list(keys.rejected_batch(job_id)) if "/files/" in o.key)
+    assert quarantined == sorted(Path(p).stat().st_size for p in (images[7], thumbs[7]))

@@ -49,7 +49,7 @@ from .images import max_pixels_from_env
 from .manifest import BatchManifest, load_manifest
 from .provenance import batch_source
 from .quarantine import quarantine_rows
-from .references import BatchFiles
+from .references import BatchFiles, absent_files
 from .rejections import record_rejections
 from .row_identity import RowIdentity
 from .row_index import BatchSeen, LocalRowDedup, RowDedup
@@ -124,14 +124,17 @@ class BatchProcessor:
         index: HashIndex | None = None,
         rows: RowDedup | None = None,
         fetch_parts: Callable[[PartitionRef], object] | None = None,
+        fetch_files: Callable[[list[str]], object] | None = None,
     ):
-        # rows: the row index (default: the lake's own); fetch_parts: brings older parts into an S3 work lake
+        # rows: the row index (default: the lake's own); fetch_parts: brings older parts into an S3 work lake;
+        # fetch_files: brings staged files a chunk stored (not downloaded) into it, for the quarantine
         self.layout = layout
         self.options = options
         self.schema = schema or load_schema(layout)
         self.index = index or HashIndex(layout.hash_index)
         self.rows: RowDedup = rows or LocalRowDedup(layout, self.index)
         self.fetch_parts = fetch_parts
+        self.fetch_files = fetch_files
         self.precomputed: Mapping[tuple[str, str], StoredFile] = {}
         self.store_options = options.store_options()
         purge_discarded(layout)
@@ -183,6 +186,8 @@ class BatchProcessor:
                 # after the part's rename, never before: see row_index (a crash before this is caught on next use)
                 self.rows.committed(manifest.partition, conformed)
                 if rejected_rows:  # quarantined, and named in the partition's history (still under the lock)
+                    if self.fetch_files is not None:
+                        self.fetch_files(absent_files(batch_dir, self._files, rejected_rows, manifest))
                     quarantine = quarantine_rows(self.layout, batch_dir, manifest, rejected_rows, result)
                     result.rejected_dir = str(quarantine)
                     record_rejections(self.layout, manifest.partition, job_id, result.rejected, quarantine, run_info)
@@ -282,7 +287,8 @@ class BatchProcessor:
         self._check_contract(schema, manifest, writer)
         self._identity = RowIdentity()  # occurrences of identical rows are counted batch-wide
         self._sources = {f.get("path"): f.get("source") for f in manifest.files if isinstance(f, dict)}
-        self._files = BatchFiles(batch_dir, regular_files(batch_dir))
+        # with the files a chunk stored: an S3 work lake does not download them (they are in the batch's listing)
+        self._files = BatchFiles(batch_dir, regular_files(batch_dir) | {rel for _kind, rel in self.precomputed})
         self._reused: set[str] = set()  # asset paths of the precomputed outcomes already given to a row
         self._referenced: set[str] = set()  # batch files some row names (kept with the rows or stored)
         self.rows.prepare(manifest.partition)

@@ -10,6 +10,12 @@ from __future__ import annotations
 import os
 import unicodedata
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .manifest import BatchManifest
 
 from ..storage.files import UnsafePathError, safe_join
 
@@ -43,3 +49,16 @@ class BatchFiles:
         if self._by_nfc is None:
             self._by_nfc = {unicodedata.normalize("NFC", f): f for f in self.files}
         return self._by_nfc
+
+
+def absent_files(batch_dir: Path, files: BatchFiles, tables: list[pa.Table], manifest: BatchManifest) -> list[str]:
+    """The batch files the rows of ``tables`` reference that ``batch_dir`` does not hold (an S3 work lake leaves
+    out what the run's chunks stored)."""
+    wanted = set()
+    for table in tables:
+        for col in manifest.image_columns + manifest.file_columns:
+            for value in table.column(col).to_pylist():
+                rel = files.resolve(value)[0] if isinstance(value, str) else None
+                if rel is not None and not os.path.lexists(batch_dir / rel):
+                    wanted.add(rel)
+    return sorted(wanted)

@@ -264,16 +264,26 @@ class S3Processing:
             self.storage.delete([self._claim_key(job_id)])
             return result
         schema = self.schema()
-        listing = list(self.storage.list(keys.pending_batch(job_id)))
+        prefix, batch_dir = keys.pending_batch(job_id), work.processing_batch(job_id)
+        listing = list(self.storage.list(prefix))
         done = self.chunk_outcomes(job_id, options.store_options(), listing) if chunks else {}
-        download_tree(self.storage, keys.pending_batch(job_id), work.processing_batch(job_id), listing)
+        stored = {f"{prefix}/{rel}" for _kind, rel in done}  # the chunks' files: not downloaded again
+        download_tree(self.storage, prefix, batch_dir, [o for o in listing if o.key not in stored])
         with contextlib.suppress(ValidationError, ValueError):
-            self.fetch_for_batch(work, load_manifest(work.processing_batch(job_id), job_id).partition)
+            self.fetch_for_batch(work, load_manifest(batch_dir, job_id).partition)
         cache = self.index_cache()
         run_index = TieredHashIndex(work.index_dir / f"run-{job_id}.sqlite", cache.index, self.existing_assets)
         rows = S3RowSegments(self.storage, cache.index, cache.folder)
         processor = BatchProcessor(
-            work, options, schema=schema, index=run_index, rows=rows, fetch_parts=lambda r: self.fetch_parts(work, r)
+            work,
+            options,
+            schema=schema,
+            index=run_index,
+            rows=rows,
+            fetch_parts=lambda r: self.fetch_parts(work, r),
+            fetch_files=lambda rels: s3_map(
+                lambda rel: self.storage.download(f"{prefix}/{rel}", batch_dir / rel), rels
+            ),
         )
         result = processor.process(job_id, run_info, done)
         if result.source.get("method") == "hand_drop":  # the work lake's copy says nothing of who dropped it
