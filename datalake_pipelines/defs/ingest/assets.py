@@ -33,12 +33,14 @@ def run_job_ids(context: dg.OpExecutionContext | dg.AssetCheckExecutionContext) 
     return [j for j in raw.split(",") if j]
 
 
+# No s3 resource here: Dagster builds a resource's boto3 client for every step that asks for it (0.3-0.7 s), and
+# this step runs in every ingest run; on an S3 lake it lists and reads through the lake's own client (the CLI's).
 @dg.op(out=dg.DynamicOut(Chunk))
-def plan_chunks(context: dg.OpExecutionContext, lake: LakeResource, s3: S3Resource):
+def plan_chunks(context: dg.OpExecutionContext, lake: LakeResource):
     """The run's chunk steps: the files its batches reference, ``DATALAKE_CHUNK_FILES`` per chunk; none for a
     rebuild or when they fit in one chunk (the commit then stores them itself)."""
     job_ids = run_job_ids(context)
-    chunks = lake.lake(s3).plan_chunks(job_ids, load_settings().chunk_files) if job_ids else []
+    chunks = lake.lake().plan_chunks(job_ids, load_settings().chunk_files) if job_ids else []
     if chunks:
         context.log.info(f"{sum(c.files for c in chunks)} files in {len(chunks)} chunks")
     for chunk in chunks:
