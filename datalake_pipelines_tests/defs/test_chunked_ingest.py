@@ -126,6 +126,37 @@ def test_a_failing_chunk_step_is_left_to_the_commit(tmp_path, make_jpeg, monkeyp
     assert sorted(r["n"] for r in catalog_rows(base, partition(open_lake(base)))) == list(range(ROWS))
 
 
+def multiprocess_ingest() -> dg.JobDefinition:
+    """``catalog_partition`` under Dagster's multiprocess executor: every step in a process of its own."""
+    from datalake_pipelines.definitions import resources
+    from datalake_pipelines.defs.ingest.assets import catalog_partition
+
+    job = dg.define_asset_job("multiprocess_ingest", [catalog_partition], executor_def=dg.multiprocess_executor)
+    return dg.Definitions(assets=[catalog_partition], resources=resources(), jobs=[job]).resolve_job_def(job.name)
+
+
+def test_the_steps_share_nothing_but_the_lake_and_small_outputs(tmp_path, make_jpeg, monkeypatch):
+    """Any executor: with one process per step, the chunk steps and the commit still ingest every row once."""
+    base = str(tmp_path / "lake")
+    monkeypatch.setenv("DATALAKE_BASE_PATH", base)
+    monkeypatch.setenv("DATALAKE_CHUNK_FILES", "12")
+    big_batch(base, tmp_path / "src", make_jpeg)
+    instance = dg.DagsterInstance.get()  # the test's own DAGSTER_HOME: the child processes open it too
+    result = tick(instance, base)
+    for req in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    request = result.run_requests[0]
+    tags = {**request.tags, "dagster/partition": request.partition_key}
+    with dg.execute_job(dg.reconstructable(multiprocess_ingest), instance, tags=tags) as outcome:
+        assert outcome.success
+    events = instance.all_logs(outcome.run_id, of_type=STEP_SUCCESS)
+    assert len([e for e in events if "store_chunk[" in (e.step_key or "")]) == 2
+    assert len({e.dagster_event.pid for e in events}) == 4  # plan, 2 chunks, commit: each its own process
+    rows = catalog_rows(base, partition(open_lake(base)))
+    assert sorted(r["n"] for r in rows) == list(range(ROWS)) and len({r["row_hash"] for r in rows}) == ROWS
+    assets_ok(base, partition(open_lake(base)))
+
+
 def test_a_small_batch_plans_no_chunk(tmp_path, make_jpeg, monkeypatch):
     """A run whose files fit in one chunk is plan + commit: no chunk step, no record, nothing more to pay."""
     base = str(tmp_path / "lake")
