@@ -107,7 +107,7 @@ def read_plan(storage: Any, chunk: Chunk) -> list[FileKey]:
 
 def fingerprint(options: StoreOptions) -> dict[str, Any]:
     """What makes an outcome depend on more than the bytes: a record made under other options is not reused."""
-    return {k: v for k, v in asdict(options).items()}
+    return asdict(options)
 
 
 def store_planned(
