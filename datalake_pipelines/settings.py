@@ -24,6 +24,7 @@ ASSET_OWNERS_ENV = "DATALAKE_ASSET_OWNERS"
 ASSET_TAGS_ENV = "DATALAKE_ASSET_TAGS"
 NUM_PROC_ENV = "DATALAKE_NUM_PROC"
 BATCH_SIZE_ENV = "DATALAKE_BATCH_SIZE"
+CHUNK_FILES_ENV = "DATALAKE_CHUNK_FILES"
 SENSOR_INTERVAL_ENV = "DATALAKE_SENSOR_INTERVAL"
 QUIET_SECONDS_ENV = "DATALAKE_QUIET_SECONDS"
 GRACE_SECONDS_ENV = "DATALAKE_GRACE_SECONDS"
@@ -49,6 +50,8 @@ STEP_PAUSE_ENV = "DATALAKE_STEP_PAUSE"  # a test hook: seconds the ingest waits 
 DEFAULT_BASE_DIRNAME = "lake"
 DEFAULT_MOUNT_TABLE = "/proc/self/mounts"
 DEFAULT_BATCH_SIZE = 1000
+# files per chunk step of an ingest run; a run with no more files than this stores them in its commit step
+DEFAULT_CHUNK_FILES = 2000
 DEFAULT_SENSOR_INTERVAL = 30
 DEFAULT_QUIET_SECONDS = 10.0
 DEFAULT_GRACE_SECONDS = 600.0
@@ -89,6 +92,7 @@ class Settings:
     base_path: str = ""
     num_proc: int = field(default_factory=default_num_proc)
     batch_size: int = DEFAULT_BATCH_SIZE
+    chunk_files: int = DEFAULT_CHUNK_FILES
     sensor_interval: int = DEFAULT_SENSOR_INTERVAL
     quiet_seconds: float = DEFAULT_QUIET_SECONDS
     grace_seconds: float = DEFAULT_GRACE_SECONDS
@@ -173,6 +177,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         base_path=text(BASE_PATH_ENV),
         num_proc=_number(env, NUM_PROC_ENV, int, default_num_proc(), "whole number of processes"),
         batch_size=_number(env, BATCH_SIZE_ENV, int, DEFAULT_BATCH_SIZE, "whole number of rows"),
+        chunk_files=_number(env, CHUNK_FILES_ENV, int, DEFAULT_CHUNK_FILES, "whole number of files"),
         sensor_interval=_number(env, SENSOR_INTERVAL_ENV, int, DEFAULT_SENSOR_INTERVAL, "whole number of seconds"),
         quiet_seconds=_number(env, QUIET_SECONDS_ENV, float, DEFAULT_QUIET_SECONDS, "number of seconds", True),
         grace_seconds=_number(env, GRACE_SECONDS_ENV, float, DEFAULT_GRACE_SECONDS, "number of seconds", True),

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 import time
-import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from ..lake.layout import BATCH_DATA, LakeLayout, PartitionRef
 from ..lake.locks import exclusive_lock
 from ..lake.queue import discard_batch, fail_batch, purge_discarded, scan_pending
 from ..lake.schema import SchemaConfig, load_schema
-from ..storage.files import UnsafePathError, safe_join, utc_now, utc_now_iso, write_json_atomic
+from ..storage.files import utc_now, utc_now_iso, write_json_atomic
 from .asset_store import StoredFile, StoreOptions, known_references, lacks_phash, store_files
 from .batch_result import BatchResult
 from .catalog_rows import catalog_rows, catalog_schema
@@ -55,6 +54,7 @@ from .manifest import BatchManifest, load_manifest
 from .pg_rows import open_row_index
 from .provenance import batch_source
 from .quarantine import quarantine_rows
+from .references import BatchFiles, absent_files
 from .rejections import record_rejections
 from .row_identity import RowIdentity
 from .row_index import BatchSeen, LocalRowDedup, RowDedup
@@ -70,6 +70,9 @@ class ProcessOptions:
     max_pixels: int = field(default_factory=max_pixels_from_env)  # $DATALAKE_MAX_IMAGE_PIXELS or 89,478,485
     optimize_images: bool = False
     full_decode: bool = False
+
+    def store_options(self) -> StoreOptions:
+        return StoreOptions(self.max_pixels, self.optimize_images, self.full_decode)
 
 
 def claim_batch(layout: LakeLayout, job_id: str) -> bool:
@@ -88,8 +91,6 @@ def write_job_record(layout: LakeLayout, result: BatchResult, extra: dict[str, A
 class BatchProcessor:
     """Runs the processing steps for one batch already in ``staging/processing/<job_id>``."""
 
-    _nfc_index: tuple[set[str], dict[str, str]] | None  # (the batch's files, NFC path -> path), see _nfc_files
-
     def __init__(
         self,
         layout: LakeLayout,
@@ -98,20 +99,31 @@ class BatchProcessor:
         index: HashIndex | None = None,
         rows: RowDedup | None = None,
         fetch_parts: Callable[[PartitionRef], object] | None = None,
+        fetch_files: Callable[[list[str]], object] | None = None,
     ):
-        # rows: the row index (default: the lake's own); fetch_parts: brings older parts into an S3 work lake
+        # rows: the row index (default: the lake's own); fetch_parts: brings older parts into an S3 work lake;
+        # fetch_files: brings staged files a chunk stored (not downloaded) into it, for the quarantine
         self.layout = layout
         self.options = options
         self.schema = schema or load_schema(layout)
         self.index = index or open_hash_index(layout)
         self.rows: RowDedup = rows or LocalRowDedup(layout, open_row_index(self.index))
         self.fetch_parts = fetch_parts
-        self.store_options = StoreOptions(options.max_pixels, options.optimize_images, options.full_decode)
+        self.fetch_files = fetch_files
+        self.precomputed: Mapping[tuple[str, str], StoredFile] = {}
+        self.store_options = options.store_options()
         purge_discarded(layout)
 
     # entry point -----------------------------------------------------------------
-    def process(self, job_id: str, run_info: dict[str, Any] | None = None) -> BatchResult:
+    def process(
+        self,
+        job_id: str,
+        run_info: dict[str, Any] | None = None,
+        precomputed: Mapping[tuple[str, str], StoredFile] | None = None,
+    ) -> BatchResult:
+        """``precomputed``: (kind, staged path) -> what a chunk step stored (``chunks.py``), reused as it is."""
         started = time.perf_counter()
+        self.precomputed = precomputed or {}
         result = BatchResult(job_id)
         batch_dir = self.layout.processing_batch(job_id)
         writer: PartWriter | None = None
@@ -149,6 +161,8 @@ class BatchProcessor:
                 # after the part's rename, never before: see row_index (a crash before this is caught on next use)
                 self.rows.committed(manifest.partition, conformed)
                 if rejected_rows:  # quarantined, and named in the partition's history (still under the lock)
+                    if self.fetch_files is not None:
+                        self.fetch_files(absent_files(batch_dir, self._files, rejected_rows, manifest))
                     quarantine = quarantine_rows(self.layout, batch_dir, manifest, rejected_rows, result)
                     result.rejected_dir = str(quarantine)
                     record_rejections(self.layout, manifest.partition, job_id, result.rejected, quarantine, run_info)
@@ -249,7 +263,9 @@ class BatchProcessor:
         self._identity = RowIdentity()  # occurrences of identical rows are counted batch-wide
         self._sources = {f.get("path"): f.get("source") for f in manifest.files if isinstance(f, dict)}
         self._hashes = manifest_hashes(manifest)  # the upload's hashes: known content needs no read (known_content)
-        self._batch_files = regular_files(batch_dir)
+        # with the files a chunk stored: an S3 work lake does not download them (they are in the batch's listing)
+        self._files = BatchFiles(batch_dir, regular_files(batch_dir) | {rel for _kind, rel in self.precomputed})
+        self._reused: set[str] = set()  # asset paths of the precomputed outcomes already given to a row
         self._referenced: set[str] = set()  # batch files some row names (kept with the rows or stored)
         self.rows.prepare(manifest.partition)
         seen = BatchSeen(self.rows, manifest.partition, writer.target.name)
@@ -301,28 +317,23 @@ class BatchProcessor:
                 if value in self._hashes:
                     refs.append((i, self._hashes[value]))
                     continue
-                if "\\" in value and value not in self._batch_files:  # imgs\a.png: resolved like imgs/a.png
-                    value = value.replace("\\", "/")
-                if value not in self._batch_files:  # an NFC reference to an NFD file name, or the reverse
-                    value = self._nfc_files().get(unicodedata.normalize("NFC", value), value)
-                if value in self._batch_files:  # a regular file inside the batch, reached without symlinks
-                    jobs.append((i, os.path.join(batch_root, value)))
-                    self._referenced.add(value)
+                rel, reason = self._files.resolve(value)
+                if rel is None:
+                    errors.setdefault(i, []).append({"column": col, "file": value, "reason": reason})
                     continue
-                try:
-                    path = safe_join(batch_dir, value)
-                    if os.path.relpath(path, batch_dir) in self._batch_files:  # e.g. "./files/a.jpg"
-                        jobs.append((i, str(path)))
-                        self._referenced.add(os.path.relpath(path, batch_dir))
-                        continue
-                    reason = f"file {value!r} is missing from the batch"
-                except UnsafePathError as exc:
-                    reason = str(exc)
-                errors.setdefault(i, []).append({"column": col, "file": value, "reason": reason})
+                self._referenced.add(rel)
+                done = self.precomputed.get((kinds[col], rel))  # a chunk step stored it (ingest/chunks.py)
+                if done is not None:  # a second file or reference with the content wrote nothing, as in store_files
+                    again = done.entry is not None and done.entry.path in self._reused
+                    outcomes[i] = replace(done, bytes_written=0) if again else done
+                    self._reused.add(done.entry.path if done.entry is not None else rel)
+                else:
+                    jobs.append((i, os.path.join(batch_root, rel)))
             found = known_references(self.layout, self.index, [sha for _i, sha in refs], kinds[col], self.store_options)
             for (i, _sha), ref in zip(refs, found):
                 # gone from the lake, or a hit whose pHash is wanted: from the staged file when the batch has it
-                if values[i] in self._batch_files and (ref.error or lacks_phash(ref, kinds[col], self.store_options)):
+                if values[i] in self._files.files and (ref.error or lacks_phash(ref, kinds[col], self.store_options)):
+                    self._referenced.add(values[i])
                     jobs.append((i, os.path.join(batch_root, values[i])))
                 else:
                     outcomes[i] = ref
@@ -340,8 +351,8 @@ class BatchProcessor:
                 ),
                 chunks,
             )
-            for (i, _path), outcome in zip(jobs, (o for chunk in futures for o in chunk)):
-                outcomes[i] = outcome
+            for (i, _path), stored_now in zip(jobs, (o for chunk in futures for o in chunk)):
+                outcomes[i] = stored_now
             for i, done in enumerate(outcomes):
                 if done is not None and done.error:
                     errors.setdefault(i, []).append(
@@ -385,14 +396,6 @@ class BatchProcessor:
             fresh.append(j)
         result.rows_added += len(fresh)
         return (out.take(pa.array(fresh, pa.int64())) if len(fresh) != out.num_rows else out), sorted(errors)
-
-    def _nfc_files(self) -> dict[str, str]:
-        """The batch's files by the NFC form of their relative path (built once per batch, on first need)."""
-        index = getattr(self, "_nfc_index", None)
-        if index is None or index[0] is not self._batch_files:
-            by_nfc = {unicodedata.normalize("NFC", f): f for f in self._batch_files}
-            index = self._nfc_index = (self._batch_files, by_nfc)
-        return index[1]
 
     def _check_thresholds(self, result: BatchResult) -> None:
         details = {"rejected": result.rejected}

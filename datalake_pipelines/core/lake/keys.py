@@ -34,6 +34,7 @@ CONFIG = "config"
 SCHEMA = "config/schema.yaml"
 LOGS = "logs"
 JOBS = "logs/jobs"
+CHUNKS = "logs/chunks"  # an ingest run's chunk plans and records, per job, deleted with the batch (ingest/chunks.py)
 DUCKDB = "catalog.duckdb"
 EXPORTS = "exports"
 RETAINED = "catalog_retained"  # catalog files replaced by a deletion, kept for the retention period
@@ -166,3 +167,8 @@ def lifecycle_record(op_id: str) -> str:
 def deletion_open(deletion_id: str) -> str:
     """The marker of a deletion whose lifecycle record still says ``started``: the next delete or GC finishes it."""
     return f"{DELETIONS_OPEN}/{deletion_id}"
+
+
+def chunks(job_id: str) -> str:
+    """``logs/chunks/<job>``: the chunk plans and records of one batch (core/ingest/chunks.py)."""
+    return f"{CHUNKS}/{job_id}"

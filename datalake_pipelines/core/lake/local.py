@@ -25,6 +25,8 @@ from ..catalog.parts import CompactionResult, compact_partition
 from ..catalog.refresh import refresh_duckdb
 from ..errors import DatalakeError, ValidationError
 from ..ingest.asset_store import asset_problem, sha256_file
+from ..ingest.chunks import Chunk, local_outcomes, store_local_chunk
+from ..ingest.file_accounting import regular_files
 from ..ingest.hash_index import HashIndex, IndexEntry
 from ..ingest.index_store import existing_hash_index
 from ..ingest.manifest import load_manifest
@@ -244,16 +246,36 @@ class LocalLake(BaseLake):
         run_info: dict[str, Any] | None = None,
         view: LakeLayout | None = None,
         log: Any = None,
+        chunks: bool = False,
     ) -> list[BatchResult]:
         self._processor = BatchProcessor(self.layout, options)  # one hash index and schema for the whole run
-        return super().process(job_ids, options, run_info, view or self.layout, log)
+        return super().process(job_ids, options, run_info, view or self.layout, log, chunks)
 
     def _process_one(
-        self, view: LakeLayout, job_id: str, options: ProcessOptions, run_info: dict[str, Any] | None
+        self,
+        view: LakeLayout,
+        job_id: str,
+        options: ProcessOptions,
+        run_info: dict[str, Any] | None,
+        chunks: bool = False,
     ) -> BatchResult:
-        if not self.layout.processing_batch(job_id).is_dir():
+        batch_dir = self.layout.processing_batch(job_id)
+        if not batch_dir.is_dir():
             return BatchResult(job_id, status="skipped", error="the batch is no longer in staging/processing")
-        return self._processor.process(job_id, run_info)
+        done = local_outcomes(self.storage, batch_dir, job_id, options.store_options()) if chunks else None
+        return self._processor.process(job_id, run_info, done)
+
+    def _staged_files(self, job_id: str) -> set[str] | None:
+        batch_dir = self.layout.processing_batch(job_id)
+        return regular_files(batch_dir) if batch_dir.is_dir() else None
+
+    @contextlib.contextmanager
+    def _plan_source(self, job_id: str, files: set[str]) -> Iterator[Path]:
+        yield self.layout.processing_batch(job_id)
+
+    def store_chunk(self, chunk: Chunk, options: ProcessOptions) -> dict[str, Any]:
+        """Store one chunk of a claimed batch in place (``ingest/chunks.py``)."""
+        return store_local_chunk(self.layout, self.storage, chunk, options.store_options(), options.num_proc)
 
     def process_pending(self, options: ProcessOptions, quiet_seconds: float = 2.0) -> list[BatchResult]:
         """Claim (rename) and process every pending batch in this process, in staging order; hand drops are

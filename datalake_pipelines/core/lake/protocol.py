@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ...settings import load as load_settings
 from ..catalog.parts import CompactionResult
+from ..ingest.chunks import Chunk, drop_chunks, referenced_files, write_plans
 from ..ingest.hash_index import HashIndex, IndexEntry
 from ..ingest.processing import BatchResult, ProcessOptions
 from ..lifecycle import versions
@@ -168,7 +169,10 @@ class Lake(Protocol):
         run_info: dict[str, Any] | None = None,
         view: LakeLayout | None = None,
         log: Any = None,
+        chunks: bool = False,
     ) -> list[BatchResult]: ...
+    def plan_chunks(self, job_ids: list[str], chunk_files: int) -> list[Chunk]: ...
+    def store_chunk(self, chunk: Chunk, options: ProcessOptions) -> dict[str, Any]: ...
     def process_pending(self, options: ProcessOptions, quiet_seconds: float = 2.0) -> list[BatchResult]: ...
     def rebuild_partition(
         self, ref: PartitionRef, batch_size: int, view: LakeLayout | None = None
@@ -220,8 +224,25 @@ class BaseLake:
         raise NotImplementedError
 
     def _process_one(
-        self, view: LakeLayout, job_id: str, options: ProcessOptions, run_info: dict[str, Any] | None
+        self,
+        view: LakeLayout,
+        job_id: str,
+        options: ProcessOptions,
+        run_info: dict[str, Any] | None,
+        chunks: bool = False,
     ) -> BatchResult:
+        """Process one claimed batch in ``view``; ``chunks``: reuse what its chunk steps recorded."""
+        raise NotImplementedError
+
+    def _staged_files(self, job_id: str) -> set[str] | None:
+        """The files of a claimed batch, relative to its folder (None: it is gone)."""
+        raise NotImplementedError
+
+    def _plan_source(self, job_id: str, files: set[str]) -> contextlib.AbstractContextManager[Path]:
+        """A local folder holding a claimed batch's manifest and ``data.parquet`` (``files``: its files)."""
+        raise NotImplementedError
+
+    def store_chunk(self, chunk: Chunk, options: ProcessOptions) -> dict[str, Any]:
         raise NotImplementedError
 
     def claims(self) -> list[Claim]:
@@ -272,16 +293,19 @@ class BaseLake:
         run_info: dict[str, Any] | None = None,
         view: LakeLayout | None = None,
         log: Any = None,
+        chunks: bool = False,
     ) -> list[BatchResult]:
         """Process claimed batches in order (one partition's, in staging order); one result per processed batch.
 
         ``view`` is the local layout to work in (:meth:`work_view`); a batch no longer claimed is skipped with
         a warning. Whatever escapes (a crash, a cancel) first sends every batch still claimed to failed/.
+        ``chunks``: the run's chunk steps stored files (:meth:`store_chunk`); their records are reused, then
+        deleted with the batch.
         """
         log = log or logging.getLogger("datalake")
         if view is None:
             with self.work_view((job_ids or ["run"])[0]) as work:
-                return self.process(job_ids, options, run_info, work, log)
+                return self.process(job_ids, options, run_info, work, log, chunks)
         results: list[BatchResult] = []
         try:
             for job_id in job_ids:
@@ -289,7 +313,9 @@ class BaseLake:
                     self.mark_running(job_id, run_info["run_id"], os.getpid())
                 if pause := load_settings().step_pause:  # a test hook: a worker is killed here, holding the batch
                     time.sleep(pause)
-                result = self._process_one(view, job_id, options, run_info)
+                result = self._process_one(view, job_id, options, run_info, chunks)
+                if chunks:  # the batch is done or failed (its job record written): its records served
+                    drop_chunks(self.storage, job_id)
                 self.record_version(result)
                 if result.status == "skipped":
                     log.warning(f"batch {job_id}: {result.error}; skipped")
@@ -308,6 +334,21 @@ class BaseLake:
 
     def mark_running(self, job_id: str, run_id: str, pid: int) -> None:
         raise NotImplementedError
+
+    def plan_chunks(self, job_ids: list[str], chunk_files: int) -> list[Chunk]:
+        """Plan the chunk steps of a run over ``job_ids`` (claimed batches): the files their rows reference, in
+        chunks of ``chunk_files``, plans written to the lake; none when they fit in one (``ingest/chunks.py``)."""
+        staged = {job_id: self._staged_files(job_id) or set() for job_id in job_ids}
+        if sum(len(files) for files in staged.values()) <= chunk_files:
+            return []  # a small run (the usual one) reads no manifest and no data.parquet here
+        planned: dict[str, list[tuple[str, str]]] = {}
+        for job_id, files in staged.items():
+            if not files:
+                planned[job_id] = []
+                continue
+            with self._plan_source(job_id, files) as folder:
+                planned[job_id] = referenced_files(folder, files, job_id)
+        return write_plans(self.storage, planned, chunk_files)
 
     def record_version(self, result: BatchResult | CompactionResult, action: str = "ingest") -> None:
         """Record the catalog version a published batch (done) or rebuild made of its partition, and set its

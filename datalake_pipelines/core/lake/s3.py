@@ -49,12 +49,13 @@ from .keys import ERROR_FILE
 from .layout import LakeLayout, PartitionRef
 from .protocol import MAX_ATTEMPTS, BaseLake, Claim, Claimed, ClaimOptions, RunState, claim_doc_state
 from .queue_view import REFUSED_MARK, QueueEntry, seconds_left, short_reason
+from .s3_chunks import S3Chunks
 from .s3_work import S3Processing
 from .schema import SchemaConfig, load_schema
 from .triage import readable_json, unusable_reason
 
 
-class S3Lake(S3Processing, BaseLake):
+class S3Lake(S3Chunks, S3Processing, BaseLake):
     """Operations on an S3 lake; local work happens under :func:`cache_dir_for` (``$DATALAKE_CACHE_DIR``)."""
 
     kind = "s3"

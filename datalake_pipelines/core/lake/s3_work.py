@@ -84,6 +84,7 @@ class S3Processing:
         def uri_of(self, key: str) -> str: ...
         def _drop_pending(self, job_id: str, objects: list[str] | None = None) -> None: ...
         def record_version(self, result: BatchResult | CompactionResult, action: str = "ingest") -> None: ...
+        def chunk_outcomes(self, job_id: str, options: Any, listing: list[Any]) -> dict[Any, Any]: ...
 
     # hash index --------------------------------------------------------------------------------------------
     def index_cache(self) -> SegmentCache:
@@ -257,9 +258,15 @@ class S3Processing:
 
     # processing --------------------------------------------------------------------------------------------
     def _process_one(
-        self, work: LakeLayout, job_id: str, options: ProcessOptions, run_info: dict[str, Any] | None = None
+        self,
+        work: LakeLayout,
+        job_id: str,
+        options: ProcessOptions,
+        run_info: dict[str, Any] | None = None,
+        chunks: bool = False,
     ) -> BatchResult:
-        """Process one claimed batch in ``work`` and publish the outcome to S3."""
+        """Process one claimed batch in ``work`` and publish the outcome to S3 (``chunks``: reuse what the run's
+        chunk steps stored and published, ``s3_chunks.py``)."""
         result = BatchResult(job_id)
         batch = work.processing_batch(job_id)
         try:
@@ -269,6 +276,10 @@ class S3Processing:
             self.storage.delete([self._claim_key(job_id)])
             return result
         schema = self.schema()
+        prefix, batch_dir = keys.pending_batch(job_id), batch
+        listing = list(self.storage.list(prefix))
+        done = self.chunk_outcomes(job_id, options.store_options(), listing) if chunks else {}
+        stored = {rel for _kind, rel in done}  # the chunks' files: not downloaded again
         cache = self.index_cache()
         known: set[str] = set()  # staged files whose content is published (since the upload): not downloaded
         with contextlib.suppress(ValidationError, ValueError):
@@ -276,14 +287,26 @@ class S3Processing:
             known = known_staged_files(manifest, cache.index, self.sound_assets)
             self.fetch_for_batch(work, manifest.partition)
         download_tree(
-            self.storage, keys.pending_batch(job_id), batch, skip=lambda rel: rel == BATCH_MANIFEST or rel in known
+            self.storage,
+            prefix,
+            batch,
+            skip=lambda rel: rel == BATCH_MANIFEST or rel in known or rel in stored,
+            objects=listing,
         )
         run_index = TieredHashIndex(work.index_dir / f"run-{job_id}.sqlite", cache.index, self.existing_assets)
         rows = S3RowSegments(self.storage, cache.index, cache.folder)
         processor = BatchProcessor(
-            work, options, schema=schema, index=run_index, rows=rows, fetch_parts=lambda r: self.fetch_parts(work, r)
+            work,
+            options,
+            schema=schema,
+            index=run_index,
+            rows=rows,
+            fetch_parts=lambda r: self.fetch_parts(work, r),
+            fetch_files=lambda rels: s3_map(
+                lambda rel: self.storage.download(f"{prefix}/{rel}", batch_dir / rel), rels
+            ),
         )
-        result = processor.process(job_id, run_info)
+        result = processor.process(job_id, run_info, done)
         if result.source.get("method") == "hand_drop":  # the work lake's copy says nothing of who dropped it
             result.source.update(user=None, staged_at=None)
         clash = self._part_clash(job_id, result) if result.status == "done" else None
@@ -292,7 +315,8 @@ class S3Processing:
             result.rejected_dir = self.fail(job_id, {"error": clash, "partition": result.partition, **(run_info or {})})
             return result
         if result.status == "done":
-            self._publish(work, job_id, result, run_index, cache, rows)
+            uploaded = {o.entry.path for o in done.values() if o.new and o.entry is not None}  # by the chunks
+            self._publish(work, job_id, result, run_index, cache, rows, uploaded)
         else:
             error = json.loads((work.failed_batch(job_id) / ERROR_FILE).read_text())
             result.rejected_dir = self.fail(job_id, error)
@@ -332,9 +356,11 @@ class S3Processing:
         run_index: TieredHashIndex,
         cache: SegmentCache,
         rows: S3RowSegments,
+        uploaded: set[str] | None = None,
     ) -> None:
         entries = run_index.new_entries()
-        s3_map(lambda e: self.storage.upload(work.base / e.path, e.path), entries)  # step 1: every new asset
+        local = [e for e in entries if not uploaded or e.path not in uploaded or (work.base / e.path).is_file()]
+        s3_map(lambda e: self.storage.upload(work.base / e.path, e.path), local)  # step 1: every new asset
         if self._published_now is not None:
             self._published_now.update((e.path, e.size) for e in entries)
         if result.part_file and result.partition is None:  # BatchProcessor sets the partition before a part

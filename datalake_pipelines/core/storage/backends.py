@@ -385,11 +385,18 @@ def upload_tree(storage: Storage, folder: Path, prefix: str, last: str | None = 
     return len(files)
 
 
-def download_tree(storage: Storage, prefix: str, folder: Path, skip: Callable[[str], bool] | None = None) -> int:
-    """Download every object under ``prefix/`` into ``folder``; keys that would leave it are skipped, and so are
-    those whose path relative to ``prefix`` ``skip`` accepts. Returns how many objects were not skipped."""
+def download_tree(
+    storage: Storage,
+    prefix: str,
+    folder: Path,
+    skip: Callable[[str], bool] | None = None,
+    objects: list[ObjectInfo] | None = None,
+) -> int:
+    """Download every object under ``prefix/`` (``objects``: its listing, when the caller has it) into ``folder``;
+    keys that would leave it are skipped, and so are those whose path relative to ``prefix`` ``skip`` accepts.
+    Returns how many objects were not skipped."""
     prefix = prefix.strip("/")
-    objects = list(storage.list(prefix))
+    objects = list(storage.list(prefix)) if objects is None else objects
     if skip is not None:
         objects = [o for o in objects if not skip(o.key[len(prefix) + 1 :])]
     root = folder.resolve()

@@ -43,6 +43,8 @@ CHECK_SPECS = [
     for name, text in CHECK_DESCRIPTIONS.items()
 ]
 
+CHECK_OUTS = [spec.get_python_identifier() for spec in CHECK_SPECS]  # the commit op's outputs of the checks
+
 
 def _result(name: str, outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
