@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 from pathlib import Path
 
@@ -222,17 +223,27 @@ def same_size_jpegs() -> tuple[bytes, bytes]:
 
 def changed_after_its_chunk(base: str, tmp_path: Path, make_jpeg, change) -> None:
     """Row 0's staged file is changed by ``change(lake, job_id, row0 key, new bytes)`` after every chunk ran; the
-    commit must catalogue what it now holds."""
+    commit must catalogue what it now holds, never the chunk's stale record.
+
+    The first bytes enter the lake after the upload (``create_data_file``), so the upload stages them (content it
+    knows is left unstaged: known_content.py) and the chunk records a dedup hit that never links (or locks) the
+    file. The upload's recorded hashes are dropped from the manifest: a batch that has them is catalogued by them
+    (what was uploaded, test_known_content.py), and this test is about the staged file as the only source."""
     first, second = same_size_jpegs()
-    # the first bytes are already in the lake, so the chunk records a dedup hit and never links (or locks) the file
+    big_batch(base, tmp_path / "src", make_jpeg, first)
     (tmp_path / "before").mkdir()
     (tmp_path / "before" / "x.jpg").write_bytes(first)
-    DatalakeClient(base, progress=False).upload_raw_data(
-        pd.DataFrame({"image": [str(tmp_path / "before" / "x.jpg")]}), "inhouse", "before", "before"
-    )
-    for job_id in claimed(base):
-        open_lake(base).process([job_id], ProcessOptions(num_proc=1))
-    lake, job_id, _chunks, options = stored_in_chunks(base, tmp_path, make_jpeg, first)
+    DatalakeClient(base, progress=False).create_data_file(tmp_path / "before" / "x.jpg")
+    [job_id] = claimed(base)
+    lake = open_lake(base)
+    manifest_key = f"{keys.processing_batch(job_id) if lake.kind == 'local' else keys.pending_batch(job_id)}/"
+    manifest_key += "_metadata.json"
+    manifest = json.loads(lake.storage.read_bytes(manifest_key))
+    manifest["files"] = [{k: v for k, v in f.items() if k != "sha256"} for f in manifest.get("files") or []]
+    lake.storage.write_bytes(manifest_key, json.dumps(manifest).encode())
+    options = ProcessOptions(num_proc=2)
+    for chunk in lake.plan_chunks([job_id], 5):
+        lake.store_chunk(chunk, options)
     change(lake, job_id, "files/image/00000000.jpg", second)
     [result] = lake.process([job_id], options, chunks=True)
     assert result.status == "done" and result.rows_added == ROWS

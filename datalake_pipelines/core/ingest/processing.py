@@ -314,7 +314,9 @@ class BatchProcessor:
             for i, value in enumerate(values):
                 if value is None:
                     continue
-                if value in self._hashes:
+                # content the upload found in the lake, unless a chunk step of this run stored the file (a chunk
+                # writes no index row: only the commit does, so the lookup would miss it)
+                if value in self._hashes and (kinds[col], value) not in self.precomputed:
                     refs.append((i, self._hashes[value]))
                     continue
                 rel, reason = self._files.resolve(value)

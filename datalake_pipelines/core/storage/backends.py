@@ -293,14 +293,16 @@ class S3Storage:
             self.client.upload_file(str(local), self.bucket, self._key(key), Config=self.transfer)
 
     def download(self, key: str, local: Path, size: int | None = None) -> None:
+        """``FileNotFoundError`` when the object is absent, as a local folder's download raises."""
         local.parent.mkdir(parents=True, exist_ok=True)
-        if size is not None and size < self.transfer.multipart_threshold:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-            with open(local, "wb") as fh:
-                for chunk in body.iter_chunks(MiB):
-                    fh.write(chunk)
-        else:
-            self.client.download_file(self.bucket, self._key(key), str(local), Config=self.transfer)
+        with _missing_as_file_not_found(f"{self.uri}/{key}"):
+            if size is not None and size < self.transfer.multipart_threshold:
+                body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+                with open(local, "wb") as fh:
+                    for chunk in body.iter_chunks(MiB):
+                        fh.write(chunk)
+            else:
+                self.client.download_file(self.bucket, self._key(key), str(local), Config=self.transfer)
 
     def copy(self, src: str, dst: str) -> None:
         """Server-side copy (managed: multipart copy above the threshold, so objects over 5 GB work)."""
