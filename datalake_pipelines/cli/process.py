@@ -26,7 +26,7 @@ def cmd_process_start(args: argparse.Namespace) -> int:
         raise CliError("--max-reject-ratio must be between 0 and 1")
     entries = run_pending(args)
     emit(args, entries, lambda: "\n".join(format_entry(e) for e in entries) or "no pending batches ready")
-    return 1 if any(e["state"] == "failed" for e in entries) else 0
+    return 1 if any(e["state"] == "failed" or e.get("run_failed") for e in entries) else 0
 
 
 def run_state(args: argparse.Namespace):

@@ -68,6 +68,7 @@ def start_pending(
     from ..defs.ingest.sensors import claim_options
 
     resource = LakeResource(base_path=_base_of(base), **settings)
+    _check_workers_lake(resource.base)  # before anything is claimed: a refused run must leave the batches pending
     lake = resource.lake()
     state: dict[str, Any] = {}
     options = claim_options(log, quiet_seconds=quiet_seconds)
@@ -84,6 +85,9 @@ def start_pending(
         return lake.status(job_id, run_state) or {"job_id": job_id, "state": "unknown"}
 
     return _run_groups(instance, resource, groups, run_keys, status, echo, warn)
+
+
+SETTLED = ("done", "failed", "quarantined", "deleted")  # what a batch's state is once its run is through with it
 
 
 def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo, warn) -> list[dict[str, Any]]:
@@ -106,8 +110,16 @@ def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo, wa
         echo(f"running ingest for {key.key}: batches {', '.join(job_ids)}")
         tags = {**run_request(ref, job_ids, run_keys[ref]).tags, **({} if n == len(groups) else LATER)}
         result = _execute(job, instance, key.key, tags, resources)
+        reason = "" if result.success else run_failure_reason(result)
         for job_id in job_ids:
             outcome = {**status(job_id), "run_id": result.run_id}
+            if reason and outcome["state"] not in SETTLED:
+                # The run failed before it processed the batch (an index, broker or mount error): the sensor's
+                # reaper hands such batches back only under a daemon, so here they would stay claimed forever.
+                fate = lake.lake().requeue_or_fail(job_id, f"run {result.run_id} failed: {reason}", result.run_id)
+                again = "back in pending: `datalake process start` tries it again" if fate == "requeued" else fate
+                outcome = {**status(job_id), "run_id": result.run_id, "run_failed": True}
+                outcome["error"] = f"its run failed before processing it ({reason}); {again}"
             outcomes.append(outcome)
             echo(f"  {job_id}: {outcome['state']}" + (f" ({outcome['error']})" if outcome.get("error") else ""))
     if outcomes:
@@ -138,14 +150,20 @@ def _execute(job: dg.JobDefinition, instance: dg.DagsterInstance, partition_key:
         )
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-    ours, theirs = str(resources["lake"].base), LakeResource().base
-    if _lake_id(ours) != _lake_id(theirs):
+    _check_workers_lake(str(resources["lake"].base))
+    recon = ReconstructableRepository.for_module(CODE_LOCATION, "defs").get_reconstructable_job(job.name)
+    return dg.execute_job(recon, instance, run_config=run_config, tags={DAGSTER_PARTITION_TAG: partition_key, **tags})
+
+
+def _check_workers_lake(ours: str) -> None:
+    """With ``DATALAKE_EXECUTOR=celery`` the workers load the code location's resources themselves, so the lake
+    must be the one ``DATALAKE_BASE_PATH`` names; ValidationError otherwise."""
+    theirs = LakeResource().base
+    if load_settings().executor == "celery" and _lake_id(ours) != _lake_id(theirs):
         raise ValidationError(
             f"with {EXECUTOR_ENV}=celery the workers process the lake {BASE_PATH_ENV} names "
             f"({theirs or 'unset'}), not {ours}: set {BASE_PATH_ENV} instead of --base-path"
         )
-    recon = ReconstructableRepository.for_module(CODE_LOCATION, "defs").get_reconstructable_job(job.name)
-    return dg.execute_job(recon, instance, run_config=run_config, tags={DAGSTER_PARTITION_TAG: partition_key, **tags})
 
 
 def _lake_id(base: str) -> str:

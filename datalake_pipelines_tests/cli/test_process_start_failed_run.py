@@ -1,0 +1,54 @@
+"""``datalake process start`` when its run fails before it processed a batch (an index, broker or mount problem,
+not the data): the batch must not stay claimed with no daemon to hand it back, and the command must say so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from datalake_pipelines.cli.main import main
+
+
+@pytest.fixture
+def dagster_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def test_a_run_that_fails_before_its_batch_hands_the_batch_back_and_exits_1(
+    client, make_jpeg, tmp_path, monkeypatch, capsys, dagster_home
+):
+    base = str(client.lake.base)
+    image = make_jpeg(tmp_path / "a.jpg")
+    _, job = client.upload_raw_data(pd.DataFrame({"image": [str(image)]}), "inhouse", "alpha")
+    # the lake's folder on a network file system: processing refuses to open its SQLite index (mounts.py)
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"server:/export {Path(base).resolve()} nfs4 rw,relatime 0 0\n")
+    monkeypatch.setenv("DATALAKE_MOUNT_TABLE", str(mounts))
+
+    assert main(["--base-path", base, "--json", "process", "start"]) == 1
+    [entry] = json.loads(capsys.readouterr().out)
+    assert entry["job_id"] == job and entry["run_failed"] is True
+    assert entry["state"] == "pending" and "its run failed before processing it" in entry["error"]
+    assert "DATALAKE_INDEX_URL" in entry["error"]  # the reason of the run's failure, in one line
+
+    monkeypatch.delenv("DATALAKE_MOUNT_TABLE")  # the problem fixed: the next start processes the batch
+    assert main(["--base-path", base, "--json", "process", "start"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)
+    assert entry["job_id"] == job and entry["state"] == "done" and entry["rows_added"] == 1
+
+
+def test_celery_with_another_lake_is_refused_before_anything_is_claimed(
+    client, make_jpeg, tmp_path, monkeypatch, capsys, dagster_home
+):
+    base = str(client.lake.base)
+    _, job = client.upload_raw_data(pd.DataFrame({"image": [str(make_jpeg(tmp_path / "a.jpg"))]}), "inhouse", "alpha")
+    monkeypatch.setenv("DATALAKE_EXECUTOR", "celery")
+    monkeypatch.setenv("DATALAKE_BASE_PATH", str(tmp_path / "another"))
+    assert main(["--base-path", base, "process", "start"]) == 1
+    assert "set DATALAKE_BASE_PATH instead of --base-path" in capsys.readouterr().err
+    assert client.lake.status(job)["state"] == "pending"  # not claimed: the next start can still take it
