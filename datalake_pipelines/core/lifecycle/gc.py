@@ -34,6 +34,7 @@ from typing import Any
 from ...settings import load as load_settings
 from ..errors import DatalakeError
 from ..lake import keys
+from ..lake.locks import exclusive_lock
 from . import as_of, refs, retained
 from .delete import finish_open, mark_purged, open_deletions
 
@@ -76,7 +77,8 @@ def collect_garbage(
 
     Returns ``{"dry_run", "grace_seconds", "retention_seconds", "assets", "referenced", "within_grace",
     "collected", "bytes", "index_entries_removed", "retained_purged" (deletion ids), "retained_bytes",
-    "stopped" (why the sweep stopped early, or None), "gc_id", "who", "started_at", "seconds"}``; ``collected`` and
+    "stopped" (why the sweep stopped early, or None), "gc_id", "who", "started_at", "seconds"}`` (and "warehouse",
+    the refresh of ``catalog.duckdb``, when index entries were removed); ``collected`` and
     ``bytes`` count the assets removed (a dry run: that would be). Raises :class:`LakeBusy` (nothing changed) while
     a batch is claimed, ValueError for a negative duration or a batch size outside 1..1000 (S3 DeleteObjects
     takes at most 1000 keys per request)."""
@@ -150,6 +152,9 @@ def collect_garbage(
             if pause:
                 time.sleep(pause)
         _remove_empty_shards(storage, [o.key for o in garbage[: report["collected"]]])
+        if report["index_entries_removed"]:  # catalog.duckdb's hash_index table mirrors the index: no stale entry
+            with exclusive_lock(lake.warehouse_lock):
+                report["warehouse"] = lake.refresh_warehouse()
     report.update(
         gc_id=None if dry_run else gc_id,
         who=refs.who(),

@@ -228,3 +228,19 @@ def test_a_refused_hand_drop_under_a_deleted_id_is_named_by_its_status(client, m
     assert status["state"] == "deleted" and len(status) == 11
     assert done["deletion_id"] in status["error"] and "a later hand drop under this id was refused" in status["error"]
     assert keys.failed_batch(batch) in status["error"]
+
+
+def test_gc_leaves_catalog_duckdb_hash_index_matching_the_index(client, make_jpeg, tmp_path):
+    """GC removed index entries but catalog.duckdb's ``hash_index`` table still listed them until a rebuild."""
+    import duckdb
+
+    lake = client.lake
+    _, batch = client.upload_raw_data(folder(make_jpeg, tmp_path / "a", [(1, 2, 3), (3, 2, 1)]), "inhouse", "alpha")
+    client.process_pending()
+    client.upload_raw_data(folder(make_jpeg, tmp_path / "b", [(8, 8, 8)]), "inhouse", "beta")
+    client.process_pending()
+    client.delete(batch=batch)
+    report = client.gc(grace=0, retention=0)
+    assert report["index_entries_removed"] == 2
+    with duckdb.connect(str(lake.duckdb_file), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM hash_index").fetchone()[0] == 1
