@@ -41,6 +41,9 @@ TABLES = (
     " PRIMARY KEY (pid, h))",
 )
 PAGE = 1000  # rows per multi-row statement
+# Seconds libpq waits for the server to accept and answer (a URL's own ``connect_timeout`` wins): without it a
+# server that accepts but never answers (a dead proxy, a full backlog) hangs every command forever.
+CONNECT_TIMEOUT = 10
 
 
 def lake_schema(index_dir: Path) -> str:
@@ -91,9 +94,7 @@ class PgHashIndex(HashIndex):
         """This thread's connection (opened on first use)."""
         conn = getattr(self._local, "pg", None)
         if conn is None or conn.closed:
-            import psycopg2
-
-            conn = self._local.pg = psycopg2.connect(self.url)
+            conn = self._local.pg = connect(self.url)
             with self._guard:
                 self._all.append(conn)
         return conn
@@ -166,6 +167,15 @@ class PgHashIndex(HashIndex):
         for conn in conns:
             conn.close()
         self._local = threading.local()
+
+
+def connect(url: str):
+    """A new connection to ``url``, with :data:`CONNECT_TIMEOUT` unless the URL sets its own."""
+    import psycopg2
+    from psycopg2.extensions import parse_dsn
+
+    extra = {} if "connect_timeout" in parse_dsn(url) else {"connect_timeout": CONNECT_TIMEOUT}
+    return psycopg2.connect(url, **extra)
 
 
 def _queries() -> dict[str, str]:

@@ -210,3 +210,39 @@ def test_a_lost_first_store_takes_the_winners_asset(layout, index):
     # one file (data_file's path): the winner's entry comes back
     other = entry(1, path="assets/provider=p/dataset=c/00/00/c.jpg")
     assert settle_one(layout, index, other, written=False) == won
+
+
+def test_a_server_that_never_answers_times_out(monkeypatch, tmp_path):
+    """A port that accepts connections but never answers: the connect gives up after its timeout, by default or
+    the URL's own ``connect_timeout``, instead of hanging every command."""
+    import socket
+    import time
+
+    from datalake_pipelines.core.ingest import pg_index
+
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(8)  # the kernel completes the handshake; nobody ever answers libpq's first message
+    port = mute.getsockname()[1]
+    outcome: list = []
+
+    def try_open(url: str) -> float:
+        def run() -> None:
+            try:
+                PgHashIndex(url, "lake_mute")
+            except Exception as exc:  # noqa: BLE001 - the test asserts on what it is
+                outcome.append(exc)
+
+        started = time.monotonic()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(20)
+        assert not thread.is_alive(), "the connect still hangs"
+        return time.monotonic() - started
+
+    monkeypatch.setattr(pg_index, "CONNECT_TIMEOUT", 2)  # libpq's least
+    assert try_open(f"postgresql://u:secret@127.0.0.1:{port}/db") < 10
+    monkeypatch.setattr(pg_index, "CONNECT_TIMEOUT", 60)
+    assert try_open(f"postgresql://u:secret@127.0.0.1:{port}/db?connect_timeout=2") < 10  # the URL's wins
+    assert len(outcome) == 2 and all("timeout" in str(exc) for exc in outcome)
+    mute.close()
