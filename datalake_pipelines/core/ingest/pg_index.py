@@ -24,6 +24,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ...settings import INDEX_URL_ENV
+from ..errors import DatalakeError
 from .hash_index import COLUMNS, HashIndex, IndexEntry
 
 SCHEMA_FILE = "pg_schema"
@@ -44,6 +46,10 @@ PAGE = 1000  # rows per multi-row statement
 # Seconds libpq waits for the server to accept and answer (a URL's own ``connect_timeout`` wins): without it a
 # server that accepts but never answers (a dead proxy, a full backlog) hangs every command forever.
 CONNECT_TIMEOUT = 10
+
+
+class IndexUnreachable(DatalakeError):
+    """The index's database refused or did not answer (the CLI prints the message as one line)."""
 
 
 def lake_schema(index_dir: Path) -> str:
@@ -170,12 +176,28 @@ class PgHashIndex(HashIndex):
 
 
 def connect(url: str):
-    """A new connection to ``url``, with :data:`CONNECT_TIMEOUT` unless the URL sets its own."""
+    """A new connection to ``url``, with :data:`CONNECT_TIMEOUT` unless the URL sets its own.
+
+    Raises :class:`IndexUnreachable` (host, port, database and libpq's reason on one line, never the password)
+    when the server refuses, does not answer or rejects the login."""
     import psycopg2
     from psycopg2.extensions import parse_dsn
 
-    extra = {} if "connect_timeout" in parse_dsn(url) else {"connect_timeout": CONNECT_TIMEOUT}
-    return psycopg2.connect(url, **extra)
+    params = parse_dsn(url)
+    extra = {} if "connect_timeout" in params else {"connect_timeout": CONNECT_TIMEOUT}
+    try:
+        return psycopg2.connect(url, **extra)
+    except psycopg2.OperationalError as exc:
+        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        if params.get("password"):
+            reason = reason.replace(params["password"], "***")
+        where = (
+            f"user {params.get('user', '(default)')} at {params.get('host', 'the local socket')}:"
+            f"{params.get('port', 5432)}, database {params.get('dbname', '(default)')}"
+        )
+        raise IndexUnreachable(
+            f"cannot connect to the hash index database of {INDEX_URL_ENV} ({where}): {reason or type(exc).__name__}"
+        ) from None
 
 
 def _queries() -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from datalake_pipelines.core.errors import ValidationError
@@ -246,3 +247,28 @@ def test_a_server_that_never_answers_times_out(monkeypatch, tmp_path):
     assert try_open(f"postgresql://u:secret@127.0.0.1:{port}/db?connect_timeout=2") < 10  # the URL's wins
     assert len(outcome) == 2 and all("timeout" in str(exc) for exc in outcome)
     mute.close()
+
+
+@pytest.mark.parametrize("failure", ["wrong password", "closed port"])
+def test_an_unreachable_index_is_one_error_line(failure, pg_url, lake, make_jpeg, tmp_path, monkeypatch, capsys):
+    """The CLI reports a refused login or a closed port as one ``error:`` line naming the variable, the host, port
+    and database and libpq's reason, never the password (no psycopg2 traceback)."""
+    from datalake_pipelines.cli.main import main
+    from datalake_pipelines_tests.support.s3_server import free_port
+
+    if failure == "wrong password":
+        url, reason = pg_url.replace(":datalake@", ":Wr0ngSecret@"), "password authentication failed"
+    else:
+        url, reason = f"postgresql://datalake:Wr0ngSecret@127.0.0.1:{free_port()}/datalake", "Connection refused"
+    monkeypatch.setenv("DATALAKE_INDEX_URL", url)
+    make_jpeg(tmp_path / "data" / "a.jpg")
+    pd.DataFrame({"image": ["a.jpg"]}).to_parquet(tmp_path / "data" / "rows.parquet")
+    upload = ["upload", "--type", "raw", "--data", str(tmp_path / "data" / "rows.parquet")]
+    for command in (["catalog", "verify", "--hashes"], [*upload, "--provider", "inhouse", "--dataset", "d"]):
+        capsys.readouterr()
+        assert main(["--base-path", str(lake.base), *command]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: cannot connect to the hash index database"), err
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        assert "DATALAKE_INDEX_URL" in err and f"127.0.0.1:{port}, database datalake" in err and reason in err
+        assert "Wr0ngSecret" not in err and "Traceback" not in err
