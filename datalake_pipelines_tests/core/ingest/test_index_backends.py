@@ -191,6 +191,19 @@ def test_the_url_must_be_postgres(monkeypatch, tmp_path):
     monkeypatch.setenv("DATALAKE_INDEX_URL", "mysql://x")
     with pytest.raises(ValidationError, match="DATALAKE_INDEX_URL must be a postgresql:// URL"):
         open_hash_index(LakeLayout(tmp_path / "lake"))
+    for url in ("mysql://me:S3cret@db/lake", "mysql://db/lake?user=me&password=S3cret"):  # the password is masked
+        monkeypatch.setenv("DATALAKE_INDEX_URL", url)
+        with pytest.raises(ValidationError) as refused:
+            open_hash_index(LakeLayout(tmp_path / "lake"))
+        assert "S3cret" not in str(refused.value) and "***" in str(refused.value)
+
+
+def test_sqlalchemys_url_form_is_accepted(monkeypatch, tmp_path, pg_url):
+    """``postgresql+psycopg2://``, the form DAGSTER_POSTGRES_URL takes, works here too."""
+    monkeypatch.setenv("DATALAKE_INDEX_URL", pg_url.replace("postgresql://", "postgresql+psycopg2://"))
+    index = open_hash_index(LakeLayout(tmp_path / "lake"))
+    assert isinstance(index, PgHashIndex) and index.count() == 0
+    index.close()
 
 
 def test_a_lost_first_store_takes_the_winners_asset(layout, index):
