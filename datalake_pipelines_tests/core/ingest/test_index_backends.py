@@ -15,7 +15,7 @@ from datalake_pipelines.core.ingest.first_store import settle_new, settle_one
 from datalake_pipelines.core.ingest.hash_index import HashIndex, IndexEntry
 from datalake_pipelines.core.ingest.index_store import existing_hash_index, open_hash_index
 from datalake_pipelines.core.ingest.mounts import NetworkFileSystem, mount_of
-from datalake_pipelines.core.ingest.pg_index import PgHashIndex
+from datalake_pipelines.core.ingest.pg_index import MissingSchema, PgHashIndex
 from datalake_pipelines.core.ingest.pg_rows import PgRowIndex, open_row_index
 from datalake_pipelines.core.ingest.processing import ProcessOptions
 from datalake_pipelines.core.ingest.s3_index import SegmentCache
@@ -285,3 +285,69 @@ def test_an_unreachable_index_is_one_error_line(failure, pg_url, lake, make_jpeg
         port = url.rsplit(":", 1)[1].split("/")[0]
         assert "DATALAKE_INDEX_URL" in err and f"127.0.0.1:{port}, database datalake" in err and reason in err
         assert "Wr0ngSecret" not in err and "Traceback" not in err
+
+
+def test_a_lake_whose_schema_is_gone_is_refused(tmp_path, monkeypatch, pg_url):
+    """``index/pg_schema`` names a schema the database lacks (dropped, or the URL names another database): the
+    index is refused, naming the schema and the database, never recreated empty (it would store every image
+    again)."""
+    import uuid
+
+    import psycopg2
+
+    monkeypatch.setenv("DATALAKE_INDEX_URL", pg_url)
+    layout = LakeLayout(tmp_path / "lake")
+    index = open_hash_index(layout)
+    index.add_many([entry(1)])
+    schema = index.schema
+    index.close()
+    other = f"other_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{other}"')
+    monkeypatch.setenv("DATALAKE_INDEX_URL", pg_url.rsplit("/", 1)[0] + f"/{other}")  # another database
+    with pytest.raises(MissingSchema, match=rf"schema {schema}, but database {other} at 127\.0\.0\.1:\d+ "):
+        open_hash_index(layout)
+    monkeypatch.setenv("DATALAKE_INDEX_URL", pg_url)
+    with admin.cursor() as cur:
+        cur.execute(f"DROP SCHEMA {schema} CASCADE")  # dropped
+    with pytest.raises(MissingSchema, match="delete the lake's index/pg_schema"):
+        existing_hash_index(layout)
+    with admin.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,))
+        assert cur.fetchone() == (0,)  # not recreated
+    admin.close()
+    (layout.index_dir / "pg_schema").unlink()  # the documented way to start a new index
+    index = open_hash_index(layout)
+    assert index.schema != schema and index.count() == 0
+    index.close()
+
+
+def test_two_hosts_creating_a_schema_agree_on_one(tmp_path, pg_url, monkeypatch):
+    """The loser of the race to publish ``index/pg_schema`` drops its fresh schema and opens the winner's."""
+    import psycopg2
+
+    from datalake_pipelines.core.ingest import pg_index
+
+    layout = LakeLayout(tmp_path / "lake")
+    winner = pg_index.open_pg_index(pg_url, layout.index_dir, layout.hash_index)
+    marker = layout.index_dir / "pg_schema"
+    real_is_file = Path.is_file
+    monkeypatch.setattr(Path, "is_file", lambda p: False if p == marker else real_is_file(p))  # saw no marker yet
+    created: list[str] = []
+    real_init = PgHashIndex.__init__
+
+    def init(self, url, schema, create=True):
+        created.append(schema)
+        real_init(self, url, schema, create)
+
+    monkeypatch.setattr(PgHashIndex, "__init__", init)
+    loser = pg_index.open_pg_index(pg_url, layout.index_dir, layout.hash_index)
+    assert loser.schema == winner.schema == created[-1] != created[0]
+    with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (created[0],))
+        assert cur.fetchone() == (0,)  # the loser's own schema is gone
+    conn.close()
+    winner.close()
+    loser.close()
