@@ -157,6 +157,16 @@ def test_a_sqlite_index_on_nfs_is_refused(tmp_path, monkeypatch):
         SegmentCache(None, share / "cache" / "index")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "fstype", ["fuse.ceph-fuse", "fuse.juicefs", "wekafs", "fuse.glusterfs", "fuse.s3fs", "fuse.rclone", "fuse.gcsfuse"]
+)
+def test_cluster_and_object_store_mounts_are_network_file_systems(fstype, tmp_path, monkeypatch):
+    share = tmp_path / "share"
+    monkeypatch.setenv("DATALAKE_MOUNT_TABLE", str(mount_table(tmp_path, (str(share), fstype))))
+    with pytest.raises(NetworkFileSystem, match=f"{fstype} mounted at"):
+        open_hash_index(LakeLayout(share / "lake"))
+
+
 def test_a_local_disk_and_a_deeper_local_mount_are_fine(tmp_path, monkeypatch):
     share = tmp_path / "nas"
     local = share / "scratch"  # a local disk mounted inside the share: the longest mount point wins
