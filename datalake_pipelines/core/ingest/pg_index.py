@@ -9,8 +9,9 @@ keeps one type; every method is replaced). What differs is what several writers 
   ``RETURNING`` rows, never the rows sent). The caller swaps a lost entry for the winner's
   (``first_store.settle_new``). Rows go in key order so two writers of overlapping keys cannot deadlock;
 * each lake has its own schema, named once by the file ``index/pg_schema`` in the lake (a random name written
-  atomically by the first host): the hosts of one NAS may mount it at different paths, so the path cannot be
-  the name. The tables (and the row index's, ``pg_rows.py``) are created on first use under an advisory lock.
+  atomically by the first host once the schema exists, see :func:`open_pg_index`): the hosts of one NAS may mount
+  it at different paths, so the path cannot be the name. The tables (and the row index's, ``pg_rows.py``) are
+  created under an advisory lock.
 
 One connection per thread (processing looks up from its worker threads), all closed by :meth:`close`.
 psycopg2 (the ``scale`` extra) is imported only when a PostgreSQL index is opened.
@@ -18,6 +19,7 @@ psycopg2 (the ``scale`` extra) is imported only when a PostgreSQL index is opene
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
@@ -92,7 +94,8 @@ def open_pg_index(url: str, index_dir: Path, sqlite_file: Path) -> PgHashIndex:
         finally:
             tmp.unlink(missing_ok=True)
     except BaseException:
-        index.drop()
+        with contextlib.suppress(Exception):  # the import's own error is the one to report
+            index.drop()
         raise
     if won:
         return index
