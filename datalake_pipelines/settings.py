@@ -10,6 +10,7 @@ The variables, their defaults and what they set are listed in README.md, section
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,12 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default
     return raw.lower()
 
 
+def masked_url(url: str) -> str:
+    """``url`` with any password shown as ``***`` (``user:***@host``, ``password=***``): for messages."""
+    url = re.sub(r"^([^:/?#]*://[^:/@?#]*):.*@", r"\1:***@", url)
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
+
+
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """The settings of ``environ`` (default ``os.environ``), read now.
 
@@ -170,8 +177,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
 
     cache_dir = env.get(CACHE_DIR_ENV)
     index_url = text(INDEX_URL_ENV)
+    if index_url.startswith("postgresql+psycopg2://"):  # SQLAlchemy's form (README's DAGSTER_POSTGRES_URL): libpq's
+        index_url = "postgresql://" + index_url.removeprefix("postgresql+psycopg2://")
     if index_url and not index_url.startswith(("postgresql://", "postgres://")):
-        raise ValidationError(f"{INDEX_URL_ENV} must be a postgresql:// URL, not {index_url!r}")
+        raise ValidationError(f"{INDEX_URL_ENV} must be a postgresql:// URL, not {masked_url(index_url)!r}")
     broker = text(CELERY_BROKER_ENV) or DEFAULT_CELERY_BROKER
     return Settings(
         base_path=text(BASE_PATH_ENV),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ...settings import load as load_settings
 from .hash_index import HashIndex
-from .pg_index import PgHashIndex, lake_schema
+from .pg_index import open_pg_index
 
 if TYPE_CHECKING:
     from ..lake.layout import LakeLayout
@@ -22,7 +22,7 @@ def open_hash_index(layout: LakeLayout) -> HashIndex:
     """The lake's hash index, created on first use (the caller closes it)."""
     url = load_settings().index_url
     if url:
-        return PgHashIndex(url, lake_schema(layout.index_dir))
+        return open_pg_index(url, layout.index_dir, layout.hash_index)
     return HashIndex(layout.hash_index)
 
 

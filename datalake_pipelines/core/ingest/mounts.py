@@ -16,11 +16,14 @@ from pathlib import Path
 from ..errors import DatalakeError
 
 # Network and cluster file systems: none gives the one-host shared memory WAL needs. 9p is included (WSL2's
-# Windows drives, VM shares: its locks are advisory no-ops); fuse.sshfs has no locks at all.
+# Windows drives, VM shares: its locks are advisory no-ops); fuse.sshfs has no locks at all. The object-store FUSE
+# mounts (s3fs, rclone, gcsfuse, goofys, mountpoint-s3) do no POSIX locks either, and the cluster clients
+# (ceph-fuse, JuiceFS, WekaFS) share one file between hosts, which is what breaks WAL.
 NETWORK_FS = frozenset(
     {
         "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs", "lustre", "gpfs",
-        "beegfs", "fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "fuse.s3fs", "fuse.rclone",
+        "beegfs", "wekafs", "juicefs", "fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "fuse.ceph-fuse",
+        "fuse.juicefs", "fuse.s3fs", "fuse.rclone", "fuse.gcsfuse", "fuse.goofys", "fuse.mountpoint-s3",
     }
 )  # fmt: skip
 

@@ -9,8 +9,9 @@ keeps one type; every method is replaced). What differs is what several writers 
   ``RETURNING`` rows, never the rows sent). The caller swaps a lost entry for the winner's
   (``first_store.settle_new``). Rows go in key order so two writers of overlapping keys cannot deadlock;
 * each lake has its own schema, named once by the file ``index/pg_schema`` in the lake (a random name written
-  atomically by the first host): the hosts of one NAS may mount it at different paths, so the path cannot be
-  the name. The tables (and the row index's, ``pg_rows.py``) are created on first use under an advisory lock.
+  atomically by the first host once the schema exists, see :func:`open_pg_index`): the hosts of one NAS may mount
+  it at different paths, so the path cannot be the name. The tables (and the row index's, ``pg_rows.py``) are
+  created under an advisory lock.
 
 One connection per thread (processing looks up from its worker threads), all closed by :meth:`close`.
 psycopg2 (the ``scale`` extra) is imported only when a PostgreSQL index is opened.
@@ -18,12 +19,15 @@ psycopg2 (the ``scale`` extra) is imported only when a PostgreSQL index is opene
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ...settings import INDEX_URL_ENV
+from ..errors import DatalakeError
 from .hash_index import COLUMNS, HashIndex, IndexEntry
 
 SCHEMA_FILE = "pg_schema"
@@ -41,32 +45,88 @@ TABLES = (
     " PRIMARY KEY (pid, h))",
 )
 PAGE = 1000  # rows per multi-row statement
+# Seconds libpq waits for the server to accept and answer (a URL's own ``connect_timeout`` wins): without it a
+# server that accepts but never answers (a dead proxy, a full backlog) hangs every command forever.
+CONNECT_TIMEOUT = 10
 
 
-def lake_schema(index_dir: Path) -> str:
-    """The lake's schema name, from ``index_dir/pg_schema``; the first caller writes a new one (atomically: a
-    link fails on an existing name, so two hosts starting together agree on the first one written)."""
-    marker = index_dir / SCHEMA_FILE
-    if not marker.is_file():
-        index_dir.mkdir(parents=True, exist_ok=True)
-        tmp = index_dir / f".{SCHEMA_FILE}.{uuid.uuid4().hex}"
-        tmp.write_text(f"lake_{uuid.uuid4().hex[:20]}\n")
-        try:
-            os.link(tmp, marker)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
+class IndexUnreachable(DatalakeError):
+    """The index's database refused or did not answer (the CLI prints the message as one line)."""
+
+
+class MissingSchema(DatalakeError):
+    """The lake names a schema (``index/pg_schema``) that the database does not have."""
+
+
+def read_schema(marker: Path) -> str:
+    """The schema name held by ``marker`` (``index/pg_schema``)."""
     name = marker.read_text().strip()
     if not (name.startswith("lake_") and name[5:].isalnum()):
         raise ValueError(f"{marker} does not hold a schema name (lake_<letters and digits>): {name!r}")
     return name
 
 
+def open_pg_index(url: str, index_dir: Path, sqlite_file: Path) -> PgHashIndex:
+    """The lake's index in the database at ``url``: the schema ``index_dir/pg_schema`` names, which must exist.
+
+    A lake without that file gets a new schema, created (with the rows of the lake's SQLite index ``sqlite_file``
+    when there is one: the switch keeps dedup across datasets) *before* its name is published, atomically (a link
+    fails on an existing name). So only the host that publishes the name ever created the schema, and a name
+    whose schema is gone means the schema was dropped or the URL names another database: refused, never
+    recreated empty (an empty index would store every image again). Two hosts starting together: the loser
+    drops its own fresh schema and opens the winner's."""
+    marker = index_dir / SCHEMA_FILE
+    if marker.is_file():
+        return PgHashIndex(url, read_schema(marker), create=False)
+    name = f"lake_{uuid.uuid4().hex[:20]}"
+    index = PgHashIndex(url, name)
+    try:
+        if sqlite_file.is_file():
+            import_sqlite(index, sqlite_file)
+        index_dir.mkdir(parents=True, exist_ok=True)
+        tmp = index_dir / f".{SCHEMA_FILE}.{uuid.uuid4().hex}"
+        tmp.write_text(f"{name}\n")
+        try:
+            os.link(tmp, marker)
+            won = True
+        except FileExistsError:
+            won = False
+        finally:
+            tmp.unlink(missing_ok=True)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the import's own error is the one to report
+            index.drop()
+        raise
+    if won:
+        return index
+    index.drop()
+    return PgHashIndex(url, read_schema(marker), create=False)
+
+
+def import_sqlite(index: PgHashIndex, sqlite_file: Path, batch: int = 20_000) -> int:
+    """Copy the ``assets`` rows of a SQLite hash index into ``index``; return how many went in. The file is read
+    read-only and never written (it may sit on the network share the switch is for)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"{sqlite_file.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(assets)")}
+        cols = ", ".join(c if c in have else "NULL" for c in COLUMNS)  # an old file lacks the optional columns
+        cur = conn.execute(f"SELECT {cols} FROM assets ORDER BY sha256")
+        added = 0
+        while rows := cur.fetchmany(batch):
+            added += index.add_many(IndexEntry(*row) for row in rows)
+        return added
+    finally:
+        conn.close()
+
+
 class PgHashIndex(HashIndex):
     """The hash index of one lake in the PostgreSQL database at ``url``, in schema ``schema``."""
 
-    def __init__(self, url: str, schema: str):  # no super().__init__: it would open a SQLite file
+    def __init__(self, url: str, schema: str, create: bool = True):
+        """``create=False``: refuse (:class:`MissingSchema`) when the schema does not exist (``open_pg_index``).
+        No ``super().__init__``: it would open a SQLite file."""
         self.url, self.schema = url, schema
         from psycopg2 import sql
 
@@ -76,12 +136,21 @@ class PgHashIndex(HashIndex):
         self._guard = threading.Lock()
         self.q = {name: sql.SQL(text).format(s=sql.Identifier(schema)) for name, text in _queries().items()}
         conn = self.conn()
-        with conn, conn.cursor() as cur:
-            # concurrent CREATE ... IF NOT EXISTS of one name can still collide in the catalogs: one at a time
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-            for text in TABLES:
-                cur.execute(sql.SQL(text).format(s=sql.Identifier(schema)))
+        try:
+            with conn, conn.cursor() as cur:
+                # concurrent CREATE ... IF NOT EXISTS of one name can still collide in the catalogs: one at a time
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
+                if not create:
+                    cur.execute("SELECT current_database(), count(*) FROM pg_namespace WHERE nspname = %s", (schema,))
+                    database, found = cur.fetchone()
+                    if not found:
+                        raise MissingSchema(_missing(url, schema, database))
+                cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+                for text in TABLES:
+                    cur.execute(sql.SQL(text).format(s=sql.Identifier(schema)))
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def _conn(self):  # the SQLite connection of HashIndex: a caller that needs it must take the Pg twin instead
@@ -91,9 +160,7 @@ class PgHashIndex(HashIndex):
         """This thread's connection (opened on first use)."""
         conn = getattr(self._local, "pg", None)
         if conn is None or conn.closed:
-            import psycopg2
-
-            conn = self._local.pg = psycopg2.connect(self.url)
+            conn = self._local.pg = connect(self.url)
             with self._guard:
                 self._all.append(conn)
         return conn
@@ -160,12 +227,63 @@ class PgHashIndex(HashIndex):
             while rows := cur.fetchmany(batch_size):
                 yield rows
 
+    def drop(self) -> None:
+        """Drop this index's schema and close it: only for a schema whose name was never published."""
+        from psycopg2 import sql
+
+        try:
+            conn = self.conn()
+            with conn, conn.cursor() as cur:
+                cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
+        finally:
+            self.close()
+
     def close(self) -> None:
         with self._guard:
             conns, self._all = self._all, []
         for conn in conns:
             conn.close()
         self._local = threading.local()
+
+
+def connect(url: str):
+    """A new connection to ``url``, with :data:`CONNECT_TIMEOUT` unless the URL sets its own.
+
+    Raises :class:`IndexUnreachable` (host, port, database and libpq's reason on one line, never the password)
+    when the server refuses, does not answer or rejects the login."""
+    import psycopg2
+    from psycopg2.extensions import parse_dsn
+
+    params = parse_dsn(url)
+    extra = {} if "connect_timeout" in params else {"connect_timeout": CONNECT_TIMEOUT}
+    try:
+        return psycopg2.connect(url, **extra)
+    except psycopg2.OperationalError as exc:
+        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        if params.get("password"):
+            reason = reason.replace(params["password"], "***")
+        where = (
+            f"user {params.get('user', '(default)')} at {params.get('host', 'the local socket')}:"
+            f"{params.get('port', 5432)}, database {params.get('dbname', '(default)')}"
+        )
+        raise IndexUnreachable(
+            f"cannot connect to the hash index database of {INDEX_URL_ENV} ({where}): {reason or type(exc).__name__}"
+        ) from None
+
+
+def _missing(url: str, schema: str, database: str) -> str:
+    from psycopg2.extensions import parse_dsn
+
+    params = parse_dsn(url)
+    where = f"{params.get('host', 'the local socket')}:{params.get('port', 5432)}"
+    return (
+        f"the lake's index/pg_schema names the PostgreSQL schema {schema}, but database "
+        f"{database} at {where} ({INDEX_URL_ENV}) has no such schema: it was dropped, or "
+        f"{INDEX_URL_ENV} names another database than the one the lake's index was created in. Set "
+        f"{INDEX_URL_ENV} to the lake's database, or restore the schema; only to start a new index, delete the "
+        "lake's index/pg_schema (the new index starts empty, or from index/hash_index.sqlite when the lake has one: "
+        "an image already stored is then stored again when it arrives in another dataset)"
+    )
 
 
 def _queries() -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from datalake_pipelines.core.errors import ValidationError
@@ -14,7 +15,7 @@ from datalake_pipelines.core.ingest.first_store import settle_new, settle_one
 from datalake_pipelines.core.ingest.hash_index import HashIndex, IndexEntry
 from datalake_pipelines.core.ingest.index_store import existing_hash_index, open_hash_index
 from datalake_pipelines.core.ingest.mounts import NetworkFileSystem, mount_of
-from datalake_pipelines.core.ingest.pg_index import PgHashIndex
+from datalake_pipelines.core.ingest.pg_index import MissingSchema, PgHashIndex
 from datalake_pipelines.core.ingest.pg_rows import PgRowIndex, open_row_index
 from datalake_pipelines.core.ingest.processing import ProcessOptions
 from datalake_pipelines.core.ingest.s3_index import SegmentCache
@@ -156,6 +157,16 @@ def test_a_sqlite_index_on_nfs_is_refused(tmp_path, monkeypatch):
         SegmentCache(None, share / "cache" / "index")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "fstype", ["fuse.ceph-fuse", "fuse.juicefs", "wekafs", "fuse.glusterfs", "fuse.s3fs", "fuse.rclone", "fuse.gcsfuse"]
+)
+def test_cluster_and_object_store_mounts_are_network_file_systems(fstype, tmp_path, monkeypatch):
+    share = tmp_path / "share"
+    monkeypatch.setenv("DATALAKE_MOUNT_TABLE", str(mount_table(tmp_path, (str(share), fstype))))
+    with pytest.raises(NetworkFileSystem, match=f"{fstype} mounted at"):
+        open_hash_index(LakeLayout(share / "lake"))
+
+
 def test_a_local_disk_and_a_deeper_local_mount_are_fine(tmp_path, monkeypatch):
     share = tmp_path / "nas"
     local = share / "scratch"  # a local disk mounted inside the share: the longest mount point wins
@@ -190,6 +201,19 @@ def test_the_url_must_be_postgres(monkeypatch, tmp_path):
     monkeypatch.setenv("DATALAKE_INDEX_URL", "mysql://x")
     with pytest.raises(ValidationError, match="DATALAKE_INDEX_URL must be a postgresql:// URL"):
         open_hash_index(LakeLayout(tmp_path / "lake"))
+    for url in ("mysql://me:S3cret@db/lake", "mysql://db/lake?user=me&password=S3cret"):  # the password is masked
+        monkeypatch.setenv("DATALAKE_INDEX_URL", url)
+        with pytest.raises(ValidationError) as refused:
+            open_hash_index(LakeLayout(tmp_path / "lake"))
+        assert "S3cret" not in str(refused.value) and "***" in str(refused.value)
+
+
+def test_sqlalchemys_url_form_is_accepted(monkeypatch, tmp_path, pg_url):
+    """``postgresql+psycopg2://``, the form DAGSTER_POSTGRES_URL takes, works here too."""
+    monkeypatch.setenv("DATALAKE_INDEX_URL", pg_url.replace("postgresql://", "postgresql+psycopg2://"))
+    index = open_hash_index(LakeLayout(tmp_path / "lake"))
+    assert isinstance(index, PgHashIndex) and index.count() == 0
+    index.close()
 
 
 def test_a_lost_first_store_takes_the_winners_asset(layout, index):
@@ -210,3 +234,130 @@ def test_a_lost_first_store_takes_the_winners_asset(layout, index):
     # one file (data_file's path): the winner's entry comes back
     other = entry(1, path="assets/provider=p/dataset=c/00/00/c.jpg")
     assert settle_one(layout, index, other, written=False) == won
+
+
+def test_a_server_that_never_answers_times_out(monkeypatch, tmp_path):
+    """A port that accepts connections but never answers: the connect gives up after its timeout, by default or
+    the URL's own ``connect_timeout``, instead of hanging every command."""
+    import socket
+    import time
+
+    from datalake_pipelines.core.ingest import pg_index
+
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(8)  # the kernel completes the handshake; nobody ever answers libpq's first message
+    port = mute.getsockname()[1]
+    outcome: list = []
+
+    def try_open(url: str) -> float:
+        def run() -> None:
+            try:
+                PgHashIndex(url, "lake_mute")
+            except Exception as exc:  # noqa: BLE001 - the test asserts on what it is
+                outcome.append(exc)
+
+        started = time.monotonic()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(20)
+        assert not thread.is_alive(), "the connect still hangs"
+        return time.monotonic() - started
+
+    monkeypatch.setattr(pg_index, "CONNECT_TIMEOUT", 2)  # libpq's least
+    assert try_open(f"postgresql://u:secret@127.0.0.1:{port}/db") < 10
+    monkeypatch.setattr(pg_index, "CONNECT_TIMEOUT", 60)
+    assert try_open(f"postgresql://u:secret@127.0.0.1:{port}/db?connect_timeout=2") < 10  # the URL's wins
+    assert len(outcome) == 2 and all("timeout" in str(exc) for exc in outcome)
+    mute.close()
+
+
+@pytest.mark.parametrize("failure", ["wrong password", "closed port"])
+def test_an_unreachable_index_is_one_error_line(failure, pg_url, lake, make_jpeg, tmp_path, monkeypatch, capsys):
+    """The CLI reports a refused login or a closed port as one ``error:`` line naming the variable, the host, port
+    and database and libpq's reason, never the password (no psycopg2 traceback)."""
+    from datalake_pipelines.cli.main import main
+    from datalake_pipelines_tests.support.s3_server import free_port
+
+    if failure == "wrong password":
+        url, reason = pg_url.replace(":datalake@", ":Wr0ngSecret@"), "password authentication failed"
+    else:
+        url, reason = f"postgresql://datalake:Wr0ngSecret@127.0.0.1:{free_port()}/datalake", "Connection refused"
+    monkeypatch.setenv("DATALAKE_INDEX_URL", url)
+    make_jpeg(tmp_path / "data" / "a.jpg")
+    pd.DataFrame({"image": ["a.jpg"]}).to_parquet(tmp_path / "data" / "rows.parquet")
+    upload = ["upload", "--type", "raw", "--data", str(tmp_path / "data" / "rows.parquet")]
+    for command in (["catalog", "verify", "--hashes"], [*upload, "--provider", "inhouse", "--dataset", "d"]):
+        capsys.readouterr()
+        assert main(["--base-path", str(lake.base), *command]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: cannot connect to the hash index database"), err
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        assert "DATALAKE_INDEX_URL" in err and f"127.0.0.1:{port}, database datalake" in err and reason in err
+        assert "Wr0ngSecret" not in err and "Traceback" not in err
+
+
+def test_a_lake_whose_schema_is_gone_is_refused(tmp_path, monkeypatch, pg_url):
+    """``index/pg_schema`` names a schema the database lacks (dropped, or the URL names another database): the
+    index is refused, naming the schema and the database, never recreated empty (it would store every image
+    again)."""
+    import uuid
+
+    import psycopg2
+
+    monkeypatch.setenv("DATALAKE_INDEX_URL", pg_url)
+    layout = LakeLayout(tmp_path / "lake")
+    index = open_hash_index(layout)
+    index.add_many([entry(1)])
+    schema = index.schema
+    index.close()
+    other = f"other_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{other}"')
+    monkeypatch.setenv("DATALAKE_INDEX_URL", pg_url.rsplit("/", 1)[0] + f"/{other}")  # another database
+    with pytest.raises(MissingSchema, match=rf"schema {schema}, but database {other} at 127\.0\.0\.1:\d+ "):
+        open_hash_index(layout)
+    monkeypatch.setenv("DATALAKE_INDEX_URL", pg_url)
+    with admin.cursor() as cur:
+        cur.execute(f"DROP SCHEMA {schema} CASCADE")  # dropped
+    with pytest.raises(MissingSchema, match="delete the lake's index/pg_schema"):
+        existing_hash_index(layout)
+    with admin.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,))
+        assert cur.fetchone() == (0,)  # not recreated
+    admin.close()
+    (layout.index_dir / "pg_schema").unlink()  # the documented way to start a new index
+    index = open_hash_index(layout)
+    assert index.schema != schema and index.count() == 0
+    index.close()
+
+
+def test_two_hosts_creating_a_schema_agree_on_one(tmp_path, pg_url, monkeypatch):
+    """The loser of the race to publish ``index/pg_schema`` drops its fresh schema and opens the winner's."""
+    import psycopg2
+
+    from datalake_pipelines.core.ingest import pg_index
+
+    layout = LakeLayout(tmp_path / "lake")
+    winner = pg_index.open_pg_index(pg_url, layout.index_dir, layout.hash_index)
+    marker = layout.index_dir / "pg_schema"
+    real_is_file = Path.is_file
+    monkeypatch.setattr(Path, "is_file", lambda p: False if p == marker else real_is_file(p))  # saw no marker yet
+    created: list[str] = []
+    real_init = PgHashIndex.__init__
+
+    def init(self, url, schema, create=True):
+        created.append(schema)
+        real_init(self, url, schema, create)
+
+    monkeypatch.setattr(PgHashIndex, "__init__", init)
+    loser = pg_index.open_pg_index(pg_url, layout.index_dir, layout.hash_index)
+    assert loser.schema == winner.schema == created[-1] != created[0]
+    with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (created[0],))
+        assert cur.fetchone() == (0,)  # the loser's own schema is gone
+    conn.close()
+    winner.close()
+    loser.close()

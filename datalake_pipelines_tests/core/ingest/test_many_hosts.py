@@ -108,6 +108,28 @@ def test_ingest_with_the_index_in_postgres(tmp_path, monkeypatch, pg_url):
         assert con.execute("SELECT count(*) FROM hash_index").fetchone() == (6,)
 
 
+def test_switching_a_sqlite_lake_to_postgres_keeps_dedup(tmp_path, monkeypatch, pg_url):
+    """The PostgreSQL schema created for a lake with a SQLite index starts with its rows: the same images
+    ingested into another dataset after the switch are found, not stored again."""
+    monkeypatch.delenv("DATALAKE_INDEX_URL", raising=False)
+    base = tmp_path / "lake"
+    client = DatalakeClient(base, num_proc=2, batch_size=4, progress=False)
+    pics = images(tmp_path / "in", 5, "switch")
+    client.upload_raw_data(pd.DataFrame({"image": [str(p) for p in pics]}), "inhouse", "before")
+    assert client.process_pending()[0].images_new == 5
+    assert LakeLayout(base).hash_index.is_file() and len(asset_files(base)) == 5
+
+    monkeypatch.setenv("DATALAKE_INDEX_URL", pg_url)
+    client.upload_raw_data(pd.DataFrame({"image": [str(p) for p in pics]}), "inhouse", "after")
+    [after] = client.process_pending()
+    assert (after.status, after.images_new, after.images_deduplicated) == ("done", 0, 5)
+    assert len(asset_files(base)) == 5  # no second copies
+    index = open_hash_index(LakeLayout(base))
+    assert isinstance(index, PgHashIndex) and index.count() == 5
+    index.close()
+    assert verify_lake(base, hashes=True)["ok"]
+
+
 def run_hosts(base: Path, jobs: list[str], tmp: Path, pg_url: str) -> list[dict]:
     """Each job processed by its own process (its own cache folder), all released at one moment."""
     tmp.mkdir(parents=True)
@@ -189,6 +211,6 @@ def test_concurrent_first_stores_make_one_asset(tmp_path, pg_url):
 
 
 def open_hash_index_for(base: Path, pg_url: str) -> PgHashIndex:
-    from datalake_pipelines.core.ingest.pg_index import lake_schema
+    from datalake_pipelines.core.ingest.pg_index import read_schema
 
-    return PgHashIndex(pg_url, lake_schema(LakeLayout(base).index_dir))
+    return PgHashIndex(pg_url, read_schema(LakeLayout(base).index_dir / "pg_schema"), create=False)
