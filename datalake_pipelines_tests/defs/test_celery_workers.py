@@ -38,6 +38,7 @@ pytestmark = pytest.mark.timeout(300)
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_APP = "datalake_pipelines.lib.celery_worker"
+COMMIT_STEP = "catalog_partition.commit"  # the ingest step that processes the batches (after plan_chunks)
 
 
 @pytest.fixture(scope="session")
@@ -234,12 +235,12 @@ def test_two_celery_workers_share_one_lake(tmp_path, postgres, redis, monkeypatc
         assert_exactly_once(deployment.base, outcomes, job_ids, rows_per_batch=3)
         workers = step_workers(instance, {r.run_id for r in runs})
         # every ingest step ran on a worker (the run processes ran none), and both workers took steps
-        assert sorted(step for step, _ in workers).count("catalog_partition") == 5
+        assert sorted(step for step, _ in workers).count(COMMIT_STEP) == 5
         assert {name for _, name in workers} == {"worker_a", "worker_b"}, workers
 
 
 def test_a_worker_killed_mid_step_loses_nothing(tmp_path, postgres, redis, monkeypatch, make_jpeg):
-    # The ingest step waits 2 s after marking each batch running (DATALAKE_STEP_PAUSE): the worker running it is
+    # The commit step waits 2 s after marking each batch running (DATALAKE_STEP_PAUSE): the worker running it is
     # killed there, with its pool process, holding the first batch. Redis hands the unacknowledged task to the other
     # worker after the visibility timeout, and that worker processes both batches.
     timeout = 20  # longer than the step takes on the other worker (2 x 2 s of pause + the rest), or it runs twice
@@ -250,7 +251,7 @@ def test_a_worker_killed_mid_step_loses_nothing(tmp_path, postgres, redis, monke
         killed: list[str] = []
 
         def kill_inside_the_step() -> None:
-            """Once the catalog step has started on a worker (its events in Postgres), SIGKILL that worker."""
+            """Once the commit step has started on a worker (its events in Postgres), SIGKILL that worker."""
             with dg.DagsterInstance.get() as watcher:  # a connection of this thread's own
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:
@@ -258,7 +259,7 @@ def test_a_worker_killed_mid_step_loses_nothing(tmp_path, postgres, redis, monke
                     run_id = runs[0].run_id if runs else None
                     taken = step_workers(watcher, {run_id}) if run_id else []
                     started = watcher.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START) if taken else []
-                    if any(e.step_key == "catalog_partition" for e in started):
+                    if any(e.step_key == COMMIT_STEP for e in started):
                         time.sleep(0.7)  # inside the first batch's pause
                         deployment.kill(taken[0][1])
                         killed.append(taken[0][1])
@@ -278,6 +279,6 @@ def test_a_worker_killed_mid_step_loses_nothing(tmp_path, postgres, redis, monke
         assert_exactly_once(deployment.base, outcomes, job_ids, rows_per_batch=3)
         [run_id] = {o["run_id"] for o in outcomes}
         assert instance.get_run_by_id(run_id).is_success
-        taken = [name for step, name in step_workers(instance, {run_id}) if step == "catalog_partition"]
+        taken = [name for step, name in step_workers(instance, {run_id}) if step == COMMIT_STEP]
         [survivor] = set(deployment.workers) - set(killed)
         assert sorted(taken) == sorted([killed[0], survivor]), taken  # started on the dead worker, run once more
