@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
+from ...settings import load as load_settings
 from ..lake import keys
 from ..lake.layout import LakeLayout
 from .asset_store import StoredFile, StoreOptions, store_files
@@ -122,6 +125,28 @@ def store_planned(
     workers: int,
 ) -> list[StoredFile]:
     """:func:`store_files` for a chunk's files, in groups on ``workers`` threads (one outcome per file, in order)."""
+    store = partial(_store_groups, layout, index, batch_dir, provider, dataset, job_id, options, workers)
+    pause = load_settings().chunk_pause
+    if not pause or len(files) < 2:
+        return store(files)
+    # a test hook: a worker is killed here, half the chunk's assets published and no record written
+    half = len(files) // 2
+    first = store(files[:half])
+    time.sleep(pause)
+    return first + store(files[half:])
+
+
+def _store_groups(
+    layout: LakeLayout,
+    index: HashIndex,
+    batch_dir: Path,
+    provider: str,
+    dataset: str,
+    job_id: str,
+    options: StoreOptions,
+    workers: int,
+    files: list[FileKey],
+) -> list[StoredFile]:
     groups: list[tuple[str, list[str]]] = []
     for start in range(0, len(files), STORE_GROUP):
         group = files[start : start + STORE_GROUP]
