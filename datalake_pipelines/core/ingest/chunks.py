@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -269,11 +269,25 @@ def store_local_chunk(layout: LakeLayout, storage: Any, chunk: Chunk, options: S
     )  # fmt: skip
     # the identity after the publish (a link and the read-only mode change the ctime), kept only when size, mtime
     # and inode are still those before the read: a file changed while the chunk read it is left to the commit
+    outcomes = [own_earlier_link(layout, p, o) for p, o in zip(paths, outcomes)]
     after = [local_identity(p) for p in paths]
     kept = [b if a and b and (a[:2], a[3:]) == (b[:2], b[3:]) else None for a, b in zip(before, after)]
     stored = [(f, ident, out) for f, (ident, out) in done.items()] + list(zip(todo, kept, outcomes))
     recorded = write_record(storage, chunk, options, stored)
     return chunk_summary(chunk, [out for _f, _i, out in stored], recorded)
+
+
+def own_earlier_link(layout: LakeLayout, staged: Path, outcome: StoredFile) -> StoredFile:
+    """A new file whose asset already existed is the batch's new content all the same when that asset is the staged
+    file itself: an earlier run of this chunk linked it and died before its record. Counted new (and its asset
+    this batch's to remove should another writer's entry win), not deduplicated."""
+    if not outcome.new or outcome.bytes_written or outcome.entry is None:
+        return outcome
+    try:
+        same = os.path.samefile(staged, layout.asset_path(outcome.entry.path))
+    except OSError:
+        return outcome
+    return replace(outcome, bytes_written=outcome.entry.size) if same else outcome
 
 
 def local_identities(batch_dir: Path) -> Callable[[list[str]], dict[str, Identity]]:
