@@ -47,6 +47,7 @@ CELERY_BROKER_ENV = "DATALAKE_CELERY_BROKER"
 CELERY_BACKEND_ENV = "DATALAKE_CELERY_BACKEND"
 CELERY_VISIBILITY_ENV = "DATALAKE_CELERY_VISIBILITY_TIMEOUT"
 STEP_PAUSE_ENV = "DATALAKE_STEP_PAUSE"  # a test hook: seconds the ingest waits after marking each batch running
+CHUNK_PAUSE_ENV = "DATALAKE_CHUNK_PAUSE"  # a test hook: seconds a chunk step waits with half its files stored
 
 DEFAULT_BASE_DIRNAME = "lake"
 DEFAULT_MOUNT_TABLE = "/proc/self/mounts"
@@ -120,6 +121,7 @@ class Settings:
     celery_backend: str = DEFAULT_CELERY_BROKER
     celery_visibility_timeout: float = DEFAULT_CELERY_VISIBILITY_TIMEOUT
     step_pause: float = 0.0
+    chunk_pause: float = 0.0
     explicit: frozenset[str] = frozenset()
 
     @property
@@ -217,5 +219,6 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             env, CELERY_VISIBILITY_ENV, float, DEFAULT_CELERY_VISIBILITY_TIMEOUT, "number of seconds"
         ),
         step_pause=_number(env, STEP_PAUSE_ENV, float, 0.0, "number of seconds", True),
+        chunk_pause=_number(env, CHUNK_PAUSE_ENV, float, 0.0, "number of seconds", True),
         explicit=frozenset(name for name, value in env.items() if name.startswith("DATALAKE_") and value),
     )

@@ -6,6 +6,8 @@ processes, each with its own ``DAGSTER_HOME`` and ``DATALAKE_CACHE_DIR`` as if o
 folder. The runs are launched the two ways the profile has, each from processes of their own (as on a host of its
 own: the code location is imported there with the profile's settings): ``dagster-daemon`` (sensor, run queue, run
 launcher) and ``datalake process start``; the runs' ingest steps are executed by the workers, never by those.
+One big batch is stored by its chunk steps on both workers; a worker killed in the middle of a chunk (or of the
+commit) loses nothing: its step is delivered again to the other worker.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ import pytest
 
 from datalake_pipelines import DatalakeClient
 from datalake_pipelines.core.catalog.verify import verify_lake
+from datalake_pipelines.core.ingest.chunks import record_key
+from datalake_pipelines.core.lake import keys
 from datalake_pipelines.core.lake.open import open_lake
+from datalake_pipelines.core.lifecycle.gc import collect_garbage
 from datalake_pipelines.lib.after_ingest import INGEST_JOB
 from datalake_pipelines.lib.partitions import JOB_IDS_TAG
 from datalake_pipelines_tests.support.services import postgres_server, redis_server
@@ -38,6 +43,7 @@ pytestmark = pytest.mark.timeout(300)
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_APP = "datalake_pipelines.lib.celery_worker"
+COMMIT_STEP = "catalog_partition.commit"  # the ingest step that processes the batches (after plan_chunks)
 
 
 @pytest.fixture(scope="session")
@@ -234,12 +240,12 @@ def test_two_celery_workers_share_one_lake(tmp_path, postgres, redis, monkeypatc
         assert_exactly_once(deployment.base, outcomes, job_ids, rows_per_batch=3)
         workers = step_workers(instance, {r.run_id for r in runs})
         # every ingest step ran on a worker (the run processes ran none), and both workers took steps
-        assert sorted(step for step, _ in workers).count("catalog_partition") == 5
+        assert sorted(step for step, _ in workers).count(COMMIT_STEP) == 5
         assert {name for _, name in workers} == {"worker_a", "worker_b"}, workers
 
 
 def test_a_worker_killed_mid_step_loses_nothing(tmp_path, postgres, redis, monkeypatch, make_jpeg):
-    # The ingest step waits 2 s after marking each batch running (DATALAKE_STEP_PAUSE): the worker running it is
+    # The commit step waits 2 s after marking each batch running (DATALAKE_STEP_PAUSE): the worker running it is
     # killed there, with its pool process, holding the first batch. Redis hands the unacknowledged task to the other
     # worker after the visibility timeout, and that worker processes both batches.
     timeout = 20  # longer than the step takes on the other worker (2 x 2 s of pause + the rest), or it runs twice
@@ -250,7 +256,7 @@ def test_a_worker_killed_mid_step_loses_nothing(tmp_path, postgres, redis, monke
         killed: list[str] = []
 
         def kill_inside_the_step() -> None:
-            """Once the catalog step has started on a worker (its events in Postgres), SIGKILL that worker."""
+            """Once the commit step has started on a worker (its events in Postgres), SIGKILL that worker."""
             with dg.DagsterInstance.get() as watcher:  # a connection of this thread's own
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:
@@ -258,16 +264,16 @@ def test_a_worker_killed_mid_step_loses_nothing(tmp_path, postgres, redis, monke
                     run_id = runs[0].run_id if runs else None
                     taken = step_workers(watcher, {run_id}) if run_id else []
                     started = watcher.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START) if taken else []
-                    if any(e.step_key == "catalog_partition" for e in started):
+                    if any(e.step_key == COMMIT_STEP for e in started):
                         time.sleep(0.7)  # inside the first batch's pause
                         deployment.kill(taken[0][1])
                         killed.append(taken[0][1])
                         return
                     time.sleep(0.2)
 
+        instance = dg.DagsterInstance.get()  # first: it creates the schema, which the watcher's would race
         killer = threading.Thread(target=kill_inside_the_step, daemon=True)
         killer.start()
-        instance = dg.DagsterInstance.get()
         started = time.monotonic()
         outcomes = deployment.process_start()
         killer.join(timeout=5)
@@ -278,6 +284,99 @@ def test_a_worker_killed_mid_step_loses_nothing(tmp_path, postgres, redis, monke
         assert_exactly_once(deployment.base, outcomes, job_ids, rows_per_batch=3)
         [run_id] = {o["run_id"] for o in outcomes}
         assert instance.get_run_by_id(run_id).is_success
-        taken = [name for step, name in step_workers(instance, {run_id}) if step == "catalog_partition"]
+        taken = [name for step, name in step_workers(instance, {run_id}) if step == COMMIT_STEP]
         [survivor] = set(deployment.workers) - set(killed)
         assert sorted(taken) == sorted([killed[0], survivor]), taken  # started on the dead worker, run once more
+
+
+def chunk_steps(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
+    """(store_chunk step key, worker) of every chunk step a worker started, in the order of the event log."""
+    return [(step, name) for step, name in step_workers(instance, {run_id}) if ".store_chunk[" in step]
+
+
+def assert_chunks_consumed(base: str, instance: dg.DagsterInstance, run_id: str, files: int, chunks: int) -> None:
+    """The commit reused ``chunks`` chunk steps and stored every file once, each counted new; no chunk record is left
+    and no asset is orphaned."""
+    events = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    [meta] = [
+        e.asset_materialization.metadata
+        for e in events
+        if e.dagster_event.asset_key == dg.AssetKey("catalog_partition")
+    ]
+    assert meta["chunks"].value == chunks and meta["rows_added"].value == files
+    assert (meta["images_new"].value, meta["images_deduplicated"].value) == (files, 0)
+    lake = open_lake(base)
+    assert list(lake.storage.list(keys.CHUNKS)) == []  # the records went with the batch
+    garbage = collect_garbage(lake, dry_run=True, grace_seconds=0)
+    assert garbage["assets"] == garbage["referenced"] == files and garbage["collected"] == 0, garbage
+
+
+def test_one_big_batch_is_stored_in_chunk_steps_on_both_workers(tmp_path, postgres, redis, monkeypatch, make_jpeg):
+    # 36 files, 5 per chunk: 8 store_chunk steps, spread over the two workers, then one commit
+    with profile(tmp_path, postgres, redis, monkeypatch, "big_batch", 3, DATALAKE_CHUNK_FILES="5") as deployment:
+        client = DatalakeClient(deployment.base, progress=False)
+        job_ids = upload(client, tmp_path, make_jpeg, "inhouse", "big", n=1, rows=36)
+        outcomes = deployment.process_start()
+
+        assert_exactly_once(deployment.base, outcomes, job_ids, rows_per_batch=36)
+        instance = dg.DagsterInstance.get()
+        [run_id] = {o["run_id"] for o in outcomes}
+        assert instance.get_run_by_id(run_id).is_success
+        taken = chunk_steps(instance, run_id)
+        assert len(taken) == len({step for step, _ in taken}) == 8, taken  # each chunk once
+        assert {name for _, name in taken} == {"worker_a", "worker_b"}, taken
+        assert_chunks_consumed(deployment.base, instance, run_id, files=36, chunks=8)
+
+
+def test_a_worker_killed_mid_chunk_loses_nothing(tmp_path, postgres, redis, monkeypatch, make_jpeg):
+    # 20 files, 5 per chunk; each chunk step waits 3 s with half its files published (DATALAKE_CHUNK_PAUSE): the
+    # worker of the first chunk step is killed there, with its pool process. The other worker runs the other chunks;
+    # the dead one's is re-delivered after the visibility timeout and stored again over the assets it left.
+    timeout = 20  # longer than a chunk step takes (3 s of pause + the rest), or one would run twice
+    settings = {
+        "DATALAKE_CHUNK_FILES": "5",
+        "DATALAKE_CHUNK_PAUSE": "3",
+        "DATALAKE_CELERY_VISIBILITY_TIMEOUT": str(timeout),
+    }
+    with profile(tmp_path, postgres, redis, monkeypatch, "dead_chunk", 4, **settings) as deployment:
+        client = DatalakeClient(deployment.base, progress=False)
+        [job_id] = upload(client, tmp_path, make_jpeg, "inhouse", "dead", n=1, rows=20)
+        killed: list[tuple[str, str, bool]] = []  # (step, worker, its chunk record written when killed)
+
+        def kill_inside_a_chunk() -> None:
+            """1.5 s after a chunk step started on a worker (inside its pause), SIGKILL that worker."""
+            with dg.DagsterInstance.get() as watcher:  # a connection of this thread's own
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    runs = watcher.get_runs(dg.RunsFilter(job_name=INGEST_JOB), limit=1)
+                    taken = chunk_steps(watcher, runs[0].run_id) if runs else []
+                    if taken:
+                        time.sleep(1.5)
+                        step, name = taken[0]
+                        deployment.kill(name)
+                        n = int(step.rstrip("]").rsplit("_", 1)[1])
+                        killed.append((step, name, open_lake(deployment.base).storage.exists(record_key(job_id, n))))
+                        return
+                    time.sleep(0.2)
+
+        instance = dg.DagsterInstance.get()  # first: it creates the schema, which the watcher's would race
+        killer = threading.Thread(target=kill_inside_a_chunk, daemon=True)
+        killer.start()
+        started = time.monotonic()
+        outcomes = deployment.process_start()
+        killer.join(timeout=5)
+
+        assert killed, "no worker took a chunk step"
+        [(step, dead, recorded)] = killed
+        assert not recorded  # killed mid-chunk: before its record
+        assert deployment.workers[dead].returncode == -signal.SIGKILL
+        assert time.monotonic() - started >= timeout  # the run waited for the re-delivery
+        assert_exactly_once(deployment.base, outcomes, [job_id], rows_per_batch=20)
+        [run_id] = {o["run_id"] for o in outcomes}
+        assert instance.get_run_by_id(run_id).is_success
+        taken = chunk_steps(instance, run_id)
+        [survivor] = set(deployment.workers) - {dead}
+        assert sorted(name for s, name in taken if s == step) == sorted([dead, survivor]), taken  # run once more
+        assert len({s for s, _ in taken}) == 4 and len(taken) == 5, taken  # no other chunk ran twice
+        # the 2 files the dead worker linked before its pause are new content all the same (were counted deduplicated)
+        assert_chunks_consumed(deployment.base, instance, run_id, files=20, chunks=4)

@@ -196,6 +196,17 @@ def test_a_chunk_run_twice_changes_nothing(base, tmp_path, make_jpeg):
     assets_ok(base, partition(lake))
 
 
+def test_a_chunk_stored_again_after_its_worker_died_counts_its_files_new(base, tmp_path, make_jpeg):
+    """Its worker published the chunk's assets and died before the record; the chunk re-delivered to another
+    worker finds them there (locally: the staged files themselves, linked), yet they are the batch's new content."""
+    lake, job_id, chunks, options = stored_in_chunks(base, tmp_path, make_jpeg)
+    lake.storage.delete([record_key(job_id, 2)])
+    again = lake.store_chunk(chunks[2], options)
+    assert (again["files"], again["new"], again["recorded"]) == (5, 5, 5)
+    [result] = lake.process([job_id], options, chunks=True)
+    assert (result.status, result.rows_added, result.images_new, result.images_deduplicated) == ("done", ROWS, 23, 1)
+
+
 def test_a_lost_or_broken_chunk_record_only_costs_time(base, tmp_path, make_jpeg):
     lake, job_id, _chunks, options = stored_in_chunks(base, tmp_path, make_jpeg)
     lake.storage.delete([record_key(job_id, 1)])  # a worker died after publishing, before its record
