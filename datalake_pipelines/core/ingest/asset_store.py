@@ -338,6 +338,7 @@ def known_references(
         if entry is not None and problem is None:
             out.append(_known(_Hashed(sha, sha256=sha), entry, kind, options))
         else:
-            error = f"the upload found this content (sha256 {sha}) in the lake and did not stage it, but it {problem}"
+            # the batch has no file for it: the upload left it unstaged (the lake held it then), or it was removed
+            error = f"its content (sha256 {sha}, as the upload hashed it) is not in the batch and {problem}"
             out.append(StoredFile(sha256=sha, error=f"{error}: upload the file again"))
     return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -260,8 +261,9 @@ def connect(url: str):
         return psycopg2.connect(url, **extra)
     except psycopg2.OperationalError as exc:
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        if params.get("password"):
-            reason = reason.replace(params["password"], "***")
+        if params.get("password"):  # libpq does not echo it; should a message ever hold it, as a whole token only
+            # (a bare replace turned the password "t" into "connec***ion ***o server")
+            reason = re.sub(rf"(?<!\w){re.escape(params['password'])}(?!\w)", "***", reason)
         where = (
             f"user {params.get('user', '(default)')} at {params.get('host', 'the local socket')}:"
             f"{params.get('port', 5432)}, database {params.get('dbname', '(default)')}"

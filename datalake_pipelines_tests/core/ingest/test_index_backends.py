@@ -272,6 +272,16 @@ def test_a_server_that_never_answers_times_out(monkeypatch, tmp_path):
     mute.close()
 
 
+def test_a_one_letter_password_does_not_garble_the_reason(monkeypatch):
+    """Masking replaced every "t" of libpq's message when the password was "t" ("connec***ion ***o server")."""
+    from datalake_pipelines.core.ingest.pg_index import IndexUnreachable, connect
+    from datalake_pipelines_tests.support.s3_server import free_port
+
+    with pytest.raises(IndexUnreachable) as caught:
+        connect(f"postgresql://u:t@127.0.0.1:{free_port()}/db")
+    assert "connection to server at" in str(caught.value) and "***" not in str(caught.value)
+
+
 @pytest.mark.parametrize("failure", ["wrong password", "closed port"])
 def test_an_unreachable_index_is_one_error_line(failure, pg_url, lake, make_jpeg, tmp_path, monkeypatch, capsys):
     """The CLI reports a refused login or a closed port as one ``error:`` line naming the variable, the host, port
