@@ -10,8 +10,6 @@ hold the second runs back.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 from collections import defaultdict
 from pathlib import Path
@@ -26,9 +24,7 @@ from datalake_pipelines.core.catalog.verify import verify_lake
 from datalake_pipelines.core.lake.open import open_lake
 from datalake_pipelines.lib.after_ingest import INGEST_JOB
 from datalake_pipelines.lib.partitions import DAGSTER_PARTITION_TAG, JOB_IDS_TAG
-from datalake_pipelines.services.runner import INSTANCE_CONFIG
-from datalake_pipelines_tests.defs.test_e2e_daemon import Daemon, make_images, wait_for
-from datalake_pipelines_tests.support.webserver import init_storage
+from datalake_pipelines_tests.defs.test_e2e_daemon import Daemon, default_profile_env, make_images, wait_for
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -39,20 +35,7 @@ ROWS = 2  # rows (and images) per batch: the burst is about coordination, not by
 
 @pytest.fixture
 def burst_env(tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")  # the default profile, unchanged
-    init_storage(home)
-    lake = tmp_path / "lake"
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "DATALAKE_BASE_PATH": str(lake),
-        "DATALAKE_SENSOR_INTERVAL": "1",
-        "DATALAKE_NUM_PROC": "1",
-    }
-    for key in ("DAGSTER_HOME", "DATALAKE_BASE_PATH"):
-        monkeypatch.setenv(key, env[key])
+    _home, lake, env = default_profile_env(tmp_path, monkeypatch)  # the default profile, unchanged
     daemon = Daemon(env, tmp_path / "daemon.log")
     daemon.start()
     yield lake, tmp_path / "daemon.log"

@@ -58,12 +58,14 @@ class Daemon:
             self.proc.wait(30)
 
 
-@pytest.fixture
-def daemon_env(tmp_path, monkeypatch):
+def default_profile_env(tmp_path: Path, monkeypatch, **extra: str) -> tuple[Path, Path, dict[str, str]]:
+    """A ``DAGSTER_HOME`` holding the shipped ``config/dagster.yaml`` (its storage created once, before the daemon
+    and its code server race to create it), a lake folder, and the daemon's environment (a 1 s sensor interval,
+    one worker, plus ``extra``); this process points at the same home and lake. Returns (home, lake, env)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
-    init_storage(home)  # once, before the daemon and its code server race to create it
+    init_storage(home)
     lake = tmp_path / "lake"
     env = {
         **os.environ,
@@ -71,10 +73,16 @@ def daemon_env(tmp_path, monkeypatch):
         "DATALAKE_BASE_PATH": str(lake),
         "DATALAKE_SENSOR_INTERVAL": "1",
         "DATALAKE_NUM_PROC": "1",
-        "DATALAKE_BATCH_SIZE": "200",
+        **extra,
     }
     for key in ("DAGSTER_HOME", "DATALAKE_BASE_PATH"):
         monkeypatch.setenv(key, env[key])
+    return home, lake, env
+
+
+@pytest.fixture
+def daemon_env(tmp_path, monkeypatch):
+    home, lake, env = default_profile_env(tmp_path, monkeypatch, DATALAKE_BATCH_SIZE="200")
     daemons: list[Daemon] = []
 
     def start() -> Daemon:
