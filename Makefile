@@ -25,16 +25,19 @@ home:
 	elif ! cmp -s config/dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"; then \
 		echo "note: $(DAGSTER_HOME)/dagster.yaml differs from config/dagster.yaml; copy it over unless you changed it on purpose"; fi
 
+# Debian packages $(1), as root or through sudo when it needs no password, with one `apt-get update` retry when the
+# package lists are stale; fails (for the caller's message) when neither works.
+apt_install = if [ "$$(id -u)" = 0 ]; then apt-get install -y $(1) || { apt-get update && apt-get install -y $(1); }; \
+	elif sudo -n true 2>/dev/null; then sudo apt-get install -y $(1) || { sudo apt-get update && sudo apt-get install -y $(1); }; \
+	else false; fi
+
 # Headless Chromium for the gallery test (datalake_pipelines_tests/test_gallery.py): Debian's packages, installed
 # only when missing and apt-get is there (as root, or through sudo when it needs no password); idempotent.
 browser:
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
 	elif ! command -v apt-get >/dev/null 2>&1; then echo "no apt-get: install chromium and its chromedriver yourself"; \
-	elif [ "$$(id -u)" = 0 ]; then apt-get install -y chromium chromium-driver || \
-		{ apt-get update && apt-get install -y chromium chromium-driver; }; \
-	elif sudo -n true 2>/dev/null; then sudo apt-get install -y chromium chromium-driver || \
-		{ sudo apt-get update && sudo apt-get install -y chromium chromium-driver; }; \
-	else echo "chromium missing: run 'sudo apt-get install chromium chromium-driver' (the gallery test skips)"; fi
+	elif ! { $(call apt_install,chromium chromium-driver); }; then \
+		echo "chromium missing: run 'sudo apt-get install chromium chromium-driver' (the gallery test skips)"; fi
 	@# a CJK font for labels drawn on thumbnails (1.6 MB; core/preview/fonts.py); DejaVu covers the rest
 	@if [ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || ! command -v apt-get >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ]; then apt-get install -y fonts-wqy-microhei || echo "fonts-wqy-microhei not installed"; \
@@ -46,11 +49,8 @@ browser:
 services:
 	@if command -v redis-server >/dev/null 2>&1 && { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; then :; \
 	elif ! command -v apt-get >/dev/null 2>&1; then echo "no apt-get: install PostgreSQL and Redis servers yourself"; \
-	elif [ "$$(id -u)" = 0 ]; then apt-get install -y postgresql redis-server || \
-		{ apt-get update && apt-get install -y postgresql redis-server; }; \
-	elif sudo -n true 2>/dev/null; then sudo apt-get install -y postgresql redis-server || \
-		{ sudo apt-get update && sudo apt-get install -y postgresql redis-server; }; \
-	else echo "run 'sudo apt-get install postgresql redis-server' (the scale-out tests need them)"; fi
+	elif ! { $(call apt_install,postgresql redis-server); }; then \
+		echo "run 'sudo apt-get install postgresql redis-server' (the scale-out tests need them)"; fi
 
 demo: install home
 	$(BIN)/python -m datalake_pipelines.demo
