@@ -29,6 +29,7 @@ CHUNK_FILES_ENV = "DATALAKE_CHUNK_FILES"
 SENSOR_INTERVAL_ENV = "DATALAKE_SENSOR_INTERVAL"
 QUIET_SECONDS_ENV = "DATALAKE_QUIET_SECONDS"
 GRACE_SECONDS_ENV = "DATALAKE_GRACE_SECONDS"
+WALK_SECONDS_ENV = "DATALAKE_CATALOG_WALK_SECONDS"  # a catalog refresh walks every partition this often
 CACHE_DIR_ENV = "DATALAKE_CACHE_DIR"
 MULTIPART_THRESHOLD_ENV = "DATALAKE_MULTIPART_THRESHOLD_MB"
 CHUNKED_THRESHOLD_ENV = "DATALAKE_CHUNKED_THRESHOLD_MB"
@@ -57,6 +58,8 @@ DEFAULT_CHUNK_FILES = 2000
 DEFAULT_SENSOR_INTERVAL = 30
 DEFAULT_QUIET_SECONDS = 10.0
 DEFAULT_GRACE_SECONDS = 600.0
+# between them a refresh reads the change log (core/lake/changes.py); the walk catches what no writer recorded
+DEFAULT_WALK_SECONDS = 86_400.0
 DEFAULT_MULTIPART_THRESHOLD_MB = 100.0
 DEFAULT_CHUNKED_THRESHOLD_MB = 50.0
 # S3 requests in flight at once for small objects (one thread and one pooled connection each): real S3 adds
@@ -98,6 +101,7 @@ class Settings:
     sensor_interval: int = DEFAULT_SENSOR_INTERVAL
     quiet_seconds: float = DEFAULT_QUIET_SECONDS
     grace_seconds: float = DEFAULT_GRACE_SECONDS
+    walk_seconds: float = DEFAULT_WALK_SECONDS
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "datalake")
     multipart_threshold_mb: float = DEFAULT_MULTIPART_THRESHOLD_MB
     chunked_threshold_mb: float = DEFAULT_CHUNKED_THRESHOLD_MB
@@ -192,6 +196,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         sensor_interval=_number(env, SENSOR_INTERVAL_ENV, int, DEFAULT_SENSOR_INTERVAL, "whole number of seconds"),
         quiet_seconds=_number(env, QUIET_SECONDS_ENV, float, DEFAULT_QUIET_SECONDS, "number of seconds", True),
         grace_seconds=_number(env, GRACE_SECONDS_ENV, float, DEFAULT_GRACE_SECONDS, "number of seconds", True),
+        walk_seconds=_number(env, WALK_SECONDS_ENV, float, DEFAULT_WALK_SECONDS, "number of seconds", True),
         cache_dir=Path(cache_dir) if cache_dir else Path.home() / ".cache" / "datalake",
         multipart_threshold_mb=_number(
             env, MULTIPART_THRESHOLD_ENV, float, DEFAULT_MULTIPART_THRESHOLD_MB, "number of MB"

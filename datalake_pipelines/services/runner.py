@@ -180,9 +180,9 @@ def terminal_run_config(job: dg.JobDefinition, partition_key: str) -> dict[str, 
     return {**config, **ONE_LINE_RUN}
 
 
-def refresh_catalog_db(instance: dg.DagsterInstance, lake) -> bool:
+def refresh_catalog_db(instance: dg.DagsterInstance, lake, walk: bool = False) -> bool:
     """Refresh the lake's catalog.duckdb now (a ``refresh_catalog_db`` run logging one line per event);
-    True when the run succeeded."""
+    True when the run succeeded. ``walk``: look at every partition folder (the asset's ``walk`` config)."""
     from dagster_duckdb import DuckDBResource
 
     from ..core.lake.open import duckdb_file_of
@@ -190,7 +190,10 @@ def refresh_catalog_db(instance: dg.DagsterInstance, lake) -> bool:
 
     resources = {"lake": lake, "duckdb": DuckDBResource(database=str(duckdb_file_of(lake.base)))}
     result = defs.resolve_job_def(REFRESH_JOB).execute_in_process(
-        instance=instance, resources=resources, raise_on_error=False, run_config=ONE_LINE_RUN
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+        run_config={**ONE_LINE_RUN, "ops": {"duckdb_catalog": {"config": {"walk": walk}}}},
     )
     return result.success
 

@@ -1,20 +1,18 @@
 """Refreshing a local lake's ``catalog.duckdb``: incremental, so its cost follows the new files, not the lake.
 
-A refresh after one ingest used to rebuild everything: every part file's footer (twice: the check and the row
-counts), every ``_metadata.json``, the ``catalog`` view (DuckDB reads every footer to bind it) and the whole hash
-index row by row (benchmarks/scale.py: 7 s at 10,000 partitions for one new part). Now the database keeps what
-it was built from:
+A refresh after one ingest used to rebuild everything: every part file's footer, every ``_metadata.json``, the
+``catalog`` view and the whole hash index row by row (benchmarks/scale.py: 7 s at 10,000 partitions for one new
+part). Now the database keeps what it was built from, and a refresh reads only what changed since:
 
-- ``refresh_partitions``: one signature per partition, a digest of its part files' and ``_metadata.json``'s
-  name, size, mtime and inode (one ``scandir`` per partition, no file opened). Only partitions whose signature
-  changed are read again (footers, ``_metadata.json``); their ``partitions`` rows are replaced, those of
-  partitions gone are deleted.
-- ``refresh_index``: how many hash-index rows were copied, the newest ``created_at`` among them (the high-water
-  mark) and a fingerprint of them (integer sums of sizes, path lengths and pHash bits, computed by SQLite). When
-  the rows up to the mark still give the same count and fingerprint, only the index only grew: the rows after
-  the mark are appended. Anything else (a GC or a delete removed entries, a pHash was filled, a concurrent
-  ingest committed an older ``created_at`` late) copies the index again, so a mismatch costs time, never
-  correctness.
+- partitions: the change log (``lake/changes.py``) names every partition a writer took since the last refresh;
+  those, plus the ones whose writer was still at work then (``watch``: their lock held), are looked at again. A
+  partition is read again (footers, ``_metadata.json``) when its signature changed: a digest of its part files'
+  and ``_metadata.json``'s name, size, mtime and inode (one ``scandir``, no file opened). A walk of every
+  partition folder replaces the log when the log cannot say (first refresh, another log, entries missing), when
+  asked (``walk=True``: ``datalake catalog rebuild``) and every ``DATALAKE_CATALOG_WALK_SECONDS`` (a day), which
+  catches what no writer recorded (files copied in by hand).
+- the hash index: its journal (``ingest/index_changes.py``) gives the keys changed since the cursor kept here;
+  their rows are replaced. No cursor, another index or a pruned journal copies the index whole.
 - the ``catalog`` view globs the catalog at query time (DuckDB binds ``SELECT *`` again on every query, new
   columns included), so it is only recreated when the catalog goes from empty to not (or back) or the lake moved.
 
@@ -29,9 +27,8 @@ import contextlib
 import hashlib
 import json
 import os
-import sqlite3
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +37,8 @@ import duckdb
 import pyarrow as pa
 
 from ...settings import load as load_settings
-from ..ingest.hash_index import COLUMNS as INDEX_COLUMNS
-from ..ingest.index_store import existing_hash_index
+from ..ingest.index_changes import index_changes
+from ..lake.changes import read_changes, writer_active
 from ..lake.keys import PARTITION_METADATA
 from ..lake.layout import LakeLayout, PartitionRef
 from ..storage.files import copy_file, temp_sibling
@@ -58,14 +55,8 @@ from .warehouse import (
 
 SCAN_THREADS, SCAN_CHUNK = 8, 256
 PARTITION_STATE = "refresh_partitions"
-INDEX_STATE = "refresh_index"
+STATE = "refresh_state"
 KEY_SQL = "provider || '/' || dataset || '/' || task || '/' || variant"
-# Integer aggregates only: sums of floats depend on the order of addition, so a fingerprint carried forward by
-# adding the appended rows' sums would drift from a recount. phash & 65535 keeps the sum far from overflow.
-FINGERPRINT = (
-    "count(*), coalesce(sum(size), 0), coalesce(sum(length(path)), 0), count(phash), "
-    "coalesce(sum(phash & 65535), 0), coalesce(sum(coalesce(width, 0) + coalesce(height, 0)), 0)"
-)
 
 
 def _signature(folder: str) -> str:
@@ -118,9 +109,11 @@ class PreviousBuild:
 
     base: str
     signatures: dict[str, str] = field(default_factory=dict)
-    index_rows: int = 0
-    high_water: str | None = None
-    fingerprint: tuple[int, ...] = ()
+    log_id: str | None = None
+    log_seq: int | None = None
+    watch: list[str] = field(default_factory=list)
+    walked_at: float = 0.0
+    index_cursor: dict | None = None
     had_files: bool = False
 
 
@@ -128,35 +121,66 @@ def read_previous(con: duckdb.DuckDBPyConnection) -> PreviousBuild | None:
     """The state kept in the database of ``con``, None when there is no usable one (then the refresh builds
     from scratch)."""
     try:
-        base, rows, high_water, fingerprint = con.execute(
-            f"SELECT base, index_rows, high_water, fingerprint FROM {INDEX_STATE}"
+        base, log_id, log_seq, watch, walked_at, index_cursor = con.execute(
+            f"SELECT base, log_id, log_seq, watch, walked_at, index_cursor FROM {STATE}"
         ).fetchall()[0]
         signatures = dict(con.execute(f"SELECT partition, signature FROM {PARTITION_STATE}").fetchall())
         files = con.execute("SELECT coalesce(sum(files), 0) FROM partitions").fetchall()[0][0]
-    except (duckdb.Error, TypeError, ValueError):  # an older format, another file, or damaged: build anew
+        return PreviousBuild(
+            base, signatures, log_id, log_seq, json.loads(watch), walked_at, json.loads(index_cursor), bool(files)
+        )
+    except (duckdb.Error, IndexError, TypeError, ValueError):  # an older format, another file, or damaged: anew
         return None
-    return PreviousBuild(base, signatures, rows, high_water, tuple(json.loads(fingerprint)), bool(files))
 
 
-@contextlib.contextmanager
-def _index_snapshot(layout: LakeLayout) -> Iterator[sqlite3.Connection | None]:
-    """A read transaction on the SQLite hash index (WAL: every query in it sees one snapshot)."""
-    if not layout.hash_index.exists():
-        yield None
-        return
-    con = sqlite3.connect(f"file:{layout.hash_index}?mode=ro", uri=True, timeout=60)
-    try:
-        con.execute("BEGIN")
-        yield con
-    finally:
-        con.close()
+@dataclass
+class Plan:
+    """What this refresh reads again: the new ``signatures`` of every partition, the ``changed`` ones, the
+    ``watch`` list to keep, and the change log's cursor."""
+
+    signatures: dict[str, str]
+    changed: list[PartitionRef]
+    watch: list[str]
+    log_id: str
+    log_seq: int
+    walked_at: float
+    walked: bool
 
 
-def _copy_rows(con: duckdb.DuckDBPyConnection, cursor: sqlite3.Cursor | list[tuple], batch_size: int) -> int:
-    """Insert the rows of ``cursor`` (a SQLite cursor read ``batch_size`` at a time, or one list of rows)."""
+def plan_refresh(layout: LakeLayout, previous: PreviousBuild | None, walk: bool) -> Plan:
+    """Which partitions to read again: those the change log names since the previous refresh and those it was
+    still watching, or every partition when a walk is due (see the module docstring)."""
+    log = read_changes(layout, previous.log_id if previous else None, previous.log_seq if previous else None)
+    now = time.time()
+    walk = walk or previous is None or not log.complete or now - previous.walked_at >= load_settings().walk_seconds
+    if walk:
+        signatures = scan_catalog(layout, previous.signatures if previous else ())
+        # writers at work now: known from the log's entries, or, when the log cannot say, from every lock
+        maybe_busy = set(signatures) if previous is None or not log.complete else log.partitions
+        walked_at = now
+    else:
+        assert previous is not None
+        signatures = dict(previous.signatures)
+        for key in sorted(log.partitions | set(previous.watch)):
+            folder = layout.partition_dir(PartitionRef.parse(key))
+            if folder.is_dir():
+                signatures[key] = _signature(str(folder))
+            else:
+                signatures.pop(key, None)
+        maybe_busy, walked_at = log.partitions, previous.walked_at
+    watch = sorted(k for k in maybe_busy | set(previous.watch if previous else ()) if writer_active(layout, k))
+    changed = sorted(
+        PartitionRef.parse(key)
+        for key, signature in signatures.items()
+        if previous is None or previous.signatures.get(key) != signature
+    )
+    return Plan(signatures, changed, watch, log.identity, log.seq, walked_at, walk)
+
+
+def _copy_rows(con: duckdb.DuckDBPyConnection, batches: Iterable[list[tuple]]) -> int:
+    """Insert rows (``hash_index.COLUMNS`` order), a batch at a time."""
     copied = 0
-    chunks = iter([cursor]) if isinstance(cursor, list) else iter(lambda: cursor.fetchmany(batch_size), [])
-    for rows in chunks:
+    for rows in batches:
         if not rows:
             continue
         chunk = pa.Table.from_arrays(
@@ -171,56 +195,35 @@ def _copy_rows(con: duckdb.DuckDBPyConnection, cursor: sqlite3.Cursor | list[tup
 
 def sync_hash_index(
     con: duckdb.DuckDBPyConnection, layout: LakeLayout, previous: PreviousBuild | None, batch_size: int
-) -> tuple[int, str | None, tuple[int, ...], bool]:
-    """Bring ``hash_index`` in ``con`` up to the SQLite index: append the rows after the previous high-water
-    mark, or copy them all. Returns (rows, high-water mark, fingerprint, whether it appended)."""
-    columns = ", ".join(INDEX_COLUMNS)
-    if load_settings().index_url:  # the index is in PostgreSQL (many hosts): copied whole, no SQLite high-water mark
-        con.execute("DELETE FROM hash_index")
-        shared = existing_hash_index(layout)
-        if shared is None:
-            return 0, None, (), False
-        try:
-            return sum(_copy_rows(con, rows, batch_size) for rows in shared.iter_rows(batch_size)), None, (), False
-        finally:
-            shared.close()
-    with _index_snapshot(layout) as index:
-        if index is None:
+) -> tuple[dict | None, bool]:
+    """Bring ``hash_index`` in ``con`` up to the lake's hash index: replace the rows of the keys changed since the
+    previous cursor, or copy it whole. Returns (the new cursor, whether it was copied whole)."""
+    with index_changes(layout, previous.index_cursor if previous else None, batch_size) as changes:
+        if changes is None or changes.full:
             con.execute("DELETE FROM hash_index")
-            return 0, None, (), False
-        if previous is not None and previous.high_water is not None:
-            old = index.execute(f"SELECT {FINGERPRINT} FROM assets WHERE created_at <= ?", (previous.high_water,))
-            if tuple(old.fetchone()) == previous.fingerprint and previous.fingerprint[0] == previous.index_rows:
-                new = index.execute(
-                    f"SELECT {columns} FROM assets WHERE created_at > ? ORDER BY sha256", (previous.high_water,)
-                )
-                added = _copy_rows(con, new, batch_size)
-                if added == 0:
-                    return previous.index_rows, previous.high_water, previous.fingerprint, True
-                delta = index.execute(f"SELECT {FINGERPRINT}, max(created_at) FROM assets WHERE created_at > ?",
-                                      (previous.high_water,)).fetchone()  # fmt: skip
-                fingerprint = tuple(a + b for a, b in zip(previous.fingerprint, delta[:-1]))
-                return previous.index_rows + added, max(previous.high_water, delta[-1]), fingerprint, True
-        con.execute("DELETE FROM hash_index")
-        high_water = index.execute("SELECT max(created_at) FROM assets").fetchone()[0]
-        fingerprint = tuple(index.execute(f"SELECT {FINGERPRINT} FROM assets").fetchone())
-        copied = _copy_rows(con, index.execute(f"SELECT {columns} FROM assets ORDER BY sha256"), batch_size)
-        return copied, high_water, fingerprint, False
+            if changes is None:
+                return None, True
+        elif changes.removed:
+            con.register("removed_keys", pa.table({"sha256": pa.array(changes.removed, pa.string())}))
+            con.execute("DELETE FROM hash_index WHERE sha256 IN (SELECT sha256 FROM removed_keys)")
+            con.unregister("removed_keys")
+        _copy_rows(con, changes.rows)
+        return changes.cursor, changes.full
 
 
-def _write_state(con: duckdb.DuckDBPyConnection, layout: LakeLayout, signatures: dict[str, str], index: tuple) -> None:
-    rows, high_water, fingerprint, _ = index
+def _write_state(con: duckdb.DuckDBPyConnection, layout: LakeLayout, plan: Plan, index_cursor: dict | None) -> None:
+    signatures = plan.signatures
     con.execute(f"CREATE OR REPLACE TABLE {PARTITION_STATE} (partition VARCHAR PRIMARY KEY, signature VARCHAR)")
     con.register("signatures", pa.table({"partition": list(signatures), "signature": list(signatures.values())}))
     con.execute(f"INSERT INTO {PARTITION_STATE} SELECT * FROM signatures")
     con.unregister("signatures")
     con.execute(
-        f"CREATE OR REPLACE TABLE {INDEX_STATE} (base VARCHAR, index_rows BIGINT, high_water VARCHAR, "
-        "fingerprint VARCHAR)"
+        f"CREATE OR REPLACE TABLE {STATE} (base VARCHAR, log_id VARCHAR, log_seq BIGINT, watch VARCHAR, "
+        "walked_at DOUBLE, index_cursor VARCHAR)"
     )
     con.execute(
-        f"INSERT INTO {INDEX_STATE} VALUES (?, ?, ?, ?)",
-        [str(layout.base), rows, high_water, json.dumps(list(fingerprint))],
+        f"INSERT INTO {STATE} VALUES (?, ?, ?, ?, ?, ?)",
+        [str(layout.base), plan.log_id, plan.log_seq, json.dumps(plan.watch), plan.walked_at, json.dumps(index_cursor)],
     )
 
 
@@ -243,43 +246,46 @@ def _open_previous(target: Path, tmp: Path, base: str) -> tuple[duckdb.DuckDBPyC
 
 
 def _fill(
-    con: duckdb.DuckDBPyConnection, layout: LakeLayout, previous: PreviousBuild | None, changed: list[PartitionRef],
-    stats: pa.Table, signatures: dict[str, str], batch_size: int,
-) -> tuple[tuple, tuple[int, int, int]]:  # fmt: skip
+    con: duckdb.DuckDBPyConnection, layout: LakeLayout, previous: PreviousBuild | None, plan: Plan, stats: pa.Table,
+    batch_size: int,
+) -> tuple[tuple[dict | None, bool], tuple[int, int, int, int]]:  # fmt: skip
     """Bring a database (new: ``partitions`` from ``stats`` already; or the copy of the previous one) up to the
-    lake; return the hash-index state and (partitions, files, rows)."""
+    lake; return (the hash-index cursor, copied whole) and (partitions, files, rows, hash-index rows)."""
     if previous is None:
         has_files = bool(sum(stats["files"].to_pylist()))
         create_catalog_view(con, layout, has_files)
         create_hash_index_table(con)
     else:
-        stale = [k for k in previous.signatures if k not in signatures] + [r.key for r in changed]
+        stale = [k for k in previous.signatures if k not in plan.signatures] + [r.key for r in plan.changed]
         if stale:
             con.register("stale", pa.table({"key": stale}))
             con.execute(f"DELETE FROM partitions WHERE {KEY_SQL} IN (SELECT key FROM stale)")
             con.unregister("stale")
-        con.register("partition_stats", stats)
-        # in key order, as a full build writes it (one pass over one row per partition)
-        con.execute(
-            "CREATE OR REPLACE TABLE partitions AS SELECT * FROM (SELECT * FROM partitions UNION ALL "
-            "SELECT * FROM partition_stats) ORDER BY ALL"
-        )
-        con.unregister("partition_stats")
+        if stats.num_rows:
+            con.register("partition_stats", stats)
+            con.execute("INSERT INTO partitions SELECT * FROM partition_stats")
+            con.unregister("partition_stats")
         has_files = con.execute("SELECT coalesce(sum(files), 0) FROM partitions").fetchall()[0][0] > 0
         if has_files != previous.had_files:
             create_catalog_view(con, layout, has_files)
     index = sync_hash_index(con, layout, previous, batch_size)
-    _write_state(con, layout, signatures, index)
-    totals = con.execute("SELECT count(*), coalesce(sum(files), 0), coalesce(sum(rows), 0) FROM partitions")
+    _write_state(con, layout, plan, index[0])
+    totals = con.execute(
+        "SELECT count(*), coalesce(sum(files), 0), coalesce(sum(rows), 0), (SELECT count(*) FROM hash_index) "
+        "FROM partitions"
+    )
     return index, tuple(totals.fetchall()[0])
 
 
-def refresh_duckdb(layout: LakeLayout, db_path: Path | str | None = None, batch_size: int = 50_000) -> dict:
+def refresh_duckdb(
+    layout: LakeLayout, db_path: Path | str | None = None, batch_size: int = 50_000, walk: bool = False
+) -> dict:
     """Build or update a local lake's ``catalog.duckdb`` (``catalog`` view, ``partitions`` and ``hash_index``
-    tables) and swap it in; return a summary (path, partitions, files, rows, assets, seconds, and ``changed``:
-    the partitions read again, ``incremental``: whether an old database was updated). ``CatalogError`` names an
-    unreadable catalog file. Any lake: ``open_lake(base).refresh_warehouse()`` (an S3 lake's is
-    :func:`.s3.refresh_duckdb_s3`)."""
+    tables) and swap it in; return a summary (path, partitions, files, rows, assets, seconds; ``changed``: the
+    partitions read again; ``incremental``: whether an old database was updated; ``walked``: whether every
+    partition folder was looked at; ``index_copied``: whether the hash index was copied whole). ``walk``: look at
+    every partition folder, not only those the change log names. ``CatalogError`` names an unreadable catalog
+    file. Any lake: ``open_lake(base).refresh_warehouse()`` (an S3 lake's is :func:`.s3.refresh_duckdb_s3`)."""
     if not isinstance(layout, LakeLayout):
         raise TypeError(
             f"refresh_duckdb takes a LakeLayout (any lake: open_lake(base).refresh_warehouse()), got {layout!r}"
@@ -292,15 +298,10 @@ def refresh_duckdb(layout: LakeLayout, db_path: Path | str | None = None, batch_
         opened = _open_previous(target, tmp, str(layout.base))
         previous = opened[1] if opened else None
         try:
-            signatures = scan_catalog(layout, previous.signatures if previous else ())
-            changed = sorted(
-                PartitionRef.parse(key)
-                for key, signature in signatures.items()
-                if previous is None or previous.signatures.get(key) != signature
-            )
-            check_catalog_files(layout, catalog_files(layout, changed))
-            stats = partition_stats(layout, changed)
-            args = (layout, previous, changed, stats, signatures, batch_size)
+            plan = plan_refresh(layout, previous, walk)
+            check_catalog_files(layout, catalog_files(layout, plan.changed))
+            stats = partition_stats(layout, plan.changed)
+            args = (layout, previous, plan, stats, batch_size)
             if opened is None:
                 index, totals = build_database(target, stats, lambda con: _fill(con, *args))
             else:
@@ -316,14 +317,16 @@ def refresh_duckdb(layout: LakeLayout, db_path: Path | str | None = None, batch_
     finally:
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.wal").unlink(missing_ok=True)
-    partitions, files, rows = totals
+    partitions, files, rows, assets = totals
     return {
         "path": str(target),
         "partitions": partitions,
         "files": files,
         "rows": rows,
-        "assets": index[0],
+        "assets": assets,
         "seconds": round(time.perf_counter() - started, 3),
-        "changed": len(changed),
+        "changed": len(plan.changed),
         "incremental": previous is not None,
+        "walked": plan.walked,
+        "index_copied": index[1],
     }

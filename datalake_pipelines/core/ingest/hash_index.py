@@ -21,6 +21,7 @@ from __future__ import annotations
 import operator
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,48 @@ INTEGER_COLUMNS = frozenset(("size", "width", "height", "orientation", "phash"))
 # Columns a hash-index segment or file written by an older version may lack (read as NULL).
 OPTIONAL_COLUMNS = frozenset(("orientation", "phash"))
 
+# The journal of changes a catalog refresh reads (index_journal.py): filled by triggers, so no writer escapes it.
+# No writer of a lake's index uses INSERT OR REPLACE: its implicit delete fires no trigger (recursive_triggers off).
+KEEP = 1_000_000
+JOURNAL_DDL = (
+    "CREATE TABLE IF NOT EXISTS index_journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, sha256 TEXT NOT NULL, "
+    "op TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS index_identity (id TEXT NOT NULL)",
+    "CREATE TRIGGER IF NOT EXISTS assets_journal_insert AFTER INSERT ON assets "
+    "BEGIN INSERT INTO index_journal (sha256, op) VALUES (NEW.sha256, 'i'); END",
+    # an update that changed the key itself leaves the old key behind: both are journalled
+    "CREATE TRIGGER IF NOT EXISTS assets_journal_update AFTER UPDATE ON assets BEGIN "
+    "INSERT INTO index_journal (sha256, op) SELECT OLD.sha256, 'd' WHERE OLD.sha256 != NEW.sha256; "
+    "INSERT INTO index_journal (sha256, op) VALUES (NEW.sha256, 'u'); END",
+    "CREATE TRIGGER IF NOT EXISTS assets_journal_delete AFTER DELETE ON assets "
+    "BEGIN INSERT INTO index_journal (sha256, op) VALUES (OLD.sha256, 'd'); END",
+)
+
+
+def ensure_journal(conn: sqlite3.Connection) -> None:
+    """Create the journal, its triggers and the index's identity when missing (an index from before the journal
+    gets them on its first open for writing). Reads only, when they are there: opening takes no write lock."""
+    names = {"index_journal", "index_identity", *(f"assets_journal_{op}" for op in ("insert", "update", "delete"))}
+    have = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")}
+    if names <= have and conn.execute("SELECT 1 FROM index_identity").fetchone():
+        return
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")  # one creator at a time: the identity row is written once
+        for statement in JOURNAL_DDL:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO index_identity SELECT ? WHERE NOT EXISTS (SELECT 1 FROM index_identity)", (uuid.uuid4().hex,)
+        )
+
+
+def prune_journal(conn: sqlite3.Connection, keep: int = KEEP) -> int:
+    """Delete the journal's entries older than the newest ``keep`` (inside the caller's transaction); a rowid
+    range, so its cost follows what goes, not the journal. Returns how many went."""
+    low, high = conn.execute("SELECT min(seq), max(seq) FROM index_journal").fetchone()
+    if low is None or high - low < keep + keep // 10:  # in slices of a tenth: not a delete per write
+        return 0
+    return conn.execute("DELETE FROM index_journal WHERE seq <= ?", (high - keep,)).rowcount
+
 
 @dataclass(frozen=True)
 class IndexEntry:
@@ -101,8 +144,9 @@ class IndexEntry:
 class HashIndex:
     """Thread-safe access to the hash index: one connection per thread, one writer at a time."""
 
-    def __init__(self, path: Path, remedy: str = LAKE_REMEDY):
-        """``remedy``: what the error for an index on a network file system tells the user to do."""
+    def __init__(self, path: Path, remedy: str = LAKE_REMEDY, journal: bool = True):
+        """``remedy``: what the error for an index on a network file system tells the user to do. ``journal``:
+        keep the journal a catalog refresh reads (off for a cache no refresh reads: ``s3_index.SegmentCache``)."""
         self.path = path
         self._local = threading.local()
         refuse_network_fs(path, load_settings().mount_table, remedy)
@@ -117,6 +161,8 @@ class HashIndex:
                 except sqlite3.OperationalError as exc:  # another process added it meanwhile
                     if "duplicate column" not in str(exc):
                         raise
+        if journal:
+            ensure_journal(self._conn)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=60)
@@ -152,12 +198,13 @@ class HashIndex:
             return 0
         conn = self._conn
         with conn:
-            before = conn.total_changes
-            conn.executemany(
+            # rowcount, not total_changes: the journal's trigger inserts count in the latter
+            added = conn.executemany(
                 f"INSERT OR IGNORE INTO assets ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                 rows,
-            )
-            return conn.total_changes - before
+            ).rowcount
+            prune_journal(conn)
+            return added
 
     def fill_phash(self, values: dict[str, int]) -> int:
         """Record ``sha256 -> phash`` for entries that have none yet (computed once per content); return how
@@ -166,11 +213,9 @@ class HashIndex:
             return 0
         conn = self._conn
         with conn:
-            before = conn.total_changes
-            conn.executemany(
+            return conn.executemany(
                 "UPDATE assets SET phash = ? WHERE sha256 = ? AND phash IS NULL", [(v, k) for k, v in values.items()]
-            )
-            return conn.total_changes - before
+            ).rowcount
 
     def remove_paths(self, paths: set[str] | list[str]) -> int:
         """Delete every entry whose stored ``path`` is one of ``paths`` (GC of unreferenced assets); return how

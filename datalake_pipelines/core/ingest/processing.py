@@ -35,8 +35,8 @@ from ..catalog.parts import (
 )
 from ..catalog.schema_contract import merge_contract, part_schema
 from ..errors import BatchError, DatalakeError, ValidationError
+from ..lake.changes import partition_writer
 from ..lake.layout import BATCH_DATA, LakeLayout, PartitionRef
-from ..lake.locks import exclusive_lock
 from ..lake.queue import discard_batch, fail_batch, purge_discarded, scan_pending
 from ..lake.schema import SchemaConfig, load_schema
 from ..storage.files import utc_now, utc_now_iso, write_json_atomic
@@ -133,7 +133,7 @@ class BatchProcessor:
             manifest = load_manifest(batch_dir, job_id).validate(self.schema)
             result.partition = manifest.partition.key
             result.source = batch_source(batch_dir, manifest)
-            with exclusive_lock(self.layout.partition_lock(manifest.partition)):
+            with partition_writer(self.layout, manifest.partition):
                 writer = PartWriter(self.layout.part_file(manifest.partition, job_id))
                 rejected_rows = self._ingest(batch_dir, manifest, writer, result)
                 self._check_thresholds(result)

@@ -67,7 +67,7 @@ class SegmentCache:
     def __init__(self, storage: S3Storage, folder: Path):
         self.storage = storage
         self.folder = folder
-        self.index = HashIndex(folder / "hash_index.sqlite", CACHE_REMEDY)
+        self.index = HashIndex(folder / "hash_index.sqlite", CACHE_REMEDY, journal=False)
         with self.index._conn as conn:
             conn.execute(SEGMENTS_TABLE)
 

@@ -34,6 +34,7 @@ CONFIG = "config"
 SCHEMA = "config/schema.yaml"
 LOGS = "logs"
 JOBS = "logs/jobs"
+CHANGES = "logs/changes"  # the catalog change log: which partitions writers took, in order (lake/changes.py)
 CHUNKS = "logs/chunks"  # an ingest run's chunk plans and records, per job, deleted with the batch (ingest/chunks.py)
 DUCKDB = "catalog.duckdb"
 EXPORTS = "exports"

@@ -37,6 +37,7 @@ from ..ingest.verify import local_sizes
 from ..storage.backends import LocalStorage
 from ..storage.files import read_json, write_json_atomic
 from . import batches, keys, queue
+from .changes import partition_writer, record_write
 from .keys import ERROR_FILE, LOCAL_CLAIM_MARKER
 from .layout import LakeLayout, PartitionRef
 from .locks import LockTimeout, PartitionBusy, exclusive_lock
@@ -293,7 +294,7 @@ class LocalLake(BaseLake):
     def rebuild_partition(self, ref: PartitionRef, batch_size: int, view: LakeLayout | None = None) -> CompactionResult:
         """Compact a partition in place: one ``data.parquet``, duplicates dropped (idempotent), under the
         partition lock a processing run takes, so a CLI compaction never races an ingest of that partition."""
-        with exclusive_lock(self.layout.partition_lock(ref)):
+        with partition_writer(self.layout, ref):
             result = compact_partition(self.layout, ref, batch_size)
             with self.hash_index() as index:  # duplicates dropped: the row index is rebuilt from data.parquet
                 if index is not None:
@@ -313,6 +314,7 @@ class LocalLake(BaseLake):
                     f"partition {ref.key} is locked by a run processing it or by another delete; retry once done"
                 ) from None
             self.refuse_claimed(ref)
+            record_write(self.layout, [ref])  # the lock is ours and nothing is changed yet: see changes.py
             yield
 
     def publish_partition(self, work: LakeLayout, ref: PartitionRef, before: set[str]) -> None:
@@ -375,10 +377,11 @@ class LocalLake(BaseLake):
     def warehouse_lock(self) -> Path:
         return self.layout.warehouse_lock
 
-    def refresh_warehouse(self, db_path: Path | None = None) -> dict[str, Any]:
+    def refresh_warehouse(self, db_path: Path | None = None, walk: bool = False) -> dict[str, Any]:
         """Build ``catalog.duckdb`` at ``db_path`` (default :attr:`duckdb_file`) and swap it in; see
-        :func:`~..catalog.refresh.refresh_duckdb` (the summary it returns, ``CatalogError`` for a bad file)."""
-        return refresh_duckdb(self.layout, db_path)
+        :func:`~..catalog.refresh.refresh_duckdb` (the summary it returns, ``CatalogError`` for a bad file).
+        ``walk``: look at every partition folder, not only those the change log names."""
+        return refresh_duckdb(self.layout, db_path, walk=walk)
 
     # assets ------------------------------------------------------------------------------------------------
     def asset_sha256(self, relpath: str) -> str:

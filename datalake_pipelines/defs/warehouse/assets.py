@@ -23,6 +23,12 @@ from .totals_metadata import totals_metadata
 WAREHOUSE_POOL = "catalog_warehouse"
 
 
+class RefreshConfig(dg.Config):
+    walk: bool = False
+    """Look at every partition folder, not only those the change log names since the last refresh: finds part
+    files copied in or removed by hand. A refresh walks by itself once every DATALAKE_CATALOG_WALK_SECONDS."""
+
+
 @dg.asset(
     deps=[catalog_partition],
     group_name="warehouse",
@@ -35,7 +41,7 @@ WAREHOUSE_POOL = "catalog_warehouse"
     **asset_info().asset_kwargs(),
 )
 def duckdb_catalog(
-    context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
+    context: dg.AssetExecutionContext, config: RefreshConfig, lake: LakeResource, duckdb: DuckDBResource
 ) -> Iterator[dg.MaterializeResult]:
     in_ingest_run = context.job_name == INGEST_JOB  # the ingest run's own refresh step: coalesced
     if in_ingest_run and (skip := ingest_refresh_skip(context.instance, context.run.run_id)):
@@ -51,7 +57,7 @@ def duckdb_catalog(
         raise dg.Failure(message)
     covers = latest_ingest_event(context.instance)  # read first: every ingest up to it is in the files read below
     with exclusive_lock(the_lake.warehouse_lock):
-        summary = the_lake.refresh_warehouse(database)
+        summary = the_lake.refresh_warehouse(database, walk=config.walk)
     # DuckDB over the refreshed file plus the catalog view: totals per provider/dataset for the metadata
     totals = read_lake_totals(the_lake.base)
     context.log.info(f"catalog.duckdb refreshed: {summary}")

@@ -13,6 +13,7 @@ from PIL import Image
 
 from datalake_pipelines.core.catalog.parts import CatalogError, PartWriter, record_batch_in_partition
 from datalake_pipelines.core.catalog.query import DuckDBClient, UnknownPartitionError
+from datalake_pipelines.core.lake.changes import partition_writer
 from datalake_pipelines.core.lake.layout import LakeLayout, PartitionRef
 
 OCR = PartitionRef("acme", "invoices", "ocr", "base")
@@ -36,6 +37,19 @@ def store_image(layout: LakeLayout, ref: PartitionRef, size: tuple[int, int], fm
 
 
 def add_batch(
+    layout: LakeLayout,
+    ref: PartitionRef,
+    job_id: str,
+    columns: dict[str, list],
+    image_sizes: list[tuple[int, int]] | None = None,
+    image_format: str = "JPEG",
+) -> None:
+    """:func:`write_batch_files` under the partition writer's lock and change-log entry, as an ingest writes."""
+    with partition_writer(layout, ref):
+        write_batch_files(layout, ref, job_id, columns, image_sizes, image_format)
+
+
+def write_batch_files(
     layout: LakeLayout,
     ref: PartitionRef,
     job_id: str,

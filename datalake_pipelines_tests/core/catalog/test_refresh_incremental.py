@@ -1,5 +1,5 @@
-"""The incremental refresh of catalog.duckdb: only changed partitions are read, the hash index is appended
-while it only grew, and the result always equals a full build."""
+"""The incremental refresh of catalog.duckdb: only the partitions the change log names are read, the hash index's
+changed keys are carried over from its journal, and the result always equals a full build."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from datalake_pipelines.core.catalog import warehouse
 from datalake_pipelines.core.catalog.refresh import refresh_duckdb
 from datalake_pipelines.core.ingest.hash_index import HashIndex, IndexEntry
+from datalake_pipelines.core.lake.changes import partition_writer
 from datalake_pipelines.core.lake.layout import LakeLayout, PartitionRef
 from datalake_pipelines_tests.core.catalog.test_query import OCR, OTHER, add_batch, lake  # noqa: F401 - fixture
 
@@ -67,14 +68,33 @@ def test_only_changed_partitions_are_read_and_the_result_equals_a_full_build(lak
 
 def test_a_dropped_partition_leaves_the_table(lake, tmp_path):
     refresh_duckdb(lake)
-    shutil.rmtree(lake.partition_dir(OTHER))
+    with partition_writer(lake, OTHER):  # as a delete drops a partition it emptied
+        shutil.rmtree(lake.partition_dir(OTHER))
     summary = refresh_duckdb(lake)
-    assert summary["incremental"] is True and summary["partitions"] == 3
+    assert summary["incremental"] is True and summary["partitions"] == 3 and summary["walked"] is False
     assert_same_as_full_build(lake, tmp_path)
 
 
+def test_what_no_writer_recorded_is_found_by_the_walk(lake, tmp_path, monkeypatch):
+    """A partition removed and one copied in by hand: the change log cannot name them, the walk does (asked for,
+    or every DATALAKE_CATALOG_WALK_SECONDS)."""
+    refresh_duckdb(lake)
+    shutil.rmtree(lake.partition_dir(OTHER))
+    shutil.copytree(lake.partition_dir(OCR), lake.partition_dir(NEW))
+    summary = refresh_duckdb(lake)
+    assert summary["walked"] is False and summary["partitions"] == 4  # not seen yet: documented
+    summary = refresh_duckdb(lake, walk=True)
+    assert summary["walked"] is True and summary["partitions"] == 4 and summary["changed"] == 1
+    assert_same_as_full_build(lake, tmp_path)
+
+    shutil.rmtree(lake.partition_dir(NEW))
+    monkeypatch.setenv("DATALAKE_CATALOG_WALK_SECONDS", "0")
+    summary = refresh_duckdb(lake)
+    assert summary["walked"] is True and summary["partitions"] == 3
+
+
 @pytest.mark.parametrize("change", ["forget", "phash", "late_older_entry"])
-def test_an_index_that_did_not_only_grow_is_copied_again(lake, tmp_path, change):
+def test_every_kind_of_index_change_is_carried_over_without_a_copy(lake, tmp_path, change):
     add_entries(lake, range(6), "2024-01-02T00:00:00+00:00")
     refresh_duckdb(lake)
     index = HashIndex(lake.hash_index)
@@ -87,7 +107,7 @@ def test_an_index_that_did_not_only_grow_is_copied_again(lake, tmp_path, change)
         index.add_many([entry(200, "2024-01-01T12:00:00+00:00")])
     index.close()
     summary = refresh_duckdb(lake)
-    assert summary["incremental"] is True
+    assert summary["incremental"] is True and summary["index_copied"] is False  # the journal's keys only
     assert summary["assets"] == {"forget": 5, "phash": 6, "late_older_entry": 7}[change]
     assert_same_as_full_build(lake, tmp_path)
 

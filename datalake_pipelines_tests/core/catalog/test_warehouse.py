@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ from datalake_pipelines.core.catalog.parts import CatalogError
 from datalake_pipelines.core.catalog.refresh import refresh_duckdb
 from datalake_pipelines.core.catalog.warehouse import check_catalog_files, partition_stats
 from datalake_pipelines.core.ingest.hash_index import HashIndex, IndexEntry
+from datalake_pipelines.core.lake.changes import partition_writer
 from datalake_pipelines.core.lake.layout import LakeLayout, PartitionRef
 from datalake_pipelines_tests.core.catalog.test_query import OCR, OTHER, add_batch, lake  # noqa: F401 - fixture
 
@@ -109,12 +111,14 @@ def test_truncated_file_found_by_deep_check(lake):
         check_catalog_files(lake, deep=True)
 
 
-def test_refresh_with_corrupt_file_fails_and_keeps_old_db(lake):
+@pytest.mark.parametrize("how", ["writer", "by_hand"])
+def test_refresh_with_corrupt_file_fails_and_keeps_old_db(lake, how):
     refresh_duckdb(lake)
     before = lake.duckdb_file.stat().st_mtime_ns
-    lake.part_file(OTHER, "job-broken").write_bytes(b"junk")
+    with partition_writer(lake, OTHER) if how == "writer" else contextlib.nullcontext():
+        lake.part_file(OTHER, "job-broken").write_bytes(b"junk")
     with pytest.raises(CatalogError, match="part-job-broken.parquet"):
-        refresh_duckdb(lake)
+        refresh_duckdb(lake, walk=how == "by_hand")  # no writer named the partition: only a walk finds it
     assert lake.duckdb_file.stat().st_mtime_ns == before
     assert not [p for p in lake.base.iterdir() if p.name.startswith(".")]
 

@@ -1,0 +1,175 @@
+"""The catalog change log: which partitions a writer took, in order, so a refresh reads those instead of walking all.
+
+Every writer of a catalog partition (an ingest's commit, a compaction, a delete) holds the partition lock
+(:func:`partition_writer`); once it has the lock, and before it changes a file, it adds an entry naming the
+partition to ``logs/changes/``. A ``catalog.duckdb`` refresh (``catalog/refresh.py``) reads the entries after the
+last one it read and looks again at those partitions only: at a lake of 10,000 partitions, a refresh after one
+ingest costs what one partition costs, not a walk of 10,000 folders (round trips each on a NAS).
+
+Why our own: this is the lake's own bookkeeping, and it has to live in the lake (a NAS shared by several hosts,
+no database assumed: the SQLite hash index is refused on a network file system). The format:
+
+- ``logs/changes/ID``: a uuid made with the log; a refresh remembers it, so a log deleted and started again is
+  never read as the continuation of the old one.
+- ``logs/changes/<seq // 10000>/<seq>.json`` (zero-padded): ``{"partitions": [key], "at", "host", "pid"}``.
+  Numbers have no gaps and follow creation order: an entry is written whole to a temporary file, then
+  hard-linked at the first free number after ``HEAD`` (``link`` fails when the name exists, atomically, on NFS
+  too). Every number below the newest exists, so a writer's first free number is always the newest plus one.
+- ``logs/changes/HEAD``: a hint, the newest number a writer linked (a stale hint costs a few more probes).
+
+A writer killed after its entry and before its last change leaves the entry: the refresh treats a partition whose
+lock is still held as *in progress* and looks at it again on each refresh until the lock is free (a killed
+process's lock is freed by the kernel), so its final state is read whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..storage.files import utc_now_iso
+from . import keys
+from .layout import LakeLayout, PartitionRef
+from .locks import exclusive_lock
+
+PER_FOLDER = 10_000
+
+
+def _root(layout: LakeLayout) -> Path:
+    return layout.base / keys.CHANGES
+
+
+def _entry(root: Path, seq: int) -> Path:
+    return root / f"{seq // PER_FOLDER:08d}" / f"{seq:012d}.json"
+
+
+def _link_new(tmp: Path, target: Path) -> bool:
+    """Hard-link ``tmp`` at ``target``; False when ``target`` exists."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _temp(root: Path, text: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{uuid.uuid4().hex}"
+    tmp.write_text(text, encoding="utf-8")
+    return tmp
+
+
+def log_identity(layout: LakeLayout) -> str:
+    """The log's uuid, made (once, whoever is first) when the log has none."""
+    root = _root(layout)
+    with contextlib.suppress(FileNotFoundError):
+        if found := (root / "ID").read_text(encoding="utf-8").strip():
+            return found
+    tmp = _temp(root, uuid.uuid4().hex)
+    try:
+        _link_new(tmp, root / "ID")  # the loser of a race reads the winner's, written whole before its link
+    finally:
+        tmp.unlink(missing_ok=True)
+    return (root / "ID").read_text(encoding="utf-8").strip()
+
+
+def _head(root: Path) -> int:
+    try:
+        return max(0, int((root / "HEAD").read_text(encoding="ascii")))
+    except (OSError, ValueError):
+        return 0
+
+
+def record_write(layout: LakeLayout, refs: Iterable[PartitionRef]) -> int:
+    """Add an entry naming ``refs`` (the caller holds their locks and has changed nothing yet); return its number."""
+    root = _root(layout)
+    log_identity(layout)
+    doc = {"partitions": sorted({r.key for r in refs}), "at": utc_now_iso(), "host": socket.gethostname(),
+           "pid": os.getpid()}  # fmt: skip
+    tmp = _temp(root, json.dumps(doc))
+    try:
+        seq = _head(root) + 1
+        while not _link_new(tmp, _entry(root, seq)):
+            seq += 1
+    finally:
+        tmp.unlink(missing_ok=True)
+    hint = _temp(root, str(seq))
+    os.replace(hint, root / "HEAD")
+    return seq
+
+
+@contextlib.contextmanager
+def partition_writer(layout: LakeLayout, ref: PartitionRef, timeout: float = 600.0) -> Iterator[None]:
+    """Hold ``ref``'s partition lock (:class:`~.locks.LockTimeout` after ``timeout`` s) and record the write in
+    the change log, for the block: what every writer of a catalog partition takes."""
+    with exclusive_lock(layout.partition_lock(ref), timeout=timeout):
+        record_write(layout, [ref])
+        yield
+
+
+def writer_active(layout: LakeLayout, key: str) -> bool:
+    """Whether a writer holds the lock of partition ``key`` now (tested with a shared lock taken and given back at
+    once; a killed writer's lock is free)."""
+    try:
+        fd = os.open(layout.partition_lock(PartitionRef.parse(key)), os.O_RDONLY)
+    except (FileNotFoundError, ValueError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing gives the shared lock back
+    return False
+
+
+@dataclass
+class ChangesRead:
+    """What :func:`read_changes` found: ``identity`` and ``seq`` are the cursor to keep; ``partitions`` the keys
+    named by the entries read; ``complete`` is False when the entries after the cursor cannot be known (another
+    log, or entries missing: the caller must walk every partition)."""
+
+    identity: str
+    seq: int
+    partitions: set[str] = field(default_factory=set)
+    complete: bool = True
+
+
+def _last(root: Path, start: int) -> int:
+    seq = start
+    while _entry(root, seq + 1).is_file():
+        seq += 1
+    return seq
+
+
+def read_changes(layout: LakeLayout, identity: str | None, after: int | None) -> ChangesRead:
+    """The entries after number ``after`` of the log ``identity`` (the cursor of the previous read; None: none),
+    read until the first number not written yet (one file read per entry: the cost follows the changes)."""
+    root = _root(layout)
+    current = log_identity(layout)
+    head = _head(root)
+    if identity != current or after is None or after < 0:
+        return ChangesRead(current, _last(root, head), complete=False)
+    read = ChangesRead(current, after)
+    seq = after + 1
+    while True:
+        try:
+            doc = json.loads(_entry(root, seq).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            break
+        except (OSError, ValueError):  # damaged by hand: what it named is unknown
+            return ChangesRead(current, _last(root, max(seq, head)), complete=False)
+        read.partitions.update(p for p in doc.get("partitions", []) if isinstance(p, str))
+        read.seq = seq
+        seq += 1
+    if read.seq < head:  # entries the hint says exist are missing (removed by hand): unknown changes
+        return ChangesRead(current, _last(root, head), complete=False)
+    return read

@@ -1,0 +1,245 @@
+"""The catalog change log and the hash index's journal: a refresh reads what they name, never loses a change
+(writers at work, killed writers, a log or an index started again, a pruned journal), and always equals a full
+build."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from datalake_pipelines.core.catalog import refresh
+from datalake_pipelines.core.catalog.refresh import refresh_duckdb
+from datalake_pipelines.core.ingest.hash_index import HashIndex, prune_journal
+from datalake_pipelines.core.lake import keys
+from datalake_pipelines.core.lake.changes import log_identity, partition_writer, read_changes, record_write
+from datalake_pipelines.core.lake.layout import LakeLayout, PartitionRef
+from datalake_pipelines_tests.core.catalog.test_query import OCR, OTHER, add_batch, lake, write_batch_files  # noqa: F401
+from datalake_pipelines_tests.core.catalog.test_refresh_incremental import NEW, assert_same_as_full_build, entry
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _writer(base: str, worker: int, count: int) -> None:
+    layout = LakeLayout(Path(base))
+    for i in range(count):
+        record_write(layout, [PartitionRef("p", "d", "ocr", f"w{worker}-{i}")])
+
+
+def test_entries_are_numbered_without_gaps_under_concurrent_writers(tmp_path):
+    layout = LakeLayout(tmp_path / "lake")
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_writer, args=(str(layout.base), w, 25)) for w in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    read = read_changes(layout, log_identity(layout), 0)
+    assert read.complete and read.seq == 100
+    assert read.partitions == {f"p/d/ocr/w{w}-{i}" for w in range(4) for i in range(25)}
+    (layout.base / keys.CHANGES / "HEAD").unlink()  # a lost hint costs probes, never a number twice
+    assert record_write(layout, [NEW]) == 101
+    assert read_changes(layout, read.identity, 100).partitions == {NEW.key}
+
+
+def test_a_refresh_after_one_write_looks_at_that_partition_only(lake, tmp_path, monkeypatch):
+    for i in range(20):
+        add_batch(lake, PartitionRef("acme", "many", "ocr", f"v{i}"), f"job-{i}", {"lang": ["en"]})
+    refresh_duckdb(lake)
+    looked: list[str] = []
+    sign = refresh._signature
+    monkeypatch.setattr(refresh, "_signature", lambda folder: looked.append(folder) or sign(folder))
+    monkeypatch.setattr(refresh, "scan_catalog", lambda *a, **k: pytest.fail("walked the whole catalog"))
+    add_batch(lake, OTHER, "job-later", {"lang": ["ko"]})
+    summary = refresh_duckdb(lake)
+    assert looked == [str(lake.partition_dir(OTHER))]
+    assert summary["changed"] == 1 and summary["walked"] is False
+    monkeypatch.undo()
+    assert_same_as_full_build(lake, tmp_path)
+
+
+def test_a_writer_at_work_is_watched_until_its_lock_is_free(lake, tmp_path, monkeypatch):
+    rows = refresh_duckdb(lake)["rows"]
+    with partition_writer(lake, NEW):
+        write_batch_files(lake, NEW, "job-1", {"lang": ["en"]})
+        middle = refresh_duckdb(lake)  # reads what is there, and keeps watching: the writer is not done
+        assert middle["changed"] == 1 and middle["rows"] == rows + 1
+        write_batch_files(lake, NEW, "job-2", {"lang": ["en", "ko"]})
+    after = refresh_duckdb(lake)
+    assert after["changed"] == 1 and after["rows"] == rows + 3
+    looked: list[str] = []
+    sign = refresh._signature
+    monkeypatch.setattr(refresh, "_signature", lambda folder: looked.append(folder) or sign(folder))
+    assert refresh_duckdb(lake)["changed"] == 0 and looked == []  # the lock was free: no longer watched
+    monkeypatch.undo()
+    assert_same_as_full_build(lake, tmp_path)
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from datalake_pipelines.core.lake.changes import partition_writer
+from datalake_pipelines.core.lake.layout import LakeLayout, PartitionRef
+from datalake_pipelines_tests.core.catalog.test_query import write_batch_files
+
+layout, marks = LakeLayout(Path(sys.argv[1])), Path(sys.argv[2])
+ref = PartitionRef("initech", "forms", "ocr", "base")
+with partition_writer(layout, ref):
+    (marks / "ready").touch()
+    while not (marks / "go").exists():
+        time.sleep(0.05)
+    write_batch_files(layout, ref, "job-killed", {"lang": ["en", "en", "en"]})
+    (marks / "written").touch()
+    time.sleep(600)
+"""
+
+
+def _wait_for(path: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path.name} never came"
+        time.sleep(0.05)
+
+
+def test_a_writer_killed_midway_is_read_once_its_lock_is_gone(lake, tmp_path):
+    refresh_duckdb(lake)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    code = textwrap.dedent(KILLED_WRITER)
+    process = subprocess.Popen([sys.executable, "-c", code, str(lake.base), str(marks)], env=env)
+    try:
+        _wait_for(marks / "ready", process)
+        early = refresh_duckdb(lake)  # its entry is read, nothing written yet: watched
+        assert early["partitions"] == 4
+        (marks / "go").touch()
+        _wait_for(marks / "written", process)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    summary = refresh_duckdb(lake)
+    assert summary["partitions"] == 5 and summary["changed"] == 1 and summary["walked"] is False
+    assert_same_as_full_build(lake, tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["log_removed", "entry_removed", "entry_garbled"])
+def test_a_log_that_cannot_say_makes_the_refresh_walk(lake, tmp_path, damage):
+    refresh_duckdb(lake)
+    add_batch(lake, NEW, "job-new", {"lang": ["en"]})
+    add_batch(lake, OCR, "job-more", {"lang": ["ko"]})
+    root = lake.base / keys.CHANGES
+    newest = max(root.glob("*/*.json"))
+    if damage == "log_removed":
+        shutil.rmtree(root)
+    elif damage == "entry_removed":
+        newest.unlink()
+    else:
+        newest.write_text("{not json")
+    summary = refresh_duckdb(lake)
+    assert summary["walked"] is True and summary["partitions"] == 5
+    assert_same_as_full_build(lake, tmp_path)
+    assert refresh_duckdb(lake)["walked"] is False  # the log is trusted again from the new cursor
+
+
+def _journal(layout: LakeLayout) -> list[tuple]:
+    with sqlite3.connect(layout.hash_index) as con:
+        return con.execute("SELECT seq, sha256, op FROM index_journal ORDER BY seq").fetchall()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_index_changes_always_equal_a_full_build(lake, tmp_path, seed):
+    """Property-style: random inserts (new and repeated keys), removals, pHash fills and refreshes; after every
+    refresh the copy equals a full build and only the first one copied the index whole."""
+    rng = random.Random(seed)
+    index = HashIndex(lake.hash_index)
+    copies = []
+    try:
+        for _ in range(25):
+            action = rng.choice(["add", "add", "remove", "phash", "refresh"])
+            if action == "add":
+                index.add_many(entry(rng.randrange(60), f"2024-01-{rng.randrange(1, 28):02d}T00:00:00+00:00")
+                               for _ in range(rng.randrange(1, 6)))  # fmt: skip
+            elif action == "remove":
+                index.remove_paths({f"assets/x/{rng.randrange(60)}.jpg" for _ in range(rng.randrange(1, 4))})
+            elif action == "phash":
+                index.fill_phash({f"{rng.randrange(60):064x}": rng.randrange(-(2**63), 2**63)})
+            else:
+                copies.append(refresh_duckdb(lake)["index_copied"])
+                assert_same_as_full_build(lake, tmp_path)
+    finally:
+        index.close()
+    copies.append(refresh_duckdb(lake)["index_copied"])
+    assert_same_as_full_build(lake, tmp_path)
+    assert copies[0] is True and not any(copies[1:]), copies
+
+
+def test_the_journal_records_only_what_really_changed(lake):
+    index = HashIndex(lake.hash_index)
+    try:
+        assert index.add_many([entry(1), entry(2)]) == 2
+        assert index.add_many([entry(1), entry(3)]) == 1  # the repeated key is ignored, and not journalled
+        assert index.fill_phash({f"{2:064x}": 7, f"{9:064x}": 8}) == 1
+        assert index.remove_paths({"assets/x/3.jpg"}) == 1
+    finally:
+        index.close()
+    ops = [(sha[-1], op) for _, sha, op in _journal(lake)]
+    assert ops == [("1", "i"), ("2", "i"), ("3", "i"), ("2", "u"), ("3", "d")]
+
+
+@pytest.mark.parametrize("how", ["index_replaced", "journal_pruned", "journal_emptied"])
+def test_an_index_the_cursor_cannot_follow_is_copied_whole(lake, tmp_path, how):
+    index = HashIndex(lake.hash_index)
+    index.add_many(entry(i) for i in range(5))
+    index.close()
+    refresh_duckdb(lake)
+    if how == "index_replaced":  # restored from elsewhere: another identity, the same sequence numbers
+        lake.hash_index.unlink()
+        for suffix in ("-wal", "-shm"):
+            Path(f"{lake.hash_index}{suffix}").unlink(missing_ok=True)
+        index = HashIndex(lake.hash_index)
+        index.add_many(entry(i) for i in range(10, 16))
+    else:
+        index = HashIndex(lake.hash_index)
+        index.add_many(entry(i) for i in range(5, 12))
+        with index._conn as conn:
+            assert prune_journal(conn, keep=0 if how == "journal_emptied" else 2) > 0
+    index.close()
+    summary = refresh_duckdb(lake)
+    assert summary["index_copied"] is True
+    assert summary["assets"] == (6 if how == "index_replaced" else 12)
+    assert_same_as_full_build(lake, tmp_path)
+
+
+def test_an_index_from_before_the_journal_is_read_whole_until_a_writer_opens_it(lake, tmp_path):
+    index = HashIndex(lake.hash_index)
+    index.add_many(entry(i) for i in range(4))
+    index.close()
+    with sqlite3.connect(lake.hash_index) as con:  # as an older version left it
+        for name in ("assets_journal_insert", "assets_journal_update", "assets_journal_delete"):
+            con.execute(f"DROP TRIGGER {name}")
+        con.execute("DROP TABLE index_journal")
+        con.execute("DROP TABLE index_identity")
+    assert refresh_duckdb(lake)["index_copied"] is True
+    assert refresh_duckdb(lake)["index_copied"] is True  # still no journal: nothing to follow
+    index = HashIndex(lake.hash_index)  # a writer's open adds the journal
+    index.add_many([entry(9)])
+    index.close()
+    assert refresh_duckdb(lake)["index_copied"] is True  # a new identity: one whole copy
+    index = HashIndex(lake.hash_index)
+    index.add_many([entry(10)])
+    index.close()
+    summary = refresh_duckdb(lake)
+    assert summary["index_copied"] is False and summary["assets"] == 6
+    assert_same_as_full_build(lake, tmp_path)
