@@ -13,7 +13,9 @@ Targets (issue 15):
   checked against its run by the recovery and reaper passes). The floor is the bare scan of ``pending/`` (reading
   1,000 manifests), the least any tick must do.
 - **catalog refresh**: ``refresh_warehouse()`` after one new part stays proportional to the new files, not to
-  the lake: printed at 1,000 and 10,000 partitions next to each other, with the floor of a one-partition lake.
+  the lake: printed at 1,000 and 10,000 partitions next to each other, with the floor of a one-partition lake
+  measured in alternating rounds, and the walking refresh (``walk=True``: what ``catalog rebuild`` and the daily
+  walk cost). The new partition is written as a writer writes one: under its lock, with a change-log entry.
 
 How the inputs are made quickly: the 10,000 partitions are one ``instance.add_dynamic_partitions`` call; the
 1,000 pending batches are real client uploads of one-row text tables (about 4 ms each: no files to copy). The
@@ -29,6 +31,7 @@ Chunk dispatch (Celery vs in process) and the hash index at 10M entries are meas
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -50,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datalake_pipelines.client import DatalakeClient  # noqa: E402
 from datalake_pipelines.core.ingest.hash_index import HashIndex, IndexEntry  # noqa: E402
+from datalake_pipelines.core.lake.changes import partition_writer  # noqa: E402
 from datalake_pipelines.core.lake.layout import PartitionRef  # noqa: E402
 from datalake_pipelines.defs.ingest import sensors  # noqa: E402
 from datalake_pipelines.lib.after_ingest import INGEST_JOB  # noqa: E402
@@ -141,12 +145,15 @@ def seed_lake(base: Path) -> DatalakeClient:
     return client
 
 
-def grow_lake(client: DatalakeClient, start: int, stop: int, assets: int) -> None:
-    """Partitions ``start..stop-1`` as copies of partition 0's folder, ``assets`` index entries each."""
+def grow_lake(client: DatalakeClient, start: int, stop: int, assets: int, as_writer: bool = False) -> None:
+    """Partitions ``start..stop-1`` as copies of partition 0's folder, ``assets`` index entries each.
+    ``as_writer``: each copy is made as a writer makes it, under the partition lock with a change-log entry
+    (the bulk setup copies without, and its one full build walks)."""
     layout = client.layout
     seed = layout.partition_dir(ref_of(0))
     for i in range(max(start, 1), stop):
-        shutil.copytree(seed, layout.partition_dir(ref_of(i)))
+        with partition_writer(layout, ref_of(i)) if as_writer else contextlib.nullcontext():
+            shutil.copytree(seed, layout.partition_dir(ref_of(i)))
     index = HashIndex(layout.hash_index)
     try:
         index.add_many(
@@ -172,30 +179,34 @@ def grow_lake(client: DatalakeClient, start: int, stop: int, assets: int) -> Non
         index.close()
 
 
-def refresh_after_one_part(client: DatalakeClient, next_index: int, rounds: int, assets: int) -> float:
-    """Median seconds of a refresh after one new partition (one part file) lands, over ``rounds`` rounds."""
-    times = []
-    for r in range(rounds):
-        grow_lake(client, next_index + r, next_index + r + 1, assets)
-        seconds, _ = timed(client.lake.refresh_warehouse)
-        times.append(seconds)
-    return statistics.median(times)
+def refresh_after_one_part(client: DatalakeClient, next_index: int, assets: int) -> float:
+    """Seconds of a refresh after one new partition (one part file, ``assets`` index entries) lands."""
+    grow_lake(client, next_index, next_index + 1, assets, as_writer=True)
+    seconds, summary = timed(client.lake.refresh_warehouse)
+    assert isinstance(summary, dict) and summary["changed"] == 1 and not summary["walked"], summary
+    return seconds
 
 
-def catalog_refresh(work: Path, lakes: list[int], rounds: int, assets: int) -> list[tuple[int, float, float]]:
+def catalog_refresh(work: Path, lakes: list[int], rounds: int, assets: int) -> list[tuple[int, float, float, float]]:
+    """Per lake size: (partitions, refresh after one part, the floor's, a walking refresh), medians of ``rounds``
+    alternating rounds (lake, floor, lake, floor, ...: the machine's noise hits both alike)."""
     floor_client = seed_lake(work / "floor")
     floor_client.lake.refresh_warehouse()
     client = seed_lake(work / "lake")
     client.lake.refresh_warehouse()
-    size, rows = 1, []
+    size, floor_size, rows = 1, 1, []
     for target in sorted(lakes):
         grow_lake(client, size, target, assets)
         size = target
-        client.lake.refresh_warehouse()  # the full build once: what the timed refreshes start from
-        seconds = refresh_after_one_part(client, size, rounds, assets)
-        size += rounds
-        floor = refresh_after_one_part(floor_client, 1 + len(rows) * rounds, rounds, assets)
-        rows.append((target, seconds, floor))
+        client.lake.refresh_warehouse(walk=True)  # the full look once: what the timed refreshes start from
+        times: dict[str, list[float]] = {"lake": [], "floor": [], "walk": []}
+        for _ in range(rounds):
+            times["lake"].append(refresh_after_one_part(client, size, assets))
+            size += 1
+            times["floor"].append(refresh_after_one_part(floor_client, floor_size, assets))
+            floor_size += 1
+            times["walk"].append(timed(lambda: client.lake.refresh_warehouse(walk=True))[0])
+        rows.append((target, *(statistics.median(times[k]) for k in ("lake", "floor", "walk"))))
     return rows
 
 
@@ -231,11 +242,11 @@ def main() -> None:
         (work / "refresh").mkdir()
         rows = catalog_refresh(work / "refresh", args.lakes, args.rounds, args.assets)
         print(f"catalog refresh after 1 new part (median of {args.rounds}; {args.assets} index entries/partition)")
-        print(f"  {'partitions':>10}  {'refresh':>9}  {'floor (1-partition lake)':>24}  ratio")
-        for size, seconds, floor in rows:
-            print(f"  {size:>10,}  {seconds:8.3f}s  {floor:23.3f}s  {seconds / floor:5.1f}x")
+        print(f"  {'partitions':>10}  {'refresh':>9}  {'floor (1-partition lake)':>24}  ratio  {'daily walk':>10}")
+        for size, seconds, floor, walk in rows:
+            print(f"  {size:>10,}  {seconds:8.3f}s  {floor:23.3f}s  {seconds / floor:5.1f}x  {walk:9.3f}s")
         if len(rows) >= 2:
-            (small, t_small, _), (big, t_big, _) = rows[0], rows[-1]
+            (small, t_small, _, _), (big, t_big, _, _) = rows[0], rows[-1]
             print(
                 f"  {big:,} vs {small:,} partitions: {t_big / t_small:.1f}x the time for {big / small:.0f}x the lake "
                 "(target: about 1x, proportional to the new files)"

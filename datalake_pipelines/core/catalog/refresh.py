@@ -105,16 +105,28 @@ def scan_catalog(layout: LakeLayout, known: Collection[str] = ()) -> dict[str, s
 
 @dataclass
 class PreviousBuild:
-    """What an existing ``catalog.duckdb`` was built from (see the module docstring)."""
+    """What an existing ``catalog.duckdb`` was built from (see the module docstring); the partition signatures
+    stay in the database (``con``) and are read for the partitions looked at only."""
 
+    con: duckdb.DuckDBPyConnection
     base: str
-    signatures: dict[str, str] = field(default_factory=dict)
     log_id: str | None = None
     log_seq: int | None = None
     watch: list[str] = field(default_factory=list)
     walked_at: float = 0.0
     index_cursor: dict | None = None
     had_files: bool = False
+
+    def signatures(self, keys: Collection[str] | None = None) -> dict[str, str]:
+        """``partition -> signature`` of ``keys`` (None: of every partition)."""
+        query = f"SELECT partition, signature FROM {PARTITION_STATE}"
+        if keys is None:
+            return dict(self.con.execute(query).fetchall())
+        self.con.register("wanted_keys", pa.table({"key": pa.array(sorted(keys), pa.string())}))
+        try:
+            return dict(self.con.execute(f"{query} WHERE partition IN (SELECT key FROM wanted_keys)").fetchall())
+        finally:
+            self.con.unregister("wanted_keys")
 
 
 def read_previous(con: duckdb.DuckDBPyConnection) -> PreviousBuild | None:
@@ -124,10 +136,10 @@ def read_previous(con: duckdb.DuckDBPyConnection) -> PreviousBuild | None:
         base, log_id, log_seq, watch, walked_at, index_cursor = con.execute(
             f"SELECT base, log_id, log_seq, watch, walked_at, index_cursor FROM {STATE}"
         ).fetchall()[0]
-        signatures = dict(con.execute(f"SELECT partition, signature FROM {PARTITION_STATE}").fetchall())
+        con.execute(f"SELECT partition, signature FROM {PARTITION_STATE} LIMIT 0")
         files = con.execute("SELECT coalesce(sum(files), 0) FROM partitions").fetchall()[0][0]
         return PreviousBuild(
-            base, signatures, log_id, log_seq, json.loads(watch), walked_at, json.loads(index_cursor), bool(files)
+            con, base, log_id, log_seq, json.loads(watch), walked_at, json.loads(index_cursor), bool(files)
         )
     except (duckdb.Error, IndexError, TypeError, ValueError):  # an older format, another file, or damaged: anew
         return None
@@ -135,11 +147,12 @@ def read_previous(con: duckdb.DuckDBPyConnection) -> PreviousBuild | None:
 
 @dataclass
 class Plan:
-    """What this refresh reads again: the new ``signatures`` of every partition, the ``changed`` ones, the
-    ``watch`` list to keep, and the change log's cursor."""
+    """What this refresh reads again: the signatures of the partitions ``looked`` at (all when ``walked``), the
+    ``changed`` ones among them, those ``gone``, the ``watch`` list to keep, and the change log's cursor."""
 
-    signatures: dict[str, str]
+    looked: dict[str, str]
     changed: list[PartitionRef]
+    gone: list[str]
     watch: list[str]
     log_id: str
     log_seq: int
@@ -154,27 +167,27 @@ def plan_refresh(layout: LakeLayout, previous: PreviousBuild | None, walk: bool)
     now = time.time()
     walk = walk or previous is None or not log.complete or now - previous.walked_at >= load_settings().walk_seconds
     if walk:
-        signatures = scan_catalog(layout, previous.signatures if previous else ())
+        before = previous.signatures() if previous else {}
+        looked = scan_catalog(layout, before)
+        gone = [key for key in before if key not in looked]
         # writers at work now: known from the log's entries, or, when the log cannot say, from every lock
-        maybe_busy = set(signatures) if previous is None or not log.complete else log.partitions
+        maybe_busy = set(looked) if previous is None or not log.complete else log.partitions
         walked_at = now
     else:
         assert previous is not None
-        signatures = dict(previous.signatures)
-        for key in sorted(log.partitions | set(previous.watch)):
+        candidates = log.partitions | set(previous.watch)
+        before = previous.signatures(candidates)
+        looked, gone = {}, []
+        for key in sorted(candidates):
             folder = layout.partition_dir(PartitionRef.parse(key))
             if folder.is_dir():
-                signatures[key] = _signature(str(folder))
-            else:
-                signatures.pop(key, None)
+                looked[key] = _signature(str(folder))
+            elif key in before:
+                gone.append(key)
         maybe_busy, walked_at = log.partitions, previous.walked_at
     watch = sorted(k for k in maybe_busy | set(previous.watch if previous else ()) if writer_active(layout, k))
-    changed = sorted(
-        PartitionRef.parse(key)
-        for key, signature in signatures.items()
-        if previous is None or previous.signatures.get(key) != signature
-    )
-    return Plan(signatures, changed, watch, log.identity, log.seq, walked_at, walk)
+    changed = sorted(PartitionRef.parse(key) for key, signature in looked.items() if before.get(key) != signature)
+    return Plan(looked, changed, gone, watch, log.identity, log.seq, walked_at, walk)
 
 
 def _copy_rows(con: duckdb.DuckDBPyConnection, batches: Iterable[list[tuple]]) -> int:
@@ -212,11 +225,16 @@ def sync_hash_index(
 
 
 def _write_state(con: duckdb.DuckDBPyConnection, layout: LakeLayout, plan: Plan, index_cursor: dict | None) -> None:
-    signatures = plan.signatures
-    con.execute(f"CREATE OR REPLACE TABLE {PARTITION_STATE} (partition VARCHAR PRIMARY KEY, signature VARCHAR)")
-    con.register("signatures", pa.table({"partition": list(signatures), "signature": list(signatures.values())}))
-    con.execute(f"INSERT INTO {PARTITION_STATE} SELECT * FROM signatures")
-    con.unregister("signatures")
+    looked = pa.table({"partition": list(plan.looked), "signature": list(plan.looked.values())})
+    if plan.walked:
+        con.execute(f"CREATE OR REPLACE TABLE {PARTITION_STATE} (partition VARCHAR PRIMARY KEY, signature VARCHAR)")
+    else:  # only the rows of the partitions looked at change
+        con.register("forget", pa.table({"key": pa.array([*plan.looked, *plan.gone], pa.string())}))
+        con.execute(f"DELETE FROM {PARTITION_STATE} WHERE partition IN (SELECT key FROM forget)")
+        con.unregister("forget")
+    con.register("looked", looked)
+    con.execute(f"INSERT INTO {PARTITION_STATE} SELECT * FROM looked")
+    con.unregister("looked")
     con.execute(
         f"CREATE OR REPLACE TABLE {STATE} (base VARCHAR, log_id VARCHAR, log_seq BIGINT, watch VARCHAR, "
         "walked_at DOUBLE, index_cursor VARCHAR)"
@@ -256,7 +274,7 @@ def _fill(
         create_catalog_view(con, layout, has_files)
         create_hash_index_table(con)
     else:
-        stale = [k for k in previous.signatures if k not in plan.signatures] + [r.key for r in plan.changed]
+        stale = plan.gone + [r.key for r in plan.changed]
         if stale:
             con.register("stale", pa.table({"key": stale}))
             con.execute(f"DELETE FROM partitions WHERE {KEY_SQL} IN (SELECT key FROM stale)")
