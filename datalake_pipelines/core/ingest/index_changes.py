@@ -16,27 +16,16 @@ another index (its identity differs: a rebuilt file, another schema), or entries
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ...settings import load as load_settings
+from .index_delta import IndexChanges
+
+__all__ = ["IndexChanges", "index_changes"]
 
 if TYPE_CHECKING:
     from ..lake.layout import LakeLayout
-
-
-@dataclass
-class IndexChanges:
-    """``cursor``: JSON-able, where the next read starts (it names the index it belongs to). ``full``: ``rows`` is
-    the whole index (replace the copy). Otherwise ``removed`` (sha256 keys updated or deleted: drop them from the
-    copy first) and ``rows`` (batches of rows in ``hash_index.COLUMNS`` order: the current rows of every key
-    changed since the cursor that still exists)."""
-
-    cursor: dict[str, Any]
-    full: bool
-    rows: Iterable[list[tuple]]
-    removed: list[str] = field(default_factory=list)
 
 
 @contextlib.contextmanager

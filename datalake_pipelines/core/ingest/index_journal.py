@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .hash_index import COLUMNS
-from .index_changes import IndexChanges
+from .index_delta import IndexChanges
 
 
 def _head(con: sqlite3.Connection) -> tuple[str, int, int | None] | None:
