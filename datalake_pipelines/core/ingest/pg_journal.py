@@ -42,8 +42,15 @@ if TYPE_CHECKING:
 
 VERSION = 1  # of the journal's tables, function and triggers: an older schema is brought up to it on open
 KEEP = 1_000_000  # journal entries kept; pruning starts once a tenth more were written
-_OPS = {"INSERT": "SELECT sha256, 'i' FROM new_rows", "DELETE": "SELECT sha256, 'd' FROM old_rows"}
-_OPS["UPDATE"] = "SELECT sha256, 'u' FROM old_rows UNION SELECT sha256, 'u' FROM new_rows"  # a key may change
+_OPS = {  # TG_OP: what the journal gets (an UPDATE may change a key: both count)
+    "INSERT": "SELECT sha256, 'i' FROM new_rows",
+    "UPDATE": "SELECT sha256, 'u' FROM old_rows UNION SELECT sha256, 'u' FROM new_rows",
+    "DELETE": "SELECT sha256, 'd' FROM old_rows",
+    "TRUNCATE": "VALUES ('', 't')",  # no rows to name: a marker that sends readers to a full read
+}
+_BODY = " ".join(
+    f"IF TG_OP = '{op}' THEN INSERT INTO {{s}}.index_journal (sha256, op) {rows}; END IF;" for op, rows in _OPS.items()
+)
 JOURNAL = (
     "CREATE TABLE IF NOT EXISTS {s}.index_journal (seq bigserial PRIMARY KEY,"
     ' xid xid8 NOT NULL DEFAULT pg_current_xact_id(), sha256 text NOT NULL, op "char" NOT NULL)',
@@ -51,13 +58,8 @@ JOURNAL = (
     "CREATE TABLE IF NOT EXISTS {s}.index_journal_state (one boolean PRIMARY KEY DEFAULT true CHECK (one),"
     " identity uuid NOT NULL, version integer NOT NULL, pruned_seq bigint NOT NULL DEFAULT 0,"
     " pruned_xid xid8 NOT NULL DEFAULT '0')",
-    "CREATE OR REPLACE FUNCTION {s}.journal_assets() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-    + " ".join(
-        f"IF TG_OP = '{op}' THEN INSERT INTO {{s}}.index_journal (sha256, op) {rows}; END IF;"
-        for op, rows in _OPS.items()
-    )
-    + " IF TG_OP = 'TRUNCATE' THEN INSERT INTO {s}.index_journal (sha256, op) VALUES ('', 't'); END IF;"
-    " RETURN NULL; END $$",
+    "CREATE OR REPLACE FUNCTION {s}.journal_assets() RETURNS trigger LANGUAGE plpgsql AS"
+    f" $$ BEGIN {_BODY} RETURN NULL; END $$",
     "CREATE OR REPLACE TRIGGER journal_insert AFTER INSERT ON {s}.assets REFERENCING NEW TABLE AS new_rows"
     " FOR EACH STATEMENT EXECUTE FUNCTION {s}.journal_assets()",
     "CREATE OR REPLACE TRIGGER journal_update AFTER UPDATE ON {s}.assets REFERENCING OLD TABLE AS old_rows"
