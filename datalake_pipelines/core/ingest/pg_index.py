@@ -11,7 +11,7 @@ keeps one type; every method is replaced). What differs is what several writers 
 * each lake has its own schema, named once by the file ``index/pg_schema`` in the lake (a random name written
   atomically by the first host once the schema exists, see :func:`open_pg_index`): the hosts of one NAS may mount
   it at different paths, so the path cannot be the name. The tables (and the row index's, ``pg_rows.py``) are
-  created under an advisory lock, with the change journal a catalog refresh reads (``pg_journal.py``: triggers,
+  created under an advisory lock, with the change journal a catalog refresh reads (``pg_journal_tables.py``: triggers,
   so every writer is recorded; a schema from before the journal gets it on its next open). The writers here
   also prune the journal now and then.
 
@@ -32,8 +32,8 @@ from pathlib import Path
 from ...settings import INDEX_URL_ENV
 from ..errors import DatalakeError
 from .hash_index import COLUMNS, HashIndex, IndexEntry
-from .pg_journal import QUERIES as JOURNAL_QUERIES
-from .pg_journal import install_journal, prune_journal
+from .pg_journal_tables import QUERIES as JOURNAL_QUERIES
+from .pg_journal_tables import install_journal, prune_journal
 
 SCHEMA_FILE = "pg_schema"
 _TYPES = {"size": "bigint", "width": "integer", "height": "integer", "orientation": "integer", "phash": "bigint"}
