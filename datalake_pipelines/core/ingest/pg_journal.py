@@ -45,6 +45,8 @@ def read_pg_changes(index: PgHashIndex, cursor: dict[str, Any] | None, batch_siz
     try:
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            # every cursor is read to its end: plan for that, not for its first rows (PostgreSQL's default)
+            cur.execute("SET LOCAL cursor_tuple_fraction = 1")
             cur.execute(index.q["journal_open"], (index.schema,))
             snapshot, identity, pruned_xid = cur.fetchone()
             window = _window(cursor, identity, int(pruned_xid))
@@ -57,9 +59,9 @@ def read_pg_changes(index: PgHashIndex, cursor: dict[str, Any] | None, batch_siz
                 removed = sorted({sha for sha, _ in changed})
         after = {"identity": identity, "snapshot": snapshot}
         if window is None:
-            yield IndexChanges(after, True, _batches(conn, index.q["iter_rows"], None, batch_size))
+            yield IndexChanges(after, True, _all_rows(conn, index, batch_size))
         else:
-            yield IndexChanges(after, False, _batches(conn, index.q["journal_rows"], window, batch_size), removed)
+            yield IndexChanges(after, False, _changed_rows(conn, index, window, batch_size), removed)
     finally:
         if not conn.closed:  # read only: nothing to keep, and the next statement starts a fresh snapshot
             conn.rollback()
@@ -78,9 +80,20 @@ def _window(cursor: dict[str, Any] | None, identity: str, pruned_xid: int) -> di
     return {"xmin": str(xmin), "snapshot": found.group(0)}
 
 
-def _batches(conn, query, params: dict | None, batch_size: int) -> Iterator[list[tuple]]:
+def _all_rows(conn, index: PgHashIndex, batch_size: int) -> Iterator[list[tuple]]:
     with conn.cursor(name=f"journal_{uuid.uuid4().hex}") as cur:
         cur.itersize = batch_size
-        cur.execute(query, params)
+        cur.execute(index.q["iter_rows"])
         while rows := cur.fetchmany(batch_size):
             yield rows
+
+
+def _changed_rows(conn, index: PgHashIndex, window: dict, batch_size: int) -> Iterator[list[tuple]]:
+    """The current rows of the keys in ``window``, in key order; a batch may be short (deleted keys)."""
+    with conn.cursor(name=f"journal_{uuid.uuid4().hex}") as keys, conn.cursor() as cur:
+        keys.itersize = batch_size
+        keys.execute(index.q["journal_keys"], window)
+        while batch := keys.fetchmany(batch_size):
+            cur.execute(index.q["journal_rows"], ([key for (key,) in batch],))
+            if rows := cur.fetchall():
+                yield rows

@@ -63,8 +63,10 @@ QUERIES = {
     " || c.system_identifier::text, j.pruned_xid::text FROM {s}.index_journal_state j, pg_namespace n,"
     " pg_control_system() c WHERE n.nspname = %s",
     "journal_removed": f"SELECT DISTINCT sha256, op FROM {{s}}.index_journal WHERE {_WINDOW} AND op <> 'i'",
-    "journal_rows": f"SELECT {', '.join(COLUMNS)} FROM {{s}}.assets WHERE sha256 IN"
-    f" (SELECT sha256 FROM {{s}}.index_journal WHERE {_WINDOW}) ORDER BY sha256",
+    # the keys, then their rows a batch at a time: plans that stay index probes whatever the window's estimate
+    # (a young journal has no statistics: a join planned on a guess scanned all of assets)
+    "journal_keys": f"SELECT DISTINCT sha256 FROM {{s}}.index_journal WHERE {_WINDOW} ORDER BY sha256",
+    "journal_rows": f"SELECT {', '.join(COLUMNS)} FROM {{s}}.assets WHERE sha256 = ANY(%s) ORDER BY sha256",
     "journal_span": "SELECT (SELECT max(seq) FROM {s}.index_journal), pruned_seq FROM {s}.index_journal_state",
     "journal_prune": "WITH gone AS (DELETE FROM {s}.index_journal WHERE seq <= %(bound)s RETURNING xid)"
     " UPDATE {s}.index_journal_state SET pruned_seq = %(bound)s,"
