@@ -49,7 +49,7 @@ def read_pg_changes(index: PgHashIndex, cursor: dict[str, Any] | None, batch_siz
             cur.execute("SET LOCAL cursor_tuple_fraction = 1")
             cur.execute(index.q["journal_open"], (index.schema,))
             snapshot, identity, pruned_xid = cur.fetchone()
-            window = _window(cursor, identity, int(pruned_xid))
+            window = _window(cursor, identity, int(pruned_xid), int(snapshot.split(":")[1]))
             removed: list[str] = []
             if window is not None:
                 cur.execute(index.q["journal_removed"], window)
@@ -67,7 +67,7 @@ def read_pg_changes(index: PgHashIndex, cursor: dict[str, Any] | None, batch_siz
             conn.rollback()
 
 
-def _window(cursor: dict[str, Any] | None, identity: str, pruned_xid: int) -> dict | None:
+def _window(cursor: dict[str, Any] | None, identity: str, pruned_xid: int, xmax: int) -> dict | None:
     """The journal window after ``cursor`` as query parameters, or None when only a full read is right."""
     if not isinstance(cursor, dict) or cursor.get("identity") != identity:
         return None
@@ -76,6 +76,8 @@ def _window(cursor: dict[str, Any] | None, identity: str, pruned_xid: int) -> di
         return None
     xmin = int(found.group(1))
     if pruned_xid >= xmin:  # an entry the cursor's snapshot may not have seen is gone
+        return None
+    if int(found.group(2)) > xmax:  # transaction ids went back (a restored file-level backup keeps the identity)
         return None
     return {"xmin": str(xmin), "snapshot": found.group(0)}
 
