@@ -11,7 +11,9 @@ keeps one type; every method is replaced). What differs is what several writers 
 * each lake has its own schema, named once by the file ``index/pg_schema`` in the lake (a random name written
   atomically by the first host once the schema exists, see :func:`open_pg_index`): the hosts of one NAS may mount
   it at different paths, so the path cannot be the name. The tables (and the row index's, ``pg_rows.py``) are
-  created under an advisory lock.
+  created under an advisory lock, with the change journal a catalog refresh reads (``pg_journal_tables.py``: triggers,
+  so every writer is recorded; a schema from before the journal gets it on its next open). The writers here
+  also prune the journal now and then.
 
 One connection per thread (processing looks up from its worker threads), all closed by :meth:`close`.
 psycopg2 (the ``scale`` extra) is imported only when a PostgreSQL index is opened.
@@ -30,6 +32,8 @@ from pathlib import Path
 from ...settings import INDEX_URL_ENV
 from ..errors import DatalakeError
 from .hash_index import COLUMNS, HashIndex, IndexEntry
+from .pg_journal_tables import QUERIES as JOURNAL_QUERIES
+from .pg_journal_tables import install_journal, prune_journal
 
 SCHEMA_FILE = "pg_schema"
 _TYPES = {"size": "bigint", "width": "integer", "height": "integer", "orientation": "integer", "phash": "bigint"}
@@ -135,7 +139,8 @@ class PgHashIndex(HashIndex):
         self._local = threading.local()
         self._all: list = []
         self._guard = threading.Lock()
-        self.q = {name: sql.SQL(text).format(s=sql.Identifier(schema)) for name, text in _queries().items()}
+        queries = {**_queries(), **JOURNAL_QUERIES}
+        self.q = {name: sql.SQL(text).format(s=sql.Identifier(schema)) for name, text in queries.items()}
         conn = self.conn()
         try:
             with conn, conn.cursor() as cur:
@@ -149,6 +154,7 @@ class PgHashIndex(HashIndex):
                 cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
                 for text in TABLES:
                     cur.execute(sql.SQL(text).format(s=sql.Identifier(schema)))
+                install_journal(cur, self)
         except BaseException:
             self.close()
             raise
@@ -191,6 +197,8 @@ class PgHashIndex(HashIndex):
         conn = self.conn()
         with conn, conn.cursor() as cur:
             inserted = execute_values(cur, self.q["add_many"], rows, page_size=PAGE, fetch=True)
+            if inserted:
+                prune_journal(cur, self)
         return len(inserted)
 
     def fill_phash(self, values: dict[str, int]) -> int:
@@ -204,6 +212,8 @@ class PgHashIndex(HashIndex):
             for start in range(0, len(pairs), PAGE):
                 execute_values(cur, self.q["fill_phash"], pairs[start : start + PAGE], "(%s, CAST(%s AS bigint))", PAGE)
                 changed += cur.rowcount
+            if changed:
+                prune_journal(cur, self)
         return changed
 
     def remove_paths(self, paths: set[str] | list[str]) -> int:
@@ -214,7 +224,10 @@ class PgHashIndex(HashIndex):
         conn = self.conn()
         with conn, conn.cursor() as cur:
             cur.execute(self.q["remove_paths"], (chosen,))
-            return cur.rowcount
+            removed = cur.rowcount
+            if removed:
+                prune_journal(cur, self)
+            return removed
 
     def count(self) -> int:
         return int(self._rows("count", ())[0][0])
