@@ -129,7 +129,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--partition", help="provider/dataset/task/variant (default: every partition)")
     p.add_argument("--batch-size", type=int, default=10_000, help="rows read and written at a time (memory bound)")
     p.set_defaults(func=cmd_catalog_compact)
-    p = catalog.add_parser("rebuild", parents=parents, help="refresh catalog.duckdb (partitions, hash index), walking every partition folder")
+    p = catalog.add_parser("rebuild", parents=parents, help="refresh catalog.duckdb, walking every partition folder")
     p.set_defaults(func=cmd_catalog_rebuild)
     p = catalog.add_parser("verify", parents=parents, help="check that every referenced asset exists (and matches)")
     p.add_argument("--partition", help="provider/dataset/task/variant (default: every partition)")

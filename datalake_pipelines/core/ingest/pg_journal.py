@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .index_changes import IndexChanges
+from .index_delta import IndexChanges
 
 if TYPE_CHECKING:
     from .pg_index import PgHashIndex
