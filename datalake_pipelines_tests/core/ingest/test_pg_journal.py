@@ -289,3 +289,35 @@ def test_index_changes_reads_the_postgres_journal(pg_url, tmp_path, monkeypatch)
         assert changes is not None and not changes.full
         assert [r[0] for b in changes.rows for r in b] == [sha(5)] and changes.removed == []
     index.drop()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_refresh_over_a_postgres_index_follows_its_journal(tmp_path, monkeypatch, pg_url, seed):
+    """catalog.duckdb's hash_index over a PostgreSQL index: random inserts, removals and pHash fills between
+    refreshes; every refresh equals a full build, and only the first copies the index whole."""
+    from datalake_pipelines.core.catalog.refresh import refresh_duckdb
+    from datalake_pipelines.core.ingest.index_store import open_hash_index
+    from datalake_pipelines_tests.core.catalog.test_refresh_incremental import assert_same_as_full_build
+
+    monkeypatch.setenv("DATALAKE_INDEX_URL", pg_url)
+    layout = LakeLayout(tmp_path / "lake")
+    rng = random.Random(seed)
+    copies = []
+    index = open_hash_index(layout)
+    try:
+        for _ in range(20):
+            action = rng.choice(["add", "add", "remove", "phash", "refresh"])
+            if action == "add":
+                index.add_many(entry(rng.randrange(40)) for _ in range(rng.randrange(1, 5)))
+            elif action == "remove":
+                index.remove_paths({entry(rng.randrange(40)).path})
+            elif action == "phash":
+                index.fill_phash({entry(rng.randrange(40)).sha256: rng.randrange(-(2**63), 2**63)})
+            else:
+                copies.append(refresh_duckdb(layout)["index_copied"])
+                assert_same_as_full_build(layout, tmp_path)
+        copies.append(refresh_duckdb(layout)["index_copied"])
+        assert_same_as_full_build(layout, tmp_path)
+    finally:
+        index.drop()
+    assert copies[0] is True and not any(copies[1:]), copies
