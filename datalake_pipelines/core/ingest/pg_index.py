@@ -306,9 +306,14 @@ def _queries() -> dict[str, str]:
     return {
         "get_many": f"SELECT {cols} FROM {{s}}.assets WHERE sha256 = ANY(%s)",
         "add_many": f"INSERT INTO {{s}}.assets ({cols}) VALUES %s ON CONFLICT (sha256) DO NOTHING RETURNING sha256",
-        "fill_phash": "UPDATE {s}.assets a SET phash = v.p FROM (VALUES %s) AS v (h, p)"
-        " WHERE a.sha256 = v.h AND a.phash IS NULL",
-        "remove_paths": "DELETE FROM {s}.assets WHERE path = ANY(%s)",
+        # one statement per page, its rows locked in key order first (pages ascend): a later statement of the
+        # transaction would see rows committed meanwhile, so a lock taken up front could not cover them
+        "fill_phash": "WITH v (h, p) AS (VALUES %s), locked AS MATERIALIZED (SELECT a.sha256 FROM {s}.assets a"
+        " JOIN v ON a.sha256 = v.h WHERE a.phash IS NULL ORDER BY a.sha256 FOR UPDATE OF a)"
+        " UPDATE {s}.assets a SET phash = v.p FROM v, locked l WHERE a.sha256 = v.h AND a.sha256 = l.sha256",
+        # rows locked in key order, as add_many inserts them: two hosts changing the same rows never deadlock
+        "remove_paths": "DELETE FROM {s}.assets WHERE sha256 IN"
+        " (SELECT sha256 FROM {s}.assets WHERE path = ANY(%s) ORDER BY sha256 FOR UPDATE)",
         "count": "SELECT count(*) FROM {s}.assets",
         "iter_rows": f"SELECT {cols} FROM {{s}}.assets ORDER BY sha256",
     }
