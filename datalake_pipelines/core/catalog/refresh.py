@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from ...settings import load as load_settings
 from ..ingest.index_changes import index_changes
-from ..lake.changes import read_changes, writer_active
+from ..lake.changes import prune_changes, read_changes, writer_active
 from ..lake.keys import PARTITION_METADATA
 from ..lake.layout import LakeLayout, PartitionRef
 from ..storage.files import copy_file, temp_sibling
@@ -332,6 +332,7 @@ def refresh_duckdb(
                 opened[0].close()
         if opened is not None:
             os.replace(tmp, target)
+        prune_changes(layout, plan.log_seq)
     finally:
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.wal").unlink(missing_ok=True)

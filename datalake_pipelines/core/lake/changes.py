@@ -17,6 +17,10 @@ no database assumed: the SQLite hash index is refused on a network file system).
   too). Every number below the newest exists, so a writer's first free number is always the newest plus one.
 - ``logs/changes/HEAD``: a hint, the newest number a writer linked (a stale hint costs a few more probes).
 
+Entries are pruned a folder of 10,000 at a time, once a refresh has read past the whole folder and its newest
+entry is two days old (:func:`prune_changes`); any other reader whose cursor falls into them finds a number
+missing below ``HEAD`` and walks every partition once.
+
 A writer killed after its entry and before its last change leaves the entry: the refresh treats a partition whose
 lock is still held as *in progress* and looks at it again on each refresh until the lock is free (a killed
 process's lock is freed by the kernel), so its final state is read whatever happened.
@@ -28,7 +32,9 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import socket
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +46,7 @@ from .layout import LakeLayout, PartitionRef
 from .locks import exclusive_lock
 
 PER_FOLDER = 10_000
+KEEP_SECONDS = 2 * 86_400  # a refresh whose cursor fell into pruned entries walks once: costs time, never a change
 
 
 def _root(layout: LakeLayout) -> Path:
@@ -173,3 +180,25 @@ def read_changes(layout: LakeLayout, identity: str | None, after: int | None) ->
     if read.seq < head:  # entries the hint says exist are missing (removed by hand): unknown changes
         return ChangesRead(current, _last(root, head), complete=False)
     return read
+
+
+def prune_changes(layout: LakeLayout, read_up_to: int, keep_seconds: float = KEEP_SECONDS) -> int:
+    """Remove the folders of entries whose numbers are all at most ``read_up_to`` (what a refresh has read) and
+    that nothing was added to for ``keep_seconds``; return how many folders went. One listing of the folders of
+    the log (a hundred at a million entries)."""
+    root = _root(layout)
+    now, removed = time.time(), 0
+    with contextlib.suppress(FileNotFoundError):
+        for folder in root.iterdir():
+            if folder.name.startswith(".tmp-"):  # left by a writer killed between writing and linking
+                with contextlib.suppress(FileNotFoundError):
+                    if now - folder.stat().st_mtime >= keep_seconds:
+                        folder.unlink()
+                continue
+            if not (folder.is_dir() and folder.name.isdigit()) or (int(folder.name) + 1) * PER_FOLDER - 1 > read_up_to:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if now - folder.stat().st_mtime >= keep_seconds:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed += 1
+    return removed

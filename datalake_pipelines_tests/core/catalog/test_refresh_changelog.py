@@ -243,3 +243,38 @@ def test_an_index_from_before_the_journal_is_read_whole_until_a_writer_opens_it(
     summary = refresh_duckdb(lake)
     assert summary["index_copied"] is False and summary["assets"] == 6
     assert_same_as_full_build(lake, tmp_path)
+
+
+def test_old_entries_are_pruned_by_folder_and_a_reader_behind_them_walks(lake, tmp_path, monkeypatch):
+    from datalake_pipelines.core.lake import changes
+
+    monkeypatch.setattr(changes, "PER_FOLDER", 3)
+    layout = LakeLayout(tmp_path / "small")
+    seqs = [record_write(layout, [NEW]) for _ in range(7)]  # folders 0 (1-2), 1 (3-5), 2 (6-7)
+    root = layout.base / keys.CHANGES
+    stale = root / ".tmp-left-by-a-killed-writer"
+    stale.write_text("{}")
+    old = time.time() - changes.KEEP_SECONDS - 60
+    for folder in [*sorted(p for p in root.iterdir() if p.name.isdigit()), stale]:
+        os.utime(folder, (old, old))
+    assert changes.prune_changes(layout, read_up_to=6) == 2  # folder 2 holds 7, not read yet: kept
+    assert sorted(p.name for p in root.iterdir() if p.name.isdigit()) == ["00000002"]
+    assert not stale.exists()
+    identity = log_identity(layout)
+    assert read_changes(layout, identity, 6).partitions == {NEW.key}
+    assert read_changes(layout, identity, 2).complete is False  # its next entries are gone: walk
+    assert seqs == list(range(1, 8))
+
+    refresh_duckdb(lake)
+    for i in range(6):  # the lake's own log: a refresh prunes the old folders it has read past
+        add_batch(lake, NEW, f"job-{i}", {"lang": ["en"]})
+    lake_root = lake.base / keys.CHANGES
+    for folder in (p for p in lake_root.iterdir() if p.name.isdigit()):
+        os.utime(folder, (old, old))
+    before = {p.name for p in lake_root.iterdir() if p.name.isdigit()}
+    assert refresh_duckdb(lake)["walked"] is False
+    after = {p.name for p in lake_root.iterdir() if p.name.isdigit()}
+    assert after < before and max(before) in after
+    add_batch(lake, OCR, "job-later", {"lang": ["ko"]})
+    assert refresh_duckdb(lake)["walked"] is False  # its cursor was past what went
+    assert_same_as_full_build(lake, tmp_path)
