@@ -48,6 +48,22 @@ def test_catalog_rebuild_runs_the_warehouse_asset(ocr_lake, capsys):
         assert con.execute("SELECT sum(rows) FROM partitions").fetchone()[0] == 6
 
 
+def test_catalog_rebuild_sees_a_partition_copied_in_by_hand(ocr_lake, capsys):
+    """The automatic refresh reads the change log, which a copy by hand is not in; `catalog rebuild` walks."""
+    import shutil
+
+    from datalake_pipelines.core.lake.layout import PartitionRef
+    from datalake_pipelines.core.lake.open import open_lake
+
+    open_lake(str(ocr_lake.base)).refresh_warehouse()
+    source = ocr_lake.partition_dir(PartitionRef("aihub", "receipts", "ocr", "words"))
+    shutil.copytree(source, ocr_lake.partition_dir(PartitionRef("aihub", "receipts", "ocr", "copied")))
+    assert open_lake(str(ocr_lake.base)).refresh_warehouse()["partitions"] == 2
+    assert cli(ocr_lake, "catalog", "rebuild", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["partitions"] == 3 and doc["rows"] == 9
+
+
 def test_download_by_partition_and_by_text(ocr_lake, tmp_path):
     out = tmp_path / "arrow"
     assert cli(ocr_lake, "download", "--task", "ocr", "--format", "arrow", "--out", str(out)) == 0
