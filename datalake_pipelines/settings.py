@@ -148,7 +148,7 @@ def _number(env: Mapping[str, str], name: str, kind: type, default, what: str, z
         value = float(raw) if kind is float else int(raw)
     except ValueError:
         value = -1
-    if value < 0 or (value == 0 and not zero_ok):
+    if value != value or value < 0 or (value == 0 and not zero_ok):  # nan compares false with everything
         raise ValidationError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} {what}, not {raw!r}")
     return value
 

@@ -58,6 +58,9 @@ def test_values_and_which_are_explicit():
         ("DATALAKE_BATCH_SIZE", "1.5", "DATALAKE_BATCH_SIZE must be a positive whole number of rows"),
         ("DATALAKE_GRACE_SECONDS", "-1", "DATALAKE_GRACE_SECONDS must be a non-negative number of seconds"),
         ("DATALAKE_MAX_IMAGE_PIXELS", "lots", "DATALAKE_MAX_IMAGE_PIXELS must be a positive whole number of pixels"),
+        # found by review: nan passed every comparison and silently turned the daily walk off
+        ("DATALAKE_CATALOG_WALK_SECONDS", "nan", "DATALAKE_CATALOG_WALK_SECONDS must be a non-negative number"),
+        ("DATALAKE_QUIET_SECONDS", "NaN", "DATALAKE_QUIET_SECONDS must be a non-negative number"),
     ],
 )
 def test_a_bad_number_is_refused_by_name(name, value, message):

@@ -13,8 +13,9 @@ from .common import CliError, emit, lake_base, lake_of
 
 
 def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
-    """Refresh catalog.duckdb now, as a Dagster run of the warehouse asset (recorded in $DAGSTER_HOME), looking
-    at every partition folder (``walk``), so part files copied in or removed by hand are seen too.
+    """Build catalog.duckdb again from scratch, as a Dagster run of the warehouse asset (recorded in
+    $DAGSTER_HOME; its ``rebuild`` config): part files copied in or removed by hand are seen, a damaged file is
+    replaced.
 
     The output names the database in the lake, as the run's log does: ``<folder>/catalog.duckdb``, or
     ``s3://bucket/prefix/catalog.duckdb`` (built in the cache folder and uploaded there)."""
@@ -24,7 +25,7 @@ def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
     from ..services.runner import get_instance, refresh_catalog_db
 
     base = str(lake_base(args))
-    ok = refresh_catalog_db(get_instance(), LakeResource(base_path=base), walk=True)
+    ok = refresh_catalog_db(get_instance(), LakeResource(base_path=base), rebuild=True)
     if not ok:
         raise CliError("the catalog.duckdb refresh run failed; see its logs in the Dagster UI")
     with DuckDBClient(base_path=base) as duck:
@@ -129,7 +130,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--partition", help="provider/dataset/task/variant (default: every partition)")
     p.add_argument("--batch-size", type=int, default=10_000, help="rows read and written at a time (memory bound)")
     p.set_defaults(func=cmd_catalog_compact)
-    p = catalog.add_parser("rebuild", parents=parents, help="refresh catalog.duckdb, walking every partition folder")
+    p = catalog.add_parser("rebuild", parents=parents, help="build catalog.duckdb again from scratch")
     p.set_defaults(func=cmd_catalog_rebuild)
     p = catalog.add_parser("verify", parents=parents, help="check that every referenced asset exists (and matches)")
     p.add_argument("--partition", help="provider/dataset/task/variant (default: every partition)")

@@ -180,9 +180,9 @@ def terminal_run_config(job: dg.JobDefinition, partition_key: str) -> dict[str, 
     return {**config, **ONE_LINE_RUN}
 
 
-def refresh_catalog_db(instance: dg.DagsterInstance, lake, walk: bool = False) -> bool:
+def refresh_catalog_db(instance: dg.DagsterInstance, lake, rebuild: bool = False) -> bool:
     """Refresh the lake's catalog.duckdb now (a ``refresh_catalog_db`` run logging one line per event);
-    True when the run succeeded. ``walk``: look at every partition folder (the asset's ``walk`` config)."""
+    True when the run succeeded. ``rebuild``: from scratch (the asset's ``rebuild`` config)."""
     from dagster_duckdb import DuckDBResource
 
     from ..core.lake.open import duckdb_file_of
@@ -193,7 +193,7 @@ def refresh_catalog_db(instance: dg.DagsterInstance, lake, walk: bool = False) -
         instance=instance,
         resources=resources,
         raise_on_error=False,
-        run_config={**ONE_LINE_RUN, "ops": {"duckdb_catalog": {"config": {"walk": walk}}}},
+        run_config={**ONE_LINE_RUN, "ops": {"duckdb_catalog": {"config": {"rebuild": rebuild}}}},
     )
     return result.success
 

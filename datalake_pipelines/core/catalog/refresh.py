@@ -56,6 +56,7 @@ from .warehouse import (
 SCAN_THREADS, SCAN_CHUNK = 8, 256
 PARTITION_STATE = "refresh_partitions"
 STATE = "refresh_state"
+STALE_TEMP_SECONDS = 3600.0
 KEY_SQL = "provider || '/' || dataset || '/' || task || '/' || variant"
 
 
@@ -112,6 +113,7 @@ class PreviousBuild:
     base: str
     log_id: str | None = None
     log_seq: int | None = None
+    log_token: str | None = None
     watch: list[str] = field(default_factory=list)
     walked_at: float = 0.0
     index_cursor: dict | None = None
@@ -133,13 +135,15 @@ def read_previous(con: duckdb.DuckDBPyConnection) -> PreviousBuild | None:
     """The state kept in the database of ``con``, None when there is no usable one (then the refresh builds
     from scratch)."""
     try:
-        base, log_id, log_seq, watch, walked_at, index_cursor = con.execute(
-            f"SELECT base, log_id, log_seq, watch, walked_at, index_cursor FROM {STATE}"
+        base, log_id, log_seq, log_token, watch, walked_at, index_cursor = con.execute(
+            f"SELECT base, log_id, log_seq, log_token, watch, walked_at, index_cursor FROM {STATE}"
         ).fetchall()[0]
         con.execute(f"SELECT partition, signature FROM {PARTITION_STATE} LIMIT 0")
         files = con.execute("SELECT coalesce(sum(files), 0) FROM partitions").fetchall()[0][0]
+        if not con.execute("SELECT 1 FROM duckdb_views() WHERE view_name = 'catalog' AND NOT internal").fetchall():
+            return None  # the view was dropped (by hand): a full build makes it again
         return PreviousBuild(
-            con, base, log_id, log_seq, json.loads(watch), walked_at, json.loads(index_cursor), bool(files)
+            con, base, log_id, log_seq, log_token, json.loads(watch), walked_at, json.loads(index_cursor), bool(files)
         )
     except (duckdb.Error, IndexError, TypeError, ValueError):  # an older format, another file, or damaged: anew
         return None
@@ -156,6 +160,7 @@ class Plan:
     watch: list[str]
     log_id: str
     log_seq: int
+    log_token: str | None
     walked_at: float
     walked: bool
 
@@ -163,7 +168,11 @@ class Plan:
 def plan_refresh(layout: LakeLayout, previous: PreviousBuild | None, walk: bool) -> Plan:
     """Which partitions to read again: those the change log names since the previous refresh and those it was
     still watching, or every partition when a walk is due (see the module docstring)."""
-    log = read_changes(layout, previous.log_id if previous else None, previous.log_seq if previous else None)
+    log = (
+        read_changes(layout, previous.log_id, previous.log_seq, previous.log_token)
+        if previous
+        else read_changes(layout, None, None)
+    )
     now = time.time()
     walk = walk or previous is None or not log.complete or now - previous.walked_at >= load_settings().walk_seconds
     if walk:
@@ -187,7 +196,7 @@ def plan_refresh(layout: LakeLayout, previous: PreviousBuild | None, walk: bool)
         maybe_busy, walked_at = log.partitions, previous.walked_at
     watch = sorted(k for k in maybe_busy | set(previous.watch if previous else ()) if writer_active(layout, k))
     changed = sorted(PartitionRef.parse(key) for key, signature in looked.items() if before.get(key) != signature)
-    return Plan(looked, changed, gone, watch, log.identity, log.seq, walked_at, walk)
+    return Plan(looked, changed, gone, watch, log.identity, log.seq, log.token, walked_at, walk)
 
 
 def _copy_rows(con: duckdb.DuckDBPyConnection, batches: Iterable[list[tuple]]) -> int:
@@ -236,13 +245,26 @@ def _write_state(con: duckdb.DuckDBPyConnection, layout: LakeLayout, plan: Plan,
     con.execute(f"INSERT INTO {PARTITION_STATE} SELECT * FROM looked")
     con.unregister("looked")
     con.execute(
-        f"CREATE OR REPLACE TABLE {STATE} (base VARCHAR, log_id VARCHAR, log_seq BIGINT, watch VARCHAR, "
-        "walked_at DOUBLE, index_cursor VARCHAR)"
+        f"CREATE OR REPLACE TABLE {STATE} (base VARCHAR, log_id VARCHAR, log_seq BIGINT, log_token VARCHAR, "
+        "watch VARCHAR, walked_at DOUBLE, index_cursor VARCHAR)"
     )
     con.execute(
-        f"INSERT INTO {STATE} VALUES (?, ?, ?, ?, ?, ?)",
-        [str(layout.base), plan.log_id, plan.log_seq, json.dumps(plan.watch), plan.walked_at, json.dumps(index_cursor)],
-    )
+        f"INSERT INTO {STATE} VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [str(layout.base), plan.log_id, plan.log_seq, plan.log_token, json.dumps(plan.watch), plan.walked_at,
+         json.dumps(index_cursor)],
+    )  # fmt: skip
+
+
+def remove_stale_temps(target: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Remove the temporary copies of ``target`` (and their WAL files) a refresh killed midway left, once
+    ``older_than`` seconds old (a refresh at work writes its copy all along); return how many went."""
+    removed, now = 0, time.time()
+    for path in target.parent.glob(f".{target.name}.*.tmp*"):
+        with contextlib.suppress(FileNotFoundError):
+            if now - path.stat().st_mtime >= older_than:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def _open_previous(target: Path, tmp: Path, base: str) -> tuple[duckdb.DuckDBPyConnection, PreviousBuild] | None:
@@ -296,14 +318,20 @@ def _fill(
 
 
 def refresh_duckdb(
-    layout: LakeLayout, db_path: Path | str | None = None, batch_size: int = 50_000, walk: bool = False
+    layout: LakeLayout,
+    db_path: Path | str | None = None,
+    batch_size: int = 50_000,
+    walk: bool = False,
+    rebuild: bool = False,
 ) -> dict:
     """Build or update a local lake's ``catalog.duckdb`` (``catalog`` view, ``partitions`` and ``hash_index``
     tables) and swap it in; return a summary (path, partitions, files, rows, assets, seconds; ``changed``: the
     partitions read again; ``incremental``: whether an old database was updated; ``walked``: whether every
     partition folder was looked at; ``index_copied``: whether the hash index was copied whole). ``walk``: look at
-    every partition folder, not only those the change log names. ``CatalogError`` names an unreadable catalog
-    file. Any lake: ``open_lake(base).refresh_warehouse()`` (an S3 lake's is :func:`.s3.refresh_duckdb_s3`)."""
+    every partition folder, not only those the change log names. ``rebuild``: build from scratch, the old file
+    ignored (every footer read, the hash index copied whole: ``datalake catalog rebuild``). ``CatalogError``
+    names an unreadable catalog file. Any lake: ``open_lake(base).refresh_warehouse()`` (an S3 lake's is
+    :func:`.s3.refresh_duckdb_s3`)."""
     if not isinstance(layout, LakeLayout):
         raise TypeError(
             f"refresh_duckdb takes a LakeLayout (any lake: open_lake(base).refresh_warehouse()), got {layout!r}"
@@ -311,9 +339,10 @@ def refresh_duckdb(
     started = time.perf_counter()
     target = Path(db_path) if db_path is not None else layout.duckdb_file
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)
     tmp = temp_sibling(target)
     try:
-        opened = _open_previous(target, tmp, str(layout.base))
+        opened = None if rebuild else _open_previous(target, tmp, str(layout.base))
         previous = opened[1] if opened else None
         try:
             plan = plan_refresh(layout, previous, walk)

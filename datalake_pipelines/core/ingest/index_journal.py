@@ -36,6 +36,11 @@ def _head(con: sqlite3.Connection) -> tuple[str, int, int | None] | None:
     return identity[0], last[0] if last else 0, oldest
 
 
+def _entry(con: sqlite3.Connection, seq: int) -> list[str] | None:
+    found = con.execute("SELECT sha256, op FROM index_journal WHERE seq = ?", (seq,)).fetchone()
+    return list(found) if found else None
+
+
 def _batches(cursor: sqlite3.Cursor, batch_size: int) -> Iterator[list[tuple]]:
     while rows := cursor.fetchmany(batch_size):
         yield rows
@@ -43,7 +48,8 @@ def _batches(cursor: sqlite3.Cursor, batch_size: int) -> Iterator[list[tuple]]:
 
 @contextlib.contextmanager
 def read_sqlite_changes(path: Path, cursor: dict[str, Any] | None, batch_size: int) -> Iterator[IndexChanges | None]:
-    """:class:`IndexChanges` of the SQLite index at ``path`` since ``cursor`` (``{"index": identity, "seq": n}``),
+    """:class:`IndexChanges` of the SQLite index at ``path`` since ``cursor`` (``{"index": identity, "seq": n,
+    "entry": [sha256, op]}``, the journal entry ``n``),
     read in one WAL snapshot held for the block; None when there is no index file. A file without a journal
     (written by an older version, not opened for writing since) is read whole, with a cursor that forces a whole
     read next time too."""
@@ -64,7 +70,12 @@ def read_sqlite_changes(path: Path, cursor: dict[str, Any] | None, batch_size: i
         # entries pruned past the cursor: the oldest kept is beyond the next one wanted (or none is kept at all)
         if isinstance(after, int) and after < last and (oldest is None or oldest > after + 1):
             after = None
-        new_cursor = {"index": identity, "seq": last}
+        # the cursor's own entry, read again: another one there means the file went back (restored from a copy
+        # taken before it), and the entries after it are not the ones the copy in DuckDB followed
+        if isinstance(after, int) and after > 0 and cursor and cursor.get("entry") is not None:
+            if _entry(con, after) != cursor["entry"]:
+                after = None
+        new_cursor = {"index": identity, "seq": last, "entry": _entry(con, last)}
         if not isinstance(after, int) or after > last:
             rows = con.execute(f"SELECT {columns} FROM assets ORDER BY sha256")
             yield IndexChanges(new_cursor, True, _batches(rows, batch_size))

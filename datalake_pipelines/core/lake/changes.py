@@ -100,7 +100,7 @@ def record_write(layout: LakeLayout, refs: Iterable[PartitionRef]) -> int:
     root = _root(layout)
     log_identity(layout)
     doc = {"partitions": sorted({r.key for r in refs}), "at": utc_now_iso(), "host": socket.gethostname(),
-           "pid": os.getpid()}  # fmt: skip
+           "pid": os.getpid(), "token": uuid.uuid4().hex}  # fmt: skip
     tmp = _temp(root, json.dumps(doc))
     try:
         seq = _head(root) + 1
@@ -140,14 +140,39 @@ def writer_active(layout: LakeLayout, key: str) -> bool:
 
 @dataclass
 class ChangesRead:
-    """What :func:`read_changes` found: ``identity`` and ``seq`` are the cursor to keep; ``partitions`` the keys
-    named by the entries read; ``complete`` is False when the entries after the cursor cannot be known (another
-    log, or entries missing: the caller must walk every partition)."""
+    """What :func:`read_changes` found: ``identity``, ``seq`` and ``token`` are the cursor to keep; ``partitions``
+    the keys named by the entries read; ``complete`` is False when the entries after the cursor cannot be known
+    (another log, a log gone back, entries missing or damaged: the caller must walk every partition)."""
 
     identity: str
     seq: int
+    token: str | None = None
     partitions: set[str] = field(default_factory=set)
     complete: bool = True
+
+
+class DamagedEntry(ValueError):
+    """An entry that is not what a writer writes (garbled, or a partition key that is none)."""
+
+
+def _read_entry(root: Path, seq: int) -> tuple[list[str], str | None]:
+    """(partition keys, token) of entry ``seq``; FileNotFoundError when it is not written yet, DamagedEntry."""
+    try:
+        doc = json.loads(_entry(root, seq).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DamagedEntry(f"entry {seq}: {exc}") from None
+    keys_ = doc.get("partitions") if isinstance(doc, dict) else None
+    if not isinstance(keys_, list) or not keys_:
+        raise DamagedEntry(f"entry {seq} names no partition")
+    for key in keys_:
+        try:
+            PartitionRef.parse(key if isinstance(key, str) else "")
+        except ValueError:
+            raise DamagedEntry(f"entry {seq} names {key!r}, not a partition") from None
+    token = doc.get("token")
+    return keys_, token if isinstance(token, str) else None
 
 
 def _last(root: Path, start: int) -> int:
@@ -157,33 +182,52 @@ def _last(root: Path, start: int) -> int:
     return seq
 
 
-def read_changes(layout: LakeLayout, identity: str | None, after: int | None) -> ChangesRead:
-    """The entries after number ``after`` of the log ``identity`` (the cursor of the previous read; None: none),
-    read until the first number not written yet (one file read per entry: the cost follows the changes)."""
+def _restart(root: Path, identity: str, head: int) -> ChangesRead:
+    """A cursor at the newest entry, ``complete=False``: what a reader that cannot follow the log starts from."""
+    last = _last(root, head)
+    token = None
+    if last:
+        with contextlib.suppress(OSError, DamagedEntry):
+            token = _read_entry(root, last)[1]
+    return ChangesRead(identity, last, token, complete=False)
+
+
+def read_changes(layout: LakeLayout, identity: str | None, after: int | None, token: str | None = None) -> ChangesRead:
+    """The entries after number ``after`` of the log ``identity`` (the cursor of the previous read, whose entry
+    held ``token``; None: none), read until the first number not written yet (one file read per entry: the cost
+    follows the changes). The entry at ``after`` is read again: gone or another one, the log went back (wiped
+    but its ``ID`` kept, or restored from a backup) and the read is incomplete."""
     root = _root(layout)
     current = log_identity(layout)
     head = _head(root)
     if identity != current or after is None or after < 0:
-        return ChangesRead(current, _last(root, head), complete=False)
-    read = ChangesRead(current, after)
+        return _restart(root, current, head)
+    if after > 0 and token is not None:
+        try:
+            if _read_entry(root, after)[1] != token:
+                return _restart(root, current, head)
+        except (FileNotFoundError, DamagedEntry):
+            return _restart(root, current, head)
+    read = ChangesRead(current, after, token)
     seq = after + 1
     while True:
         try:
-            doc = json.loads(_entry(root, seq).read_text(encoding="utf-8"))
+            names, read.token = _read_entry(root, seq)
         except FileNotFoundError:
             break
-        except (OSError, ValueError):  # damaged by hand: what it named is unknown
-            return ChangesRead(current, _last(root, max(seq, head)), complete=False)
-        read.partitions.update(p for p in doc.get("partitions", []) if isinstance(p, str))
+        except DamagedEntry:  # what it named is unknown
+            return _restart(root, current, max(seq, head))
+        read.partitions.update(names)
         read.seq = seq
         seq += 1
     if read.seq < head:  # entries the hint says exist are missing (removed by hand): unknown changes
-        return ChangesRead(current, _last(root, head), complete=False)
+        return _restart(root, current, head)
     return read
 
 
 def prune_changes(layout: LakeLayout, read_up_to: int, keep_seconds: float = KEEP_SECONDS) -> int:
-    """Remove the folders of entries whose numbers are all at most ``read_up_to`` (what a refresh has read) and
+    """Remove the folders of entries whose numbers are all below ``read_up_to`` (what a refresh has read; its own
+    entry stays, the refresh reads it again to check the log did not go back) and
     that nothing was added to for ``keep_seconds``; return how many folders went. One listing of the folders of
     the log (a hundred at a million entries)."""
     root = _root(layout)
@@ -195,7 +239,7 @@ def prune_changes(layout: LakeLayout, read_up_to: int, keep_seconds: float = KEE
                     if now - folder.stat().st_mtime >= keep_seconds:
                         folder.unlink()
                 continue
-            if not (folder.is_dir() and folder.name.isdigit()) or (int(folder.name) + 1) * PER_FOLDER - 1 > read_up_to:
+            if not (folder.is_dir() and folder.name.isdigit()) or (int(folder.name) + 1) * PER_FOLDER - 1 >= read_up_to:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 if now - folder.stat().st_mtime >= keep_seconds:

@@ -377,11 +377,11 @@ class LocalLake(BaseLake):
     def warehouse_lock(self) -> Path:
         return self.layout.warehouse_lock
 
-    def refresh_warehouse(self, db_path: Path | None = None, walk: bool = False) -> dict[str, Any]:
+    def refresh_warehouse(self, db_path: Path | None = None, rebuild: bool = False) -> dict[str, Any]:
         """Build ``catalog.duckdb`` at ``db_path`` (default :attr:`duckdb_file`) and swap it in; see
         :func:`~..catalog.refresh.refresh_duckdb` (the summary it returns, ``CatalogError`` for a bad file).
-        ``walk``: look at every partition folder, not only those the change log names."""
-        return refresh_duckdb(self.layout, db_path, walk=walk)
+        ``rebuild``: build from scratch, the old file ignored (``datalake catalog rebuild``)."""
+        return refresh_duckdb(self.layout, db_path, rebuild=rebuild)
 
     # assets ------------------------------------------------------------------------------------------------
     def asset_sha256(self, relpath: str) -> str:

@@ -166,10 +166,10 @@ class S3Processing:
         """The refresh's lock file, local to this machine (across machines Dagster's pool keeps refreshes apart)."""
         return cache_dir_for(self.base) / "locks" / "catalog.duckdb.lock"
 
-    def refresh_warehouse(self, db_path: Path | None = None, walk: bool = False) -> dict[str, Any]:
+    def refresh_warehouse(self, db_path: Path | None = None, rebuild: bool = False) -> dict[str, Any]:
         """Build ``catalog.duckdb`` at ``db_path`` (default :attr:`duckdb_file`) and upload it; see
         :func:`~..catalog.s3.refresh_duckdb_s3` (the summary it returns, ``CatalogError`` for a bad file).
-        ``walk`` changes nothing here: an S3 lake's database is built from a listing of the catalog every time."""
+        ``rebuild``: from scratch (what this refresh always does today)."""
         from ..catalog.s3 import refresh_duckdb_s3
 
         return refresh_duckdb_s3(self.base, db_path, self.storage)

@@ -24,9 +24,10 @@ WAREHOUSE_POOL = "catalog_warehouse"
 
 
 class RefreshConfig(dg.Config):
-    walk: bool = False
-    """Look at every partition folder, not only those the change log names since the last refresh: finds part
-    files copied in or removed by hand. A refresh walks by itself once every DATALAKE_CATALOG_WALK_SECONDS."""
+    rebuild: bool = False
+    """Build catalog.duckdb from scratch (every footer read, the hash index copied whole), the old file ignored:
+    sees part files copied in or removed by hand at once, and repairs a damaged file. A refresh otherwise reads
+    what the change log names, and walks every partition once every DATALAKE_CATALOG_WALK_SECONDS."""
 
 
 @dg.asset(
@@ -57,7 +58,7 @@ def duckdb_catalog(
         raise dg.Failure(message)
     covers = latest_ingest_event(context.instance)  # read first: every ingest up to it is in the files read below
     with exclusive_lock(the_lake.warehouse_lock):
-        summary = the_lake.refresh_warehouse(database, walk=config.walk)
+        summary = the_lake.refresh_warehouse(database, rebuild=config.rebuild)
     # DuckDB over the refreshed file plus the catalog view: totals per provider/dataset for the metadata
     totals = read_lake_totals(the_lake.base)
     context.log.info(f"catalog.duckdb refreshed: {summary}")

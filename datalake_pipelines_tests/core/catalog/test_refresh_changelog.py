@@ -134,23 +134,88 @@ def test_a_writer_killed_midway_is_read_once_its_lock_is_gone(lake, tmp_path):
     assert_same_as_full_build(lake, tmp_path)
 
 
-@pytest.mark.parametrize("damage", ["log_removed", "entry_removed", "entry_garbled"])
+GARBLED = ["{not json", "[]", "null", '"x"', "{}", '{"partitions": null}', '{"partitions": "a/b/c/d"}',
+           '{"partitions": [123]}', '{"partitions": ["a/b"]}', '{"partitions": ["Upper/b/c/d"]}']  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", ["log_removed", "entry_removed", "wiped_but_its_id", *GARBLED])
 def test_a_log_that_cannot_say_makes_the_refresh_walk(lake, tmp_path, damage):
+    """Found by review: a valid-JSON entry of the wrong shape crashed the refresh or was skipped, and a log wiped
+    but for its ID restarted at 1, below the cursor, so new writes were never read."""
     refresh_duckdb(lake)
+    root = lake.base / keys.CHANGES
+    if damage == "wiped_but_its_id":
+        for path in root.iterdir():
+            if path.name != "ID":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
     add_batch(lake, NEW, "job-new", {"lang": ["en"]})
     add_batch(lake, OCR, "job-more", {"lang": ["ko"]})
-    root = lake.base / keys.CHANGES
     newest = max(root.glob("*/*.json"))
     if damage == "log_removed":
         shutil.rmtree(root)
     elif damage == "entry_removed":
         newest.unlink()
-    else:
-        newest.write_text("{not json")
+    elif damage != "wiped_but_its_id":
+        newest.write_text(damage)
     summary = refresh_duckdb(lake)
     assert summary["walked"] is True and summary["partitions"] == 5
     assert_same_as_full_build(lake, tmp_path)
     assert refresh_duckdb(lake)["walked"] is False  # the log is trusted again from the new cursor
+
+
+def test_a_restored_index_file_is_copied_whole(lake, tmp_path):
+    """Found by review: an index restored from a backup keeps its identity and its journal goes back; the
+    entries after the cursor were then another history's, and the copy kept rows that no longer exist."""
+    index = HashIndex(lake.hash_index)
+    index.add_many(entry(i) for i in range(3))
+    backup = tmp_path / "backup.sqlite"
+    with sqlite3.connect(backup) as copy:
+        index._conn.backup(copy)
+    index.add_many([entry(10), entry(11)])
+    index.close()
+    refresh_duckdb(lake)
+    source, live = sqlite3.connect(backup), sqlite3.connect(lake.hash_index)
+    source.backup(live)  # as sqlite3's `.restore` puts a backup back
+    source.close()
+    live.close()
+    index = HashIndex(lake.hash_index)
+    index.add_many(entry(i) for i in range(20, 26))
+    index.close()
+    summary = refresh_duckdb(lake)
+    assert summary["index_copied"] is True and summary["assets"] == 9
+    assert_same_as_full_build(lake, tmp_path)
+
+
+def test_rebuild_starts_from_scratch_and_a_dropped_view_is_made_again(lake, tmp_path):
+    """Found by review: rows deleted inside catalog.duckdb by hand survived `catalog rebuild`, and a dropped
+    `catalog` view was never made again (every ingest's refresh step then failed)."""
+    import duckdb
+
+    index = HashIndex(lake.hash_index)
+    index.add_many(entry(i) for i in range(4))
+    index.close()
+    refresh_duckdb(lake)
+    with duckdb.connect(str(lake.duckdb_file)) as con:
+        con.execute("DELETE FROM partitions WHERE variant = 'base'")
+        con.execute("DELETE FROM hash_index WHERE size < 102")
+    summary = refresh_duckdb(lake, rebuild=True)
+    assert summary["incremental"] is False and summary["index_copied"] is True
+    assert_same_as_full_build(lake, tmp_path)
+    with duckdb.connect(str(lake.duckdb_file)) as con:
+        con.execute("DROP VIEW catalog")
+    assert refresh_duckdb(lake)["incremental"] is False
+    assert_same_as_full_build(lake, tmp_path)
+
+
+def test_a_copy_left_by_a_killed_refresh_is_removed_once_old(lake):
+    """Found by review: each refresh killed midway left its whole temporary copy of catalog.duckdb for good."""
+    refresh_duckdb(lake)
+    old, fresh = (lake.base / f".catalog.duckdb.{name}.tmp" for name in ("0123456789ab", "ba9876543210"))
+    for path in (old, fresh):
+        path.write_bytes(b"a copy")
+    os.utime(old, (time.time() - refresh.STALE_TEMP_SECONDS - 60,) * 2)
+    refresh_duckdb(lake)
+    assert not old.exists() and fresh.exists()  # a young one may be another refresh's, at work
 
 
 def _journal(layout: LakeLayout) -> list[tuple]:
