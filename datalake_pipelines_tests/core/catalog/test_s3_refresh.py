@@ -249,3 +249,23 @@ def test_random_sequences_match_a_full_build(bucket, footers, seed):
             elif op == "forget":
                 bucket.forget(rng)
         refresh_and_check(bucket, footers)
+
+
+def test_rows_tied_on_time_and_path_keep_one_winner(bucket, footers):
+    """Rows of one sha256 differing only after created_at, path and first_batch_id: the row kept does not depend
+    on which segment is listed (scanned) first, so a segment added later whose key sorts first changes nothing."""
+
+    def put(key: str, kind: str) -> None:
+        row = {**{c: None for c in HASH_INDEX_SCHEMA.names}, "sha256": "0" * 64, "path": "assets/a.jpg",
+               "created_at": TIMES[0], "first_batch_id": "job-a", "kind": kind}  # fmt: skip
+        sink = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist([row], schema=HASH_INDEX_SCHEMA), sink)
+        bucket.storage.write_bytes(f"{keys.SEGMENTS}/{key}.parquet", sink.getvalue())
+
+    for first, second in (("image", "video"), ("video", "image")):
+        bucket.storage.delete([o.key for o in bucket.storage.list(keys.SEGMENTS)])
+        put("job-b", first)
+        refresh_and_check(bucket, footers)
+        put("job-a", second)
+        assert not refresh_and_check(bucket, footers)["index_rebuilt"]
+        assert tables(cached_duckdb_file(bucket.base))[1][0][4] == "image"
