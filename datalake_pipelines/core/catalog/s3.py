@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -250,8 +251,10 @@ def refresh_duckdb_s3(base: str, db_path: Path | str | None = None, storage: S3S
     ``<base>/catalog.duckdb`` (through ``storage``, default one opened on ``base``). Incremental
     (:mod:`.s3_refresh`): only the footers of partitions changed since the previous file are read; an
     unreadable one raises ``CatalogError`` and leaves the file as it was."""
+    started = time.perf_counter()
     catalog = S3Catalog(base, storage)
     target = Path(db_path) if db_path is not None else cached_duckdb_file(catalog.base)
     summary = refresh_database(catalog, target)
     catalog.storage.upload(target, DUCKDB_FILE)
-    return {"path": catalog.uri(DUCKDB_FILE), "local_path": str(target), **summary}
+    seconds = round(time.perf_counter() - started, 3)
+    return {"path": catalog.uri(DUCKDB_FILE), "local_path": str(target), **summary, "seconds": seconds}
