@@ -27,7 +27,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from ..arrow.restore import duckdb_readable
@@ -36,10 +35,10 @@ from ..lake import keys
 from ..lake.layout import COMPACTED_PART, PartitionRef
 from ..storage.backends import ObjectInfo, S3Storage, cache_dir_for
 from .parts import PARTITION_COLUMNS, CatalogError
+from .s3_refresh import DEDUP_HASHES, refresh_database
 from .warehouse import (
     HASH_INDEX_SCHEMA,
     PARTITIONS_SCHEMA,
-    build_database,
     create_hash_index_table,
     last_batch_of,
     stats_row,
@@ -51,11 +50,6 @@ DUCKDB_FILE = keys.DUCKDB
 # appended in the order DuckDB's read_parquet(hive_partitioning=true) appends them (by name), so that
 # ``SELECT * FROM catalog`` has the same columns as on a local lake
 PARTITION_FIELDS = [pa.field(c, pa.string()) for c in sorted(PARTITION_COLUMNS)]
-# one row per sha256, the earliest created_at (unparseable times last, then text order for determinism)
-DEDUP_HASHES = (
-    "SELECT {columns} FROM {source} QUALIFY row_number() OVER (PARTITION BY sha256 ORDER BY "
-    "try_cast(created_at AS TIMESTAMPTZ) NULLS LAST, created_at NULLS LAST, path, first_batch_id) = 1"
-)
 
 
 def cached_duckdb_file(base: str) -> Path:
@@ -186,17 +180,26 @@ class S3Catalog:
         return name
 
     # partitions and hash index ---------------------------------------------------------------------------
-    def stats(self, refs: Iterable[PartitionRef] | None = None) -> pa.Table:
-        """The ``partitions`` table (``PARTITIONS_SCHEMA``) from listings, footers and ``_metadata.json``."""
+    def stats(
+        self, refs: Iterable[PartitionRef] | None = None, listed: Sequence[tuple[list[ObjectInfo], bool]] | None = None
+    ) -> pa.Table:
+        """The ``partitions`` table (``PARTITIONS_SCHEMA``) from listings, footers and ``_metadata.json``.
+        ``listed``: each partition's Parquet objects and whether it has a ``_metadata.json``, from a listing
+        already made (then no partition is listed here and absent ``_metadata.json`` are not asked for)."""
         refs = self.select() if refs is None else list(refs)
-        listings = self._listings(refs)
-        docs = self._map(self._metadata_doc, refs)
+        if listed is None:
+            listings, has_metadata = self._listings(refs), [True] * len(refs)
+        else:
+            listings = [self.adopt([(o, ref) for o in objects]) for ref, (objects, _) in zip(refs, listed)]
+            has_metadata = [there for _, there in listed]
+        wanted = [ref for ref, there in zip(refs, has_metadata) if there]
+        docs = dict(zip(wanted, self._map(self._metadata_doc, wanted)))
         fragments = iter(self.fragments([uri for uris in listings for uri in uris]))  # all footers at once
         rows = []
-        for ref, uris, doc in zip(refs, listings, docs):
+        for ref, uris in zip(refs, listings):
             count = sum(next(fragments).metadata.num_rows for _ in uris)
             size = sum(self._objects[u][0].size for u in uris)
-            rows.append(stats_row(ref, len(uris), count, size, last_batch_of(doc)))
+            rows.append(stats_row(ref, len(uris), count, size, last_batch_of(docs.get(ref))))
         return pa.Table.from_pylist(rows, schema=PARTITIONS_SCHEMA)
 
     def _metadata_doc(self, ref: PartitionRef) -> object:
@@ -205,9 +208,13 @@ class S3Catalog:
         except (FileNotFoundError, ValueError):
             return None
 
-    def hash_segments(self) -> ds.FileSystemDataset | None:
-        """The hash-index segments ``index/segments/*.parquet`` as one dataset (None when there are none)."""
-        objects = [o for o in self.storage.list(SEGMENTS) if o.key.endswith(".parquet")]
+    def segment_objects(self) -> list[ObjectInfo]:
+        """The hash-index segments ``index/segments/*.parquet`` (one listing)."""
+        return [o for o in self.storage.list(SEGMENTS) if o.key.endswith(".parquet")]
+
+    def hash_segments(self, objects: Sequence[ObjectInfo] | None = None) -> ds.FileSystemDataset | None:
+        """The segments (default: every one) as one dataset, their columns checked (None when there are none)."""
+        objects = self.segment_objects() if objects is None else objects
         if not objects:
             return None
         uris = [self.uri(o.key) for o in objects]
@@ -239,26 +246,15 @@ class S3Catalog:
 
 
 def refresh_duckdb_s3(base: str, db_path: Path | str | None = None, storage: S3Storage | None = None) -> dict:
-    """Build the S3 lake's ``catalog.duckdb`` (``partitions`` and ``hash_index`` tables; no ``catalog`` view,
-    see the module docstring) in the cache folder, swap it in with ``os.replace`` and upload it to
-    ``<base>/catalog.duckdb`` (through ``storage``, default one opened on ``base``). Every catalog footer is read
-    first: an unreadable file raises ``CatalogError``."""
+    """Build or update the S3 lake's ``catalog.duckdb`` (``partitions`` and ``hash_index`` tables; no ``catalog``
+    view, see the module docstring) in the cache folder, swap it in with ``os.replace`` and upload it to
+    ``<base>/catalog.duckdb`` (through ``storage``, default one opened on ``base``). Incremental
+    (:mod:`.s3_refresh`): only the footers of partitions changed since the previous file are read; an
+    unreadable one raises ``CatalogError`` and leaves the file as it was."""
     started = time.perf_counter()
     catalog = S3Catalog(base, storage)
     target = Path(db_path) if db_path is not None else cached_duckdb_file(catalog.base)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    refs = catalog.select()
-    files = catalog.files(refs)
-    catalog.fragments(files)
-    stats = catalog.stats(refs)
-    assets = build_database(target, stats, catalog.build_hash_index)
+    summary = refresh_database(catalog, target)
     catalog.storage.upload(target, DUCKDB_FILE)
-    return {
-        "path": catalog.uri(DUCKDB_FILE),
-        "local_path": str(target),
-        "partitions": stats.num_rows,
-        "files": len(files),
-        "rows": int(pc.sum(stats["rows"]).as_py() or 0),
-        "assets": int(assets),
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    seconds = round(time.perf_counter() - started, 3)
+    return {"path": catalog.uri(DUCKDB_FILE), "local_path": str(target), **summary, "seconds": seconds}

@@ -220,7 +220,7 @@ def test_refresh_builds_and_uploads_catalog_duckdb(lakes):
         (2, "assets/only-2.jpg", 12),
         (3, "assets/only-3.jpg", 13),
     ]
-    assert tables == {"partitions", "hash_index"}
+    assert tables == {"partitions", "hash_index", "s3_refresh_state", "s3_refresh_partitions", "s3_refresh_segments"}
     # a client opens the cached file for partitions/hash_index and still gets its catalog view
     with DuckDBClient(base) as duck:
         assert duck.db_path == cached
