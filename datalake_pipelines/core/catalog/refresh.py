@@ -51,12 +51,12 @@ from .warehouse import (
     create_catalog_view,
     create_hash_index_table,
     partition_stats,
+    remove_stale_temps,
 )
 
 SCAN_THREADS, SCAN_CHUNK = 8, 256
 PARTITION_STATE = "refresh_partitions"
 STATE = "refresh_state"
-STALE_TEMP_SECONDS = 3600.0
 KEY_SQL = "provider || '/' || dataset || '/' || task || '/' || variant"
 
 
@@ -253,18 +253,6 @@ def _write_state(con: duckdb.DuckDBPyConnection, layout: LakeLayout, plan: Plan,
         [str(layout.base), plan.log_id, plan.log_seq, plan.log_token, json.dumps(plan.watch), plan.walked_at,
          json.dumps(index_cursor)],
     )  # fmt: skip
-
-
-def remove_stale_temps(target: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
-    """Remove the temporary copies of ``target`` (and their WAL files) a refresh killed midway left, once
-    ``older_than`` seconds old (a refresh at work writes its copy all along); return how many went."""
-    removed, now = 0, time.time()
-    for path in target.parent.glob(f".{target.name}.*.tmp*"):
-        with contextlib.suppress(FileNotFoundError):
-            if now - path.stat().st_mtime >= older_than:
-                path.unlink()
-                removed += 1
-    return removed
 
 
 def _open_previous(target: Path, tmp: Path, base: str) -> tuple[duckdb.DuckDBPyConnection, PreviousBuild] | None:

@@ -245,16 +245,18 @@ class S3Catalog:
         return con.execute("SELECT count(*) FROM hash_index").fetchall()[0][0]
 
 
-def refresh_duckdb_s3(base: str, db_path: Path | str | None = None, storage: S3Storage | None = None) -> dict:
+def refresh_duckdb_s3(
+    base: str, db_path: Path | str | None = None, storage: S3Storage | None = None, rebuild: bool = False
+) -> dict:
     """Build or update the S3 lake's ``catalog.duckdb`` (``partitions`` and ``hash_index`` tables; no ``catalog``
     view, see the module docstring) in the cache folder, swap it in with ``os.replace`` and upload it to
     ``<base>/catalog.duckdb`` (through ``storage``, default one opened on ``base``). Incremental
     (:mod:`.s3_refresh`): only the footers of partitions changed since the previous file are read; an
-    unreadable one raises ``CatalogError`` and leaves the file as it was."""
+    unreadable one raises ``CatalogError`` and leaves the file as it was. ``rebuild``: from scratch."""
     started = time.perf_counter()
     catalog = S3Catalog(base, storage)
     target = Path(db_path) if db_path is not None else cached_duckdb_file(catalog.base)
-    summary = refresh_database(catalog, target)
+    summary = refresh_database(catalog, target, rebuild)
     catalog.storage.upload(target, DUCKDB_FILE)
     seconds = round(time.perf_counter() - started, 3)
     return {"path": catalog.uri(DUCKDB_FILE), "local_path": str(target), **summary, "seconds": seconds}

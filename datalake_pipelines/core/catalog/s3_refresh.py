@@ -36,7 +36,7 @@ from ..lake.layout import PartitionRef
 from ..storage.backends import ObjectInfo, endpoint_slug
 from ..storage.files import copy_file, temp_sibling
 from .parts import PARTITION_COLUMNS
-from .warehouse import HASH_INDEX_SCHEMA, build_database, create_hash_index_table
+from .warehouse import HASH_INDEX_SCHEMA, build_database, create_hash_index_table, remove_stale_temps
 
 if TYPE_CHECKING:
     from .s3 import S3Catalog
@@ -227,15 +227,17 @@ def _fill(
     return rebuilt, tuple(totals.fetchall()[0])
 
 
-def refresh_database(catalog: S3Catalog, target: Path) -> dict:
+def refresh_database(catalog: S3Catalog, target: Path, rebuild: bool = False) -> dict:
     """Build or update ``catalog.duckdb`` at ``target`` (see the module docstring); return a summary without the
     upload: partitions, files, rows, assets; ``changed``: the partitions read again; ``incremental``: whether a
-    previous database was updated; ``index_rebuilt``: whether the hash index was built from every segment."""
+    previous database was updated; ``index_rebuilt``: whether the hash index was built from every segment.
+    ``rebuild``: from scratch, the previous file ignored (``datalake catalog rebuild``)."""
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)
     tmp = temp_sibling(target)
     try:
-        previous = _open_previous(target, tmp, lake_identity(catalog.base))
+        previous = None if rebuild else _open_previous(target, tmp, lake_identity(catalog.base))
         try:
             listed = list_catalog(catalog.storage.list(keys.CATALOG))
             signatures = {key: p.signature() for key, p in listed.items()}

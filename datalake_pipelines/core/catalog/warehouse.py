@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +45,9 @@ HASH_INDEX_SCHEMA = pa.schema(
 
 class UnknownPartitionError(DatalakeError, ValueError):
     """A provider, dataset, task or variant filter names something the catalog does not hold."""
+
+
+STALE_TEMP_SECONDS = 3600.0  # a refresh at work writes its temporary copy all along: one this old is left over
 
 
 def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
@@ -242,3 +246,15 @@ def build_database(target: Path, stats: pa.Table, fill: Callable[[duckdb.DuckDBP
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.wal").unlink(missing_ok=True)
     return assets
+
+
+def remove_stale_temps(target: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Remove the temporary copies of ``target`` (and their WAL files) a refresh killed midway left, once
+    ``older_than`` seconds old (a refresh at work writes its copy all along); return how many went."""
+    removed, now = 0, time.time()
+    for path in target.parent.glob(f".{target.name}.*.tmp*"):
+        with contextlib.suppress(FileNotFoundError):
+            if now - path.stat().st_mtime >= older_than:
+                path.unlink()
+                removed += 1
+    return removed

@@ -169,10 +169,10 @@ class S3Processing:
     def refresh_warehouse(self, db_path: Path | None = None, rebuild: bool = False) -> dict[str, Any]:
         """Build ``catalog.duckdb`` at ``db_path`` (default :attr:`duckdb_file`) and upload it; see
         :func:`~..catalog.s3.refresh_duckdb_s3` (the summary it returns, ``CatalogError`` for a bad file).
-        ``rebuild``: from scratch (what this refresh always does today)."""
+        ``rebuild``: from scratch, the previous file ignored."""
         from ..catalog.s3 import refresh_duckdb_s3
 
-        return refresh_duckdb_s3(self.base, db_path, self.storage)
+        return refresh_duckdb_s3(self.base, db_path, self.storage, rebuild)
 
     def asset_sha256(self, relpath: str) -> str:
         """SHA-256 of a stored asset, streamed from S3; "missing" if there is no such object."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from datalake_pipelines.core.catalog import refresh
+from datalake_pipelines.core.catalog import refresh, warehouse
 from datalake_pipelines.core.catalog.refresh import refresh_duckdb
 from datalake_pipelines.core.ingest.hash_index import HashIndex, prune_journal
 from datalake_pipelines.core.lake import keys
@@ -213,7 +213,7 @@ def test_a_copy_left_by_a_killed_refresh_is_removed_once_old(lake):
     old, fresh = (lake.base / f".catalog.duckdb.{name}.tmp" for name in ("0123456789ab", "ba9876543210"))
     for path in (old, fresh):
         path.write_bytes(b"a copy")
-    os.utime(old, (time.time() - refresh.STALE_TEMP_SECONDS - 60,) * 2)
+    os.utime(old, (time.time() - warehouse.STALE_TEMP_SECONDS - 60,) * 2)
     refresh_duckdb(lake)
     assert not old.exists() and fresh.exists()  # a young one may be another refresh's, at work
 

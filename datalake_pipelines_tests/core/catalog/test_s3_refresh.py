@@ -269,3 +269,17 @@ def test_rows_tied_on_time_and_path_keep_one_winner(bucket, footers):
         put("job-a", second)
         assert not refresh_and_check(bucket, footers)["index_rebuilt"]
         assert tables(cached_duckdb_file(bucket.base))[1][0][4] == "image"
+
+
+def test_rebuild_starts_from_scratch(bucket, footers):
+    """`catalog rebuild` on S3: rows deleted inside the cached file by hand come back; every footer is read."""
+    for ref in REFS[:3]:
+        bucket.add(ref)
+    refresh_and_check(bucket, footers)
+    with duckdb.connect(str(cached_duckdb_file(bucket.base))) as con:
+        con.execute("DELETE FROM partitions WHERE variant = 'base'")
+    assert refresh_duckdb_s3(bucket.base)["incremental"] is True  # what changed in the bucket: nothing
+    footers.clear()
+    summary = open_lake(bucket.base).refresh_warehouse(rebuild=True)
+    assert summary["incremental"] is False and len(footers) == 3
+    assert tables(cached_duckdb_file(bucket.base)) == full_build(bucket.base)
