@@ -42,14 +42,18 @@ def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
 
 def cmd_catalog_compact(args: argparse.Namespace) -> int:
     """Compact one partition or all of them, through the lake (a folder in place; S3 in a work lake, published
-    back with the replaced parts deleted)."""
+    back with the replaced parts deleted), then refresh catalog.duckdb."""
     from ..core.lake.layout import PartitionRef
+    from ..core.lake.locks import exclusive_lock
 
     lake = lake_of(args)
     refs = [PartitionRef.parse(args.partition)] if args.partition else lake.partitions()
     if args.partition and refs[0] not in lake.partitions():  # as catalog verify says it: a typo is no success
         raise CliError(f"no partition {refs[0].key} in {lake.base}")
     results = [lake.rebuild_partition(ref, args.batch_size) for ref in refs]
+    if results:  # as delete and gc do: catalog.duckdb says what the partitions now hold
+        with exclusive_lock(lake.warehouse_lock):
+            lake.refresh_warehouse()
     docs = [
         {
             "partition": r.partition,

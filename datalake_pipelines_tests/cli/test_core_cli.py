@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -285,6 +286,8 @@ def test_catalog_compact_for_one_partition(run, lake, tmp_path, make_jpeg, clien
     [doc] = json.loads(out)
     assert (doc["files_before"], doc["rows"]) == (2, 2)
     assert sorted(r["row_hash"] for r in read_catalog()) == before
+    with duckdb.connect(str(lake.duckdb_file), read_only=True) as con:  # found by review: it was left stale
+        assert con.execute("SELECT files, rows FROM partitions WHERE dataset = 's'").fetchall() == [(1, 2)]
     code, _, err = run("catalog", "compact", "--partition", "not-a-key")
     assert code == 1 and "provider/dataset/task/variant" in err
     # a partition the lake does not have: refused as catalog verify refuses it (was exit 0 with 0 files)
