@@ -21,7 +21,7 @@ from ..core.athena.scope import athena_applies, how_to_turn_off
 from ..core.errors import ValidationError
 from ..core.lake.open import lake_kind, open_lake
 from ..lib.after_ingest import INGEST_JOB, REFRESH_JOB, REFRESH_LATER, REFRESH_TAG, refresh_state
-from ..lib.claims import dagster_run_state
+from ..lib.claims import ClaimRuns, dagster_run_state
 from ..lib.partitions import DAGSTER_PARTITION_TAG, LakePartitionKey, lake_partitions
 from ..lib.resources import LakeResource
 from ..lib.terminal_log import ONE_LINE_RUN, error_line, first_line
@@ -70,6 +70,7 @@ def start_pending(
     resource = LakeResource(base_path=_base_of(base), **settings)
     _check_workers_lake(resource.base)  # before anything is claimed: a refused run must leave the batches pending
     lake = resource.lake()
+    recover_claims(instance, lake, echo)
     state: dict[str, Any] = {}
     options = claim_options(log, quiet_seconds=quiet_seconds)
     claimed = lake.claim_ready(state, options)
@@ -85,6 +86,36 @@ def start_pending(
         return lake.status(job_id, run_state) or {"job_id": job_id, "state": "unknown"}
 
     return _run_groups(instance, resource, groups, run_keys, status, echo, warn)
+
+
+def recover_claims(instance: dg.DagsterInstance, lake, echo: Callable[[str], None] = print) -> list[str]:
+    """What the staging sensor's recovery and reaper passes do under a daemon, for a start without one: batches
+    claimed by a run whose process is gone (a ``process start`` killed midway) or ended, and batches claimed
+    longer than the sensor's recovery age whose run never got created, go back to pending (or to failed after
+    their last attempt), so this start claims them again. Returns their job ids."""
+    from types import SimpleNamespace
+
+    from ..defs.ingest.sensors import RECOVERY_AGE_SECONDS, reap_dead_runs
+
+    claims = lake.claims()
+    runs = ClaimRuns(instance, claims)
+    context = SimpleNamespace(instance=instance, log=log)
+    handed_back = [job_id for job_id, _ in reap_dead_runs(context, lake, claims, runs)]
+    for claim in claims:
+        if (
+            claim.job_id in handed_back
+            or claim.run_id
+            or not claim.run_key
+            or (claim.run_key or "").endswith(".rejected")
+        ):
+            continue
+        if time.time() - claim.claimed_ts < RECOVERY_AGE_SECONDS or runs.for_key(claim.run_key) is not None:
+            continue  # just claimed (its run request on its way), or its run exists: the reaper judged it
+        lake.requeue_or_fail(claim.job_id, "claimed, but its run was never created (a start killed midway?)", None)
+        handed_back.append(claim.job_id)
+    for job_id in handed_back:
+        echo(f"recovered batch {job_id}: its earlier run is gone")
+    return handed_back
 
 
 SETTLED = ("done", "failed", "quarantined", "deleted")  # what a batch's state is once its run is through with it

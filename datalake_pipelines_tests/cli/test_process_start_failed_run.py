@@ -52,3 +52,53 @@ def test_celery_with_another_lake_is_refused_before_anything_is_claimed(
     assert main(["--base-path", base, "process", "start"]) == 1
     assert "set DATALAKE_BASE_PATH instead of --base-path" in capsys.readouterr().err
     assert client.lake.status(job)["state"] == "pending"  # not claimed: the next start can still take it
+
+
+def _wait_for_state(lake, job: str, state: str, process) -> None:
+    import time
+
+    deadline = time.monotonic() + 120
+    while (lake.status(job) or {}).get("state") != state:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{job} never became {state}: {lake.status(job)}"
+        time.sleep(0.2)
+
+
+def test_a_start_killed_midway_leaves_nothing_claimed_for_the_next_start(
+    client, make_jpeg, tmp_path, monkeypatch, capsys, dagster_home
+):
+    """Found by review: with no daemon, a batch claimed by a `process start` killed with SIGKILL stayed claimed
+    for good (no start took it, and gc and deletes of its partition were refused)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    base = str(client.lake.base)
+    _, job = client.upload_raw_data(pd.DataFrame({"image": [str(make_jpeg(tmp_path / "a.jpg"))]}), "inhouse", "alpha")
+    env = {**os.environ, "DATALAKE_STEP_PAUSE": "60", "DAGSTER_HOME": str(dagster_home)}
+    code = "import sys; from datalake_pipelines.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    process = subprocess.Popen([sys.executable, "-c", code, "--base-path", base, "process", "start"], env=env)
+    try:
+        _wait_for_state(client.lake, job, "running", process)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    assert main(["--base-path", base, "--json", "process", "start"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)
+    assert entry["job_id"] == job and entry["state"] == "done" and entry["rows_added"] == 1
+
+
+def test_a_claim_whose_run_was_never_created_is_taken_by_the_next_start(
+    client, make_jpeg, tmp_path, monkeypatch, capsys, dagster_home
+):
+    from datalake_pipelines.core.lake.layout import PartitionRef
+    from datalake_pipelines.defs.ingest import sensors
+
+    base = str(client.lake.base)
+    _, job = client.upload_raw_data(pd.DataFrame({"image": [str(make_jpeg(tmp_path / "a.jpg"))]}), "inhouse", "alpha")
+    assert client.lake.claim(job, "run-key-never-launched", PartitionRef("inhouse", "alpha", "raw", "mixed"))
+    monkeypatch.setattr(sensors, "RECOVERY_AGE_SECONDS", 0.0)
+    assert main(["--base-path", base, "--json", "process", "start"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)
+    assert entry["job_id"] == job and entry["state"] == "done"
