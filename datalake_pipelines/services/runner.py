@@ -154,8 +154,10 @@ def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo, wa
             outcomes.append(outcome)
             echo(f"  {job_id}: {outcome['state']}" + (f" ({outcome['error']})" if outcome.get("error") else ""))
     if outcomes:
-        if refresh_state(instance).stale:
-            refresh_catalog_db(instance, lake)
+        if refresh_state(instance).stale and not refresh_catalog_db(instance, lake):
+            # the ingest stands (queries read the Parquet files); only the DuckDB file is behind
+            warn("warning: the catalog.duckdb refresh failed; the ingest is not affected; see the refresh_catalog_db "
+                 "run in the Dagster UI, then `datalake catalog rebuild`")  # fmt: skip
         athena = refresh_athena(instance, lake)
         if athena is not None and athena.reason:
             warn(

@@ -102,3 +102,23 @@ def test_a_claim_whose_run_was_never_created_is_taken_by_the_next_start(
     assert main(["--base-path", base, "--json", "process", "start"]) == 0
     [entry] = json.loads(capsys.readouterr().out)
     assert entry["job_id"] == job and entry["state"] == "done"
+
+
+def test_a_failed_refresh_after_a_good_ingest_is_said_in_one_warning(
+    client, make_jpeg, tmp_path, monkeypatch, capsys, dagster_home
+):
+    """Found by review: when catalog.duckdb could not be refreshed the command said nothing."""
+    from datalake_pipelines.core.lake.changes import record_write
+    from datalake_pipelines.core.lake.layout import PartitionRef
+
+    base = str(client.lake.base)
+    broken = PartitionRef("inhouse", "other", "raw", "mixed")  # a writer left a file no reader can open
+    client.lake.layout.partition_dir(broken).mkdir(parents=True)
+    (client.lake.layout.partition_dir(broken) / "part-junk.parquet").write_bytes(b"not parquet")
+    record_write(client.lake.layout, [broken])
+    _, job = client.upload_raw_data(pd.DataFrame({"image": [str(make_jpeg(tmp_path / "a.jpg"))]}), "inhouse", "alpha")
+    assert main(["--base-path", base, "--json", "process", "start"]) == 0  # the ingest itself is done
+    out, err = capsys.readouterr()
+    [entry] = json.loads(out)
+    assert entry["job_id"] == job and entry["state"] == "done"
+    assert "warning: the catalog.duckdb refresh failed; the ingest is not affected" in err
