@@ -161,6 +161,7 @@ class HashIndex:
                 except sqlite3.OperationalError as exc:  # another process added it meanwhile
                     if "duplicate column" not in str(exc):
                         raise
+        self.journal = journal
         if journal:
             ensure_journal(self._conn)
 
@@ -203,7 +204,8 @@ class HashIndex:
                 f"INSERT OR IGNORE INTO assets ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                 rows,
             ).rowcount
-            prune_journal(conn)
+            if self.journal:
+                prune_journal(conn)
             return added
 
     def fill_phash(self, values: dict[str, int]) -> int:

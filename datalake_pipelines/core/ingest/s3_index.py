@@ -168,7 +168,7 @@ class TieredHashIndex(HashIndex):
         published: HashIndex,
         present: Callable[[list[str]], set[str] | dict[str, int]] | None = None,
     ):
-        super().__init__(path, CACHE_REMEDY)
+        super().__init__(path, CACHE_REMEDY, journal=False)  # a run's own file: no refresh reads it
         self.published = published
         self.present = present
 

@@ -343,3 +343,16 @@ def test_old_entries_are_pruned_by_folder_and_a_reader_behind_them_walks(lake, t
     add_batch(lake, OCR, "job-later", {"lang": ["ko"]})
     assert refresh_duckdb(lake)["walked"] is False  # its cursor was past what went
     assert_same_as_full_build(lake, tmp_path)
+
+
+def test_an_index_without_a_journal_takes_writes(tmp_path):
+    """Found by benchmarks/index_journal.py: add_many pruned a journal that an index opened with journal=False
+    (the S3 segment cache, a run's own index) does not have, and failed."""
+    index = HashIndex(tmp_path / "cache.sqlite", journal=False)
+    try:
+        assert index.add_many(entry(i) for i in range(3)) == 3
+        assert index.remove_paths({entry(0).path}) == 1
+    finally:
+        index.close()
+    with sqlite3.connect(tmp_path / "cache.sqlite") as con:
+        assert not con.execute("SELECT name FROM sqlite_master WHERE name LIKE 'index_%'").fetchall()
