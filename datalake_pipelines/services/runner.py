@@ -6,6 +6,7 @@ names, so they show up in the UI next to the ones the sensor launched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ import dagster as dg
 
 from ..core.athena.scope import athena_applies, how_to_turn_off
 from ..core.errors import ValidationError
+from ..core.lake.layout import PartitionRef
 from ..core.lake.open import lake_kind, open_lake
 from ..lib.after_ingest import INGEST_JOB, REFRESH_JOB, REFRESH_LATER, REFRESH_TAG, refresh_state
 from ..lib.claims import ClaimRuns, dagster_run_state
@@ -70,11 +72,13 @@ def start_pending(
     resource = LakeResource(base_path=_base_of(base), **settings)
     _check_workers_lake(resource.base)  # before anything is claimed: a refused run must leave the batches pending
     lake = resource.lake()
-    recover_claims(instance, lake, echo)
+    recovered, given_up = recover_claims(instance, lake, echo)
     state: dict[str, Any] = {}
     options = claim_options(log, quiet_seconds=quiet_seconds)
     claimed = lake.claim_ready(state, options)
     groups = {ref: list(ids) for ref, ids in claimed.groups.items()}
+    for ref, ids in recovered.items():  # handed back as claims awaiting their next attempt's run (S3)
+        groups.setdefault(ref, []).extend(ids)
     if claimed.waiting:  # a hand drop must stay unchanged for quiet_seconds
         time.sleep(quiet_seconds)
         for ref, ids in lake.claim_ready(state, options).groups.items():
@@ -85,37 +89,42 @@ def start_pending(
     def status(job_id: str) -> dict[str, Any]:
         return lake.status(job_id, run_state) or {"job_id": job_id, "state": "unknown"}
 
-    return _run_groups(instance, resource, groups, run_keys, status, echo, warn)
+    return [status(job_id) for job_id in given_up] + _run_groups(
+        instance, resource, groups, run_keys, status, echo, warn
+    )
 
 
-def recover_claims(instance: dg.DagsterInstance, lake, echo: Callable[[str], None] = print) -> list[str]:
-    """What the staging sensor's recovery and reaper passes do under a daemon, for a start without one: batches
-    claimed by a run whose process is gone (a ``process start`` killed midway) or ended, and batches claimed
-    longer than the sensor's recovery age whose run never got created, go back to pending (or to failed after
-    their last attempt), so this start claims them again. Returns their job ids."""
+def recover_claims(
+    instance: dg.DagsterInstance, lake, echo: Callable[[str], None] = print
+) -> tuple[dict[PartitionRef, list[str]], list[str]]:
+    """The staging sensor's reaper pass, for a start without a daemon: batches claimed by a run that ended, or
+    whose process is gone (a ``process start`` killed midway), go back for their next attempt, or to ``failed/``
+    after their last. A run that is alive, or claims whose run was not created yet (another start at work), are
+    never touched. Returns the batches handed back still claimed (an S3 lake's next attempt waits for a run),
+    by partition, to run in this start, and the job ids that went to ``failed/``."""
     from types import SimpleNamespace
 
-    from ..defs.ingest.sensors import RECOVERY_AGE_SECONDS, reap_dead_runs
+    from ..defs.ingest.sensors import reap_dead_runs
 
-    claims = lake.claims()
-    runs = ClaimRuns(instance, claims)
     context = SimpleNamespace(instance=instance, log=log)
-    handed_back = [job_id for job_id, _ in reap_dead_runs(context, lake, claims, runs)]
+    claims = lake.claims()
+    outcomes = reap_dead_runs(context, lake, claims, ClaimRuns(instance, claims))
+    # the other batches of a dead run's group: they share its claim's run key, and only the batch at work was
+    # marked with the run's id and process (a run started in process carries no run-key tag to find them by)
+    dead = {c.run_key for c in claims if c.run_key and c.job_id in {job_id for job_id, _ in outcomes}}
     for claim in claims:
-        if (
-            claim.job_id in handed_back
-            or claim.run_id
-            or not claim.run_key
-            or (claim.run_key or "").endswith(".rejected")
-        ):
-            continue
-        if time.time() - claim.claimed_ts < RECOVERY_AGE_SECONDS or runs.for_key(claim.run_key) is not None:
-            continue  # just claimed (its run request on its way), or its run exists: the reaper judged it
-        lake.requeue_or_fail(claim.job_id, "claimed, but its run was never created (a start killed midway?)", None)
-        handed_back.append(claim.job_id)
-    for job_id in handed_back:
-        echo(f"recovered batch {job_id}: its earlier run is gone")
-    return handed_back
+        if claim.run_key in dead and claim.job_id not in {job_id for job_id, _ in outcomes}:
+            reason = f"run of {claim.run_key} is gone (its process killed?) while the batch was claimed"
+            outcomes.append((claim.job_id, lake.requeue_or_fail(claim.job_id, reason, claim.run_id)))
+    requeued = {job_id for job_id, outcome in outcomes if outcome == "requeued"}
+    waiting: dict[PartitionRef, list[str]] = {}
+    for claim in lake.claims():
+        if claim.job_id in requeued and not claim.run_id:
+            with contextlib.suppress(ValueError):
+                waiting.setdefault(PartitionRef.parse(claim.partition or ""), []).append(claim.job_id)
+    for job_id, outcome in outcomes:
+        echo(f"batch {job_id}: its earlier run is gone (killed?); {outcome}")
+    return waiting, [job_id for job_id, outcome in outcomes if outcome == "failed"]
 
 
 SETTLED = ("done", "failed", "quarantined", "deleted")  # what a batch's state is once its run is through with it
