@@ -16,6 +16,9 @@ no database assumed: the SQLite hash index is refused on a network file system).
   hard-linked at the first free number after ``HEAD`` (``link`` fails when the name exists, atomically, on NFS
   too). Every number below the newest exists, so a writer's first free number is always the newest plus one.
 - ``logs/changes/HEAD``: a hint, the newest number a writer linked (a stale hint costs a few more probes).
+- A reader that cannot follow the log (another ``ID``, an entry missing or damaged, the entry at its cursor gone
+  or another one: a log wiped or restored) links an *anchor* entry naming no partition, walks every partition,
+  and keeps the anchor as its cursor.
 
 Entries are pruned a folder of 10,000 at a time, once a refresh has read past the whole folder and its newest
 entry is two days old (:func:`prune_changes`); any other reader whose cursor falls into them finds a number
@@ -97,10 +100,15 @@ def _head(root: Path) -> int:
 
 def record_write(layout: LakeLayout, refs: Iterable[PartitionRef]) -> int:
     """Add an entry naming ``refs`` (the caller holds their locks and has changed nothing yet); return its number."""
+    return _append(layout, {"partitions": sorted({r.key for r in refs})})[0]
+
+
+def _append(layout: LakeLayout, doc: dict) -> tuple[int, str]:
+    """Link ``doc`` (plus when, where, a token) at the first free number; return (number, token)."""
     root = _root(layout)
     log_identity(layout)
-    doc = {"partitions": sorted({r.key for r in refs}), "at": utc_now_iso(), "host": socket.gethostname(),
-           "pid": os.getpid(), "token": uuid.uuid4().hex}  # fmt: skip
+    token = uuid.uuid4().hex
+    doc = {**doc, "at": utc_now_iso(), "host": socket.gethostname(), "pid": os.getpid(), "token": token}
     tmp = _temp(root, json.dumps(doc))
     try:
         seq = _head(root) + 1
@@ -110,7 +118,7 @@ def record_write(layout: LakeLayout, refs: Iterable[PartitionRef]) -> int:
         tmp.unlink(missing_ok=True)
     hint = _temp(root, str(seq))
     os.replace(hint, root / "HEAD")
-    return seq
+    return seq, token
 
 
 @contextlib.contextmanager
@@ -164,7 +172,7 @@ def _read_entry(root: Path, seq: int) -> tuple[list[str], str | None]:
     except (OSError, ValueError) as exc:
         raise DamagedEntry(f"entry {seq}: {exc}") from None
     keys_ = doc.get("partitions") if isinstance(doc, dict) else None
-    if not isinstance(keys_, list) or not keys_:
+    if not isinstance(keys_, list) or not (keys_ or doc.get("anchor") is True):
         raise DamagedEntry(f"entry {seq} names no partition")
     for key in keys_:
         try:
@@ -175,21 +183,12 @@ def _read_entry(root: Path, seq: int) -> tuple[list[str], str | None]:
     return keys_, token if isinstance(token, str) else None
 
 
-def _last(root: Path, start: int) -> int:
-    seq = start
-    while _entry(root, seq + 1).is_file():
-        seq += 1
-    return seq
-
-
-def _restart(root: Path, identity: str, head: int) -> ChangesRead:
-    """A cursor at the newest entry, ``complete=False``: what a reader that cannot follow the log starts from."""
-    last = _last(root, head)
-    token = None
-    if last:
-        with contextlib.suppress(OSError, DamagedEntry):
-            token = _read_entry(root, last)[1]
-    return ChangesRead(identity, last, token, complete=False)
+def _restart(layout: LakeLayout, identity: str) -> ChangesRead:
+    """``complete=False``: the reader cannot follow the log and walks every partition. Its cursor is a new anchor
+    entry (no partition) linked before the walk: every write after it is read next time, and a damaged or
+    missing entry before it is never read again."""
+    seq, token = _append(layout, {"partitions": [], "anchor": True})
+    return ChangesRead(identity, seq, token, complete=False)
 
 
 def read_changes(layout: LakeLayout, identity: str | None, after: int | None, token: str | None = None) -> ChangesRead:
@@ -201,13 +200,13 @@ def read_changes(layout: LakeLayout, identity: str | None, after: int | None, to
     current = log_identity(layout)
     head = _head(root)
     if identity != current or after is None or after < 0:
-        return _restart(root, current, head)
+        return _restart(layout, current)
     if after > 0 and token is not None:
         try:
             if _read_entry(root, after)[1] != token:
-                return _restart(root, current, head)
+                return _restart(layout, current)
         except (FileNotFoundError, DamagedEntry):
-            return _restart(root, current, head)
+            return _restart(layout, current)
     read = ChangesRead(current, after, token)
     seq = after + 1
     while True:
@@ -216,12 +215,12 @@ def read_changes(layout: LakeLayout, identity: str | None, after: int | None, to
         except FileNotFoundError:
             break
         except DamagedEntry:  # what it named is unknown
-            return _restart(root, current, max(seq, head))
+            return _restart(layout, current)
         read.partitions.update(names)
         read.seq = seq
         seq += 1
     if read.seq < head:  # entries the hint says exist are missing (removed by hand): unknown changes
-        return _restart(root, current, head)
+        return _restart(layout, current)
     return read
 
 

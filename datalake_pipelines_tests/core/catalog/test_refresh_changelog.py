@@ -138,7 +138,9 @@ GARBLED = ["{not json", "[]", "null", '"x"', "{}", '{"partitions": null}', '{"pa
            '{"partitions": [123]}', '{"partitions": ["a/b"]}', '{"partitions": ["Upper/b/c/d"]}']  # fmt: skip
 
 
-@pytest.mark.parametrize("damage", ["log_removed", "entry_removed", "wiped_but_its_id", *GARBLED])
+@pytest.mark.parametrize(
+    "damage", ["log_removed", "entry_removed", "wiped_but_its_id", "removed_then_wiped", "garbled_then_wiped", *GARBLED]
+)
 def test_a_log_that_cannot_say_makes_the_refresh_walk(lake, tmp_path, damage):
     """Found by review: a valid-JSON entry of the wrong shape crashed the refresh or was skipped, and a log wiped
     but for its ID restarted at 1, below the cursor, so new writes were never read."""
@@ -155,8 +157,15 @@ def test_a_log_that_cannot_say_makes_the_refresh_walk(lake, tmp_path, damage):
         shutil.rmtree(root)
     elif damage == "entry_removed":
         newest.unlink()
-    elif damage != "wiped_but_its_id":
+    elif damage not in ("wiped_but_its_id", "removed_then_wiped", "garbled_then_wiped"):
         newest.write_text(damage)
+    if damage.endswith("_then_wiped"):
+        newest.unlink() if damage.startswith("removed") else newest.write_text("{")
+        assert refresh_duckdb(lake)["walked"] is True
+        for path in root.iterdir():  # second review: after a walk over a damaged entry, a wipe went unseen
+            if path.name != "ID":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        add_batch(lake, OTHER, "job-after-the-wipe", {"lang": ["ja"]})
     summary = refresh_duckdb(lake)
     assert summary["walked"] is True and summary["partitions"] == 5
     assert_same_as_full_build(lake, tmp_path)
