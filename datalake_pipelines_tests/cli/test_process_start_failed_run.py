@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
 
@@ -99,6 +100,36 @@ def test_a_start_killed_midway_leaves_nothing_claimed_for_the_next_start(
     assert sorted(e["job_id"] for e in entries) == sorted(jobs)
     assert all(e["state"] == "done" and e["rows_added"] == 1 for e in entries), entries
     assert main(["--base-path", base, "--json", "catalog", "verify"]) == 0
+    capsys.readouterr()
+    with dg.DagsterInstance.get() as instance:  # the killed run is not left STARTED for good
+        assert dg.DagsterRunStatus.STARTED not in {run.status for run in instance.get_runs()}
+
+
+def test_a_batch_killed_on_its_last_attempt_goes_to_failed_and_the_start_says_so(
+    client, make_jpeg, tmp_path, capsys, dagster_home
+):
+    """Second review: the start said "recovered" and exited 0 while the batch went to failed/."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from datalake_pipelines.core.lake import queue
+
+    base = str(client.lake.base)
+    _, job = client.upload_raw_data(pd.DataFrame({"image": [str(make_jpeg(tmp_path / "a.jpg"))]}), "inhouse", "alpha")
+    env = {**os.environ, "DATALAKE_STEP_PAUSE": "60", "DAGSTER_HOME": str(dagster_home)}
+    code = "import sys; from datalake_pipelines.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    process = subprocess.Popen([sys.executable, "-c", code, "--base-path", base, "process", "start"], env=env)
+    try:
+        _wait_for_state(client.lake, job, "running", process)
+        (client.lake.layout.processing_batch(job) / queue.ATTEMPT_FILE).write_text(str(queue.MAX_ATTEMPTS))
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    assert main(["--base-path", base, "--json", "process", "start"]) == 1
+    [entry] = json.loads(capsys.readouterr().out)
+    assert entry["job_id"] == job and entry["state"] == "failed"
 
 
 def test_another_starts_claims_are_never_taken(client, make_jpeg, tmp_path, monkeypatch, capsys, dagster_home):
