@@ -6,7 +6,6 @@ names, so they show up in the UI next to the ones the sensor launched.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -20,15 +19,15 @@ import dagster as dg
 
 from ..core.athena.scope import athena_applies, how_to_turn_off
 from ..core.errors import ValidationError
-from ..core.lake.layout import PartitionRef
 from ..core.lake.open import lake_kind, open_lake
 from ..lib.after_ingest import INGEST_JOB, REFRESH_JOB, REFRESH_LATER, REFRESH_TAG, refresh_state
-from ..lib.claims import ClaimRuns, dagster_run_state
+from ..lib.claims import RUN_KEY_TAG, dagster_run_state
 from ..lib.partitions import DAGSTER_PARTITION_TAG, LakePartitionKey, lake_partitions
 from ..lib.resources import LakeResource
 from ..lib.terminal_log import ONE_LINE_RUN, error_line, first_line
 from ..settings import BASE_PATH_ENV, EXECUTOR_ENV
 from ..settings import load as load_settings
+from .recovery import mark_owner, recover_claims, starts_lock
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # The instance settings (run queue, tag limits, pools) copied into a DAGSTER_HOME that has none.
@@ -72,17 +71,21 @@ def start_pending(
     resource = LakeResource(base_path=_base_of(base), **settings)
     _check_workers_lake(resource.base)  # before anything is claimed: a refused run must leave the batches pending
     lake = resource.lake()
-    recovered, given_up = recover_claims(instance, lake, echo)
     state: dict[str, Any] = {}
     options = claim_options(log, quiet_seconds=quiet_seconds)
-    claimed = lake.claim_ready(state, options)
-    groups = {ref: list(ids) for ref, ids in claimed.groups.items()}
-    for ref, ids in recovered.items():  # handed back as claims awaiting their next attempt's run (S3)
-        groups.setdefault(ref, []).extend(ids)
+    with starts_lock(lake):  # one start of this host at a time recovers and claims (recovery.py)
+        recovered, given_up = recover_claims(instance, lake, echo)
+        claimed = lake.claim_ready(state, options)
+        groups = {ref: list(ids) for ref, ids in claimed.groups.items()}
+        for ref, ids in recovered.items():  # handed back as claims awaiting their next attempt's run (S3)
+            groups.setdefault(ref, []).extend(ids)
+        mark_owner(lake, [job_id for ids in groups.values() for job_id in ids])
     if claimed.waiting:  # a hand drop must stay unchanged for quiet_seconds
         time.sleep(quiet_seconds)
-        for ref, ids in lake.claim_ready(state, options).groups.items():
-            groups.setdefault(ref, []).extend(ids)
+        with starts_lock(lake):
+            for ref, ids in lake.claim_ready(state, options).groups.items():
+                groups.setdefault(ref, []).extend(ids)
+                mark_owner(lake, ids)
     run_keys = {ref: lake.group_run_key(job_ids) for ref, job_ids in groups.items()}
     run_state = dagster_run_state(instance)
 
@@ -92,39 +95,6 @@ def start_pending(
     return [status(job_id) for job_id in given_up] + _run_groups(
         instance, resource, groups, run_keys, status, echo, warn
     )
-
-
-def recover_claims(
-    instance: dg.DagsterInstance, lake, echo: Callable[[str], None] = print
-) -> tuple[dict[PartitionRef, list[str]], list[str]]:
-    """The staging sensor's reaper pass, for a start without a daemon: batches claimed by a run that ended, or
-    whose process is gone (a ``process start`` killed midway), go back for their next attempt, or to ``failed/``
-    after their last. A run that is alive, or claims whose run was not created yet (another start at work), are
-    never touched. Returns the batches handed back still claimed (an S3 lake's next attempt waits for a run),
-    by partition, to run in this start, and the job ids that went to ``failed/``."""
-    from types import SimpleNamespace
-
-    from ..defs.ingest.sensors import reap_dead_runs
-
-    context = SimpleNamespace(instance=instance, log=log)
-    claims = lake.claims()
-    outcomes = reap_dead_runs(context, lake, claims, ClaimRuns(instance, claims))
-    # the other batches of a dead run's group: they share its claim's run key, and only the batch at work was
-    # marked with the run's id and process (a run started in process carries no run-key tag to find them by)
-    dead = {c.run_key for c in claims if c.run_key and c.job_id in {job_id for job_id, _ in outcomes}}
-    for claim in claims:
-        if claim.run_key in dead and claim.job_id not in {job_id for job_id, _ in outcomes}:
-            reason = f"run of {claim.run_key} is gone (its process killed?) while the batch was claimed"
-            outcomes.append((claim.job_id, lake.requeue_or_fail(claim.job_id, reason, claim.run_id)))
-    requeued = {job_id for job_id, outcome in outcomes if outcome == "requeued"}
-    waiting: dict[PartitionRef, list[str]] = {}
-    for claim in lake.claims():
-        if claim.job_id in requeued and not claim.run_id:
-            with contextlib.suppress(ValueError):
-                waiting.setdefault(PartitionRef.parse(claim.partition or ""), []).append(claim.job_id)
-    for job_id, outcome in outcomes:
-        echo(f"batch {job_id}: its earlier run is gone (killed?); {outcome}")
-    return waiting, [job_id for job_id, outcome in outcomes if outcome == "failed"]
 
 
 SETTLED = ("done", "failed", "quarantined", "deleted")  # what a batch's state is once its run is through with it
@@ -148,7 +118,9 @@ def _run_groups(instance, lake: LakeResource, groups, run_keys, status, echo, wa
         if not instance.has_dynamic_partition(lake_partitions.name, key.key):
             instance.add_dynamic_partitions(lake_partitions.name, [key.key])
         echo(f"running ingest for {key.key}: batches {', '.join(job_ids)}")
-        tags = {**run_request(ref, job_ids, run_keys[ref]).tags, **({} if n == len(groups) else LATER)}
+        # the run key as the daemon tags its runs: the reaper and the sensor's recovery find this run by it
+        tags = {**run_request(ref, job_ids, run_keys[ref]).tags, RUN_KEY_TAG: run_keys[ref]}
+        tags.update({} if n == len(groups) else LATER)
         result = _execute(job, instance, key.key, tags, resources)
         reason = "" if result.success else run_failure_reason(result)
         for job_id in job_ids:

@@ -83,15 +83,15 @@ def test_a_start_killed_midway_leaves_nothing_claimed_for_the_next_start(
         str(request.getfixturevalue("client").lake.base) if backend == "local" else request.getfixturevalue("s3_lake")
     )
     client = DatalakeClient(base, progress=False)
-    jobs = [
-        client.upload_raw_data(pd.DataFrame({"image": [str(make_jpeg(tmp_path / f"{i}.jpg"))]}), "inhouse", "alpha")[1]
-        for i in range(3)
+    jobs = [  # two partitions: the start runs one, the other's claims wait for a run it never creates
+        client.upload_raw_data(pd.DataFrame({"image": [str(make_jpeg(tmp_path / f"{i}.jpg"))]}), "inhouse", dataset)[1]
+        for i, dataset in enumerate(["alpha", "alpha", "beta"])
     ]
     env = {**os.environ, "DATALAKE_STEP_PAUSE": "60", "DAGSTER_HOME": str(dagster_home)}
     code = "import sys; from datalake_pipelines.cli.main import main; sys.exit(main(sys.argv[1:]))"
     process = subprocess.Popen([sys.executable, "-c", code, "--base-path", base, "process", "start"], env=env)
     try:
-        _wait_for_state(client.lake, jobs[0], "running", process)
+        _wait_for_any_running(client.lake, jobs, process)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(30)
@@ -103,6 +103,46 @@ def test_a_start_killed_midway_leaves_nothing_claimed_for_the_next_start(
     capsys.readouterr()
     with dg.DagsterInstance.get() as instance:  # the killed run is not left STARTED for good
         assert dg.DagsterRunStatus.STARTED not in {run.status for run in instance.get_runs()}
+
+
+def _wait_for_any_running(lake, jobs: list[str], process) -> None:
+    import time
+
+    deadline = time.monotonic() + 120
+    while not any((lake.status(job) or {}).get("state") == "running" for job in jobs):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, [lake.status(job) for job in jobs]
+        time.sleep(0.2)
+
+
+def test_two_starts_right_after_a_kill_hand_each_batch_back_once(client, make_jpeg, tmp_path, dagster_home):
+    """Third review: two starts recovering one killed start at once both handed its batches back, so one failed
+    them after a single kill (attempts 2). One start of a host at a time recovers and claims."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    base = str(client.lake.base)
+    jobs = [
+        client.upload_raw_data(pd.DataFrame({"image": [str(make_jpeg(tmp_path / f"{i}.jpg"))]}), "inhouse", "alpha")[1]
+        for i in range(3)
+    ]
+    code = "import sys; from datalake_pipelines.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    start = [sys.executable, "-c", code, "--base-path", base, "--json", "process", "start"]
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+    process = subprocess.Popen(start, env={**env, "DATALAKE_STEP_PAUSE": "60"})
+    try:
+        _wait_for_any_running(client.lake, jobs, process)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    restarts = [subprocess.Popen(start, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [r.communicate(timeout=300)[0] for r in restarts]
+    assert [r.returncode for r in restarts] == [0, 0], outputs
+    entries = [e for out in outputs for e in json.loads(out)]
+    assert sorted(e["job_id"] for e in entries) == sorted(jobs)  # each batch taken by one restart
+    assert {client.lake.status(job)["state"] for job in jobs} == {"done"}
 
 
 def test_a_batch_killed_on_its_last_attempt_goes_to_failed_and_the_start_says_so(
