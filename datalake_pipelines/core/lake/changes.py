@@ -15,7 +15,9 @@ no database assumed: the SQLite hash index is refused on a network file system).
   Numbers have no gaps and follow creation order: an entry is written whole to a temporary file, then
   hard-linked at the first free number after ``HEAD`` (``link`` fails when the name exists, atomically, on NFS
   too). Every number below the newest exists, so a writer's first free number is always the newest plus one.
-- ``logs/changes/HEAD``: a hint, the newest number a writer linked (a stale hint costs a few more probes).
+- ``logs/changes/HEAD``: a hint, the newest number a writer linked; it only moves forward (a stale hint costs a
+  few more probes). A writer that finds it lost lists the newest folder instead; a reader whose cursor is past it
+  (writers went back below the cursor) cannot follow the log.
 - A reader that cannot follow the log (another ``ID``, an entry missing or damaged, the entry at its cursor gone
   or another one: a log wiped or restored) links an *anchor* entry naming no partition, walks every partition,
   and keeps the anchor as its cursor.
@@ -91,11 +93,23 @@ def log_identity(layout: LakeLayout) -> str:
     return (root / "ID").read_text(encoding="utf-8").strip()
 
 
-def _head(root: Path) -> int:
+def _head(root: Path) -> int | None:
+    """The hint; None when it is missing or unreadable."""
     try:
         return max(0, int((root / "HEAD").read_text(encoding="ascii")))
     except (OSError, ValueError):
-        return 0
+        return None
+
+
+def _newest_listed(root: Path) -> int:
+    """The newest entry's number by listing (the newest folder, then its files): what a writer starts from when
+    the hint is lost, since with old folders pruned, probing from 1 would land below entries readers have read."""
+    with contextlib.suppress(FileNotFoundError):
+        for folder in sorted((p for p in root.iterdir() if p.name.isdigit() and p.is_dir()), reverse=True):
+            numbers = [int(f.name[:-5]) for f in folder.iterdir() if f.name.endswith(".json") and f.name[:-5].isdigit()]
+            if numbers:
+                return max(numbers)
+    return 0
 
 
 def record_write(layout: LakeLayout, refs: Iterable[PartitionRef]) -> int:
@@ -111,13 +125,14 @@ def _append(layout: LakeLayout, doc: dict) -> tuple[int, str]:
     doc = {**doc, "at": utc_now_iso(), "host": socket.gethostname(), "pid": os.getpid(), "token": token}
     tmp = _temp(root, json.dumps(doc))
     try:
-        seq = _head(root) + 1
+        head = _head(root)
+        seq = (head if head is not None else _newest_listed(root)) + 1
         while not _link_new(tmp, _entry(root, seq)):
             seq += 1
     finally:
         tmp.unlink(missing_ok=True)
-    hint = _temp(root, str(seq))
-    os.replace(hint, root / "HEAD")
+    if seq > (_head(root) or 0):  # the hint only moves forward (two writers may still cross, rarely: harmless)
+        os.replace(_temp(root, str(seq)), root / "HEAD")
     return seq, token
 
 
@@ -198,7 +213,7 @@ def read_changes(layout: LakeLayout, identity: str | None, after: int | None, to
     but its ``ID`` kept, or restored from a backup) and the read is incomplete."""
     root = _root(layout)
     current = log_identity(layout)
-    head = _head(root)
+    head = _head(root) or 0
     if identity != current or after is None or after < 0:
         return _restart(layout, current)
     if after > 0 and token is not None:
@@ -220,6 +235,8 @@ def read_changes(layout: LakeLayout, identity: str | None, after: int | None, to
         read.seq = seq
         seq += 1
     if read.seq < head:  # entries the hint says exist are missing (removed by hand): unknown changes
+        return _restart(layout, current)
+    if head < after:  # writers went back below the cursor (the hint lowered or lost by hand): they are not read
         return _restart(layout, current)
     return read
 

@@ -365,3 +365,29 @@ def test_an_index_without_a_journal_takes_writes(tmp_path):
         index.close()
     with sqlite3.connect(tmp_path / "cache.sqlite") as con:
         assert not con.execute("SELECT name FROM sqlite_master WHERE name LIKE 'index_%'").fetchall()
+
+
+@pytest.mark.parametrize("hint", ["removed", "garbled", "lowered"])
+def test_a_lost_hint_after_pruning_never_makes_writers_go_below_the_cursor(lake, tmp_path, monkeypatch, hint):
+    """Third review: with the old folders pruned and HEAD lost or lowered, writers started again at 1, below the
+    refresh's cursor, whose own entry still existed: every later refresh read nothing."""
+    from datalake_pipelines.core.lake import changes
+
+    monkeypatch.setattr(changes, "PER_FOLDER", 3)
+    refresh_duckdb(lake)
+    for i in range(4):
+        add_batch(lake, OCR, f"job-{i}", {"lang": ["en"]})
+    assert refresh_duckdb(lake)["walked"] is False
+    root = lake.base / keys.CHANGES
+    shutil.rmtree(root / "00000000")  # as the two-day pruning removes a folder read past
+    if hint == "removed":
+        (root / "HEAD").unlink()
+    else:
+        (root / "HEAD").write_text("junk" if hint == "garbled" else "1")
+    add_batch(lake, NEW, "job-new", {"lang": ["en"]})
+    summary = refresh_duckdb(lake)
+    assert summary["partitions"] == 5
+    assert_same_as_full_build(lake, tmp_path)
+    add_batch(lake, OTHER, "job-later", {"lang": ["ko"]})
+    assert refresh_duckdb(lake)["changed"] == 1
+    assert_same_as_full_build(lake, tmp_path)
