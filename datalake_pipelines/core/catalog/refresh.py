@@ -41,7 +41,7 @@ from ..ingest.index_changes import index_changes
 from ..lake.changes import prune_changes, read_changes, writer_active
 from ..lake.keys import PARTITION_METADATA
 from ..lake.layout import LakeLayout, PartitionRef
-from ..storage.files import copy_file, temp_sibling
+from ..storage.files import temp_sibling
 from .parts import PARTITION_COLUMNS
 from .warehouse import (
     HASH_INDEX_SCHEMA,
@@ -50,6 +50,7 @@ from .warehouse import (
     check_catalog_files,
     create_catalog_view,
     create_hash_index_table,
+    open_copy,
     partition_stats,
     remove_stale_temps,
 )
@@ -129,6 +130,10 @@ class PreviousBuild:
             return dict(self.con.execute(f"{query} WHERE partition IN (SELECT key FROM wanted_keys)").fetchall())
         finally:
             self.con.unregister("wanted_keys")
+
+
+def _same_base(previous: PreviousBuild | None, base: str) -> PreviousBuild | None:
+    return previous if previous is not None and previous.base == base else None
 
 
 def read_previous(con: duckdb.DuckDBPyConnection) -> PreviousBuild | None:
@@ -255,24 +260,6 @@ def _write_state(con: duckdb.DuckDBPyConnection, layout: LakeLayout, plan: Plan,
     )  # fmt: skip
 
 
-def _open_previous(target: Path, tmp: Path, base: str) -> tuple[duckdb.DuckDBPyConnection, PreviousBuild] | None:
-    """A copy of ``target`` at ``tmp``, open, with the state it holds; None when it has no usable one. The state
-    is read from the copy, never from ``target``: DuckDB shares one database instance per path within a
-    process, so a reader here still holding a replaced file would answer for the old file."""
-    if not target.is_file():
-        return None
-    copy_file(target, tmp)
-    try:
-        con = duckdb.connect(str(tmp))
-    except duckdb.Error:
-        return None
-    previous = read_previous(con)
-    if previous is None or previous.base != base:  # another lake's file, or the lake moved (the view's glob)
-        con.close()
-        return None
-    return con, previous
-
-
 def _fill(
     con: duckdb.DuckDBPyConnection, layout: LakeLayout, previous: PreviousBuild | None, plan: Plan, stats: pa.Table,
     batch_size: int,
@@ -330,7 +317,9 @@ def refresh_duckdb(
     remove_stale_temps(target)
     tmp = temp_sibling(target)
     try:
-        opened = None if rebuild else _open_previous(target, tmp, str(layout.base))
+        base = str(layout.base)
+        # another lake's file, or the lake moved (the view's glob): built anew
+        opened = None if rebuild else open_copy(target, tmp, lambda con: _same_base(read_previous(con), base))
         previous = opened[1] if opened else None
         try:
             plan = plan_refresh(layout, previous, walk)

@@ -34,9 +34,9 @@ import pyarrow as pa
 from ..lake import keys
 from ..lake.layout import PartitionRef
 from ..storage.backends import ObjectInfo, endpoint_slug
-from ..storage.files import copy_file, temp_sibling
+from ..storage.files import temp_sibling
 from .parts import PARTITION_COLUMNS
-from .warehouse import HASH_INDEX_SCHEMA, build_database, create_hash_index_table, remove_stale_temps
+from .warehouse import HASH_INDEX_SCHEMA, build_database, create_hash_index_table, open_copy, remove_stale_temps
 
 if TYPE_CHECKING:
     from .s3 import S3Catalog
@@ -139,22 +139,6 @@ def read_previous(con: duckdb.DuckDBPyConnection, identity: str) -> PreviousBuil
     return PreviousBuild(con, partitions, segments)
 
 
-def _open_previous(target: Path, tmp: Path, identity: str) -> PreviousBuild | None:
-    """A copy of ``target`` at ``tmp``, open, with its state; None when it has no usable one. Read from the copy,
-    never from ``target``: DuckDB shares one database instance per path within a process."""
-    if not target.is_file():
-        return None
-    copy_file(target, tmp)
-    try:
-        con = duckdb.connect(str(tmp))
-    except duckdb.Error:
-        return None
-    previous = read_previous(con, identity)
-    if previous is None:
-        con.close()
-    return previous
-
-
 def _table(con: duckdb.DuckDBPyConnection, name: str, columns: tuple[str, str], rows: dict[str, str]) -> None:
     con.execute(f"CREATE OR REPLACE TABLE {name} ({columns[0]} VARCHAR PRIMARY KEY, {columns[1]} VARCHAR)")
     table = pa.table({columns[0]: pa.array(list(rows), pa.string()), columns[1]: pa.array(list(rows.values()))})
@@ -237,7 +221,9 @@ def refresh_database(catalog: S3Catalog, target: Path, rebuild: bool = False) ->
     remove_stale_temps(target)
     tmp = temp_sibling(target)
     try:
-        previous = None if rebuild else _open_previous(target, tmp, lake_identity(catalog.base))
+        identity = lake_identity(catalog.base)
+        opened = None if rebuild else open_copy(target, tmp, lambda con: read_previous(con, identity))
+        previous = opened[1] if opened else None
         try:
             listed = list_catalog(catalog.storage.list(keys.CATALOG))
             signatures = {key: p.signature() for key, p in listed.items()}

@@ -23,7 +23,7 @@ from ..errors import DatalakeError
 from ..ingest.hash_index import COLUMNS as HASH_INDEX_COLUMNS
 from ..ingest.hash_index import INTEGER_COLUMNS as INDEX_INTEGER_COLUMNS
 from ..lake.layout import LakeLayout, PartitionRef
-from ..storage.files import read_json, temp_sibling
+from ..storage.files import copy_file, read_json, temp_sibling
 from .parts import PARTITION_COLUMNS, CatalogError, open_parquet, partition_files
 
 T = TypeVar("T")
@@ -258,3 +258,24 @@ def remove_stale_temps(target: Path, older_than: float = STALE_TEMP_SECONDS) -> 
                 path.unlink()
                 removed += 1
     return removed
+
+
+def open_copy(
+    target: Path, tmp: Path, read_state: Callable[[duckdb.DuckDBPyConnection], T | None]
+) -> tuple[duckdb.DuckDBPyConnection, T] | None:
+    """A copy of ``target`` at ``tmp`` (``copy_file``: a clone where the file system has reflinks), open, with
+    what ``read_state`` reads of it; None when there is no file or no usable state (then the caller builds anew).
+    The state is read from the copy, never from ``target``: DuckDB shares one database instance per path within
+    a process, so a reader here still holding a replaced file would answer for the old one."""
+    if not target.is_file():
+        return None
+    copy_file(target, tmp)
+    try:
+        con = duckdb.connect(str(tmp))
+    except duckdb.Error:
+        return None
+    state = read_state(con)
+    if state is None:
+        con.close()
+        return None
+    return con, state
