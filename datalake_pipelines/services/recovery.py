@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import dagster as dg
 
 from ..core.lake.layout import PartitionRef
-from ..core.lake.locks import exclusive_lock
+from ..core.lake.locks import LockTimeout, exclusive_lock
 from ..core.lake.queue import process_alive
 from ..lib.claims import ClaimRuns
 
@@ -40,7 +40,13 @@ QUIET.addHandler(logging.NullHandler())  # else Python's last-resort handler pri
 def starts_lock(lake) -> Iterator[None]:
     """The lock a start holds while it recovers and claims: beside the lake's warehouse lock (in the lake for a
     folder; this host's cache for S3, where only the host of a dead process can tell it is dead anyway)."""
-    with exclusive_lock(Path(lake.warehouse_lock).parent / "process-start.lock"):
+    path = Path(lake.warehouse_lock).parent / "process-start.lock"
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(path, timeout=0))
+        except LockTimeout:
+            log.warning(f"waiting for another `process start` of this host to finish claiming ({path})")
+            stack.enter_context(exclusive_lock(path))  # LockTimeout after 600 s, in one line
         yield
 
 
@@ -60,7 +66,7 @@ def recover_claims(
     """Hand back the claims of dead runs and dead starts (see the module docstring). Returns the batches handed
     back still claimed (an S3 lake's next attempt waits for a run), by partition, to run in this start, and the
     job ids that went to ``failed/``."""
-    from ..defs.ingest.sensors import reap_dead_runs
+    from ..defs.ingest.sensors import TERMINAL, reap_dead_runs
 
     context = SimpleNamespace(instance=instance, log=QUIET)
     outcomes: list[tuple[str, str]] = []
@@ -71,10 +77,15 @@ def recover_claims(
     for claim in claims:
         if claim.run_id or not claim.run_key or (claim.run_key or "").endswith(".rejected"):
             continue
-        if runs.for_key(claim.run_key) is not None or process_alive(claim.pid, claim.host) is not False:
-            continue  # its run exists (the reaper judges it), or its start lives, or cannot be told
-        reason = f"claimed by process {claim.pid}, gone before it created the batch's run"
-        outcomes.append((claim.job_id, lake.requeue_or_fail(claim.job_id, reason, None)))
+        if process_alive(claim.pid, claim.host) is not False:
+            continue  # its start lives, or cannot be told (another host, or a claim the sensor made)
+        # the start ran its runs in its own process: a run it created and never got to mark a batch with died too
+        run = runs.for_key(claim.run_key)
+        if run is not None and run.status not in TERMINAL:
+            instance.report_run_failed(run, "the process running it is gone (killed?)")
+        when = "before it created the batch's run" if run is None else f"while its run {run.run_id} was starting"
+        reason = f"claimed by process {claim.pid}, gone {when}"
+        outcomes.append((claim.job_id, lake.requeue_or_fail(claim.job_id, reason, run.run_id if run else None)))
     requeued = {job_id for job_id, outcome in outcomes if outcome == "requeued"}
     waiting: dict[PartitionRef, list[str]] = {}
     for claim in lake.claims():

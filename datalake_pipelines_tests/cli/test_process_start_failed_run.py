@@ -211,3 +211,67 @@ def test_a_failed_refresh_after_a_good_ingest_is_said_in_one_warning(
     [entry] = json.loads(out)
     assert entry["job_id"] == job and entry["state"] == "done"
     assert "warning: the catalog.duckdb refresh failed; the ingest is not affected" in err
+
+
+def test_a_start_killed_as_its_run_was_starting_leaves_nothing_stuck(client, make_jpeg, tmp_path, capsys, dagster_home):
+    """Fourth review: killed in the ~0.2 s after creating its run and before marking a batch with it, a start left
+    the claims (its pid, no run id) and a run that never ended: no later start took them."""
+    import os
+    import subprocess
+    import sys
+
+    from dagster._core.utils import make_new_run_id
+
+    from datalake_pipelines.core.lake.layout import PartitionRef
+    from datalake_pipelines.lib.after_ingest import INGEST_JOB
+    from datalake_pipelines.lib.claims import RUN_KEY_TAG
+    from datalake_pipelines.services.runner import get_instance
+
+    base = str(client.lake.base)
+    _, job = client.upload_raw_data(pd.DataFrame({"image": [str(make_jpeg(tmp_path / "a.jpg"))]}), "inhouse", "alpha")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert client.lake.claim(job, "key-of-a-killed-start", PartitionRef("inhouse", "alpha", "raw", "mixed"))
+    claim = client.lake.read_claim(job)
+    claim.pid, claim.host = int(gone.stdout), os.uname().nodename  # as the start named itself, then died
+    client.lake.write_claim(claim)
+    run_id = make_new_run_id()
+    with get_instance() as instance:  # the instance the CLI makes in $DAGSTER_HOME
+        instance.add_run(
+            dg.DagsterRun(
+                job_name=INGEST_JOB,
+                run_id=run_id,
+                tags={RUN_KEY_TAG: "key-of-a-killed-start"},
+                status=dg.DagsterRunStatus.STARTED,
+            )  # fmt: skip
+        )
+    assert main(["--base-path", base, "--json", "process", "start"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)
+    assert entry["job_id"] == job and entry["state"] == "done"
+    with get_instance() as instance:
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+
+
+def test_a_start_waiting_for_another_says_so(client, make_jpeg, tmp_path, capsys, caplog, dagster_home):
+    """Fourth review: a start waiting for another start of its host sat silent."""
+    import threading
+    from pathlib import Path
+
+    from datalake_pipelines.core.lake.locks import exclusive_lock
+
+    base = str(client.lake.base)
+    _, job = client.upload_raw_data(pd.DataFrame({"image": [str(make_jpeg(tmp_path / "a.jpg"))]}), "inhouse", "alpha")
+    held, release = threading.Event(), threading.Event()
+
+    def other_start() -> None:
+        with exclusive_lock(Path(client.lake.warehouse_lock).parent / "process-start.lock"):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=other_start)
+    thread.start()
+    held.wait(30)
+    threading.Timer(1.0, release.set).start()
+    assert main(["--base-path", base, "--json", "process", "start"]) == 0
+    thread.join(30)
+    assert "waiting for another `process start` of this host" in caplog.text + capsys.readouterr().err
+    assert client.lake.status(job)["state"] == "done"

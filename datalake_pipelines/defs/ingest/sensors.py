@@ -160,7 +160,9 @@ def reap_dead_runs(
             continue
         if run.status not in TERMINAL:
             context.instance.report_run_failed(run, "run worker process is gone (killed?)")
-        reason = f"run {run.run_id} ended ({run.status.value}) while the batch was claimed"
+            reason = f"the process of run {run.run_id} is gone (killed?) while the batch was claimed"
+        else:
+            reason = f"run {run.run_id} ended ({run.status.value}) while the batch was claimed"
         outcome = lake.requeue_or_fail(claim.job_id, reason, run.run_id)
         context.log.warning(f"batch {claim.job_id}: {reason}; {outcome}")
         outcomes.append((claim.job_id, outcome))
