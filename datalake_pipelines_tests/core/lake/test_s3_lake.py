@@ -271,7 +271,7 @@ def test_a_settling_hand_drop_is_claimed_by_a_later_tick(
     monkeypatch.setattr(sensors, "RECOVERY_AGE_SECONDS", 600.0)  # the first tick's claim is not re-issued here
     first = tick(instance, s3_lake)
     assert [r.run_key for r in first.run_requests] == [job]  # the hand drop is still settling
-    time.sleep(3.2)
+    time.sleep(4.6)  # past the quiet time by more than a second: a listing's LastModified has whole seconds
     second = tick(instance, s3_lake, first.cursor)
     assert [r.run_key for r in second.run_requests] == ["drop2"]
 
