@@ -53,12 +53,12 @@ from .warehouse import (
     open_copy,
     partition_stats,
     remove_stale_temps,
+    replace_partition_rows,
 )
 
 SCAN_THREADS, SCAN_CHUNK = 8, 256
 PARTITION_STATE = "refresh_partitions"
 STATE = "refresh_state"
-KEY_SQL = "provider || '/' || dataset || '/' || task || '/' || variant"
 
 
 def _signature(folder: str) -> str:
@@ -271,15 +271,7 @@ def _fill(
         create_catalog_view(con, layout, has_files)
         create_hash_index_table(con)
     else:
-        stale = plan.gone + [r.key for r in plan.changed]
-        if stale:
-            con.register("stale", pa.table({"key": stale}))
-            con.execute(f"DELETE FROM partitions WHERE {KEY_SQL} IN (SELECT key FROM stale)")
-            con.unregister("stale")
-        if stats.num_rows:
-            con.register("partition_stats", stats)
-            con.execute("INSERT INTO partitions SELECT * FROM partition_stats")
-            con.unregister("partition_stats")
+        replace_partition_rows(con, plan.gone + [r.key for r in plan.changed], stats)
         has_files = con.execute("SELECT coalesce(sum(files), 0) FROM partitions").fetchall()[0][0] > 0
         if has_files != previous.had_files:
             create_catalog_view(con, layout, has_files)

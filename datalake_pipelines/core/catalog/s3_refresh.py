@@ -36,7 +36,14 @@ from ..lake.layout import PartitionRef
 from ..storage.backends import ObjectInfo, endpoint_slug
 from ..storage.files import temp_sibling
 from .parts import PARTITION_COLUMNS
-from .warehouse import HASH_INDEX_SCHEMA, build_database, create_hash_index_table, open_copy, remove_stale_temps
+from .warehouse import (
+    HASH_INDEX_SCHEMA,
+    build_database,
+    create_hash_index_table,
+    open_copy,
+    remove_stale_temps,
+    replace_partition_rows,
+)
 
 if TYPE_CHECKING:
     from .s3 import S3Catalog
@@ -45,7 +52,6 @@ STATE_FORMAT = 1
 STATE = "s3_refresh_state"
 PARTITION_STATE = "s3_refresh_partitions"
 SEGMENT_STATE = "s3_refresh_segments"
-KEY_SQL = "provider || '/' || dataset || '/' || task || '/' || variant"
 HASH_COLUMNS = ", ".join(HASH_INDEX_SCHEMA.names)
 # one row per sha256, the earliest created_at (unparseable times last), then every other column: a total order of
 # distinct rows, so the row kept never depends on scan order and merging new segments keeps what a full build keeps
@@ -191,14 +197,7 @@ def _fill(
     if previous is None:
         create_hash_index_table(con)
     else:
-        if stale:
-            con.register("__stale", pa.table({"key": pa.array(stale, pa.string())}))
-            con.execute(f"DELETE FROM partitions WHERE {KEY_SQL} IN (SELECT key FROM __stale)")
-            con.unregister("__stale")
-        if stats.num_rows:
-            con.register("__partition_stats", stats)
-            con.execute("INSERT INTO partitions SELECT * FROM __partition_stats")
-            con.unregister("__partition_stats")
+        replace_partition_rows(con, stale, stats)
     segments, rebuilt = sync_hash_index(con, catalog, previous)
     con.execute(f"CREATE OR REPLACE TABLE {STATE} (format INTEGER, base VARCHAR)")
     con.execute(f"INSERT INTO {STATE} VALUES (?, ?)", [STATE_FORMAT, lake_identity(catalog.base)])

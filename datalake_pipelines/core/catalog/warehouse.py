@@ -279,3 +279,19 @@ def open_copy(
         con.close()
         return None
     return con, state
+
+
+KEY_SQL = "provider || '/' || dataset || '/' || task || '/' || variant"  # a partitions row's partition key
+
+
+def replace_partition_rows(con: duckdb.DuckDBPyConnection, stale: list[str], stats: pa.Table) -> None:
+    """In an existing ``partitions`` table: delete the rows of the ``stale`` partition keys, insert ``stats``
+    (``PARTITIONS_SCHEMA`` rows of the partitions read again). Both refreshes, local and S3, update it so."""
+    if stale:
+        con.register("__stale_partitions", pa.table({"key": pa.array(stale, pa.string())}))
+        con.execute(f"DELETE FROM partitions WHERE {KEY_SQL} IN (SELECT key FROM __stale_partitions)")
+        con.unregister("__stale_partitions")
+    if stats.num_rows:
+        con.register("__partition_stats", stats)
+        con.execute("INSERT INTO partitions SELECT * FROM __partition_stats")
+        con.unregister("__partition_stats")

@@ -36,17 +36,11 @@ def store_image(layout: LakeLayout, ref: PartitionRef, size: tuple[int, int], fm
     return {"path": relpath, "sha256": sha, "width": size[0], "height": size[1], "format": fmt, "mode": "RGB"}
 
 
-def add_batch(
-    layout: LakeLayout,
-    ref: PartitionRef,
-    job_id: str,
-    columns: dict[str, list],
-    image_sizes: list[tuple[int, int]] | None = None,
-    image_format: str = "JPEG",
-) -> None:
-    """:func:`write_batch_files` under the partition writer's lock and change-log entry, as an ingest writes."""
+def add_batch(layout: LakeLayout, ref: PartitionRef, *args, **kwargs) -> None:
+    """:func:`write_batch_files` (same arguments) under the partition writer's lock and change-log entry, as an
+    ingest writes."""
     with partition_writer(layout, ref):
-        write_batch_files(layout, ref, job_id, columns, image_sizes, image_format)
+        write_batch_files(layout, ref, *args, **kwargs)
 
 
 def write_batch_files(
